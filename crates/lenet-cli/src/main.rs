@@ -1,0 +1,6 @@
+//! `lenet`: train, evaluate and run LeNet-5 on MNIST.
+
+fn main() {
+    eprintln!("lenet: not built yet; see README.md");
+    std::process::exit(2);
+}
