@@ -17,6 +17,7 @@ pub mod conv2d;
 pub mod linear;
 pub mod loss;
 pub mod matmul;
+mod parallel;
 pub mod pool;
 mod scalar;
 

@@ -1,10 +1,18 @@
 //! Average and max pooling over NCHW tensors: no padding, floor mode.
 //!
-//! SKELETON: signatures are final; bodies are filled in by the tensor issue.
-#![allow(unused_variables)]
+//! Every `(n, c)` plane is pooled on its own, so planes are split over rayon's threads when the
+//! whole op is big enough to pay for it; no value is ever summed across planes, so the result is
+//! the same serial or parallel. Kernels work on contiguous planes: a non-standard-layout input
+//! is copied once (caller buffers from `Array4::zeros` never are).
+//!
+//! # Panics
+//! Every function panics if a kernel or stride is 0, the window does not fit the input, or an
+//! output/gradient array does not have the shape the op produces.
 
+use crate::parallel::{with_standard_slice_mut, PAR_MIN_WORK};
 use crate::Scalar;
 use ndarray::{Array4, ArrayView4, ArrayViewMut4};
+use rayon::prelude::*;
 
 /// Window size and stride of a pooling op, each as (height, width).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -17,6 +25,11 @@ pub struct Pool2dParams {
 
 impl Pool2dParams {
     /// A square `k`×`k` window moved by `k`: the usual non-overlapping pool.
+    ///
+    /// ```
+    /// let p = tensor::Pool2dParams::square(2);
+    /// assert_eq!((p.kernel, p.stride), ((2, 2), (2, 2)));
+    /// ```
     pub fn square(k: usize) -> Self {
         Pool2dParams {
             kernel: (k, k),
@@ -24,75 +37,518 @@ impl Pool2dParams {
         }
     }
 
-    /// Output size `floor((h - kh) / sh) + 1`, or `None` if the window does not fit.
+    /// Output size `floor((h - kh) / sh) + 1`, or `None` if the window does not fit or a kernel
+    /// or stride is 0.
+    ///
+    /// ```
+    /// let p = tensor::Pool2dParams { kernel: (3, 3), stride: (2, 2) };
+    /// assert_eq!(p.output_size((9, 8)), Some((4, 3)));
+    /// assert_eq!(p.output_size((2, 8)), None);
+    /// ```
     pub fn output_size(&self, input: (usize, usize)) -> Option<(usize, usize)> {
-        todo!()
+        let (kh, kw) = self.kernel;
+        let (sh, sw) = self.stride;
+        if kh == 0 || kw == 0 || sh == 0 || sw == 0 || input.0 < kh || input.1 < kw {
+            return None;
+        }
+        Some(((input.0 - kh) / sh + 1, (input.1 - kw) / sw + 1))
     }
 }
 
-/// Mean over each window (divided by kh·kw).
-pub fn avg_pool2d<T: Scalar>(input: ArrayView4<'_, T>, params: Pool2dParams) -> Array4<T> {
-    todo!()
+/// The geometry of one pooling call, checked once.
+#[derive(Clone, Copy)]
+struct Geometry {
+    planes: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    p: Pool2dParams,
 }
 
-/// Like [`avg_pool2d`], writing into `out`.
+impl Geometry {
+    fn new(op: &str, input: (usize, usize, usize, usize), p: Pool2dParams) -> Self {
+        let (n, c, h, w) = input;
+        let (oh, ow) = p.output_size((h, w)).unwrap_or_else(|| {
+            panic!(
+                "{op}: a {:?} window with stride {:?} does not fit an input of {h}×{w} \
+                 (kernel and stride must be ≥ 1 and the kernel at most the input size)",
+                p.kernel, p.stride
+            )
+        });
+        Geometry {
+            planes: n * c,
+            w,
+            oh,
+            ow,
+            p,
+        }
+    }
+
+    fn output_dim(&self, n: usize, c: usize) -> (usize, usize, usize, usize) {
+        (n, c, self.oh, self.ow)
+    }
+
+    fn parallel(&self) -> bool {
+        self.planes > 1
+            && self.planes * self.oh * self.ow * self.p.kernel.0 * self.p.kernel.1 >= PAR_MIN_WORK
+    }
+
+    /// Calls `f(plane_out, plane_in)` for every plane pair, in parallel if it pays.
+    fn for_each_plane<T: Scalar>(
+        &self,
+        out: &mut [T],
+        out_plane: usize,
+        inp: &[T],
+        in_plane: usize,
+        f: impl Fn(&mut [T], &[T]) + Sync + Send,
+    ) {
+        if self.parallel() {
+            out.par_chunks_mut(out_plane)
+                .zip(inp.par_chunks(in_plane))
+                .for_each(|(o, i)| f(o, i));
+        } else {
+            out.chunks_mut(out_plane)
+                .zip(inp.chunks(in_plane))
+                .for_each(|(o, i)| f(o, i));
+        }
+    }
+
+    /// Index in the input plane of window (i, j)'s top-left corner.
+    fn corner(&self, i: usize, j: usize) -> usize {
+        i * self.p.stride.0 * self.w + j * self.p.stride.1
+    }
+}
+
+fn check_dim(
+    op: &str,
+    what: &str,
+    expected: (usize, usize, usize, usize),
+    got: (usize, usize, usize, usize),
+) {
+    assert!(
+        expected == got,
+        "{op}: {what} must be {expected:?}, got {got:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Average pool: y[i,j] = (1/(kh·kw)) Σ_{u<kh, v<kw} x[i·sh+u, j·sw+v]
+// ---------------------------------------------------------------------------------------------
+
+/// Mean over each window (divided by kh·kw).
+///
+/// # Panics
+/// If the window does not fit (see the module docs).
+///
+/// ```
+/// use ndarray::Array4;
+/// let x = Array4::from_shape_vec((1, 1, 2, 4), vec![1.0_f32, 2., 3., 4., 5., 6., 7., 8.]).unwrap();
+/// let y = tensor::avg_pool2d(x.view(), tensor::Pool2dParams::square(2));
+/// assert_eq!(y.into_raw_vec_and_offset().0, vec![3.5, 5.5]);
+/// ```
+pub fn avg_pool2d<T: Scalar>(input: ArrayView4<'_, T>, params: Pool2dParams) -> Array4<T> {
+    let (n, c, h, w) = input.dim();
+    let g = Geometry::new("avg_pool2d", (n, c, h, w), params);
+    let mut out = Array4::zeros(g.output_dim(n, c));
+    avg_pool2d_into(input, params, out.view_mut());
+    out
+}
+
+/// Like [`avg_pool2d`], overwriting `out` (`[n, c, oh, ow]`).
+///
+/// # Panics
+/// If the window does not fit or `out` has the wrong shape.
+///
+/// ```
+/// use ndarray::Array4;
+/// let x = Array4::from_elem((2, 3, 5, 5), 1.0_f64);
+/// let mut y = Array4::zeros((2, 3, 2, 2));
+/// tensor::avg_pool2d_into(x.view(), tensor::Pool2dParams::square(2), y.view_mut());
+/// assert!(y.iter().all(|&v| v == 1.0));
+/// ```
 pub fn avg_pool2d_into<T: Scalar>(
     input: ArrayView4<'_, T>,
     params: Pool2dParams,
     out: ArrayViewMut4<'_, T>,
 ) {
-    todo!()
+    let (n, c, h, w) = input.dim();
+    let g = Geometry::new("avg_pool2d", (n, c, h, w), params);
+    check_dim("avg_pool2d", "out", g.output_dim(n, c), out.dim());
+    let input = input.as_standard_layout();
+    let x = input.as_slice().expect("standard layout");
+    let (kh, kw) = params.kernel;
+    let area = T::from_f64((kh * kw) as f64);
+    with_standard_slice_mut(out, |y| {
+        g.for_each_plane(y, g.oh * g.ow, x, h * w, |y, x| {
+            for i in 0..g.oh {
+                for j in 0..g.ow {
+                    let corner = g.corner(i, j);
+                    let mut s = T::zero();
+                    for u in 0..kh {
+                        let row = &x[corner + u * w..][..kw];
+                        s = row.iter().fold(s, |s, &v| s + v);
+                    }
+                    y[i * g.ow + j] = s / area;
+                }
+            }
+        });
+    });
 }
 
+// ∂y[i,j]/∂x[i·sh+u, j·sw+v] = 1/(kh·kw) for every (u, v) in the window, so each input gets
+// g[i,j]/(kh·kw) from every window that covers it (a sum where windows overlap).
 /// Gradient of [`avg_pool2d`]: each window's upstream gradient, divided by kh·kw, spread over
 /// the window (summed where windows overlap). `input_dim` is the forward input's shape.
+///
+/// # Panics
+/// If the window does not fit `input_dim` or `grad_out` is not the forward output's shape.
+///
+/// ```
+/// use ndarray::Array4;
+/// let g = Array4::from_elem((1, 1, 1, 1), 4.0_f32);
+/// let gi = tensor::avg_pool2d_backward(g.view(), tensor::Pool2dParams::square(2), (1, 1, 3, 3));
+/// // the window covers the top-left 2×2; the last row and column are dropped (floor mode)
+/// assert_eq!(gi.into_raw_vec_and_offset().0, vec![1., 1., 0., 1., 1., 0., 0., 0., 0.]);
+/// ```
 pub fn avg_pool2d_backward<T: Scalar>(
     grad_out: ArrayView4<'_, T>,
     params: Pool2dParams,
     input_dim: (usize, usize, usize, usize),
 ) -> Array4<T> {
-    todo!()
+    let mut gi = Array4::zeros(input_dim);
+    avg_pool2d_backward_into(grad_out, params, gi.view_mut());
+    gi
 }
 
 /// Like [`avg_pool2d_backward`], overwriting `grad_input` (whose shape is the forward input's).
+///
+/// # Panics
+/// As [`avg_pool2d_backward`].
+///
+/// ```
+/// use ndarray::Array4;
+/// let g = Array4::from_elem((1, 1, 1, 1), 4.0_f64);
+/// let mut gi = Array4::from_elem((1, 1, 2, 2), f64::NAN); // overwritten
+/// tensor::avg_pool2d_backward_into(g.view(), tensor::Pool2dParams::square(2), gi.view_mut());
+/// assert!(gi.iter().all(|&v| v == 1.0));
+/// ```
 pub fn avg_pool2d_backward_into<T: Scalar>(
     grad_out: ArrayView4<'_, T>,
     params: Pool2dParams,
     grad_input: ArrayViewMut4<'_, T>,
 ) {
-    todo!()
+    let (n, c, h, w) = grad_input.dim();
+    let g = Geometry::new("avg_pool2d_backward", (n, c, h, w), params);
+    check_dim(
+        "avg_pool2d_backward",
+        "grad_out",
+        g.output_dim(n, c),
+        grad_out.dim(),
+    );
+    let grad_out = grad_out.as_standard_layout();
+    let go = grad_out.as_slice().expect("standard layout");
+    let (kh, kw) = params.kernel;
+    let area = T::from_f64((kh * kw) as f64);
+    with_standard_slice_mut(grad_input, |gi| {
+        g.for_each_plane(gi, h * w, go, g.oh * g.ow, |gi, go| {
+            gi.fill(T::zero());
+            for i in 0..g.oh {
+                for j in 0..g.ow {
+                    let share = go[i * g.ow + j] / area;
+                    let corner = g.corner(i, j);
+                    for u in 0..kh {
+                        for v in &mut gi[corner + u * w..][..kw] {
+                            *v = *v + share;
+                        }
+                    }
+                }
+            }
+        });
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Max pool: y[i,j] = max_{u<kh, v<kw} x[i·sh+u, j·sw+v]
+// ---------------------------------------------------------------------------------------------
+
+/// Offset, inside the plane, of the first maximum of window (i, j) in row-major order (the
+/// element PyTorch's max pool picks). NaN counts as the maximum, so it propagates.
+fn argmax_in_window<T: Scalar>(x: &[T], g: &Geometry, i: usize, j: usize) -> usize {
+    let corner = g.corner(i, j);
+    let mut best = corner;
+    for u in 0..g.p.kernel.0 {
+        let row = corner + u * g.w;
+        for idx in row..row + g.p.kernel.1 {
+            // strict `>`: a later equal value never replaces the first maximum
+            if x[idx] > x[best] || (x[idx].is_nan() && !x[best].is_nan()) {
+                best = idx;
+            }
+        }
+    }
+    best
 }
 
 /// Maximum over each window.
+///
+/// # Panics
+/// If the window does not fit (see the module docs).
+///
+/// ```
+/// use ndarray::Array4;
+/// let x = Array4::from_shape_vec((1, 1, 2, 4), vec![1.0_f32, 2., 3., 4., 5., 6., 7., 0.]).unwrap();
+/// let y = tensor::max_pool2d(x.view(), tensor::Pool2dParams::square(2));
+/// assert_eq!(y.into_raw_vec_and_offset().0, vec![6., 7.]);
+/// ```
 pub fn max_pool2d<T: Scalar>(input: ArrayView4<'_, T>, params: Pool2dParams) -> Array4<T> {
-    todo!()
+    let (n, c, h, w) = input.dim();
+    let g = Geometry::new("max_pool2d", (n, c, h, w), params);
+    let mut out = Array4::zeros(g.output_dim(n, c));
+    max_pool2d_into(input, params, out.view_mut());
+    out
 }
 
-/// Like [`max_pool2d`], writing into `out`.
+/// Like [`max_pool2d`], overwriting `out` (`[n, c, oh, ow]`).
+///
+/// # Panics
+/// If the window does not fit or `out` has the wrong shape.
+///
+/// ```
+/// use ndarray::Array4;
+/// let x = Array4::from_shape_fn((1, 2, 3, 3), |(_, c, i, j)| (c * 9 + i * 3 + j) as f32);
+/// let mut y = Array4::zeros((1, 2, 1, 1));
+/// let p = tensor::Pool2dParams { kernel: (3, 3), stride: (1, 1) };
+/// tensor::max_pool2d_into(x.view(), p, y.view_mut());
+/// assert_eq!(y.into_raw_vec_and_offset().0, vec![8., 17.]);
+/// ```
 pub fn max_pool2d_into<T: Scalar>(
     input: ArrayView4<'_, T>,
     params: Pool2dParams,
     out: ArrayViewMut4<'_, T>,
 ) {
-    todo!()
+    let (n, c, h, w) = input.dim();
+    let g = Geometry::new("max_pool2d", (n, c, h, w), params);
+    check_dim("max_pool2d", "out", g.output_dim(n, c), out.dim());
+    let input = input.as_standard_layout();
+    let x = input.as_slice().expect("standard layout");
+    with_standard_slice_mut(out, |y| {
+        g.for_each_plane(y, g.oh * g.ow, x, h * w, |y, x| {
+            for i in 0..g.oh {
+                for j in 0..g.ow {
+                    y[i * g.ow + j] = x[argmax_in_window(x, &g, i, j)];
+                }
+            }
+        });
+    });
 }
 
+// y[i,j] = x[a(i,j)] with a(i,j) the window's first argmax, so ∂y[i,j]/∂x = 1 at a(i,j) and 0
+// elsewhere (away from ties): each window's gradient goes to its argmax, summed over windows.
 /// Gradient of [`max_pool2d`]: each window's upstream gradient goes to the window's first
 /// maximum (row-major order), as in PyTorch. The argmax is recomputed from `input`.
+///
+/// # Panics
+/// If the window does not fit or `grad_out` is not the forward output's shape.
+///
+/// ```
+/// use ndarray::Array4;
+/// // a tie: both 5s are maxima, the first one (row-major) gets the gradient
+/// let x = Array4::from_shape_vec((1, 1, 2, 2), vec![1.0_f32, 5., 5., 0.]).unwrap();
+/// let g = Array4::from_elem((1, 1, 1, 1), 3.0_f32);
+/// let gi = tensor::max_pool2d_backward(x.view(), g.view(), tensor::Pool2dParams::square(2));
+/// assert_eq!(gi.into_raw_vec_and_offset().0, vec![0., 3., 0., 0.]);
+/// ```
 pub fn max_pool2d_backward<T: Scalar>(
     input: ArrayView4<'_, T>,
     grad_out: ArrayView4<'_, T>,
     params: Pool2dParams,
 ) -> Array4<T> {
-    todo!()
+    let mut gi = Array4::zeros(input.raw_dim());
+    max_pool2d_backward_into(input, grad_out, params, gi.view_mut());
+    gi
 }
 
-/// Like [`max_pool2d_backward`], overwriting `grad_input`.
+/// Like [`max_pool2d_backward`], overwriting `grad_input` (the shape of `input`).
+///
+/// # Panics
+/// As [`max_pool2d_backward`], or if `grad_input` is not the shape of `input`.
+///
+/// ```
+/// use ndarray::Array4;
+/// let x = Array4::from_shape_vec((1, 1, 1, 3), vec![1.0_f64, 4., 2.]).unwrap();
+/// let g = Array4::from_elem((1, 1, 1, 2), 1.0);
+/// let p = tensor::Pool2dParams { kernel: (1, 2), stride: (1, 1) };
+/// let mut gi = Array4::zeros((1, 1, 1, 3));
+/// tensor::max_pool2d_backward_into(x.view(), g.view(), p, gi.view_mut());
+/// assert_eq!(gi.into_raw_vec_and_offset().0, vec![0., 2., 0.]); // 4 wins both windows
+/// ```
 pub fn max_pool2d_backward_into<T: Scalar>(
     input: ArrayView4<'_, T>,
     grad_out: ArrayView4<'_, T>,
     params: Pool2dParams,
     grad_input: ArrayViewMut4<'_, T>,
 ) {
-    todo!()
+    let (n, c, h, w) = input.dim();
+    let g = Geometry::new("max_pool2d_backward", (n, c, h, w), params);
+    check_dim(
+        "max_pool2d_backward",
+        "grad_out",
+        g.output_dim(n, c),
+        grad_out.dim(),
+    );
+    check_dim(
+        "max_pool2d_backward",
+        "grad_input",
+        (n, c, h, w),
+        grad_input.dim(),
+    );
+    let input = input.as_standard_layout();
+    let x = input.as_slice().expect("standard layout");
+    let grad_out = grad_out.as_standard_layout();
+    let go = grad_out.as_slice().expect("standard layout");
+    with_standard_slice_mut(grad_input, |gi| {
+        // Planes of grad_input and input pair up one to one; grad_out's plane is found by index.
+        let plane = h * w;
+        let run = |p: usize, gi: &mut [T]| {
+            let x = &x[p * plane..][..plane];
+            let go = &go[p * g.oh * g.ow..][..g.oh * g.ow];
+            gi.fill(T::zero());
+            for i in 0..g.oh {
+                for j in 0..g.ow {
+                    let a = argmax_in_window(x, &g, i, j);
+                    gi[a] = gi[a] + go[i * g.ow + j];
+                }
+            }
+        };
+        if g.parallel() {
+            gi.par_chunks_mut(plane)
+                .enumerate()
+                .for_each(|(p, gi)| run(p, gi));
+        } else {
+            gi.chunks_mut(plane)
+                .enumerate()
+                .for_each(|(p, gi)| run(p, gi));
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_size_edge_cases() {
+        let p = |k, s| Pool2dParams {
+            kernel: (k, k),
+            stride: (s, s),
+        };
+        assert_eq!(p(2, 2).output_size((2, 2)), Some((1, 1)));
+        assert_eq!(p(2, 2).output_size((5, 7)), Some((2, 3)));
+        assert_eq!(p(1, 1).output_size((3, 1)), Some((3, 1)));
+        assert_eq!(p(3, 1).output_size((2, 5)), None);
+        assert_eq!(p(0, 1).output_size((2, 5)), None);
+        assert_eq!(p(2, 0).output_size((2, 5)), None);
+    }
+
+    #[test]
+    fn max_pool_ties_go_to_the_first_maximum() {
+        // every window is constant: all gradient goes to each window's top-left element
+        let x = Array4::from_elem((1, 2, 4, 4), 7.0_f32);
+        let go = Array4::from_shape_fn((1, 2, 2, 2), |(_, c, i, j)| (1 + c * 4 + i * 2 + j) as f32);
+        let gi = max_pool2d_backward(x.view(), go.view(), Pool2dParams::square(2));
+        for ((_, c, i, j), &v) in gi.indexed_iter() {
+            let expect = if i % 2 == 0 && j % 2 == 0 {
+                go[[0, c, i / 2, j / 2]]
+            } else {
+                0.0
+            };
+            assert_eq!(v, expect, "at {:?}", (c, i, j));
+        }
+        // a tie between the second and the last element: the second wins
+        let x = Array4::from_shape_vec((1, 1, 2, 2), vec![0.0_f64, 3.0, 1.0, 3.0]).unwrap();
+        let gi = max_pool2d_backward(
+            x.view(),
+            Array4::ones((1, 1, 1, 1)).view(),
+            Pool2dParams::square(2),
+        );
+        assert_eq!(gi.into_raw_vec_and_offset().0, vec![0.0, 1.0, 0.0, 0.0]);
+    }
+
+    type PoolInto = for<'a, 'b> fn(ArrayView4<'a, f32>, Pool2dParams, ArrayViewMut4<'b, f32>);
+
+    #[test]
+    fn into_forms_overwrite_and_parallel_equals_serial() {
+        // big enough (64 planes × 14 × 14 × 4) to take the parallel path
+        let x = Array4::from_shape_fn((8, 8, 28, 28), |(n, c, i, j)| {
+            (((n * 31 + c * 17 + i * 7 + j * 3) % 101) as f32) * 0.01 - 0.5
+        });
+        let p = Pool2dParams::square(2);
+        for (fwd, name) in [
+            (avg_pool2d_into::<f32> as PoolInto, "avg"),
+            (max_pool2d_into::<f32>, "max"),
+        ] {
+            let mut big = Array4::from_elem((8, 8, 14, 14), f32::NAN);
+            fwd(x.view(), p, big.view_mut());
+            // serial reference: plane by plane (each plane alone is below the threshold)
+            for n in 0..8 {
+                let one = x.slice(ndarray::s![n..n + 1, .., .., ..]);
+                let mut small = Array4::zeros((1, 8, 14, 14));
+                fwd(one, p, small.view_mut());
+                assert_eq!(
+                    small.slice(ndarray::s![0, .., .., ..]),
+                    big.slice(ndarray::s![n, .., .., ..]),
+                    "{name}"
+                );
+            }
+        }
+        let go = Array4::from_shape_fn((8, 8, 14, 14), |(n, c, i, j)| (n + c + i + j) as f32);
+        let mut gi = Array4::from_elem((8, 8, 28, 28), f32::NAN);
+        max_pool2d_backward_into(x.view(), go.view(), p, gi.view_mut());
+        assert_eq!(gi, max_pool2d_backward(x.view(), go.view(), p));
+        assert!(gi.iter().all(|v| v.is_finite()));
+        avg_pool2d_backward_into(go.view(), p, gi.view_mut());
+        assert_eq!(gi, avg_pool2d_backward(go.view(), p, (8, 8, 28, 28)));
+    }
+
+    #[test]
+    fn non_contiguous_views_are_accepted() {
+        let x = Array4::from_shape_fn((2, 3, 6, 5), |(n, c, i, j)| {
+            (n * 100 + c * 30 + i * 5 + j) as f64
+        });
+        let xt = x.view().permuted_axes([0, 1, 3, 2]); // [2, 3, 5, 6], not standard layout
+        let p = Pool2dParams {
+            kernel: (2, 3),
+            stride: (1, 2),
+        };
+        let y = max_pool2d(xt, p);
+        let y_ref = max_pool2d(xt.as_standard_layout().view(), p);
+        assert_eq!(y, y_ref);
+        let mut out_t = Array4::zeros((2, 3, 2, 4));
+        let out_view = out_t.view_mut().permuted_axes([0, 1, 3, 2]);
+        avg_pool2d_into(xt, p, out_view);
+        assert_eq!(out_t.view().permuted_axes([0, 1, 3, 2]), avg_pool2d(xt, p));
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "max_pool2d: a (3, 3) window with stride (1, 1) does not fit an input of 2×5"
+    )]
+    fn window_too_big_panics() {
+        let p = Pool2dParams {
+            kernel: (3, 3),
+            stride: (1, 1),
+        };
+        max_pool2d(Array4::<f32>::zeros((1, 1, 2, 5)).view(), p);
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "avg_pool2d_backward: grad_out must be (1, 1, 2, 2), got (1, 1, 3, 3)"
+    )]
+    fn wrong_grad_out_shape_panics() {
+        avg_pool2d_backward(
+            Array4::<f32>::zeros((1, 1, 3, 3)).view(),
+            Pool2dParams::square(2),
+            (1, 1, 4, 4),
+        );
+    }
 }

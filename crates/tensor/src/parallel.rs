@@ -1,0 +1,144 @@
+//! Small helpers shared by the kernels: when to go parallel, contiguous views of caller buffers,
+//! and element-wise maps that split large contiguous arrays over rayon's threads.
+//!
+//! Every parallel split here is a pure function of the shapes (never of the thread count or of
+//! scheduling), and no helper reduces across chunks, so results are bit-identical whether a
+//! kernel runs serially or in parallel.
+
+use crate::Scalar;
+use ndarray::{Array, ArrayView, ArrayViewMut, Dimension};
+use rayon::prelude::*;
+
+/// Below this many scalar operations a kernel runs on the calling thread: handing work to rayon
+/// costs a few microseconds, more than a small pool or a tiny element-wise map takes.
+pub(crate) const PAR_MIN_WORK: usize = 1 << 15;
+
+/// Element-wise maps are cut into pieces of this many elements (a few L1-sized blocks each).
+const ELEM_CHUNK: usize = 1 << 13;
+
+/// Calls `f` with `out` as one contiguous row-major slice. Caller buffers are almost always in
+/// standard layout; any other layout goes through a temporary that is then copied back.
+pub(crate) fn with_standard_slice_mut<T: Scalar, D: Dimension>(
+    mut out: ArrayViewMut<'_, T, D>,
+    f: impl FnOnce(&mut [T]),
+) {
+    if out.is_standard_layout() {
+        f(out
+            .as_slice_mut()
+            .expect("a standard-layout view is one slice"));
+    } else {
+        let mut tmp = Array::<T, D>::zeros(out.raw_dim());
+        f(tmp
+            .as_slice_mut()
+            .expect("a fresh array is in standard layout"));
+        out.assign(&tmp);
+    }
+}
+
+fn check_same_shape(op: &str, what: &str, expected: &[usize], got: &[usize]) {
+    assert!(
+        expected == got,
+        "{op}: {what} must have the input's shape {expected:?}, got {got:?}"
+    );
+}
+
+/// `out[i] = f(input[i])` for arrays of equal shape.
+pub(crate) fn map_into<T: Scalar, D: Dimension>(
+    op: &str,
+    input: ArrayView<'_, T, D>,
+    mut out: ArrayViewMut<'_, T, D>,
+    f: impl Fn(T) -> T + Sync + Send,
+) {
+    check_same_shape(op, "out", input.shape(), out.shape());
+    if let (Some(x), Some(y)) = (input.as_slice(), out.as_slice_mut()) {
+        if x.len() >= PAR_MIN_WORK {
+            y.par_chunks_mut(ELEM_CHUNK)
+                .zip(x.par_chunks(ELEM_CHUNK))
+                .for_each(|(y, x)| y.iter_mut().zip(x).for_each(|(y, &x)| *y = f(x)));
+        } else {
+            y.iter_mut().zip(x).for_each(|(y, &x)| *y = f(x));
+        }
+        return;
+    }
+    ndarray::Zip::from(&mut out)
+        .and(&input)
+        .for_each(|y, &x| *y = f(x));
+}
+
+/// `a[i] = f(a[i])` in place.
+pub(crate) fn map_inplace<T: Scalar, D: Dimension>(
+    mut a: ArrayViewMut<'_, T, D>,
+    f: impl Fn(T) -> T + Sync + Send,
+) {
+    if let Some(x) = a.as_slice_mut() {
+        if x.len() >= PAR_MIN_WORK {
+            x.par_chunks_mut(ELEM_CHUNK)
+                .for_each(|x| x.iter_mut().for_each(|x| *x = f(*x)));
+        } else {
+            x.iter_mut().for_each(|x| *x = f(*x));
+        }
+        return;
+    }
+    a.map_inplace(|x| *x = f(*x));
+}
+
+/// `out[i] = f(y[i], g[i])` for three arrays of equal shape (a backward pass from the forward
+/// output `y` and the upstream gradient `g`).
+pub(crate) fn zip_map_into<T: Scalar, D: Dimension>(
+    op: &str,
+    y: ArrayView<'_, T, D>,
+    g: ArrayView<'_, T, D>,
+    mut out: ArrayViewMut<'_, T, D>,
+    f: impl Fn(T, T) -> T + Sync + Send,
+) {
+    check_same_shape(op, "grad_out", y.shape(), g.shape());
+    check_same_shape(op, "grad_input", y.shape(), out.shape());
+    if let (Some(ys), Some(gs), Some(os)) = (y.as_slice(), g.as_slice(), out.as_slice_mut()) {
+        let kernel = |o: &mut [T], y: &[T], g: &[T]| {
+            for i in 0..o.len() {
+                o[i] = f(y[i], g[i]);
+            }
+        };
+        if os.len() >= PAR_MIN_WORK {
+            os.par_chunks_mut(ELEM_CHUNK)
+                .zip(ys.par_chunks(ELEM_CHUNK))
+                .zip(gs.par_chunks(ELEM_CHUNK))
+                .for_each(|((o, y), g)| kernel(o, y, g));
+        } else {
+            kernel(os, ys, gs);
+        }
+        return;
+    }
+    ndarray::Zip::from(&mut out)
+        .and(&y)
+        .and(&g)
+        .for_each(|o, &y, &g| *o = f(y, g));
+}
+
+/// `g[i] = f(y[i], g[i])` in place (a backward pass that overwrites the upstream gradient).
+pub(crate) fn zip_map_inplace<T: Scalar, D: Dimension>(
+    op: &str,
+    y: ArrayView<'_, T, D>,
+    mut g: ArrayViewMut<'_, T, D>,
+    f: impl Fn(T, T) -> T + Sync + Send,
+) {
+    check_same_shape(op, "grad", y.shape(), g.shape());
+    if let (Some(ys), Some(gs)) = (y.as_slice(), g.as_slice_mut()) {
+        let kernel = |g: &mut [T], y: &[T]| {
+            for i in 0..g.len() {
+                g[i] = f(y[i], g[i]);
+            }
+        };
+        if gs.len() >= PAR_MIN_WORK {
+            gs.par_chunks_mut(ELEM_CHUNK)
+                .zip(ys.par_chunks(ELEM_CHUNK))
+                .for_each(|(g, y)| kernel(g, y));
+        } else {
+            kernel(gs, ys);
+        }
+        return;
+    }
+    ndarray::Zip::from(&mut g)
+        .and(&y)
+        .for_each(|g, &y| *g = f(y, *g));
+}
