@@ -24,8 +24,9 @@ fn good_images_raw_and_gzip_read_the_same() {
     let b = parse_images("raw.idx.gz", &gzip(&raw)[..]).unwrap();
     assert_eq!(a.shape(), &[3, 4, 5]);
     assert_eq!(a, b);
-    // Pixels come back in file order: image 1, row 2, col 3 is item 1*20 + 2*5 + 3 = 33.
-    assert_eq!(a[[1, 2, 3]], (33 * 7 % 256) as u8);
+    // Pixels come back in file order: image 1, row 2, col 3 is item 1*20 + 2*5 + 3.
+    let item = 20 + 2 * 5 + 3;
+    assert_eq!(a[[1, 2, 3]], (item * 7 % 256) as u8);
 }
 
 #[test]
