@@ -103,14 +103,15 @@ pub enum IdxError {
         cap: u64,
     },
 
-    /// The header promises more items than the reader accepts ([`crate::idx::MAX_ITEMS`]).
+    /// The header promises more items than the reader accepts ([`crate::idx::MAX_ITEMS`]); a
+    /// size of zero counts as one, so a zero count does not excuse absurd image sizes.
     #[error("{file}: field `dimension sizes`: expected a product of at most {cap} items, found {dims:?} = {items} items")]
     TooLarge {
         /// The file being read.
         file: String,
         /// The dimension sizes in the header.
         dims: Vec<u32>,
-        /// Their product.
+        /// Their product (zero sizes counted as one).
         items: u64,
         /// The largest number of items the reader accepts.
         cap: u64,

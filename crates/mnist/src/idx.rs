@@ -214,23 +214,25 @@ fn parse_stream<R: Read>(
         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
 
-    // Check the item count before allocating anything for it.
-    let items = dims
+    // Check the item count before allocating anything for it. Zero sizes count as one here, so
+    // that "0 images of 2^32 x 2^32 pixels" is rejected too (ndarray could not even describe it).
+    let bound = dims
         .iter()
-        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d.max(1) as u64))
         .ok_or_else(|| IdxError::DimsOverflow {
             file: file.to_string(),
             dims: dims.clone(),
             cap: MAX_ITEMS,
         })?;
-    if items > MAX_ITEMS {
+    if bound > MAX_ITEMS {
         return Err(IdxError::TooLarge {
             file: file.to_string(),
             dims,
-            items,
+            items: bound,
             cap: MAX_ITEMS,
         });
     }
+    let items: u64 = dims.iter().map(|&d| d as u64).product();
 
     // The buffer grows only as bytes arrive, so a lying header cannot make us allocate much.
     let mut data = Vec::with_capacity(items.min(1 << 16) as usize);

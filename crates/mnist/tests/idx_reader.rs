@@ -275,3 +275,15 @@ fn gzip_cut_short_or_garbled() {
     let err = parse_images("tail.gz", &tail[..]).unwrap_err();
     assert!(matches!(err, IdxError::CorruptGzip { .. }), "{err:?}");
 }
+
+#[test]
+fn zero_count_does_not_excuse_huge_image_sizes() {
+    // Found by the proptest: 0 images of 2^32-1 x 2^32-1 pixels has 0 items, but no array can
+    // have that shape. It must be an error, not a panic.
+    let bytes = images_idx(0, u32::MAX, u32::MAX, &[]);
+    let err = parse_images("zero", &bytes[..]).unwrap_err();
+    assert!(matches!(err, IdxError::TooLarge { .. }), "{err:?}");
+    // Zero images of 28x28 is a valid, empty file.
+    let empty = parse_images("zero", &images_idx(0, 28, 28, &[])[..]).unwrap();
+    assert_eq!(empty.shape(), &[0, 28, 28]);
+}

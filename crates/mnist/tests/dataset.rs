@@ -1,0 +1,241 @@
+//! The dataset API on small synthetic files: loading, count checks, batches, shuffles and the
+//! validation split.
+
+mod common;
+
+use std::path::Path;
+
+use common::{good_images, good_labels, gzip, labels_idx};
+use mnist::{
+    epoch_order, shuffled_indices, Dataset, DatasetKind, IdxError, Split, IMAGE_PIXELS,
+    TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS,
+};
+use ndarray::Array4;
+
+/// Writes a synthetic 28x28 dataset into `dir`: `n_train` and `n_test` examples, with the test
+/// files unpacked (raw) to check that both forms load.
+fn write_dataset(dir: &Path, n_train: u32, n_test: u32) {
+    std::fs::write(dir.join(TRAIN_IMAGES), gzip(&good_images(n_train, 28, 28))).unwrap();
+    std::fs::write(dir.join(TRAIN_LABELS), gzip(&good_labels(n_train))).unwrap();
+    let raw_name = |name: &str| name.strip_suffix(".gz").unwrap().to_string();
+    std::fs::write(dir.join(raw_name(TEST_IMAGES)), good_images(n_test, 28, 28)).unwrap();
+    std::fs::write(dir.join(raw_name(TEST_LABELS)), good_labels(n_test)).unwrap();
+}
+
+/// A split of `n` 28x28 images where image i has every pixel equal to i and label i % 10.
+fn numbered_split(n: usize) -> Split {
+    let pixels: Vec<u8> = (0..n).flat_map(|i| [i as u8; IMAGE_PIXELS]).collect();
+    let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+    Split {
+        images: ndarray::Array3::from_shape_vec((n, 28, 28), pixels).unwrap(),
+        labels: ndarray::Array1::from_vec(labels),
+    }
+}
+
+#[test]
+fn load_reads_gzip_and_unpacked_files() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path(), 30, 12);
+    let ds = Dataset::load(DatasetKind::FashionMnist, dir.path()).unwrap();
+    assert_eq!(ds.kind, DatasetKind::FashionMnist);
+    assert_eq!(ds.train.images.shape(), &[30, 28, 28]);
+    assert_eq!(ds.test.images.shape(), &[12, 28, 28]);
+    assert_eq!(ds.train.len(), 30);
+    assert_eq!(ds.train.class_counts(), [3; 10]);
+    assert_eq!(ds.test.labels[11], 1);
+}
+
+#[test]
+fn load_of_a_missing_folder_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Dataset::load(DatasetKind::Mnist, &dir.path().join("none")).unwrap_err();
+    assert!(matches!(err, IdxError::Io { .. }), "{err:?}");
+    assert!(err.to_string().contains("idx"), "{err}");
+}
+
+#[test]
+fn image_and_label_count_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (img, lbl) = (dir.path().join("img"), dir.path().join("lbl.gz"));
+    std::fs::write(&img, good_images(3, 2, 2)).unwrap();
+    std::fs::write(&lbl, gzip(&good_labels(4))).unwrap();
+    let err = Split::read(&img, &lbl).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            IdxError::CountMismatch {
+                images: 3,
+                labels: 4,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("lbl.gz") && msg.contains("img"), "{msg}");
+    assert!(msg.contains("number of items"), "{msg}");
+}
+
+#[test]
+fn load_rejects_images_that_are_not_28x28() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path(), 2, 2);
+    std::fs::write(dir.path().join(TRAIN_IMAGES), good_images(2, 28, 27)).unwrap();
+    let err = Dataset::load(DatasetKind::Mnist, dir.path()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            IdxError::WrongImageSize {
+                rows: 28,
+                cols: 27,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(TRAIN_IMAGES));
+}
+
+#[test]
+fn batch_is_nchw_scaled_by_exact_division() {
+    // One image holding every byte value, so all 256 scalings are checked.
+    let pixels: Vec<u8> = (0..2 * IMAGE_PIXELS).map(|i| (i % 256) as u8).collect();
+    let split = Split {
+        images: ndarray::Array3::from_shape_vec((2, 28, 28), pixels.clone()).unwrap(),
+        labels: ndarray::Array1::from_vec(vec![7, 2]),
+    };
+    let mut x = vec![f32::NAN; 3 * IMAGE_PIXELS];
+    let mut y = [99usize; 3];
+    split.write_batch(&[1, 0, 1], &mut x, &mut y);
+    assert_eq!(y, [2, 7, 2]);
+    let order = [1usize, 0, 1];
+    for (b, &i) in order.iter().enumerate() {
+        for k in 0..IMAGE_PIXELS {
+            let p = pixels[i * IMAGE_PIXELS + k];
+            let want = p as f32 / 255.0_f32;
+            assert_eq!(x[b * IMAGE_PIXELS + k].to_bits(), want.to_bits());
+        }
+    }
+    // The division matters: multiplying by 1/255 gives different floats for some bytes.
+    let differs = (0..=255u8).any(|p| p as f32 / 255.0 != p as f32 * (1.0 / 255.0));
+    assert!(differs);
+}
+
+#[test]
+fn batch_into_an_ndarray_view() {
+    let split = numbered_split(5);
+    let mut x = Array4::<f32>::zeros((2, 1, 28, 28));
+    let mut y = [0usize; 2];
+    split.write_batch_nchw(&[4, 3], x.view_mut(), &mut y);
+    assert_eq!(y, [4, 3]);
+    assert_eq!(x[[0, 0, 27, 27]], 4.0 / 255.0);
+    assert_eq!(x[[1, 0, 0, 0]], 3.0 / 255.0);
+}
+
+#[test]
+#[should_panic(expected = "images_out has")]
+fn batch_with_a_wrong_buffer_size_panics() {
+    let split = numbered_split(3);
+    let mut x = vec![0.0; IMAGE_PIXELS];
+    let mut y = [0usize; 2];
+    split.write_batch(&[0, 1], &mut x, &mut y);
+}
+
+#[test]
+fn epoch_in_batches_covers_every_example_once() {
+    let split = numbered_split(10);
+    let order = shuffled_indices(split.len(), 3);
+    let (mut x, mut y) = (vec![0.0f32; 4 * IMAGE_PIXELS], vec![0usize; 4]);
+    let mut seen = Vec::new();
+    for idx in order.chunks(4) {
+        let n = idx.len();
+        split.write_batch(idx, &mut x[..n * IMAGE_PIXELS], &mut y[..n]);
+        for b in 0..n {
+            // Image i has all pixels = i, so the first pixel tells which image landed here.
+            seen.push((x[b * IMAGE_PIXELS] * 255.0).round() as usize);
+            assert_eq!(y[b], idx[b] % 10);
+        }
+    }
+    assert_eq!(seen, order);
+    seen.sort_unstable();
+    assert_eq!(seen, (0..10).collect::<Vec<_>>());
+}
+
+#[test]
+fn seeded_shuffle_is_repeatable_and_a_permutation() {
+    let a = shuffled_indices(1000, 42);
+    assert_eq!(a, shuffled_indices(1000, 42));
+    assert_ne!(a, shuffled_indices(1000, 43));
+    assert_ne!(a, (0..1000).collect::<Vec<_>>());
+    let mut sorted = a.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..1000).collect::<Vec<_>>());
+
+    // Epochs: each (seed, epoch) is repeatable, epochs differ, and the buffer is reused.
+    let mut e1 = Vec::new();
+    epoch_order(1000, 42, 1, &mut e1);
+    let mut again = vec![5; 3];
+    epoch_order(1000, 42, 1, &mut again);
+    assert_eq!(e1, again);
+    assert_ne!(e1, a);
+    let mut e0 = Vec::new();
+    epoch_order(1000, 42, 0, &mut e0);
+    assert_eq!(e0, a);
+}
+
+#[test]
+fn validation_split_is_disjoint_seeded_and_complete() {
+    let split = numbered_split(200);
+    let (train, val) = split.split_off_validation(0.1, 7);
+    assert_eq!((train.len(), val.len()), (180, 20));
+    // Recover each example's identity from its pixels.
+    let ids = |s: &Split| -> Vec<u8> { s.images.outer_iter().map(|im| im[[0, 0]]).collect() };
+    let (t, v) = (ids(&train), ids(&val));
+    let mut all: Vec<u8> = t.iter().chain(&v).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..200).map(|i| i as u8).collect::<Vec<_>>());
+    // Labels travel with their images.
+    for (im, &label) in val.images.outer_iter().zip(&val.labels) {
+        assert_eq!(im[[0, 0]] % 10, label);
+    }
+    // Same seed, same split; another seed, another split.
+    assert_eq!(split.split_off_validation(0.1, 7).1, val);
+    assert_ne!(split.split_off_validation(0.1, 8).1, val);
+    // Edge fractions.
+    assert_eq!(split.split_off_validation(0.0, 1).1.len(), 0);
+    assert_eq!(split.split_off_validation(1.0, 1).0.len(), 0);
+}
+
+#[test]
+fn dataset_kind_names_and_tables() {
+    for kind in DatasetKind::ALL {
+        assert_eq!(kind.to_string().parse::<DatasetKind>().unwrap(), kind);
+        let files = kind.files();
+        assert_eq!(files.len(), 4);
+        for f in &files {
+            assert_eq!(f.sha256.len(), 64);
+            assert!(f.sha256.bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+        assert!(!kind.default_mirrors().is_empty());
+    }
+    assert_eq!("fashion-mnist".parse(), Ok(DatasetKind::FashionMnist));
+    assert_eq!("MNIST".parse(), Ok(DatasetKind::Mnist));
+    let err = "cifar".parse::<DatasetKind>().unwrap_err();
+    assert!(err.to_string().contains("cifar"));
+    assert_eq!(DatasetKind::FashionMnist.class_names()[0], "T-shirt/top");
+    assert_eq!(DatasetKind::FashionMnist.class_names()[9], "Ankle boot");
+    assert_eq!(DatasetKind::Mnist.class_names()[3], "3");
+    assert_eq!(
+        DatasetKind::Mnist.default_mirrors()[0],
+        "https://ossci-datasets.s3.amazonaws.com/mnist/"
+    );
+}
+
+#[test]
+fn labels_out_of_range_are_rejected_by_load() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path(), 2, 2);
+    std::fs::write(dir.path().join(TRAIN_LABELS), labels_idx(2, &[1, 11])).unwrap();
+    let err = Dataset::load(DatasetKind::Mnist, dir.path()).unwrap_err();
+    assert!(matches!(err, IdxError::LabelOutOfRange { found: 11, .. }));
+}
