@@ -1,10 +1,39 @@
 //! 2-D convolution (cross-correlation, as in PyTorch) through im2col + matmul, NCHW layout.
 //!
-//! SKELETON: signatures are final; bodies are filled in by the tensor issue.
-#![allow(unused_variables, dead_code)]
+//! For one image, im2col lays every receptive field out as a column: `cols` is
+//! `[c·kh·kw, oh·ow]`, with row `(c, u, v)` holding `x[c, i·sh+u−ph, j·sw+v−pw]` (0 in the
+//! padding) at column `i·ow + j`. Then, with `W` viewed as `[k, c·kh·kw]`:
+//!
+//! * forward: `y_n = W · cols_n (+ b)`, a `[k, oh·ow]` block that *is* image n of the NCHW output;
+//! * input gradient: `dcols_n = Wᵀ · g_n`, scattered back by col2im (the adjoint of im2col);
+//! * weight gradient: `dW = Σ_n g_n · cols_nᵀ`; bias gradient: `db_k = Σ_{n,i,j} g[n,k,i,j]`.
+//!
+//! # Parallelism and determinism
+//! The batch is cut into at most [`CONV_BATCH_CHUNKS`] chunks of consecutive images, a pure
+//! function of the batch size (never of the thread count). Each chunk owns a slot of the
+//! [`Conv2dWorkspace`] (its column buffer and its partial weight/bias sums) and runs its images in
+//! order: im2col, then one [`gemm`] per image. Chunks run on rayon's threads when the convolution
+//! is big enough to pay for it. The weight and bias gradients are the chunk partial sums added
+//! in chunk order, so they are bit-identical from run to run, serial or parallel, on any number of
+//! threads (given a deterministic `gemm`).
+//!
+//! # Panics
+//! Every function panics with a message naming the op and the shapes if a stride is 0, the kernel
+//! does not fit the padded input, the input and weight channel counts differ, a dimension other
+//! than the batch is 0, or an output or gradient buffer does not have the shape it must have.
 
-use crate::Scalar;
-use ndarray::{Array1, Array4, ArrayView1, ArrayView4, ArrayViewMut1, ArrayViewMut4};
+use crate::parallel::{with_standard_slice_mut, PAR_MIN_WORK};
+use crate::{gemm, Scalar};
+use ndarray::{
+    Array1, Array4, ArrayView1, ArrayView2, ArrayView4, ArrayViewMut1, ArrayViewMut2, ArrayViewMut4,
+};
+use rayon::iter::Either;
+use rayon::prelude::*;
+
+/// The batch is split into at most this many chunks of consecutive images, each with its own
+/// scratch and partial gradient sums. Fixed (not the thread count) so that the summation order of
+/// the weight gradient, and hence every bit of it, depends on the batch size only.
+pub const CONV_BATCH_CHUNKS: usize = 32;
 
 /// Stride and zero padding of a convolution, each as (height, width).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -26,17 +55,36 @@ impl Default for Conv2dParams {
 
 impl Conv2dParams {
     /// Output spatial size for an input of `(h, w)` and a kernel of `(kh, kw)`:
-    /// `floor((h + 2p - kh) / s) + 1`, or `None` if the kernel does not fit or a stride is 0.
+    /// `floor((h + 2p - kh) / s) + 1`, or `None` if the kernel does not fit (or is empty) or a
+    /// stride is 0.
+    ///
+    /// ```
+    /// let p = tensor::Conv2dParams { stride: (2, 1), padding: (1, 0) };
+    /// assert_eq!(p.output_size((9, 7), (3, 3)), Some((5, 5)));
+    /// assert_eq!(p.output_size((1, 2), (3, 3)), None); // 2 columns, no padding, 3 wide
+    /// ```
     pub fn output_size(
         &self,
         input: (usize, usize),
         kernel: (usize, usize),
     ) -> Option<(usize, usize)> {
-        todo!()
+        let dim = |len: usize, k: usize, s: usize, p: usize| {
+            let padded = len + 2 * p;
+            (k >= 1 && s >= 1 && padded >= k).then(|| (padded - k) / s + 1)
+        };
+        Some((
+            dim(input.0, kernel.0, self.stride.0, self.padding.0)?,
+            dim(input.1, kernel.1, self.stride.1, self.padding.1)?,
+        ))
     }
 }
 
 /// Scratch memory for im2col/col2im, grown on first use and reused afterwards.
+///
+/// It holds, for each batch chunk (see the module docs), one column buffer (`c·kh·kw × oh·ow`),
+/// plus in backward a second one for the column gradient and the chunk's partial weight and bias
+/// gradients. Keep one workspace per layer (or one for the whole network, it grows to the
+/// largest need): after the first batch the `_into` forms allocate nothing.
 #[derive(Debug, Default, Clone)]
 pub struct Conv2dWorkspace<T> {
     cols: Vec<T>,
@@ -44,8 +92,32 @@ pub struct Conv2dWorkspace<T> {
 
 impl<T: Scalar> Conv2dWorkspace<T> {
     /// An empty workspace; it grows to the size the first call needs.
+    ///
+    /// ```
+    /// let ws = tensor::Conv2dWorkspace::<f32>::new();
+    /// assert_eq!(ws.len(), 0);
+    /// ```
     pub fn new() -> Self {
         Conv2dWorkspace { cols: Vec::new() }
+    }
+
+    /// Number of scalars of scratch held (0 until first use); it only ever grows.
+    pub fn len(&self) -> usize {
+        self.cols.len()
+    }
+
+    /// Whether no scratch has been allocated yet.
+    pub fn is_empty(&self) -> bool {
+        self.cols.is_empty()
+    }
+
+    /// The first `chunks · slot` scalars, growing the buffer if it is smaller.
+    fn slots(&mut self, chunks: usize, slot: usize) -> &mut [T] {
+        let need = chunks * slot;
+        if self.cols.len() < need {
+            self.cols.resize(need, T::zero());
+        }
+        &mut self.cols[..need]
     }
 }
 
@@ -60,17 +132,241 @@ pub struct Conv2dGrads<T> {
     pub bias: Array1<T>,
 }
 
+/// Every size of one convolution call, checked once.
+#[derive(Clone, Copy, Debug)]
+struct Geometry {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    kh: usize,
+    kw: usize,
+    oh: usize,
+    ow: usize,
+    p: Conv2dParams,
+    /// Images per chunk and number of chunks.
+    per_chunk: usize,
+    chunks: usize,
+}
+
+impl Geometry {
+    fn new(
+        op: &str,
+        input: (usize, usize, usize, usize),
+        weight: (usize, usize, usize, usize),
+        p: Conv2dParams,
+    ) -> Self {
+        let (n, c, h, w) = input;
+        let (k, wc, kh, kw) = weight;
+        assert!(
+            wc == c,
+            "{op}: input {input:?} has {c} channels but weight {weight:?} expects {wc} \
+             (weight is [out, in, kh, kw])"
+        );
+        assert!(
+            c > 0 && h > 0 && w > 0 && k > 0,
+            "{op}: empty input {input:?} or weight {weight:?} (only the batch may be 0)"
+        );
+        let (oh, ow) = p.output_size((h, w), (kh, kw)).unwrap_or_else(|| {
+            panic!(
+                "{op}: a {kh}×{kw} kernel with stride {:?} and padding {:?} does not fit an \
+                 input of {h}×{w} (strides must be ≥ 1, kernels non-empty and at most the \
+                 padded input)",
+                p.stride, p.padding
+            )
+        });
+        let per_chunk = n.div_ceil(CONV_BATCH_CHUNKS).max(1);
+        Geometry {
+            n,
+            c,
+            h,
+            w,
+            k,
+            kh,
+            kw,
+            oh,
+            ow,
+            p,
+            per_chunk,
+            chunks: n.div_ceil(per_chunk),
+        }
+    }
+
+    /// Rows of the column matrix: c·kh·kw.
+    fn ckk(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+    /// Output positions per image: oh·ow.
+    fn positions(&self) -> usize {
+        self.oh * self.ow
+    }
+    fn input_dim(&self) -> (usize, usize, usize, usize) {
+        (self.n, self.c, self.h, self.w)
+    }
+    fn output_dim(&self) -> (usize, usize, usize, usize) {
+        (self.n, self.k, self.oh, self.ow)
+    }
+    fn weight_dim(&self) -> (usize, usize, usize, usize) {
+        (self.k, self.c, self.kh, self.kw)
+    }
+    /// Smallest number of chunks per rayon task: all of them (serial, on the calling thread)
+    /// when the whole convolution is too small to pay for threads.
+    fn min_chunks_per_task(&self) -> usize {
+        let macs = self.n * self.k * self.ckk() * self.positions();
+        if macs >= PAR_MIN_WORK {
+            1
+        } else {
+            self.chunks.max(1)
+        }
+    }
+}
+
+fn check_dim<D: std::fmt::Debug + PartialEq>(op: &str, what: &str, expected: D, got: D) {
+    assert!(
+        expected == got,
+        "{op}: {what} must be {expected:?}, got {got:?}"
+    );
+}
+
+/// Output indices `j` whose input index `j·s + v − p` lies in `0..len`, as a range `j0..j1`
+/// within `0..out` (empty when the whole row falls in the padding).
+fn valid_range(out: usize, s: usize, v: usize, p: usize, len: usize) -> (usize, usize) {
+    let j0 = if p > v { (p - v).div_ceil(s) } else { 0 }.min(out);
+    let j1 = if len + p > v {
+        (len + p - v).div_ceil(s).min(out)
+    } else {
+        0
+    };
+    (j0, j1.max(j0))
+}
+
+/// im2col of one image `x` (`[c, h, w]`) into `cols` (`[c·kh·kw, oh·ow]`); every element written.
+fn im2col<T: Scalar>(g: &Geometry, x: &[T], cols: &mut [T]) {
+    let (sh, sw) = g.p.stride;
+    let (ph, pw) = g.p.padding;
+    let plane = g.h * g.w;
+    let mut rows = cols.chunks_exact_mut(g.positions());
+    for c in 0..g.c {
+        let xc = &x[c * plane..][..plane];
+        for u in 0..g.kh {
+            let (i0, i1) = valid_range(g.oh, sh, u, ph, g.h);
+            for v in 0..g.kw {
+                let (j0, j1) = valid_range(g.ow, sw, v, pw, g.w);
+                let row = rows.next().expect("cols has c·kh·kw rows");
+                row[..i0 * g.ow].fill(T::zero());
+                row[i1 * g.ow..].fill(T::zero());
+                for i in i0..i1 {
+                    let out = &mut row[i * g.ow..][..g.ow];
+                    let xrow = &xc[(i * sh + u - ph) * g.w..][..g.w];
+                    out[..j0].fill(T::zero());
+                    out[j1..].fill(T::zero());
+                    if sw == 1 {
+                        let x0 = j0 + v - pw;
+                        out[j0..j1].copy_from_slice(&xrow[x0..x0 + (j1 - j0)]);
+                    } else {
+                        for j in j0..j1 {
+                            out[j] = xrow[j * sw + v - pw];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// col2im, the adjoint of [`im2col`]: overwrites `dx` (`[c, h, w]`) with the sum, over every
+/// column entry that im2col copied from an input position, of that entry of `dcols`.
+fn col2im<T: Scalar>(g: &Geometry, dcols: &[T], dx: &mut [T]) {
+    let (sh, sw) = g.p.stride;
+    let (ph, pw) = g.p.padding;
+    let plane = g.h * g.w;
+    dx.fill(T::zero());
+    let mut rows = dcols.chunks_exact(g.positions());
+    for c in 0..g.c {
+        let dxc = &mut dx[c * plane..][..plane];
+        for u in 0..g.kh {
+            let (i0, i1) = valid_range(g.oh, sh, u, ph, g.h);
+            for v in 0..g.kw {
+                let (j0, j1) = valid_range(g.ow, sw, v, pw, g.w);
+                let row = rows.next().expect("dcols has c·kh·kw rows");
+                for i in i0..i1 {
+                    let src = &row[i * g.ow..][..g.ow];
+                    let dst = &mut dxc[(i * sh + u - ph) * g.w..][..g.w];
+                    if sw == 1 {
+                        let x0 = j0 + v - pw;
+                        for (d, &s) in dst[x0..x0 + (j1 - j0)].iter_mut().zip(&src[j0..j1]) {
+                            *d = *d + s;
+                        }
+                    } else {
+                        for j in j0..j1 {
+                            let d = &mut dst[j * sw + v - pw];
+                            *d = *d + src[j];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward: y[n,k,i,j] = b[k] + Σ_{c,u,v} x[n,c,i·sh+u−ph, j·sw+v−pw] · w[k,c,u,v]
+// ---------------------------------------------------------------------------------------------
+
 /// `y[n,k,i,j] = b[k] + Σ_{c,u,v} x[n,c,i·sh+u−ph, j·sw+v−pw] · w[k,c,u,v]`.
+///
+/// `input` is `[n, c, h, w]`, `weight` `[k, c, kh, kw]`, `bias` `[k]`; the result is
+/// `[n, k, oh, ow]` with `(oh, ow)` from [`Conv2dParams::output_size`].
+///
+/// # Panics
+/// If the shapes do not agree or the kernel does not fit (see the module docs).
+///
+/// ```
+/// use ndarray::{array, Array4};
+/// // one 3×3 image, one 2×2 kernel summing its window, bias 0.5
+/// let x = Array4::from_shape_vec((1, 1, 3, 3), (1..=9).map(|v| v as f32).collect()).unwrap();
+/// let w = Array4::from_elem((1, 1, 2, 2), 1.0_f32);
+/// let y = tensor::conv2d(x.view(), w.view(), Some(array![0.5].view()), Default::default());
+/// assert_eq!(y.into_raw_vec_and_offset().0, vec![12.5, 16.5, 24.5, 28.5]);
+/// ```
 pub fn conv2d<T: Scalar>(
     input: ArrayView4<'_, T>,
     weight: ArrayView4<'_, T>,
     bias: Option<ArrayView1<'_, T>>,
     params: Conv2dParams,
 ) -> Array4<T> {
-    todo!()
+    let g = Geometry::new("conv2d", input.dim(), weight.dim(), params);
+    let mut out = Array4::zeros(g.output_dim());
+    conv2d_into(
+        input,
+        weight,
+        bias,
+        params,
+        out.view_mut(),
+        &mut Conv2dWorkspace::new(),
+    );
+    out
 }
 
-/// Like [`conv2d`], writing into `out` (`[n, k, oh, ow]`), with scratch from `ws`.
+/// Like [`conv2d`], overwriting `out` (`[n, k, oh, ow]`), with scratch from `ws` (no allocation
+/// once `ws` has grown to this size).
+///
+/// # Panics
+/// If the shapes do not agree or the kernel does not fit (see the module docs).
+///
+/// ```
+/// use ndarray::Array4;
+/// use tensor::{conv2d_into, Conv2dParams, Conv2dWorkspace};
+/// let x = Array4::from_elem((2, 1, 4, 4), 1.0_f64);
+/// let w = Array4::from_elem((3, 1, 3, 3), 1.0);
+/// let p = Conv2dParams { stride: (1, 1), padding: (1, 1) }; // "same" size
+/// let mut y = Array4::zeros((2, 3, 4, 4));
+/// let mut ws = Conv2dWorkspace::new();
+/// conv2d_into(x.view(), w.view(), None, p, y.view_mut(), &mut ws);
+/// assert_eq!(y[[1, 2, 0, 0]], 4.0); // corner: 2×2 of the 3×3 window is inside
+/// assert_eq!(y[[1, 2, 1, 1]], 9.0);
+/// ```
 pub fn conv2d_into<T: Scalar>(
     input: ArrayView4<'_, T>,
     weight: ArrayView4<'_, T>,
@@ -79,21 +375,120 @@ pub fn conv2d_into<T: Scalar>(
     out: ArrayViewMut4<'_, T>,
     ws: &mut Conv2dWorkspace<T>,
 ) {
-    todo!()
+    let g = Geometry::new("conv2d", input.dim(), weight.dim(), params);
+    check_dim("conv2d", "out", g.output_dim(), out.dim());
+    if let Some(b) = bias {
+        check_dim("conv2d", "bias length", g.k, b.len());
+    }
+    if g.n == 0 {
+        return;
+    }
+    let input = input.as_standard_layout();
+    let x = input.as_slice().expect("standard layout");
+    let weight = weight.as_standard_layout();
+    let w2 = weight
+        .view()
+        .into_shape_with_order((g.k, g.ckk()))
+        .expect("a standard-layout weight is [k, c·kh·kw]");
+    let (ckk, pos) = (g.ckk(), g.positions());
+    let (in_img, out_img) = (g.c * g.h * g.w, g.k * pos);
+    let slots = ws.slots(g.chunks, ckk * pos);
+    with_standard_slice_mut(out, |y| {
+        y.par_chunks_mut(g.per_chunk * out_img)
+            .zip(slots.par_chunks_mut(ckk * pos))
+            .enumerate()
+            .with_min_len(g.min_chunks_per_task())
+            .for_each(|(chunk, (y, cols))| {
+                for (i, y_n) in y.chunks_exact_mut(out_img).enumerate() {
+                    let n = chunk * g.per_chunk + i;
+                    im2col(&g, &x[n * in_img..][..in_img], cols);
+                    let cols = ArrayView2::from_shape((ckk, pos), &*cols).expect("cols");
+                    let mut y_n = ArrayViewMut2::from_shape((g.k, pos), y_n).expect("y_n");
+                    // y_n = W·cols (+ b): start from the bias and let gemm accumulate on top.
+                    let beta = match bias {
+                        Some(b) => {
+                            for (mut row, &bk) in y_n.rows_mut().into_iter().zip(b.iter()) {
+                                row.fill(bk);
+                            }
+                            T::one()
+                        }
+                        None => T::zero(),
+                    };
+                    gemm(T::one(), w2, cols, beta, y_n.view_mut());
+                }
+            });
+    });
 }
 
+// ---------------------------------------------------------------------------------------------
+// Backward. With cols_n = im2col(x_n) and g_n = dL/dy_n ([k, oh·ow]):
+//   y_n = W·cols_n + b·1ᵀ   ⇒   dL/dW = Σ_n g_n·cols_nᵀ,   dL/db_k = Σ_n Σ_p g_n[k, p],
+//   dL/dcols_n = Wᵀ·g_n,  and since cols_n is a linear copy of x_n, dL/dx_n = col2im(Wᵀ·g_n)
+//   (im2col's adjoint adds every column entry back onto the input position it was read from;
+//   entries read from the padding are dropped).
+// ---------------------------------------------------------------------------------------------
+
 /// Gradients of [`conv2d`] for the upstream gradient `grad_out` (`[n, k, oh, ow]`).
+///
+/// # Panics
+/// If the shapes do not agree or the kernel does not fit (see the module docs).
+///
+/// ```
+/// use ndarray::Array4;
+/// use tensor::{conv2d_backward, Conv2dParams};
+/// let x = Array4::from_shape_vec((1, 1, 2, 2), vec![1.0_f32, 2., 3., 4.]).unwrap();
+/// let w = Array4::from_elem((1, 1, 2, 2), 0.5_f32);
+/// let g = Array4::from_elem((1, 1, 1, 1), 2.0_f32);
+/// let grads = conv2d_backward(x.view(), w.view(), g.view(), Conv2dParams::default());
+/// assert_eq!(grads.weight.into_raw_vec_and_offset().0, vec![2., 4., 6., 8.]); // g·x
+/// assert_eq!(grads.input.into_raw_vec_and_offset().0, vec![1.; 4]);          // g·w
+/// assert_eq!(grads.bias[0], 2.0);                                             // Σ g
+/// ```
 pub fn conv2d_backward<T: Scalar>(
     input: ArrayView4<'_, T>,
     weight: ArrayView4<'_, T>,
     grad_out: ArrayView4<'_, T>,
     params: Conv2dParams,
 ) -> Conv2dGrads<T> {
-    todo!()
+    let g = Geometry::new("conv2d_backward", input.dim(), weight.dim(), params);
+    let mut grads = Conv2dGrads {
+        input: Array4::zeros(g.input_dim()),
+        weight: Array4::zeros(g.weight_dim()),
+        bias: Array1::zeros(g.k),
+    };
+    conv2d_backward_into(
+        input,
+        weight,
+        grad_out,
+        params,
+        Some(grads.input.view_mut()),
+        grads.weight.view_mut(),
+        Some(grads.bias.view_mut()),
+        &mut Conv2dWorkspace::new(),
+    );
+    grads
 }
 
 /// Like [`conv2d_backward`], overwriting caller-owned buffers. `grad_input` and `grad_bias` are
-/// optional: the first layer of a network needs no input gradient.
+/// optional: the first layer of a network needs no input gradient (and skipping it saves the
+/// `Wᵀ·g` product and col2im).
+///
+/// # Panics
+/// If the shapes do not agree or the kernel does not fit (see the module docs).
+///
+/// ```
+/// use ndarray::{Array1, Array4};
+/// use tensor::{conv2d_backward_into, Conv2dParams, Conv2dWorkspace};
+/// let x = Array4::from_elem((4, 2, 5, 5), 1.0_f32);
+/// let w = Array4::from_elem((3, 2, 3, 3), 0.1_f32);
+/// let g = Array4::from_elem((4, 3, 3, 3), 1.0_f32);
+/// let (mut gw, mut gb) = (Array4::zeros((3, 2, 3, 3)), Array1::zeros(3));
+/// let mut ws = Conv2dWorkspace::new();
+/// conv2d_backward_into(x.view(), w.view(), g.view(), Conv2dParams::default(),
+///                      None, gw.view_mut(), Some(gb.view_mut()), &mut ws);
+/// assert!(gw.iter().all(|&v| v == 36.0)); // 4 images × 9 positions × 1 × 1
+/// assert!(gb.iter().all(|&v| v == 36.0));
+/// ```
 pub fn conv2d_backward_into<T: Scalar>(
     input: ArrayView4<'_, T>,
     weight: ArrayView4<'_, T>,
@@ -104,5 +499,390 @@ pub fn conv2d_backward_into<T: Scalar>(
     grad_bias: Option<ArrayViewMut1<'_, T>>,
     ws: &mut Conv2dWorkspace<T>,
 ) {
-    todo!()
+    let op = "conv2d_backward";
+    let g = Geometry::new(op, input.dim(), weight.dim(), params);
+    check_dim(op, "grad_out", g.output_dim(), grad_out.dim());
+    check_dim(op, "grad_weight", g.weight_dim(), grad_weight.dim());
+    if let Some(gi) = &grad_input {
+        check_dim(op, "grad_input", g.input_dim(), gi.dim());
+    }
+    if let Some(gb) = &grad_bias {
+        check_dim(op, "grad_bias length", g.k, gb.len());
+    }
+    let input = input.as_standard_layout();
+    let x = input.as_slice().expect("standard layout");
+    let grad_out = grad_out.as_standard_layout();
+    let go = grad_out.as_slice().expect("standard layout");
+    let weight = weight.as_standard_layout();
+    let w2 = weight
+        .view()
+        .into_shape_with_order((g.k, g.ckk()))
+        .expect("a standard-layout weight is [k, c·kh·kw]");
+
+    // Each chunk's slot: cols | dcols (only if the input gradient is wanted) | dW part | db part.
+    let (ckk, pos) = (g.ckk(), g.positions());
+    let cols_len = ckk * pos;
+    let dcols_len = if grad_input.is_some() { cols_len } else { 0 };
+    let part_len = g.k * ckk + g.k;
+    let slot = cols_len + dcols_len + part_len;
+    let slots = ws.slots(g.chunks, slot);
+    match grad_input {
+        Some(gi) => with_standard_slice_mut(gi, |gi| {
+            backward_chunks(&g, x, w2, go, slots, slot, dcols_len, Some(gi))
+        }),
+        None => backward_chunks(&g, x, w2, go, slots, slot, 0, None),
+    }
+
+    // Deterministic reduction: chunk partial sums added in chunk order.
+    let partials = || {
+        slots
+            .chunks_exact(slot)
+            .take(g.chunks)
+            .map(|s| &s[cols_len + dcols_len..])
+    };
+    with_standard_slice_mut(grad_weight, |gw| {
+        gw.fill(T::zero());
+        for part in partials() {
+            for (d, &s) in gw.iter_mut().zip(&part[..g.k * ckk]) {
+                *d = *d + s;
+            }
+        }
+    });
+    if let Some(gb) = grad_bias {
+        with_standard_slice_mut(gb, |gb| {
+            gb.fill(T::zero());
+            for part in partials() {
+                for (d, &s) in gb.iter_mut().zip(&part[g.k * ckk..]) {
+                    *d = *d + s;
+                }
+            }
+        });
+    }
+}
+
+/// Runs every chunk of the backward pass: fills each chunk's partial weight and bias gradients
+/// and, when `grad_input` is given, its images' input gradients.
+fn backward_chunks<T: Scalar>(
+    g: &Geometry,
+    x: &[T],
+    w2: ArrayView2<'_, T>,
+    go: &[T],
+    slots: &mut [T],
+    slot: usize,
+    dcols_len: usize,
+    grad_input: Option<&mut [T]>,
+) {
+    let (ckk, pos) = (g.ckk(), g.positions());
+    let (in_img, out_img) = (g.c * g.h * g.w, g.k * pos);
+    let gi_chunks = match grad_input {
+        Some(gi) => Either::Left(gi.par_chunks_mut(g.per_chunk * in_img).map(Some)),
+        None => Either::Right(rayon::iter::repeat_n((), g.chunks).map(|_| None)),
+    };
+    slots
+        .par_chunks_mut(slot)
+        .zip(gi_chunks)
+        .enumerate()
+        .with_min_len(g.min_chunks_per_task())
+        .for_each(|(chunk, (slot, mut gi))| {
+            let (cols, rest) = slot.split_at_mut(ckk * pos);
+            let (dcols, part) = rest.split_at_mut(dcols_len);
+            let (dw, db) = part.split_at_mut(g.k * ckk);
+            let mut dw = ArrayViewMut2::from_shape((g.k, ckk), dw).expect("dW part");
+            db.fill(T::zero());
+            let first = chunk * g.per_chunk;
+            let last = (first + g.per_chunk).min(g.n);
+            for n in first..last {
+                let g_n =
+                    ArrayView2::from_shape((g.k, pos), &go[n * out_img..][..out_img]).expect("g_n");
+                im2col(g, &x[n * in_img..][..in_img], cols);
+                let cols_v = ArrayView2::from_shape((ckk, pos), &*cols).expect("cols");
+                // dW += g_n·cols_nᵀ (the chunk's first image overwrites stale scratch)
+                let beta = if n == first { T::zero() } else { T::one() };
+                gemm(T::one(), g_n, cols_v.t(), beta, dw.view_mut());
+                // db_k += Σ_p g_n[k, p]
+                for (b, row) in db.iter_mut().zip(g_n.rows()) {
+                    *b = row.iter().fold(*b, |s, &v| s + v);
+                }
+                if let Some(gi) = gi.as_deref_mut() {
+                    let mut dc = ArrayViewMut2::from_shape((ckk, pos), &mut *dcols).expect("dc");
+                    gemm(T::one(), w2.t(), g_n, T::zero(), dc.view_mut());
+                    col2im(g, dcols, &mut gi[(n - first) * in_img..][..in_img]);
+                }
+            }
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The definition, summed directly: the reference for the im2col kernels.
+    fn conv_direct(
+        x: &Array4<f64>,
+        w: &Array4<f64>,
+        b: &Array1<f64>,
+        p: Conv2dParams,
+    ) -> Array4<f64> {
+        let (n, c, h, wd) = x.dim();
+        let (k, _, kh, kw) = w.dim();
+        let (oh, ow) = p.output_size((h, wd), (kh, kw)).unwrap();
+        Array4::from_shape_fn((n, k, oh, ow), |(n, k, i, j)| {
+            let mut s = b[k];
+            for c in 0..c {
+                for u in 0..kh {
+                    for v in 0..kw {
+                        let iy = (i * p.stride.0 + u) as isize - p.padding.0 as isize;
+                        let ix = (j * p.stride.1 + v) as isize - p.padding.1 as isize;
+                        if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
+                            s += x[[n, c, iy as usize, ix as usize]] * w[[k, c, u, v]];
+                        }
+                    }
+                }
+            }
+            s
+        })
+    }
+
+    fn pseudo(shape: (usize, usize, usize, usize), seed: usize) -> Array4<f64> {
+        Array4::from_shape_fn(shape, |(a, b, c, d)| {
+            let h = (a * 7919 + b * 104729 + c * 1299709 + d * 15485863 + seed * 32452843) % 2003;
+            h as f64 / 1001.0 - 1.0
+        })
+    }
+
+    #[test]
+    fn output_size_edge_cases() {
+        let p = |s, pad| Conv2dParams {
+            stride: (s, s),
+            padding: (pad, pad),
+        };
+        assert_eq!(p(1, 0).output_size((5, 5), (5, 5)), Some((1, 1)));
+        assert_eq!(p(1, 2).output_size((28, 28), (5, 5)), Some((28, 28)));
+        assert_eq!(p(2, 1).output_size((9, 7), (3, 3)), Some((5, 4)));
+        assert_eq!(p(3, 0).output_size((4, 4), (2, 2)), Some((1, 1)));
+        assert_eq!(p(1, 0).output_size((4, 4), (5, 1)), None);
+        assert_eq!(p(1, 1).output_size((3, 1), (5, 3)), Some((1, 1)));
+        assert_eq!(p(0, 0).output_size((4, 4), (1, 1)), None);
+        assert_eq!(p(1, 0).output_size((4, 4), (0, 1)), None);
+    }
+
+    #[test]
+    fn matches_the_direct_sum_for_odd_shapes() {
+        let cases = [
+            ((1, 1, 5, 5), (1, 1, 5, 5), Conv2dParams::default()),
+            (
+                (2, 3, 9, 7),
+                (4, 3, 3, 3),
+                Conv2dParams {
+                    stride: (2, 2),
+                    padding: (1, 1),
+                },
+            ),
+            (
+                (3, 2, 6, 11),
+                (2, 2, 4, 2),
+                Conv2dParams {
+                    stride: (3, 2),
+                    padding: (2, 0),
+                },
+            ),
+            (
+                (1, 1, 2, 3),
+                (2, 1, 5, 5),
+                Conv2dParams {
+                    stride: (1, 3),
+                    padding: (2, 3),
+                },
+            ),
+            (
+                (40, 1, 12, 12),
+                (6, 1, 5, 5),
+                Conv2dParams {
+                    stride: (1, 1),
+                    padding: (2, 2),
+                },
+            ),
+        ];
+        for (i, (xs, wsz, p)) in cases.into_iter().enumerate() {
+            let x = pseudo(xs, 1);
+            let w = pseudo(wsz, 2);
+            let b = Array1::from_shape_fn(wsz.0, |k| k as f64 * 0.1 - 0.2);
+            let got = conv2d(x.view(), w.view(), Some(b.view()), p);
+            let want = conv_direct(&x, &w, &b, p);
+            let err = (&got - &want).iter().fold(0.0_f64, |m, d| m.max(d.abs()));
+            assert!(err < 1e-12, "case {i}: max error {err}");
+        }
+    }
+
+    #[test]
+    fn col2im_is_the_adjoint_of_im2col() {
+        // <im2col(x), d> == <x, col2im(d)> for every geometry: the identity behind dL/dx.
+        for &(c, h, w, kh, kw, s, pd) in &[
+            (2, 5, 4, 3, 2, (2, 1), (1, 2)),
+            (1, 7, 7, 5, 5, (1, 1), (2, 2)),
+            (3, 4, 6, 4, 1, (3, 4), (0, 3)),
+        ] {
+            let p = Conv2dParams {
+                stride: s,
+                padding: pd,
+            };
+            let g = Geometry::new("t", (1, c, h, w), (1, c, kh, kw), p);
+            let x = pseudo((1, c, h, w), 3).into_raw_vec_and_offset().0;
+            let d = pseudo((1, 1, g.ckk(), g.positions()), 4)
+                .into_raw_vec_and_offset()
+                .0;
+            let mut cols = vec![f64::NAN; g.ckk() * g.positions()];
+            im2col(&g, &x, &mut cols);
+            let mut dx = vec![f64::NAN; x.len()];
+            col2im(&g, &d, &mut dx);
+            let lhs: f64 = cols.iter().zip(&d).map(|(a, b)| a * b).sum();
+            let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| a * b).sum();
+            assert!((lhs - rhs).abs() < 1e-12, "{lhs} vs {rhs}");
+        }
+    }
+
+    #[test]
+    fn workspace_is_reused_and_backward_is_deterministic() {
+        // 45 images: 23 chunks of 2 (the last one has 1), parallel.
+        let p = Conv2dParams {
+            stride: (1, 1),
+            padding: (0, 0),
+        };
+        let x = pseudo((45, 6, 14, 14), 5).mapv(|v| v as f32);
+        let w = pseudo((16, 6, 5, 5), 6).mapv(|v| v as f32);
+        let go = pseudo((45, 16, 10, 10), 7).mapv(|v| v as f32);
+        let mut ws = Conv2dWorkspace::new();
+        let mut y = Array4::zeros((45, 16, 10, 10));
+        conv2d_into(x.view(), w.view(), None, p, y.view_mut(), &mut ws);
+        let forward_len = ws.len();
+        let mut gi = Array4::from_elem((45, 6, 14, 14), f32::NAN);
+        let mut gw = Array4::from_elem((16, 6, 5, 5), f32::NAN);
+        let mut gb = Array1::from_elem(16, f32::NAN);
+        conv2d_backward_into(
+            x.view(),
+            w.view(),
+            go.view(),
+            p,
+            Some(gi.view_mut()),
+            gw.view_mut(),
+            Some(gb.view_mut()),
+            &mut ws,
+        );
+        let grown = ws.len();
+        assert!(grown > forward_len);
+        let first = (gi.clone(), gw.clone(), gb.clone());
+        for _ in 0..5 {
+            conv2d_into(x.view(), w.view(), None, p, y.view_mut(), &mut ws);
+            conv2d_backward_into(
+                x.view(),
+                w.view(),
+                go.view(),
+                p,
+                Some(gi.view_mut()),
+                gw.view_mut(),
+                Some(gb.view_mut()),
+                &mut ws,
+            );
+            assert_eq!(ws.len(), grown, "workspace must not grow again");
+            assert_eq!(
+                (&gi, &gw, &gb),
+                (&first.0, &first.1, &first.2),
+                "bit-identical gradients"
+            );
+        }
+        // without the input gradient, the weight and bias gradients are the same bits
+        conv2d_backward_into(
+            x.view(),
+            w.view(),
+            go.view(),
+            p,
+            None,
+            gw.view_mut(),
+            Some(gb.view_mut()),
+            &mut ws,
+        );
+        assert_eq!((&gw, &gb), (&first.1, &first.2));
+        // and the f32 kernels agree with the f64 ones
+        let g64 = conv2d_backward(
+            x.mapv(f64::from).view(),
+            w.mapv(f64::from).view(),
+            go.mapv(f64::from).view(),
+            p,
+        );
+        let rel = |a: &Array4<f32>, b: &Array4<f64>| {
+            let m = b.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+            a.iter()
+                .zip(b)
+                .fold(0.0_f64, |e, (&a, &b)| e.max((f64::from(a) - b).abs()))
+                / m
+        };
+        assert!(rel(&first.0, &g64.input) < 1e-5);
+        assert!(rel(&first.1, &g64.weight) < 1e-5);
+    }
+
+    #[test]
+    fn non_contiguous_views_are_accepted() {
+        let p = Conv2dParams {
+            stride: (2, 1),
+            padding: (1, 0),
+        };
+        let x = pseudo((2, 3, 7, 6), 8);
+        let xt = x.view().permuted_axes([0, 1, 3, 2]); // [2, 3, 6, 7]
+        let w = pseudo((4, 3, 3, 2), 9);
+        let y = conv2d(xt, w.view(), None, p);
+        assert_eq!(y, conv2d(xt.as_standard_layout().view(), w.view(), None, p));
+        let go = pseudo(y.dim(), 10);
+        let want = conv2d_backward(xt.as_standard_layout().view(), w.view(), go.view(), p);
+        let mut gi_t = Array4::zeros((2, 3, 7, 6));
+        let mut gw = Array4::zeros(w.dim());
+        conv2d_backward_into(
+            xt,
+            w.view(),
+            go.view(),
+            p,
+            Some(gi_t.view_mut().permuted_axes([0, 1, 3, 2])),
+            gw.view_mut(),
+            None,
+            &mut Conv2dWorkspace::new(),
+        );
+        assert_eq!(gi_t.view().permuted_axes([0, 1, 3, 2]), want.input);
+        assert_eq!(gw, want.weight);
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "conv2d: input (1, 2, 5, 5) has 2 channels but weight (3, 1, 3, 3) expects 1"
+    )]
+    fn channel_mismatch_panics() {
+        conv2d(
+            Array4::<f32>::zeros((1, 2, 5, 5)).view(),
+            Array4::zeros((3, 1, 3, 3)).view(),
+            None,
+            Conv2dParams::default(),
+        );
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "conv2d: a 5×5 kernel with stride (1, 1) and padding (0, 0) does not fit an input of 4×4"
+    )]
+    fn kernel_too_big_panics() {
+        conv2d(
+            Array4::<f32>::zeros((1, 1, 4, 4)).view(),
+            Array4::zeros((1, 1, 5, 5)).view(),
+            None,
+            Conv2dParams::default(),
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "conv2d_backward: grad_out must be (1, 1, 2, 2), got (1, 1, 3, 3)")]
+    fn wrong_grad_out_panics() {
+        conv2d_backward(
+            Array4::<f32>::zeros((1, 1, 4, 4)).view(),
+            Array4::zeros((1, 1, 3, 3)).view(),
+            Array4::zeros((1, 1, 3, 3)).view(),
+            Conv2dParams::default(),
+        );
+    }
 }
