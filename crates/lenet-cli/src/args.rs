@@ -1,0 +1,368 @@
+//! The command line: `lenet train | eval | predict | download`, parsed with clap's derive API.
+//!
+//! Every numeric flag goes through a range-checking parser, so an out-of-range value is a clap
+//! error (message on stderr, exit code 2) and never reaches the training code.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Train, evaluate and run LeNet-5 on MNIST and Fashion-MNIST.
+#[derive(Debug, Parser)]
+#[command(name = "lenet", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train LeNet-5 and print one line per epoch.
+    // Negative numbers parse as values, so that `--lr -1` reports the range, not a stray flag.
+    #[command(allow_negative_numbers = true)]
+    Train(TrainArgs),
+    /// Print the test accuracy and the confusion matrix of saved weights.
+    Eval(EvalArgs),
+    /// Classify PNG or JPEG images of single digits (or clothes) with saved weights.
+    Predict(PredictArgs),
+    /// Download and verify a dataset.
+    Download(DataArgs),
+}
+
+/// Which dataset to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DatasetArg {
+    /// Handwritten digits 0-9.
+    Mnist,
+    /// Zalando's clothes images, the same format as MNIST.
+    FashionMnist,
+}
+
+/// Where the data comes from (shared by every subcommand).
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    /// The dataset.
+    #[arg(long, value_enum, default_value_t = DatasetArg::Mnist)]
+    pub dataset: DatasetArg,
+    /// Folder holding the dataset's four IDX files. Default: $LENET_DATA_DIR/<dataset>, else
+    /// ./data/<dataset> (downloaded on first use).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Flags of `lenet train`.
+///
+/// Hyper-parameters left unset take their values from `nn::TrainConfig::default()`.
+#[derive(Debug, Clone, Args)]
+pub struct TrainArgs {
+    /// Dataset and data location.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Number of epochs.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = at_least_one)]
+    pub epochs: usize,
+    /// Mini-batch size [default: the tuned default of the nn crate].
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    pub batch_size: Option<usize>,
+    /// Learning rate, > 0 [default: the tuned default of the nn crate].
+    #[arg(long, value_name = "LR", value_parser = positive_finite, allow_hyphen_values = true)]
+    pub lr: Option<f32>,
+    /// SGD momentum, in [0, 1) [default: the tuned default of the nn crate].
+    #[arg(long, value_name = "M", value_parser = unit_interval_open, allow_hyphen_values = true)]
+    pub momentum: Option<f32>,
+    /// L2 weight decay, >= 0 [default: the tuned default of the nn crate].
+    #[arg(long, value_name = "WD", value_parser = non_negative_finite, allow_hyphen_values = true)]
+    pub weight_decay: Option<f32>,
+    /// Seed of the weight initialisation, the shuffles and the augmentation.
+    #[arg(long, value_name = "SEED")]
+    pub seed: Option<u64>,
+    /// Worker threads [default: all cores].
+    #[arg(long, value_name = "N", value_parser = thread_count)]
+    pub threads: Option<usize>,
+    /// Save the weights (safetensors, PyTorch state_dict names) here; the best epoch's weights when
+    /// a validation split is used, else the last epoch's. A resume file is written next to it.
+    #[arg(long, value_name = "FILE.safetensors")]
+    pub save: Option<PathBuf>,
+    /// Continue a run from a resume file written by `--save`.
+    #[arg(long, value_name = "FILE")]
+    pub resume: Option<PathBuf>,
+    /// Append one JSON object per epoch to this file.
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub metrics: Option<PathBuf>,
+    /// Draw the loss and accuracy curves as an SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// Random shifts and small rotations of the training images.
+    #[arg(long)]
+    pub augment: bool,
+    /// Fraction of the training set held out for validation, in [0, 1).
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = unit_interval_open, allow_hyphen_values = true)]
+    pub val_split: f32,
+    /// Stop when the validation accuracy has not improved for N epochs (needs --val-split).
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    pub early_stopping: Option<usize>,
+    /// Train on the first N training images only (quick runs and tests).
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    pub limit: Option<usize>,
+}
+
+/// Flags of `lenet eval`.
+#[derive(Debug, Clone, Args)]
+pub struct EvalArgs {
+    /// Weights written by `lenet train --save`.
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// Dataset and data location.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `lenet predict`.
+#[derive(Debug, Clone, Args)]
+pub struct PredictArgs {
+    /// Weights written by `lenet train --save`.
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// PNG or JPEG images, one digit (or garment) each.
+    #[arg(value_name = "IMAGE", required = true)]
+    pub images: Vec<PathBuf>,
+}
+
+impl TrainArgs {
+    /// Checks that need more than one flag.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.early_stopping.is_some() && self.val_split == 0.0 {
+            return Err(
+                "--early-stopping needs a validation split (--val-split F with F > 0): \
+                 early stopping never looks at the test set"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+fn parse<T: std::str::FromStr>(s: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    s.trim().parse::<T>().map_err(|e| format!("{e}"))
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match parse::<usize>(s)? {
+        0 => Err("must be at least 1".into()),
+        n => Ok(n),
+    }
+}
+
+fn thread_count(s: &str) -> Result<usize, String> {
+    match parse::<usize>(s)? {
+        0 => Err("must be at least 1".into()),
+        n if n > 1024 => Err(format!("{n} threads is more than the limit of 1024")),
+        n => Ok(n),
+    }
+}
+
+fn finite(s: &str) -> Result<f32, String> {
+    let v = parse::<f32>(s)?;
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err("must be a finite number".into())
+    }
+}
+
+fn positive_finite(s: &str) -> Result<f32, String> {
+    let v = finite(s)?;
+    if v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("must be greater than 0, found {v}"))
+    }
+}
+
+fn non_negative_finite(s: &str) -> Result<f32, String> {
+    let v = finite(s)?;
+    if v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("must be at least 0, found {v}"))
+    }
+}
+
+/// A value in [0, 1): momentum and the validation fraction.
+fn unit_interval_open(s: &str) -> Result<f32, String> {
+    let v = finite(s)?;
+    if (0.0..1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("must be in [0, 1), found {v}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse_args(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("lenet").chain(args.iter().copied()))
+    }
+
+    fn train(args: &[&str]) -> Result<TrainArgs, clap::Error> {
+        let mut all = vec!["train"];
+        all.extend_from_slice(args);
+        match parse_args(&all)?.command {
+            Command::Train(t) => Ok(t),
+            other => panic!("expected train, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn train_defaults() {
+        let t = train(&[]).unwrap();
+        assert_eq!(t.epochs, 10);
+        assert_eq!(t.data.dataset, DatasetArg::Mnist);
+        assert_eq!(t.val_split, 0.0);
+        assert!(t.lr.is_none() && t.batch_size.is_none() && !t.augment);
+        assert!(t.validate().is_ok());
+    }
+
+    #[test]
+    fn train_accepts_every_flag() {
+        let t = train(&[
+            "--dataset",
+            "fashion-mnist",
+            "--data-dir",
+            "/d",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "32",
+            "--lr",
+            "0.05",
+            "--momentum",
+            "0.9",
+            "--weight-decay",
+            "0",
+            "--seed",
+            "7",
+            "--threads",
+            "2",
+            "--save",
+            "w.safetensors",
+            "--resume",
+            "r",
+            "--metrics",
+            "m.jsonl",
+            "--plot",
+            "p.svg",
+            "--augment",
+            "--val-split",
+            "0.1",
+            "--early-stopping",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(t.data.dataset, DatasetArg::FashionMnist);
+        assert_eq!(t.data.data_dir, Some(PathBuf::from("/d")));
+        assert_eq!((t.epochs, t.batch_size, t.threads), (3, Some(32), Some(2)));
+        assert_eq!(
+            (t.lr, t.momentum, t.weight_decay),
+            (Some(0.05), Some(0.9), Some(0.0))
+        );
+        assert_eq!(
+            (t.seed, t.early_stopping, t.val_split),
+            (Some(7), Some(2), 0.1)
+        );
+        assert!(t.augment);
+        assert!(t.validate().is_ok());
+    }
+
+    #[test]
+    fn out_of_range_values_are_rejected() {
+        for bad in [
+            &["--epochs", "0"][..],
+            &["--epochs", "-1"],
+            &["--batch-size", "0"],
+            &["--lr", "0"],
+            &["--lr", "-0.1"],
+            &["--lr", "NaN"],
+            &["--lr", "inf"],
+            &["--momentum", "1"],
+            &["--momentum", "-0.5"],
+            &["--weight-decay", "-1e-4"],
+            &["--val-split", "1"],
+            &["--val-split", "1.5"],
+            &["--threads", "0"],
+            &["--threads", "100000"],
+            &["--early-stopping", "0"],
+            &["--dataset", "cifar"],
+            &["--epochs", "ten"],
+        ] {
+            let err = train(bad).expect_err(&format!("{bad:?} must be rejected"));
+            let msg = err.to_string();
+            assert!(
+                msg.contains(bad[0]),
+                "{bad:?}: message {msg:?} must name the flag"
+            );
+        }
+    }
+
+    #[test]
+    fn early_stopping_needs_a_validation_split() {
+        let err = train(&["--early-stopping", "3"])
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(err.contains("--val-split"), "{err}");
+        assert!(train(&["--early-stopping", "3", "--val-split", "0.1"])
+            .unwrap()
+            .validate()
+            .is_ok());
+    }
+
+    #[test]
+    fn other_subcommands() {
+        match parse_args(&["eval", "--model", "w.safetensors", "--json"])
+            .unwrap()
+            .command
+        {
+            Command::Eval(e) => {
+                assert!(e.json);
+                assert_eq!(e.model, PathBuf::from("w.safetensors"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse_args(&["predict", "--model", "w", "a.png", "b.jpg"])
+            .unwrap()
+            .command
+        {
+            Command::Predict(p) => assert_eq!(p.images.len(), 2),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            parse_args(&["predict", "--model", "w"]).is_err(),
+            "an image is required"
+        );
+        assert!(parse_args(&["eval"]).is_err(), "--model is required");
+        match parse_args(&["download", "--dataset", "fashion-mnist"])
+            .unwrap()
+            .command
+        {
+            Command::Download(d) => assert_eq!(d.dataset, DatasetArg::FashionMnist),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! What `lenet train` shows while it runs: a progress bar over the batches (drawn on stderr only
+//! when stderr is a terminal) and one line per epoch on stdout.
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::metrics::EpochRecord;
+
+/// A bar over one epoch's batches. `ProgressDrawTarget::stderr` draws nothing when stderr is not a
+/// terminal (a pipe, a file, CI logs), so redirected output stays clean.
+pub fn batch_bar(batches: u64, epoch: usize, epochs: usize) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(batches), ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template(
+        "{prefix} [{bar:40.cyan/blue}] {pos}/{len} batches  {msg}  eta {eta}",
+    )
+    .expect("the template is valid")
+    .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(format!("epoch {epoch}/{epochs}"));
+    bar
+}
+
+/// The line printed after each epoch, e.g.
+/// `epoch  3/10  train_loss 0.0521  test_acc 98.87%  time 2.31s`.
+/// With a validation split the validation accuracy is added, and the learning rate when given.
+pub fn epoch_line(r: &EpochRecord, epochs: usize, lr: Option<f64>) -> String {
+    let width = epochs.to_string().len();
+    let mut line = format!(
+        "epoch {:>width$}/{epochs}  train_loss {:.4}  test_acc {:.2}%",
+        r.epoch,
+        r.train_loss,
+        100.0 * r.test_accuracy
+    );
+    if let Some(v) = r.val_accuracy {
+        line += &format!("  val_acc {:.2}%", 100.0 * v);
+    }
+    if let Some(lr) = lr {
+        line += &format!("  lr {lr:.5}");
+    }
+    line += &format!("  time {:.2}s", r.seconds);
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> EpochRecord {
+        EpochRecord {
+            epoch: 3,
+            train_loss: 0.05213,
+            train_accuracy: 0.98,
+            test_loss: 0.04,
+            test_accuracy: 0.98874,
+            seconds: 2.3141,
+            val_loss: None,
+            val_accuracy: None,
+        }
+    }
+
+    #[test]
+    fn the_documented_line() {
+        assert_eq!(
+            epoch_line(&record(), 10, None),
+            "epoch  3/10  train_loss 0.0521  test_acc 98.87%  time 2.31s"
+        );
+        assert_eq!(
+            epoch_line(&record(), 5, None),
+            "epoch 3/5  train_loss 0.0521  test_acc 98.87%  time 2.31s"
+        );
+    }
+
+    #[test]
+    fn validation_and_learning_rate() {
+        let mut r = record();
+        r.val_accuracy = Some(0.9912);
+        assert_eq!(
+            epoch_line(&r, 10, Some(0.0125)),
+            "epoch  3/10  train_loss 0.0521  test_acc 98.87%  val_acc 99.12%  lr 0.01250  time 2.31s"
+        );
+    }
+
+    #[test]
+    fn bar_counts_batches() {
+        let bar = batch_bar(469, 1, 10);
+        bar.inc(2);
+        assert_eq!(bar.position(), 2);
+        assert_eq!(bar.length(), Some(469));
+        bar.finish_and_clear();
+    }
+}
