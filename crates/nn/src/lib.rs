@@ -1,5 +1,64 @@
 //! # nn
 //!
 //! Layers, the LeNet-5 model, SGD with momentum and a training loop, built on the `tensor`
-//! kernels. Training reads batches from any source: this crate does not know about MNIST files.
+//! kernels. Training reads batches from any [`BatchSource`]: this crate does not know about
+//! MNIST files.
+//!
+//! ```no_run
+//! use nn::{InMemorySource, TrainConfig, Trainer};
+//! # let (train, test) = (InMemorySource::default(), InMemorySource::default());
+//! let mut trainer = Trainer::new(TrainConfig::default())?;
+//! trainer.fit(&train, &test, None, &mut ())?;
+//! trainer.final_model().save_weights("lenet5.safetensors")?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Files: layers (`conv2d`, `linear`, `activation`, `avg_pool`, `max_pool`, `pool`,
+//! `flatten`), the model (`lenet5`), `loss`, `sgd`, `schedule`, `data`, `augment`, `evaluate`,
+//! `metrics`, `trainer`, `checkpoint` (PyTorch-loadable weights), `resume` (training state) and
+//! `atomic` (crash-safe writes).
 #![deny(missing_docs)]
+
+pub mod activation;
+pub mod atomic;
+pub mod augment;
+pub mod avg_pool;
+pub mod buffer;
+pub mod checkpoint;
+pub mod conv2d;
+pub mod data;
+pub mod evaluate;
+pub mod flatten;
+pub mod init;
+pub mod lenet5;
+pub mod linear;
+pub mod loss;
+pub mod max_pool;
+pub mod metrics;
+pub mod param;
+pub mod pool;
+mod resume;
+pub mod schedule;
+pub mod sgd;
+pub mod trainer;
+
+pub use activation::{Activation, ActivationKind};
+pub use atomic::write_atomic;
+pub use augment::{AugmentConfig, Augmenter};
+pub use avg_pool::AvgPool2d;
+pub use buffer::Buffer;
+pub use checkpoint::CheckpointError;
+pub use conv2d::Conv2d;
+pub use data::{split_indices, BatchSource, InMemorySource, Subset, IMAGE_LEN};
+pub use evaluate::{evaluate, Evaluator};
+pub use flatten::Flatten;
+pub use lenet5::{LeNet5, LeNet5Activations, LeNet5Config, IMAGE_SIZE, NUM_CLASSES, PARAM_NAMES};
+pub use linear::Linear;
+pub use loss::{argmax, count_correct, cross_entropy_loss, softmax, SoftmaxCrossEntropy};
+pub use max_pool::MaxPool2d;
+pub use metrics::{EpochMetrics, Evaluation};
+pub use param::{ParamMut, ParamRef};
+pub use pool::{Pool2d, PoolKind};
+pub use schedule::LrSchedule;
+pub use sgd::{Sgd, SgdConfig};
+pub use trainer::{BestModel, FitOutcome, TrainConfig, TrainError, TrainObserver, Trainer};

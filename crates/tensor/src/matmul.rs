@@ -1,21 +1,100 @@
 //! Matrix multiplication: `C = alpha·A·B + beta·C`.
 //!
 //! Transposed forms come from ndarray views: `gemm(1.0, a.t(), b, 0.0, c)` computes Aᵀ·B, and
-//! `gemm(1.0, a, b.t(), 1.0, c)` accumulates A·Bᵀ into C. Any strides are accepted.
+//! `gemm(1.0, a, b.t(), 1.0, c)` accumulates A·Bᵀ into C. Any strides are accepted (transposed,
+//! sliced, column-major, negative): they only change how the operands are packed.
 //!
-//! SKELETON: a plain triple loop that the matmul issue replaces with a packed, cache-blocked,
-//! register-tiled kernel. The signatures are final.
+//! # How it works
+//! A hand-written GEMM in the style of BLIS / `matrixmultiply`, one concept per file under
+//! `matmul/`:
+//! - `driver`: cache blocking. `k` is cut in blocks of `KC`, A in blocks of `MC` rows, B in
+//!   blocks of `NC` columns; for very short products (few rows of C), B is read in place;
+//! - `pack`: copies a block of A into `MR`-row panels and of B into `NR`-column panels,
+//!   zero-padded, whatever the source strides, so the micro-kernel reads contiguous memory;
+//! - `kernel_*`: the micro-kernels, which keep an `MR × NR` tile of C in registers for the whole
+//!   `k` loop and apply `alpha`/`beta` when writing it (partial edge tiles included);
+//! - `dispatch`: picks the kernel from the CPU's features at run time ([`GemmKernel`]);
+//! - `parallel`: splits products above about a megaflop over rayon's threads, by rows or
+//!   columns of C — never along `k` — so results are bit-identical for any thread count;
+//! - `scratch`: per-thread packing buffers that grow once, so a call allocates nothing in
+//!   steady state.
+//!
+//! | kernel (`f32`)     | tile `MR × NR` | `KC` | `MC` | `NC` |
+//! |--------------------|----------------|------|------|------|
+//! | `avx512` (AVX-512F)| 8 × 32         | 256  | 128  | 2048 |
+//! | `avx2` (AVX2+FMA)  | 6 × 16         | 256  | 144  | 2048 |
+//! | `portable`         | 4 × 8          | 256  | 128  | 1024 |
+//!
+//! `f64` (used for gradient checks) always runs the portable kernel with a 4 × 4 tile.
+//!
+//! # Choosing the kernel
+//! The release build targets baseline x86-64; the SIMD kernels are compiled with
+//! `#[target_feature]` and called only after run-time detection. Set
+//! `LENET_GEMM_KERNEL=portable|avx2|avx512` to force a path for the whole process (an
+//! unsupported choice falls back to the best supported one), call [`gemm_kernel_name`] to see
+//! which one runs, or pass a kernel explicitly with [`gemm_with_kernel`].
+
+mod dispatch;
+mod driver;
+mod kernel;
+#[cfg(target_arch = "x86_64")]
+mod kernel_avx2;
+#[cfg(target_arch = "x86_64")]
+mod kernel_avx512;
+mod kernel_portable;
+mod layout;
+mod pack;
+mod parallel;
+mod scratch;
+
+pub use dispatch::GemmKernel;
 
 use crate::Scalar;
-use ndarray::{Array2, ArrayView2, ArrayViewMut2};
+use kernel_portable::Portable;
+use layout::{MatMut, MatRef};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, Zip};
+use std::any::TypeId;
 
 /// General matrix multiply: `c = alpha * a·b + beta * c`.
 ///
-/// With `beta == 0` the old contents of `c` are ignored (even NaN), as in BLAS.
+/// With `beta == 0` the old contents of `c` are ignored (even NaN), as in BLAS; with
+/// `alpha == 0` or an empty inner dimension (`k == 0`), `a` and `b` are not read and
+/// `c = beta * c`.
+///
+/// Runs on the calling thread for small products and on rayon's pool above about a megaflop;
+/// either way the result is bit-identical. Uses the kernel [`GemmKernel::active`] reports.
+///
+/// ```
+/// use ndarray::array;
+/// use tensor::gemm;
+///
+/// let a = array![[1.0f32, 2.0], [3.0, 4.0]];
+/// let b = array![[5.0f32, 6.0], [7.0, 8.0]];
+/// let mut c = array![[1.0f32, 1.0], [1.0, 1.0]];
+/// // c = 2·aᵀ·b + 1·c
+/// gemm(2.0, a.t(), b.view(), 1.0, c.view_mut());
+/// assert_eq!(c, array![[2.0 * 26.0 + 1.0, 2.0 * 30.0 + 1.0], [2.0 * 38.0 + 1.0, 2.0 * 44.0 + 1.0]]);
+/// ```
 ///
 /// # Panics
 /// If the shapes do not agree: `a` is `[m, k]`, `b` is `[k, n]` and `c` is `[m, n]`.
 pub fn gemm<T: Scalar>(
+    alpha: T,
+    a: ArrayView2<'_, T>,
+    b: ArrayView2<'_, T>,
+    beta: T,
+    c: ArrayViewMut2<'_, T>,
+) {
+    gemm_with_kernel(GemmKernel::active(), alpha, a, b, beta, c);
+}
+
+/// [`gemm`] with an explicit micro-kernel family, for tests and benchmarks that compare paths.
+///
+/// # Panics
+/// If the shapes do not agree (see [`gemm`]), or if this CPU does not support `kernel`
+/// (see [`GemmKernel::is_supported`]).
+pub fn gemm_with_kernel<T: Scalar>(
+    kernel: GemmKernel,
     alpha: T,
     a: ArrayView2<'_, T>,
     b: ArrayView2<'_, T>,
@@ -31,23 +110,84 @@ pub fn gemm<T: Scalar>(
         "gemm: c must be [{m}, {n}], got {:?}",
         c.dim()
     );
-    for i in 0..m {
-        for j in 0..n {
-            let mut acc = T::zero();
-            for p in 0..k {
-                acc = acc + a[[i, p]] * b[[p, j]];
-            }
-            let old = if beta == T::zero() {
-                T::zero()
-            } else {
-                beta * c[[i, j]]
-            };
-            c[[i, j]] = alpha * acc + old;
+    // A hard check, not a debug one: running an unsupported kernel would be undefined behaviour.
+    assert!(
+        kernel.is_supported(),
+        "gemm: this CPU does not support the {} kernel",
+        kernel.name()
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 || alpha == T::zero() {
+        if beta == T::zero() {
+            c.fill(T::zero());
+        } else {
+            Zip::from(&mut c).for_each(|x| *x = beta * *x);
         }
+        return;
+    }
+    parallel::gemm_split(kernel, alpha, a, b, beta, c);
+}
+
+/// The name of the micro-kernel family [`gemm`] uses in this process: `"avx512"`, `"avx2"` or
+/// `"portable"` (for `f32`; `f64` always runs the portable kernel).
+pub fn gemm_kernel_name() -> &'static str {
+    GemmKernel::active().name()
+}
+
+/// Runs one (piece of a) product on the calling thread: picks the kernel for `T` and hands raw
+/// descriptors to the blocked loop nest. Shapes are checked and non-empty.
+fn gemm_on_this_thread<T: Scalar>(
+    kernel: GemmKernel,
+    alpha: T,
+    a: ArrayView2<'_, T>,
+    b: ArrayView2<'_, T>,
+    beta: T,
+    mut c: ArrayViewMut2<'_, T>,
+) {
+    let (ad, bd, cd) = (
+        MatRef::from_view(&a),
+        MatRef::from_view(&b),
+        MatMut::from_view(&mut c),
+    );
+    if TypeId::of::<T>() == TypeId::of::<f32>() {
+        let (ad, bd, cd) = (ad.cast::<f32>(), bd.cast::<f32>(), cd.cast::<f32>());
+        // `to_f32` is exact here: T is f32.
+        let (alpha, beta) = (alpha.to_f32().unwrap(), beta.to_f32().unwrap());
+        // SAFETY: T is f32, so the descriptors keep pointing at valid f32 data: A and B are
+        // readable through their shared views, C writable through the unique `c` borrow held
+        // for the call; shapes are checked and non-empty. The SIMD kernels run only on a CPU
+        // that supports them (`kernel.is_supported()` was asserted by the caller).
+        unsafe {
+            match kernel {
+                #[cfg(target_arch = "x86_64")]
+                GemmKernel::Avx512 => {
+                    driver::gemm_serial::<f32, kernel_avx512::Avx512>(alpha, ad, bd, beta, cd)
+                }
+                #[cfg(target_arch = "x86_64")]
+                GemmKernel::Avx2 => {
+                    driver::gemm_serial::<f32, kernel_avx2::Avx2>(alpha, ad, bd, beta, cd)
+                }
+                _ => driver::gemm_serial::<f32, Portable<4, 8>>(alpha, ad, bd, beta, cd),
+            }
+        }
+    } else {
+        // SAFETY: as above, with the portable kernel that runs on any CPU.
+        unsafe { driver::gemm_serial::<T, Portable<4, 4>>(alpha, ad, bd, beta, cd) }
     }
 }
 
 /// Returns `a·b` as a new array.
+///
+/// ```
+/// use ndarray::array;
+/// use tensor::matmul;
+///
+/// let a = array![[1.0f64, 2.0, 3.0]];
+/// let b = array![[4.0f64], [5.0], [6.0]];
+/// assert_eq!(matmul(a.view(), b.view()), array![[32.0]]);
+/// ```
 ///
 /// # Panics
 /// If `a` is `[m, k]` and `b` is not `[k, n]`.

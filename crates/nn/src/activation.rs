@@ -1,0 +1,115 @@
+//! Element-wise activation layers (ReLU, tanh, sigmoid) for any number of dimensions.
+//!
+//! The backward pass needs only the layer's own output (relu' = [y > 0], tanh' = 1 − y²,
+//! sigmoid' = y(1 − y)), so the layer keeps its output and nothing else.
+
+use crate::buffer::Buffer;
+use ndarray::{ArrayView, Dimension};
+use serde::{Deserialize, Serialize};
+
+/// Which non-linearity an [`Activation`] applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ActivationKind {
+    /// `max(x, 0)`.
+    #[default]
+    Relu,
+    /// `tanh(x)`.
+    Tanh,
+    /// `1 / (1 + e^−x)`.
+    Sigmoid,
+}
+
+impl ActivationKind {
+    /// The lowercase name (`relu`, `tanh`, `sigmoid`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ActivationKind::Relu => "relu",
+            ActivationKind::Tanh => "tanh",
+            ActivationKind::Sigmoid => "sigmoid",
+        }
+    }
+}
+
+impl std::str::FromStr for ActivationKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "relu" => Ok(ActivationKind::Relu),
+            "tanh" => Ok(ActivationKind::Tanh),
+            "sigmoid" => Ok(ActivationKind::Sigmoid),
+            _ => Err(format!(
+                "unknown activation {s:?}: expected relu, tanh or sigmoid"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for ActivationKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An activation layer with its output and input-gradient buffers (`D`: the array dimension,
+/// `Ix4` after a convolution, `Ix2` after a linear layer).
+#[derive(Debug, Clone)]
+pub struct Activation<D: Dimension> {
+    kind: ActivationKind,
+    output: Buffer<D>,
+    grad_input: Buffer<D>,
+}
+
+impl<D: Dimension> Activation<D> {
+    /// A layer applying `kind`.
+    pub fn new(kind: ActivationKind) -> Self {
+        Activation {
+            kind,
+            output: Buffer::new(),
+            grad_input: Buffer::new(),
+        }
+    }
+
+    /// The non-linearity.
+    pub fn kind(&self) -> ActivationKind {
+        self.kind
+    }
+
+    /// Applies the activation to `input`; the layer keeps the output.
+    pub fn forward(&mut self, input: ArrayView<'_, f32, D>) -> ArrayView<'_, f32, D> {
+        self.output.set_dim(input.raw_dim());
+        let out = self.output.view_mut();
+        match self.kind {
+            ActivationKind::Relu => tensor::relu_into(input, out),
+            ActivationKind::Tanh => tensor::tanh_into(input, out),
+            ActivationKind::Sigmoid => tensor::sigmoid_into(input, out),
+        }
+        self.output.view()
+    }
+
+    /// The output of the last forward pass.
+    pub fn output(&self) -> ArrayView<'_, f32, D> {
+        self.output.view()
+    }
+
+    /// dL/dinput for upstream gradient `grad_out` (shaped like the output), from the kept output.
+    ///
+    /// # Panics
+    /// If `grad_out` is not shaped like the last output.
+    pub fn backward(&mut self, grad_out: ArrayView<'_, f32, D>) -> ArrayView<'_, f32, D> {
+        self.grad_input.set_dim(self.output.dim());
+        let y = self.output.view();
+        let g = self.grad_input.view_mut();
+        match self.kind {
+            ActivationKind::Relu => tensor::relu_backward_into(y, grad_out, g),
+            ActivationKind::Tanh => tensor::tanh_backward_into(y, grad_out, g),
+            ActivationKind::Sigmoid => tensor::sigmoid_backward_into(y, grad_out, g),
+        }
+        self.grad_input.view()
+    }
+
+    /// dL/dinput from the last backward pass.
+    pub fn grad_input(&self) -> ArrayView<'_, f32, D> {
+        self.grad_input.view()
+    }
+}

@@ -1,0 +1,318 @@
+//! Model weights in safetensors, exactly PyTorch's `state_dict` of the reference LeNet-5: ten
+//! float32 tensors named `conv1.weight` … `fc3.bias`, nothing else, so that
+//! `model.load_state_dict(safetensors.torch.load_file(path))` works (strict load). The
+//! architecture options go in the `__metadata__` header (key `lenet5_config`, JSON), which
+//! PyTorch ignores.
+//!
+//! Loading validates everything and reports a typed [`CheckpointError`] naming the file, the
+//! tensor, the expected and the found value: it never panics on a bad file.
+
+use crate::atomic::write_atomic;
+use crate::lenet5::{LeNet5, LeNet5Config, PARAM_NAMES};
+use safetensors::tensor::Metadata;
+use safetensors::{Dtype, SafeTensors};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Metadata key holding the [`LeNet5Config`] as JSON.
+pub const CONFIG_KEY: &str = "lenet5_config";
+
+/// Why a checkpoint could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The file could not be read or written.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a valid safetensors file.
+    #[error("{}: not a safetensors file: {reason}", .path.display())]
+    NotSafetensors {
+        /// The file.
+        path: PathBuf,
+        /// What the parser found wrong.
+        reason: String,
+    },
+    /// A required tensor is absent.
+    #[error("{}: tensor {name:?} is missing", .path.display())]
+    MissingTensor {
+        /// The file.
+        path: PathBuf,
+        /// The tensor's name.
+        name: String,
+    },
+    /// A tensor has the wrong shape.
+    #[error("{}: tensor {name:?} has shape {found:?}, expected {expected:?}", .path.display())]
+    WrongShape {
+        /// The file.
+        path: PathBuf,
+        /// The tensor's name.
+        name: String,
+        /// The shape the model needs.
+        expected: Vec<usize>,
+        /// The shape in the file.
+        found: Vec<usize>,
+    },
+    /// A tensor has the wrong element type.
+    #[error("{}: tensor {name:?} has dtype {found}, expected {expected}", .path.display())]
+    WrongDtype {
+        /// The file.
+        path: PathBuf,
+        /// The tensor's name.
+        name: String,
+        /// The dtype the model needs (`F32`).
+        expected: String,
+        /// The dtype in the file.
+        found: String,
+    },
+    /// A `__metadata__` entry is missing or malformed.
+    #[error("{}: metadata {key:?}: expected {expected}, found {found}", .path.display())]
+    BadMetadata {
+        /// The file.
+        path: PathBuf,
+        /// The metadata key.
+        key: String,
+        /// What was expected.
+        expected: String,
+        /// What was there (or "nothing").
+        found: String,
+    },
+}
+
+/// A safetensors file read into memory and validated.
+pub(crate) struct TensorFile {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    header_len: usize,
+    metadata: Metadata,
+}
+
+impl TensorFile {
+    /// Reads and validates `path`.
+    pub(crate) fn open(path: &Path) -> Result<Self, CheckpointError> {
+        let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let not_st = |e: safetensors::SafeTensorError| CheckpointError::NotSafetensors {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        };
+        // deserialize checks the header, the offsets and the buffer length.
+        SafeTensors::deserialize(&bytes).map_err(not_st)?;
+        let (header_len, metadata) = SafeTensors::read_metadata(&bytes).map_err(not_st)?;
+        Ok(TensorFile {
+            path: path.to_path_buf(),
+            bytes,
+            header_len,
+            metadata,
+        })
+    }
+
+    /// The `__metadata__` value for `key`.
+    pub(crate) fn meta(&self, key: &str) -> Option<&str> {
+        self.metadata
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(key))
+            .map(String::as_str)
+    }
+
+    /// A required `__metadata__` value parsed with `parse`, or a `BadMetadata` error.
+    pub(crate) fn meta_parse<T>(
+        &self,
+        key: &str,
+        expected: &str,
+        parse: impl FnOnce(&str) -> Option<T>,
+    ) -> Result<T, CheckpointError> {
+        let raw = self.meta(key);
+        raw.and_then(parse)
+            .ok_or_else(|| self.bad_meta(key, expected, raw))
+    }
+
+    /// A `BadMetadata` error for `key`.
+    pub(crate) fn bad_meta(
+        &self,
+        key: &str,
+        expected: &str,
+        found: Option<&str>,
+    ) -> CheckpointError {
+        CheckpointError::BadMetadata {
+            path: self.path.clone(),
+            key: key.to_string(),
+            expected: expected.to_string(),
+            found: found.map_or_else(|| "nothing".to_string(), |s| format!("{s:?}")),
+        }
+    }
+
+    /// The shape of tensor `name`, if present.
+    pub(crate) fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.metadata.info(name).map(|i| i.shape.as_slice())
+    }
+
+    /// Copies the f32 tensor `name`, which must have shape `expected`, into `out`.
+    pub(crate) fn read_f32(
+        &self,
+        name: &str,
+        expected: &[usize],
+        out: &mut [f32],
+    ) -> Result<(), CheckpointError> {
+        let info = self
+            .metadata
+            .info(name)
+            .ok_or_else(|| CheckpointError::MissingTensor {
+                path: self.path.clone(),
+                name: name.to_string(),
+            })?;
+        if info.dtype != Dtype::F32 {
+            return Err(CheckpointError::WrongDtype {
+                path: self.path.clone(),
+                name: name.to_string(),
+                expected: "F32".to_string(),
+                found: format!("{:?}", info.dtype),
+            });
+        }
+        if info.shape != expected {
+            return Err(CheckpointError::WrongShape {
+                path: self.path.clone(),
+                name: name.to_string(),
+                expected: expected.to_vec(),
+                found: info.shape.clone(),
+            });
+        }
+        assert_eq!(
+            out.len(),
+            expected.iter().product::<usize>(),
+            "read_f32 {name}: output size"
+        );
+        // Offsets were validated by `open`; data starts after the 8-byte length and the header.
+        let start = 8 + self.header_len + info.data_offsets.0;
+        let end = 8 + self.header_len + info.data_offsets.1;
+        for (o, b) in out.iter_mut().zip(self.bytes[start..end].chunks_exact(4)) {
+            *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        }
+        Ok(())
+    }
+}
+
+/// Writes f32 tensors `(name, shape, values)` and string metadata to `path` atomically.
+pub(crate) fn write_tensors(
+    path: &Path,
+    tensors: &[(&str, &[usize], &[f32])],
+    metadata: HashMap<String, String>,
+) -> Result<(), CheckpointError> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), b)| {
+            safetensors::tensor::TensorView::new(Dtype::F32, shape.to_vec(), b)
+                .map(|view| (name.to_string(), view))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .expect("tensor byte length matches its shape");
+    let data = safetensors::serialize(views, &Some(metadata)).map_err(|e| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    write_atomic(path, &data).map_err(|source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl LeNet5 {
+    /// Saves the ten parameters as PyTorch's state_dict (f32, PyTorch names and layouts) with
+    /// the config in the metadata, atomically.
+    pub fn save_weights(&self, path: impl AsRef<Path>) -> Result<(), CheckpointError> {
+        let params = self.params();
+        let tensors: Vec<(&str, &[usize], &[f32])> =
+            params.iter().map(|p| (p.name, p.shape, p.value)).collect();
+        let mut meta = HashMap::new();
+        meta.insert("format".to_string(), "pt".to_string());
+        meta.insert(
+            CONFIG_KEY.to_string(),
+            serde_json::to_string(&self.config()).expect("config serialises"),
+        );
+        write_tensors(path.as_ref(), &tensors, meta)
+    }
+
+    /// Loads the ten parameters from `path` into this model. Every tensor must be present, F32
+    /// and shaped for this model's config; other tensors in the file are ignored. On error the
+    /// model may be partly updated.
+    pub fn load_weights(&mut self, path: impl AsRef<Path>) -> Result<(), CheckpointError> {
+        let file = TensorFile::open(path.as_ref())?;
+        self.load_from(&file, "")
+    }
+
+    /// A model read from `path`: the config comes from the file's metadata if present (files
+    /// saved by [`LeNet5::save_weights`]), otherwise (e.g. a file saved by PyTorch) it is the
+    /// default with the channel counts taken from the shapes of `conv1.weight` and
+    /// `conv2.weight`.
+    pub fn from_weights_file(path: impl AsRef<Path>) -> Result<LeNet5, CheckpointError> {
+        let file = TensorFile::open(path.as_ref())?;
+        let config = match file.meta(CONFIG_KEY) {
+            Some(_) => file.meta_parse(CONFIG_KEY, "a LeNet-5 config in JSON", |s| {
+                serde_json::from_str::<LeNet5Config>(s)
+                    .ok()
+                    .filter(|c| c.c1 > 0 && c.c2 > 0)
+            })?,
+            None => {
+                let mut config = LeNet5Config::default();
+                if let Some(&[c1, ..]) = file.shape("conv1.weight") {
+                    config.c1 = c1.max(1);
+                }
+                if let Some(&[c2, ..]) = file.shape("conv2.weight") {
+                    config.c2 = c2.max(1);
+                }
+                config
+            }
+        };
+        let mut model = LeNet5::zeros(config);
+        model.load_from(&file, "")?;
+        Ok(model)
+    }
+
+    /// Loads every parameter from tensors named `<prefix><state_dict name>`.
+    pub(crate) fn load_from(
+        &mut self,
+        file: &TensorFile,
+        prefix: &str,
+    ) -> Result<(), CheckpointError> {
+        for p in self.params_mut() {
+            let name = format!("{prefix}{}", p.name);
+            file.read_f32(&name, p.shape, p.value)?;
+        }
+        Ok(())
+    }
+}
+
+/// The state_dict names, for callers that list what a checkpoint holds.
+pub fn state_dict_names() -> [&'static str; 10] {
+    PARAM_NAMES
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contains_and_shape_follow_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.safetensors");
+        write_tensors(&p, &[("a", &[2, 1], &[1.0, 2.0])], HashMap::new()).unwrap();
+        let f = TensorFile::open(&p).unwrap();
+        assert_eq!(f.shape("b"), None);
+        assert_eq!(f.shape("a"), Some(&[2usize, 1][..]));
+        let mut out = [0.0; 2];
+        f.read_f32("a", &[2, 1], &mut out).unwrap();
+        assert_eq!(out, [1.0, 2.0]);
+    }
+}

@@ -1,0 +1,188 @@
+//! Conv2d layer: owns its weight `[out, in, kh, kw]`, bias `[out]`, their gradients, its output
+//! and input-gradient buffers and the im2col workspace. The math is `tensor::conv2d_*`.
+
+use crate::buffer::Buffer;
+use crate::init::uniform_fan_in;
+use ndarray::{Array1, Array4, ArrayView1, ArrayView4, Ix4};
+use rand::Rng;
+use tensor::{conv2d_backward_into, conv2d_into, Conv2dParams, Conv2dWorkspace};
+
+/// A 2-D convolution with bias, PyTorch semantics (cross-correlation, zero padding).
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Array4<f32>,
+    bias: Array1<f32>,
+    weight_grad: Array4<f32>,
+    bias_grad: Array1<f32>,
+    weight_shape: [usize; 4],
+    bias_shape: [usize; 1],
+    params: Conv2dParams,
+    output: Buffer<Ix4>,
+    grad_input: Buffer<Ix4>,
+    ws: Conv2dWorkspace<f32>,
+}
+
+impl Conv2d {
+    /// A layer with PyTorch's default initialisation drawn from `rng` (weight first, then bias):
+    /// both U(−1/√fan_in, 1/√fan_in) with fan_in = in_channels·kernel².
+    pub fn new<R: Rng + ?Sized>(
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        params: Conv2dParams,
+        rng: &mut R,
+    ) -> Self {
+        let mut layer = Self::zeros(in_channels, out_channels, kernel, params);
+        let fan_in = in_channels * kernel * kernel;
+        uniform_fan_in(layer.weight.as_slice_mut().unwrap(), fan_in, rng);
+        uniform_fan_in(layer.bias.as_slice_mut().unwrap(), fan_in, rng);
+        layer
+    }
+
+    /// A layer whose weight and bias are all zero (to be loaded from a checkpoint).
+    pub fn zeros(
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        params: Conv2dParams,
+    ) -> Self {
+        let weight_shape = [out_channels, in_channels, kernel, kernel];
+        Conv2d {
+            weight: Array4::zeros(weight_shape),
+            bias: Array1::zeros(out_channels),
+            weight_grad: Array4::zeros(weight_shape),
+            bias_grad: Array1::zeros(out_channels),
+            weight_shape,
+            bias_shape: [out_channels],
+            params,
+            output: Buffer::new(),
+            grad_input: Buffer::new(),
+            ws: Conv2dWorkspace::new(),
+        }
+    }
+
+    /// The weight, `[out, in, kh, kw]`.
+    pub fn weight(&self) -> ArrayView4<'_, f32> {
+        self.weight.view()
+    }
+
+    /// The bias, `[out]`.
+    pub fn bias(&self) -> ArrayView1<'_, f32> {
+        self.bias.view()
+    }
+
+    /// dL/dweight from the last [`Conv2d::backward`].
+    pub fn weight_grad(&self) -> ArrayView4<'_, f32> {
+        self.weight_grad.view()
+    }
+
+    /// dL/dbias from the last [`Conv2d::backward`].
+    pub fn bias_grad(&self) -> ArrayView1<'_, f32> {
+        self.bias_grad.view()
+    }
+
+    /// Stride and padding.
+    pub fn params(&self) -> Conv2dParams {
+        self.params
+    }
+
+    /// Runs the convolution on `input` (`[n, in, h, w]`) and returns the output, which the layer
+    /// keeps for the next layer and for backward.
+    ///
+    /// # Panics
+    /// If the input has the wrong channel count or is smaller than the kernel.
+    pub fn forward(&mut self, input: ArrayView4<'_, f32>) -> ArrayView4<'_, f32> {
+        let (n, c, h, w) = input.dim();
+        let [k, cin, kh, kw] = self.weight_shape;
+        assert_eq!(
+            c, cin,
+            "Conv2d: input has {c} channels, the layer expects {cin}"
+        );
+        let (oh, ow) = self
+            .params
+            .output_size((h, w), (kh, kw))
+            .unwrap_or_else(|| panic!("Conv2d: kernel {kh}x{kw} does not fit input {h}x{w}"));
+        self.output.set_dim(Ix4(n, k, oh, ow));
+        conv2d_into(
+            input,
+            self.weight.view(),
+            Some(self.bias.view()),
+            self.params,
+            self.output.view_mut(),
+            &mut self.ws,
+        );
+        self.output.view()
+    }
+
+    /// The output of the last forward pass.
+    pub fn output(&self) -> ArrayView4<'_, f32> {
+        self.output.view()
+    }
+
+    /// Overwrites the weight and bias gradients for upstream gradient `grad_out` (shaped like the
+    /// output); `input` must be the forward input. With `input_grad`, also computes dL/dinput,
+    /// readable through [`Conv2d::grad_input`].
+    ///
+    /// # Panics
+    /// If the shapes do not match the last forward pass.
+    pub fn backward(
+        &mut self,
+        input: ArrayView4<'_, f32>,
+        grad_out: ArrayView4<'_, f32>,
+        input_grad: bool,
+    ) {
+        let grad_input = if input_grad {
+            self.grad_input.set_dim(input.raw_dim());
+            Some(self.grad_input.view_mut())
+        } else {
+            None
+        };
+        conv2d_backward_into(
+            input,
+            self.weight.view(),
+            grad_out,
+            self.params,
+            grad_input,
+            self.weight_grad.view_mut(),
+            Some(self.bias_grad.view_mut()),
+            &mut self.ws,
+        );
+    }
+
+    /// dL/dinput from the last [`Conv2d::backward`] that asked for it.
+    pub fn grad_input(&self) -> ArrayView4<'_, f32> {
+        self.grad_input.view()
+    }
+
+    /// (weight shape, weight, weight gradient) and the same for the bias, for optimizers.
+    pub(crate) fn params_mut(&mut self) -> [(&[usize], &mut [f32], &[f32]); 2] {
+        [
+            (
+                &self.weight_shape[..],
+                self.weight.as_slice_mut().unwrap(),
+                self.weight_grad.as_slice().unwrap(),
+            ),
+            (
+                &self.bias_shape[..],
+                self.bias.as_slice_mut().unwrap(),
+                self.bias_grad.as_slice().unwrap(),
+            ),
+        ]
+    }
+
+    /// Read-only form of `params_mut`.
+    pub(crate) fn params_ref(&self) -> [(&[usize], &[f32], &[f32]); 2] {
+        [
+            (
+                &self.weight_shape[..],
+                self.weight.as_slice().unwrap(),
+                self.weight_grad.as_slice().unwrap(),
+            ),
+            (
+                &self.bias_shape[..],
+                self.bias.as_slice().unwrap(),
+                self.bias_grad.as_slice().unwrap(),
+            ),
+        ]
+    }
+}

@@ -1,0 +1,346 @@
+//! The LeNet-5 model: conv(c1@5x5, pad 2) → act → pool 2 → conv(c2@5x5) → act → pool 2 →
+//! flatten → fc(c2·25 → 120) → act → fc(120 → 84) → act → fc(84 → 10).
+//!
+//! Parameter names and layouts are PyTorch's `state_dict` of the reference model
+//! (`conv1.weight` `[c1, 1, 5, 5]`, …, `fc3.bias` `[10]`), so checkpoints load into PyTorch.
+//! Every layer keeps its output, so after [`LeNet5::forward`] the model is ready for
+//! [`LeNet5::backward`]; evaluation simply never calls backward.
+
+use crate::activation::{Activation, ActivationKind};
+use crate::conv2d::Conv2d;
+use crate::flatten::Flatten;
+use crate::linear::Linear;
+use crate::param::{ParamMut, ParamRef};
+use crate::pool::{Pool2d, PoolKind};
+use ndarray::{ArrayView2, ArrayView4, Ix2, Ix4};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tensor::{Conv2dParams, Pool2dParams};
+
+/// Number of output classes (digits 0-9).
+pub const NUM_CLASSES: usize = 10;
+/// Input image height and width.
+pub const IMAGE_SIZE: usize = 28;
+/// The state_dict names, in PyTorch's order (the order parameters are initialised in).
+pub const PARAM_NAMES: [&str; 10] = [
+    "conv1.weight",
+    "conv1.bias",
+    "conv2.weight",
+    "conv2.bias",
+    "fc1.weight",
+    "fc1.bias",
+    "fc2.weight",
+    "fc2.bias",
+    "fc3.weight",
+    "fc3.bias",
+];
+
+/// Architecture options. The default is the reference model: ReLU, average pooling, 6 and 16
+/// channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LeNet5Config {
+    /// Non-linearity after every layer but the last.
+    pub activation: ActivationKind,
+    /// Pooling after each convolution.
+    pub pooling: PoolKind,
+    /// Channels of the first convolution (6 in LeNet-5).
+    pub c1: usize,
+    /// Channels of the second convolution (16 in LeNet-5); fc1 takes c2·5·5 inputs.
+    pub c2: usize,
+}
+
+impl Default for LeNet5Config {
+    fn default() -> Self {
+        LeNet5Config {
+            activation: ActivationKind::Relu,
+            pooling: PoolKind::Avg,
+            c1: 6,
+            c2: 16,
+        }
+    }
+}
+
+impl LeNet5Config {
+    /// The shape of each parameter, in [`PARAM_NAMES`] order.
+    pub fn param_shapes(&self) -> [Vec<usize>; 10] {
+        let (c1, c2) = (self.c1, self.c2);
+        [
+            vec![c1, 1, 5, 5],
+            vec![c1],
+            vec![c2, c1, 5, 5],
+            vec![c2],
+            vec![120, c2 * 25],
+            vec![120],
+            vec![84, 120],
+            vec![84],
+            vec![NUM_CLASSES, 84],
+            vec![NUM_CLASSES],
+        ]
+    }
+
+    /// Total number of parameters (61,706 for the default).
+    pub fn num_params(&self) -> usize {
+        self.param_shapes()
+            .iter()
+            .map(|s| s.iter().product::<usize>())
+            .sum()
+    }
+}
+
+/// The LeNet-5 network with its parameters, gradients and activation buffers.
+#[derive(Debug, Clone)]
+pub struct LeNet5 {
+    config: LeNet5Config,
+    conv1: Conv2d,
+    act1: Activation<Ix4>,
+    pool1: Pool2d,
+    conv2: Conv2d,
+    act2: Activation<Ix4>,
+    pool2: Pool2d,
+    flatten: Flatten,
+    fc1: Linear,
+    act3: Activation<Ix2>,
+    fc2: Linear,
+    act4: Activation<Ix2>,
+    fc3: Linear,
+}
+
+/// Views of every intermediate result of the last forward pass (names follow the reference
+/// file: `act1` is `act.relu1` there).
+#[derive(Debug, Clone, Copy)]
+pub struct LeNet5Activations<'a> {
+    /// conv1 output `[n, c1, 28, 28]`.
+    pub conv1: ArrayView4<'a, f32>,
+    /// After the first activation.
+    pub act1: ArrayView4<'a, f32>,
+    /// After the first pool `[n, c1, 14, 14]`.
+    pub pool1: ArrayView4<'a, f32>,
+    /// conv2 output `[n, c2, 10, 10]`.
+    pub conv2: ArrayView4<'a, f32>,
+    /// After the second activation.
+    pub act2: ArrayView4<'a, f32>,
+    /// After the second pool `[n, c2, 5, 5]`.
+    pub pool2: ArrayView4<'a, f32>,
+    /// fc1 output `[n, 120]`.
+    pub fc1: ArrayView2<'a, f32>,
+    /// After the third activation.
+    pub act3: ArrayView2<'a, f32>,
+    /// fc2 output `[n, 84]`.
+    pub fc2: ArrayView2<'a, f32>,
+    /// After the fourth activation.
+    pub act4: ArrayView2<'a, f32>,
+    /// fc3 output (the logits) `[n, 10]`.
+    pub logits: ArrayView2<'a, f32>,
+}
+
+impl LeNet5 {
+    /// A model with PyTorch's default initialisation, drawn from `rng` in state_dict order.
+    pub fn new<R: Rng + ?Sized>(config: LeNet5Config, rng: &mut R) -> Self {
+        let pad2 = Conv2dParams {
+            stride: (1, 1),
+            padding: (2, 2),
+        };
+        let conv1 = Conv2d::new(1, config.c1, 5, pad2, rng);
+        let conv2 = Conv2d::new(config.c1, config.c2, 5, Conv2dParams::default(), rng);
+        let fc1 = Linear::new(config.c2 * 25, 120, rng);
+        let fc2 = Linear::new(120, 84, rng);
+        let fc3 = Linear::new(84, NUM_CLASSES, rng);
+        Self::assemble(config, conv1, conv2, fc1, fc2, fc3)
+    }
+
+    /// A model with every parameter zero, to be filled by [`LeNet5::load_weights`] or
+    /// [`LeNet5::set_params`].
+    pub fn zeros(config: LeNet5Config) -> Self {
+        let pad2 = Conv2dParams {
+            stride: (1, 1),
+            padding: (2, 2),
+        };
+        let conv1 = Conv2d::zeros(1, config.c1, 5, pad2);
+        let conv2 = Conv2d::zeros(config.c1, config.c2, 5, Conv2dParams::default());
+        let fc1 = Linear::zeros(config.c2 * 25, 120);
+        let fc2 = Linear::zeros(120, 84);
+        let fc3 = Linear::zeros(84, NUM_CLASSES);
+        Self::assemble(config, conv1, conv2, fc1, fc2, fc3)
+    }
+
+    fn assemble(
+        config: LeNet5Config,
+        conv1: Conv2d,
+        conv2: Conv2d,
+        fc1: Linear,
+        fc2: Linear,
+        fc3: Linear,
+    ) -> Self {
+        let pool = Pool2dParams::square(2);
+        LeNet5 {
+            config,
+            conv1,
+            act1: Activation::new(config.activation),
+            pool1: Pool2d::new(config.pooling, pool),
+            conv2,
+            act2: Activation::new(config.activation),
+            pool2: Pool2d::new(config.pooling, pool),
+            flatten: Flatten,
+            fc1,
+            act3: Activation::new(config.activation),
+            fc2,
+            act4: Activation::new(config.activation),
+            fc3,
+        }
+    }
+
+    /// The architecture options.
+    pub fn config(&self) -> LeNet5Config {
+        self.config
+    }
+
+    /// Runs the network on `input` (`[n, 1, 28, 28]`) and returns the logits `[n, 10]`.
+    /// Every intermediate result is kept for [`LeNet5::backward`] and [`LeNet5::activations`].
+    /// Buffers grow to the largest batch seen and are reused afterwards.
+    ///
+    /// # Panics
+    /// If the input is not `[n, 1, 28, 28]`-compatible (1 channel, at least 28×28 after padding).
+    pub fn forward(&mut self, input: ArrayView4<'_, f32>) -> ArrayView2<'_, f32> {
+        let x = self.conv1.forward(input);
+        let x = self.act1.forward(x);
+        let x = self.pool1.forward(x);
+        let x = self.conv2.forward(x);
+        let x = self.act2.forward(x);
+        let x = self.pool2.forward(x);
+        let x = self.flatten.forward(x);
+        let x = self.fc1.forward(x);
+        let x = self.act3.forward(x);
+        let x = self.fc2.forward(x);
+        let x = self.act4.forward(x);
+        self.fc3.forward(x)
+    }
+
+    /// The logits of the last forward pass.
+    pub fn logits(&self) -> ArrayView2<'_, f32> {
+        self.fc3.output()
+    }
+
+    /// Every intermediate result of the last forward pass.
+    pub fn activations(&self) -> LeNet5Activations<'_> {
+        LeNet5Activations {
+            conv1: self.conv1.output(),
+            act1: self.act1.output(),
+            pool1: self.pool1.output(),
+            conv2: self.conv2.output(),
+            act2: self.act2.output(),
+            pool2: self.pool2.output(),
+            fc1: self.fc1.output(),
+            act3: self.act3.output(),
+            fc2: self.fc2.output(),
+            act4: self.act4.output(),
+            logits: self.fc3.output(),
+        }
+    }
+
+    /// Backpropagates `grad_logits` (dL/dlogits, `[n, 10]`) through the network after a
+    /// [`LeNet5::forward`] on the same `input`, overwriting every parameter gradient. With
+    /// `input_grad`, also computes dL/dinput (read it with [`LeNet5::input_grad`]); training
+    /// does not need it.
+    ///
+    /// # Panics
+    /// If the shapes differ from the last forward pass.
+    pub fn backward(
+        &mut self,
+        input: ArrayView4<'_, f32>,
+        grad_logits: ArrayView2<'_, f32>,
+        input_grad: bool,
+    ) {
+        // Each layer's forward input is the previous layer's kept output.
+        self.fc3.backward(self.act4.output(), grad_logits, true);
+        let g = self.act4.backward(self.fc3.grad_input());
+        self.fc2.backward(self.act3.output(), g, true);
+        let g = self.act3.backward(self.fc2.grad_input());
+        let flat = self.flatten.forward(self.pool2.output());
+        self.fc1.backward(flat, g, true);
+        let g = self
+            .flatten
+            .backward(self.fc1.grad_input(), self.pool2.output().dim());
+        let g = self.pool2.backward(self.act2.output(), g);
+        let g = self.act2.backward(g);
+        self.conv2.backward(self.pool1.output(), g, true);
+        let g = self
+            .pool1
+            .backward(self.act1.output(), self.conv2.grad_input());
+        let g = self.act1.backward(g);
+        self.conv1.backward(input, g, input_grad);
+    }
+
+    /// dL/dinput `[n, 1, 28, 28]` from the last [`LeNet5::backward`] called with `input_grad`.
+    pub fn input_grad(&self) -> ArrayView4<'_, f32> {
+        self.conv1.grad_input()
+    }
+
+    /// Every parameter with its gradient, in [`PARAM_NAMES`] order, for an optimizer.
+    pub fn params_mut(&mut self) -> [ParamMut<'_>; 10] {
+        let [a, b] = self.conv1.params_mut();
+        let [c, d] = self.conv2.params_mut();
+        let [e, f] = self.fc1.params_mut();
+        let [g, h] = self.fc2.params_mut();
+        let [i, j] = self.fc3.params_mut();
+        let mut names = PARAM_NAMES.into_iter();
+        [a, b, c, d, e, f, g, h, i, j].map(|(shape, value, grad)| ParamMut {
+            name: names.next().unwrap(),
+            shape,
+            value,
+            grad,
+        })
+    }
+
+    /// Every parameter with its gradient, in [`PARAM_NAMES`] order.
+    pub fn params(&self) -> [ParamRef<'_>; 10] {
+        let [a, b] = self.conv1.params_ref();
+        let [c, d] = self.conv2.params_ref();
+        let [e, f] = self.fc1.params_ref();
+        let [g, h] = self.fc2.params_ref();
+        let [i, j] = self.fc3.params_ref();
+        let mut names = PARAM_NAMES.into_iter();
+        [a, b, c, d, e, f, g, h, i, j].map(|(shape, value, grad)| ParamRef {
+            name: names.next().unwrap(),
+            shape,
+            value,
+            grad,
+        })
+    }
+
+    /// The parameter called `name` (a state_dict name), if there is one.
+    pub fn param(&self, name: &str) -> Option<ParamRef<'_>> {
+        self.params().into_iter().find(|p| p.name == name)
+    }
+
+    /// Copies every parameter from `other` (same config), without allocating.
+    ///
+    /// # Panics
+    /// If the configs' shapes differ.
+    pub fn copy_params_from(&mut self, other: &LeNet5) {
+        for (dst, src) in self.params_mut().into_iter().zip(other.params()) {
+            assert_eq!(dst.shape, src.shape, "copy_params_from: {} shape", dst.name);
+            dst.value.copy_from_slice(src.value);
+        }
+    }
+
+    /// Sets the parameter `name` to `values` (row-major, the parameter's shape).
+    ///
+    /// # Panics
+    /// If there is no such parameter or the length is wrong.
+    pub fn set_param(&mut self, name: &str, values: &[f32]) {
+        let mut params = self.params_mut();
+        let p = params
+            .iter_mut()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("LeNet5 has no parameter {name:?}"));
+        assert_eq!(
+            p.value.len(),
+            values.len(),
+            "set_param {name}: expected {} values, got {}",
+            p.value.len(),
+            values.len()
+        );
+        p.value.copy_from_slice(values);
+    }
+}

@@ -1,0 +1,157 @@
+//! Linear (fully connected) layer: `y = x·Wᵀ + b` with `W` as `[out, in]` (PyTorch's layout).
+//! Owns its parameters, their gradients and its output / input-gradient buffers.
+
+use crate::buffer::Buffer;
+use crate::init::uniform_fan_in;
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Ix2};
+use rand::Rng;
+use tensor::{linear_backward_into, linear_into};
+
+/// A fully connected layer with bias.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Array2<f32>,
+    bias: Array1<f32>,
+    weight_grad: Array2<f32>,
+    bias_grad: Array1<f32>,
+    weight_shape: [usize; 2],
+    bias_shape: [usize; 1],
+    output: Buffer<Ix2>,
+    grad_input: Buffer<Ix2>,
+}
+
+impl Linear {
+    /// A layer with PyTorch's default initialisation drawn from `rng` (weight first, then bias):
+    /// both U(−1/√in, 1/√in).
+    pub fn new<R: Rng + ?Sized>(in_features: usize, out_features: usize, rng: &mut R) -> Self {
+        let mut layer = Self::zeros(in_features, out_features);
+        uniform_fan_in(layer.weight.as_slice_mut().unwrap(), in_features, rng);
+        uniform_fan_in(layer.bias.as_slice_mut().unwrap(), in_features, rng);
+        layer
+    }
+
+    /// A layer whose weight and bias are all zero (to be loaded from a checkpoint).
+    pub fn zeros(in_features: usize, out_features: usize) -> Self {
+        let weight_shape = [out_features, in_features];
+        Linear {
+            weight: Array2::zeros(weight_shape),
+            bias: Array1::zeros(out_features),
+            weight_grad: Array2::zeros(weight_shape),
+            bias_grad: Array1::zeros(out_features),
+            weight_shape,
+            bias_shape: [out_features],
+            output: Buffer::new(),
+            grad_input: Buffer::new(),
+        }
+    }
+
+    /// The weight, `[out, in]`.
+    pub fn weight(&self) -> ArrayView2<'_, f32> {
+        self.weight.view()
+    }
+
+    /// The bias, `[out]`.
+    pub fn bias(&self) -> ArrayView1<'_, f32> {
+        self.bias.view()
+    }
+
+    /// dL/dweight from the last [`Linear::backward`].
+    pub fn weight_grad(&self) -> ArrayView2<'_, f32> {
+        self.weight_grad.view()
+    }
+
+    /// dL/dbias from the last [`Linear::backward`].
+    pub fn bias_grad(&self) -> ArrayView1<'_, f32> {
+        self.bias_grad.view()
+    }
+
+    /// `x·Wᵀ + b` for `input` `[n, in]`; the layer keeps the output.
+    ///
+    /// # Panics
+    /// If the input does not have `in` features.
+    pub fn forward(&mut self, input: ArrayView2<'_, f32>) -> ArrayView2<'_, f32> {
+        let (n, f) = input.dim();
+        let [out, fin] = self.weight_shape;
+        assert_eq!(
+            f, fin,
+            "Linear: input has {f} features, the layer expects {fin}"
+        );
+        self.output.set_dim(Ix2(n, out));
+        linear_into(
+            input,
+            self.weight.view(),
+            Some(self.bias.view()),
+            self.output.view_mut(),
+        );
+        self.output.view()
+    }
+
+    /// The output of the last forward pass, `[n, out]`.
+    pub fn output(&self) -> ArrayView2<'_, f32> {
+        self.output.view()
+    }
+
+    /// Overwrites the parameter gradients for upstream gradient `grad_out` (`[n, out]`); `input`
+    /// must be the forward input. With `input_grad`, also computes dL/dinput.
+    ///
+    /// # Panics
+    /// If the shapes do not match.
+    pub fn backward(
+        &mut self,
+        input: ArrayView2<'_, f32>,
+        grad_out: ArrayView2<'_, f32>,
+        input_grad: bool,
+    ) {
+        let grad_input = if input_grad {
+            self.grad_input.set_dim(input.raw_dim());
+            Some(self.grad_input.view_mut())
+        } else {
+            None
+        };
+        linear_backward_into(
+            input,
+            self.weight.view(),
+            grad_out,
+            grad_input,
+            self.weight_grad.view_mut(),
+            Some(self.bias_grad.view_mut()),
+        );
+    }
+
+    /// dL/dinput from the last [`Linear::backward`] that asked for it, `[n, in]`.
+    pub fn grad_input(&self) -> ArrayView2<'_, f32> {
+        self.grad_input.view()
+    }
+
+    /// (shape, value, gradient) of the weight and of the bias, for optimizers.
+    pub(crate) fn params_mut(&mut self) -> [(&[usize], &mut [f32], &[f32]); 2] {
+        [
+            (
+                &self.weight_shape[..],
+                self.weight.as_slice_mut().unwrap(),
+                self.weight_grad.as_slice().unwrap(),
+            ),
+            (
+                &self.bias_shape[..],
+                self.bias.as_slice_mut().unwrap(),
+                self.bias_grad.as_slice().unwrap(),
+            ),
+        ]
+    }
+
+    /// Read-only form of `params_mut`.
+    pub(crate) fn params_ref(&self) -> [(&[usize], &[f32], &[f32]); 2] {
+        [
+            (
+                &self.weight_shape[..],
+                self.weight.as_slice().unwrap(),
+                self.weight_grad.as_slice().unwrap(),
+            ),
+            (
+                &self.bias_shape[..],
+                self.bias.as_slice().unwrap(),
+                self.bias_grad.as_slice().unwrap(),
+            ),
+        ]
+    }
+}

@@ -1,0 +1,171 @@
+//! Resume files: everything a [`Trainer`] needs to continue exactly where it stopped, in one
+//! safetensors file. Tensors: the model (`conv1.weight` …, so the file also loads as plain
+//! weights), the momentum buffers (`optimizer.momentum.<name>`) and the best validation model
+//! (`best.<name>`). Metadata: the [`TrainConfig`] (JSON), completed epochs, optimizer steps,
+//! the data RNG state (seed, stream, word position), the best model's epoch and validation
+//! results (f64 stored as exact bit patterns), the early-stopping count and the metrics
+//! history.
+
+use crate::checkpoint::{write_tensors, CheckpointError, TensorFile};
+use crate::lenet5::LeNet5;
+use crate::metrics::EpochMetrics;
+use crate::trainer::{BestModel, TrainConfig, Trainer};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::HashMap;
+use std::path::Path;
+
+const FORMAT: &str = "lenet-training-state-v1";
+const MOMENTUM_PREFIX: &str = "optimizer.momentum.";
+const BEST_PREFIX: &str = "best.";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+impl Trainer {
+    /// Writes the complete training state to `path` (atomically).
+    pub fn save_training_state(&self, path: impl AsRef<Path>) -> Result<(), CheckpointError> {
+        let params = self.model.params();
+        let names: Vec<String> = params.iter().map(|p| p.name.to_string()).collect();
+        let momentum_names: Vec<String> = names
+            .iter()
+            .map(|n| format!("{MOMENTUM_PREFIX}{n}"))
+            .collect();
+        let best_names: Vec<String> = names.iter().map(|n| format!("{BEST_PREFIX}{n}")).collect();
+
+        let mut tensors: Vec<(&str, &[usize], &[f32])> =
+            params.iter().map(|p| (p.name, p.shape, p.value)).collect();
+        for ((name, p), buf) in momentum_names
+            .iter()
+            .zip(&params)
+            .zip(self.sgd.momentum_buffers())
+        {
+            tensors.push((name, p.shape, buf));
+        }
+        let best_params = self.best.as_ref().map(|b| b.model.params());
+        if let Some(bp) = &best_params {
+            for (name, p) in best_names.iter().zip(bp) {
+                tensors.push((name, p.shape, p.value));
+            }
+        }
+
+        let mut meta = HashMap::new();
+        let mut put = |k: &str, v: String| {
+            meta.insert(k.to_string(), v);
+        };
+        put("format", FORMAT.to_string());
+        put(
+            "train_config",
+            serde_json::to_string(&self.config).expect("config serialises"),
+        );
+        put(
+            crate::checkpoint::CONFIG_KEY,
+            serde_json::to_string(&self.model.config()).expect("config serialises"),
+        );
+        put("epochs_done", self.epochs_done.to_string());
+        put("sgd_steps", self.sgd.steps().to_string());
+        put("rng_seed", hex(&self.rng.get_seed()));
+        put("rng_stream", self.rng.get_stream().to_string());
+        put("rng_word_pos", self.rng.get_word_pos().to_string());
+        put("epochs_since_best", self.epochs_since_best.to_string());
+        put("stopped_early", self.stopped_early.to_string());
+        if let Some(b) = &self.best {
+            put("best_epoch", b.epoch.to_string());
+            put("best_val_loss_bits", b.val_loss.to_bits().to_string());
+            put(
+                "best_val_accuracy_bits",
+                b.val_accuracy.to_bits().to_string(),
+            );
+        }
+        put(
+            "history",
+            serde_json::to_string(&self.history).expect("metrics serialise"),
+        );
+        write_tensors(path.as_ref(), &tensors, meta)
+    }
+
+    /// Restores a trainer saved by [`Trainer::save_training_state`]; training continues with
+    /// exactly the results an uninterrupted run would have given.
+    pub fn load_training_state(path: impl AsRef<Path>) -> Result<Trainer, CheckpointError> {
+        let file = TensorFile::open(path.as_ref())?;
+        file.meta_parse("format", FORMAT, |s| (s == FORMAT).then_some(()))?;
+        let config: TrainConfig =
+            file.meta_parse("train_config", "a training config in JSON", |s| {
+                serde_json::from_str::<TrainConfig>(s)
+                    .ok()
+                    .filter(|c| c.validate().is_ok())
+            })?;
+        let int =
+            |key: &str| file.meta_parse(key, "an unsigned integer", |s| s.parse::<u64>().ok());
+        let epochs_done = int("epochs_done")? as usize;
+        let sgd_steps = int("sgd_steps")?;
+        let epochs_since_best = int("epochs_since_best")? as usize;
+        let stopped_early =
+            file.meta_parse("stopped_early", "true or false", |s| s.parse().ok())?;
+        let seed = file.meta_parse("rng_seed", "64 hex digits", unhex32)?;
+        let stream = int("rng_stream")?;
+        let word_pos = file.meta_parse("rng_word_pos", "an unsigned integer", |s| {
+            s.parse::<u128>().ok()
+        })?;
+        let history: Vec<EpochMetrics> =
+            file.meta_parse("history", "a JSON list of epoch metrics", |s| {
+                serde_json::from_str(s).ok()
+            })?;
+
+        let mut model = LeNet5::zeros(config.model);
+        model.load_from(&file, "")?;
+        let mut trainer = Trainer::with_model(config, model);
+
+        // Momentum buffers exist once a step has been taken with momentum > 0.
+        if !trainer.sgd.momentum_buffers().is_empty() && sgd_steps > 0 {
+            let mut buffers: Vec<Vec<f32>> = trainer.sgd.momentum_buffers().to_vec();
+            for (p, buf) in trainer.model.params().iter().zip(buffers.iter_mut()) {
+                file.read_f32(&format!("{MOMENTUM_PREFIX}{}", p.name), p.shape, buf)?;
+            }
+            trainer.sgd.restore_state(sgd_steps, &buffers);
+        } else {
+            let buffers = trainer.sgd.momentum_buffers().to_vec();
+            trainer.sgd.restore_state(sgd_steps, &buffers);
+        }
+
+        let mut rng = ChaCha8Rng::from_seed(seed);
+        rng.set_stream(stream);
+        rng.set_word_pos(word_pos);
+        trainer.rng = rng;
+
+        if file.meta("best_epoch").is_some() {
+            let epoch = int("best_epoch")? as usize;
+            let bits = |key: &str| {
+                file.meta_parse(key, "an f64 bit pattern", |s| s.parse::<u64>().ok())
+                    .map(f64::from_bits)
+            };
+            let val_loss = bits("best_val_loss_bits")?;
+            let val_accuracy = bits("best_val_accuracy_bits")?;
+            let mut best = LeNet5::zeros(trainer.config.model);
+            best.load_from(&file, BEST_PREFIX)?;
+            trainer.best = Some(BestModel {
+                epoch,
+                val_loss,
+                val_accuracy,
+                model: best,
+            });
+        }
+        trainer.epochs_done = epochs_done;
+        trainer.epochs_since_best = epochs_since_best;
+        trainer.stopped_early = stopped_early;
+        trainer.history = history;
+        Ok(trainer)
+    }
+}

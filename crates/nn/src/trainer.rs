@@ -1,0 +1,509 @@
+//! The training loop: a seeded shuffle each epoch, optional augmentation, forward, loss,
+//! backward and an SGD step per batch, then evaluation on the test set (and on a validation
+//! set, which alone drives early stopping and best-model keeping: the test set never
+//! influences training).
+//!
+//! Every buffer is allocated when the trainer is made or on the first batch; the steady-state
+//! batch loop allocates nothing. Same seed + same thread count → bit-identical metrics.
+
+use crate::augment::{AugmentConfig, Augmenter};
+use crate::data::{BatchSource, IMAGE_LEN};
+use crate::evaluate::Evaluator;
+use crate::lenet5::{LeNet5, LeNet5Config, IMAGE_SIZE};
+use crate::loss::{count_correct, SoftmaxCrossEntropy};
+use crate::metrics::{EpochMetrics, Evaluation};
+use crate::schedule::LrSchedule;
+use crate::sgd::{Sgd, SgdConfig};
+use ndarray::ArrayView4;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+/// RNG stream for parameter initialisation (stream 1 is the data order and augmentation).
+const INIT_STREAM: u64 = 0;
+/// RNG stream for the per-epoch shuffle and the augmentation draws.
+const DATA_STREAM: u64 = 1;
+
+/// Everything that defines a training run. [`TrainConfig::default`] is the tuned default of
+/// `lenet train` (see its docs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainConfig {
+    /// Architecture options.
+    pub model: LeNet5Config,
+    /// Number of epochs (also the length of the cosine schedule).
+    pub epochs: usize,
+    /// Training examples per SGD step (the last batch of an epoch may be smaller).
+    pub batch_size: usize,
+    /// Base learning rate.
+    pub lr: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// L2 weight decay (applied to biases too, as PyTorch does).
+    pub weight_decay: f64,
+    /// Nesterov momentum.
+    pub nesterov: bool,
+    /// Learning-rate schedule.
+    pub schedule: LrSchedule,
+    /// Seed of parameter initialisation, data order and augmentation.
+    pub seed: u64,
+    /// Random shifts and rotations of training images, if set.
+    pub augment: Option<AugmentConfig>,
+    /// Stop after this many epochs without a lower validation loss (needs a validation set).
+    pub early_stopping: Option<usize>,
+    /// Batch size of evaluation passes (no gradients, so large batches are cheap).
+    pub eval_batch_size: usize,
+}
+
+impl Default for TrainConfig {
+    /// The default of `lenet train`: 10 epochs of batch 64, SGD lr 0.05, Nesterov momentum 0.9,
+    /// weight decay 5e-4, cosine annealing to 0 over all batches, seed 1, inputs `p / 255`.
+    /// The cosine tail lets the last epoch end at the best accuracy instead of oscillating
+    /// around it as a constant rate does.
+    fn default() -> Self {
+        TrainConfig {
+            model: LeNet5Config::default(),
+            epochs: 10,
+            batch_size: 64,
+            lr: 0.05,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            nesterov: true,
+            schedule: LrSchedule::Cosine { min_lr: 0.0 },
+            seed: 1,
+            augment: None,
+            early_stopping: None,
+            eval_batch_size: 1000,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The optimizer settings.
+    pub fn sgd(&self) -> SgdConfig {
+        SgdConfig {
+            lr: self.lr as f32,
+            momentum: self.momentum as f32,
+            weight_decay: self.weight_decay as f32,
+            nesterov: self.nesterov,
+        }
+    }
+
+    /// Checks every value, naming the first bad one.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |field: &'static str, message: String| {
+            Err(TrainError::InvalidConfig { field, message })
+        };
+        if self.epochs == 0 {
+            return bad("epochs", "must be ≥ 1, got 0".into());
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size", "must be ≥ 1, got 0".into());
+        }
+        if self.eval_batch_size == 0 {
+            return bad("eval_batch_size", "must be ≥ 1, got 0".into());
+        }
+        if self.model.c1 == 0 || self.model.c2 == 0 {
+            return bad(
+                "model",
+                format!(
+                    "channel counts must be ≥ 1, got c1={} c2={}",
+                    self.model.c1, self.model.c2
+                ),
+            );
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(
+                "lr",
+                format!("must be a finite number > 0, got {}", self.lr),
+            );
+        }
+        if let Err(m) = self.sgd().validate() {
+            return bad("sgd", m);
+        }
+        if let Err(m) = self.schedule.validate() {
+            return bad("schedule", m);
+        }
+        if let Some(a) = &self.augment {
+            if let Err(m) = a.validate() {
+                return bad("augment", m);
+            }
+        }
+        if self.early_stopping == Some(0) {
+            return bad("early_stopping", "patience must be ≥ 1, got 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// Why training stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A setting is out of range.
+    #[error("invalid training setting {field}: {message}")]
+    InvalidConfig {
+        /// The setting.
+        field: &'static str,
+        /// What is wrong, with the value found.
+        message: String,
+    },
+    /// The loss became NaN or infinite: the learning rate is probably too high.
+    #[error(
+        "the training loss became {loss} at epoch {epoch}, batch {batch} \
+         (learning rate {lr}): training diverged; try a lower learning rate"
+    )]
+    NonFiniteLoss {
+        /// Epoch (from 1).
+        epoch: usize,
+        /// Batch within the epoch (from 1).
+        batch: usize,
+        /// The loss value.
+        loss: f32,
+        /// The learning rate of that batch.
+        lr: f64,
+    },
+    /// A data source has no examples.
+    #[error("the {which} set is empty")]
+    EmptySource {
+        /// `training`, `test` or `validation`.
+        which: &'static str,
+    },
+    /// Early stopping was asked for without a validation set.
+    #[error("early stopping needs a validation set (it never looks at the test set)")]
+    EarlyStoppingWithoutValidation,
+}
+
+/// Callbacks from the training loop, e.g. for a progress bar and per-epoch printing. Every
+/// method does nothing by default; `()` is the observer that ignores everything.
+pub trait TrainObserver {
+    /// Epoch `epoch` (from 1) starts with `batches` batches.
+    fn epoch_started(&mut self, _epoch: usize, _batches: usize) {}
+    /// Batch `batch` (from 1) of the epoch is done with mean loss `loss`. Called in the hot
+    /// loop: keep it cheap and allocation-free if you care about speed.
+    fn batch_finished(&mut self, _epoch: usize, _batch: usize, _loss: f32) {}
+    /// Training of the epoch is done; evaluation starts.
+    fn evaluation_started(&mut self, _epoch: usize) {}
+    /// The epoch is complete.
+    fn epoch_finished(&mut self, _metrics: &EpochMetrics) {}
+}
+
+impl TrainObserver for () {}
+
+/// The model with the lowest validation loss so far.
+#[derive(Debug, Clone)]
+pub struct BestModel {
+    /// The epoch (from 1) after which it was taken.
+    pub epoch: usize,
+    /// Its validation loss.
+    pub val_loss: f64,
+    /// Its validation accuracy.
+    pub val_accuracy: f64,
+    /// Its weights.
+    pub model: LeNet5,
+}
+
+/// How a call to [`Trainer::fit`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FitOutcome {
+    /// Epochs completed in total (including ones before a resume).
+    pub epochs_done: usize,
+    /// True if early stopping ended training before `epochs`.
+    pub stopped_early: bool,
+    /// The epoch of the best validation model, if a validation set was used.
+    pub best_epoch: Option<usize>,
+}
+
+/// A training run in progress: model, optimizer, RNG, history and reusable buffers.
+#[derive(Debug, Clone)]
+pub struct Trainer {
+    pub(crate) config: TrainConfig,
+    pub(crate) model: LeNet5,
+    pub(crate) sgd: Sgd,
+    pub(crate) rng: ChaCha8Rng,
+    pub(crate) epochs_done: usize,
+    pub(crate) history: Vec<EpochMetrics>,
+    pub(crate) best: Option<BestModel>,
+    pub(crate) epochs_since_best: usize,
+    pub(crate) stopped_early: bool,
+    loss: SoftmaxCrossEntropy,
+    augmenter: Option<Augmenter>,
+    evaluator: Evaluator,
+    order: Vec<usize>,
+    images: Vec<f32>,
+    labels: Vec<usize>,
+}
+
+impl Trainer {
+    /// A fresh run: the model initialised from `config.seed`, momentum buffers allocated.
+    pub fn new(config: TrainConfig) -> Result<Self, TrainError> {
+        config.validate()?;
+        let mut init_rng = ChaCha8Rng::seed_from_u64(config.seed);
+        init_rng.set_stream(INIT_STREAM);
+        let model = LeNet5::new(config.model, &mut init_rng);
+        Ok(Self::with_model(config, model))
+    }
+
+    /// A run that starts from `model` instead of a fresh initialisation (e.g. fine-tuning).
+    /// `config.model` is replaced by the model's config.
+    pub fn with_model(mut config: TrainConfig, model: LeNet5) -> Self {
+        config.model = model.config();
+        let sgd = Sgd::new(config.sgd(), model.params().iter().map(|p| p.value.len()));
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        rng.set_stream(DATA_STREAM);
+        let bs = config.batch_size;
+        Trainer {
+            augmenter: config.augment.map(Augmenter::new),
+            evaluator: Evaluator::new(config.eval_batch_size),
+            config,
+            model,
+            sgd,
+            rng,
+            epochs_done: 0,
+            history: Vec::new(),
+            best: None,
+            epochs_since_best: 0,
+            stopped_early: false,
+            loss: SoftmaxCrossEntropy::new(),
+            order: Vec::new(),
+            images: vec![0.0; bs * IMAGE_LEN],
+            labels: vec![0; bs],
+        }
+    }
+
+    /// The run's settings.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// Changes the total number of epochs (e.g. to train further after a resume). The cosine
+    /// schedule is defined over the total, so changing it changes the remaining rates.
+    pub fn set_epochs(&mut self, epochs: usize) {
+        self.config.epochs = epochs;
+    }
+
+    /// The model as trained so far.
+    pub fn model(&self) -> &LeNet5 {
+        &self.model
+    }
+
+    /// Mutable access to the model (e.g. to evaluate it with its own buffers).
+    pub fn model_mut(&mut self) -> &mut LeNet5 {
+        &mut self.model
+    }
+
+    /// The optimizer.
+    pub fn optimizer(&self) -> &Sgd {
+        &self.sgd
+    }
+
+    /// The best validation model so far (None without a validation set).
+    pub fn best(&self) -> Option<&BestModel> {
+        self.best.as_ref()
+    }
+
+    /// Metrics of every completed epoch (including those before a resume).
+    pub fn history(&self) -> &[EpochMetrics] {
+        &self.history
+    }
+
+    /// Number of completed epochs.
+    pub fn epochs_done(&self) -> usize {
+        self.epochs_done
+    }
+
+    /// True once `epochs` are done or early stopping triggered.
+    pub fn is_finished(&self) -> bool {
+        self.stopped_early || self.epochs_done >= self.config.epochs
+    }
+
+    /// True if early stopping ended the run.
+    pub fn stopped_early(&self) -> bool {
+        self.stopped_early
+    }
+
+    /// The model worth keeping: the best validation model if there is one, else the current
+    /// one.
+    pub fn final_model(&self) -> &LeNet5 {
+        self.best.as_ref().map_or(&self.model, |b| &b.model)
+    }
+
+    /// Evaluates the current model on `source` (no gradients, eval batch size).
+    pub fn evaluate(&mut self, source: &dyn BatchSource) -> Evaluation {
+        self.evaluator.evaluate(&mut self.model, source)
+    }
+
+    /// Runs epochs until [`Trainer::is_finished`], calling `observer` along the way.
+    pub fn fit(
+        &mut self,
+        train: &dyn BatchSource,
+        test: &dyn BatchSource,
+        val: Option<&dyn BatchSource>,
+        observer: &mut dyn TrainObserver,
+    ) -> Result<FitOutcome, TrainError> {
+        while !self.is_finished() {
+            self.train_epoch(train, test, val, observer)?;
+        }
+        Ok(FitOutcome {
+            epochs_done: self.epochs_done,
+            stopped_early: self.stopped_early,
+            best_epoch: self.best.as_ref().map(|b| b.epoch),
+        })
+    }
+
+    /// Trains one epoch on `train`, then evaluates on `test` and, if given, on `val` (which
+    /// updates the best model and the early-stopping count). Returns the epoch's metrics, also
+    /// appended to [`Trainer::history`].
+    pub fn train_epoch(
+        &mut self,
+        train: &dyn BatchSource,
+        test: &dyn BatchSource,
+        val: Option<&dyn BatchSource>,
+        observer: &mut dyn TrainObserver,
+    ) -> Result<EpochMetrics, TrainError> {
+        if train.is_empty() {
+            return Err(TrainError::EmptySource { which: "training" });
+        }
+        if test.is_empty() {
+            return Err(TrainError::EmptySource { which: "test" });
+        }
+        if val.is_some_and(|v| v.is_empty()) {
+            return Err(TrainError::EmptySource {
+                which: "validation",
+            });
+        }
+        if self.config.early_stopping.is_some() && val.is_none() {
+            return Err(TrainError::EarlyStoppingWithoutValidation);
+        }
+        let start = Instant::now();
+        let epoch = self.epochs_done + 1;
+        let n = train.len();
+        let bs = self.config.batch_size;
+        let batches = n.div_ceil(bs);
+        observer.epoch_started(epoch, batches);
+
+        // A fresh permutation each epoch, from the saved RNG state alone (resumable).
+        self.order.clear();
+        self.order.extend(0..n);
+        self.order.shuffle(&mut self.rng);
+
+        let mut loss_sum = 0.0f64;
+        let mut correct = 0usize;
+        let mut first_lr = 0.0;
+        for b in 0..batches {
+            let lr = self.config.schedule.lr(
+                self.config.lr,
+                self.epochs_done,
+                b,
+                batches,
+                self.config.epochs,
+            );
+            if b == 0 {
+                first_lr = lr;
+            }
+            self.sgd.set_lr(lr as f32);
+            let (loss, batch_correct, nb) = self.train_batch(train, b)?;
+            if !loss.is_finite() {
+                return Err(TrainError::NonFiniteLoss {
+                    epoch,
+                    batch: b + 1,
+                    loss,
+                    lr,
+                });
+            }
+            loss_sum += loss as f64 * nb as f64;
+            correct += batch_correct;
+            observer.batch_finished(epoch, b + 1, loss);
+        }
+
+        observer.evaluation_started(epoch);
+        let test_eval = self.evaluator.evaluate(&mut self.model, test);
+        let val_eval = val.map(|v| self.evaluator.evaluate(&mut self.model, v));
+        if let Some(v) = &val_eval {
+            self.track_best(epoch, v);
+        }
+        self.epochs_done = epoch;
+        let metrics = EpochMetrics {
+            epoch,
+            train_loss: loss_sum / n as f64,
+            train_accuracy: correct as f64 / n as f64,
+            test_loss: test_eval.loss,
+            test_accuracy: test_eval.accuracy,
+            seconds: start.elapsed().as_secs_f64(),
+            val_loss: val_eval.as_ref().map(|v| v.loss),
+            val_accuracy: val_eval.as_ref().map(|v| v.accuracy),
+            lr: first_lr,
+        };
+        self.history.push(metrics.clone());
+        observer.epoch_finished(&metrics);
+        Ok(metrics)
+    }
+
+    /// One SGD step on batch `b` of the current epoch's order: returns (mean loss, correct
+    /// predictions, batch size). Allocation-free once the buffers have grown.
+    fn train_batch(
+        &mut self,
+        train: &dyn BatchSource,
+        b: usize,
+    ) -> Result<(f32, usize, usize), TrainError> {
+        let bs = self.config.batch_size;
+        let idx = &self.order[b * bs..((b + 1) * bs).min(self.order.len())];
+        let nb = idx.len();
+        let images = &mut self.images[..nb * IMAGE_LEN];
+        let labels = &mut self.labels[..nb];
+        train.fill_batch(idx, images, labels);
+        if let Some(aug) = &mut self.augmenter {
+            aug.apply(images, &mut self.rng);
+        }
+        let x = ArrayView4::from_shape((nb, 1, IMAGE_SIZE, IMAGE_SIZE), &*images)
+            .expect("batch buffer matches its shape");
+        let logits = self.model.forward(x);
+        let batch_correct = count_correct(logits, labels);
+        let loss = self.loss.forward_backward(logits, labels);
+        if !loss.is_finite() {
+            // Leave the weights as they were: the caller reports the divergence.
+            return Ok((loss, batch_correct, nb));
+        }
+        self.model.backward(x, self.loss.grad_logits(), false);
+        self.sgd.step(&mut self.model.params_mut());
+        Ok((loss, batch_correct, nb))
+    }
+
+    /// Keeps a copy of the model if `val` has the lowest validation loss so far, and updates
+    /// the early-stopping count.
+    fn track_best(&mut self, epoch: usize, val: &Evaluation) {
+        let improved = match &self.best {
+            Some(b) => val.loss < b.val_loss,
+            None => true,
+        };
+        if improved {
+            match &mut self.best {
+                Some(best) => {
+                    best.model.copy_params_from(&self.model);
+                    best.epoch = epoch;
+                    best.val_loss = val.loss;
+                    best.val_accuracy = val.accuracy;
+                }
+                None => {
+                    let mut model = LeNet5::zeros(self.model.config());
+                    model.copy_params_from(&self.model);
+                    self.best = Some(BestModel {
+                        epoch,
+                        val_loss: val.loss,
+                        val_accuracy: val.accuracy,
+                        model,
+                    });
+                }
+            }
+            self.epochs_since_best = 0;
+        } else {
+            self.epochs_since_best += 1;
+            if let Some(patience) = self.config.early_stopping {
+                if self.epochs_since_best >= patience {
+                    self.stopped_early = true;
+                }
+            }
+        }
+    }
+}

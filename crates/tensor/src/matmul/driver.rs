@@ -1,0 +1,104 @@
+//! The cache-blocked loop nest around a micro-kernel (Goto/BLIS order), on one thread.
+//!
+//! ```text
+//! for jc in n by NC:              B block  (KC × NC, packed, L3)
+//!   for pc in k by KC:            beta applies on the first pc only, then C accumulates
+//!     pack B[pc.., jc..]
+//!     for ic in m by MC:          A block  (MC × KC, packed, L2)
+//!       pack A[ic.., pc..]
+//!       for jr in NC by NR:       B panel  (KC × NR, stays in L1)
+//!         for ir in MC by MR:     micro-kernel: MR × NR tile of C in registers
+//! ```
+//!
+//! Every element of C is summed over `k` in the same order (KC blocks in order, steps in order
+//! inside each block) however the loops are cut, so a product split across threads by rows or
+//! columns of C gives bit-identical results.
+
+use super::kernel::MicroKernel;
+use super::layout::{MatMut, MatRef};
+use super::pack::{pack_a, pack_b};
+use super::scratch::with_packing_buffers;
+use crate::Scalar;
+
+/// `C = alpha·A·B + beta·C` on the calling thread with kernel `K`.
+///
+/// # Safety
+/// - `a` is `m × k`, `b` is `k × n`, `c` is `m × n`, with `m, n, k >= 1`;
+/// - `a` and `b` describe readable memory, `c` writable memory that nothing else aliases;
+/// - the CPU supports `K`'s instruction set.
+pub(super) unsafe fn gemm_serial<T: Scalar, K: MicroKernel<T>>(
+    alpha: T,
+    a: MatRef<T>,
+    b: MatRef<T>,
+    beta: T,
+    c: MatMut<T>,
+) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let (mr, nr) = (K::MR, K::NR);
+    // With few rows of C, each B element is used only `m` times: reading B in place (when its
+    // rows are contiguous) beats copying it. Only edge panels narrower than a vector are packed.
+    let direct_b = b.cs == 1 && m <= K::DIRECT_B_MAX_M;
+    let kc_max = K::KC.min(k);
+    let a_len = K::MC.min(m).div_ceil(mr) * mr * kc_max;
+    let b_len = if direct_b {
+        nr * kc_max
+    } else {
+        K::NC.min(n).div_ceil(nr) * nr * kc_max
+    };
+
+    with_packing_buffers::<T, _>(a_len, b_len, |abuf, bbuf| {
+        for jc in (0..n).step_by(K::NC) {
+            let nc = K::NC.min(n - jc);
+            for pc in (0..k).step_by(K::KC) {
+                let kc = K::KC.min(k - pc);
+                let beta_p = if pc == 0 { beta } else { T::one() };
+                // SAFETY: the blocks are inside A, B (loop bounds).
+                let bblk = unsafe { b.block(pc, jc, kc, nc) };
+                if !direct_b {
+                    // SAFETY: bblk is readable; bbuf holds nc/NR panels (b_len).
+                    unsafe { pack_b(bblk, nr, bbuf) };
+                }
+                for ic in (0..m).step_by(K::MC) {
+                    let mc = K::MC.min(m - ic);
+                    // SAFETY: as above; abuf holds mc/MR panels (a_len).
+                    unsafe { pack_a(a.block(ic, pc, mc, kc), mr, abuf) };
+                    for jr in (0..nc).step_by(nr) {
+                        let cols = nr.min(nc - jr);
+                        let (bp, b_ks) = if !direct_b {
+                            (bbuf[jr / nr * kc * nr..].as_ptr(), nr as isize)
+                        } else if cols % K::LANES == 0 {
+                            // SAFETY: column jr of the block is inside B.
+                            (unsafe { bblk.block(0, jr, kc, cols).ptr }, bblk.rs)
+                        } else {
+                            // Narrow edge panel: the kernel reads whole vectors, so pad a copy.
+                            // SAFETY: the edge block is inside B; bbuf holds one panel.
+                            unsafe { pack_b(bblk.block(0, jr, kc, cols), nr, bbuf) };
+                            (bbuf.as_ptr(), nr as isize)
+                        };
+                        for ir in (0..mc).step_by(mr) {
+                            let rows = mr.min(mc - ir);
+                            // SAFETY: the A panel holds kc·MR packed values; the B panel kc
+                            // steps of whole vectors (packed, or in place with cols a multiple
+                            // of LANES); the C tile is inside C; K's ISA is supported (caller).
+                            unsafe {
+                                K::tile(
+                                    kc,
+                                    abuf[ir / mr * kc * mr..].as_ptr(),
+                                    bp,
+                                    b_ks,
+                                    alpha,
+                                    beta_p,
+                                    c.at(ic + ir, jc + jr),
+                                    c.rs,
+                                    c.cs,
+                                    rows,
+                                    cols,
+                                )
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    });
+}

@@ -1,0 +1,129 @@
+//! AVX2 + FMA micro-kernel for f32: a 6 × 16 tile in twelve 256-bit accumulators.
+//!
+//! The classic Haswell-era shape: per step of `k`, two B vectors of 8, six broadcasts of A and
+//! twelve fused multiply-adds, leaving registers for the operands. Edge tiles are compiled per
+//! row count (`R`) and vector count (`NV`); partial columns use masked loads and stores.
+
+use super::kernel::{write_tile, MicroKernel};
+use std::arch::x86_64::*;
+
+/// Marker for the AVX2+FMA f32 kernel; only used after `GemmKernel::Avx2.is_supported()`.
+#[derive(Debug)]
+pub(super) struct Avx2;
+
+const MR: usize = 6;
+const NR: usize = 16;
+const LANES: usize = 8;
+
+impl MicroKernel<f32> for Avx2 {
+    const MR: usize = MR;
+    const NR: usize = NR;
+    const LANES: usize = LANES;
+    const KC: usize = 256;
+    const MC: usize = 144;
+    const NC: usize = 2048;
+    const DIRECT_B_MAX_M: usize = 24;
+
+    unsafe fn tile(
+        k: usize,
+        a: *const f32,
+        b: *const f32,
+        b_ks: isize,
+        alpha: f32,
+        beta: f32,
+        c: *mut f32,
+        rsc: isize,
+        csc: isize,
+        rows: usize,
+        cols: usize,
+    ) {
+        let nv = cols.div_ceil(LANES);
+        macro_rules! dispatch {
+            ($($r:literal)*) => {
+                match (rows, nv) {
+                    $(
+                        // SAFETY: forwarded `tile` contract; R == rows and NV vectors cover cols.
+                        ($r, 1) => unsafe { tile_rn::<$r, 1>(k, a, b, b_ks, alpha, beta, c, rsc, csc, cols) },
+                        ($r, 2) => unsafe { tile_rn::<$r, 2>(k, a, b, b_ks, alpha, beta, c, rsc, csc, cols) },
+                    )*
+                    _ => unreachable!("avx2 tile {rows}x{cols} exceeds {MR}x{NR}"),
+                }
+            };
+        }
+        dispatch!(1 2 3 4 5 6)
+    }
+}
+
+/// The `R`-row, `NV`-vector tile.
+///
+/// # Safety
+/// The [`MicroKernel::tile`] contract with `rows == R`, `cols.div_ceil(8) == NV`, and AVX2+FMA.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_rn<const R: usize, const NV: usize>(
+    k: usize,
+    a: *const f32,
+    b: *const f32,
+    b_ks: isize,
+    alpha: f32,
+    beta: f32,
+    c: *mut f32,
+    rsc: isize,
+    csc: isize,
+    cols: usize,
+) {
+    let mut acc = [[_mm256_setzero_ps(); NV]; R];
+    for p in 0..k {
+        // SAFETY: step p of the B panel holds NV·8 readable values and step p of the A panel
+        // MR ≥ R values (tile contract).
+        unsafe {
+            let bp = b.offset(p as isize * b_ks);
+            let mut bv = [_mm256_setzero_ps(); NV];
+            for v in 0..NV {
+                bv[v] = _mm256_loadu_ps(bp.add(v * LANES));
+            }
+            let ap = a.add(p * MR);
+            for r in 0..R {
+                let ar = _mm256_broadcast_ss(&*ap.add(r));
+                for v in 0..NV {
+                    acc[r][v] = _mm256_fmadd_ps(ar, bv[v], acc[r][v]);
+                }
+            }
+        }
+    }
+
+    let alpha_v = _mm256_set1_ps(alpha);
+    if csc == 1 {
+        // Row-major C: one (masked) vector store per accumulator.
+        let beta_v = _mm256_set1_ps(beta);
+        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        for v in 0..NV {
+            let left = (cols - v * LANES).min(LANES) as i32;
+            // Lane l is live when l < left (sign bit set in the mask).
+            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(left), lane);
+            for r in 0..R {
+                // SAFETY: the live lanes are exactly the tile's columns j < cols of row r;
+                // masked-off lanes are neither read nor written.
+                unsafe {
+                    let cp = c.offset(r as isize * rsc).add(v * LANES);
+                    let mut x = _mm256_mul_ps(alpha_v, acc[r][v]);
+                    if beta != 0.0 {
+                        let old = _mm256_maskload_ps(cp, mask);
+                        x = _mm256_add_ps(x, _mm256_mul_ps(beta_v, old));
+                    }
+                    _mm256_maskstore_ps(cp, mask, x);
+                }
+            }
+        }
+    } else {
+        // Strided C (e.g. writing into a `.t()` view): spill and write element by element.
+        let mut spill = [[0.0f32; NR]; MR];
+        for r in 0..R {
+            for v in 0..NV {
+                // SAFETY: spill row r has NR ≥ NV·8 floats.
+                unsafe { _mm256_storeu_ps(spill[r].as_mut_ptr().add(v * LANES), acc[r][v]) };
+            }
+        }
+        // SAFETY: C covers R × cols at (rsc, csc) (tile contract).
+        unsafe { write_tile(spill.as_flattened(), NR, R, cols, alpha, beta, c, rsc, csc) };
+    }
+}

@@ -1,0 +1,78 @@
+//! Splitting a large product over rayon's threads.
+//!
+//! C is cut in halves by rows (or by columns when it is wider than tall), recursively, and each
+//! piece runs the serial blocked loop with its own thread-local packing buffers. A piece never
+//! splits `k`, and the driver sums each element of C in the same order whatever piece it is in
+//! (see `driver`), so the result is bit-identical to the serial one for any number of threads
+//! and any scheduling.
+
+use super::dispatch::GemmKernel;
+use super::gemm_on_this_thread;
+use crate::Scalar;
+use ndarray::{ArrayView2, ArrayViewMut2, Axis};
+
+/// Products under this many flops (`2·m·n·k`) stay on the calling thread: below it, waking a
+/// second thread and packing B (or A) twice costs more than it saves. Measured on the dev
+/// machine (2-core AMD EPYC), where splitting starts to pay between 0.5 and 1 MFLOP.
+pub(super) const PAR_MIN_FLOPS: usize = 1 << 20;
+
+/// Pieces are cut at multiples of these many rows / columns: multiples of every kernel's MR
+/// (8, 6, 4) and NR (32, 16, 8), so only the last piece has edge tiles.
+const ROW_ALIGN: usize = 24;
+const COL_ALIGN: usize = 32;
+
+/// Where to cut `len` in two: the multiple of `align` nearest to the middle (`len >= 2·align`).
+fn cut(len: usize, align: usize) -> usize {
+    ((len / 2 + align / 2) / align * align).clamp(align, len - align)
+}
+
+/// `C = alpha·A·B + beta·C`, in parallel when large enough.
+pub(super) fn gemm_split<T: Scalar>(
+    kernel: GemmKernel,
+    alpha: T,
+    a: ArrayView2<'_, T>,
+    b: ArrayView2<'_, T>,
+    beta: T,
+    c: ArrayViewMut2<'_, T>,
+) {
+    // About two pieces per thread lets a thread that finishes early steal the rest.
+    let depth = (2 * rayon::current_num_threads())
+        .next_power_of_two()
+        .trailing_zeros();
+    split(kernel, alpha, a, b, beta, c, depth);
+}
+
+fn split<T: Scalar>(
+    kernel: GemmKernel,
+    alpha: T,
+    a: ArrayView2<'_, T>,
+    b: ArrayView2<'_, T>,
+    beta: T,
+    c: ArrayViewMut2<'_, T>,
+    depth: u32,
+) {
+    let (m, k) = a.dim();
+    let n = b.ncols();
+    let flops = 2usize.saturating_mul(m).saturating_mul(n).saturating_mul(k);
+    let split_rows = m >= n && m >= 2 * ROW_ALIGN;
+    let split_cols = !split_rows && n >= 2 * COL_ALIGN;
+    if depth == 0 || flops < PAR_MIN_FLOPS || !(split_rows || split_cols) {
+        gemm_on_this_thread(kernel, alpha, a, b, beta, c);
+    } else if split_rows {
+        let i = cut(m, ROW_ALIGN);
+        let (a0, a1) = a.split_at(Axis(0), i);
+        let (c0, c1) = c.split_at(Axis(0), i);
+        rayon::join(
+            || split(kernel, alpha, a0, b, beta, c0, depth - 1),
+            || split(kernel, alpha, a1, b, beta, c1, depth - 1),
+        );
+    } else {
+        let j = cut(n, COL_ALIGN);
+        let (b0, b1) = b.split_at(Axis(1), j);
+        let (c0, c1) = c.split_at(Axis(1), j);
+        rayon::join(
+            || split(kernel, alpha, a, b0, beta, c0, depth - 1),
+            || split(kernel, alpha, a, b1, beta, c1, depth - 1),
+        );
+    }
+}

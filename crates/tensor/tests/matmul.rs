@@ -1,0 +1,537 @@
+//! `gemm` against a naive triple loop accumulated in f64, over odd shapes, every operand layout
+//! (transposed, column-major, strided, reversed), alpha/beta cases, f32 and f64, and every
+//! micro-kernel this CPU can run.
+//!
+//! Tolerance: the classical bound for a dot product of length k computed in precision `u`
+//! (Higham, *Accuracy and Stability of Numerical Algorithms*, §3.1) is
+//! `|ĉ − c| ≤ γ_k · Σ|a||b|` with `γ_k ≈ k·u`. We allow `2·(k + 3)·ε · (|α|·Σ_p |a_ip||b_pj| +
+//! |β|·|c_ij|)`, ε the machine epsilon of the type: the factor 2 covers the f64 reference's own
+//! rounding, `+3` the alpha/beta products and the final addition. A wrong or missing term is of
+//! the size of one `|a||b|` product, orders of magnitude above this bound.
+
+use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, ShapeBuilder};
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tensor::{gemm, gemm_kernel_name, gemm_with_kernel, matmul, matmul_into, GemmKernel, Scalar};
+
+/// Value written around strided views of C: must survive untouched.
+const SENTINEL: f64 = 12345.0;
+
+/// How a logical matrix is laid out in memory.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Layout {
+    /// Standard row-major.
+    RowMajor,
+    /// Column-major (Fortran order).
+    ColMajor,
+    /// `.t()` view of a row-major array of the transposed shape.
+    Transposed,
+    /// Every other row of an array twice as tall (`s![..;2, ..]`); the rows in between hold NaN
+    /// (inputs) or a sentinel (outputs), so a stray read or write shows.
+    EveryOtherRow,
+    /// Both axes reversed (`s![..;-1, ..;-1]`): negative strides.
+    Reversed,
+}
+
+const LAYOUTS: [Layout; 5] = [
+    Layout::RowMajor,
+    Layout::ColMajor,
+    Layout::Transposed,
+    Layout::EveryOtherRow,
+    Layout::Reversed,
+];
+
+/// A logical matrix stored in one of the layouts.
+struct Stored<T> {
+    store: Array2<T>,
+    layout: Layout,
+}
+
+impl<T: Scalar> Stored<T> {
+    fn new(x: &Array2<T>, layout: Layout, filler: T) -> Self {
+        let (r, c) = x.dim();
+        let store = match layout {
+            Layout::RowMajor => x.as_standard_layout().into_owned(),
+            Layout::ColMajor => {
+                let mut s = Array2::zeros((r, c).f());
+                s.assign(x);
+                s
+            }
+            Layout::Transposed => x.t().as_standard_layout().into_owned(),
+            Layout::EveryOtherRow => {
+                let mut s = Array2::from_elem((2 * r, c), filler);
+                s.slice_mut(s![..;2, ..]).assign(x);
+                s
+            }
+            Layout::Reversed => x.slice(s![..;-1, ..;-1]).as_standard_layout().into_owned(),
+        };
+        Stored { store, layout }
+    }
+
+    fn view(&self) -> ArrayView2<'_, T> {
+        match self.layout {
+            Layout::RowMajor | Layout::ColMajor => self.store.view(),
+            Layout::Transposed => self.store.t(),
+            Layout::EveryOtherRow => self.store.slice(s![..;2, ..]),
+            Layout::Reversed => self.store.slice(s![..;-1, ..;-1]),
+        }
+    }
+
+    fn view_mut(&mut self) -> ArrayViewMut2<'_, T> {
+        match self.layout {
+            Layout::RowMajor | Layout::ColMajor => self.store.view_mut(),
+            Layout::Transposed => self.store.view_mut().reversed_axes(),
+            Layout::EveryOtherRow => self.store.slice_mut(s![..;2, ..]),
+            Layout::Reversed => self.store.slice_mut(s![..;-1, ..;-1]),
+        }
+    }
+
+    /// The filler rows between the view's rows are all still `filler`.
+    fn padding_intact(&self, filler: T) -> bool {
+        self.layout != Layout::EveryOtherRow
+            || self.store.slice(s![1..;2, ..]).iter().all(|&x| x == filler)
+    }
+}
+
+fn random<T: Scalar>(rows: usize, cols: usize, rng: &mut ChaCha8Rng) -> Array2<T> {
+    Array2::from_shape_fn((rows, cols), |_| T::from_f64(rng.gen_range(-1.0..1.0)))
+}
+
+/// `alpha·a·b + beta·c` in f64, and the error bound's scale `|α|·Σ|a||b| + |β|·|c|`.
+fn reference<T: Scalar>(
+    alpha: T,
+    a: &Array2<T>,
+    b: &Array2<T>,
+    beta: T,
+    c: &Array2<T>,
+) -> (Array2<f64>, Array2<f64>) {
+    let f = |x: T| x.to_f64().unwrap();
+    let (m, k) = a.dim();
+    let n = b.ncols();
+    let (mut want, mut scale) = (Array2::zeros((m, n)), Array2::zeros((m, n)));
+    for i in 0..m {
+        for j in 0..n {
+            let (mut acc, mut abs) = (0.0, 0.0);
+            for p in 0..k {
+                acc += f(a[[i, p]]) * f(b[[p, j]]);
+                abs += (f(a[[i, p]]) * f(b[[p, j]])).abs();
+            }
+            let (old, old_abs) = if beta == T::zero() {
+                (0.0, 0.0)
+            } else {
+                (f(beta) * f(c[[i, j]]), (f(beta) * f(c[[i, j]])).abs())
+            };
+            want[[i, j]] = f(alpha) * acc + old;
+            scale[[i, j]] = f(alpha).abs() * abs + old_abs;
+        }
+    }
+    (want, scale)
+}
+
+/// Asserts `got` is within the documented bound of `want`.
+fn check<T: Scalar>(
+    got: ArrayView2<'_, T>,
+    want: &Array2<f64>,
+    scale: &Array2<f64>,
+    k: usize,
+    what: &str,
+) {
+    let tol = 2.0 * (k as f64 + 3.0) * T::epsilon().to_f64().unwrap();
+    for ((i, j), &g) in got.indexed_iter() {
+        let g = g.to_f64().unwrap();
+        let err = (g - want[[i, j]]).abs();
+        assert!(
+            err <= tol * scale[[i, j]] + f64::MIN_POSITIVE,
+            "{what}: c[{i},{j}] = {g}, want {} (error {err:e}, bound {:e})",
+            want[[i, j]],
+            tol * scale[[i, j]]
+        );
+    }
+}
+
+/// Every kernel that applies to `T`: all supported ones for f32, the portable one otherwise.
+fn kernels_for<T: 'static>() -> Vec<GemmKernel> {
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
+        GemmKernel::all_supported()
+    } else {
+        vec![GemmKernel::Portable]
+    }
+}
+
+/// One product in one set of layouts with one kernel, checked against `want`.
+#[allow(clippy::too_many_arguments)]
+fn run_case<T: Scalar>(
+    kernel: GemmKernel,
+    (alpha, beta): (T, T),
+    (a, b, c0): (&Array2<T>, &Array2<T>, &Array2<T>),
+    (la, lb, lc): (Layout, Layout, Layout),
+    want: &Array2<f64>,
+    scale: &Array2<f64>,
+) {
+    let nan = T::nan();
+    let sentinel = T::from_f64(SENTINEL);
+    let sa = Stored::new(a, la, nan);
+    let sb = Stored::new(b, lb, nan);
+    // With beta == 0 the old C must be ignored: make it NaN so a read would show.
+    let c_init = if beta == T::zero() {
+        c0.mapv(|_| nan)
+    } else {
+        c0.clone()
+    };
+    let mut sc = Stored::new(&c_init, lc, sentinel);
+    gemm_with_kernel(kernel, alpha, sa.view(), sb.view(), beta, sc.view_mut());
+    let what = format!(
+        "{} {:?}x{:?}->{:?} m,k,n={:?},{} alpha={alpha} beta={beta}",
+        kernel.name(),
+        la,
+        lb,
+        lc,
+        a.dim(),
+        b.ncols()
+    );
+    check(sc.view(), want, scale, a.ncols(), &what);
+    assert!(sc.padding_intact(sentinel), "{what}: wrote outside C");
+}
+
+const ALPHA_BETA: [(f64, f64); 4] = [(1.0, 0.0), (0.5, 1.0), (-2.0, 0.25), (1.0, -1.0)];
+
+/// All shapes from {1, 2, 7, 17, 33} and all four transpose combinations (A, Aᵀ) × (B, Bᵀ).
+fn small_shapes_all_transposes<T: Scalar>() {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let dims = [1, 2, 7, 17, 33];
+    let mut case = 0;
+    for &m in &dims {
+        for &n in &dims {
+            for &k in &dims {
+                let (a, b, c0) = (
+                    random::<T>(m, k, &mut rng),
+                    random::<T>(k, n, &mut rng),
+                    random::<T>(m, n, &mut rng),
+                );
+                let (al, be) = ALPHA_BETA[case % ALPHA_BETA.len()];
+                case += 1;
+                let (alpha, beta) = (T::from_f64(al), T::from_f64(be));
+                let (want, scale) = reference(alpha, &a, &b, beta, &c0);
+                for kernel in kernels_for::<T>() {
+                    for la in [Layout::RowMajor, Layout::Transposed] {
+                        for lb in [Layout::RowMajor, Layout::Transposed] {
+                            run_case(
+                                kernel,
+                                (alpha, beta),
+                                (&a, &b, &c0),
+                                (la, lb, Layout::RowMajor),
+                                &want,
+                                &scale,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn small_shapes_all_transposes_f32() {
+    small_shapes_all_transposes::<f32>();
+}
+
+#[test]
+fn small_shapes_all_transposes_f64() {
+    small_shapes_all_transposes::<f64>();
+}
+
+/// Shapes with 100 and 257 (several cache blocks, edge tiles, the parallel split), every layout
+/// of A, B and C, every alpha/beta case.
+fn large_shapes_all_layouts<T: Scalar>() {
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let shapes = [
+        (100, 257, 33),
+        (257, 100, 7),
+        (33, 100, 257),
+        (7, 257, 100),
+        (257, 7, 257),
+        (1, 257, 100),
+        (100, 1, 257),
+        (257, 257, 257),
+    ];
+    for (case, &(m, n, k)) in shapes.iter().enumerate() {
+        let (a, b, c0) = (
+            random::<T>(m, k, &mut rng),
+            random::<T>(k, n, &mut rng),
+            random::<T>(m, n, &mut rng),
+        );
+        let (al, be) = ALPHA_BETA[case % ALPHA_BETA.len()];
+        let (alpha, beta) = (T::from_f64(al), T::from_f64(be));
+        let (want, scale) = reference(alpha, &a, &b, beta, &c0);
+        for kernel in kernels_for::<T>() {
+            for (i, &la) in LAYOUTS.iter().enumerate() {
+                for (j, &lb) in LAYOUTS.iter().enumerate() {
+                    // C cycles through its layouts too (strided C takes the kernels' spill path).
+                    let lc = [
+                        Layout::RowMajor,
+                        Layout::Transposed,
+                        Layout::EveryOtherRow,
+                        Layout::ColMajor,
+                        Layout::Reversed,
+                    ][(i + j) % 5];
+                    run_case(
+                        kernel,
+                        (alpha, beta),
+                        (&a, &b, &c0),
+                        (la, lb, lc),
+                        &want,
+                        &scale,
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn large_shapes_all_layouts_f32() {
+    large_shapes_all_layouts::<f32>();
+}
+
+#[test]
+fn large_shapes_all_layouts_f64() {
+    large_shapes_all_layouts::<f64>();
+}
+
+/// The LeNet-5 products (per image and per batch), forward and backward forms, every kernel.
+#[test]
+fn lenet_shapes_every_kernel() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    // (m, n, k, A transposed, B transposed)
+    let cases = [
+        (6, 784, 25, false, false),    // conv1 forward: W·cols
+        (16, 100, 150, false, false),  // conv2 forward
+        (6, 25, 784, false, true),     // conv1 dW += gout·colsᵀ
+        (16, 150, 100, false, true),   // conv2 dW
+        (25, 784, 6, true, false),     // conv1 dcols = Wᵀ·gout
+        (150, 100, 16, true, false),   // conv2 dcols
+        (256, 120, 400, false, true),  // fc1 forward x·Wᵀ
+        (64, 84, 120, false, true),    // fc2 forward
+        (32, 10, 84, false, true),     // fc3 forward
+        (120, 400, 256, true, false),  // fc1 dW = gyᵀ·x
+        (256, 400, 120, false, false), // fc1 dx = gy·W
+    ];
+    for &(m, n, k, ta, tb) in &cases {
+        let (a, b, c0) = (
+            random::<f32>(m, k, &mut rng),
+            random::<f32>(k, n, &mut rng),
+            random::<f32>(m, n, &mut rng),
+        );
+        let la = if ta {
+            Layout::Transposed
+        } else {
+            Layout::RowMajor
+        };
+        let lb = if tb {
+            Layout::Transposed
+        } else {
+            Layout::RowMajor
+        };
+        for (alpha, beta) in [(1.0, 0.0), (1.0, 1.0)] {
+            let (want, scale) = reference(alpha, &a, &b, beta, &c0);
+            for kernel in GemmKernel::all_supported() {
+                run_case(
+                    kernel,
+                    (alpha, beta),
+                    (&a, &b, &c0),
+                    (la, lb, Layout::RowMajor),
+                    &want,
+                    &scale,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn empty_dimensions() {
+    for kernel in GemmKernel::all_supported() {
+        // k == 0: C = beta·C, and with beta == 0 even a NaN C becomes zero.
+        let (a, b) = (Array2::<f32>::zeros((3, 0)), Array2::<f32>::zeros((0, 4)));
+        let mut c = Array2::from_elem((3, 4), 2.0f32);
+        gemm_with_kernel(kernel, 1.0, a.view(), b.view(), 0.5, c.view_mut());
+        assert!(c.iter().all(|&x| x == 1.0), "{c}");
+        let mut c = Array2::from_elem((3, 4), f32::NAN);
+        gemm_with_kernel(kernel, 1.0, a.view(), b.view(), 0.0, c.view_mut());
+        assert!(c.iter().all(|&x| x == 0.0), "{c}");
+        // m == 0 or n == 0: nothing to write, nothing to panic about.
+        let mut c = Array2::<f32>::zeros((0, 4));
+        gemm_with_kernel(
+            kernel,
+            1.0,
+            Array2::zeros((0, 5)).view(),
+            Array2::zeros((5, 4)).view(),
+            0.0,
+            c.view_mut(),
+        );
+        let mut c = Array2::<f32>::zeros((3, 0));
+        gemm_with_kernel(
+            kernel,
+            1.0,
+            Array2::zeros((3, 5)).view(),
+            Array2::zeros((5, 0)).view(),
+            0.0,
+            c.view_mut(),
+        );
+    }
+    assert_eq!(
+        matmul(
+            Array2::<f64>::zeros((2, 0)).view(),
+            Array2::zeros((0, 3)).view()
+        ),
+        Array2::zeros((2, 3))
+    );
+}
+
+#[test]
+fn alpha_zero_does_not_read_inputs() {
+    let a = Array2::from_elem((4, 5), f32::NAN);
+    let b = Array2::from_elem((5, 6), f32::INFINITY);
+    let mut c = Array2::from_elem((4, 6), 3.0f32);
+    gemm(0.0, a.view(), b.view(), 2.0, c.view_mut());
+    assert!(c.iter().all(|&x| x == 6.0), "{c}");
+}
+
+#[test]
+fn matmul_and_matmul_into_agree_with_gemm() {
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let (a, b) = (
+        random::<f32>(37, 41, &mut rng),
+        random::<f32>(41, 29, &mut rng),
+    );
+    let (want, scale) = reference(1.0, &a, &b, 0.0, &Array2::zeros((37, 29)));
+    check(
+        matmul(a.view(), b.view()).view(),
+        &want,
+        &scale,
+        41,
+        "matmul",
+    );
+    let mut c = Array2::from_elem((37, 29), f32::NAN);
+    matmul_into(a.view(), b.view(), c.view_mut());
+    check(c.view(), &want, &scale, 41, "matmul_into");
+}
+
+#[test]
+#[should_panic(expected = "gemm: a is [2, 3] but b is [4, 5]")]
+fn mismatched_inner_dimension_panics() {
+    matmul(
+        Array2::<f32>::zeros((2, 3)).view(),
+        Array2::zeros((4, 5)).view(),
+    );
+}
+
+#[test]
+#[should_panic(expected = "gemm: c must be [2, 5]")]
+fn mismatched_output_panics() {
+    let mut c = Array2::<f32>::zeros((5, 2));
+    matmul_into(
+        Array2::zeros((2, 3)).view(),
+        Array2::zeros((3, 5)).view(),
+        c.view_mut(),
+    );
+}
+
+#[test]
+fn kernel_name_is_the_active_kernel() {
+    let name = gemm_kernel_name();
+    assert_eq!(name, GemmKernel::active().name());
+    assert!(["portable", "avx2", "avx512"].contains(&name), "{name}");
+    assert!(GemmKernel::active().is_supported());
+    println!(
+        "gemm kernel in use: {name}; supported: {:?}",
+        GemmKernel::all_supported()
+    );
+}
+
+/// Same inputs → bit-identical outputs, for a product large enough to be split over threads,
+/// whether it runs on a one-thread pool, the default pool, or piece by piece.
+#[test]
+fn parallel_results_are_bit_identical() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let (m, n, k) = (301, 283, 517);
+    let (a, b) = (random::<f32>(m, k, &mut rng), random::<f32>(k, n, &mut rng));
+    for kernel in GemmKernel::all_supported() {
+        let run = || {
+            let mut c = Array2::<f32>::zeros((m, n));
+            gemm_with_kernel(
+                kernel,
+                1.0,
+                a.view(),
+                b.t().as_standard_layout().t(),
+                0.0,
+                c.view_mut(),
+            );
+            c
+        };
+        let first = run();
+        let second = run();
+        let one_thread = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap()
+            .install(run);
+        // Row blocks computed as separate products (each small enough to run serially).
+        let mut pieces = Array2::<f32>::zeros((m, n));
+        for i0 in (0..m).step_by(13) {
+            let i1 = (i0 + 13).min(m);
+            let cols = 0..n;
+            gemm_with_kernel(
+                kernel,
+                1.0,
+                a.slice(s![i0..i1, ..]),
+                b.view(),
+                0.0,
+                pieces.slice_mut(s![i0..i1, cols]),
+            );
+        }
+        let bits = |c: &Array2<f32>| c.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(&first),
+            bits(&second),
+            "{}: two runs differ",
+            kernel.name()
+        );
+        assert_eq!(
+            bits(&first),
+            bits(&one_thread),
+            "{}: 1-thread pool differs",
+            kernel.name()
+        );
+        assert_eq!(
+            bits(&first),
+            bits(&pieces),
+            "{}: row pieces differ",
+            kernel.name()
+        );
+        let (want, scale) = reference(1.0, &a, &b, 0.0, &Array2::zeros((m, n)));
+        check(first.view(), &want, &scale, k, kernel.name());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Random shapes (zero included), layouts, alpha/beta and kernels.
+    #[test]
+    fn random_shapes_match_reference(
+        m in 0usize..70, n in 0usize..90, k in 0usize..80,
+        la in 0usize..5, lb in 0usize..5, lc in 0usize..5,
+        ab in 0usize..4, kernel in 0usize..3, seed in any::<u64>(),
+    ) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let (a, b, c0) = (random::<f32>(m, k, &mut rng), random::<f32>(k, n, &mut rng), random::<f32>(m, n, &mut rng));
+        let (alpha, beta) = (ALPHA_BETA[ab].0 as f32, ALPHA_BETA[ab].1 as f32);
+        let kernels = GemmKernel::all_supported();
+        let kernel = kernels[kernel % kernels.len()];
+        let (want, scale) = reference(alpha, &a, &b, beta, &c0);
+        run_case(kernel, (alpha, beta), (&a, &b, &c0), (LAYOUTS[la], LAYOUTS[lb], LAYOUTS[lc]), &want, &scale);
+    }
+}
