@@ -5,12 +5,21 @@
 #![deny(missing_docs)]
 
 mod dataset;
+mod download;
 mod error;
 pub mod idx;
+mod location;
 
 pub use dataset::{
     epoch_order, locate_file, shuffled_indices, Dataset, DatasetKind, FileSpec,
     ParseDatasetKindError, Split, FASHION_MNIST_MIRRORS, IMAGE_COLS, IMAGE_PIXELS, IMAGE_ROWS,
     MNIST_MIRRORS, NUM_CLASSES, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS,
 };
+pub use download::{
+    ensure_dataset, sha256_of_uncompressed_file, DownloadOptions, FileReport, FileStatus,
+};
 pub use error::{DownloadError, Error, IdxError, MirrorFailure};
+pub use location::{
+    mirrors_from_env, parse_mirrors, resolve_data_dir, resolve_data_dir_with, DATA_DIR_ENV,
+    MIRRORS_ENV,
+};

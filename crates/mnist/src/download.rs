@@ -1,0 +1,569 @@
+//! A downloader that survives dead mirrors and never leaves a file a later run would trust.
+//!
+//! For each file of a dataset: if a copy in the folder already has the right SHA-256 (of its
+//! uncompressed content), nothing is fetched. Otherwise the mirrors are tried in order, each up to
+//! `1 + retries` times with doubling backoff for transient failures (network errors, 5xx, 429).
+//! The body streams into `NAME.part` while being hashed (decompressed on the fly if it is gzip, so
+//! a re-compressed copy still matches); only a verified, synced `.part` is renamed to `NAME`. A
+//! wrong checksum or a 404 fails that mirror at once and the next one is tried.
+
+use std::fs::{self, File};
+use std::io::{self, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use flate2::read::MultiGzDecoder;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sha2::{Digest, Sha256};
+
+use crate::dataset::{locate_file, DatasetKind, FileSpec};
+use crate::error::{DownloadError, MirrorFailure};
+use crate::idx::sniff_gzip;
+use crate::location::mirrors_from_env;
+
+/// How to download: mirrors, files, timeouts, retries, progress. Build it with
+/// `DownloadOptions::default()` and the `with_*` methods.
+#[derive(Debug, Clone)]
+pub struct DownloadOptions {
+    /// Mirror base URLs tried in order (file names are appended; `{dataset}` in a URL is replaced
+    /// by `mnist` or `fashion-mnist`). `None`: [`mirrors_from_env`], i.e. `LENET_MIRRORS` or the
+    /// dataset's defaults.
+    pub mirrors: Option<Vec<String>>,
+    /// Files to fetch with their checksums. `None`: the dataset's four files ([`DatasetKind::files`]).
+    pub files: Option<Vec<FileSpec>>,
+    /// Time allowed to open a connection. Default 10 s.
+    pub connect_timeout: Duration,
+    /// Time allowed for any single read (headers or body) to make progress. Default 30 s.
+    pub read_timeout: Duration,
+    /// Extra attempts per mirror after a transient failure. Default 2.
+    pub retries: u32,
+    /// Wait before the first retry, doubled before each next one. Default 1 s.
+    pub backoff: Duration,
+    /// Show a progress bar in bytes on stderr (it stays hidden anyway when stderr is not a
+    /// terminal). Default true.
+    pub progress: bool,
+    /// Use the proxies named by `ALL_PROXY` / `HTTPS_PROXY` / `HTTP_PROXY` (hosts in `NO_PROXY`
+    /// and localhost go direct). Default true.
+    pub proxy_from_env: bool,
+    /// Largest body accepted, compressed or not, against a mirror serving endless data.
+    /// Default 256 MiB.
+    pub max_bytes: u64,
+}
+
+impl Default for DownloadOptions {
+    fn default() -> Self {
+        DownloadOptions {
+            mirrors: None,
+            files: None,
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
+            retries: 2,
+            backoff: Duration::from_secs(1),
+            progress: true,
+            proxy_from_env: true,
+            max_bytes: 256 << 20,
+        }
+    }
+}
+
+impl DownloadOptions {
+    /// Uses these mirror base URLs, in this order.
+    pub fn with_mirrors<S: Into<String>>(mut self, mirrors: impl IntoIterator<Item = S>) -> Self {
+        self.mirrors = Some(mirrors.into_iter().map(Into::into).collect());
+        self
+    }
+    /// Fetches these files instead of the dataset's own (for tests and other datasets).
+    pub fn with_files(mut self, files: Vec<FileSpec>) -> Self {
+        self.files = Some(files);
+        self
+    }
+    /// Sets the connect and read timeouts.
+    pub fn with_timeouts(mut self, connect: Duration, read: Duration) -> Self {
+        self.connect_timeout = connect;
+        self.read_timeout = read;
+        self
+    }
+    /// Sets the number of extra attempts per mirror and the first backoff.
+    pub fn with_retries(mut self, retries: u32, backoff: Duration) -> Self {
+        self.retries = retries;
+        self.backoff = backoff;
+        self
+    }
+    /// Turns the progress bar on or off.
+    pub fn with_progress(mut self, progress: bool) -> Self {
+        self.progress = progress;
+        self
+    }
+    /// Turns the use of proxies from the environment on or off.
+    pub fn with_proxy_from_env(mut self, proxy: bool) -> Self {
+        self.proxy_from_env = proxy;
+        self
+    }
+}
+
+/// What happened to one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileStatus {
+    /// A verified copy was already in the folder; nothing was fetched.
+    AlreadyPresent,
+    /// The file was downloaded and verified.
+    Downloaded {
+        /// The URL it came from.
+        url: String,
+        /// Bytes received.
+        bytes: u64,
+    },
+}
+
+/// The outcome for one file of [`ensure_dataset`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileReport {
+    /// The file name.
+    pub name: String,
+    /// Where the verified file is.
+    pub path: PathBuf,
+    /// Present already or downloaded.
+    pub status: FileStatus,
+    /// Mirrors that failed before one succeeded (worth a warning).
+    pub failed_mirrors: Vec<MirrorFailure>,
+}
+
+/// Makes sure `dir` holds every file of `kind` (or of `options.files`) with the right checksum,
+/// downloading what is missing or wrong. Verified files are not fetched again. Returns one report
+/// per file, in order; on failure nothing unverified is left in `dir`.
+pub fn ensure_dataset(
+    kind: DatasetKind,
+    dir: &Path,
+    options: &DownloadOptions,
+) -> Result<Vec<FileReport>, DownloadError> {
+    let files = options.files.clone().unwrap_or_else(|| kind.files());
+    let mirrors: Vec<String> = options
+        .mirrors
+        .clone()
+        .unwrap_or_else(|| mirrors_from_env(kind))
+        .iter()
+        .map(|m| m.replace("{dataset}", kind.dir_name()))
+        .collect();
+
+    // Verify the copies already there, in parallel (hashing 47 MB takes a moment).
+    let checks: Vec<Result<PathBuf, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = files
+            .iter()
+            .map(|spec| s.spawn(move || check_existing(dir, spec)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("checksum thread panicked"))
+            .collect()
+    });
+
+    let fetcher = Fetcher::new(options);
+    let mut reports = Vec::with_capacity(files.len());
+    for (spec, check) in files.iter().zip(checks) {
+        let existing = match check {
+            Ok(path) => {
+                reports.push(FileReport {
+                    name: spec.name.clone(),
+                    path,
+                    status: FileStatus::AlreadyPresent,
+                    failed_mirrors: Vec::new(),
+                });
+                continue;
+            }
+            Err(why) => why,
+        };
+        reports.push(fetcher.fetch_file(spec, dir, &mirrors, existing)?);
+    }
+    Ok(reports)
+}
+
+/// `Ok(path)` if a copy of the file with the right checksum is in `dir`; otherwise why not.
+fn check_existing(dir: &Path, spec: &FileSpec) -> Result<PathBuf, String> {
+    let path = locate_file(dir, &spec.name);
+    if !path.exists() {
+        return Err(String::new());
+    }
+    match sha256_of_uncompressed_file(&path) {
+        Ok(sum) if sum == spec.sha256 => Ok(path),
+        Ok(sum) => Err(format!(
+            "{} has SHA-256 (uncompressed) {sum}, expected {}",
+            path.display(),
+            spec.sha256
+        )),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// SHA-256 (lowercase hex) of a file's content, decompressed first if it is gzip.
+pub fn sha256_of_uncompressed_file(path: &Path) -> io::Result<String> {
+    let mut hasher = Sha256::new();
+    match sniff_gzip(File::open(path)?)? {
+        None => {}
+        Some((true, stream)) => {
+            io::copy(&mut MultiGzDecoder::new(stream), &mut hasher)?;
+        }
+        Some((false, mut stream)) => {
+            io::copy(&mut stream, &mut hasher)?;
+        }
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Why one attempt failed.
+enum AttemptError {
+    /// Worth retrying on the same mirror (network trouble, 5xx, 429).
+    Transient(String),
+    /// This mirror will not do (404, wrong checksum, not gzip nor IDX...): go to the next one.
+    Permanent(String),
+    /// A local problem (disk full, permission): stop everything.
+    Local(DownloadError),
+}
+
+/// Holds the HTTP agents: one through the environment's proxy, one direct.
+struct Fetcher<'a> {
+    options: &'a DownloadOptions,
+    proxied: ureq::Agent,
+    direct: ureq::Agent,
+}
+
+impl<'a> Fetcher<'a> {
+    fn new(options: &'a DownloadOptions) -> Self {
+        let agent = |proxy: bool| {
+            ureq::AgentBuilder::new()
+                .timeout_connect(options.connect_timeout)
+                .timeout_read(options.read_timeout)
+                .timeout_write(options.read_timeout)
+                .try_proxy_from_env(proxy)
+                .build()
+        };
+        Fetcher {
+            options,
+            proxied: agent(options.proxy_from_env),
+            direct: agent(false),
+        }
+    }
+
+    /// Tries every mirror for one file; renames the verified `.part` into place.
+    fn fetch_file(
+        &self,
+        spec: &FileSpec,
+        dir: &Path,
+        mirrors: &[String],
+        existing: String,
+    ) -> Result<FileReport, DownloadError> {
+        if mirrors.is_empty() {
+            return Err(DownloadError::NoMirrors {
+                file: spec.name.clone(),
+            });
+        }
+        fs::create_dir_all(dir).map_err(|source| DownloadError::Io {
+            path: dir.to_path_buf(),
+            action: "cannot create the data folder",
+            source,
+        })?;
+        let final_path = dir.join(&spec.name);
+        let part_path = dir.join(format!("{}.part", spec.name));
+
+        let mut failures = Vec::new();
+        for mirror in mirrors {
+            let url = join_url(mirror, &spec.name);
+            match self.try_mirror(&url, spec, &part_path) {
+                Ok(bytes) => {
+                    fs::rename(&part_path, &final_path).map_err(|source| {
+                        let _ = fs::remove_file(&part_path);
+                        DownloadError::Io {
+                            path: final_path.clone(),
+                            action: "cannot move the downloaded file into place",
+                            source,
+                        }
+                    })?;
+                    sync_dir(dir);
+                    return Ok(FileReport {
+                        name: spec.name.clone(),
+                        path: final_path,
+                        status: FileStatus::Downloaded { url, bytes },
+                        failed_mirrors: failures,
+                    });
+                }
+                Err(AttemptError::Local(e)) => {
+                    let _ = fs::remove_file(&part_path);
+                    return Err(e);
+                }
+                Err(AttemptError::Transient(reason) | AttemptError::Permanent(reason)) => {
+                    let _ = fs::remove_file(&part_path);
+                    failures.push(MirrorFailure { url, reason });
+                }
+            }
+        }
+        Err(DownloadError::AllMirrorsFailed {
+            file: spec.name.clone(),
+            dir: dir.to_path_buf(),
+            failures,
+            existing: (!existing.is_empty()).then_some(existing),
+        })
+    }
+
+    /// Up to `1 + retries` attempts on one URL, with doubling backoff between transient failures.
+    fn try_mirror(&self, url: &str, spec: &FileSpec, part: &Path) -> Result<u64, AttemptError> {
+        let attempts = 1 + self.options.retries;
+        let mut wait = self.options.backoff;
+        for attempt in 1..=attempts {
+            match self.attempt(url, spec, part) {
+                Err(AttemptError::Transient(_)) if attempt < attempts => {
+                    std::thread::sleep(wait);
+                    wait = wait.saturating_mul(2);
+                }
+                Err(AttemptError::Transient(reason)) if attempts > 1 => {
+                    return Err(AttemptError::Transient(format!(
+                        "{reason} (failed {attempts} times)"
+                    )))
+                }
+                other => return other,
+            }
+        }
+        unreachable!("the last attempt always returns")
+    }
+
+    /// One GET: streams the body into `part`, hashing the uncompressed content on the way.
+    fn attempt(&self, url: &str, spec: &FileSpec, part: &Path) -> Result<u64, AttemptError> {
+        let agent = if self.options.proxy_from_env && !bypasses_proxy(url) {
+            &self.proxied
+        } else {
+            &self.direct
+        };
+        let response = agent.get(url).call().map_err(classify_ureq_error)?;
+        let max = self.options.max_bytes;
+        let length: Option<u64> = response
+            .header("Content-Length")
+            .and_then(|v| v.trim().parse().ok());
+        if length.is_some_and(|len| len > max) {
+            return Err(AttemptError::Permanent(format!(
+                "the body is {} bytes, more than the {max} accepted",
+                length.unwrap_or(0)
+            )));
+        }
+
+        let local = |action, source| {
+            AttemptError::Local(DownloadError::Io {
+                path: part.to_path_buf(),
+                action,
+                source,
+            })
+        };
+        let mut file = File::create(part).map_err(|e| local("cannot create the file", e))?;
+        let progress = progress_bar(self.options.progress, length, &spec.name, url);
+        let mut tee = Tee {
+            inner: response.into_reader().take(max + 1),
+            file: &mut file,
+            progress: &progress,
+            bytes: 0,
+            network_error: None,
+            write_error: None,
+        };
+
+        let hashed = hash_stream(&mut tee, max);
+        progress.finish_and_clear();
+        let bytes = tee.bytes;
+        if let Some(e) = tee.write_error.take() {
+            return Err(local("cannot write the file", e));
+        }
+        if let Some(reason) = tee.network_error.take() {
+            return Err(AttemptError::Transient(format!(
+                "connection failed after {bytes} bytes: {reason}"
+            )));
+        }
+        let sum = hashed.map_err(AttemptError::Permanent)?;
+        if bytes > max {
+            return Err(AttemptError::Permanent(format!(
+                "the body is more than the {max} bytes accepted"
+            )));
+        }
+        if sum != spec.sha256 {
+            return Err(AttemptError::Permanent(format!(
+                "wrong checksum: SHA-256 of the uncompressed content is {sum}, expected {}",
+                spec.sha256
+            )));
+        }
+        file.flush()
+            .and_then(|_| file.sync_all())
+            .map_err(|e| local("cannot flush the file", e))?;
+        Ok(bytes)
+    }
+}
+
+/// Hashes the uncompressed content of `stream` (gunzipping it if it starts with the gzip magic),
+/// then drains the rest so that every byte reaches the file. Errors are described for people.
+fn hash_stream<R: Read>(stream: R, max: u64) -> Result<String, String> {
+    let mut hasher = Sha256::new();
+    let mut stream = match sniff_gzip(stream) {
+        Ok(Some(s)) => s,
+        Ok(None) => return Err("the body is empty".to_string()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let result = if stream.0 {
+        let mut decoder = MultiGzDecoder::new(&mut stream.1).take(max + 1);
+        io::copy(&mut decoder, &mut hasher).map_err(|e| format!("corrupt gzip body: {e}"))
+    } else {
+        io::copy(&mut (&mut stream.1).take(max + 1), &mut hasher).map_err(|e| e.to_string())
+    };
+    let copied = result?;
+    if copied > max {
+        return Err(format!(
+            "the uncompressed content is more than the {max} bytes accepted"
+        ));
+    }
+    io::copy(&mut stream.1, &mut io::sink()).map_err(|e| e.to_string())?;
+    Ok(hex(&hasher.finalize()))
+}
+
+/// Copies every byte read from the network into the file and the progress bar, and remembers
+/// whether a failure came from the network or the disk (the decoder above only sees io errors).
+struct Tee<'a, R> {
+    inner: R,
+    file: &'a mut File,
+    progress: &'a ProgressBar,
+    bytes: u64,
+    network_error: Option<String>,
+    write_error: Option<io::Error>,
+}
+
+impl<R: Read> Read for Tee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = match self.inner.read(buf) {
+            Ok(n) => n,
+            Err(e) => {
+                self.network_error = Some(describe_io(&e));
+                return Err(e);
+            }
+        };
+        if let Err(e) = self.file.write_all(&buf[..n]) {
+            let err = io::Error::new(e.kind(), e.to_string());
+            self.write_error = Some(e);
+            return Err(err);
+        }
+        self.bytes += n as u64;
+        self.progress.inc(n as u64);
+        Ok(n)
+    }
+}
+
+fn describe_io(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+            format!("read timed out ({e})")
+        }
+        _ => e.to_string(),
+    }
+}
+
+/// Sorts ureq's errors into transient (retry) and permanent (next mirror).
+fn classify_ureq_error(err: ureq::Error) -> AttemptError {
+    match err {
+        ureq::Error::Status(code, response) => {
+            let reason = format!("HTTP {code} {}", response.status_text());
+            if code == 408 || code == 429 || code >= 500 {
+                AttemptError::Transient(reason)
+            } else {
+                AttemptError::Permanent(reason)
+            }
+        }
+        ureq::Error::Transport(t) => {
+            use ureq::ErrorKind as K;
+            // Leave the URL out: the error report already shows it.
+            let mut reason = t.kind().to_string();
+            if let Some(m) = t.message() {
+                reason = format!("{reason}: {m}");
+            }
+            if let Some(source) = std::error::Error::source(&t) {
+                reason = format!("{reason}: {source}");
+            }
+            match t.kind() {
+                K::InvalidUrl | K::UnknownScheme | K::InvalidProxyUrl | K::Dns => {
+                    AttemptError::Permanent(reason)
+                }
+                _ => AttemptError::Transient(reason),
+            }
+        }
+    }
+}
+
+/// A progress bar in bytes on stderr, hidden if turned off or stderr is not a terminal.
+fn progress_bar(enabled: bool, length: Option<u64>, name: &str, url: &str) -> ProgressBar {
+    if !enabled || !io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(length, ProgressDrawTarget::stderr());
+    let template = if length.is_some() {
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
+    } else {
+        "{spinner} {msg} {bytes} {bytes_per_sec}"
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(format!("{name} from {}", host_of(url)));
+    bar
+}
+
+/// `base` + `name`, with exactly one `/` between them.
+fn join_url(base: &str, name: &str) -> String {
+    format!("{}/{}", base.trim_end_matches('/'), name)
+}
+
+/// The host of a URL (no scheme, user info, port or path).
+fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(v6) = host_port.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or("");
+    }
+    host_port.split(':').next().unwrap_or("")
+}
+
+/// True if `url` should not go through a proxy: loopback hosts and hosts listed in `NO_PROXY`
+/// (ureq 2 reads the proxy variables but not `NO_PROXY`).
+fn bypasses_proxy(url: &str) -> bool {
+    let host = host_of(url).to_ascii_lowercase();
+    if host == "localhost" || host == "::1" || host.starts_with("127.") {
+        return true;
+    }
+    let no_proxy = std::env::var("NO_PROXY")
+        .or_else(|_| std::env::var("no_proxy"))
+        .unwrap_or_default();
+    no_proxy.split(',').map(str::trim).any(|entry| {
+        let entry = entry.trim_start_matches('.').to_ascii_lowercase();
+        entry == "*"
+            || (!entry.is_empty() && (host == entry || host.ends_with(&format!(".{entry}"))))
+    })
+}
+
+/// Makes the rename durable where the platform allows it; failure here is not an error.
+fn sync_dir(dir: &Path) {
+    #[cfg(unix)]
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_helpers() {
+        assert_eq!(join_url("http://h/a/", "f.gz"), "http://h/a/f.gz");
+        assert_eq!(join_url("http://h/a", "f.gz"), "http://h/a/f.gz");
+        assert_eq!(host_of("https://u:p@Example.com:8080/x?y"), "Example.com");
+        assert_eq!(host_of("http://[::1]:80/"), "::1");
+        assert_eq!(host_of("http://127.0.0.1:9/"), "127.0.0.1");
+        assert!(bypasses_proxy("http://127.0.0.1:8000/"));
+        assert!(bypasses_proxy("http://localhost/"));
+    }
+}
