@@ -58,7 +58,7 @@ fn mnist_sizes_and_class_counts() {
     let mut y = [0usize; 3];
     ds.train.write_batch(&idx, &mut x, &mut y);
     assert!(x.iter().all(|v| (0.0..=1.0).contains(v)));
-    assert!(x.iter().any(|&v| v == 1.0));
+    assert!(x.contains(&1.0));
     for (b, &i) in idx.iter().enumerate() {
         assert_eq!(y[b], ds.train.labels[i] as usize);
     }
