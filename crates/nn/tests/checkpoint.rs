@@ -1,0 +1,260 @@
+//! Weight files: round trip, exactly PyTorch's ten state_dict tensors, and typed errors for
+//! every kind of bad file.
+
+use nn::{ActivationKind, CheckpointError, LeNet5, LeNet5Config, PoolKind, PARAM_NAMES};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use safetensors::{Dtype, SafeTensors};
+use std::collections::HashMap;
+use std::path::Path;
+
+fn model(config: LeNet5Config, seed: u64) -> LeNet5 {
+    LeNet5::new(config, &mut ChaCha8Rng::seed_from_u64(seed))
+}
+
+fn assert_same_params(a: &LeNet5, b: &LeNet5) {
+    for (p, q) in a.params().iter().zip(b.params()) {
+        assert_eq!(p.name, q.name);
+        assert_eq!(p.shape, q.shape, "{}", p.name);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(p.value), bits(q.value), "{} differs", p.name);
+    }
+}
+
+/// Writes a safetensors file from (name, dtype, shape, raw bytes).
+fn write_raw(path: &Path, tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>) {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    std::fs::write(path, safetensors::serialize(views, &None).unwrap()).unwrap();
+}
+
+/// The default model's tensors as raw f32 entries, for tampering.
+fn raw_tensors(m: &LeNet5) -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
+    m.params()
+        .iter()
+        .map(|p| {
+            (
+                p.name.to_string(),
+                Dtype::F32,
+                p.shape.to_vec(),
+                p.value.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn round_trip_keeps_every_bit_and_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    for config in [
+        LeNet5Config::default(),
+        LeNet5Config {
+            activation: ActivationKind::Tanh,
+            pooling: PoolKind::Max,
+            c1: 8,
+            c2: 20,
+        },
+    ] {
+        let m = model(config, 3);
+        let path = dir.path().join("w.safetensors");
+        m.save_weights(&path).unwrap();
+
+        let loaded = LeNet5::from_weights_file(&path).unwrap();
+        assert_eq!(loaded.config(), config);
+        assert_same_params(&m, &loaded);
+
+        let mut into = LeNet5::zeros(config);
+        into.load_weights(&path).unwrap();
+        assert_same_params(&m, &into);
+    }
+    // Only the file itself is left: the temporary file was renamed.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn file_holds_exactly_the_pytorch_state_dict() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.safetensors");
+    let m = model(LeNet5Config::default(), 1);
+    m.save_weights(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().cloned().collect();
+    names.sort();
+    let mut want: Vec<String> = PARAM_NAMES.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(
+        names, want,
+        "a strict load_state_dict needs exactly these tensors"
+    );
+    let expected_shapes: HashMap<&str, Vec<usize>> = [
+        ("conv1.weight", vec![6, 1, 5, 5]),
+        ("conv1.bias", vec![6]),
+        ("conv2.weight", vec![16, 6, 5, 5]),
+        ("conv2.bias", vec![16]),
+        ("fc1.weight", vec![120, 400]),
+        ("fc1.bias", vec![120]),
+        ("fc2.weight", vec![84, 120]),
+        ("fc2.bias", vec![84]),
+        ("fc3.weight", vec![10, 84]),
+        ("fc3.bias", vec![10]),
+    ]
+    .into_iter()
+    .collect();
+    for (name, t) in st.tensors() {
+        assert_eq!(t.dtype(), Dtype::F32, "{name}");
+        assert_eq!(
+            t.shape(),
+            expected_shapes[name.as_str()].as_slice(),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn loads_a_file_without_metadata_as_pytorch_writes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("torch.safetensors");
+    let m = model(LeNet5Config::default(), 5);
+    write_raw(&path, raw_tensors(&m));
+    let loaded = LeNet5::from_weights_file(&path).unwrap();
+    assert_eq!(loaded.config(), LeNet5Config::default());
+    assert_same_params(&m, &loaded);
+}
+
+#[test]
+fn missing_tensor_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("missing.safetensors");
+    let mut t = raw_tensors(&model(LeNet5Config::default(), 1));
+    t.retain(|(n, ..)| n != "fc2.bias");
+    write_raw(&path, t);
+    let err = LeNet5::from_weights_file(&path).unwrap_err();
+    match &err {
+        CheckpointError::MissingTensor { path: p, name } => {
+            assert_eq!(p, &path);
+            assert_eq!(name, "fc2.bias");
+        }
+        other => panic!("expected MissingTensor, got {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains("missing.safetensors") && msg.contains("fc2.bias"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn wrong_shape_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shape.safetensors");
+    let mut t = raw_tensors(&model(LeNet5Config::default(), 1));
+    let fc1 = t.iter_mut().find(|(n, ..)| n == "fc1.weight").unwrap();
+    fc1.2 = vec![100, 480];
+    write_raw(&path, t);
+    let mut m = LeNet5::zeros(LeNet5Config::default());
+    let err = m.load_weights(&path).unwrap_err();
+    match &err {
+        CheckpointError::WrongShape {
+            name,
+            expected,
+            found,
+            ..
+        } => {
+            assert_eq!(name, "fc1.weight");
+            assert_eq!(expected, &vec![120, 400]);
+            assert_eq!(found, &vec![100, 480]);
+        }
+        other => panic!("expected WrongShape, got {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains("[120, 400]") && msg.contains("[100, 480]"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn wrong_dtype_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dtype.safetensors");
+    let mut t = raw_tensors(&model(LeNet5Config::default(), 1));
+    let b = t.iter_mut().find(|(n, ..)| n == "conv1.bias").unwrap();
+    b.1 = Dtype::F64;
+    b.3 = vec![0u8; 6 * 8];
+    write_raw(&path, t);
+    let err = LeNet5::from_weights_file(&path).unwrap_err();
+    match &err {
+        CheckpointError::WrongDtype {
+            name,
+            expected,
+            found,
+            ..
+        } => {
+            assert_eq!(name, "conv1.bias");
+            assert_eq!(expected, "F32");
+            assert_eq!(found, "F64");
+        }
+        other => panic!("expected WrongDtype, got {other:?}"),
+    }
+}
+
+#[test]
+fn not_a_safetensors_file_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in [
+        (
+            "text.safetensors",
+            b"this is not a checkpoint at all".to_vec(),
+        ),
+        ("short.safetensors", vec![1, 2, 3]),
+        // A header length far larger than the file.
+        ("huge.safetensors", {
+            let mut v = u64::MAX.to_le_bytes().to_vec();
+            v.extend_from_slice(b"{}");
+            v
+        }),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let err = LeNet5::from_weights_file(&path).unwrap_err();
+        assert!(
+            matches!(err, CheckpointError::NotSafetensors { .. }),
+            "{name}: expected NotSafetensors, got {err:?}"
+        );
+        assert!(err.to_string().contains(name));
+    }
+    let err = LeNet5::from_weights_file(dir.path().join("absent.safetensors")).unwrap_err();
+    assert!(matches!(err, CheckpointError::Io { .. }), "{err:?}");
+}
+
+#[test]
+fn bad_config_metadata_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.safetensors");
+    let t = raw_tensors(&model(LeNet5Config::default(), 1));
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = t
+        .iter()
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    let meta: HashMap<String, String> =
+        [("lenet5_config".to_string(), "{not json".to_string())].into();
+    std::fs::write(&path, safetensors::serialize(views, &Some(meta)).unwrap()).unwrap();
+    let err = LeNet5::from_weights_file(&path).unwrap_err();
+    assert!(
+        matches!(&err, CheckpointError::BadMetadata { key, .. } if key == "lenet5_config"),
+        "{err:?}"
+    );
+}
