@@ -5,7 +5,8 @@
 //! `1 + retries` times with doubling backoff for transient failures (network errors, 5xx, 429).
 //! The body streams into `NAME.part` while being hashed (decompressed on the fly if it is gzip, so
 //! a re-compressed copy still matches); only a verified, synced `.part` is renamed to `NAME`. A
-//! wrong checksum or a 404 fails that mirror at once and the next one is tried.
+//! wrong checksum or a 404 fails that mirror at once and the next one is tried. A mirror that
+//! cannot be connected to at all is skipped for the remaining files of the same call.
 
 use std::fs::{self, File};
 use std::io::{self, IsTerminal, Read, Write};
@@ -157,7 +158,7 @@ pub fn ensure_dataset(
             .collect()
     });
 
-    let fetcher = Fetcher::new(options);
+    let mut fetcher = Fetcher::new(kind, options);
     let mut reports = Vec::with_capacity(files.len());
     for (spec, check) in files.iter().zip(checks) {
         let existing = match check {
@@ -217,6 +218,9 @@ fn hex(bytes: &[u8]) -> String {
 enum AttemptError {
     /// Worth retrying on the same mirror (network trouble, 5xx, 429).
     Transient(String),
+    /// Could not connect at all: retried like `Transient`, and if it persists the mirror is
+    /// skipped for the remaining files instead of being waited on again.
+    Unreachable(String),
     /// This mirror will not do (404, wrong checksum, not gzip nor IDX...): go to the next one.
     Permanent(String),
     /// A local problem (disk full, permission): stop everything.
@@ -225,13 +229,16 @@ enum AttemptError {
 
 /// Holds the HTTP agents: one through the environment's proxy, one direct.
 struct Fetcher<'a> {
+    dataset: &'static str,
     options: &'a DownloadOptions,
     proxied: ureq::Agent,
     direct: ureq::Agent,
+    /// Mirrors that could not be reached for an earlier file, and why.
+    unreachable: Vec<(String, String)>,
 }
 
 impl<'a> Fetcher<'a> {
-    fn new(options: &'a DownloadOptions) -> Self {
+    fn new(kind: DatasetKind, options: &'a DownloadOptions) -> Self {
         let agent = |proxy: bool| {
             ureq::AgentBuilder::new()
                 .timeout_connect(options.connect_timeout)
@@ -241,15 +248,17 @@ impl<'a> Fetcher<'a> {
                 .build()
         };
         Fetcher {
+            dataset: kind.display_name(),
             options,
             proxied: agent(options.proxy_from_env),
             direct: agent(false),
+            unreachable: Vec::new(),
         }
     }
 
     /// Tries every mirror for one file; renames the verified `.part` into place.
     fn fetch_file(
-        &self,
+        &mut self,
         spec: &FileSpec,
         dir: &Path,
         mirrors: &[String],
@@ -271,6 +280,11 @@ impl<'a> Fetcher<'a> {
         let mut failures = Vec::new();
         for mirror in mirrors {
             let url = join_url(mirror, &spec.name);
+            if let Some((_, why)) = self.unreachable.iter().find(|(m, _)| m == mirror) {
+                let reason = format!("skipped, unreachable for an earlier file ({why})");
+                failures.push(MirrorFailure { url, reason });
+                continue;
+            }
             match self.try_mirror(&url, spec, &part_path) {
                 Ok(bytes) => {
                     fs::rename(&part_path, &final_path).map_err(|source| {
@@ -293,6 +307,11 @@ impl<'a> Fetcher<'a> {
                     let _ = fs::remove_file(&part_path);
                     return Err(e);
                 }
+                Err(AttemptError::Unreachable(reason)) => {
+                    let _ = fs::remove_file(&part_path);
+                    self.unreachable.push((mirror.clone(), spec.name.clone()));
+                    failures.push(MirrorFailure { url, reason });
+                }
                 Err(AttemptError::Transient(reason) | AttemptError::Permanent(reason)) => {
                     let _ = fs::remove_file(&part_path);
                     failures.push(MirrorFailure { url, reason });
@@ -300,6 +319,7 @@ impl<'a> Fetcher<'a> {
             }
         }
         Err(DownloadError::AllMirrorsFailed {
+            dataset: self.dataset.to_string(),
             file: spec.name.clone(),
             dir: dir.to_path_buf(),
             failures,
@@ -313,12 +333,19 @@ impl<'a> Fetcher<'a> {
         let mut wait = self.options.backoff;
         for attempt in 1..=attempts {
             match self.attempt(url, spec, part) {
-                Err(AttemptError::Transient(_)) if attempt < attempts => {
+                Err(AttemptError::Transient(_) | AttemptError::Unreachable(_))
+                    if attempt < attempts =>
+                {
                     std::thread::sleep(wait);
                     wait = wait.saturating_mul(2);
                 }
                 Err(AttemptError::Transient(reason)) if attempts > 1 => {
                     return Err(AttemptError::Transient(format!(
+                        "{reason} (failed {attempts} times)"
+                    )))
+                }
+                Err(AttemptError::Unreachable(reason)) if attempts > 1 => {
+                    return Err(AttemptError::Unreachable(format!(
                         "{reason} (failed {attempts} times)"
                     )))
                 }
@@ -485,6 +512,7 @@ fn classify_ureq_error(err: ureq::Error) -> AttemptError {
                 K::InvalidUrl | K::UnknownScheme | K::InvalidProxyUrl | K::Dns => {
                     AttemptError::Permanent(reason)
                 }
+                K::ConnectionFailed => AttemptError::Unreachable(reason),
                 _ => AttemptError::Transient(reason),
             }
         }

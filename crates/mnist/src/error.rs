@@ -198,8 +198,10 @@ pub struct MirrorFailure {
 pub enum DownloadError {
     /// Every mirror failed for one file. The message lists each mirror with its reason and says
     /// how to use local files or other mirrors.
-    #[error("{}", all_mirrors_failed_message(.file, .dir, .failures, .existing))]
+    #[error("{}", all_mirrors_failed_message(.dataset, .file, .dir, .failures, .existing))]
     AllMirrorsFailed {
+        /// The dataset's name for people, e.g. `MNIST`.
+        dataset: String,
         /// The file name, e.g. `train-images-idx3-ubyte.gz`.
         file: String,
         /// The folder it should be written to.
@@ -231,13 +233,14 @@ pub enum DownloadError {
 }
 
 fn all_mirrors_failed_message(
+    dataset: &str,
     file: &str,
     dir: &std::path::Path,
     failures: &[MirrorFailure],
     existing: &Option<String>,
 ) -> String {
     let mut msg = format!(
-        "cannot download {file} into {}: every mirror failed:",
+        "cannot download {dataset} file {file} into {}: every mirror failed:",
         dir.display()
     );
     for f in failures {
@@ -249,9 +252,9 @@ fn all_mirrors_failed_message(
         ));
     }
     msg.push_str(
-        "\nTo use files you already have, pass --data-dir DIR (the folder holding the four files) \
-         or set LENET_DATA_DIR=ROOT (a folder holding mnist/ and fashion-mnist/). \
-         To try other mirrors, set LENET_MIRRORS=url1,url2 (base URLs; file names are appended).",
+        "\nTo use files you already have: pass --data-dir DIR (the folder holding the four files)\
+         \n  or set LENET_DATA_DIR=ROOT (a folder holding mnist/ and fashion-mnist/).\
+         \nTo try other mirrors: set LENET_MIRRORS=url1,url2 (base URLs; the file names are appended).",
     );
     msg
 }

@@ -450,3 +450,29 @@ fn no_mirror_at_all_is_its_own_error() {
     let err = ensure_dataset(DatasetKind::Mnist, dir.path(), &options(&f, &[])).unwrap_err();
     assert!(matches!(err, DownloadError::NoMirrors { .. }), "{err:?}");
 }
+
+#[test]
+fn an_unreachable_mirror_is_not_waited_on_again_for_the_next_files() {
+    let f = files();
+    let good = Server::start(good_mirror(&f));
+    let dead = dead_mirror();
+    let dir = tempfile::tempdir().unwrap();
+    let reports = ensure_dataset(
+        DatasetKind::Mnist,
+        dir.path(),
+        &options(&f, &[&dead, &good.base]),
+    )
+    .unwrap();
+    // First file: the dead mirror was tried (and retried); second file: skipped at once.
+    assert!(reports[0].failed_mirrors[0]
+        .reason
+        .contains("Connection Failed"));
+    let second = &reports[1].failed_mirrors[0];
+    assert!(second.url.starts_with(&dead));
+    assert!(second.reason.contains("skipped"), "{second:?}");
+    assert!(
+        second.reason.contains("train-images-idx3-ubyte.gz"),
+        "{second:?}"
+    );
+    assert!(matches!(reports[1].status, FileStatus::Downloaded { .. }));
+}
