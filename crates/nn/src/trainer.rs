@@ -507,3 +507,54 @@ impl Trainer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eval(loss: f64) -> Evaluation {
+        Evaluation {
+            loss,
+            accuracy: 1.0 - loss,
+            correct: 0,
+            total: 1,
+            confusion: [[0; crate::lenet5::NUM_CLASSES]; crate::lenet5::NUM_CLASSES],
+        }
+    }
+
+    #[test]
+    fn early_stopping_waits_patience_epochs_after_the_best() {
+        let mut t = Trainer::new(TrainConfig {
+            early_stopping: Some(2),
+            ..TrainConfig::default()
+        })
+        .unwrap();
+        for (epoch, loss) in [0.5, 0.4, 0.45].into_iter().enumerate() {
+            t.track_best(epoch + 1, &eval(loss));
+            assert!(!t.stopped_early(), "stopped after epoch {}", epoch + 1);
+        }
+        // The model kept is the one after epoch 2, whose weights equal the model's then.
+        assert_eq!(t.best().unwrap().epoch, 2);
+        t.track_best(4, &eval(0.41));
+        assert!(t.stopped_early());
+        assert!(t.is_finished());
+        assert_eq!(t.best().unwrap().val_loss, 0.4);
+    }
+
+    #[test]
+    fn best_model_is_a_copy_of_the_weights_at_its_epoch() {
+        let mut t = Trainer::new(TrainConfig::default()).unwrap();
+        t.track_best(1, &eval(0.5));
+        let before = t.model().params()[0].value.to_vec();
+        t.model_mut().set_param("conv1.bias", &[9.0; 6]);
+        t.track_best(2, &eval(0.6)); // worse: best stays at epoch 1
+        let best = t.best().unwrap();
+        assert_eq!(best.epoch, 1);
+        assert_eq!(best.model.params()[0].value, before.as_slice());
+        assert_ne!(best.model.param("conv1.bias").unwrap().value, &[9.0; 6]);
+        assert_eq!(
+            t.final_model().param("conv1.bias").unwrap().value,
+            best.model.param("conv1.bias").unwrap().value
+        );
+    }
+}
