@@ -398,9 +398,16 @@ impl<'a> Fetcher<'a> {
         if let Some(e) = tee.write_error.take() {
             return Err(local("cannot write the file", e));
         }
-        if let Some(reason) = tee.network_error.take() {
+        if let Some(e) = tee.network_error.take() {
+            let reason = match e.kind() {
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => format!(
+                    "read timed out (no data for {:?})",
+                    self.options.read_timeout
+                ),
+                _ => e.to_string(),
+            };
             return Err(AttemptError::Transient(format!(
-                "connection failed after {bytes} bytes: {reason}"
+                "transfer failed after {bytes} bytes: {reason}"
             )));
         }
         let sum = hashed.map_err(AttemptError::Permanent)?;
@@ -454,7 +461,7 @@ struct Tee<'a, R> {
     file: &'a mut File,
     progress: &'a ProgressBar,
     bytes: u64,
-    network_error: Option<String>,
+    network_error: Option<io::Error>,
     write_error: Option<io::Error>,
 }
 
@@ -463,8 +470,9 @@ impl<R: Read> Read for Tee<'_, R> {
         let n = match self.inner.read(buf) {
             Ok(n) => n,
             Err(e) => {
-                self.network_error = Some(describe_io(&e));
-                return Err(e);
+                let err = io::Error::new(e.kind(), e.to_string());
+                self.network_error = Some(e);
+                return Err(err);
             }
         };
         if let Err(e) = self.file.write_all(&buf[..n]) {
@@ -475,15 +483,6 @@ impl<R: Read> Read for Tee<'_, R> {
         self.bytes += n as u64;
         self.progress.inc(n as u64);
         Ok(n)
-    }
-}
-
-fn describe_io(e: &io::Error) -> String {
-    match e.kind() {
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
-            format!("read timed out ({e})")
-        }
-        _ => e.to_string(),
     }
 }
 
@@ -500,14 +499,27 @@ fn classify_ureq_error(err: ureq::Error) -> AttemptError {
         }
         ureq::Error::Transport(t) => {
             use ureq::ErrorKind as K;
-            // Leave the URL out: the error report already shows it.
-            let mut reason = t.kind().to_string();
-            if let Some(m) = t.message() {
-                reason = format!("{reason}: {m}");
-            }
-            if let Some(source) = std::error::Error::source(&t) {
-                reason = format!("{reason}: {source}");
-            }
+            // Kind, message and cause, without the URL (the report shows it) and without a
+            // part that the next one repeats ("Network Error: Network Error: ...").
+            let parts: Vec<String> = [
+                Some(t.kind().to_string()),
+                t.message().map(String::from),
+                std::error::Error::source(&t).map(|e| e.to_string()),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            let kept: Vec<&str> = parts
+                .iter()
+                .enumerate()
+                .filter(|(i, p)| {
+                    !parts[i + 1..]
+                        .iter()
+                        .any(|later| later.starts_with(p.as_str()))
+                })
+                .map(|(_, p)| p.as_str())
+                .collect();
+            let reason = kept.join(": ");
             match t.kind() {
                 K::InvalidUrl | K::UnknownScheme | K::InvalidProxyUrl | K::Dns => {
                     AttemptError::Permanent(reason)
