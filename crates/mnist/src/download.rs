@@ -130,8 +130,11 @@ pub struct FileReport {
 }
 
 /// Makes sure `dir` holds every file of `kind` (or of `options.files`) with the right checksum,
-/// downloading what is missing or wrong. Verified files are not fetched again. Returns one report
-/// per file, in order; on failure nothing unverified is left in `dir`.
+/// downloading what is missing or wrong. Verified files are not fetched again. A mirror may serve
+/// a file gzip-compressed (re-compressed copies are fine) or raw: it is stored as received under
+/// the file's name, and the reader tells the two apart by content. Returns one report per file,
+/// in order; on failure nothing unverified is left in `dir` (a wrong copy that was already there
+/// is left untouched and mentioned in the error).
 pub fn ensure_dataset(
     kind: DatasetKind,
     dir: &Path,
@@ -147,7 +150,7 @@ pub fn ensure_dataset(
         .collect();
 
     // Verify the copies already there, in parallel (hashing 47 MB takes a moment).
-    let checks: Vec<Result<PathBuf, String>> = std::thread::scope(|s| {
+    let checks: Vec<Result<PathBuf, Option<String>>> = std::thread::scope(|s| {
         let handles: Vec<_> = files
             .iter()
             .map(|spec| s.spawn(move || check_existing(dir, spec)))
@@ -178,20 +181,21 @@ pub fn ensure_dataset(
     Ok(reports)
 }
 
-/// `Ok(path)` if a copy of the file with the right checksum is in `dir`; otherwise why not.
-fn check_existing(dir: &Path, spec: &FileSpec) -> Result<PathBuf, String> {
+/// `Ok(path)` if a copy of the file with the right checksum is in `dir`; otherwise `Err(None)`
+/// if there is none, or `Err(Some(why))` if the copy there is wrong.
+fn check_existing(dir: &Path, spec: &FileSpec) -> Result<PathBuf, Option<String>> {
     let path = locate_file(dir, &spec.name);
     if !path.exists() {
-        return Err(String::new());
+        return Err(None);
     }
     match sha256_of_uncompressed_file(&path) {
         Ok(sum) if sum == spec.sha256 => Ok(path),
-        Ok(sum) => Err(format!(
+        Ok(sum) => Err(Some(format!(
             "{} has SHA-256 (uncompressed) {sum}, expected {}",
             path.display(),
             spec.sha256
-        )),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+        ))),
+        Err(e) => Err(Some(format!("{}: {e}", path.display()))),
     }
 }
 
@@ -233,7 +237,7 @@ struct Fetcher<'a> {
     options: &'a DownloadOptions,
     proxied: ureq::Agent,
     direct: ureq::Agent,
-    /// Mirrors that could not be reached for an earlier file, and why.
+    /// Mirrors that could not be reached, each with the file for which that happened.
     unreachable: Vec<(String, String)>,
 }
 
@@ -262,7 +266,7 @@ impl<'a> Fetcher<'a> {
         spec: &FileSpec,
         dir: &Path,
         mirrors: &[String],
-        existing: String,
+        existing: Option<String>,
     ) -> Result<FileReport, DownloadError> {
         if mirrors.is_empty() {
             return Err(DownloadError::NoMirrors {
@@ -280,8 +284,8 @@ impl<'a> Fetcher<'a> {
         let mut failures = Vec::new();
         for mirror in mirrors {
             let url = join_url(mirror, &spec.name);
-            if let Some((_, why)) = self.unreachable.iter().find(|(m, _)| m == mirror) {
-                let reason = format!("skipped, unreachable for an earlier file ({why})");
+            if let Some((_, earlier)) = self.unreachable.iter().find(|(m, _)| m == mirror) {
+                let reason = format!("skipped: it was unreachable for {earlier}");
                 failures.push(MirrorFailure { url, reason });
                 continue;
             }
@@ -323,7 +327,7 @@ impl<'a> Fetcher<'a> {
             file: spec.name.clone(),
             dir: dir.to_path_buf(),
             failures,
-            existing: (!existing.is_empty()).then_some(existing),
+            existing,
         })
     }
 

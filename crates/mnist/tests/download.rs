@@ -470,7 +470,10 @@ fn an_unreachable_mirror_is_not_waited_on_again_for_the_next_files() {
         .contains("Connection Failed"));
     let second = &reports[1].failed_mirrors[0];
     assert!(second.url.starts_with(&dead));
-    assert!(second.reason.contains("skipped"), "{second:?}");
+    assert!(
+        second.reason.contains("skipped: it was unreachable"),
+        "{second:?}"
+    );
     assert!(
         second.reason.contains("train-images-idx3-ubyte.gz"),
         "{second:?}"
