@@ -1,7 +1,7 @@
 //! Element-wise activations (ReLU, tanh, sigmoid) on arrays of any dimension.
 //!
 //! Each backward pass is written in terms of the forward *output* `y`, so a layer only has to
-//! keep its output: relu' = [y > 0], tanh' = 1 − y², sigmoid' = y·(1 − y).
+//! keep its output: `relu' = [y > 0]`, `tanh' = 1 − y²`, `sigmoid' = y·(1 − y)`.
 //!
 //! Every function comes in three forms: allocating (`relu`), writing into a caller buffer of the
 //! same shape (`relu_into`, which overwrites it), and in place (`relu_inplace`). Large contiguous

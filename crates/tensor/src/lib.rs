@@ -10,7 +10,38 @@
 //!
 //! Layouts follow PyTorch: activations are NCHW, convolution weights `[out, in, kh, kw]`, linear
 //! weights `[out, in]` with `y = x·Wᵀ + b`.
+//!
+//! | module | forward | backward |
+//! | --- | --- | --- |
+//! | [`matmul`](mod@matmul) | [`gemm`], [`matmul`](fn@matmul), [`matmul_into`] | products with `.t()` views |
+//! | [`conv2d`](mod@conv2d) | [`conv2d`](fn@conv2d), [`conv2d_into`] | [`conv2d_backward`], [`conv2d_backward_into`] |
+//! | [`pool`] | [`avg_pool2d`], [`max_pool2d`] (+ `_into`) | [`avg_pool2d_backward`], [`max_pool2d_backward`] (+ `_into`) |
+//! | [`linear`](mod@linear) | [`linear`](fn@linear), [`linear_into`] | [`linear_backward`], [`linear_backward_into`] |
+//! | [`activation`] | [`relu`], [`tanh`], [`sigmoid`] (+ `_into`, `_inplace`) | `*_backward` (+ `_into`, `_inplace`) |
+//! | [`loss`] | [`log_softmax`], [`cross_entropy`] | [`log_softmax_backward`], [`cross_entropy_backward`], [`softmax_cross_entropy_into`] |
+//!
+//! ```
+//! use ndarray::array;
+//! // a tiny classifier head: linear → log-softmax cross-entropy, and its gradients
+//! let x = array![[1.0_f32, -1.0], [0.5, 2.0]];
+//! let w = array![[0.1_f32, 0.2], [-0.3, 0.4], [0.0, 0.1]];
+//! let logits = tensor::linear(x.view(), w.view(), None);
+//! let mut dlogits = ndarray::Array2::zeros((2, 3));
+//! let loss = tensor::softmax_cross_entropy_into(logits.view(), &[2, 1], dlogits.view_mut());
+//! let grads = tensor::linear_backward(x.view(), w.view(), dlogits.view());
+//! assert!(loss > 0.0 && grads.weight.dim() == (3, 2));
+//! ```
+//!
+//! Parallelism uses rayon's global pool (size it with `RAYON_NUM_THREADS` or
+//! `rayon::ThreadPoolBuilder`); every result is bit-identical whatever the number of threads.
+//! The derivation of every backward pass is in `docs/kernels.md` of the repository and, in
+//! short, in a comment beside each function.
 #![deny(missing_docs)]
+
+// The README's example is compiled and run as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
 
 pub mod activation;
 pub mod conv2d;
