@@ -5,7 +5,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use nn::{ActivationKind, LrSchedule, PoolKind, TrainConfig};
 
 /// Train, evaluate and run LeNet-5 on MNIST and Fashion-MNIST.
 #[derive(Debug, Parser)]
@@ -27,7 +28,7 @@ pub enum Command {
     Eval(EvalArgs),
     /// Classify PNG or JPEG images of single digits (or clothes) with saved weights.
     Predict(PredictArgs),
-    /// Download and verify a dataset.
+    /// Download a dataset and verify its checksums.
     Download(DataArgs),
 }
 
@@ -43,69 +44,170 @@ pub enum DatasetArg {
 /// Where the data comes from (shared by every subcommand).
 #[derive(Debug, Clone, Args)]
 pub struct DataArgs {
-    /// The dataset.
-    #[arg(long, value_enum, default_value_t = DatasetArg::Mnist)]
-    pub dataset: DatasetArg,
+    /// The dataset [default: mnist; for eval, the one recorded in the model file].
+    #[arg(long, value_enum)]
+    pub dataset: Option<DatasetArg>,
     /// Folder holding the dataset's four IDX files. Default: $LENET_DATA_DIR/<dataset>, else
     /// ./data/<dataset> (downloaded on first use).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 }
 
-/// Flags of `lenet train`.
-///
-/// Hyper-parameters left unset take their values from `nn::TrainConfig::default()`.
+/// Flags of `lenet train`. The defaults of the hyper-parameters are those of
+/// `nn::TrainConfig::default()`, tuned to pass 99.1% test accuracy on MNIST in 10 epochs.
 #[derive(Debug, Clone, Args)]
 pub struct TrainArgs {
     /// Dataset and data location.
     #[command(flatten)]
     pub data: DataArgs,
-    /// Number of epochs.
-    #[arg(long, value_name = "N", default_value_t = 10, value_parser = at_least_one)]
+    /// Number of epochs (with --resume: the total, including the epochs already done).
+    #[arg(long, value_name = "N", default_value_t = defaults().epochs, value_parser = at_least_one)]
     pub epochs: usize,
-    /// Mini-batch size [default: the tuned default of the nn crate].
-    #[arg(long, value_name = "N", value_parser = at_least_one)]
-    pub batch_size: Option<usize>,
-    /// Learning rate, > 0 [default: the tuned default of the nn crate].
-    #[arg(long, value_name = "LR", value_parser = positive_finite, allow_hyphen_values = true)]
-    pub lr: Option<f32>,
-    /// SGD momentum, in [0, 1) [default: the tuned default of the nn crate].
-    #[arg(long, value_name = "M", value_parser = unit_interval_open, allow_hyphen_values = true)]
-    pub momentum: Option<f32>,
-    /// L2 weight decay, >= 0 [default: the tuned default of the nn crate].
-    #[arg(long, value_name = "WD", value_parser = non_negative_finite, allow_hyphen_values = true)]
-    pub weight_decay: Option<f32>,
-    /// Seed of the weight initialisation, the shuffles and the augmentation.
-    #[arg(long, value_name = "SEED")]
-    pub seed: Option<u64>,
+    /// Mini-batch size.
+    #[arg(long, value_name = "N", default_value_t = defaults().batch_size, value_parser = at_least_one)]
+    pub batch_size: usize,
+    /// Learning rate (the peak of the schedule), > 0.
+    #[arg(long, value_name = "LR", default_value_t = defaults().lr, value_parser = positive_finite, allow_hyphen_values = true)]
+    pub lr: f64,
+    /// SGD momentum, in [0, 1).
+    #[arg(long, value_name = "M", default_value_t = defaults().momentum, value_parser = unit_interval_open, allow_hyphen_values = true)]
+    pub momentum: f64,
+    /// Nesterov momentum (`--nesterov false` for classical momentum).
+    #[arg(long, value_name = "BOOL", default_value_t = defaults().nesterov, action = ArgAction::Set)]
+    pub nesterov: bool,
+    /// L2 weight decay, >= 0.
+    #[arg(long, value_name = "WD", default_value_t = defaults().weight_decay, value_parser = non_negative_finite, allow_hyphen_values = true)]
+    pub weight_decay: f64,
+    /// Learning-rate schedule: cosine annealing to 0 per batch, a step decay (PyTorch's StepLR),
+    /// or a constant rate.
+    #[arg(long, value_enum, default_value_t = ScheduleArg::of(&defaults().schedule))]
+    pub schedule: ScheduleArg,
+    /// Epochs between two decays of `--schedule step`.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = at_least_one)]
+    pub step_size: usize,
+    /// Factor of each decay of `--schedule step`, in (0, 1].
+    #[arg(long, value_name = "G", default_value_t = 0.1, value_parser = decay_factor, allow_hyphen_values = true)]
+    pub gamma: f64,
+    /// Non-linearity of the model.
+    #[arg(long, value_enum, default_value_t = ActivationArg::of(defaults().model.activation))]
+    pub activation: ActivationArg,
+    /// Pooling of the model.
+    #[arg(long, value_enum, default_value_t = PoolArg::of(defaults().model.pooling))]
+    pub pool: PoolArg,
+    /// Seed of the weight initialisation, the shuffles, the validation split and the augmentation.
+    #[arg(long, value_name = "SEED", default_value_t = defaults().seed)]
+    pub seed: u64,
     /// Worker threads [default: all cores].
     #[arg(long, value_name = "N", value_parser = thread_count)]
     pub threads: Option<usize>,
-    /// Save the weights (safetensors, PyTorch state_dict names) here; the best epoch's weights when
-    /// a validation split is used, else the last epoch's. A resume file is written next to it.
+    /// Save the weights (safetensors, PyTorch state_dict names) here after every epoch: the best
+    /// validation epoch's with --val-split, else the latest. The full training state goes next to
+    /// it, in NAME.state.safetensors, for --resume.
     #[arg(long, value_name = "FILE.safetensors")]
     pub save: Option<PathBuf>,
-    /// Continue a run from a resume file written by `--save`.
+    /// Continue a run from a NAME.state.safetensors file written by --save (its settings are
+    /// used; --epochs sets the new total).
     #[arg(long, value_name = "FILE")]
     pub resume: Option<PathBuf>,
-    /// Append one JSON object per epoch to this file.
+    /// Write one JSON object per epoch to this file (appended to with --resume).
     #[arg(long, value_name = "FILE.jsonl")]
     pub metrics: Option<PathBuf>,
-    /// Draw the loss and accuracy curves as an SVG file.
+    /// Draw the loss and accuracy curves as an SVG file (redrawn after every epoch).
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
-    /// Random shifts and small rotations of the training images.
+    /// Random shifts (±2 px) and rotations (±10°) of the training images.
     #[arg(long)]
     pub augment: bool,
     /// Fraction of the training set held out for validation, in [0, 1).
     #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = unit_interval_open, allow_hyphen_values = true)]
-    pub val_split: f32,
-    /// Stop when the validation accuracy has not improved for N epochs (needs --val-split).
+    pub val_split: f64,
+    /// Stop when the validation loss has not improved for N epochs (needs --val-split).
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub early_stopping: Option<usize>,
     /// Train on the first N training images only (quick runs and tests).
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub limit: Option<usize>,
+}
+
+fn defaults() -> TrainConfig {
+    TrainConfig::default()
+}
+
+/// `--schedule`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleArg {
+    /// Cosine annealing from --lr to 0 over all batches.
+    Cosine,
+    /// Multiply the rate by --gamma every --step-size epochs.
+    Step,
+    /// --lr throughout.
+    Constant,
+}
+
+impl ScheduleArg {
+    fn of(s: &LrSchedule) -> Self {
+        match s {
+            LrSchedule::Cosine { .. } => ScheduleArg::Cosine,
+            LrSchedule::Step { .. } => ScheduleArg::Step,
+            LrSchedule::Constant => ScheduleArg::Constant,
+        }
+    }
+}
+
+/// `--activation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ActivationArg {
+    /// max(0, x).
+    Relu,
+    /// tanh(x), as in LeCun's paper.
+    Tanh,
+    /// 1 / (1 + e^-x).
+    Sigmoid,
+}
+
+impl ActivationArg {
+    fn of(a: ActivationKind) -> Self {
+        match a {
+            ActivationKind::Relu => ActivationArg::Relu,
+            ActivationKind::Tanh => ActivationArg::Tanh,
+            ActivationKind::Sigmoid => ActivationArg::Sigmoid,
+        }
+    }
+
+    /// The nn crate's value.
+    pub fn kind(self) -> ActivationKind {
+        match self {
+            ActivationArg::Relu => ActivationKind::Relu,
+            ActivationArg::Tanh => ActivationKind::Tanh,
+            ActivationArg::Sigmoid => ActivationKind::Sigmoid,
+        }
+    }
+}
+
+/// `--pool`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PoolArg {
+    /// Average pooling, as in LeNet-5.
+    Avg,
+    /// Max pooling.
+    Max,
+}
+
+impl PoolArg {
+    fn of(p: PoolKind) -> Self {
+        match p {
+            PoolKind::Avg => PoolArg::Avg,
+            PoolKind::Max => PoolArg::Max,
+        }
+    }
+
+    /// The nn crate's value.
+    pub fn kind(self) -> PoolKind {
+        match self {
+            PoolArg::Avg => PoolKind::Avg,
+            PoolArg::Max => PoolKind::Max,
+        }
+    }
 }
 
 /// Flags of `lenet eval`.
@@ -169,8 +271,8 @@ fn thread_count(s: &str) -> Result<usize, String> {
     }
 }
 
-fn finite(s: &str) -> Result<f32, String> {
-    let v = parse::<f32>(s)?;
+fn finite(s: &str) -> Result<f64, String> {
+    let v = parse::<f64>(s)?;
     if v.is_finite() {
         Ok(v)
     } else {
@@ -178,7 +280,7 @@ fn finite(s: &str) -> Result<f32, String> {
     }
 }
 
-fn positive_finite(s: &str) -> Result<f32, String> {
+fn positive_finite(s: &str) -> Result<f64, String> {
     let v = finite(s)?;
     if v > 0.0 {
         Ok(v)
@@ -187,7 +289,7 @@ fn positive_finite(s: &str) -> Result<f32, String> {
     }
 }
 
-fn non_negative_finite(s: &str) -> Result<f32, String> {
+fn non_negative_finite(s: &str) -> Result<f64, String> {
     let v = finite(s)?;
     if v >= 0.0 {
         Ok(v)
@@ -196,8 +298,18 @@ fn non_negative_finite(s: &str) -> Result<f32, String> {
     }
 }
 
+/// A factor in (0, 1]: the step decay.
+fn decay_factor(s: &str) -> Result<f64, String> {
+    let v = finite(s)?;
+    if v > 0.0 && v <= 1.0 {
+        Ok(v)
+    } else {
+        Err(format!("must be in (0, 1], found {v}"))
+    }
+}
+
 /// A value in [0, 1): momentum and the validation fraction.
-fn unit_interval_open(s: &str) -> Result<f32, String> {
+fn unit_interval_open(s: &str) -> Result<f64, String> {
     let v = finite(s)?;
     if (0.0..1.0).contains(&v) {
         Ok(v)
@@ -230,12 +342,24 @@ mod tests {
     }
 
     #[test]
-    fn train_defaults() {
+    fn train_defaults_are_the_nn_defaults() {
         let t = train(&[]).unwrap();
+        let d = TrainConfig::default();
         assert_eq!(t.epochs, 10);
-        assert_eq!(t.data.dataset, DatasetArg::Mnist);
+        assert_eq!(t.data.dataset, None);
+        assert_eq!(
+            (t.batch_size, t.seed, t.nesterov),
+            (d.batch_size, d.seed, d.nesterov)
+        );
+        assert_eq!(
+            (t.lr, t.momentum, t.weight_decay),
+            (d.lr, d.momentum, d.weight_decay)
+        );
+        assert_eq!(t.schedule, ScheduleArg::of(&d.schedule));
+        assert_eq!(t.activation.kind(), d.model.activation);
+        assert_eq!(t.pool.kind(), d.model.pooling);
         assert_eq!(t.val_split, 0.0);
-        assert!(t.lr.is_none() && t.batch_size.is_none() && !t.augment);
+        assert!(!t.augment && t.threads.is_none() && t.limit.is_none());
         assert!(t.validate().is_ok());
     }
 
@@ -253,9 +377,21 @@ mod tests {
             "--lr",
             "0.05",
             "--momentum",
-            "0.9",
+            "0.5",
+            "--nesterov",
+            "false",
             "--weight-decay",
             "0",
+            "--schedule",
+            "step",
+            "--step-size",
+            "2",
+            "--gamma",
+            "0.5",
+            "--activation",
+            "tanh",
+            "--pool",
+            "max",
             "--seed",
             "7",
             "--threads",
@@ -273,20 +409,28 @@ mod tests {
             "0.1",
             "--early-stopping",
             "2",
+            "--limit",
+            "100",
         ])
         .unwrap();
-        assert_eq!(t.data.dataset, DatasetArg::FashionMnist);
+        assert_eq!(t.data.dataset, Some(DatasetArg::FashionMnist));
         assert_eq!(t.data.data_dir, Some(PathBuf::from("/d")));
-        assert_eq!((t.epochs, t.batch_size, t.threads), (3, Some(32), Some(2)));
         assert_eq!(
-            (t.lr, t.momentum, t.weight_decay),
-            (Some(0.05), Some(0.9), Some(0.0))
+            (t.epochs, t.batch_size, t.threads, t.limit),
+            (3, 32, Some(2), Some(100))
         );
         assert_eq!(
-            (t.seed, t.early_stopping, t.val_split),
-            (Some(7), Some(2), 0.1)
+            (t.lr, t.momentum, t.weight_decay, t.nesterov),
+            (0.05, 0.5, 0.0, false)
         );
-        assert!(t.augment);
+        assert_eq!(
+            (t.schedule, t.step_size, t.gamma),
+            (ScheduleArg::Step, 2, 0.5)
+        );
+        assert_eq!((t.activation, t.pool), (ActivationArg::Tanh, PoolArg::Max));
+        assert_eq!((t.seed, t.early_stopping, t.val_split), (7, Some(2), 0.1));
+        assert_eq!(t.save, Some(PathBuf::from("w.safetensors")));
+        assert!(t.augment && t.resume.is_some() && t.metrics.is_some() && t.plot.is_some());
         assert!(t.validate().is_ok());
     }
 
@@ -295,6 +439,7 @@ mod tests {
         for bad in [
             &["--epochs", "0"][..],
             &["--epochs", "-1"],
+            &["--epochs", "ten"],
             &["--batch-size", "0"],
             &["--lr", "0"],
             &["--lr", "-0.1"],
@@ -305,11 +450,17 @@ mod tests {
             &["--weight-decay", "-1e-4"],
             &["--val-split", "1"],
             &["--val-split", "1.5"],
+            &["--val-split", "-0.1"],
             &["--threads", "0"],
             &["--threads", "100000"],
             &["--early-stopping", "0"],
+            &["--limit", "0"],
+            &["--gamma", "0"],
+            &["--gamma", "2"],
+            &["--step-size", "0"],
+            &["--nesterov", "maybe"],
             &["--dataset", "cifar"],
-            &["--epochs", "ten"],
+            &["--schedule", "linear"],
         ] {
             let err = train(bad).expect_err(&format!("{bad:?} must be rejected"));
             let msg = err.to_string();
@@ -361,7 +512,7 @@ mod tests {
             .unwrap()
             .command
         {
-            Command::Download(d) => assert_eq!(d.dataset, DatasetArg::FashionMnist),
+            Command::Download(d) => assert_eq!(d.dataset, Some(DatasetArg::FashionMnist)),
             other => panic!("{other:?}"),
         }
     }

@@ -1,29 +1,42 @@
 //! `lenet`: train, evaluate and run LeNet-5 on MNIST and Fashion-MNIST.
+//!
+//! One file per concept: `args` (the command line), `data` (finding and adapting the data),
+//! `train`, `eval`, `predict`, `download` (the subcommands), `report` (progress bar and epoch
+//! lines), `metrics` (JSONL), `plot` (SVG), `confusion` (the matrix), `preprocess` (photos to
+//! MNIST-style 28×28 images) and `model_file` (the dataset recorded in a weights file).
 
 mod args;
-mod atomic;
 mod confusion;
+mod data;
+mod download;
+mod eval;
 mod metrics;
+mod model_file;
 mod plot;
+mod predict;
 mod preprocess;
 mod report;
+mod train;
 
 use std::process::ExitCode;
 
+use args::{Cli, Command};
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = args::Cli::parse();
-    match run(cli) {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Predict(a) => predict::run(a),
+        Command::Download(a) => download::run(a),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // `{:#}` prints the whole cause chain: "error: outer: inner: root cause".
+            // `{:#}` prints the whole cause chain: "error: what failed: why: root cause".
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
     }
-}
-
-fn run(cli: args::Cli) -> anyhow::Result<()> {
-    anyhow::bail!("{:?}: not built yet", cli.command)
 }

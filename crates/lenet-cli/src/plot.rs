@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::io;
 use std::path::Path;
 
-use crate::metrics::EpochRecord;
+use nn::EpochMetrics;
 
 const WIDTH: f64 = 960.0;
 const HEIGHT: f64 = 420.0;
@@ -27,13 +27,13 @@ struct Series<'a> {
 }
 
 /// Draws the curves of `records` and writes them to `path` atomically.
-pub fn write_plot(path: &Path, records: &[EpochRecord], title: &str) -> io::Result<()> {
-    crate::atomic::write_atomic(path, render_svg(records, title).as_bytes())
+pub fn write_plot(path: &Path, records: &[EpochMetrics], title: &str) -> io::Result<()> {
+    nn::write_atomic(path, render_svg(records, title).as_bytes())
 }
 
 /// The SVG document for `records`.
-pub fn render_svg(records: &[EpochRecord], title: &str) -> String {
-    let series = |name, color, dashed, f: &dyn Fn(&EpochRecord) -> Option<f64>| Series {
+pub fn render_svg(records: &[EpochMetrics], title: &str) -> String {
+    let series = |name, color, dashed, f: &dyn Fn(&EpochMetrics) -> Option<f64>| Series {
         name,
         color,
         dashed,
@@ -220,7 +220,7 @@ fn panel(
 /// About `n` round tick values (steps of 1, 2 or 5 times a power of ten) covering [lo, hi].
 fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
     let span = hi - lo;
-    if !(span > 0.0) || !span.is_finite() {
+    if span.is_nan() || span <= 0.0 || span.is_infinite() {
         return vec![lo];
     }
     let raw = span / n as f64;
@@ -260,11 +260,12 @@ fn escape(s: &str) -> String {
 mod tests {
     use super::*;
 
-    fn records(n: usize, with_val: bool) -> Vec<EpochRecord> {
+    fn records(n: usize, with_val: bool) -> Vec<EpochMetrics> {
         (1..=n)
             .map(|e| {
                 let t = e as f64;
-                EpochRecord {
+                EpochMetrics {
+                    lr: 0.05,
                     epoch: e,
                     train_loss: 0.3 / t,
                     train_accuracy: 0.9 + 0.009 * t,

@@ -3,7 +3,7 @@
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::metrics::EpochRecord;
+use nn::{EpochMetrics, TrainObserver};
 
 /// A bar over one epoch's batches. `ProgressDrawTarget::stderr` draws nothing when stderr is not a
 /// terminal (a pipe, a file, CI logs), so redirected output stays clean.
@@ -19,10 +19,52 @@ pub fn batch_bar(batches: u64, epoch: usize, epochs: usize) -> ProgressBar {
     bar
 }
 
+/// The training loop's observer: one progress bar per epoch, advanced batch by batch.
+#[derive(Debug)]
+pub struct Progress {
+    epochs: usize,
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    /// Bars for a run of `epochs` epochs.
+    pub fn new(epochs: usize) -> Self {
+        Self { epochs, bar: None }
+    }
+}
+
+impl TrainObserver for Progress {
+    fn epoch_started(&mut self, epoch: usize, batches: usize) {
+        self.bar = Some(batch_bar(batches as u64, epoch, self.epochs));
+    }
+
+    fn batch_finished(&mut self, _epoch: usize, batch: usize, loss: f32) {
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+            // The message is a formatted string: refresh it now and then, and only when drawn.
+            if batch % 25 == 1 && !bar.is_hidden() {
+                bar.set_message(format!("loss {loss:.4}"));
+            }
+        }
+    }
+
+    fn evaluation_started(&mut self, _epoch: usize) {
+        if let Some(bar) = &self.bar {
+            bar.set_message("evaluating");
+        }
+    }
+
+    fn epoch_finished(&mut self, _metrics: &EpochMetrics) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 /// The line printed after each epoch, e.g.
-/// `epoch  3/10  train_loss 0.0521  test_acc 98.87%  time 2.31s`.
-/// With a validation split the validation accuracy is added, and the learning rate when given.
-pub fn epoch_line(r: &EpochRecord, epochs: usize, lr: Option<f64>) -> String {
+/// `epoch  3/10  train_loss 0.0521  test_acc 98.87%  lr 0.04523  time 2.31s`
+/// (`val_acc` is added with a validation split; `lr` is the rate of the epoch's first batch).
+pub fn epoch_line(r: &EpochMetrics, epochs: usize) -> String {
     let width = epochs.to_string().len();
     let mut line = format!(
         "epoch {:>width$}/{epochs}  train_loss {:.4}  test_acc {:.2}%",
@@ -33,9 +75,7 @@ pub fn epoch_line(r: &EpochRecord, epochs: usize, lr: Option<f64>) -> String {
     if let Some(v) = r.val_accuracy {
         line += &format!("  val_acc {:.2}%", 100.0 * v);
     }
-    if let Some(lr) = lr {
-        line += &format!("  lr {lr:.5}");
-    }
+    line += &format!("  lr {:.5}", r.lr);
     line += &format!("  time {:.2}s", r.seconds);
     line
 }
@@ -44,8 +84,9 @@ pub fn epoch_line(r: &EpochRecord, epochs: usize, lr: Option<f64>) -> String {
 mod tests {
     use super::*;
 
-    fn record() -> EpochRecord {
-        EpochRecord {
+    fn record() -> EpochMetrics {
+        EpochMetrics {
+            lr: 0.045234,
             epoch: 3,
             train_loss: 0.05213,
             train_accuracy: 0.98,
@@ -60,22 +101,22 @@ mod tests {
     #[test]
     fn the_documented_line() {
         assert_eq!(
-            epoch_line(&record(), 10, None),
-            "epoch  3/10  train_loss 0.0521  test_acc 98.87%  time 2.31s"
+            epoch_line(&record(), 10),
+            "epoch  3/10  train_loss 0.0521  test_acc 98.87%  lr 0.04523  time 2.31s"
         );
         assert_eq!(
-            epoch_line(&record(), 5, None),
-            "epoch 3/5  train_loss 0.0521  test_acc 98.87%  time 2.31s"
+            epoch_line(&record(), 5),
+            "epoch 3/5  train_loss 0.0521  test_acc 98.87%  lr 0.04523  time 2.31s"
         );
     }
 
     #[test]
-    fn validation_and_learning_rate() {
+    fn validation_accuracy() {
         let mut r = record();
         r.val_accuracy = Some(0.9912);
         assert_eq!(
-            epoch_line(&r, 10, Some(0.0125)),
-            "epoch  3/10  train_loss 0.0521  test_acc 98.87%  val_acc 99.12%  lr 0.01250  time 2.31s"
+            epoch_line(&r, 10),
+            "epoch  3/10  train_loss 0.0521  test_acc 98.87%  val_acc 99.12%  lr 0.04523  time 2.31s"
         );
     }
 

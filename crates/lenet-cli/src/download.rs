@@ -1,0 +1,39 @@
+//! `lenet download`: fetch a dataset from the mirrors and verify every file's SHA-256.
+
+use anyhow::{Context, Result};
+use mnist::{DownloadOptions, FileStatus};
+
+use crate::args::{DataArgs, DatasetArg};
+use crate::data;
+
+/// Runs `lenet download`.
+pub fn run(args: &DataArgs) -> Result<()> {
+    let kind = data::kind(args.dataset.unwrap_or(DatasetArg::Mnist));
+    let dir = mnist::resolve_data_dir(kind, args.data_dir.as_deref());
+    let reports =
+        mnist::ensure_dataset(kind, &dir, &DownloadOptions::default()).with_context(|| {
+            format!(
+                "cannot download {} into {}",
+                kind.display_name(),
+                dir.display()
+            )
+        })?;
+    for r in &reports {
+        for f in &r.failed_mirrors {
+            eprintln!("warning: {}: {} failed: {}", r.name, f.url, f.reason);
+        }
+        match &r.status {
+            FileStatus::AlreadyPresent => {
+                println!("{}: already present, checksum verified", r.path.display())
+            }
+            FileStatus::Downloaded { url, bytes } => {
+                println!(
+                    "{}: downloaded {bytes} bytes from {url}, checksum verified",
+                    r.path.display()
+                )
+            }
+        }
+    }
+    println!("{} is ready in {}", kind.display_name(), dir.display());
+    Ok(())
+}
