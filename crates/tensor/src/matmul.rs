@@ -13,8 +13,11 @@
 //!   zero-padded, whatever the source strides, so the micro-kernel reads contiguous memory;
 //! - `kernel_*`: the micro-kernels, which keep an `MR × NR` tile of C in registers for the whole
 //!   `k` loop and apply `alpha`/`beta` when writing it (partial edge tiles included);
+//! - `dot_avx512`: with AVX-512, products whose A rows and B columns are both contiguous
+//!   (`x·Wᵀ` of row-major arrays, as in linear layers and convolution weight gradients) skip
+//!   packing altogether: a 4 × 4 tile of 16-lane dot products read straight from the operands;
 //! - `dispatch`: picks the kernel from the CPU's features at run time ([`GemmKernel`]);
-//! - `parallel`: splits products above about a megaflop over rayon's threads, by rows or
+//! - `parallel`: splits products above about 8 megaflops over rayon's threads, by rows or
 //!   columns of C — never along `k` — so results are bit-identical for any thread count;
 //! - `scratch`: per-thread packing buffers that grow once, so a call allocates nothing in
 //!   steady state.
@@ -35,6 +38,8 @@
 //! which one runs, or pass a kernel explicitly with [`gemm_with_kernel`].
 
 mod dispatch;
+#[cfg(target_arch = "x86_64")]
+mod dot_avx512;
 mod driver;
 mod kernel;
 #[cfg(target_arch = "x86_64")]
@@ -61,8 +66,10 @@ use std::any::TypeId;
 /// `alpha == 0` or an empty inner dimension (`k == 0`), `a` and `b` are not read and
 /// `c = beta * c`.
 ///
-/// Runs on the calling thread for small products and on rayon's pool above about a megaflop;
-/// either way the result is bit-identical. Uses the kernel [`GemmKernel::active`] reports.
+/// Runs on the calling thread for small products and on rayon's pool above about 8 megaflops;
+/// either way the result is bit-identical (the same inputs in the same layouts always give the
+/// same bits; a different layout of an operand may change the summation order and so the last
+/// bits). Uses the kernel [`GemmKernel::active`] reports.
 ///
 /// ```
 /// use ndarray::array;
@@ -161,6 +168,11 @@ fn gemm_on_this_thread<T: Scalar>(
         // that supports them (`kernel.is_supported()` was asserted by the caller).
         unsafe {
             match kernel {
+                // Both operands contiguous along k (A·Bᵀ of row-major arrays): no packing.
+                #[cfg(target_arch = "x86_64")]
+                GemmKernel::Avx512 if ad.cs == 1 && bd.rs == 1 => {
+                    dot_avx512::gemm_dot(alpha, ad, bd, beta, cd)
+                }
                 #[cfg(target_arch = "x86_64")]
                 GemmKernel::Avx512 => {
                     driver::gemm_serial::<f32, kernel_avx512::Avx512>(alpha, ad, bd, beta, cd)

@@ -53,6 +53,16 @@ impl<T> MatRef<T> {
         }
     }
 
+    /// Pointer to element `(i, j)`.
+    ///
+    /// # Safety
+    /// `i <= self.rows` and `j <= self.cols`.
+    #[inline(always)]
+    pub unsafe fn get_ptr(self, i: usize, j: usize) -> *const T {
+        // SAFETY: within (or one past) the described matrix by the caller's contract.
+        unsafe { self.ptr.offset(i as isize * self.rs + j as isize * self.cs) }
+    }
+
     /// Reads element `(i, j)`.
     ///
     /// # Safety

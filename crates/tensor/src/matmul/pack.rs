@@ -32,9 +32,13 @@ pub(super) unsafe fn pack_a<T: Scalar>(src: MatRef<T>, mr: usize, dst: &mut [T])
                     unsafe { std::slice::from_raw_parts(blk.ptr.offset(p as isize * blk.cs), mr) };
                 step.copy_from_slice(col);
             }
+        } else if rows == mr {
+            // Row-major A: interleave MR rows (a transpose), with the width known at compile time.
+            // SAFETY: full panel: MR rows of kc readable elements.
+            unsafe { interleave(blk.ptr, blk.rs, blk.cs, kc, mr, panel) };
         } else {
-            // Row-major or general strides: walk each source row once (contiguous when cs == 1)
-            // and scatter it down the panel; pad missing rows with zeros.
+            // Edge panel or general strides: walk each source row once and scatter it down the
+            // panel; pad missing rows with zeros.
             for r in 0..mr {
                 if r < rows {
                     for p in 0..kc {
@@ -75,9 +79,11 @@ pub(super) unsafe fn pack_b<T: Scalar>(src: MatRef<T>, nr: usize, dst: &mut [T])
                 step[..cols].copy_from_slice(row);
                 step[cols..].fill(T::zero());
             }
+        } else if cols == nr {
+            // Column-major B (a `.t()` view): interleave NR columns, width known at compile time.
+            unsafe { interleave(blk.ptr, blk.cs, blk.rs, kc, nr, panel) };
         } else {
-            // Column-major (a `.t()` view) or general strides: walk each source column once
-            // (contiguous when rs == 1) and scatter it across the panel.
+            // Edge panel: walk each source column once and scatter it across the panel.
             for j in 0..nr {
                 if j < cols {
                     for p in 0..kc {
@@ -90,5 +96,59 @@ pub(super) unsafe fn pack_b<T: Scalar>(src: MatRef<T>, nr: usize, dst: &mut [T])
                 }
             }
         }
+    }
+}
+
+/// Interleaves `w` source lines into a full panel: `panel[p · w + l] = src[l · line + p · step]`
+/// for `l < w`, `p < kc`. Dispatches to a version with `w` fixed at compile time (the kernels'
+/// MR and NR), so the lane loop unrolls into straight loads and one contiguous store per step.
+///
+/// # Safety
+/// Every `src + l · line + p · step` is readable; `panel.len() == kc · w`.
+unsafe fn interleave<T: Scalar>(
+    src: *const T,
+    line: isize,
+    step: isize,
+    kc: usize,
+    w: usize,
+    panel: &mut [T],
+) {
+    // SAFETY (all arms): forwarded contract.
+    unsafe {
+        match w {
+            4 => interleave_n::<T, 4>(src, line, step, kc, panel),
+            6 => interleave_n::<T, 6>(src, line, step, kc, panel),
+            8 => interleave_n::<T, 8>(src, line, step, kc, panel),
+            16 => interleave_n::<T, 16>(src, line, step, kc, panel),
+            32 => interleave_n::<T, 32>(src, line, step, kc, panel),
+            _ => {
+                for (p, out) in panel.chunks_exact_mut(w).enumerate() {
+                    for (l, x) in out.iter_mut().enumerate() {
+                        *x = *src.offset(l as isize * line + p as isize * step);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`interleave`] for a compile-time width `W`.
+///
+/// # Safety
+/// As for [`interleave`] with `w == W`.
+#[inline(always)]
+unsafe fn interleave_n<T: Scalar, const W: usize>(
+    src: *const T,
+    line: isize,
+    step: isize,
+    kc: usize,
+    panel: &mut [T],
+) {
+    // SAFETY: line l starts inside the source (forwarded contract).
+    let starts: [*const T; W] = std::array::from_fn(|l| unsafe { src.offset(l as isize * line) });
+    for (p, out) in panel[..kc * W].chunks_exact_mut(W).enumerate() {
+        // SAFETY: element p of every line is readable (forwarded contract).
+        let vals: [T; W] = std::array::from_fn(|l| unsafe { *starts[l].offset(p as isize * step) });
+        out.copy_from_slice(&vals);
     }
 }

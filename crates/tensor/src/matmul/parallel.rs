@@ -11,10 +11,10 @@ use super::gemm_on_this_thread;
 use crate::Scalar;
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 
-/// Products under this many flops (`2·m·n·k`) stay on the calling thread: below it, waking a
-/// second thread and packing B (or A) twice costs more than it saves. Measured on the dev
-/// machine (2-core AMD EPYC), where splitting starts to pay between 0.5 and 1 MFLOP.
-pub(super) const PAR_MIN_FLOPS: usize = 1 << 20;
+/// Products under this many flops (`2·m·n·k`, about 50 µs of one core) stay on the calling
+/// thread: below it, waking another thread and packing B (or A) twice saves too little. On the
+/// (shared, 2-core) dev machine splitting a 3 MFLOP product was slower than not splitting.
+pub(super) const PAR_MIN_FLOPS: usize = 1 << 23;
 
 /// Pieces are cut at multiples of these many rows / columns: multiples of every kernel's MR
 /// (8, 6, 4) and NR (32, 16, 8), so only the last piece has edge tiles.
