@@ -1,0 +1,574 @@
+//! The `lenet` binary as a user runs it: bad input gives a clear error and a non-zero exit (never
+//! a panic), small runs on a synthetic dataset print the documented output, and one epoch on the
+//! real MNIST (from LENET_DATA_DIR) reaches 97%.
+//!
+//! No test touches the network: every command gets LENET_MIRRORS pointing at a closed port on
+//! 127.0.0.1, so a download attempt fails at once.
+
+use std::net::TcpListener;
+use std::path::Path;
+
+use assert_cmd::Command;
+use safetensors::{tensor::TensorView, Dtype};
+
+/// The PyTorch state_dict of LeNet-5: names and shapes.
+const PARAMS: [(&str, &[usize]); 10] = [
+    ("conv1.weight", &[6, 1, 5, 5]),
+    ("conv1.bias", &[6]),
+    ("conv2.weight", &[16, 6, 5, 5]),
+    ("conv2.bias", &[16]),
+    ("fc1.weight", &[120, 400]),
+    ("fc1.bias", &[120]),
+    ("fc2.weight", &[84, 120]),
+    ("fc2.bias", &[84]),
+    ("fc3.weight", &[10, 84]),
+    ("fc3.bias", &[10]),
+];
+
+/// A base URL on which nothing listens.
+fn closed_mirror() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}/")
+}
+
+/// `lenet` with no data root and a dead mirror.
+fn lenet() -> Command {
+    let mut cmd = Command::cargo_bin("lenet").unwrap();
+    cmd.env_remove("LENET_DATA_DIR")
+        .env("LENET_MIRRORS", closed_mirror());
+    cmd
+}
+
+/// Runs `cmd`, expects a failure, and returns stderr after checking it is a clean error.
+fn fails(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "expected a failure, got success; stderr: {stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "panic instead of an error: {stderr}"
+    );
+    assert!(stderr.contains("error"), "no error message: {stderr}");
+    stderr
+}
+
+/// Runs `cmd`, expects success, returns stdout.
+fn succeeds(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "failed: {stderr}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Writes a safetensors file of the ten LeNet-5 tensors, each passed through `edit` (which may
+/// drop it, rename it, change its shape or its dtype).
+fn write_checkpoint(
+    path: &Path,
+    edit: impl Fn(&str, Vec<usize>) -> Option<(String, Vec<usize>, Dtype)>,
+) {
+    let mut owned = Vec::new();
+    for (name, shape) in PARAMS {
+        if let Some((name, shape, dtype)) = edit(name, shape.to_vec()) {
+            let n: usize = shape.iter().product();
+            let bytes = vec![0u8; n * dtype.size()];
+            owned.push((name, shape, dtype, bytes));
+        }
+    }
+    let views: Vec<(String, TensorView)> = owned
+        .iter()
+        .map(|(n, s, d, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    std::fs::write(path, safetensors::serialize(views, &None).unwrap()).unwrap();
+}
+
+fn good_checkpoint(path: &Path) {
+    write_checkpoint(path, |n, s| Some((n.to_string(), s, Dtype::F32)));
+}
+
+/// A PNG of a dark vertical bar (a "1") on a light background.
+fn write_png(path: &Path) {
+    let img = image::GrayImage::from_fn(40, 40, |x, y| {
+        let ink = (10..30).contains(&y) && (18..23).contains(&x);
+        image::Luma([if ink { 10 } else { 240 }])
+    });
+    img.save(path).unwrap();
+}
+
+/// Four raw (uncompressed) IDX files of a small synthetic dataset: class `c` is a bright
+/// square at a position that depends on `c`, so a few batches already learn something.
+fn write_synthetic_dataset(dir: &Path, train: usize, test: usize) {
+    let write = |images: &str, labels: &str, n: usize, offset: usize| {
+        let mut img = vec![0, 0, 8, 3];
+        img.extend((n as u32).to_be_bytes());
+        img.extend(28u32.to_be_bytes());
+        img.extend(28u32.to_be_bytes());
+        let mut lab = vec![0, 0, 8, 1];
+        lab.extend((n as u32).to_be_bytes());
+        for i in 0..n {
+            let c = (i + offset) % 10;
+            let mut pic = [0u8; 784];
+            let (r0, c0) = (4 + (c / 5) * 10, 2 + (c % 5) * 5);
+            for r in r0..r0 + 8 {
+                for col in c0..c0 + 4 {
+                    pic[r * 28 + col] = 200 + ((i * 7) % 55) as u8;
+                }
+            }
+            img.extend_from_slice(&pic);
+            lab.push(c as u8);
+        }
+        std::fs::write(dir.join(images), img).unwrap();
+        std::fs::write(dir.join(labels), lab).unwrap();
+    };
+    write(
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        train,
+        0,
+    );
+    write("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", test, 3);
+}
+
+fn synthetic_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_synthetic_dataset(dir.path(), 300, 100);
+    dir
+}
+
+// ---- bad input ----
+
+#[test]
+fn out_of_range_flags_are_rejected() {
+    for (flag, value) in [
+        ("--epochs", "0"),
+        ("--batch-size", "0"),
+        ("--lr", "0"),
+        ("--lr", "-1"),
+        ("--lr", "nan"),
+        ("--momentum", "1"),
+        ("--momentum", "-0.1"),
+        ("--weight-decay", "-0.001"),
+        ("--val-split", "1"),
+        ("--val-split", "-0.2"),
+        ("--threads", "0"),
+        ("--early-stopping", "0"),
+        ("--dataset", "cifar10"),
+    ] {
+        let stderr = fails(lenet().args(["train", flag, value]));
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+    }
+}
+
+#[test]
+fn early_stopping_without_validation_is_rejected() {
+    let stderr = fails(lenet().args(["train", "--early-stopping", "2"]));
+    assert!(stderr.contains("--val-split"), "{stderr}");
+}
+
+#[test]
+fn missing_data_dir_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("no-data-here");
+    let stderr = fails(
+        lenet()
+            .args(["train", "--epochs", "1", "--data-dir"])
+            .arg(&dir),
+    );
+    assert!(
+        stderr.contains("no-data-here"),
+        "names the folder: {stderr}"
+    );
+    assert!(
+        stderr.contains("127.0.0.1"),
+        "names the mirror it tried: {stderr}"
+    );
+    // Nothing half-downloaded is left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn corrupt_data_file_is_a_clear_error() {
+    let dir = synthetic_dir();
+    // Replace the training images by a gzip stream cut short.
+    std::fs::remove_file(dir.path().join("train-images-idx3-ubyte")).unwrap();
+    std::fs::write(
+        dir.path().join("train-images-idx3-ubyte.gz"),
+        [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3],
+    )
+    .unwrap();
+    let stderr = fails(
+        lenet()
+            .args(["train", "--epochs", "1", "--data-dir"])
+            .arg(dir.path()),
+    );
+    assert!(
+        stderr.contains("train-images-idx3-ubyte.gz"),
+        "names the file: {stderr}"
+    );
+}
+
+#[test]
+fn checkpoint_with_a_missing_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.safetensors");
+    write_checkpoint(&model, |n, s| {
+        (n != "fc2.bias").then(|| (n.to_string(), s, Dtype::F32))
+    });
+    let png = dir.path().join("d.png");
+    write_png(&png);
+    let stderr = fails(lenet().args(["predict", "--model"]).arg(&model).arg(&png));
+    assert!(
+        stderr.contains("fc2.bias") && stderr.contains("missing"),
+        "{stderr}"
+    );
+    let stderr = fails(lenet().args(["eval", "--model"]).arg(&model));
+    assert!(stderr.contains("fc2.bias"), "{stderr}");
+}
+
+#[test]
+fn checkpoint_with_a_wrong_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.safetensors");
+    write_checkpoint(&model, |n, s| {
+        let s = if n == "fc1.weight" { vec![120, 401] } else { s };
+        Some((n.to_string(), s, Dtype::F32))
+    });
+    let stderr = fails(lenet().args(["eval", "--model"]).arg(&model));
+    assert!(
+        stderr.contains("fc1.weight") && stderr.contains("401"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn checkpoint_with_a_wrong_dtype() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.safetensors");
+    write_checkpoint(&model, |n, s| {
+        Some((
+            n.to_string(),
+            s,
+            if n == "conv1.weight" {
+                Dtype::F64
+            } else {
+                Dtype::F32
+            },
+        ))
+    });
+    let stderr = fails(lenet().args(["eval", "--model"]).arg(&model));
+    assert!(
+        stderr.contains("conv1.weight") && stderr.contains("F64"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn checkpoint_that_is_not_safetensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.safetensors");
+    std::fs::write(&model, b"\xff\xff\xff\xff\xff\xff\xff\x7fnot a header").unwrap();
+    let stderr = fails(lenet().args(["eval", "--model"]).arg(&model));
+    assert!(stderr.contains("m.safetensors"), "{stderr}");
+    let stderr = fails(
+        lenet()
+            .args(["eval", "--model"])
+            .arg(dir.path().join("absent.safetensors")),
+    );
+    assert!(stderr.contains("absent.safetensors"), "{stderr}");
+}
+
+#[test]
+fn unreadable_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.safetensors");
+    good_checkpoint(&model);
+    let png = dir.path().join("digit.png");
+    write_png(&png);
+    // Control: the same model and a real image work (an all-zero model says 10% everywhere).
+    let out = succeeds(lenet().args(["predict", "--model"]).arg(&model).arg(&png));
+    assert!(
+        out.contains("digit.png: ") && out.contains("(10.00%)"),
+        "{out}"
+    );
+
+    let garbage = dir.path().join("garbage.png");
+    std::fs::write(&garbage, b"GIF89a? no, just text").unwrap();
+    let stderr = fails(
+        lenet()
+            .args(["predict", "--model"])
+            .arg(&model)
+            .arg(&png)
+            .arg(&garbage),
+    );
+    assert!(stderr.contains("garbage.png"), "{stderr}");
+    let stderr = fails(
+        lenet()
+            .args(["predict", "--model"])
+            .arg(&model)
+            .arg(dir.path().join("nope.jpg")),
+    );
+    assert!(stderr.contains("nope.jpg"), "{stderr}");
+    let blank = dir.path().join("blank.png");
+    image::GrayImage::from_pixel(30, 30, image::Luma([255]))
+        .save(&blank)
+        .unwrap();
+    let stderr = fails(lenet().args(["predict", "--model"]).arg(&model).arg(&blank));
+    assert!(
+        stderr.contains("blank.png") && stderr.contains("no digit"),
+        "{stderr}"
+    );
+}
+
+// ---- small runs on synthetic data ----
+
+fn epoch_lines(stdout: &str) -> Vec<&str> {
+    stdout.lines().filter(|l| l.starts_with("epoch ")).collect()
+}
+
+#[test]
+fn train_prints_one_line_per_epoch_and_writes_every_file() {
+    let data = synthetic_dir();
+    let out = tempfile::tempdir().unwrap();
+    let (metrics, plot, weights) = (
+        out.path().join("m.jsonl"),
+        out.path().join("curves.svg"),
+        out.path().join("w.safetensors"),
+    );
+    let assert = lenet()
+        .args([
+            "train",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "32",
+            "--threads",
+            "1",
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .arg("--metrics")
+        .arg(&metrics)
+        .arg("--plot")
+        .arg(&plot)
+        .arg("--save")
+        .arg(&weights)
+        .assert()
+        .success();
+    let output = assert.get_output();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines = epoch_lines(&stdout);
+    assert_eq!(lines.len(), 3, "{stdout}");
+    for (i, line) in lines.iter().enumerate() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(f[0..2], ["epoch", &format!("{}/3", i + 1)], "{line}");
+        assert_eq!(f[2], "train_loss");
+        assert!(f[3].parse::<f64>().unwrap().is_finite());
+        assert_eq!(f[4], "test_acc");
+        let acc = f[5].strip_suffix('%').unwrap();
+        assert_eq!(
+            acc.split('.').nth(1).unwrap().len(),
+            2,
+            "two decimals: {line}"
+        );
+        assert!((0.0..=100.0).contains(&acc.parse::<f64>().unwrap()));
+        assert_eq!(f[f.len() - 2], "time");
+        assert!(f[f.len() - 1].ends_with('s'));
+    }
+    // The progress bar hides itself when stderr is not a terminal.
+    assert!(
+        !stderr.contains("batches"),
+        "progress bar drawn into a pipe: {stderr}"
+    );
+
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&metrics)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 3);
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r["epoch"], i + 1);
+        for key in [
+            "train_loss",
+            "train_accuracy",
+            "test_loss",
+            "test_accuracy",
+            "seconds",
+        ] {
+            assert!(r[key].as_f64().unwrap().is_finite(), "{key} in {r}");
+        }
+        let acc = r["test_accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc), "accuracy is a fraction: {r}");
+        // The printed percentage is the same number.
+        let printed = lines[i].split_whitespace().nth(5).unwrap();
+        assert_eq!(printed, format!("{:.2}%", 100.0 * acc));
+    }
+    // Training makes progress: the loss falls.
+    let loss = |i: usize| records[i]["train_loss"].as_f64().unwrap();
+    assert!(loss(2) < loss(0), "{records:?}");
+
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert_eq!(svg.matches("<polyline").count(), 4);
+
+    // The weights load for evaluation, which finds the same test accuracy as the last epoch.
+    let eval = succeeds(
+        lenet()
+            .args(["eval", "--json", "--model"])
+            .arg(&weights)
+            .arg("--data-dir")
+            .arg(data.path()),
+    );
+    let v: serde_json::Value = serde_json::from_str(&eval).unwrap();
+    assert_eq!(v["accuracy"], records[2]["test_accuracy"]);
+    assert_eq!(v["dataset"], "mnist");
+    assert_eq!(v["total"], 100);
+    let table = succeeds(
+        lenet()
+            .args(["eval", "--model"])
+            .arg(&weights)
+            .arg("--data-dir")
+            .arg(data.path()),
+    );
+    assert!(
+        table.contains("true \\ predicted") && table.lines().count() >= 12,
+        "{table}"
+    );
+}
+
+/// The metrics lines without the wall time.
+fn metrics_without_time(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("seconds");
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn resumed_run_matches_an_uninterrupted_one() {
+    let data = synthetic_dir();
+    let out = tempfile::tempdir().unwrap();
+    let run = |name: &str, epochs: &str, resume: bool| {
+        let weights = out.path().join(format!("{name}.safetensors"));
+        let mut cmd = lenet();
+        cmd.args([
+            "train",
+            "--threads",
+            "1",
+            "--batch-size",
+            "50",
+            "--schedule",
+            "constant",
+        ])
+        .args([
+            "--augment",
+            "--val-split",
+            "0.2",
+            "--epochs",
+            epochs,
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .arg("--save")
+        .arg(&weights)
+        .arg("--metrics")
+        .arg(out.path().join(format!("{name}.jsonl")));
+        if resume {
+            cmd.arg("--resume")
+                .arg(out.path().join(format!("{name}.state.safetensors")));
+        }
+        succeeds(&mut cmd)
+    };
+    run("whole", "3", false);
+    run("parts", "1", false);
+    let resumed = run("parts", "3", true);
+    assert!(resumed.contains("resuming"), "{resumed}");
+    assert_eq!(epoch_lines(&resumed).len(), 2, "{resumed}");
+    let whole = metrics_without_time(&out.path().join("whole.jsonl"));
+    let parts = metrics_without_time(&out.path().join("parts.jsonl"));
+    assert_eq!(whole.len(), 3);
+    assert_eq!(whole, parts, "a resumed run must give the same metrics");
+    // Same weights at the end, bit for bit.
+    let whole = std::fs::read(out.path().join("whole.safetensors")).unwrap();
+    let parts = std::fs::read(out.path().join("parts.safetensors")).unwrap();
+    let (whole, parts) = (
+        safetensors::SafeTensors::deserialize(&whole).unwrap(),
+        safetensors::SafeTensors::deserialize(&parts).unwrap(),
+    );
+    for (name, _) in PARAMS {
+        assert_eq!(
+            whole.tensor(name).unwrap().data(),
+            parts.tensor(name).unwrap().data(),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn resume_from_a_missing_or_bad_file() {
+    let data = synthetic_dir();
+    let stderr = fails(
+        lenet()
+            .args([
+                "train",
+                "--resume",
+                "/nonexistent/x.state.safetensors",
+                "--data-dir",
+            ])
+            .arg(data.path()),
+    );
+    assert!(stderr.contains("x.state.safetensors"), "{stderr}");
+    // Plain weights are not a training state.
+    let tmp = tempfile::tempdir().unwrap();
+    let w = tmp.path().join("w.safetensors");
+    good_checkpoint(&w);
+    let stderr = fails(
+        lenet()
+            .args(["train", "--resume"])
+            .arg(&w)
+            .arg("--data-dir")
+            .arg(data.path()),
+    );
+    assert!(
+        stderr.contains("w.safetensors") && stderr.contains("format"),
+        "{stderr}"
+    );
+}
+
+// ---- the real thing ----
+
+/// One epoch on the full MNIST from LENET_DATA_DIR reaches 97% test accuracy (issue 4).
+#[test]
+fn one_epoch_on_mnist_reaches_97_percent() {
+    let Some(root) = std::env::var_os("LENET_DATA_DIR").filter(|v| !v.is_empty()) else {
+        println!("skipped: LENET_DATA_DIR is not set");
+        return;
+    };
+    let out = tempfile::tempdir().unwrap();
+    let metrics = out.path().join("m.jsonl");
+    let stdout = succeeds(
+        lenet()
+            .env("LENET_DATA_DIR", &root)
+            .args(["train", "--epochs", "1", "--metrics"])
+            .arg(&metrics),
+    );
+    assert_eq!(epoch_lines(&stdout).len(), 1, "{stdout}");
+    let records = metrics_without_time(&metrics);
+    assert_eq!(records.len(), 1);
+    let acc = records[0]["test_accuracy"].as_f64().unwrap();
+    println!("one epoch on MNIST: test accuracy {:.2}%", 100.0 * acc);
+    assert!(acc >= 0.97, "test accuracy {acc} < 0.97\n{stdout}");
+}
