@@ -14,6 +14,10 @@ use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+/// Largest file [`LeNet5::load_weights`] and friends read (1 GiB; the default model's weights
+/// take 250 KB).
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
+
 /// Metadata key holding the [`LeNet5Config`] as JSON.
 pub const CONFIG_KEY: &str = "lenet5_config";
 
@@ -94,10 +98,21 @@ pub(crate) struct TensorFile {
 impl TensorFile {
     /// Reads and validates `path`.
     pub(crate) fn open(path: &Path) -> Result<Self, CheckpointError> {
-        let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
+        let io = |source| CheckpointError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let size = std::fs::metadata(path).map_err(io)?.len();
+        if size > MAX_FILE_BYTES {
+            return Err(CheckpointError::NotSafetensors {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "the file has {size} bytes, more than any LeNet-5 checkpoint \
+                     (limit {MAX_FILE_BYTES} bytes)"
+                ),
+            });
+        }
+        let bytes = std::fs::read(path).map_err(io)?;
         let not_st = |e: safetensors::SafeTensorError| CheckpointError::NotSafetensors {
             path: path.to_path_buf(),
             reason: e.to_string(),
@@ -161,6 +176,26 @@ impl TensorFile {
         expected: &[usize],
         out: &mut [f32],
     ) -> Result<(), CheckpointError> {
+        self.check_f32(name, expected)?;
+        let info = self.metadata.info(name).expect("checked above");
+        assert_eq!(
+            out.len(),
+            expected.iter().product::<usize>(),
+            "read_f32 {name}: output size"
+        );
+        // Offsets were validated by `open`; data starts after the 8-byte length and the header.
+        let start = 8 + self.header_len + info.data_offsets.0;
+        let end = 8 + self.header_len + info.data_offsets.1;
+        for (o, b) in out.iter_mut().zip(self.bytes[start..end].chunks_exact(4)) {
+            *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        }
+        Ok(())
+    }
+
+    /// Checks that tensor `name` exists, is F32 and has shape `expected`. Callers check every
+    /// tensor before allocating a model, so that allocation is bounded by the file's real size
+    /// and never sized by numbers from its header alone.
+    pub(crate) fn check_f32(&self, name: &str, expected: &[usize]) -> Result<(), CheckpointError> {
         let info = self
             .metadata
             .info(name)
@@ -183,17 +218,6 @@ impl TensorFile {
                 expected: expected.to_vec(),
                 found: info.shape.clone(),
             });
-        }
-        assert_eq!(
-            out.len(),
-            expected.iter().product::<usize>(),
-            "read_f32 {name}: output size"
-        );
-        // Offsets were validated by `open`; data starts after the 8-byte length and the header.
-        let start = 8 + self.header_len + info.data_offsets.0;
-        let end = 8 + self.header_len + info.data_offsets.1;
-        for (o, b) in out.iter_mut().zip(self.bytes[start..end].chunks_exact(4)) {
-            *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         }
         Ok(())
     }
@@ -275,6 +299,7 @@ impl LeNet5 {
                 config
             }
         };
+        check_shapes(&file, &config, "")?;
         let mut model = LeNet5::zeros(config);
         model.load_from(&file, "")?;
         Ok(model)
@@ -292,6 +317,19 @@ impl LeNet5 {
         }
         Ok(())
     }
+}
+
+/// Checks that `file` holds every parameter of a `config` model (named `<prefix><name>`) as
+/// F32 with the right shape, before anything is allocated for it.
+pub(crate) fn check_shapes(
+    file: &TensorFile,
+    config: &LeNet5Config,
+    prefix: &str,
+) -> Result<(), CheckpointError> {
+    for (name, shape) in PARAM_NAMES.iter().zip(config.param_shapes()) {
+        file.check_f32(&format!("{prefix}{name}"), &shape)?;
+    }
+    Ok(())
 }
 
 /// The state_dict names, for callers that list what a checkpoint holds.

@@ -6,7 +6,7 @@
 //! results (f64 stored as exact bit patterns), the early-stopping count and the metrics
 //! history.
 
-use crate::checkpoint::{write_tensors, CheckpointError, TensorFile};
+use crate::checkpoint::{check_shapes, write_tensors, CheckpointError, TensorFile};
 use crate::lenet5::LeNet5;
 use crate::metrics::EpochMetrics;
 use crate::trainer::{BestModel, TrainConfig, Trainer};
@@ -124,6 +124,8 @@ impl Trainer {
                 serde_json::from_str(s).ok()
             })?;
 
+        // Every tensor is checked against the file before any model is allocated.
+        check_shapes(&file, &config.model, "")?;
         let mut model = LeNet5::zeros(config.model);
         model.load_from(&file, "")?;
         let mut trainer = Trainer::with_model(config, model);
@@ -153,6 +155,7 @@ impl Trainer {
             };
             let val_loss = bits("best_val_loss_bits")?;
             let val_accuracy = bits("best_val_accuracy_bits")?;
+            check_shapes(&file, &trainer.config.model, BEST_PREFIX)?;
             let mut best = LeNet5::zeros(trainer.config.model);
             best.load_from(&file, BEST_PREFIX)?;
             trainer.best = Some(BestModel {

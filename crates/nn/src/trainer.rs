@@ -26,6 +26,12 @@ const INIT_STREAM: u64 = 0;
 /// RNG stream for the per-epoch shuffle and the augmentation draws.
 const DATA_STREAM: u64 = 1;
 
+/// Largest accepted batch size (training or evaluation).
+pub const MAX_BATCH: usize = 1 << 16;
+
+/// Largest accepted channel count of a convolution.
+pub const MAX_CHANNELS: usize = 1024;
+
 /// Everything that defines a training run. [`TrainConfig::default`] is the tuned default of
 /// `lenet train` (see its docs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,20 +105,22 @@ impl TrainConfig {
         if self.epochs == 0 {
             return bad("epochs", "must be ≥ 1, got 0".into());
         }
-        if self.batch_size == 0 {
-            return bad("batch_size", "must be ≥ 1, got 0".into());
+        // Upper bounds keep buffer sizes sane even for a config read from a resume file.
+        for (field, value) in [
+            ("batch_size", self.batch_size),
+            ("eval_batch_size", self.eval_batch_size),
+        ] {
+            if !(1..=MAX_BATCH).contains(&value) {
+                return bad(field, format!("must be in 1..={MAX_BATCH}, got {value}"));
+            }
         }
-        if self.eval_batch_size == 0 {
-            return bad("eval_batch_size", "must be ≥ 1, got 0".into());
-        }
-        if self.model.c1 == 0 || self.model.c2 == 0 {
-            return bad(
-                "model",
-                format!(
-                    "channel counts must be ≥ 1, got c1={} c2={}",
-                    self.model.c1, self.model.c2
-                ),
-            );
+        for (name, c) in [("c1", self.model.c1), ("c2", self.model.c2)] {
+            if !(1..=MAX_CHANNELS).contains(&c) {
+                return bad(
+                    "model",
+                    format!("{name} must be in 1..={MAX_CHANNELS}, got {c}"),
+                );
+            }
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad(

@@ -258,3 +258,56 @@ fn bad_config_metadata_is_a_typed_error() {
         "{err:?}"
     );
 }
+
+#[test]
+fn metadata_cannot_make_the_loader_allocate_a_huge_model() {
+    // A config claiming 100k channels: the shapes are checked against the file before any
+    // model is allocated (else this would try to allocate ~1 TB and abort).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("liar.safetensors");
+    let t = raw_tensors(&model(LeNet5Config::default(), 1));
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = t
+        .iter()
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    let meta: HashMap<String, String> = [(
+        "lenet5_config".to_string(),
+        r#"{"activation":"relu","pooling":"avg","c1":100000,"c2":100000}"#.to_string(),
+    )]
+    .into();
+    std::fs::write(&path, safetensors::serialize(views, &Some(meta)).unwrap()).unwrap();
+    let err = LeNet5::from_weights_file(&path).unwrap_err();
+    match &err {
+        CheckpointError::WrongShape {
+            name,
+            expected,
+            found,
+            ..
+        } => {
+            assert_eq!(name, "conv1.weight");
+            assert_eq!(expected, &vec![100000, 1, 5, 5]);
+            assert_eq!(found, &vec![6, 1, 5, 5]);
+        }
+        other => panic!("expected WrongShape, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_weights_file_is_not_a_training_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.safetensors");
+    model(LeNet5Config::default(), 1)
+        .save_weights(&path)
+        .unwrap();
+    let err = nn::Trainer::load_training_state(&path).unwrap_err();
+    assert!(
+        matches!(&err, CheckpointError::BadMetadata { key, .. } if key == "format"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("w.safetensors"), "{err}");
+}
