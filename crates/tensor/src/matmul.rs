@@ -13,9 +13,10 @@
 //!   zero-padded, whatever the source strides, so the micro-kernel reads contiguous memory;
 //! - `kernel_*`: the micro-kernels, which keep an `MR × NR` tile of C in registers for the whole
 //!   `k` loop and apply `alpha`/`beta` when writing it (partial edge tiles included);
-//! - `dot_avx512`: with AVX-512, products whose A rows and B columns are both contiguous
-//!   (`x·Wᵀ` of row-major arrays, as in linear layers and convolution weight gradients) skip
-//!   packing altogether: a 4 × 4 tile of 16-lane dot products read straight from the operands;
+//! - `dot_avx512`, `dot_avx2`: products whose A rows and B columns are both contiguous (`x·Wᵀ`
+//!   of row-major arrays, as in linear layers and convolution weight gradients) skip packing
+//!   altogether: a 4 × 4 (AVX-512) or 3 × 4 (AVX2) tile of dot products read straight from the
+//!   operands;
 //! - `dispatch`: picks the kernel from the CPU's features at run time ([`GemmKernel`]);
 //! - `parallel`: splits products above about 8 megaflops over rayon's threads, by rows or
 //!   columns of C — never along `k` — so results are bit-identical for any thread count;
@@ -38,6 +39,8 @@
 //! which one runs, or pass a kernel explicitly with [`gemm_with_kernel`].
 
 mod dispatch;
+#[cfg(target_arch = "x86_64")]
+mod dot_avx2;
 #[cfg(target_arch = "x86_64")]
 mod dot_avx512;
 mod driver;
@@ -68,8 +71,9 @@ use std::any::TypeId;
 ///
 /// Runs on the calling thread for small products and on rayon's pool above about 8 megaflops;
 /// either way the result is bit-identical (the same inputs in the same layouts always give the
-/// same bits; a different layout of an operand may change the summation order and so the last
-/// bits). Uses the kernel [`GemmKernel::active`] reports.
+/// same bits; a different layout of an operand — or, with the AVX2 kernel, the size of an
+/// `A·Bᵀ` product — may change the summation order and so the last bits). Uses the kernel
+/// [`GemmKernel::active`] reports.
 ///
 /// ```
 /// use ndarray::array;
@@ -134,7 +138,42 @@ pub fn gemm_with_kernel<T: Scalar>(
         }
         return;
     }
-    parallel::gemm_split(kernel, alpha, a, b, beta, c);
+    let route = Route::choose::<T>(kernel, &a, &b);
+    parallel::gemm_split(kernel, route, alpha, a, b, beta, c);
+}
+
+/// How a product is computed. Chosen once per call, before any split over threads, so that
+/// every piece of C is summed the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    /// Pack A and B into panels, then run the register-tiled micro-kernel.
+    Packed,
+    /// `A·Bᵀ` layout (A's rows and B's columns contiguous, f32, SIMD kernel): unpacked
+    /// dot-product tiles.
+    Dot,
+}
+
+impl Route {
+    fn choose<T: Scalar>(
+        kernel: GemmKernel,
+        a: &ArrayView2<'_, T>,
+        b: &ArrayView2<'_, T>,
+    ) -> Route {
+        let contiguous_k = a.strides()[1] == 1 && b.strides()[0] == 1;
+        if TypeId::of::<T>() != TypeId::of::<f32>() || !contiguous_k {
+            return Route::Packed;
+        }
+        let (m, k) = a.dim();
+        let small = m.min(b.ncols());
+        match kernel {
+            // 16-lane dot products beat transposing both operands at every LeNet shape.
+            GemmKernel::Avx512 => Route::Dot,
+            // With 8 lanes the packed kernel wins once both sides are large (measured on the
+            // LeNet shapes: e.g. 256×120×400 packed, 32×84×120 and 256×10×84 dot).
+            GemmKernel::Avx2 if small <= 16 || (small <= 32 && k <= 256) => Route::Dot,
+            _ => Route::Packed,
+        }
+    }
 }
 
 /// The name of the micro-kernel family [`gemm`] uses in this process: `"avx512"`, `"avx2"` or
@@ -147,6 +186,7 @@ pub fn gemm_kernel_name() -> &'static str {
 /// descriptors to the blocked loop nest. Shapes are checked and non-empty.
 fn gemm_on_this_thread<T: Scalar>(
     kernel: GemmKernel,
+    route: Route,
     alpha: T,
     a: ArrayView2<'_, T>,
     b: ArrayView2<'_, T>,
@@ -162,6 +202,7 @@ fn gemm_on_this_thread<T: Scalar>(
         let (ad, bd, cd) = (ad.cast::<f32>(), bd.cast::<f32>(), cd.cast::<f32>());
         // `to_f32` is exact here: T is f32.
         let (alpha, beta) = (alpha.to_f32().unwrap(), beta.to_f32().unwrap());
+        debug_assert!(route == Route::Packed || (ad.cs == 1 && bd.rs == 1));
         // SAFETY: T is f32, so the descriptors keep pointing at valid f32 data: A and B are
         // readable through their shared views, C writable through the unique `c` borrow held
         // for the call; shapes are checked and non-empty. The SIMD kernels run only on a CPU
@@ -170,12 +211,16 @@ fn gemm_on_this_thread<T: Scalar>(
             match kernel {
                 // Both operands contiguous along k (A·Bᵀ of row-major arrays): no packing.
                 #[cfg(target_arch = "x86_64")]
-                GemmKernel::Avx512 if ad.cs == 1 && bd.rs == 1 => {
+                GemmKernel::Avx512 if route == Route::Dot => {
                     dot_avx512::gemm_dot(alpha, ad, bd, beta, cd)
                 }
                 #[cfg(target_arch = "x86_64")]
                 GemmKernel::Avx512 => {
                     driver::gemm_serial::<f32, kernel_avx512::Avx512>(alpha, ad, bd, beta, cd)
+                }
+                #[cfg(target_arch = "x86_64")]
+                GemmKernel::Avx2 if route == Route::Dot => {
+                    dot_avx2::gemm_dot(alpha, ad, bd, beta, cd)
                 }
                 #[cfg(target_arch = "x86_64")]
                 GemmKernel::Avx2 => {

@@ -467,7 +467,13 @@ fn parallel_results_are_bit_identical() {
     let b_row = random::<f32>(k, n, &mut rng);
     let b_col = b_row.t().as_standard_layout().into_owned();
     let (want, scale) = reference(1.0, &a, &b_row, 0.0, &Array2::zeros((m, n)));
-    let bits = |c: &Array2<f32>| c.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    // Number of elements whose bits differ.
+    let differ = |x: &Array2<f32>, y: &Array2<f32>| {
+        x.iter()
+            .zip(y)
+            .filter(|(p, q)| p.to_bits() != q.to_bits())
+            .count()
+    };
     for kernel in GemmKernel::all_supported() {
         for (layout, b) in [("row-major B", b_row.view()), ("column-major B", b_col.t())] {
             let what = format!("{} {layout}", kernel.name());
@@ -478,24 +484,28 @@ fn parallel_results_are_bit_identical() {
             };
             let first = run();
             check(first.view(), &want, &scale, k, &what);
-            assert_eq!(bits(&first), bits(&run()), "{what}: two runs differ");
+            let d = differ(&first, &run());
+            assert_eq!(d, 0, "{what}: two runs differ in {d} elements");
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(1)
                 .build()
                 .unwrap();
-            assert_eq!(
-                bits(&first),
-                bits(&pool.install(run)),
-                "{what}: 1-thread pool differs"
-            );
-            // Row blocks computed as separate products, each small enough to run serially.
+            let d = differ(&first, &pool.install(run));
+            assert_eq!(d, 0, "{what}: the 1-thread pool differs in {d} elements");
+            // Row blocks computed as separate products. Same bits as long as they take the same
+            // route: always except AVX2 with column-major B, which picks its unpacked dot route
+            // for small products only.
+            if kernel == GemmKernel::Avx2 && layout == "column-major B" {
+                continue;
+            }
             let mut pieces = Array2::<f32>::from_elem((m, n), f32::NAN);
             for i0 in (0..m).step_by(13) {
                 let i1 = (i0 + 13).min(m);
                 let c = pieces.slice_mut(s![i0..i1, ..]);
                 gemm_with_kernel(kernel, 1.0, a.slice(s![i0..i1, ..]), b, 0.0, c);
             }
-            assert_eq!(bits(&first), bits(&pieces), "{what}: row pieces differ");
+            let d = differ(&first, &pieces);
+            assert_eq!(d, 0, "{what}: row pieces differ in {d} elements");
         }
     }
 }

@@ -7,7 +7,7 @@
 //! and any scheduling.
 
 use super::dispatch::GemmKernel;
-use super::gemm_on_this_thread;
+use super::{gemm_on_this_thread, Route};
 use crate::Scalar;
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 
@@ -29,6 +29,7 @@ fn cut(len: usize, align: usize) -> usize {
 /// `C = alpha·A·B + beta·C`, in parallel when large enough.
 pub(super) fn gemm_split<T: Scalar>(
     kernel: GemmKernel,
+    route: Route,
     alpha: T,
     a: ArrayView2<'_, T>,
     b: ArrayView2<'_, T>,
@@ -39,11 +40,12 @@ pub(super) fn gemm_split<T: Scalar>(
     let depth = (2 * rayon::current_num_threads())
         .next_power_of_two()
         .trailing_zeros();
-    split(kernel, alpha, a, b, beta, c, depth);
+    split(kernel, route, alpha, a, b, beta, c, depth);
 }
 
 fn split<T: Scalar>(
     kernel: GemmKernel,
+    route: Route,
     alpha: T,
     a: ArrayView2<'_, T>,
     b: ArrayView2<'_, T>,
@@ -57,22 +59,22 @@ fn split<T: Scalar>(
     let split_rows = m >= n && m >= 2 * ROW_ALIGN;
     let split_cols = !split_rows && n >= 2 * COL_ALIGN;
     if depth == 0 || flops < PAR_MIN_FLOPS || !(split_rows || split_cols) {
-        gemm_on_this_thread(kernel, alpha, a, b, beta, c);
+        gemm_on_this_thread(kernel, route, alpha, a, b, beta, c);
     } else if split_rows {
         let i = cut(m, ROW_ALIGN);
         let (a0, a1) = a.split_at(Axis(0), i);
         let (c0, c1) = c.split_at(Axis(0), i);
         rayon::join(
-            || split(kernel, alpha, a0, b, beta, c0, depth - 1),
-            || split(kernel, alpha, a1, b, beta, c1, depth - 1),
+            || split(kernel, route, alpha, a0, b, beta, c0, depth - 1),
+            || split(kernel, route, alpha, a1, b, beta, c1, depth - 1),
         );
     } else {
         let j = cut(n, COL_ALIGN);
         let (b0, b1) = b.split_at(Axis(1), j);
         let (c0, c1) = c.split_at(Axis(1), j);
         rayon::join(
-            || split(kernel, alpha, a, b0, beta, c0, depth - 1),
-            || split(kernel, alpha, a, b1, beta, c1, depth - 1),
+            || split(kernel, route, alpha, a, b0, beta, c0, depth - 1),
+            || split(kernel, route, alpha, a, b1, beta, c1, depth - 1),
         );
     }
 }
