@@ -69,7 +69,7 @@ fn every_variant_matches_finite_differences() {
                     let len = grads[pi].len();
                     let i = rng.gen_range(0..len);
                     let orig = model.params()[pi].value[i];
-                    let mut set = |m: &mut LeNet5, v: f32| {
+                    let set = |m: &mut LeNet5, v: f32| {
                         let mut vals = m.params()[pi].value.to_vec();
                         vals[i] = v;
                         m.set_param(name, &vals);
