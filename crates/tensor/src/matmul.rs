@@ -29,7 +29,9 @@
 //! | `avx2` (AVX2+FMA)  | 6 × 16         | 256  | 144  | 2048 |
 //! | `portable`         | 4 × 8          | 256  | 128  | 1024 |
 //!
-//! `f64` (used for gradient checks) always runs the portable kernel with a 4 × 4 tile.
+//! `f64` (used for gradient checks) runs the portable kernel's source compiled for the selected
+//! instruction set: 8 × 16 tiles with AVX-512, 6 × 8 with AVX2, 4 × 4 on the baseline target.
+//! It rounds every product and sum separately, so f64 results are the same on every path.
 //!
 //! # Choosing the kernel
 //! The release build targets baseline x86-64; the SIMD kernels are compiled with
@@ -59,6 +61,8 @@ pub use dispatch::GemmKernel;
 
 use crate::Scalar;
 use kernel_portable::Portable;
+#[cfg(target_arch = "x86_64")]
+use kernel_portable::{PortableAvx2, PortableAvx512};
 use layout::{MatMut, MatRef};
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Zip};
 use std::any::TypeId;
@@ -177,7 +181,7 @@ impl Route {
 }
 
 /// The name of the micro-kernel family [`gemm`] uses in this process: `"avx512"`, `"avx2"` or
-/// `"portable"` (for `f32`; `f64` always runs the portable kernel).
+/// `"portable"`.
 pub fn gemm_kernel_name() -> &'static str {
     GemmKernel::active().name()
 }
@@ -230,8 +234,21 @@ fn gemm_on_this_thread<T: Scalar>(
             }
         }
     } else {
-        // SAFETY: as above, with the portable kernel that runs on any CPU.
-        unsafe { driver::gemm_serial::<T, Portable<4, 4>>(alpha, ad, bd, beta, cd) }
+        // f64 (or another Scalar): the portable tile, compiled for the selected instruction set.
+        // SAFETY: as above; each variant runs only on a CPU that supports its instruction set.
+        unsafe {
+            match kernel {
+                #[cfg(target_arch = "x86_64")]
+                GemmKernel::Avx512 => {
+                    driver::gemm_serial::<T, PortableAvx512<8, 16>>(alpha, ad, bd, beta, cd)
+                }
+                #[cfg(target_arch = "x86_64")]
+                GemmKernel::Avx2 => {
+                    driver::gemm_serial::<T, PortableAvx2<6, 8>>(alpha, ad, bd, beta, cd)
+                }
+                _ => driver::gemm_serial::<T, Portable<4, 4>>(alpha, ad, bd, beta, cd),
+            }
+        }
     }
 }
 

@@ -155,15 +155,6 @@ fn check<T: Scalar>(
     }
 }
 
-/// Every kernel that applies to `T`: all supported ones for f32, the portable one otherwise.
-fn kernels_for<T: 'static>() -> Vec<GemmKernel> {
-    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
-        GemmKernel::all_supported()
-    } else {
-        vec![GemmKernel::Portable]
-    }
-}
-
 /// One product in one set of layouts with one kernel, checked against `want`.
 #[allow(clippy::too_many_arguments)]
 fn run_case<T: Scalar>(
@@ -218,7 +209,7 @@ fn small_shapes_all_transposes<T: Scalar>() {
                 case += 1;
                 let (alpha, beta) = (T::from_f64(al), T::from_f64(be));
                 let (want, scale) = reference(alpha, &a, &b, beta, &c0);
-                for kernel in kernels_for::<T>() {
+                for kernel in GemmKernel::all_supported() {
                     for la in [Layout::RowMajor, Layout::Transposed] {
                         for lb in [Layout::RowMajor, Layout::Transposed] {
                             run_case(
@@ -270,7 +261,7 @@ fn large_shapes_all_layouts<T: Scalar>() {
         let (al, be) = ALPHA_BETA[case % ALPHA_BETA.len()];
         let (alpha, beta) = (T::from_f64(al), T::from_f64(be));
         let (want, scale) = reference(alpha, &a, &b, beta, &c0);
-        for kernel in kernels_for::<T>() {
+        for kernel in GemmKernel::all_supported() {
             for (i, &la) in LAYOUTS.iter().enumerate() {
                 for (j, &lb) in LAYOUTS.iter().enumerate() {
                     // C cycles through its layouts too (strided C takes the kernels' spill path).
@@ -507,6 +498,37 @@ fn parallel_results_are_bit_identical() {
             let d = differ(&first, &pieces);
             assert_eq!(d, 0, "{what}: row pieces differ in {d} elements");
         }
+    }
+}
+
+/// f64 runs the same portable source on every path (no fused multiply-add): identical bits.
+#[test]
+fn f64_results_are_identical_on_every_path() {
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let (a, b) = (
+        random::<f64>(45, 70, &mut rng),
+        random::<f64>(70, 53, &mut rng),
+    );
+    let results: Vec<Array2<f64>> = GemmKernel::all_supported()
+        .into_iter()
+        .map(|kernel| {
+            let mut c = Array2::zeros((45, 53));
+            gemm_with_kernel(
+                kernel,
+                1.0,
+                a.view(),
+                b.t().as_standard_layout().t(),
+                0.0,
+                c.view_mut(),
+            );
+            c
+        })
+        .collect();
+    for c in &results[1..] {
+        assert!(c
+            .iter()
+            .zip(&results[0])
+            .all(|(x, y)| x.to_bits() == y.to_bits()));
     }
 }
 

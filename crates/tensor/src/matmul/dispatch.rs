@@ -13,9 +13,9 @@ pub(super) const KERNEL_ENV: &str = "LENET_GEMM_KERNEL";
 
 /// A micro-kernel family for [`gemm`](super::gemm).
 ///
-/// It decides how `f32` products are computed (`f64` products always use the portable kernel).
-/// All families give results within the same error bound; they may differ in the last bits
-/// because the SIMD kernels use fused multiply-add.
+/// All families give `f32` results within the same error bound; they may differ in the last
+/// bits because the SIMD kernels use fused multiply-add. `f64` products run the portable
+/// kernel's source compiled for the family's instruction set, with identical results on all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmKernel {
     /// Plain Rust over fixed-size arrays, auto-vectorised for the baseline target.

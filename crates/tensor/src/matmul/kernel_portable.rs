@@ -1,56 +1,168 @@
 //! Portable micro-kernel: plain Rust over a fixed-size block of accumulators.
 //!
 //! With `MR` and `NR` known at compile time the loops fully unroll and the `NR` columns of each
-//! accumulator row map onto SIMD registers of whatever the target offers (SSE2 on plain x86-64),
-//! so this is also the f64 kernel and the reference the SIMD kernels are tested against.
+//! accumulator row map onto SIMD registers of whatever the target offers (SSE2 on plain x86-64).
+//! It is the fallback for any CPU, and — compiled a second time inside `#[target_feature]`
+//! wrappers — the f64 kernel on AVX2 and AVX-512 machines: the same source, so f64 results are
+//! bit-identical on every path (separate multiply and add, no fused multiply-add).
 
 use super::kernel::{write_tile, MicroKernel};
 use crate::Scalar;
 
-/// `MR × NR` tile of plain multiply-adds.
+/// `MR × NR` tile of plain multiply-adds, for the baseline target.
 #[derive(Debug)]
 pub(super) struct Portable<const MR: usize, const NR: usize>;
 
-impl<T: Scalar, const MR: usize, const NR: usize> MicroKernel<T> for Portable<MR, NR> {
-    const MR: usize = MR;
-    const NR: usize = NR;
-    const LANES: usize = NR;
-    const KC: usize = 256;
-    const MC: usize = 128;
-    const NC: usize = 1024;
-    const DIRECT_B_MAX_M: usize = 2 * MR;
+/// The portable tile compiled for AVX2 (f64 on AVX2 machines).
+#[cfg(target_arch = "x86_64")]
+#[derive(Debug)]
+pub(super) struct PortableAvx2<const MR: usize, const NR: usize>;
 
-    #[inline(never)]
-    unsafe fn tile(
-        k: usize,
-        a: *const T,
-        b: *const T,
-        b_ks: isize,
-        alpha: T,
-        beta: T,
-        c: *mut T,
-        rsc: isize,
-        csc: isize,
-        rows: usize,
-        cols: usize,
-    ) {
-        let mut acc = [[T::zero(); NR]; MR];
-        for p in 0..k {
-            // SAFETY: step p of the A panel holds MR values and step p of the B panel holds
-            // NR values (`LANES == NR`), by the `tile` contract.
-            let (ap, bp) = unsafe {
-                (
-                    *a.add(p * MR).cast::<[T; MR]>(),
-                    *b.offset(p as isize * b_ks).cast::<[T; NR]>(),
-                )
-            };
-            for r in 0..MR {
-                for j in 0..NR {
-                    acc[r][j] = acc[r][j] + ap[r] * bp[j];
-                }
+/// The portable tile compiled for AVX-512F (f64 on AVX-512 machines).
+#[cfg(target_arch = "x86_64")]
+#[derive(Debug)]
+pub(super) struct PortableAvx512<const MR: usize, const NR: usize>;
+
+/// Implements [`MicroKernel`] for a portable-kernel marker whose `tile` calls `$body`.
+macro_rules! portable_kernel {
+    ($name:ident, $body:ident) => {
+        impl<T: Scalar, const MR: usize, const NR: usize> MicroKernel<T> for $name<MR, NR> {
+            const MR: usize = MR;
+            const NR: usize = NR;
+            const LANES: usize = NR;
+            const KC: usize = 256;
+            const MC: usize = 128;
+            const NC: usize = 1024;
+            const DIRECT_B_MAX_M: usize = 2 * MR;
+
+            unsafe fn tile(
+                k: usize,
+                a: *const T,
+                b: *const T,
+                b_ks: isize,
+                alpha: T,
+                beta: T,
+                c: *mut T,
+                rsc: isize,
+                csc: isize,
+                rows: usize,
+                cols: usize,
+            ) {
+                // SAFETY: forwarded `tile` contract (including the instruction set).
+                unsafe { $body::<T, MR, NR>(k, a, b, b_ks, alpha, beta, c, rsc, csc, rows, cols) }
             }
         }
-        // SAFETY: C covers rows × cols at (rsc, csc), by the `tile` contract.
-        unsafe { write_tile(acc.as_flattened(), NR, rows, cols, alpha, beta, c, rsc, csc) };
+    };
+}
+
+portable_kernel!(Portable, tile_baseline);
+#[cfg(target_arch = "x86_64")]
+portable_kernel!(PortableAvx2, tile_avx2);
+#[cfg(target_arch = "x86_64")]
+portable_kernel!(PortableAvx512, tile_avx512);
+
+/// The tile for the baseline target.
+///
+/// # Safety
+/// The [`MicroKernel::tile`] contract.
+#[inline(never)]
+unsafe fn tile_baseline<T: Scalar, const MR: usize, const NR: usize>(
+    k: usize,
+    a: *const T,
+    b: *const T,
+    b_ks: isize,
+    alpha: T,
+    beta: T,
+    c: *mut T,
+    rsc: isize,
+    csc: isize,
+    rows: usize,
+    cols: usize,
+) {
+    // SAFETY: forwarded contract.
+    unsafe { tile_body::<T, MR, NR>(k, a, b, b_ks, alpha, beta, c, rsc, csc, rows, cols) }
+}
+
+/// The tile compiled with AVX2 enabled.
+///
+/// # Safety
+/// The [`MicroKernel::tile`] contract, and the CPU supports AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn tile_avx2<T: Scalar, const MR: usize, const NR: usize>(
+    k: usize,
+    a: *const T,
+    b: *const T,
+    b_ks: isize,
+    alpha: T,
+    beta: T,
+    c: *mut T,
+    rsc: isize,
+    csc: isize,
+    rows: usize,
+    cols: usize,
+) {
+    // SAFETY: forwarded contract.
+    unsafe { tile_body::<T, MR, NR>(k, a, b, b_ks, alpha, beta, c, rsc, csc, rows, cols) }
+}
+
+/// The tile compiled with AVX-512F enabled.
+///
+/// # Safety
+/// The [`MicroKernel::tile`] contract, and the CPU supports AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_avx512<T: Scalar, const MR: usize, const NR: usize>(
+    k: usize,
+    a: *const T,
+    b: *const T,
+    b_ks: isize,
+    alpha: T,
+    beta: T,
+    c: *mut T,
+    rsc: isize,
+    csc: isize,
+    rows: usize,
+    cols: usize,
+) {
+    // SAFETY: forwarded contract.
+    unsafe { tile_body::<T, MR, NR>(k, a, b, b_ks, alpha, beta, c, rsc, csc, rows, cols) }
+}
+
+/// The portable tile itself, inlined into each wrapper so it is vectorised for that target.
+///
+/// # Safety
+/// The [`MicroKernel::tile`] contract with `LANES == NR`.
+#[inline(always)]
+unsafe fn tile_body<T: Scalar, const MR: usize, const NR: usize>(
+    k: usize,
+    a: *const T,
+    b: *const T,
+    b_ks: isize,
+    alpha: T,
+    beta: T,
+    c: *mut T,
+    rsc: isize,
+    csc: isize,
+    rows: usize,
+    cols: usize,
+) {
+    let mut acc = [[T::zero(); NR]; MR];
+    for p in 0..k {
+        // SAFETY: step p of the A panel holds MR values and step p of the B panel holds
+        // NR values (`LANES == NR`), by the `tile` contract.
+        let (ap, bp) = unsafe {
+            (
+                *a.add(p * MR).cast::<[T; MR]>(),
+                *b.offset(p as isize * b_ks).cast::<[T; NR]>(),
+            )
+        };
+        for r in 0..MR {
+            for j in 0..NR {
+                acc[r][j] = acc[r][j] + ap[r] * bp[j];
+            }
+        }
     }
+    // SAFETY: C covers rows × cols at (rsc, csc), by the `tile` contract.
+    unsafe { write_tile(acc.as_flattened(), NR, rows, cols, alpha, beta, c, rsc, csc) };
 }
