@@ -84,6 +84,7 @@ pub fn render_svg(records: &[EpochMetrics], title: &str) -> String {
         (0.0, loss_max * 1.05),
         last_epoch,
         &losses,
+        false,
     );
     let acc_min = min_of(&accuracies).unwrap_or(0.0);
     // Show the interesting top of the accuracy range, with a little room below the lowest point.
@@ -96,6 +97,7 @@ pub fn render_svg(records: &[EpochMetrics], title: &str) -> String {
         (acc_low, 100.0),
         last_epoch,
         &accuracies,
+        true,
     );
     svg.push_str("</svg>\n");
     svg
@@ -115,7 +117,9 @@ fn min_of(series: &[Series]) -> Option<f64> {
         .reduce(f64::min)
 }
 
-/// One panel: frame, ticks with grid lines, axis labels, the curves with a marker per epoch, legend.
+/// One panel: frame, ticks with grid lines, axis labels, the curves with a marker per epoch, and
+/// the legend in the top right corner, or the bottom right one where falling curves leave room
+/// (`legend_low`, for rising accuracy curves).
 fn panel(
     svg: &mut String,
     left: f64,
@@ -124,6 +128,7 @@ fn panel(
     (y0, y1): (f64, f64),
     last_epoch: f64,
     series: &[Series],
+    legend_low: bool,
 ) {
     let bottom = TOP + PANEL_H;
     // Epoch 1 sits on the left edge; a one-epoch run gets a unit-wide axis.
@@ -203,8 +208,12 @@ fn panel(
                 s.color
             );
         }
-        // Legend, top right inside the panel.
-        let (x, y) = (left + PANEL_W - 110.0, TOP + 18.0 + 18.0 * i as f64);
+        let first_row = if legend_low {
+            bottom - 18.0 * series.len() as f64
+        } else {
+            TOP + 18.0
+        };
+        let (x, y) = (left + PANEL_W - 110.0, first_row + 18.0 * i as f64);
         let _ = writeln!(
             svg,
             r#"<line x1="{x}" y1="{y}" x2="{}" y2="{y}" stroke="{}" stroke-width="2"{dash}/><text x="{}" y="{}">{}</text>"#,

@@ -112,10 +112,10 @@ fn train(args: &TrainArgs) -> Result<()> {
     };
     let c = trainer.config().clone();
     println!(
-        "LeNet-5 ({:?}, {:?} pooling) on {}: {} training, {} validation, {} test images; \
+        "LeNet-5 ({}, {} pooling) on {}: {} training, {} validation, {} test images; \
          batch {}, lr {} ({}), momentum {}{}, weight decay {}, seed {}{}, {} threads",
-        c.model.activation,
-        c.model.pooling,
+        c.model.activation.name(),
+        c.model.pooling.name(),
         kind.display_name(),
         train_set.len(),
         val_set.as_ref().map_or(0, |v| v.len()),
