@@ -32,14 +32,17 @@ enum Layout {
     EveryOtherRow,
     /// Both axes reversed (`s![..;-1, ..;-1]`): negative strides.
     Reversed,
+    /// Rows reversed only (`s![..;-1, ..]`): contiguous rows at a negative row stride.
+    RowsReversed,
 }
 
-const LAYOUTS: [Layout; 5] = [
+const LAYOUTS: [Layout; 6] = [
     Layout::RowMajor,
     Layout::ColMajor,
     Layout::Transposed,
     Layout::EveryOtherRow,
     Layout::Reversed,
+    Layout::RowsReversed,
 ];
 
 /// A logical matrix stored in one of the layouts.
@@ -65,6 +68,7 @@ impl<T: Scalar> Stored<T> {
                 s
             }
             Layout::Reversed => x.slice(s![..;-1, ..;-1]).as_standard_layout().into_owned(),
+            Layout::RowsReversed => x.slice(s![..;-1, ..]).as_standard_layout().into_owned(),
         };
         Stored { store, layout }
     }
@@ -75,6 +79,7 @@ impl<T: Scalar> Stored<T> {
             Layout::Transposed => self.store.t(),
             Layout::EveryOtherRow => self.store.slice(s![..;2, ..]),
             Layout::Reversed => self.store.slice(s![..;-1, ..;-1]),
+            Layout::RowsReversed => self.store.slice(s![..;-1, ..]),
         }
     }
 
@@ -84,6 +89,7 @@ impl<T: Scalar> Stored<T> {
             Layout::Transposed => self.store.view_mut().reversed_axes(),
             Layout::EveryOtherRow => self.store.slice_mut(s![..;2, ..]),
             Layout::Reversed => self.store.slice_mut(s![..;-1, ..;-1]),
+            Layout::RowsReversed => self.store.slice_mut(s![..;-1, ..]),
         }
     }
 
@@ -271,7 +277,8 @@ fn large_shapes_all_layouts<T: Scalar>() {
                         Layout::EveryOtherRow,
                         Layout::ColMajor,
                         Layout::Reversed,
-                    ][(i + j) % 5];
+                        Layout::RowsReversed,
+                    ][(i + j) % 6];
                     run_case(
                         kernel,
                         (alpha, beta),
@@ -501,6 +508,33 @@ fn parallel_results_are_bit_identical() {
     }
 }
 
+/// Broadcast operands (stride 0) are read like any other strides.
+#[test]
+fn broadcast_operands() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let (row, col) = (
+        random::<f32>(1, 37, &mut rng),
+        random::<f32>(37, 1, &mut rng),
+    );
+    let a = row.broadcast((19, 37)).unwrap();
+    let b = col.broadcast((37, 41)).unwrap();
+    let (want, scale) = reference(
+        1.0,
+        &a.to_owned(),
+        &b.to_owned(),
+        0.0,
+        &Array2::zeros((19, 41)),
+    );
+    let (a_owned, b_col_major) = (a.to_owned(), b.t().as_standard_layout().into_owned());
+    for kernel in GemmKernel::all_supported() {
+        for (a, b) in [(a, b), (a, b_col_major.t()), (a_owned.view(), b)] {
+            let mut c = Array2::from_elem((19, 41), f32::NAN);
+            gemm_with_kernel(kernel, 1.0, a, b, 0.0, c.view_mut());
+            check(c.view(), &want, &scale, 37, kernel.name());
+        }
+    }
+}
+
 /// f64 runs the same portable source on every path (no fused multiply-add): identical bits.
 #[test]
 fn f64_results_are_identical_on_every_path() {
@@ -539,7 +573,7 @@ proptest! {
     #[test]
     fn random_shapes_match_reference(
         m in 0usize..70, n in 0usize..90, k in 0usize..80,
-        la in 0usize..5, lb in 0usize..5, lc in 0usize..5,
+        la in 0usize..6, lb in 0usize..6, lc in 0usize..6,
         ab in 0usize..4, kernel in 0usize..3, seed in any::<u64>(),
     ) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
