@@ -10,7 +10,8 @@ use nn::{EpochMetrics, TrainObserver};
 pub fn batch_bar(batches: u64, epoch: usize, epochs: usize) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(batches), ProgressDrawTarget::stderr());
     let style = ProgressStyle::with_template(
-        "{prefix} [{bar:40.cyan/blue}] {pos}/{len} batches  {msg}  eta {eta}",
+        // `wide_bar` takes what the terminal width leaves, so the line never wraps.
+        "{prefix} [{wide_bar:.cyan/blue}] {pos}/{len} batches {msg:12} eta {eta}",
     )
     .expect("the template is valid")
     .progress_chars("=> ");

@@ -113,7 +113,7 @@ fn train(args: &TrainArgs) -> Result<()> {
     let c = trainer.config().clone();
     println!(
         "LeNet-5 ({}, {} pooling) on {}: {} training, {} validation, {} test images; \
-         batch {}, lr {} ({}), momentum {}{}, weight decay {}, seed {}{}, {} threads",
+         batch {}, lr {} ({}), momentum {}{}, weight decay {}, seed {}{}, {}",
         c.model.activation.name(),
         c.model.pooling.name(),
         kind.display_name(),
@@ -132,7 +132,7 @@ fn train(args: &TrainArgs) -> Result<()> {
         } else {
             ""
         },
-        rayon::current_num_threads()
+        threads(rayon::current_num_threads())
     );
 
     let mut metrics = match &args.metrics {
@@ -197,6 +197,10 @@ fn train(args: &TrainArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn threads(n: usize) -> String {
+    format!("{n} thread{}", if n == 1 { "" } else { "s" })
 }
 
 fn schedule_name(s: &LrSchedule) -> String {

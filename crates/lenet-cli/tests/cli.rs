@@ -6,7 +6,9 @@
 //! 127.0.0.1, so a download attempt fails at once.
 
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use assert_cmd::Command;
 use safetensors::{tensor::TensorView, Dtype};
@@ -571,4 +573,66 @@ fn one_epoch_on_mnist_reaches_97_percent() {
     let acc = records[0]["test_accuracy"].as_f64().unwrap();
     println!("one epoch on MNIST: test accuracy {:.2}%", 100.0 * acc);
     assert!(acc >= 0.97, "test accuracy {acc} < 0.97\n{stdout}");
+}
+
+/// A mirror on 127.0.0.1 serving the files of `dir`; returns its base URL and a request counter.
+fn local_mirror(dir: PathBuf) -> (String, Arc<AtomicUsize>) {
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", server.server_addr().to_ip().unwrap());
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counter = requests.clone();
+    std::thread::spawn(move || {
+        for request in server.incoming_requests() {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let name = request.url().rsplit('/').next().unwrap_or("").to_string();
+            let _ = match std::fs::File::open(dir.join(&name)) {
+                Ok(file) => request.respond(tiny_http::Response::from_file(file)),
+                Err(_) => request.respond(tiny_http::Response::empty(404)),
+            };
+        }
+    });
+    (url, requests)
+}
+
+/// First use without data: `train` downloads MNIST from a (local) mirror, verifies it and trains;
+/// `download` then finds every file present and verified, and fetches nothing.
+#[test]
+fn first_use_downloads_then_download_finds_everything() {
+    let Some(root) = std::env::var_os("LENET_DATA_DIR").filter(|v| !v.is_empty()) else {
+        println!("skipped: LENET_DATA_DIR is not set");
+        return;
+    };
+    let (mirror, requests) = local_mirror(Path::new(&root).join("mnist"));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("mnist");
+    let stdout = succeeds(
+        lenet()
+            .env("LENET_MIRRORS", &mirror)
+            .args(["train", "--epochs", "1", "--limit", "200", "--data-dir"])
+            .arg(&dir),
+    );
+    assert_eq!(epoch_lines(&stdout).len(), 1, "{stdout}");
+    assert_eq!(requests.load(Ordering::SeqCst), 4, "one request per file");
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(
+        names.iter().all(|n| n.ends_with("-ubyte.gz")),
+        "no .part left: {names:?}"
+    );
+
+    let stdout = succeeds(
+        lenet()
+            .env("LENET_MIRRORS", &mirror)
+            .args(["download", "--data-dir"])
+            .arg(&dir),
+    );
+    assert_eq!(
+        stdout.matches("already present, checksum verified").count(),
+        4,
+        "{stdout}"
+    );
+    assert_eq!(requests.load(Ordering::SeqCst), 4, "nothing fetched again");
 }
