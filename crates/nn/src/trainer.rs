@@ -81,7 +81,7 @@ impl Default for TrainConfig {
             seed: 1,
             augment: None,
             early_stopping: None,
-            eval_batch_size: 1000,
+            eval_batch_size: 256,
         }
     }
 }
