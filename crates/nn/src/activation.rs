@@ -1,6 +1,6 @@
 //! Element-wise activation layers (ReLU, tanh, sigmoid) for any number of dimensions.
 //!
-//! The backward pass needs only the layer's own output (relu' = [y > 0], tanh' = 1 − y²,
+//! The backward pass needs only the layer's own output (relu' = 1 if y > 0 else 0, tanh' = 1 − y²,
 //! sigmoid' = y(1 − y)), so the layer keeps its output and nothing else.
 
 use crate::buffer::Buffer;

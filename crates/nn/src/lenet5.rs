@@ -150,7 +150,7 @@ impl LeNet5 {
     }
 
     /// A model with every parameter zero, to be filled by [`LeNet5::load_weights`] or
-    /// [`LeNet5::set_params`].
+    /// [`LeNet5::set_param`].
     pub fn zeros(config: LeNet5Config) -> Self {
         let pad2 = Conv2dParams {
             stride: (1, 1),
