@@ -141,6 +141,7 @@ pub enum ScheduleArg {
     /// Multiply the rate by --gamma every --step-size epochs.
     Step,
     /// --lr throughout.
+    #[value(alias = "none")]
     Constant,
 }
 

@@ -35,9 +35,8 @@ pub fn ensure(kind: DatasetKind, data_dir: Option<&Path>) -> Result<PathBuf> {
             kind.display_name(),
             dir.display()
         );
-        mnist::ensure_dataset(kind, &dir, &DownloadOptions::default()).with_context(|| {
-            format!("cannot get {} into {}", kind.display_name(), dir.display())
-        })?;
+        // The error names the dataset, the folder and every mirror tried: nothing to add.
+        mnist::ensure_dataset(kind, &dir, &DownloadOptions::default())?;
     }
     Ok(dir)
 }

@@ -1,6 +1,6 @@
 //! `lenet download`: fetch a dataset from the mirrors and verify every file's SHA-256.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use mnist::{DownloadOptions, FileStatus};
 
 use crate::args::{DataArgs, DatasetArg};
@@ -10,14 +10,8 @@ use crate::data;
 pub fn run(args: &DataArgs) -> Result<()> {
     let kind = data::kind(args.dataset.unwrap_or(DatasetArg::Mnist));
     let dir = mnist::resolve_data_dir(kind, args.data_dir.as_deref());
-    let reports =
-        mnist::ensure_dataset(kind, &dir, &DownloadOptions::default()).with_context(|| {
-            format!(
-                "cannot download {} into {}",
-                kind.display_name(),
-                dir.display()
-            )
-        })?;
+    // The error names the dataset, the folder and every mirror tried: nothing to add.
+    let reports = mnist::ensure_dataset(kind, &dir, &DownloadOptions::default())?;
     for r in &reports {
         for f in &r.failed_mirrors {
             eprintln!("warning: {}: {} failed: {}", r.name, f.url, f.reason);
