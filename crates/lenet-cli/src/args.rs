@@ -105,8 +105,8 @@ pub struct TrainArgs {
     /// it, in NAME.state.safetensors, for --resume.
     #[arg(long, value_name = "FILE.safetensors")]
     pub save: Option<PathBuf>,
-    /// Continue a run from a NAME.state.safetensors file written by --save (its settings are
-    /// used; --epochs sets the new total).
+    /// Continue a run from a NAME.state.safetensors file written by --save. Its saved settings
+    /// are used; --epochs sets the new total; pass the same --dataset, --val-split and --limit.
     #[arg(long, value_name = "FILE")]
     pub resume: Option<PathBuf>,
     /// Write one JSON object per epoch to this file (appended to with --resume).

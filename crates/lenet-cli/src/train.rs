@@ -70,31 +70,7 @@ pub fn state_path(weights: &Path) -> PathBuf {
 }
 
 fn train(args: &TrainArgs) -> Result<()> {
-    let kind = data::kind(args.data.dataset.unwrap_or(crate::args::DatasetArg::Mnist));
-    let dataset = data::load(kind, args.data.data_dir.as_deref())?;
-    let all_train = SplitSource(&dataset.train);
-    let test = SplitSource(&dataset.test);
-
-    // --limit keeps the first N images; --val-split then holds out a seeded random part of them.
-    let n = args
-        .limit
-        .map_or(all_train.len(), |l| l.min(all_train.len()));
-    let (train_idx, val_idx) = if args.val_split > 0.0 {
-        let (t, v) = nn::split_indices(n, args.val_split, args.seed);
-        anyhow::ensure!(
-            !v.is_empty() && !t.is_empty(),
-            "--val-split {} of {n} training images leaves {} for validation and {} for training",
-            args.val_split,
-            v.len(),
-            t.len()
-        );
-        (t, Some(v))
-    } else {
-        ((0..n).collect(), None)
-    };
-    let train_set = Subset::new(all_train, train_idx);
-    let val_set = val_idx.map(|v| Subset::new(all_train, v));
-
+    // The run first: a bad resume file fails before the data is read.
     let mut trainer = match &args.resume {
         Some(path) => {
             let mut t = Trainer::load_training_state(path)
@@ -110,6 +86,32 @@ fn train(args: &TrainArgs) -> Result<()> {
         }
         None => Trainer::new(config(args)).context("invalid training settings")?,
     };
+    let kind = data::kind(args.data.dataset.unwrap_or(crate::args::DatasetArg::Mnist));
+    let dataset = data::load(kind, args.data.data_dir.as_deref())?;
+    let all_train = SplitSource(&dataset.train);
+    let test = SplitSource(&dataset.test);
+
+    // --limit keeps the first N images; --val-split then holds out a random part of them, drawn
+    // from the run's seed (the saved one when resuming, so the split is the same again).
+    let n = args
+        .limit
+        .map_or(all_train.len(), |l| l.min(all_train.len()));
+    let (train_idx, val_idx) = if args.val_split > 0.0 {
+        let (t, v) = nn::split_indices(n, args.val_split, trainer.config().seed);
+        anyhow::ensure!(
+            !v.is_empty() && !t.is_empty(),
+            "--val-split {} of {n} training images leaves {} for validation and {} for training",
+            args.val_split,
+            v.len(),
+            t.len()
+        );
+        (t, Some(v))
+    } else {
+        ((0..n).collect(), None)
+    };
+    let train_set = Subset::new(all_train, train_idx);
+    let val_set = val_idx.map(|v| Subset::new(all_train, v));
+
     let c = trainer.config().clone();
     println!(
         "LeNet-5 ({}, {} pooling) on {}: {} training, {} validation, {} test images; \
