@@ -137,6 +137,21 @@ fn train(args: &TrainArgs) -> Result<()> {
         threads(rayon::current_num_threads())
     );
 
+    // Fail now rather than after the first epoch if an output folder does not exist.
+    for (flag, path) in [("--save", &args.save), ("--plot", &args.plot)] {
+        if let Some(p) = path {
+            let dir = p
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            anyhow::ensure!(
+                dir.is_dir(),
+                "{flag} {}: the folder {} does not exist",
+                p.display(),
+                dir.display()
+            );
+        }
+    }
     let mut metrics = match &args.metrics {
         Some(p) => Some(
             MetricsWriter::create(p, args.resume.is_some())

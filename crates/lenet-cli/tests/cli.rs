@@ -166,6 +166,24 @@ fn out_of_range_flags_are_rejected() {
 }
 
 #[test]
+fn output_folders_must_exist_before_training() {
+    let data = synthetic_dir();
+    for flag in ["--save", "--plot", "--metrics"] {
+        let mut cmd = lenet();
+        cmd.args(["train", "--data-dir"])
+            .arg(data.path())
+            .args([flag, "/nonexistent-folder/out.file"]);
+        let stdout = String::from_utf8(cmd.output().unwrap().stdout).unwrap();
+        let stderr = fails(&mut cmd);
+        assert!(stderr.contains("nonexistent-folder"), "{flag}: {stderr}");
+        assert!(
+            epoch_lines(&stdout).is_empty(),
+            "{flag}: failed only after training"
+        );
+    }
+}
+
+#[test]
 fn early_stopping_without_validation_is_rejected() {
     let stderr = fails(lenet().args(["train", "--early-stopping", "2"]));
     assert!(stderr.contains("--val-split"), "{stderr}");
