@@ -33,6 +33,12 @@
 //! instruction set: 8 × 16 tiles with AVX-512, 6 × 8 with AVX2, 4 × 4 on the baseline target.
 //! It rounds every product and sum separately, so f64 results are the same on every path.
 //!
+//! # Determinism
+//! Every element of C is one sum over `k` in a fixed order: KC blocks in order, steps in order
+//! inside a block (packed route), or fixed lanes reduced by a fixed tree (dot route). Threads
+//! only ever own disjoint blocks of C, so the same call gives the same bits whatever the thread
+//! count or scheduling. Once the per-thread packing buffers have grown, a call allocates nothing.
+//!
 //! # Choosing the kernel
 //! The release build targets baseline x86-64; the SIMD kernels are compiled with
 //! `#[target_feature]` and called only after run-time detection. Set

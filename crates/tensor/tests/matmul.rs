@@ -15,6 +15,31 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tensor::{gemm, gemm_kernel_name, gemm_with_kernel, matmul, matmul_into, GemmKernel, Scalar};
 
+/// Counts the heap allocations each thread makes, to prove gemm allocates nothing per call.
+struct CountingAlloc;
+
+thread_local! {
+    // `const` initialisation: no lazy setup, so using it inside the allocator cannot recurse.
+    static ALLOCATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+// SAFETY: forwards to the system allocator; the counter is a plain thread-local integer.
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        // SAFETY: forwarded contract.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: forwarded contract.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
 /// Value written around strided views of C: must survive untouched.
 const SENTINEL: f64 = 12345.0;
 
@@ -531,6 +556,52 @@ fn broadcast_operands() {
             let mut c = Array2::from_elem((19, 41), f32::NAN);
             gemm_with_kernel(kernel, 1.0, a, b, 0.0, c.view_mut());
             check(c.view(), &want, &scale, 37, kernel.name());
+        }
+    }
+}
+
+/// After a first call has grown this thread's packing buffers, calls allocate nothing: the
+/// LeNet products (run serially, as in the training loop), on every kernel and both routes.
+#[test]
+fn no_allocation_per_call() {
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    // (m, n, k, B transposed): conv forward, conv dW, linear forward and backward.
+    let shapes = [
+        (16, 100, 150, false),
+        (6, 25, 784, true),
+        (256, 120, 400, true),
+        (256, 400, 120, false),
+    ];
+    for kernel in GemmKernel::all_supported() {
+        for &(m, n, k, tb) in &shapes {
+            let a = random::<f32>(m, k, &mut rng);
+            let b = if tb {
+                random::<f32>(n, k, &mut rng)
+            } else {
+                random::<f32>(k, n, &mut rng)
+            };
+            let bv = if tb { b.t() } else { b.view() };
+            let mut c = Array2::<f32>::zeros((m, n));
+            // Products above the parallel threshold run on rayon's threads (not counted here);
+            // a one-thread pool keeps everything on this thread.
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                gemm_with_kernel(kernel, 1.0, a.view(), bv, 0.0, c.view_mut());
+                let before = ALLOCATIONS.with(|n| n.get());
+                for _ in 0..3 {
+                    gemm_with_kernel(kernel, 1.0, a.view(), bv, 1.0, c.view_mut());
+                }
+                let after = ALLOCATIONS.with(|n| n.get());
+                assert_eq!(
+                    after - before,
+                    0,
+                    "{} {m}x{n}x{k}: allocated",
+                    kernel.name()
+                );
+            });
         }
     }
 }
