@@ -223,6 +223,22 @@ mod tests {
         assert_eq!(input.len(), 784);
         assert!(input.iter().all(|v| (0.0..=1.0).contains(v)));
 
+        // JPEG: lossy, so the result is close to, not equal to, the PNG's.
+        let jpg = dir.path().join("digit.jpg");
+        drawing(120, 100).save(&jpg).unwrap();
+        let from_jpeg = load_digit(&jpg).unwrap();
+        let (cx, cy) = centre_of_mass(&from_jpeg).unwrap();
+        assert!(
+            (cx - 14.0).abs() <= 0.5 && (cy - 14.0).abs() <= 0.5,
+            "({cx}, {cy})"
+        );
+        let diff: u32 = from_jpeg
+            .pixels()
+            .zip(out.pixels())
+            .map(|(a, b)| u32::from(a[0].abs_diff(b[0])))
+            .sum();
+        assert!(diff < 784 * 12, "JPEG result differs by {diff}");
+
         let garbage = dir.path().join("garbage.png");
         std::fs::write(&garbage, b"this is not a picture").unwrap();
         let err = format!("{:#}", load_digit(&garbage).unwrap_err());
