@@ -1,7 +1,8 @@
 //! Times every LeNet-5 kernel, forward and backward, on one f32 batch.
 //!
 //! ```sh
-//! cargo run -p tensor --release --example lenet_layers -- 64   # batch size (default 64)
+//! cargo run -p tensor --release --example lenet_layers -- 64         # batch size (default 64)
+//! cargo run -p tensor --release --example lenet_layers -- 64 conv2   # only lines naming "conv2"
 //! ```
 //!
 //! Each line is the median of 50 runs after 5 warm-up runs, with buffers and workspaces reused
@@ -11,19 +12,32 @@ use ndarray::{Array1, Array2, Array4};
 use std::time::Instant;
 use tensor::*;
 
-fn median_us(mut f: impl FnMut()) -> f64 {
-    for _ in 0..5 {
-        f();
-    }
-    let mut t: Vec<f64> = (0..50)
-        .map(|_| {
-            let s = Instant::now();
+/// Prints the median time of `f` if `name` contains the filter, and keeps a running total.
+struct Timer {
+    filter: String,
+    total: f64,
+}
+
+impl Timer {
+    fn time(&mut self, name: &str, mut f: impl FnMut()) {
+        if !name.contains(&self.filter) {
+            return;
+        }
+        for _ in 0..5 {
             f();
-            s.elapsed().as_secs_f64() * 1e6
-        })
-        .collect();
-    t.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    t[t.len() / 2]
+        }
+        let mut t: Vec<f64> = (0..50)
+            .map(|_| {
+                let s = Instant::now();
+                f();
+                s.elapsed().as_secs_f64() * 1e6
+            })
+            .collect();
+        t.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let us = t[t.len() / 2];
+        self.total += us;
+        println!("{name:<28} {us:>9.1}");
+    }
 }
 
 fn filled4(shape: (usize, usize, usize, usize), seed: usize) -> Array4<f32> {
@@ -33,21 +47,24 @@ fn filled4(shape: (usize, usize, usize, usize), seed: usize) -> Array4<f32> {
 }
 
 fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
+    let mut args = std::env::args().skip(1);
+    let n: usize = args
+        .next()
         .map(|s| s.parse().expect("batch size"))
         .unwrap_or(64);
+    let mut timer = Timer {
+        filter: args.next().unwrap_or_default(),
+        total: 0.0,
+    };
     println!(
         "batch {n}, {} rayon threads (median of 50 runs, µs)",
         rayon::current_num_threads()
     );
-    let mut total = 0.0;
-    let mut report = |name: &str, us: f64| {
-        total += us;
-        println!("{name:<28} {us:>9.1}");
-    };
 
-    let conv = |c, k, hw, pad, name: &str, need_gi: bool, report: &mut dyn FnMut(&str, f64)| {
+    // conv1: 1→6, 5×5, padding 2 on 28×28 (no input gradient: first layer); conv2: 6→16 on 14×14
+    for (c, k, hw, pad, name, need_gi) in
+        [(1, 6, 28, 2, "conv1", false), (6, 16, 14, 0, "conv2", true)]
+    {
         let p = Conv2dParams {
             stride: (1, 1),
             padding: (pad, pad),
@@ -58,54 +75,46 @@ fn main() {
         let (oh, ow) = p.output_size((hw, hw), (5, 5)).unwrap();
         let mut y = Array4::zeros((n, k, oh, ow));
         let mut ws = Conv2dWorkspace::new();
-        report(
-            &format!("{name} forward"),
-            median_us(|| conv2d_into(x.view(), w.view(), Some(b.view()), p, y.view_mut(), &mut ws)),
-        );
+        timer.time(&format!("{name} forward"), || {
+            conv2d_into(x.view(), w.view(), Some(b.view()), p, y.view_mut(), &mut ws)
+        });
         let g = filled4((n, k, oh, ow), 3);
         let mut gi = Array4::zeros(x.raw_dim());
         let mut gw = Array4::zeros(w.raw_dim());
         let mut gb = Array1::zeros(k);
-        report(
-            &format!("{name} backward"),
-            median_us(|| {
-                conv2d_backward_into(
-                    x.view(),
-                    w.view(),
-                    g.view(),
-                    p,
-                    need_gi.then(|| gi.view_mut()),
-                    gw.view_mut(),
-                    Some(gb.view_mut()),
-                    &mut ws,
-                )
-            }),
-        );
-    };
-    conv(1, 6, 28, 2, "conv1 (no grad_input)", false, &mut report);
-    conv(6, 16, 14, 0, "conv2", true, &mut report);
+        timer.time(&format!("{name} backward"), || {
+            conv2d_backward_into(
+                x.view(),
+                w.view(),
+                g.view(),
+                p,
+                need_gi.then(|| gi.view_mut()),
+                gw.view_mut(),
+                Some(gb.view_mut()),
+                &mut ws,
+            )
+        });
+    }
 
-    for (c, hw, name) in [(6, 28, "relu1+pool1"), (16, 10, "relu2+pool2")] {
+    for (c, hw, name) in [(6, 28, "1"), (16, 10, "2")] {
         let x = filled4((n, c, hw, hw), 4);
         let mut r = x.clone();
         let mut y = Array4::zeros((n, c, hw / 2, hw / 2));
         let p = Pool2dParams::square(2);
-        report(
-            &format!("{name} forward"),
-            median_us(|| {
-                relu_into(x.view(), r.view_mut());
-                avg_pool2d_into(r.view(), p, y.view_mut());
-            }),
-        );
+        timer.time(&format!("relu{name} forward"), || {
+            relu_into(x.view(), r.view_mut())
+        });
+        timer.time(&format!("pool{name} forward"), || {
+            avg_pool2d_into(r.view(), p, y.view_mut())
+        });
         let g = filled4((n, c, hw / 2, hw / 2), 5);
         let mut gi = Array4::zeros(x.raw_dim());
-        report(
-            &format!("{name} backward"),
-            median_us(|| {
-                avg_pool2d_backward_into(g.view(), p, gi.view_mut());
-                relu_backward_inplace(r.view(), gi.view_mut());
-            }),
-        );
+        timer.time(&format!("pool{name} backward"), || {
+            avg_pool2d_backward_into(g.view(), p, gi.view_mut())
+        });
+        timer.time(&format!("relu{name} backward"), || {
+            relu_backward_inplace(r.view(), gi.view_mut())
+        });
     }
 
     for (fan_in, fan_out, name) in [(400, 120, "fc1"), (120, 84, "fc2"), (84, 10, "fc3")] {
@@ -115,39 +124,32 @@ fn main() {
         });
         let b = Array1::from_elem(fan_out, 0.1_f32);
         let mut y = Array2::zeros((n, fan_out));
-        report(
-            &format!("{name} forward"),
-            median_us(|| linear_into(x.view(), w.view(), Some(b.view()), y.view_mut())),
-        );
+        timer.time(&format!("{name} forward"), || {
+            linear_into(x.view(), w.view(), Some(b.view()), y.view_mut())
+        });
         let g = y.clone();
         let (mut gi, mut gw, mut gb) = (
             Array2::zeros(x.raw_dim()),
             Array2::zeros(w.raw_dim()),
             Array1::zeros(fan_out),
         );
-        report(
-            &format!("{name} backward"),
-            median_us(|| {
-                linear_backward_into(
-                    x.view(),
-                    w.view(),
-                    g.view(),
-                    Some(gi.view_mut()),
-                    gw.view_mut(),
-                    Some(gb.view_mut()),
-                )
-            }),
-        );
+        timer.time(&format!("{name} backward"), || {
+            linear_backward_into(
+                x.view(),
+                w.view(),
+                g.view(),
+                Some(gi.view_mut()),
+                gw.view_mut(),
+                Some(gb.view_mut()),
+            )
+        });
     }
 
     let logits = Array2::from_shape_fn((n, 10), |(i, j)| ((i * 3 + j * 5) % 7) as f32 - 3.0);
     let targets: Vec<usize> = (0..n).map(|i| i % 10).collect();
     let mut gl = Array2::zeros((n, 10));
-    report(
-        "softmax_cross_entropy",
-        median_us(|| {
-            softmax_cross_entropy_into(logits.view(), &targets, gl.view_mut());
-        }),
-    );
-    println!("{:<28} {total:>9.1}", "sum (one training step)");
+    timer.time("softmax_cross_entropy", || {
+        softmax_cross_entropy_into(logits.view(), &targets, gl.view_mut());
+    });
+    println!("{:<28} {:>9.1}", "sum", timer.total);
 }

@@ -135,6 +135,49 @@ fn check_dim(
 // Average pool: y[i,j] = (1/(kh·kw)) Σ_{u<kh, v<kw} x[i·sh+u, j·sw+v]
 // ---------------------------------------------------------------------------------------------
 
+/// `yrow[j] += Σ_{v < kw} xrow[j·sw + v]` for every output `j`, adding in `v` order. The usual
+/// non-overlapping 2- and 3-wide windows get a constant width, so the compiler vectorises them;
+/// every path adds in the same order, so they agree to the bit.
+fn add_window_rows<T: Scalar>(yrow: &mut [T], xrow: &[T], kw: usize, sw: usize) {
+    fn fixed<T: Scalar, const K: usize>(yrow: &mut [T], xrow: &[T]) {
+        for (y, win) in yrow.iter_mut().zip(xrow.chunks_exact(K)) {
+            *y = win.iter().fold(*y, |s, &v| s + v);
+        }
+    }
+    match (kw, sw) {
+        (2, 2) => fixed::<T, 2>(yrow, xrow),
+        (3, 3) => fixed::<T, 3>(yrow, xrow),
+        _ => {
+            for (j, y) in yrow.iter_mut().enumerate() {
+                *y = xrow[j * sw..][..kw].iter().fold(*y, |s, &v| s + v);
+            }
+        }
+    }
+}
+
+/// `girow[j·sw + v] += grow[j] / area` for every output `j` and `v < kw` (the adjoint of
+/// [`add_window_rows`], scaled).
+fn spread_window_rows<T: Scalar>(girow: &mut [T], grow: &[T], area: T, kw: usize, sw: usize) {
+    fn fixed<T: Scalar, const K: usize>(girow: &mut [T], grow: &[T], area: T) {
+        for (win, &g) in girow.chunks_exact_mut(K).zip(grow) {
+            let share = g / area;
+            win.iter_mut().for_each(|v| *v = *v + share);
+        }
+    }
+    match (kw, sw) {
+        (2, 2) => fixed::<T, 2>(girow, grow, area),
+        (3, 3) => fixed::<T, 3>(girow, grow, area),
+        _ => {
+            for (j, &g) in grow.iter().enumerate() {
+                let share = g / area;
+                girow[j * sw..][..kw]
+                    .iter_mut()
+                    .for_each(|v| *v = *v + share);
+            }
+        }
+    }
+}
+
 /// Mean over each window (divided by kh·kw).
 ///
 /// # Panics
@@ -180,15 +223,26 @@ pub fn avg_pool2d_into<T: Scalar>(
     let area = T::from_f64((kh * kw) as f64);
     with_standard_slice_mut(out, |y| {
         g.for_each_plane(y, g.oh * g.ow, x, h * w, |y, x| {
-            for i in 0..g.oh {
-                for j in 0..g.ow {
-                    let corner = g.corner(i, j);
-                    let mut s = T::zero();
-                    for u in 0..kh {
-                        let row = &x[corner + u * w..][..kw];
-                        s = row.iter().fold(s, |s, &v| s + v);
+            if (kh, kw, params.stride.0, params.stride.1) == (2, 2, 2, 2) {
+                // LeNet's pool: the whole window in registers, summed in the general order.
+                for (i, yrow) in y.chunks_exact_mut(g.ow).enumerate() {
+                    let r0 = x[2 * i * w..][..w].chunks_exact(2);
+                    let r1 = x[(2 * i + 1) * w..][..w].chunks_exact(2);
+                    for ((y, a), b) in yrow.iter_mut().zip(r0).zip(r1) {
+                        *y = (T::zero() + a[0] + a[1] + b[0] + b[1]) / area;
                     }
-                    y[i * g.ow + j] = s / area;
+                }
+                return;
+            }
+            // Output row by output row: window row u of every window is added at once.
+            for (i, yrow) in y.chunks_exact_mut(g.ow).enumerate() {
+                yrow.fill(T::zero());
+                for u in 0..kh {
+                    let xrow = &x[(i * params.stride.0 + u) * w..][..w];
+                    add_window_rows(yrow, xrow, kw, params.stride.1);
+                }
+                for y in yrow.iter_mut() {
+                    *y = *y / area;
                 }
             }
         });
@@ -252,15 +306,10 @@ pub fn avg_pool2d_backward_into<T: Scalar>(
     with_standard_slice_mut(grad_input, |gi| {
         g.for_each_plane(gi, h * w, go, g.oh * g.ow, |gi, go| {
             gi.fill(T::zero());
-            for i in 0..g.oh {
-                for j in 0..g.ow {
-                    let share = go[i * g.ow + j] / area;
-                    let corner = g.corner(i, j);
-                    for u in 0..kh {
-                        for v in &mut gi[corner + u * w..][..kw] {
-                            *v = *v + share;
-                        }
-                    }
+            for (i, grow) in go.chunks_exact(g.ow).enumerate() {
+                for u in 0..kh {
+                    let girow = &mut gi[(i * params.stride.0 + u) * w..][..w];
+                    spread_window_rows(girow, grow, area, kw, params.stride.1);
                 }
             }
         });
@@ -507,6 +556,51 @@ mod tests {
         assert!(gi.iter().all(|v| v.is_finite()));
         avg_pool2d_backward_into(go.view(), p, gi.view_mut());
         assert_eq!(gi, avg_pool2d_backward(go.view(), p, (8, 8, 28, 28)));
+    }
+
+    #[test]
+    fn avg_pool_fast_paths_match_the_definition() {
+        let x = Array4::from_shape_fn((2, 3, 7, 9), |(n, c, i, j)| {
+            ((n * 131 + c * 71 + i * 37 + j * 11) % 97) as f64 / 97.0 - 0.5
+        });
+        for (kh, kw, sh, sw) in [
+            (2, 2, 2, 2),
+            (3, 3, 3, 3),
+            (2, 3, 1, 3),
+            (3, 2, 2, 2),
+            (1, 2, 1, 2),
+        ] {
+            let p = Pool2dParams {
+                kernel: (kh, kw),
+                stride: (sh, sw),
+            };
+            let y = avg_pool2d(x.view(), p);
+            let (oh, ow) = p.output_size((7, 9)).unwrap();
+            assert_eq!(y.dim(), (2, 3, oh, ow));
+            let g =
+                Array4::from_shape_fn(y.dim(), |(n, c, i, j)| (n + 2 * c + 3 * i + 5 * j) as f64);
+            let gi = avg_pool2d_backward(g.view(), p, x.dim());
+            let mut gi_ref = Array4::<f64>::zeros(x.dim());
+            for ((n, c, i, j), &yv) in y.indexed_iter() {
+                let mut s = 0.0;
+                for u in 0..kh {
+                    for v in 0..kw {
+                        s += x[[n, c, i * sh + u, j * sw + v]];
+                        gi_ref[[n, c, i * sh + u, j * sw + v]] +=
+                            g[[n, c, i, j]] / (kh * kw) as f64;
+                    }
+                }
+                assert!(
+                    (yv - s / (kh * kw) as f64).abs() < 1e-15,
+                    "{p:?} at {:?}",
+                    (n, c, i, j)
+                );
+            }
+            assert!(
+                gi.iter().zip(&gi_ref).all(|(a, b)| (a - b).abs() < 1e-12),
+                "{p:?} backward"
+            );
+        }
     }
 
     #[test]
