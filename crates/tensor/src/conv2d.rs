@@ -22,7 +22,7 @@
 //! does not fit the padded input, the input and weight channel counts differ, a dimension other
 //! than the batch is 0, or an output or gradient buffer does not have the shape it must have.
 
-use crate::parallel::{with_standard_slice_mut, PAR_MIN_WORK};
+use crate::parallel::{sum, with_standard_slice_mut, PAR_MIN_WORK};
 use crate::{gemm, Scalar};
 use ndarray::{
     Array1, Array4, ArrayView1, ArrayView2, ArrayView4, ArrayViewMut1, ArrayViewMut2, ArrayViewMut4,
@@ -600,8 +600,9 @@ fn backward_chunks<T: Scalar>(
                 let beta = if n == first { T::zero() } else { T::one() };
                 gemm(T::one(), g_n, cols_v.t(), beta, dw.view_mut());
                 // db_k += Σ_p g_n[k, p]
-                for (b, row) in db.iter_mut().zip(g_n.rows()) {
-                    *b = row.iter().fold(*b, |s, &v| s + v);
+                let g_rows = go[n * out_img..][..out_img].chunks_exact(pos);
+                for (b, row) in db.iter_mut().zip(g_rows) {
+                    *b = *b + sum(row);
                 }
                 if let Some(gi) = gi.as_deref_mut() {
                     let mut dc = ArrayViewMut2::from_shape((ckk, pos), &mut *dcols).expect("dc");

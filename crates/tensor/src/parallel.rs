@@ -142,3 +142,33 @@ pub(crate) fn zip_map_inplace<T: Scalar, D: Dimension>(
         .and(&y)
         .for_each(|g, &y| *g = f(y, *g));
 }
+
+/// `Σ a`, with 8 independent partial sums (so the adds pipeline and vectorise) combined in a
+/// fixed order: the result depends on the values only, never on the thread or the caller.
+pub(crate) fn sum<T: Scalar>(a: &[T]) -> T {
+    let mut acc = [T::zero(); 8];
+    let chunks = a.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..8 {
+            acc[l] = acc[l] + c[l];
+        }
+    }
+    let s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    rest.iter().fold(s, |s, &v| s + v)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sum_adds_every_element() {
+        for len in [0_usize, 1, 7, 8, 9, 100, 1001] {
+            let a: Vec<f64> = (0..len).map(|i| i as f64).collect();
+            assert_eq!(
+                super::sum(&a),
+                (len * len.saturating_sub(1) / 2) as f64,
+                "len {len}"
+            );
+        }
+    }
+}
