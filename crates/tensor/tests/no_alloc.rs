@@ -1,0 +1,190 @@
+//! The `_into` forms allocate nothing once their buffers and workspaces exist: a training loop
+//! that reuses its memory does no heap allocation per batch inside the kernels.
+//!
+//! A counting global allocator wraps the system one; after one warm-up pass (which grows the
+//! convolution workspace, gemm's packing buffers and starts rayon's pool) a second pass over every
+//! LeNet-5 kernel must not allocate at all. This file holds a single test so that no other test
+//! thread allocates while it counts.
+
+use ndarray::{Array1, Array2, Array4};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tensor::*;
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `alloc` above with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Every buffer of a LeNet-5 forward and backward pass at batch `n`.
+struct Buffers {
+    x: Array4<f32>,
+    w1: Array4<f32>,
+    b1: Array1<f32>,
+    c1: Array4<f32>,
+    s1: Array4<f32>,
+    w2: Array4<f32>,
+    b2: Array1<f32>,
+    c2: Array4<f32>,
+    s2: Array4<f32>,
+    wf: Array2<f32>,
+    bf: Array1<f32>,
+    logits: Array2<f32>,
+    targets: Vec<usize>,
+    dlogits: Array2<f32>,
+    dflat: Array2<f32>,
+    dwf: Array2<f32>,
+    dbf: Array1<f32>,
+    dc2: Array4<f32>,
+    dw2: Array4<f32>,
+    db2: Array1<f32>,
+    ds1: Array4<f32>,
+    dc1: Array4<f32>,
+    dw1: Array4<f32>,
+    db1: Array1<f32>,
+    ws: Conv2dWorkspace<f32>,
+}
+
+impl Buffers {
+    fn new(n: usize) -> Self {
+        let f4 = |s: (usize, usize, usize, usize)| {
+            Array4::from_shape_fn(s, |(a, b, c, d)| {
+                ((a * 7 + b * 5 + c * 3 + d) % 11) as f32 / 11.0 - 0.5
+            })
+        };
+        Buffers {
+            x: f4((n, 1, 28, 28)),
+            w1: f4((6, 1, 5, 5)),
+            b1: Array1::from_elem(6, 0.1),
+            c1: Array4::zeros((n, 6, 28, 28)),
+            s1: Array4::zeros((n, 6, 14, 14)),
+            w2: f4((16, 6, 5, 5)),
+            b2: Array1::from_elem(16, 0.1),
+            c2: Array4::zeros((n, 16, 10, 10)),
+            s2: Array4::zeros((n, 16, 5, 5)),
+            wf: Array2::from_shape_fn((10, 400), |(i, j)| ((i + j) % 7) as f32 / 70.0),
+            bf: Array1::zeros(10),
+            logits: Array2::zeros((n, 10)),
+            targets: (0..n).map(|i| i % 10).collect(),
+            dlogits: Array2::zeros((n, 10)),
+            dflat: Array2::zeros((n, 400)),
+            dwf: Array2::zeros((10, 400)),
+            dbf: Array1::zeros(10),
+            dc2: Array4::zeros((n, 16, 10, 10)),
+            dw2: Array4::zeros((16, 6, 5, 5)),
+            db2: Array1::zeros(16),
+            ds1: Array4::zeros((n, 6, 14, 14)),
+            dc1: Array4::zeros((n, 6, 28, 28)),
+            dw1: Array4::zeros((6, 1, 5, 5)),
+            db1: Array1::zeros(6),
+            ws: Conv2dWorkspace::new(),
+        }
+    }
+
+    /// One training step's kernels, all in their buffer-reusing forms.
+    fn step(&mut self) {
+        let b = self;
+        let n = b.x.dim().0;
+        let same = Conv2dParams {
+            stride: (1, 1),
+            padding: (2, 2),
+        };
+        let valid = Conv2dParams::default();
+        let pool = Pool2dParams::square(2);
+        conv2d_into(
+            b.x.view(),
+            b.w1.view(),
+            Some(b.b1.view()),
+            same,
+            b.c1.view_mut(),
+            &mut b.ws,
+        );
+        relu_inplace(b.c1.view_mut());
+        avg_pool2d_into(b.c1.view(), pool, b.s1.view_mut());
+        conv2d_into(
+            b.s1.view(),
+            b.w2.view(),
+            Some(b.b2.view()),
+            valid,
+            b.c2.view_mut(),
+            &mut b.ws,
+        );
+        tanh_inplace(b.c2.view_mut());
+        max_pool2d_into(b.c2.view(), pool, b.s2.view_mut());
+        let flat = b.s2.view().into_shape_with_order((n, 400)).unwrap();
+        linear_into(flat, b.wf.view(), Some(b.bf.view()), b.logits.view_mut());
+        sigmoid_into(b.logits.view(), b.dlogits.view_mut());
+        softmax_cross_entropy_into(b.logits.view(), &b.targets, b.dlogits.view_mut());
+
+        linear_backward_into(
+            flat,
+            b.wf.view(),
+            b.dlogits.view(),
+            Some(b.dflat.view_mut()),
+            b.dwf.view_mut(),
+            Some(b.dbf.view_mut()),
+        );
+        let dflat4 = b.dflat.view().into_shape_with_order((n, 16, 5, 5)).unwrap();
+        max_pool2d_backward_into(b.c2.view(), dflat4, pool, b.dc2.view_mut());
+        tanh_backward_inplace(b.c2.view(), b.dc2.view_mut());
+        conv2d_backward_into(
+            b.s1.view(),
+            b.w2.view(),
+            b.dc2.view(),
+            valid,
+            Some(b.ds1.view_mut()),
+            b.dw2.view_mut(),
+            Some(b.db2.view_mut()),
+            &mut b.ws,
+        );
+        avg_pool2d_backward_into(b.ds1.view(), pool, b.dc1.view_mut());
+        relu_backward_inplace(b.c1.view(), b.dc1.view_mut());
+        conv2d_backward_into(
+            b.x.view(),
+            b.w1.view(),
+            b.dc1.view(),
+            same,
+            None,
+            b.dw1.view_mut(),
+            Some(b.db1.view_mut()),
+            &mut b.ws,
+        );
+        log_softmax_into(b.logits.view(), b.dlogits.view_mut());
+    }
+}
+
+#[test]
+fn into_forms_do_not_allocate_in_steady_state() {
+    for n in [1, 64] {
+        let mut b = Buffers::new(n);
+        b.step(); // warm-up: workspaces grow, rayon starts
+        b.step();
+        let before = ALLOCATIONS.load(Ordering::SeqCst);
+        b.step();
+        let allocated = ALLOCATIONS.load(Ordering::SeqCst) - before;
+        assert_eq!(
+            allocated, 0,
+            "batch {n}: {allocated} heap allocations in one step"
+        );
+        assert!(b.dw1.iter().all(|v| v.is_finite()) && b.dw1.iter().any(|&v| v != 0.0));
+    }
+}
