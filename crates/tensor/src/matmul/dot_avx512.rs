@@ -4,7 +4,8 @@
 //! In that layout the packed route must transpose both operands, which costs more than the
 //! product itself when one side is small. Here nothing is packed: a 4 × 4 tile of C keeps one
 //! 16-lane accumulator per element, runs down `k` sixteen values at a time straight from A's
-//! rows and B's columns (masked loads for the tail), and reduces each accumulator at the end.
+//! rows and B's columns (masked loads for the tail), and reduces the sixteen accumulators
+//! together at the end.
 //! Each element of C is summed in the same order wherever its tile sits, so a product split
 //! over threads gives bit-identical results.
 
@@ -103,12 +104,54 @@ unsafe fn tile<const R: usize, const C: usize>(
     if full < k {
         step(full, (1 << (k - full)) - 1);
     }
+    // Reduce all sixteen accumulators at once (missing ones of an edge tile are zero).
+    let mut v = [_mm512_setzero_ps(); 16];
     for r in 0..R {
         for j in 0..C {
-            let x = alpha * _mm512_reduce_add_ps(acc[r][j]);
+            v[r * TC + j] = acc[r][j];
+        }
+    }
+    let mut sums = [0.0f32; 16];
+    // SAFETY: `sums` holds 16 floats.
+    unsafe { _mm512_storeu_ps(sums.as_mut_ptr(), reduce16(v)) };
+    for r in 0..R {
+        for j in 0..C {
+            // Lane 4·j + r holds the sum of accumulator 4·r + j (see `reduce16`).
+            let x = alpha * sums[j * TR + r];
             // SAFETY: (r, j) is inside the tile.
             let cij = unsafe { &mut *c.offset(r as isize * rsc + j as isize * csc) };
             *cij = if beta == 0.0 { x } else { x + beta * *cij };
         }
     }
+}
+
+/// Horizontal sums of sixteen vectors in one transposing add tree (45 shuffles and adds instead
+/// of sixteen separate 16-lane reductions): lane `4·q + i` of the result is the sum of the 16
+/// lanes of `v[4·i + q]`. The tree is fixed, so the rounding is the same for every call.
+#[target_feature(enable = "avx512f")]
+fn reduce16(v: [__m512; 16]) -> __m512 {
+    // 1. Fold 256-bit halves: w[i] keeps v[2i] in its 128-bit quarters 0-1, v[2i+1] in 2-3.
+    let w: [__m512; 8] = std::array::from_fn(|i| {
+        let (a, b) = (v[2 * i], v[2 * i + 1]);
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b),
+            _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b),
+        )
+    });
+    // 2. Fold 128-bit quarters: quarter q of x[i] holds 4 partial sums of v[4i + q].
+    let x: [__m512; 4] = std::array::from_fn(|i| {
+        let (a, b) = (w[2 * i], w[2 * i + 1]);
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b10_00_10_00>(a, b),
+            _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b),
+        )
+    });
+    // 3. Inside each quarter q, reduce the 4 partial sums of x[0..4] to lanes [x0, x1, x2, x3].
+    let pair =
+        |p: __m512, q: __m512| _mm512_add_ps(_mm512_unpacklo_ps(p, q), _mm512_unpackhi_ps(p, q));
+    let (a, b) = (pair(x[0], x[1]), pair(x[2], x[3]));
+    _mm512_add_ps(
+        _mm512_shuffle_ps::<0b01_00_01_00>(a, b),
+        _mm512_shuffle_ps::<0b11_10_11_10>(a, b),
+    )
 }
