@@ -32,6 +32,10 @@
 //! assert!(loss > 0.0 && grads.weight.dim() == (3, 2));
 //! ```
 //!
+//! Inputs may be views of any strides (a non-contiguous input is copied once into a contiguous
+//! temporary); outputs in standard (row-major) layout — e.g. from `Array4::zeros` — are written in
+//! place, so with them the `_into` forms allocate nothing once a [`Conv2dWorkspace`] has grown.
+//!
 //! Parallelism uses rayon's global pool (size it with `RAYON_NUM_THREADS` or
 //! `rayon::ThreadPoolBuilder`); every result is bit-identical whatever the number of threads.
 //! The derivation of every backward pass is in `docs/kernels.md` of the repository and, in
