@@ -202,7 +202,7 @@ fn conv2d_gradcheck(
 }
 
 proptest! {
-    #![proptest_config(config(40))]
+    #![proptest_config(config(200))]
 
     #[test]
     fn conv2d_gradients(
@@ -306,7 +306,7 @@ fn activation_check(
 }
 
 proptest! {
-    #![proptest_config(config(32))]
+    #![proptest_config(config(128))]
 
     #[test]
     fn relu_gradient(shape in any_shape(), seed in any::<u64>()) {
