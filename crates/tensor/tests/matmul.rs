@@ -328,6 +328,27 @@ fn large_shapes_all_layouts_f64() {
     large_shapes_all_layouts::<f64>();
 }
 
+/// Wide products cross the `NC` column blocks (2048 for the SIMD kernels, 1024 portable), on
+/// the packed-B (m = 40) and in-place-B (m = 7) paths, as a batched im2col product would.
+#[test]
+fn wide_products_cross_column_blocks() {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    for (m, n, k) in [(40, 2100, 33), (7, 2100, 20)] {
+        let (a, b, c0) = (
+            random::<f32>(m, k, &mut rng),
+            random::<f32>(k, n, &mut rng),
+            random::<f32>(m, n, &mut rng),
+        );
+        let (want, scale) = reference(1.0, &a, &b, 1.0, &c0);
+        for kernel in GemmKernel::all_supported() {
+            for lb in [Layout::RowMajor, Layout::Transposed] {
+                let layouts = (Layout::RowMajor, lb, Layout::RowMajor);
+                run_case(kernel, (1.0, 1.0), (&a, &b, &c0), layouts, &want, &scale);
+            }
+        }
+    }
+}
+
 /// The LeNet-5 products (per image and per batch), forward and backward forms, every kernel.
 #[test]
 fn lenet_shapes_every_kernel() {
