@@ -20,20 +20,22 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     with_threads(args.threads, || train(args))
 }
 
-/// Runs `f` on a rayon pool of `threads` workers (the kernels parallelise with rayon), or on the
-/// global pool (one worker per core) when `threads` is `None`.
+/// Runs `f` inside a rayon pool of `threads` workers (the kernels parallelise with rayon); without
+/// `--threads`, as many workers as rayon's default (`RAYON_NUM_THREADS`, else one per core).
+///
+/// Training always runs *inside* a pool, never as a caller from outside one: rayon hands jobs
+/// from an outside thread over through a queue that allocates, and the training loop promises
+/// no allocation per batch.
 pub fn with_threads<T: Send>(
     threads: Option<usize>,
     f: impl FnOnce() -> Result<T> + Send,
 ) -> Result<T> {
-    match threads {
-        None => f(),
-        Some(n) => rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build()
-            .with_context(|| format!("cannot start {n} worker threads"))?
-            .install(f),
-    }
+    let n = threads.unwrap_or_else(rayon::current_num_threads);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .with_context(|| format!("cannot start {n} worker threads"))?
+        .install(f)
 }
 
 /// The training settings the flags describe.
