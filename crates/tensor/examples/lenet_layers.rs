@@ -101,6 +101,12 @@ fn main() {
         let mut r = x.clone();
         let mut y = Array4::zeros((n, c, hw / 2, hw / 2));
         let p = Pool2dParams::square(2);
+        timer.time(&format!("tanh{name} forward"), || {
+            tanh_into(x.view(), r.view_mut())
+        });
+        timer.time(&format!("sigmoid{name} forward"), || {
+            sigmoid_into(x.view(), r.view_mut())
+        });
         timer.time(&format!("relu{name} forward"), || {
             relu_into(x.view(), r.view_mut())
         });

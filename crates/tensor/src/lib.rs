@@ -49,6 +49,7 @@ pub struct ReadmeDoctests;
 
 pub mod activation;
 pub mod conv2d;
+mod fast_math;
 pub mod linear;
 pub mod loss;
 pub mod matmul;

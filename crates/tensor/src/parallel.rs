@@ -5,6 +5,7 @@
 //! scheduling), and no helper reduces across chunks, so results are bit-identical whether a
 //! kernel runs serially or in parallel.
 
+use crate::fast_math::{map_f32, map_f32_inplace};
 use crate::Scalar;
 use ndarray::{Array, ArrayView, ArrayViewMut, Dimension};
 use rayon::prelude::*;
@@ -63,6 +64,49 @@ pub(crate) fn map_into<T: Scalar, D: Dimension>(
     ndarray::Zip::from(&mut out)
         .and(&input)
         .for_each(|y, &x| *y = f(x));
+}
+
+/// Like [`map_into`], but contiguous `f32` arrays go through `fast` (a vectorisable `f32`
+/// version of `f`) instead.
+pub(crate) fn map_into_f32<T: Scalar, D: Dimension>(
+    op: &str,
+    input: ArrayView<'_, T, D>,
+    mut out: ArrayViewMut<'_, T, D>,
+    f: impl Fn(T) -> T + Sync + Send,
+    fast: impl Fn(f32) -> f32 + Sync + Send + Copy,
+) {
+    check_same_shape(op, "out", input.shape(), out.shape());
+    let x = input.as_slice().and_then(T::as_f32_slice);
+    if let (Some(x), Some(y)) = (x, out.as_slice_mut().and_then(T::as_f32_slice_mut)) {
+        let kernel = |y: &mut [f32], x: &[f32]| map_f32(y, x, fast);
+        if x.len() >= PAR_MIN_WORK {
+            y.par_chunks_mut(ELEM_CHUNK)
+                .zip(x.par_chunks(ELEM_CHUNK))
+                .for_each(|(y, x)| kernel(y, x));
+        } else {
+            kernel(y, x);
+        }
+        return;
+    }
+    map_into(op, input, out, f);
+}
+
+/// Like [`map_inplace`], with the `f32` fast path of [`map_into_f32`].
+pub(crate) fn map_inplace_f32<T: Scalar, D: Dimension>(
+    mut a: ArrayViewMut<'_, T, D>,
+    f: impl Fn(T) -> T + Sync + Send,
+    fast: impl Fn(f32) -> f32 + Sync + Send + Copy,
+) {
+    if let Some(x) = a.as_slice_mut().and_then(T::as_f32_slice_mut) {
+        if x.len() >= PAR_MIN_WORK {
+            x.par_chunks_mut(ELEM_CHUNK)
+                .for_each(|x| map_f32_inplace(x, fast));
+        } else {
+            map_f32_inplace(x, fast);
+        }
+        return;
+    }
+    map_inplace(a, f);
 }
 
 /// `a[i] = f(a[i])` in place.

@@ -9,11 +9,30 @@ pub trait Scalar:
 {
     /// Converts an `f64` constant (a tolerance, `1/n`, …) to this type.
     fn from_f64(x: f64) -> Self;
+
+    /// The slice itself when `Self` is `f32`, else `None`: lets a kernel take an `f32`-only
+    /// fast path (vectorised `tanh`, `sigmoid`) without `unsafe` casts.
+    fn as_f32_slice(s: &[Self]) -> Option<&[f32]> {
+        let _ = s;
+        None
+    }
+
+    /// Mutable form of [`Scalar::as_f32_slice`].
+    fn as_f32_slice_mut(s: &mut [Self]) -> Option<&mut [f32]> {
+        let _ = s;
+        None
+    }
 }
 
 impl Scalar for f32 {
     fn from_f64(x: f64) -> Self {
         x as f32
+    }
+    fn as_f32_slice(s: &[Self]) -> Option<&[f32]> {
+        Some(s)
+    }
+    fn as_f32_slice_mut(s: &mut [Self]) -> Option<&mut [f32]> {
+        Some(s)
     }
 }
 
