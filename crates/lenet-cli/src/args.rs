@@ -72,9 +72,10 @@ pub struct TrainArgs {
     /// SGD momentum, in [0, 1).
     #[arg(long, value_name = "M", default_value_t = defaults().momentum, value_parser = unit_interval_open, allow_hyphen_values = true)]
     pub momentum: f64,
-    /// Nesterov momentum (`--nesterov false` for classical momentum).
-    #[arg(long, value_name = "BOOL", default_value_t = defaults().nesterov, action = ArgAction::Set)]
-    pub nesterov: bool,
+    /// Nesterov momentum (`--nesterov false` for classical momentum). Default: on whenever
+    /// --momentum is above 0 (plain SGD with `--momentum 0` needs no flag).
+    #[arg(long, value_name = "BOOL", action = ArgAction::Set)]
+    pub nesterov: Option<bool>,
     /// L2 weight decay, >= 0.
     #[arg(long, value_name = "WD", default_value_t = defaults().weight_decay, value_parser = non_negative_finite, allow_hyphen_values = true)]
     pub weight_decay: f64,
@@ -237,6 +238,13 @@ pub struct PredictArgs {
 }
 
 impl TrainArgs {
+    /// Whether to use Nesterov momentum: `--nesterov` if given, else the default whenever there
+    /// is momentum at all.
+    pub fn nesterov(&self) -> bool {
+        self.nesterov
+            .unwrap_or(defaults().nesterov && self.momentum > 0.0)
+    }
+
     /// Checks that need more than one flag.
     pub fn validate(&self) -> Result<(), String> {
         if self.early_stopping.is_some() && self.val_split == 0.0 {
@@ -343,13 +351,27 @@ mod tests {
     }
 
     #[test]
+    fn plain_sgd_needs_no_nesterov_flag() {
+        // `--momentum 0` alone must give plain SGD, not a Nesterov-without-momentum error.
+        assert!(!train(&["--momentum", "0"]).unwrap().nesterov());
+        assert!(train(&["--momentum", "0.5"]).unwrap().nesterov());
+        assert!(!train(&["--momentum", "0.5", "--nesterov", "false"])
+            .unwrap()
+            .nesterov());
+        // An explicit contradiction is kept, so that nn's validation reports it.
+        assert!(train(&["--momentum", "0", "--nesterov", "true"])
+            .unwrap()
+            .nesterov());
+    }
+
+    #[test]
     fn train_defaults_are_the_nn_defaults() {
         let t = train(&[]).unwrap();
         let d = TrainConfig::default();
         assert_eq!(t.epochs, 10);
         assert_eq!(t.data.dataset, None);
         assert_eq!(
-            (t.batch_size, t.seed, t.nesterov),
+            (t.batch_size, t.seed, t.nesterov()),
             (d.batch_size, d.seed, d.nesterov)
         );
         assert_eq!(
@@ -421,7 +443,7 @@ mod tests {
             (3, 32, Some(2), Some(100))
         );
         assert_eq!(
-            (t.lr, t.momentum, t.weight_decay, t.nesterov),
+            (t.lr, t.momentum, t.weight_decay, t.nesterov()),
             (0.05, 0.5, 0.0, false)
         );
         assert_eq!(

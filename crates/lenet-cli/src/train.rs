@@ -46,7 +46,7 @@ pub fn config(args: &TrainArgs) -> TrainConfig {
         lr: args.lr,
         momentum: args.momentum,
         weight_decay: args.weight_decay,
-        nesterov: args.nesterov,
+        nesterov: args.nesterov(),
         seed: args.seed,
         early_stopping: args.early_stopping,
         ..TrainConfig::default()
