@@ -46,7 +46,11 @@ pub(super) unsafe fn gemm_serial<T: Scalar, K: MicroKernel<T>>(
         K::NC.min(n).div_ceil(nr) * nr * kc_max
     };
 
-    with_packing_buffers::<T, _>(a_len, b_len, |abuf, bbuf| {
+    // The most any call with this kernel can ask for: the first call on a thread reserves it all,
+    // so a thread that meets a bigger product later (rayon decides which thread runs what) never
+    // reallocates in the middle of training.
+    let most = K::MC.div_ceil(mr) * mr * K::KC + K::NC.div_ceil(nr) * nr * K::KC;
+    with_packing_buffers::<T, _>(a_len, b_len, most, |abuf, bbuf| {
         for jc in (0..n).step_by(K::NC) {
             let nc = K::NC.min(n - jc);
             for pc in (0..k).step_by(K::KC) {

@@ -18,10 +18,12 @@ thread_local! {
 
 /// Calls `f` with two scratch slices of `a_len` and `b_len` elements, each starting on a cache
 /// line. Their contents are unspecified (leftovers of an earlier call): callers write before
-/// they read.
+/// they read. When the thread's buffer must grow, it grows to hold at least `most` elements
+/// (the caller's largest possible request), so it grows once per thread, not once per new size.
 pub(super) fn with_packing_buffers<T: Scalar, R>(
     a_len: usize,
     b_len: usize,
+    most: usize,
     f: impl FnOnce(&mut [T], &mut [T]) -> R,
 ) -> R {
     // Reinterpreting lines as `T` is only sound for types where any bit pattern is a value.
@@ -32,9 +34,11 @@ pub(super) fn with_packing_buffers<T: Scalar, R>(
     }
     let per_line = std::mem::size_of::<Line>() / std::mem::size_of::<T>();
     let (a_lines, b_lines) = (a_len.div_ceil(per_line), b_len.div_ceil(per_line));
+    // `+ 1`: a split into two slices may round each part up to a line.
+    let most_lines = most.div_ceil(per_line) + 1;
     let run = |lines: &mut Vec<Line>| {
         if lines.len() < a_lines + b_lines {
-            lines.resize(a_lines + b_lines, ZERO_LINE);
+            lines.resize((a_lines + b_lines).max(most_lines), ZERO_LINE);
         }
         let (la, lb) = lines.split_at_mut(a_lines);
         // SAFETY: T is f32 or f64 (checked above): every bit pattern is a valid value, its
