@@ -1,11 +1,15 @@
 //! Conv2d layer: owns its weight `[out, in, kh, kw]`, bias `[out]`, their gradients, its output
-//! and input-gradient buffers and the im2col workspace. The math is `tensor::conv2d_*`.
+//! and input-gradient buffers, the im2col workspace and the forward pass's columns (which the
+//! backward pass reuses). The math is `tensor::conv2d_*`.
 
 use crate::buffer::Buffer;
 use crate::init::uniform_fan_in;
 use ndarray::{Array1, Array4, ArrayView1, ArrayView4, Ix4};
 use rand::Rng;
-use tensor::{conv2d_backward_into, conv2d_into, Conv2dParams, Conv2dWorkspace};
+use tensor::{
+    conv2d_backward_into, conv2d_backward_into_cached, conv2d_into, conv2d_into_caching,
+    Conv2dCache, Conv2dParams, Conv2dWorkspace,
+};
 
 /// A 2-D convolution with bias, PyTorch semantics (cross-correlation, zero padding).
 #[derive(Debug, Clone)]
@@ -20,6 +24,8 @@ pub struct Conv2d {
     output: Buffer<Ix4>,
     grad_input: Buffer<Ix4>,
     ws: Conv2dWorkspace<f32>,
+    /// The im2col columns of the last training forward pass, for backward.
+    cols: Conv2dCache<f32>,
 }
 
 impl Conv2d {
@@ -58,6 +64,7 @@ impl Conv2d {
             output: Buffer::new(),
             grad_input: Buffer::new(),
             ws: Conv2dWorkspace::new(),
+            cols: Conv2dCache::new(),
         }
     }
 
@@ -87,22 +94,33 @@ impl Conv2d {
     }
 
     /// Runs the convolution on `input` (`[n, in, h, w]`) and returns the output, which the layer
-    /// keeps for the next layer and for backward.
+    /// keeps for the next layer and for backward. It also keeps the input's im2col columns, so
+    /// that [`Conv2d::backward`] on the same input does not rebuild them.
     ///
     /// # Panics
     /// If the input has the wrong channel count or is smaller than the kernel.
     pub fn forward(&mut self, input: ArrayView4<'_, f32>) -> ArrayView4<'_, f32> {
-        let (n, c, h, w) = input.dim();
-        let [k, cin, kh, kw] = self.weight_shape;
-        assert_eq!(
-            c, cin,
-            "Conv2d: input has {c} channels, the layer expects {cin}"
+        self.set_output_dim(input.dim());
+        conv2d_into_caching(
+            input,
+            self.weight.view(),
+            Some(self.bias.view()),
+            self.params,
+            self.output.view_mut(),
+            &mut self.cols,
         );
-        let (oh, ow) = self
-            .params
-            .output_size((h, w), (kh, kw))
-            .unwrap_or_else(|| panic!("Conv2d: kernel {kh}x{kw} does not fit input {h}x{w}"));
-        self.output.set_dim(Ix4(n, k, oh, ow));
+        self.output.view()
+    }
+
+    /// Like [`Conv2d::forward`], without keeping the columns: for evaluation, where no backward
+    /// pass follows (it touches less memory). A later [`Conv2d::backward`] still works: it
+    /// rebuilds the columns from its input.
+    ///
+    /// # Panics
+    /// If the input has the wrong channel count or is smaller than the kernel.
+    pub fn forward_inference(&mut self, input: ArrayView4<'_, f32>) -> ArrayView4<'_, f32> {
+        self.set_output_dim(input.dim());
+        self.cols.invalidate();
         conv2d_into(
             input,
             self.weight.view(),
@@ -114,13 +132,27 @@ impl Conv2d {
         self.output.view()
     }
 
+    fn set_output_dim(&mut self, (n, c, h, w): (usize, usize, usize, usize)) {
+        let [k, cin, kh, kw] = self.weight_shape;
+        assert_eq!(
+            c, cin,
+            "Conv2d: input has {c} channels, the layer expects {cin}"
+        );
+        let (oh, ow) = self
+            .params
+            .output_size((h, w), (kh, kw))
+            .unwrap_or_else(|| panic!("Conv2d: kernel {kh}x{kw} does not fit input {h}x{w}"));
+        self.output.set_dim(Ix4(n, k, oh, ow));
+    }
+
     /// The output of the last forward pass.
     pub fn output(&self) -> ArrayView4<'_, f32> {
         self.output.view()
     }
 
     /// Overwrites the weight and bias gradients for upstream gradient `grad_out` (shaped like the
-    /// output); `input` must be the forward input. With `input_grad`, also computes dL/dinput,
+    /// output); `input` must be the input of the last [`Conv2d::forward`] (whose kept columns are
+    /// used when its shape matches). With `input_grad`, also computes dL/dinput,
     /// readable through [`Conv2d::grad_input`].
     ///
     /// # Panics
@@ -137,16 +169,34 @@ impl Conv2d {
         } else {
             None
         };
-        conv2d_backward_into(
-            input,
-            self.weight.view(),
-            grad_out,
-            self.params,
-            grad_input,
-            self.weight_grad.view_mut(),
-            Some(self.bias_grad.view_mut()),
-            &mut self.ws,
-        );
+        let weight_dim = self.weight.dim();
+        if self
+            .cols
+            .is_filled_for(input.dim(), weight_dim, self.params)
+        {
+            // The forward pass kept this input's columns: no im2col here.
+            conv2d_backward_into_cached(
+                &self.cols,
+                self.weight.view(),
+                grad_out,
+                self.params,
+                grad_input,
+                self.weight_grad.view_mut(),
+                Some(self.bias_grad.view_mut()),
+                &mut self.ws,
+            );
+        } else {
+            conv2d_backward_into(
+                input,
+                self.weight.view(),
+                grad_out,
+                self.params,
+                grad_input,
+                self.weight_grad.view_mut(),
+                Some(self.bias_grad.view_mut()),
+                &mut self.ws,
+            );
+        }
     }
 
     /// dL/dinput from the last [`Conv2d::backward`] that asked for it.

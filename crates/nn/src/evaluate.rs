@@ -48,7 +48,7 @@ impl Evaluator {
             source.fill_batch(&self.indices, images, labels);
             let x = ArrayView4::from_shape((n, 1, IMAGE_SIZE, IMAGE_SIZE), &*images)
                 .expect("batch buffer matches its shape");
-            let logits = model.forward(x);
+            let logits = model.forward_inference(x);
             loss_sum += cross_entropy_loss(logits, labels) as f64 * n as f64;
             for (row, &t) in logits.rows().into_iter().zip(labels.iter()) {
                 let p = argmax(row.iter().copied());

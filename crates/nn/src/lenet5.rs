@@ -216,6 +216,28 @@ impl LeNet5 {
         self.fc3.forward(x)
     }
 
+    /// Like [`LeNet5::forward`], for evaluation: the convolutions do not keep their im2col
+    /// columns for a backward pass (less memory traffic at large batches). The logits are
+    /// bit-identical to [`LeNet5::forward`]'s, and every layer output is kept the same way;
+    /// a [`LeNet5::backward`] afterwards is still correct (it rebuilds the columns).
+    ///
+    /// # Panics
+    /// If the input is not `[n, 1, 28, 28]`-compatible (1 channel, at least 28×28 after padding).
+    pub fn forward_inference(&mut self, input: ArrayView4<'_, f32>) -> ArrayView2<'_, f32> {
+        let x = self.conv1.forward_inference(input);
+        let x = self.act1.forward(x);
+        let x = self.pool1.forward(x);
+        let x = self.conv2.forward_inference(x);
+        let x = self.act2.forward(x);
+        let x = self.pool2.forward(x);
+        let x = self.flatten.forward(x);
+        let x = self.fc1.forward(x);
+        let x = self.act3.forward(x);
+        let x = self.fc2.forward(x);
+        let x = self.act4.forward(x);
+        self.fc3.forward(x)
+    }
+
     /// The logits of the last forward pass.
     pub fn logits(&self) -> ArrayView2<'_, f32> {
         self.fc3.output()

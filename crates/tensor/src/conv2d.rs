@@ -121,6 +121,73 @@ impl<T: Scalar> Conv2dWorkspace<T> {
     }
 }
 
+/// The im2col columns of a whole batch, kept by a training forward pass
+/// ([`conv2d_into_caching`]) so that its backward pass ([`conv2d_backward_into_cached`]) need
+/// not rebuild them: the columns of `x_n` are exactly what `dW = Σ_n g_n·cols_nᵀ` reads.
+///
+/// It remembers the input shape, weight shape and parameters it was filled for; the backward
+/// pass checks them. It cannot know whether the input *values* changed since: the caller keeps
+/// the input untouched between the two calls (a layer's forward input normally is). It grows to
+/// `n·c·kh·kw·oh·ow` scalars and is reused.
+#[derive(Debug, Default, Clone)]
+pub struct Conv2dCache<T> {
+    cols: Vec<T>,
+    filled_for: Option<CacheKey>,
+}
+
+/// What a [`Conv2dCache`] was filled for: input dims, weight dims, parameters.
+type CacheKey = (
+    (usize, usize, usize, usize),
+    (usize, usize, usize, usize),
+    Conv2dParams,
+);
+
+impl<T: Scalar> Conv2dCache<T> {
+    /// An empty cache, holding nothing.
+    ///
+    /// ```
+    /// let cache = tensor::Conv2dCache::<f32>::new();
+    /// assert!(!cache.is_filled());
+    /// ```
+    pub fn new() -> Self {
+        Conv2dCache {
+            cols: Vec::new(),
+            filled_for: None,
+        }
+    }
+
+    /// Whether the last forward pass filled it (and it was not [`invalidate`](Self::invalidate)d since).
+    pub fn is_filled(&self) -> bool {
+        self.filled_for.is_some()
+    }
+
+    /// Whether it holds the columns of an input of shape `input` for a weight of shape `weight`
+    /// and `params`.
+    pub fn is_filled_for(
+        &self,
+        input: (usize, usize, usize, usize),
+        weight: (usize, usize, usize, usize),
+        params: Conv2dParams,
+    ) -> bool {
+        self.filled_for == Some((input, weight, params))
+    }
+
+    /// Forgets the columns (keeps the memory): the next backward pass must not use them.
+    pub fn invalidate(&mut self) {
+        self.filled_for = None;
+    }
+
+    /// Number of scalars held (it only ever grows).
+    pub fn len(&self) -> usize {
+        self.cols.len()
+    }
+
+    /// Whether no memory has been allocated yet.
+    pub fn is_empty(&self) -> bool {
+        self.cols.is_empty()
+    }
+}
+
 /// The three gradients of a convolution.
 #[derive(Debug, Clone)]
 pub struct Conv2dGrads<T> {
@@ -376,6 +443,60 @@ pub fn conv2d_into<T: Scalar>(
     ws: &mut Conv2dWorkspace<T>,
 ) {
     let g = Geometry::new("conv2d", input.dim(), weight.dim(), params);
+    // One column buffer per chunk, rebuilt for each of its images.
+    let slots = ws.slots(g.chunks, g.ckk() * g.positions());
+    forward(&g, input, weight, bias, out, slots, 0);
+}
+
+/// Like [`conv2d_into`], but keeps every image's im2col columns in `cache`, so that
+/// [`conv2d_backward_into_cached`] can reuse them instead of rebuilding them (training calls
+/// this, inference calls [`conv2d_into`]). The output is bit-identical to [`conv2d_into`]'s.
+///
+/// # Panics
+/// If the shapes do not agree or the kernel does not fit (see the module docs).
+///
+/// ```
+/// use ndarray::{Array1, Array4};
+/// use tensor::*;
+/// let p = Conv2dParams::default();
+/// let x = Array4::from_elem((2, 1, 4, 4), 1.0_f32);
+/// let w = Array4::from_elem((3, 1, 3, 3), 0.5_f32);
+/// let mut y = Array4::zeros((2, 3, 2, 2));
+/// let mut cache = Conv2dCache::new();
+/// conv2d_into_caching(x.view(), w.view(), None, p, y.view_mut(), &mut cache);
+/// assert!(cache.is_filled_for((2, 1, 4, 4), (3, 1, 3, 3), p));
+/// assert_eq!(y, conv2d(x.view(), w.view(), None, p));
+/// ```
+pub fn conv2d_into_caching<T: Scalar>(
+    input: ArrayView4<'_, T>,
+    weight: ArrayView4<'_, T>,
+    bias: Option<ArrayView1<'_, T>>,
+    params: Conv2dParams,
+    out: ArrayViewMut4<'_, T>,
+    cache: &mut Conv2dCache<T>,
+) {
+    let g = Geometry::new("conv2d", input.dim(), weight.dim(), params);
+    let img = g.ckk() * g.positions();
+    let need = g.n * img;
+    cache.filled_for = None;
+    if cache.cols.len() < need {
+        cache.cols.resize(need, T::zero());
+    }
+    forward(&g, input, weight, bias, out, &mut cache.cols[..need], img);
+    cache.filled_for = Some((g.input_dim(), g.weight_dim(), params));
+}
+
+/// The forward pass. `cols` holds one slot per chunk; image `i` of a chunk writes its columns
+/// at `i·img_stride` within the slot (0: one buffer reused; `c·kh·kw·oh·ow`: every image kept).
+fn forward<T: Scalar>(
+    g: &Geometry,
+    input: ArrayView4<'_, T>,
+    weight: ArrayView4<'_, T>,
+    bias: Option<ArrayView1<'_, T>>,
+    out: ArrayViewMut4<'_, T>,
+    cols: &mut [T],
+    img_stride: usize,
+) {
     check_dim("conv2d", "out", g.output_dim(), out.dim());
     if let Some(b) = bias {
         check_dim("conv2d", "bias length", g.k, b.len());
@@ -392,22 +513,32 @@ pub fn conv2d_into<T: Scalar>(
         .expect("a standard-layout weight is [k, c·kh·kw]");
     let (ckk, pos) = (g.ckk(), g.positions());
     let (in_img, out_img) = (g.c * g.h * g.w, g.k * pos);
-    let slots = ws.slots(g.chunks, ckk * pos);
+    let slot_len = if img_stride == 0 {
+        ckk * pos
+    } else {
+        g.per_chunk * img_stride
+    };
     with_standard_slice_mut(out, |y| {
         y.par_chunks_mut(g.per_chunk * out_img)
-            .zip(slots.par_chunks_mut(ckk * pos))
+            .zip(cols.par_chunks_mut(slot_len))
             .enumerate()
             .with_min_len(g.min_chunks_per_task())
-            .for_each(|(chunk, (y, cols))| {
+            .for_each(|(chunk, (y, slot))| {
                 for (i, y_n) in y.chunks_exact_mut(out_img).enumerate() {
                     let n = chunk * g.per_chunk + i;
-                    im2col(&g, &x[n * in_img..][..in_img], cols);
+                    let cols = &mut slot[i * img_stride..][..ckk * pos];
+                    im2col(g, &x[n * in_img..][..in_img], cols);
                     let cols = ArrayView2::from_shape((ckk, pos), &*cols).expect("cols");
                     let mut y_n = ArrayViewMut2::from_shape((g.k, pos), y_n).expect("y_n");
                     // y_n = W·cols (+ b): start from the bias and let gemm accumulate on top.
                     let beta = match bias {
                         Some(b) => {
-                            for (mut row, &bk) in y_n.rows_mut().into_iter().zip(b.iter()) {
+                            for (row, &bk) in y_n
+                                .as_slice_mut()
+                                .expect("contiguous")
+                                .chunks_exact_mut(pos)
+                                .zip(b.iter())
+                            {
                                 row.fill(bk);
                             }
                             T::one()
@@ -499,8 +630,102 @@ pub fn conv2d_backward_into<T: Scalar>(
     grad_bias: Option<ArrayViewMut1<'_, T>>,
     ws: &mut Conv2dWorkspace<T>,
 ) {
+    let g = Geometry::new("conv2d_backward", input.dim(), weight.dim(), params);
+    let input = input.as_standard_layout();
+    let x = input.as_slice().expect("standard layout");
+    backward(
+        &g,
+        Columns::Rebuild(x),
+        weight,
+        grad_out,
+        grad_input,
+        grad_weight,
+        grad_bias,
+        ws,
+    );
+}
+
+/// Like [`conv2d_backward_into`], reading the columns that [`conv2d_into_caching`] kept in
+/// `cache` instead of rebuilding them from the input (which it therefore does not take): the
+/// weight gradient needs no im2col at all. Bit-identical to [`conv2d_backward_into`] on the same
+/// input.
+///
+/// # Panics
+/// If `cache` was not filled by a forward pass with this weight shape and `params`, or the
+/// other shapes do not agree (see the module docs).
+///
+/// ```
+/// use ndarray::{Array1, Array4};
+/// use tensor::*;
+/// let p = Conv2dParams::default();
+/// let x = Array4::from_shape_fn((2, 2, 5, 5), |(n, c, i, j)| (n + c * i) as f32 - j as f32);
+/// let w = Array4::from_elem((3, 2, 3, 3), 0.1_f32);
+/// let mut y = Array4::zeros((2, 3, 3, 3));
+/// let mut cache = Conv2dCache::new();
+/// conv2d_into_caching(x.view(), w.view(), None, p, y.view_mut(), &mut cache);
+/// let go = Array4::from_elem((2, 3, 3, 3), 1.0_f32);
+/// let (mut gi, mut gw, mut gb) = (Array4::zeros(x.dim()), Array4::zeros(w.dim()), Array1::zeros(3));
+/// conv2d_backward_into_cached(&cache, w.view(), go.view(), p, Some(gi.view_mut()),
+///                             gw.view_mut(), Some(gb.view_mut()), &mut Conv2dWorkspace::new());
+/// let want = conv2d_backward(x.view(), w.view(), go.view(), p);
+/// assert_eq!((gi, gw, gb), (want.input, want.weight, want.bias));
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward_into_cached<T: Scalar>(
+    cache: &Conv2dCache<T>,
+    weight: ArrayView4<'_, T>,
+    grad_out: ArrayView4<'_, T>,
+    params: Conv2dParams,
+    grad_input: Option<ArrayViewMut4<'_, T>>,
+    grad_weight: ArrayViewMut4<'_, T>,
+    grad_bias: Option<ArrayViewMut1<'_, T>>,
+    ws: &mut Conv2dWorkspace<T>,
+) {
+    let op = "conv2d_backward_cached";
+    let (input_dim, weight_dim, cached_params) = cache
+        .filled_for
+        .unwrap_or_else(|| panic!("{op}: the cache holds no columns (run conv2d_into_caching)"));
+    assert!(
+        weight_dim == weight.dim() && cached_params == params,
+        "{op}: the cache was filled for weight {weight_dim:?} and {cached_params:?}, \
+         not weight {:?} and {params:?}",
+        weight.dim()
+    );
+    let g = Geometry::new(op, input_dim, weight.dim(), params);
+    let cols = &cache.cols[..g.n * g.ckk() * g.positions()];
+    backward(
+        &g,
+        Columns::Cached(cols),
+        weight,
+        grad_out,
+        grad_input,
+        grad_weight,
+        grad_bias,
+        ws,
+    );
+}
+
+/// Where the backward pass gets each image's im2col columns.
+#[derive(Clone, Copy)]
+enum Columns<'a, T> {
+    /// Rebuilt from the input (`[n, c, h, w]`, contiguous) into the chunk's scratch.
+    Rebuild(&'a [T]),
+    /// Read from a batch of columns kept by the forward pass (`[n, c·kh·kw, oh·ow]`).
+    Cached(&'a [T]),
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward<T: Scalar>(
+    g: &Geometry,
+    columns: Columns<'_, T>,
+    weight: ArrayView4<'_, T>,
+    grad_out: ArrayView4<'_, T>,
+    grad_input: Option<ArrayViewMut4<'_, T>>,
+    grad_weight: ArrayViewMut4<'_, T>,
+    grad_bias: Option<ArrayViewMut1<'_, T>>,
+    ws: &mut Conv2dWorkspace<T>,
+) {
     let op = "conv2d_backward";
-    let g = Geometry::new(op, input.dim(), weight.dim(), params);
     check_dim(op, "grad_out", g.output_dim(), grad_out.dim());
     check_dim(op, "grad_weight", g.weight_dim(), grad_weight.dim());
     if let Some(gi) = &grad_input {
@@ -509,8 +734,6 @@ pub fn conv2d_backward_into<T: Scalar>(
     if let Some(gb) = &grad_bias {
         check_dim(op, "grad_bias length", g.k, gb.len());
     }
-    let input = input.as_standard_layout();
-    let x = input.as_slice().expect("standard layout");
     let grad_out = grad_out.as_standard_layout();
     let go = grad_out.as_slice().expect("standard layout");
     let weight = weight.as_standard_layout();
@@ -519,18 +742,23 @@ pub fn conv2d_backward_into<T: Scalar>(
         .into_shape_with_order((g.k, g.ckk()))
         .expect("a standard-layout weight is [k, c·kh·kw]");
 
-    // Each chunk's slot: cols | dcols (only if the input gradient is wanted) | dW part | db part.
+    // Each chunk's slot: cols (only if rebuilt) | dcols (only if the input gradient is wanted)
+    // | dW part | db part.
     let (ckk, pos) = (g.ckk(), g.positions());
-    let cols_len = ckk * pos;
-    let dcols_len = if grad_input.is_some() { cols_len } else { 0 };
+    let cols_len = match columns {
+        Columns::Rebuild(_) => ckk * pos,
+        Columns::Cached(_) => 0,
+    };
+    let dcols_len = if grad_input.is_some() { ckk * pos } else { 0 };
     let part_len = g.k * ckk + g.k;
     let slot = cols_len + dcols_len + part_len;
     let slots = ws.slots(g.chunks, slot);
+    let scratch = (slot, cols_len, dcols_len);
     match grad_input {
         Some(gi) => with_standard_slice_mut(gi, |gi| {
-            backward_chunks(&g, x, w2, go, slots, slot, dcols_len, Some(gi))
+            backward_chunks(g, columns, w2, go, slots, scratch, Some(gi))
         }),
-        None => backward_chunks(&g, x, w2, go, slots, slot, 0, None),
+        None => backward_chunks(g, columns, w2, go, slots, scratch, None),
     }
 
     // Deterministic reduction: chunk partial sums added in chunk order.
@@ -561,15 +789,15 @@ pub fn conv2d_backward_into<T: Scalar>(
 }
 
 /// Runs every chunk of the backward pass: fills each chunk's partial weight and bias gradients
-/// and, when `grad_input` is given, its images' input gradients.
+/// and, when `grad_input` is given, its images' input gradients. `scratch` is (slot length,
+/// cols length, dcols length) of each chunk's slot.
 fn backward_chunks<T: Scalar>(
     g: &Geometry,
-    x: &[T],
+    columns: Columns<'_, T>,
     w2: ArrayView2<'_, T>,
     go: &[T],
     slots: &mut [T],
-    slot: usize,
-    dcols_len: usize,
+    (slot, cols_len, dcols_len): (usize, usize, usize),
     grad_input: Option<&mut [T]>,
 ) {
     let (ckk, pos) = (g.ckk(), g.positions());
@@ -584,7 +812,7 @@ fn backward_chunks<T: Scalar>(
         .enumerate()
         .with_min_len(g.min_chunks_per_task())
         .for_each(|(chunk, (slot, mut gi))| {
-            let (cols, rest) = slot.split_at_mut(ckk * pos);
+            let (cols_buf, rest) = slot.split_at_mut(cols_len);
             let (dcols, part) = rest.split_at_mut(dcols_len);
             let (dw, db) = part.split_at_mut(g.k * ckk);
             let mut dw = ArrayViewMut2::from_shape((g.k, ckk), dw).expect("dW part");
@@ -594,8 +822,14 @@ fn backward_chunks<T: Scalar>(
             for n in first..last {
                 let g_n =
                     ArrayView2::from_shape((g.k, pos), &go[n * out_img..][..out_img]).expect("g_n");
-                im2col(g, &x[n * in_img..][..in_img], cols);
-                let cols_v = ArrayView2::from_shape((ckk, pos), &*cols).expect("cols");
+                let cols: &[T] = match columns {
+                    Columns::Rebuild(x) => {
+                        im2col(g, &x[n * in_img..][..in_img], cols_buf);
+                        cols_buf
+                    }
+                    Columns::Cached(all) => &all[n * ckk * pos..][..ckk * pos],
+                };
+                let cols_v = ArrayView2::from_shape((ckk, pos), cols).expect("cols");
                 // dW += g_n·cols_nᵀ (the chunk's first image overwrites stale scratch)
                 let beta = if n == first { T::zero() } else { T::one() };
                 gemm(T::one(), g_n, cols_v.t(), beta, dw.view_mut());
@@ -819,6 +1053,139 @@ mod tests {
         };
         assert!(rel(&first.0, &g64.input) < 1e-5);
         assert!(rel(&first.1, &g64.weight) < 1e-5);
+    }
+
+    #[test]
+    fn cached_columns_give_bit_identical_outputs_and_gradients() {
+        // Odd geometries and batch sizes (45: chunks of 2 with a short last one), f32 and f64.
+        let cases = [
+            ((45, 6, 14, 14), (16, 6, 5, 5), Conv2dParams::default()),
+            (
+                (32, 1, 28, 28),
+                (6, 1, 5, 5),
+                Conv2dParams {
+                    stride: (1, 1),
+                    padding: (2, 2),
+                },
+            ),
+            (
+                (3, 2, 6, 11),
+                (2, 2, 4, 2),
+                Conv2dParams {
+                    stride: (3, 2),
+                    padding: (2, 0),
+                },
+            ),
+            ((0, 2, 6, 6), (2, 2, 3, 3), Conv2dParams::default()),
+        ];
+        let mut cache = Conv2dCache::new();
+        let mut ws = Conv2dWorkspace::new();
+        for (xs, wsz, p) in cases {
+            let x = pseudo(xs, 11).mapv(|v| v as f32);
+            let w = pseudo(wsz, 12).mapv(|v| v as f32);
+            let b = Array1::from_shape_fn(wsz.0, |k| k as f32 * 0.1 - 0.2);
+            let want_y = conv2d(x.view(), w.view(), Some(b.view()), p);
+            let mut y = Array4::from_elem(want_y.dim(), f32::NAN);
+            conv2d_into_caching(
+                x.view(),
+                w.view(),
+                Some(b.view()),
+                p,
+                y.view_mut(),
+                &mut cache,
+            );
+            assert_eq!(y, want_y, "{xs:?}: forward");
+            assert!(cache.is_filled_for(xs, wsz, p));
+            let go = pseudo(y.dim(), 13).mapv(|v| v as f32);
+            let want = conv2d_backward(x.view(), w.view(), go.view(), p);
+            let mut gi = Array4::from_elem(xs, f32::NAN);
+            let mut gw = Array4::from_elem(wsz, f32::NAN);
+            let mut gb = Array1::from_elem(wsz.0, f32::NAN);
+            conv2d_backward_into_cached(
+                &cache,
+                w.view(),
+                go.view(),
+                p,
+                Some(gi.view_mut()),
+                gw.view_mut(),
+                Some(gb.view_mut()),
+                &mut ws,
+            );
+            assert_eq!(
+                (&gi, &gw, &gb),
+                (&want.input, &want.weight, &want.bias),
+                "{xs:?}: backward"
+            );
+        }
+        // f64, without the input gradient
+        let p = Conv2dParams {
+            stride: (2, 1),
+            padding: (1, 2),
+        };
+        let (x, w) = (pseudo((5, 3, 9, 7), 14), pseudo((4, 3, 3, 2), 15));
+        let mut c64 = Conv2dCache::new();
+        let mut y = Array4::zeros((5, 4, 5, 10));
+        conv2d_into_caching(x.view(), w.view(), None, p, y.view_mut(), &mut c64);
+        let go = pseudo(y.dim(), 16);
+        let want = conv2d_backward(x.view(), w.view(), go.view(), p);
+        let mut gw = Array4::zeros(w.dim());
+        conv2d_backward_into_cached(
+            &c64,
+            w.view(),
+            go.view(),
+            p,
+            None,
+            gw.view_mut(),
+            None,
+            &mut Conv2dWorkspace::new(),
+        );
+        assert_eq!(gw, want.weight);
+        c64.invalidate();
+        assert!(!c64.is_filled());
+    }
+
+    #[test]
+    #[should_panic(expected = "conv2d_backward_cached: the cache holds no columns")]
+    fn backward_from_an_empty_cache_panics() {
+        conv2d_backward_into_cached(
+            &Conv2dCache::<f32>::new(),
+            Array4::zeros((1, 1, 3, 3)).view(),
+            Array4::zeros((1, 1, 2, 2)).view(),
+            Conv2dParams::default(),
+            None,
+            Array4::zeros((1, 1, 3, 3)).view_mut(),
+            None,
+            &mut Conv2dWorkspace::new(),
+        );
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "conv2d_backward_cached: the cache was filled for weight (2, 1, 3, 3)"
+    )]
+    fn backward_from_a_cache_of_another_weight_panics() {
+        let mut cache = Conv2dCache::new();
+        let x = Array4::<f32>::zeros((1, 1, 4, 4));
+        let mut y = Array4::zeros((1, 2, 2, 2));
+        let p = Conv2dParams::default();
+        conv2d_into_caching(
+            x.view(),
+            Array4::zeros((2, 1, 3, 3)).view(),
+            None,
+            p,
+            y.view_mut(),
+            &mut cache,
+        );
+        conv2d_backward_into_cached(
+            &cache,
+            Array4::zeros((1, 1, 3, 3)).view(),
+            Array4::zeros((1, 1, 2, 2)).view(),
+            p,
+            None,
+            Array4::zeros((1, 1, 3, 3)).view_mut(),
+            None,
+            &mut Conv2dWorkspace::new(),
+        );
     }
 
     #[test]
