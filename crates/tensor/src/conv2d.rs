@@ -132,6 +132,8 @@ impl<T: Scalar> Conv2dWorkspace<T> {
 #[derive(Debug, Default, Clone)]
 pub struct Conv2dCache<T> {
     cols: Vec<T>,
+    /// Per-chunk scratch for the zero-padded image (see `im2col_padded`).
+    pads: Vec<T>,
     filled_for: Option<CacheKey>,
 }
 
@@ -152,6 +154,7 @@ impl<T: Scalar> Conv2dCache<T> {
     pub fn new() -> Self {
         Conv2dCache {
             cols: Vec::new(),
+            pads: Vec::new(),
             filled_for: None,
         }
     }
@@ -264,6 +267,15 @@ impl Geometry {
     fn ckk(&self) -> usize {
         self.c * self.kh * self.kw
     }
+    /// Length of the zero-padded copy of one image that [`im2col_padded`] works from: the
+    /// padded planes for a stride-1 convolution with padding, else 0 (no copy needed).
+    fn padded_len(&self) -> usize {
+        if self.p.stride == (1, 1) && self.p.padding != (0, 0) {
+            self.c * (self.h + 2 * self.p.padding.0) * (self.w + 2 * self.p.padding.1)
+        } else {
+            0
+        }
+    }
     /// Output positions per image: oh·ow.
     fn positions(&self) -> usize {
         self.oh * self.ow
@@ -336,6 +348,39 @@ fn im2col<T: Scalar>(g: &Geometry, x: &[T], cols: &mut [T]) {
                             out[j] = xrow[j * sw + v - pw];
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// [`im2col`] for a stride-1 convolution with padding: copies the image once into `xpad`
+/// (`padded_len` scalars, zero borders), after which every output row of a column row is one
+/// plain copy of `ow` scalars, with no border cases (conv1 of LeNet: 25·28 copies of 28 instead
+/// of as many copies plus as many short zero fills). Other geometries go to [`im2col`].
+fn im2col_padded<T: Scalar>(g: &Geometry, x: &[T], xpad: &mut [T], cols: &mut [T]) {
+    if g.padded_len() == 0 {
+        return im2col(g, x, cols);
+    }
+    let (ph, pw) = g.p.padding;
+    let (hp, wp) = (g.h + 2 * ph, g.w + 2 * pw);
+    let xpad = &mut xpad[..g.padded_len()];
+    xpad.fill(T::zero());
+    for (src, dst) in x
+        .chunks_exact(g.h * g.w)
+        .zip(xpad.chunks_exact_mut(hp * wp))
+    {
+        for (r, row) in src.chunks_exact(g.w).enumerate() {
+            dst[(r + ph) * wp + pw..][..g.w].copy_from_slice(row);
+        }
+    }
+    let mut rows = cols.chunks_exact_mut(g.positions());
+    for plane in xpad.chunks_exact(hp * wp) {
+        for u in 0..g.kh {
+            for v in 0..g.kw {
+                let row = rows.next().expect("cols has c·kh·kw rows");
+                for (i, out) in row.chunks_exact_mut(g.ow).enumerate() {
+                    out.copy_from_slice(&plane[(i + u) * wp + v..][..g.ow]);
                 }
             }
         }
@@ -443,9 +488,11 @@ pub fn conv2d_into<T: Scalar>(
     ws: &mut Conv2dWorkspace<T>,
 ) {
     let g = Geometry::new("conv2d", input.dim(), weight.dim(), params);
-    // One column buffer per chunk, rebuilt for each of its images.
-    let slots = ws.slots(g.chunks, g.ckk() * g.positions());
-    forward(&g, input, weight, bias, out, slots, 0);
+    // One column buffer per chunk, rebuilt for each of its images, then one padded image each.
+    let cols_len = g.chunks * g.ckk() * g.positions();
+    let scratch = ws.slots(g.chunks, g.ckk() * g.positions() + g.padded_len().max(1));
+    let (cols, pads) = scratch.split_at_mut(cols_len);
+    forward(&g, input, weight, bias, out, (cols, 0), pads);
 }
 
 /// Like [`conv2d_into`], but keeps every image's im2col columns in `cache`, so that
@@ -482,20 +529,27 @@ pub fn conv2d_into_caching<T: Scalar>(
     if cache.cols.len() < need {
         cache.cols.resize(need, T::zero());
     }
-    forward(&g, input, weight, bias, out, &mut cache.cols[..need], img);
+    let pads_len = g.chunks * g.padded_len().max(1);
+    if cache.pads.len() < pads_len {
+        cache.pads.resize(pads_len, T::zero());
+    }
+    let cols = &mut cache.cols[..need];
+    let pads = &mut cache.pads[..pads_len];
+    forward(&g, input, weight, bias, out, (cols, img), pads);
     cache.filled_for = Some((g.input_dim(), g.weight_dim(), params));
 }
 
 /// The forward pass. `cols` holds one slot per chunk; image `i` of a chunk writes its columns
 /// at `i·img_stride` within the slot (0: one buffer reused; `c·kh·kw·oh·ow`: every image kept).
+/// `pads` holds one scratch of `max(padded_len, 1)` scalars per chunk for [`im2col_padded`].
 fn forward<T: Scalar>(
     g: &Geometry,
     input: ArrayView4<'_, T>,
     weight: ArrayView4<'_, T>,
     bias: Option<ArrayView1<'_, T>>,
     out: ArrayViewMut4<'_, T>,
-    cols: &mut [T],
-    img_stride: usize,
+    (cols, img_stride): (&mut [T], usize),
+    pads: &mut [T],
 ) {
     check_dim("conv2d", "out", g.output_dim(), out.dim());
     if let Some(b) = bias {
@@ -521,13 +575,14 @@ fn forward<T: Scalar>(
     with_standard_slice_mut(out, |y| {
         y.par_chunks_mut(g.per_chunk * out_img)
             .zip(cols.par_chunks_mut(slot_len))
+            .zip(pads.par_chunks_mut(g.padded_len().max(1)))
             .enumerate()
             .with_min_len(g.min_chunks_per_task())
-            .for_each(|(chunk, (y, slot))| {
+            .for_each(|(chunk, ((y, slot), xpad))| {
                 for (i, y_n) in y.chunks_exact_mut(out_img).enumerate() {
                     let n = chunk * g.per_chunk + i;
                     let cols = &mut slot[i * img_stride..][..ckk * pos];
-                    im2col(g, &x[n * in_img..][..in_img], cols);
+                    im2col_padded(g, &x[n * in_img..][..in_img], xpad, cols);
                     let cols = ArrayView2::from_shape((ckk, pos), &*cols).expect("cols");
                     let mut y_n = ArrayViewMut2::from_shape((g.k, pos), y_n).expect("y_n");
                     // y_n = W·cols (+ b): start from the bias and let gemm accumulate on top.
@@ -742,11 +797,11 @@ fn backward<T: Scalar>(
         .into_shape_with_order((g.k, g.ckk()))
         .expect("a standard-layout weight is [k, c·kh·kw]");
 
-    // Each chunk's slot: cols (only if rebuilt) | dcols (only if the input gradient is wanted)
-    // | dW part | db part.
+    // Each chunk's slot: cols and padded image (only if rebuilt) | dcols (only if the input
+    // gradient is wanted) | dW part | db part.
     let (ckk, pos) = (g.ckk(), g.positions());
     let cols_len = match columns {
-        Columns::Rebuild(_) => ckk * pos,
+        Columns::Rebuild(_) => ckk * pos + g.padded_len(),
         Columns::Cached(_) => 0,
     };
     let dcols_len = if grad_input.is_some() { ckk * pos } else { 0 };
@@ -824,8 +879,9 @@ fn backward_chunks<T: Scalar>(
                     ArrayView2::from_shape((g.k, pos), &go[n * out_img..][..out_img]).expect("g_n");
                 let cols: &[T] = match columns {
                     Columns::Rebuild(x) => {
-                        im2col(g, &x[n * in_img..][..in_img], cols_buf);
-                        cols_buf
+                        let (cols, xpad) = cols_buf.split_at_mut(ckk * pos);
+                        im2col_padded(g, &x[n * in_img..][..in_img], xpad, cols);
+                        cols
                     }
                     Columns::Cached(all) => &all[n * ckk * pos..][..ckk * pos],
                 };
@@ -946,6 +1002,29 @@ mod tests {
             let want = conv_direct(&x, &w, &b, p);
             let err = (&got - &want).iter().fold(0.0_f64, |m, d| m.max(d.abs()));
             assert!(err < 1e-12, "case {i}: max error {err}");
+        }
+    }
+
+    #[test]
+    fn padded_im2col_equals_im2col() {
+        for &(c, h, w, kh, kw, pd) in &[
+            (1, 28, 28, 5, 5, (2, 2)),
+            (2, 5, 4, 3, 2, (1, 2)),
+            (3, 3, 6, 5, 1, (2, 0)),
+            (2, 4, 4, 3, 3, (0, 0)),
+        ] {
+            let p = Conv2dParams {
+                stride: (1, 1),
+                padding: pd,
+            };
+            let g = Geometry::new("t", (1, c, h, w), (1, c, kh, kw), p);
+            let x = pseudo((1, c, h, w), 3).into_raw_vec_and_offset().0;
+            let mut want = vec![f64::NAN; g.ckk() * g.positions()];
+            im2col(&g, &x, &mut want);
+            let mut got = vec![f64::NAN; want.len()];
+            let mut xpad = vec![f64::NAN; g.padded_len().max(1)];
+            im2col_padded(&g, &x, &mut xpad, &mut got);
+            assert_eq!(got, want, "{:?}", (c, h, w, kh, kw, pd));
         }
     }
 
