@@ -2,7 +2,9 @@
 
 use crate::buffer::Buffer;
 use ndarray::{ArrayView4, Ix4};
-use tensor::{avg_pool2d_backward_into, avg_pool2d_into, Pool2dParams};
+use tensor::{
+    avg_pool2d_backward_into, avg_pool2d_into, avg_pool2d_relu_backward_into, Pool2dParams,
+};
 
 /// 2-D average pooling over NCHW input, with its output and input-gradient buffers.
 #[derive(Debug, Clone)]
@@ -51,6 +53,28 @@ impl AvgPool2d {
     pub fn backward(&mut self, grad_out: ArrayView4<'_, f32>) -> ArrayView4<'_, f32> {
         self.grad_input.set_dim(self.input_dim);
         avg_pool2d_backward_into(grad_out, self.params, self.grad_input.view_mut());
+        self.grad_input.view()
+    }
+
+    /// Backward through this pool and the ReLU before it in one pass: dL/d(ReLU input) for
+    /// upstream gradient `grad_out`, where `relu_output` is the ReLU's output (this pool's last
+    /// forward input). Bit-identical to [`AvgPool2d::backward`] then the ReLU's backward; the
+    /// result is also what [`AvgPool2d::grad_input`] returns afterwards.
+    ///
+    /// # Panics
+    /// If `relu_output` or `grad_out` do not have the last forward pass's shapes.
+    pub fn backward_relu(
+        &mut self,
+        relu_output: ArrayView4<'_, f32>,
+        grad_out: ArrayView4<'_, f32>,
+    ) -> ArrayView4<'_, f32> {
+        self.grad_input.set_dim(self.input_dim);
+        avg_pool2d_relu_backward_into(
+            grad_out,
+            self.params,
+            relu_output,
+            self.grad_input.view_mut(),
+        );
         self.grad_input.view()
     }
 

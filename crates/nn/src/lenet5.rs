@@ -88,6 +88,23 @@ impl LeNet5Config {
     }
 }
 
+/// Backward through `act → pool`: dL/d(activation input) for the pool's upstream gradient `g`.
+/// ReLU followed by average pooling (the default model) runs as one fused pass; the activation
+/// layer's own gradient buffer is then not written.
+fn pool_act_backward<'a>(
+    pool: &'a mut Pool2d,
+    act: &'a mut Activation<Ix4>,
+    g: ArrayView4<'_, f32>,
+) -> ArrayView4<'a, f32> {
+    match (pool, act.kind()) {
+        (Pool2d::Avg(pool), ActivationKind::Relu) => pool.backward_relu(act.output(), g),
+        (pool, _) => {
+            let g = pool.backward(act.output(), g);
+            act.backward(g)
+        }
+    }
+}
+
 /// The LeNet-5 network with its parameters, gradients and activation buffers.
 #[derive(Debug, Clone)]
 pub struct LeNet5 {
@@ -283,13 +300,9 @@ impl LeNet5 {
         let g = self
             .flatten
             .backward(self.fc1.grad_input(), self.pool2.output().dim());
-        let g = self.pool2.backward(self.act2.output(), g);
-        let g = self.act2.backward(g);
+        let g = pool_act_backward(&mut self.pool2, &mut self.act2, g);
         self.conv2.backward(self.pool1.output(), g, true);
-        let g = self
-            .pool1
-            .backward(self.act1.output(), self.conv2.grad_input());
-        let g = self.act1.backward(g);
+        let g = pool_act_backward(&mut self.pool1, &mut self.act1, self.conv2.grad_input());
         self.conv1.backward(input, g, input_grad);
     }
 

@@ -316,6 +316,73 @@ pub fn avg_pool2d_backward_into<T: Scalar>(
     });
 }
 
+// Fused with the ReLU before the pool (LeNet-5's conv → relu → avg pool): with y = relu(x) and
+// z = avg_pool(y), dL/dx = relu'(x) ⊙ avg_pool_backward(dL/dz), and relu'(x) = [y > 0] (x > 0
+// exactly where y > 0). One pass: each gradient plane is spread, then masked while still in L1,
+// instead of a pooling pass and a separate ReLU pass over the whole batch.
+
+/// [`avg_pool2d_backward_into`] followed by ReLU's backward in one pass: `grad_input` is
+/// overwritten with `avg_pool2d_backward(grad_out)` where `relu_output > 0`, and 0 elsewhere,
+/// the gradient with respect to the ReLU's *input* when the pool's input is `relu(x)`.
+/// Bit-identical to `relu_backward_into(relu_output, avg_pool2d_backward(grad_out))`.
+///
+/// # Panics
+/// If the window does not fit, `grad_out` is not `[n, c, oh, ow]`, or `relu_output` is not
+/// shaped like `grad_input`.
+///
+/// ```
+/// use ndarray::Array4;
+/// use tensor::{avg_pool2d_relu_backward_into, Pool2dParams};
+/// let y = Array4::from_shape_vec((1, 1, 2, 2), vec![0.0_f32, 2.0, 3.0, 0.0]).unwrap();
+/// let g = Array4::from_elem((1, 1, 1, 1), 4.0_f32);
+/// let mut gi = Array4::from_elem((1, 1, 2, 2), f32::NAN); // overwritten
+/// avg_pool2d_relu_backward_into(g.view(), Pool2dParams::square(2), y.view(), gi.view_mut());
+/// assert_eq!(gi.into_raw_vec_and_offset().0, vec![0.0, 1.0, 1.0, 0.0]);
+/// ```
+pub fn avg_pool2d_relu_backward_into<T: Scalar>(
+    grad_out: ArrayView4<'_, T>,
+    params: Pool2dParams,
+    relu_output: ArrayView4<'_, T>,
+    grad_input: ArrayViewMut4<'_, T>,
+) {
+    let op = "avg_pool2d_relu_backward";
+    let (n, c, h, w) = grad_input.dim();
+    let g = Geometry::new(op, (n, c, h, w), params);
+    check_dim(op, "grad_out", g.output_dim(n, c), grad_out.dim());
+    check_dim(op, "relu_output", (n, c, h, w), relu_output.dim());
+    let grad_out = grad_out.as_standard_layout();
+    let go = grad_out.as_slice().expect("standard layout");
+    let relu_output = relu_output.as_standard_layout();
+    let y = relu_output.as_slice().expect("standard layout");
+    let (kh, kw) = params.kernel;
+    let area = T::from_f64((kh * kw) as f64);
+    let plane = |(gi, (go, y)): (&mut [T], (&[T], &[T]))| {
+        gi.fill(T::zero());
+        for (i, grow) in go.chunks_exact(g.ow).enumerate() {
+            for u in 0..kh {
+                let girow = &mut gi[(i * params.stride.0 + u) * w..][..w];
+                spread_window_rows(girow, grow, area, kw, params.stride.1);
+            }
+        }
+        // relu' = [y > 0] (NaN and 0 pass no gradient), as in relu_backward
+        for (d, &y) in gi.iter_mut().zip(y) {
+            *d = if y > T::zero() { *d } else { T::zero() };
+        }
+    };
+    let (in_plane, out_plane) = (h * w, g.oh * g.ow);
+    with_standard_slice_mut(grad_input, |gi| {
+        if g.parallel() {
+            gi.par_chunks_mut(in_plane)
+                .zip(go.par_chunks(out_plane).zip(y.par_chunks(in_plane)))
+                .for_each(plane);
+        } else {
+            gi.chunks_mut(in_plane)
+                .zip(go.chunks(out_plane).zip(y.chunks(in_plane)))
+                .for_each(plane);
+        }
+    });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Max pool: y[i,j] = max_{u<kh, v<kw} x[i·sh+u, j·sw+v]
 // ---------------------------------------------------------------------------------------------
@@ -600,6 +667,56 @@ mod tests {
                 gi.iter().zip(&gi_ref).all(|(a, b)| (a - b).abs() < 1e-12),
                 "{p:?} backward"
             );
+        }
+    }
+
+    #[test]
+    fn fused_relu_backward_matches_the_two_steps_and_finite_differences() {
+        use crate::{relu, relu_backward};
+        // Pool windows of several shapes; x has exact zeros and values on both signs.
+        for &((n, c, h, w), p) in &[
+            ((3, 2, 6, 6), Pool2dParams::square(2)),
+            (
+                (2, 3, 7, 5),
+                Pool2dParams {
+                    kernel: (3, 2),
+                    stride: (2, 1),
+                },
+            ),
+            ((40, 6, 8, 8), Pool2dParams::square(2)), // parallel path
+        ] {
+            let x = Array4::from_shape_fn((n, c, h, w), |(a, b, i, j)| {
+                ((a * 31 + b * 17 + i * 7 + j * 3) % 11) as f64 / 5.0 - 1.0
+            });
+            let y = relu(x.view());
+            let (oh, ow) = p.output_size((h, w)).unwrap();
+            let go = Array4::from_shape_fn((n, c, oh, ow), |(a, b, i, j)| {
+                ((a + 2 * b + 3 * i + 5 * j) % 7) as f64 - 3.0
+            });
+            let want = relu_backward(
+                y.view(),
+                avg_pool2d_backward(go.view(), p, (n, c, h, w)).view(),
+            );
+            let mut got = Array4::from_elem((n, c, h, w), f64::NAN);
+            avg_pool2d_relu_backward_into(go.view(), p, y.view(), got.view_mut());
+            assert_eq!(got, want);
+            // L(x) = Σ go ⊙ avg_pool(relu(x)); central differences away from the kink at 0.
+            let loss = |x: &Array4<f64>| (avg_pool2d(relu(x.view()).view(), p) * &go).sum();
+            for idx in [(0, 0, 0, 0), (n - 1, c - 1, h - 1, w - 2), (1, 1, 2, 3)] {
+                if x[idx].abs() < 1e-3 {
+                    continue;
+                }
+                let mut xp = x.clone();
+                xp[idx] += 1e-6;
+                let mut xm = x.clone();
+                xm[idx] -= 1e-6;
+                let fd = (loss(&xp) - loss(&xm)) / 2e-6;
+                assert!(
+                    (fd - got[idx]).abs() < 1e-6,
+                    "{idx:?}: {fd} vs {}",
+                    got[idx]
+                );
+            }
         }
     }
 
