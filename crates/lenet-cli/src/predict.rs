@@ -26,7 +26,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
             *o = v;
         }
     }
-    let probabilities = nn::softmax(model.forward(batch.view()));
+    let probabilities = nn::softmax(model.forward_inference(batch.view()));
     for (path, p) in args.images.iter().zip(probabilities.rows()) {
         let line: Vec<String> = top_k(p.as_slice().expect("softmax rows are contiguous"), TOP)
             .into_iter()
