@@ -61,73 +61,48 @@ portable_kernel!(PortableAvx2, tile_avx2);
 #[cfg(target_arch = "x86_64")]
 portable_kernel!(PortableAvx512, tile_avx512);
 
-/// The tile for the baseline target.
-///
-/// # Safety
-/// The [`MicroKernel::tile`] contract.
-#[inline(never)]
-unsafe fn tile_baseline<T: Scalar, const MR: usize, const NR: usize>(
-    k: usize,
-    a: *const T,
-    b: *const T,
-    b_ks: isize,
-    alpha: T,
-    beta: T,
-    c: *mut T,
-    rsc: isize,
-    csc: isize,
-    rows: usize,
-    cols: usize,
-) {
-    // SAFETY: forwarded contract.
-    unsafe { tile_body::<T, MR, NR>(k, a, b, b_ks, alpha, beta, c, rsc, csc, rows, cols) }
+/// Defines `$name`: the portable tile compiled under the given attributes (a target feature,
+/// or none for the baseline), so that one source is vectorised for each instruction set.
+macro_rules! tile_for_target {
+    ($(#[$attr:meta])* $name:ident) => {
+        /// The portable tile for one target.
+        ///
+        /// # Safety
+        /// The [`MicroKernel::tile`] contract, and the CPU supports the features enabled here.
+        $(#[$attr])*
+        unsafe fn $name<T: Scalar, const MR: usize, const NR: usize>(
+            k: usize,
+            a: *const T,
+            b: *const T,
+            b_ks: isize,
+            alpha: T,
+            beta: T,
+            c: *mut T,
+            rsc: isize,
+            csc: isize,
+            rows: usize,
+            cols: usize,
+        ) {
+            // SAFETY: forwarded contract.
+            unsafe { tile_body::<T, MR, NR>(k, a, b, b_ks, alpha, beta, c, rsc, csc, rows, cols) }
+        }
+    };
 }
 
-/// The tile compiled with AVX2 enabled.
-///
-/// # Safety
-/// The [`MicroKernel::tile`] contract, and the CPU supports AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn tile_avx2<T: Scalar, const MR: usize, const NR: usize>(
-    k: usize,
-    a: *const T,
-    b: *const T,
-    b_ks: isize,
-    alpha: T,
-    beta: T,
-    c: *mut T,
-    rsc: isize,
-    csc: isize,
-    rows: usize,
-    cols: usize,
-) {
-    // SAFETY: forwarded contract.
-    unsafe { tile_body::<T, MR, NR>(k, a, b, b_ks, alpha, beta, c, rsc, csc, rows, cols) }
-}
-
-/// The tile compiled with AVX-512F enabled.
-///
-/// # Safety
-/// The [`MicroKernel::tile`] contract, and the CPU supports AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn tile_avx512<T: Scalar, const MR: usize, const NR: usize>(
-    k: usize,
-    a: *const T,
-    b: *const T,
-    b_ks: isize,
-    alpha: T,
-    beta: T,
-    c: *mut T,
-    rsc: isize,
-    csc: isize,
-    rows: usize,
-    cols: usize,
-) {
-    // SAFETY: forwarded contract.
-    unsafe { tile_body::<T, MR, NR>(k, a, b, b_ks, alpha, beta, c, rsc, csc, rows, cols) }
-}
+tile_for_target!(
+    #[inline(never)]
+    tile_baseline
+);
+tile_for_target!(
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    tile_avx2
+);
+tile_for_target!(
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    tile_avx512
+);
 
 /// The portable tile itself, inlined into each wrapper so it is vectorised for that target.
 ///
