@@ -4,7 +4,8 @@
 
 use crate::buffer::Buffer;
 use crate::init::uniform_fan_in;
-use ndarray::{Array1, Array4, ArrayView1, ArrayView4, Ix4};
+use crate::param::WeightBias;
+use ndarray::{ArrayView1, ArrayView4, Ix4};
 use rand::Rng;
 use tensor::{
     conv2d_backward_into, conv2d_backward_into_cached, conv2d_into, conv2d_into_caching,
@@ -21,12 +22,7 @@ const MAX_KEPT_COLUMNS_BYTES: usize = 4 << 20;
 /// A 2-D convolution with bias, PyTorch semantics (cross-correlation, zero padding).
 #[derive(Debug, Clone)]
 pub struct Conv2d {
-    weight: Array4<f32>,
-    bias: Array1<f32>,
-    weight_grad: Array4<f32>,
-    bias_grad: Array1<f32>,
-    weight_shape: [usize; 4],
-    bias_shape: [usize; 1],
+    wb: WeightBias<4>,
     params: Conv2dParams,
     output: Buffer<Ix4>,
     grad_input: Buffer<Ix4>,
@@ -47,8 +43,8 @@ impl Conv2d {
     ) -> Self {
         let mut layer = Self::zeros(in_channels, out_channels, kernel, params);
         let fan_in = in_channels * kernel * kernel;
-        uniform_fan_in(layer.weight.as_slice_mut().unwrap(), fan_in, rng);
-        uniform_fan_in(layer.bias.as_slice_mut().unwrap(), fan_in, rng);
+        uniform_fan_in(layer.wb.weight.as_slice_mut().unwrap(), fan_in, rng);
+        uniform_fan_in(layer.wb.bias.as_slice_mut().unwrap(), fan_in, rng);
         layer
     }
 
@@ -59,14 +55,8 @@ impl Conv2d {
         kernel: usize,
         params: Conv2dParams,
     ) -> Self {
-        let weight_shape = [out_channels, in_channels, kernel, kernel];
         Conv2d {
-            weight: Array4::zeros(weight_shape),
-            bias: Array1::zeros(out_channels),
-            weight_grad: Array4::zeros(weight_shape),
-            bias_grad: Array1::zeros(out_channels),
-            weight_shape,
-            bias_shape: [out_channels],
+            wb: WeightBias::zeros([out_channels, in_channels, kernel, kernel]),
             params,
             output: Buffer::new(),
             grad_input: Buffer::new(),
@@ -77,22 +67,22 @@ impl Conv2d {
 
     /// The weight, `[out, in, kh, kw]`.
     pub fn weight(&self) -> ArrayView4<'_, f32> {
-        self.weight.view()
+        self.wb.weight.view()
     }
 
     /// The bias, `[out]`.
     pub fn bias(&self) -> ArrayView1<'_, f32> {
-        self.bias.view()
+        self.wb.bias.view()
     }
 
     /// dL/dweight from the last [`Conv2d::backward`].
     pub fn weight_grad(&self) -> ArrayView4<'_, f32> {
-        self.weight_grad.view()
+        self.wb.weight_grad.view()
     }
 
     /// dL/dbias from the last [`Conv2d::backward`].
     pub fn bias_grad(&self) -> ArrayView1<'_, f32> {
-        self.bias_grad.view()
+        self.wb.bias_grad.view()
     }
 
     /// Stride and padding.
@@ -107,7 +97,7 @@ impl Conv2d {
     /// # Panics
     /// If the input has the wrong channel count or is smaller than the kernel.
     pub fn forward(&mut self, input: ArrayView4<'_, f32>) -> ArrayView4<'_, f32> {
-        let [_, c, kh, kw] = self.weight_shape;
+        let [_, c, kh, kw] = self.wb.weight_shape;
         let (n, _, h, w) = input.dim();
         let cols_bytes = n * c * kh * kw * h * w * std::mem::size_of::<f32>();
         if cols_bytes > MAX_KEPT_COLUMNS_BYTES {
@@ -116,8 +106,8 @@ impl Conv2d {
         self.set_output_dim(input.dim());
         conv2d_into_caching(
             input,
-            self.weight.view(),
-            Some(self.bias.view()),
+            self.wb.weight.view(),
+            Some(self.wb.bias.view()),
             self.params,
             self.output.view_mut(),
             &mut self.cols,
@@ -136,8 +126,8 @@ impl Conv2d {
         self.cols.invalidate();
         conv2d_into(
             input,
-            self.weight.view(),
-            Some(self.bias.view()),
+            self.wb.weight.view(),
+            Some(self.wb.bias.view()),
             self.params,
             self.output.view_mut(),
             &mut self.ws,
@@ -146,7 +136,7 @@ impl Conv2d {
     }
 
     fn set_output_dim(&mut self, (n, c, h, w): (usize, usize, usize, usize)) {
-        let [k, cin, kh, kw] = self.weight_shape;
+        let [k, cin, kh, kw] = self.wb.weight_shape;
         assert_eq!(
             c, cin,
             "Conv2d: input has {c} channels, the layer expects {cin}"
@@ -182,7 +172,7 @@ impl Conv2d {
         } else {
             None
         };
-        let weight_dim = self.weight.dim();
+        let weight_dim = self.wb.weight.dim();
         if self
             .cols
             .is_filled_for(input.dim(), weight_dim, self.params)
@@ -190,23 +180,23 @@ impl Conv2d {
             // The forward pass kept this input's columns: no im2col here.
             conv2d_backward_into_cached(
                 &self.cols,
-                self.weight.view(),
+                self.wb.weight.view(),
                 grad_out,
                 self.params,
                 grad_input,
-                self.weight_grad.view_mut(),
-                Some(self.bias_grad.view_mut()),
+                self.wb.weight_grad.view_mut(),
+                Some(self.wb.bias_grad.view_mut()),
                 &mut self.ws,
             );
         } else {
             conv2d_backward_into(
                 input,
-                self.weight.view(),
+                self.wb.weight.view(),
                 grad_out,
                 self.params,
                 grad_input,
-                self.weight_grad.view_mut(),
-                Some(self.bias_grad.view_mut()),
+                self.wb.weight_grad.view_mut(),
+                Some(self.wb.bias_grad.view_mut()),
                 &mut self.ws,
             );
         }
@@ -217,35 +207,13 @@ impl Conv2d {
         self.grad_input.view()
     }
 
-    /// (weight shape, weight, weight gradient) and the same for the bias, for optimizers.
+    /// (shape, value, gradient) of the weight and of the bias, for optimizers.
     pub(crate) fn params_mut(&mut self) -> [(&[usize], &mut [f32], &[f32]); 2] {
-        [
-            (
-                &self.weight_shape[..],
-                self.weight.as_slice_mut().unwrap(),
-                self.weight_grad.as_slice().unwrap(),
-            ),
-            (
-                &self.bias_shape[..],
-                self.bias.as_slice_mut().unwrap(),
-                self.bias_grad.as_slice().unwrap(),
-            ),
-        ]
+        self.wb.params_mut()
     }
 
     /// Read-only form of `params_mut`.
     pub(crate) fn params_ref(&self) -> [(&[usize], &[f32], &[f32]); 2] {
-        [
-            (
-                &self.weight_shape[..],
-                self.weight.as_slice().unwrap(),
-                self.weight_grad.as_slice().unwrap(),
-            ),
-            (
-                &self.bias_shape[..],
-                self.bias.as_slice().unwrap(),
-                self.bias_grad.as_slice().unwrap(),
-            ),
-        ]
+        self.wb.params_ref()
     }
 }

@@ -3,19 +3,15 @@
 
 use crate::buffer::Buffer;
 use crate::init::uniform_fan_in;
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Ix2};
+use crate::param::WeightBias;
+use ndarray::{ArrayView1, ArrayView2, Ix2};
 use rand::Rng;
 use tensor::{linear_backward_into, linear_into};
 
 /// A fully connected layer with bias.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: Array2<f32>,
-    bias: Array1<f32>,
-    weight_grad: Array2<f32>,
-    bias_grad: Array1<f32>,
-    weight_shape: [usize; 2],
-    bias_shape: [usize; 1],
+    wb: WeightBias<2>,
     output: Buffer<Ix2>,
     grad_input: Buffer<Ix2>,
 }
@@ -25,21 +21,15 @@ impl Linear {
     /// both U(−1/√in, 1/√in).
     pub fn new<R: Rng + ?Sized>(in_features: usize, out_features: usize, rng: &mut R) -> Self {
         let mut layer = Self::zeros(in_features, out_features);
-        uniform_fan_in(layer.weight.as_slice_mut().unwrap(), in_features, rng);
-        uniform_fan_in(layer.bias.as_slice_mut().unwrap(), in_features, rng);
+        uniform_fan_in(layer.wb.weight.as_slice_mut().unwrap(), in_features, rng);
+        uniform_fan_in(layer.wb.bias.as_slice_mut().unwrap(), in_features, rng);
         layer
     }
 
     /// A layer whose weight and bias are all zero (to be loaded from a checkpoint).
     pub fn zeros(in_features: usize, out_features: usize) -> Self {
-        let weight_shape = [out_features, in_features];
         Linear {
-            weight: Array2::zeros(weight_shape),
-            bias: Array1::zeros(out_features),
-            weight_grad: Array2::zeros(weight_shape),
-            bias_grad: Array1::zeros(out_features),
-            weight_shape,
-            bias_shape: [out_features],
+            wb: WeightBias::zeros([out_features, in_features]),
             output: Buffer::new(),
             grad_input: Buffer::new(),
         }
@@ -47,22 +37,22 @@ impl Linear {
 
     /// The weight, `[out, in]`.
     pub fn weight(&self) -> ArrayView2<'_, f32> {
-        self.weight.view()
+        self.wb.weight.view()
     }
 
     /// The bias, `[out]`.
     pub fn bias(&self) -> ArrayView1<'_, f32> {
-        self.bias.view()
+        self.wb.bias.view()
     }
 
     /// dL/dweight from the last [`Linear::backward`].
     pub fn weight_grad(&self) -> ArrayView2<'_, f32> {
-        self.weight_grad.view()
+        self.wb.weight_grad.view()
     }
 
     /// dL/dbias from the last [`Linear::backward`].
     pub fn bias_grad(&self) -> ArrayView1<'_, f32> {
-        self.bias_grad.view()
+        self.wb.bias_grad.view()
     }
 
     /// `x·Wᵀ + b` for `input` `[n, in]`; the layer keeps the output.
@@ -71,7 +61,7 @@ impl Linear {
     /// If the input does not have `in` features.
     pub fn forward(&mut self, input: ArrayView2<'_, f32>) -> ArrayView2<'_, f32> {
         let (n, f) = input.dim();
-        let [out, fin] = self.weight_shape;
+        let [out, fin] = self.wb.weight_shape;
         assert_eq!(
             f, fin,
             "Linear: input has {f} features, the layer expects {fin}"
@@ -79,8 +69,8 @@ impl Linear {
         self.output.set_dim(Ix2(n, out));
         linear_into(
             input,
-            self.weight.view(),
-            Some(self.bias.view()),
+            self.wb.weight.view(),
+            Some(self.wb.bias.view()),
             self.output.view_mut(),
         );
         self.output.view()
@@ -110,11 +100,11 @@ impl Linear {
         };
         linear_backward_into(
             input,
-            self.weight.view(),
+            self.wb.weight.view(),
             grad_out,
             grad_input,
-            self.weight_grad.view_mut(),
-            Some(self.bias_grad.view_mut()),
+            self.wb.weight_grad.view_mut(),
+            Some(self.wb.bias_grad.view_mut()),
         );
     }
 
@@ -125,33 +115,11 @@ impl Linear {
 
     /// (shape, value, gradient) of the weight and of the bias, for optimizers.
     pub(crate) fn params_mut(&mut self) -> [(&[usize], &mut [f32], &[f32]); 2] {
-        [
-            (
-                &self.weight_shape[..],
-                self.weight.as_slice_mut().unwrap(),
-                self.weight_grad.as_slice().unwrap(),
-            ),
-            (
-                &self.bias_shape[..],
-                self.bias.as_slice_mut().unwrap(),
-                self.bias_grad.as_slice().unwrap(),
-            ),
-        ]
+        self.wb.params_mut()
     }
 
     /// Read-only form of `params_mut`.
     pub(crate) fn params_ref(&self) -> [(&[usize], &[f32], &[f32]); 2] {
-        [
-            (
-                &self.weight_shape[..],
-                self.weight.as_slice().unwrap(),
-                self.weight_grad.as_slice().unwrap(),
-            ),
-            (
-                &self.bias_shape[..],
-                self.bias.as_slice().unwrap(),
-                self.bias_grad.as_slice().unwrap(),
-            ),
-        ]
+        self.wb.params_ref()
     }
 }

@@ -1,5 +1,7 @@
 //! Named views of a model's parameters and their gradients, for optimizers and checkpoints.
 
+use ndarray::{Array, Array1, Dim, Dimension, IntoDimension};
+
 /// One parameter tensor with its gradient, borrowed from a model.
 #[derive(Debug)]
 pub struct ParamMut<'a> {
@@ -24,4 +26,71 @@ pub struct ParamRef<'a> {
     pub value: &'a [f32],
     /// dL/dvalue from the last backward pass, same layout.
     pub grad: &'a [f32],
+}
+
+/// A layer's weight and bias with their gradients, in PyTorch's layouts; `N` is the weight's
+/// rank (4 for `Conv2d`, 2 for `Linear`). Both layers lend their parameters through it.
+#[derive(Debug, Clone)]
+pub(crate) struct WeightBias<const N: usize>
+where
+    Dim<[usize; N]>: Dimension,
+{
+    pub(crate) weight: Array<f32, Dim<[usize; N]>>,
+    pub(crate) bias: Array1<f32>,
+    pub(crate) weight_grad: Array<f32, Dim<[usize; N]>>,
+    pub(crate) bias_grad: Array1<f32>,
+    /// Kept beside the arrays so that `params_mut` can lend a shape and mutable values at once.
+    pub(crate) weight_shape: [usize; N],
+    bias_shape: [usize; 1],
+}
+
+impl<const N: usize> WeightBias<N>
+where
+    Dim<[usize; N]>: Dimension,
+    [usize; N]: IntoDimension<Dim = Dim<[usize; N]>>,
+{
+    /// Zero weight `weight_shape` and zero bias of `weight_shape[0]` (the output count).
+    pub(crate) fn zeros(weight_shape: [usize; N]) -> Self {
+        let out = weight_shape[0];
+        WeightBias {
+            weight: Array::zeros(weight_shape),
+            bias: Array1::zeros(out),
+            weight_grad: Array::zeros(weight_shape),
+            bias_grad: Array1::zeros(out),
+            weight_shape,
+            bias_shape: [out],
+        }
+    }
+
+    /// (shape, value, gradient) of the weight and of the bias, for optimizers.
+    pub(crate) fn params_mut(&mut self) -> [(&[usize], &mut [f32], &[f32]); 2] {
+        [
+            (
+                &self.weight_shape[..],
+                self.weight.as_slice_mut().unwrap(),
+                self.weight_grad.as_slice().unwrap(),
+            ),
+            (
+                &self.bias_shape[..],
+                self.bias.as_slice_mut().unwrap(),
+                self.bias_grad.as_slice().unwrap(),
+            ),
+        ]
+    }
+
+    /// Read-only form of `params_mut`.
+    pub(crate) fn params_ref(&self) -> [(&[usize], &[f32], &[f32]); 2] {
+        [
+            (
+                &self.weight_shape[..],
+                self.weight.as_slice().unwrap(),
+                self.weight_grad.as_slice().unwrap(),
+            ),
+            (
+                &self.bias_shape[..],
+                self.bias.as_slice().unwrap(),
+                self.bias_grad.as_slice().unwrap(),
+            ),
+        ]
+    }
 }
