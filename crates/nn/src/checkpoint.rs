@@ -113,6 +113,11 @@ impl TensorFile {
             });
         }
         let bytes = std::fs::read(path).map_err(io)?;
+        Self::from_bytes(path, bytes)
+    }
+
+    /// Validates `bytes`, a safetensors file's content; `path` names it in errors.
+    pub(crate) fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self, CheckpointError> {
         let not_st = |e: safetensors::SafeTensorError| CheckpointError::NotSafetensors {
             path: path.to_path_buf(),
             reason: e.to_string(),
@@ -281,7 +286,17 @@ impl LeNet5 {
     /// default with the channel counts taken from the shapes of `conv1.weight` and
     /// `conv2.weight`.
     pub fn from_weights_file(path: impl AsRef<Path>) -> Result<LeNet5, CheckpointError> {
-        let file = TensorFile::open(path.as_ref())?;
+        Self::from_tensor_file(&TensorFile::open(path.as_ref())?)
+    }
+
+    /// A model read from the content of a safetensors file held in memory (for example weights
+    /// built into a binary with `include_bytes!`); `name` stands for the file in errors. Same
+    /// rules as [`LeNet5::from_weights_file`].
+    pub fn from_weights_bytes(bytes: &[u8], name: &str) -> Result<LeNet5, CheckpointError> {
+        Self::from_tensor_file(&TensorFile::from_bytes(Path::new(name), bytes.to_vec())?)
+    }
+
+    fn from_tensor_file(file: &TensorFile) -> Result<LeNet5, CheckpointError> {
         let config = match file.meta(CONFIG_KEY) {
             Some(_) => file.meta_parse(CONFIG_KEY, "a LeNet-5 config in JSON", |s| {
                 serde_json::from_str::<LeNet5Config>(s)
@@ -299,9 +314,9 @@ impl LeNet5 {
                 config
             }
         };
-        check_shapes(&file, &config, "")?;
+        check_shapes(file, &config, "")?;
         let mut model = LeNet5::zeros(config);
-        model.load_from(&file, "")?;
+        model.load_from(file, "")?;
         Ok(model)
     }
 

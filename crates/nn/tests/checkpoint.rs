@@ -311,3 +311,22 @@ fn a_weights_file_is_not_a_training_state() {
     );
     assert!(err.to_string().contains("w.safetensors"), "{err}");
 }
+
+#[test]
+fn weights_load_from_bytes_as_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.safetensors");
+    let mut model = nn::LeNet5::zeros(nn::LeNet5Config::default());
+    let bias: Vec<f32> = (0..10).map(|i| i as f32 * 0.5 - 2.0).collect();
+    model.set_param("fc3.bias", &bias);
+    model.save_weights(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let back = nn::LeNet5::from_weights_bytes(&bytes, "built-in").unwrap();
+    assert_eq!(back.param("fc3.bias").unwrap().value, &bias[..]);
+    let err = nn::LeNet5::from_weights_bytes(&bytes[..100], "built-in").unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("built-in: not a safetensors file"),
+        "{err}"
+    );
+}
