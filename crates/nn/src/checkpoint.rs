@@ -24,14 +24,38 @@ pub const CONFIG_KEY: &str = "lenet5_config";
 /// Why a checkpoint could not be written or read.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    /// The file could not be read or written.
-    #[error("{}: {source}", .path.display())]
+    /// The file could not be read or written. The operating system's error is part of the
+    /// message (and deliberately not a `source`, so that a cause chain prints it once).
+    #[error("{}: {error}", .path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The operating system's error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
+    },
+    /// The path names a directory, a FIFO, a device… (reading a FIFO would wait forever).
+    #[error("{}: not a regular file ({kind})", .path.display())]
+    NotRegularFile {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead: "a directory", "a FIFO", "a device"…
+        kind: &'static str,
+    },
+    /// A tensor holds NaN or an infinity: the weights of a diverged run.
+    #[error(
+        "{}: tensor {name:?} holds {value} at index {index}: the weights are not finite \
+         (a diverged training run?)",
+        .path.display()
+    )]
+    NonFinite {
+        /// The file.
+        path: PathBuf,
+        /// The tensor's name.
+        name: String,
+        /// Flat index of the first non-finite value.
+        index: usize,
+        /// The value (NaN, inf or -inf).
+        value: f32,
     },
     /// The file is not a valid safetensors file.
     #[error("{}: not a safetensors file: {reason}", .path.display())]
@@ -98,11 +122,19 @@ pub(crate) struct TensorFile {
 impl TensorFile {
     /// Reads and validates `path`.
     pub(crate) fn open(path: &Path) -> Result<Self, CheckpointError> {
-        let io = |source| CheckpointError::Io {
+        let io = |error| CheckpointError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         };
-        let size = std::fs::metadata(path).map_err(io)?.len();
+        // The type first: opening a FIFO for reading would wait forever for a writer.
+        let meta = std::fs::metadata(path).map_err(io)?;
+        if let Some(kind) = not_regular(&meta) {
+            return Err(CheckpointError::NotRegularFile {
+                path: path.to_path_buf(),
+                kind,
+            });
+        }
+        let size = meta.len();
         if size > MAX_FILE_BYTES {
             return Err(CheckpointError::NotSafetensors {
                 path: path.to_path_buf(),
@@ -120,7 +152,7 @@ impl TensorFile {
     pub(crate) fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self, CheckpointError> {
         let not_st = |e: safetensors::SafeTensorError| CheckpointError::NotSafetensors {
             path: path.to_path_buf(),
-            reason: e.to_string(),
+            reason: describe_safetensors_error(&e),
         };
         // deserialize checks the header, the offsets and the buffer length.
         SafeTensors::deserialize(&bytes).map_err(not_st)?;
@@ -194,7 +226,15 @@ impl TensorFile {
         for (o, b) in out.iter_mut().zip(self.bytes[start..end].chunks_exact(4)) {
             *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         }
-        Ok(())
+        match out.iter().position(|v| !v.is_finite()) {
+            Some(index) => Err(CheckpointError::NonFinite {
+                path: self.path.clone(),
+                name: name.to_string(),
+                index,
+                value: out[index],
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Checks that tensor `name` exists, is F32 and has shape `expected`. Callers check every
@@ -249,12 +289,64 @@ pub(crate) fn write_tensors(
         .expect("tensor byte length matches its shape");
     let data = safetensors::serialize(views, &Some(metadata)).map_err(|e| CheckpointError::Io {
         path: path.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
+        error: std::io::Error::other(describe_safetensors_error(&e)),
     })?;
-    write_atomic(path, &data).map_err(|source| CheckpointError::Io {
+    write_atomic(path, &data).map_err(|error| CheckpointError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     })
+}
+
+/// What a file that is not a regular file is (`None` for a regular file).
+pub fn not_regular(meta: &std::fs::Metadata) -> Option<&'static str> {
+    let t = meta.file_type();
+    if t.is_file() {
+        return None;
+    }
+    if t.is_dir() {
+        return Some("a directory");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return Some("a FIFO");
+        }
+        if t.is_char_device() || t.is_block_device() {
+            return Some("a device");
+        }
+        if t.is_socket() {
+            return Some("a socket");
+        }
+    }
+    Some("not a file")
+}
+
+/// A sentence for a safetensors parser error (its `Display` shows only the variant's name,
+/// such as `HeaderTooLarge`).
+pub fn describe_safetensors_error(e: &safetensors::SafeTensorError) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::InvalidHeader => "the header is not valid UTF-8 text".into(),
+        E::InvalidHeaderStart => "the header does not start with '{'".into(),
+        E::InvalidHeaderDeserialization => "the header is not valid JSON".into(),
+        E::HeaderTooLarge => "the header length is larger than the limit of 100 MB".into(),
+        E::HeaderTooSmall => "the file is shorter than the 8-byte header length".into(),
+        E::InvalidHeaderLength => "the header length points past the end of the file".into(),
+        E::TensorNotFound(name) => format!("tensor {name:?} is missing"),
+        E::TensorInvalidInfo => "a tensor's shape, dtype and offsets disagree".into(),
+        E::InvalidOffset(name) => format!("the offsets of tensor {name:?} are invalid"),
+        E::IoError(err) => format!("read error: {err}"),
+        E::JsonError(err) => format!("the header is not valid JSON: {err}"),
+        E::InvalidTensorView(dtype, shape, len) => {
+            format!("{len} bytes do not hold a {dtype:?} tensor of shape {shape:?}")
+        }
+        E::MetadataIncompleteBuffer => {
+            "the tensors do not cover the data part of the file exactly (truncated or padded)"
+                .into()
+        }
+        E::ValidationOverflow => "a tensor's shape overflows when its size is computed".into(),
+    }
 }
 
 impl LeNet5 {

@@ -330,3 +330,91 @@ fn weights_load_from_bytes_as_from_a_file() {
         "{err}"
     );
 }
+
+#[cfg(unix)]
+fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+/// A FIFO as a model or resume file is refused at once (reading it would wait forever).
+#[cfg(unix)]
+#[test]
+fn a_fifo_is_not_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("w.safetensors");
+    mkfifo(&fifo);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = fifo.clone();
+    std::thread::spawn(move || {
+        let weights = LeNet5::from_weights_file(&path).map(|_| ());
+        let state = nn::Trainer::load_training_state(&path).map(|_| ());
+        tx.send((weights, state)).unwrap();
+    });
+    let (weights, state) = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("loading a FIFO hangs");
+    for err in [weights.unwrap_err(), state.unwrap_err()] {
+        assert!(
+            matches!(&err, CheckpointError::NotRegularFile { kind, .. } if *kind == "a FIFO"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+    let err = LeNet5::from_weights_file(dir.path()).unwrap_err();
+    assert!(err.to_string().contains("a directory"), "{err}");
+}
+
+/// NaN or infinite weights are refused, naming the tensor, by every loader.
+#[test]
+fn non_finite_weights_are_refused_naming_the_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nan.safetensors");
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut m = model(LeNet5Config::default(), 1);
+        let mut bias = m.param("fc2.bias").unwrap().value.to_vec();
+        bias[7] = bad;
+        m.set_param("fc2.bias", &bias);
+        m.save_weights(&path).unwrap();
+        let from_file = LeNet5::from_weights_file(&path).unwrap_err();
+        let from_bytes =
+            LeNet5::from_weights_bytes(&std::fs::read(&path).unwrap(), "mem").unwrap_err();
+        let into_model = model(LeNet5Config::default(), 2)
+            .load_weights(&path)
+            .unwrap_err();
+        for err in [from_file, from_bytes, into_model] {
+            match &err {
+                CheckpointError::NonFinite { name, index, .. } => {
+                    assert_eq!((name.as_str(), *index), ("fc2.bias", 7));
+                }
+                other => panic!("expected NonFinite, got {other:?}"),
+            }
+            assert!(err.to_string().contains("fc2.bias"), "{err}");
+        }
+    }
+}
+
+/// An I/O error prints its cause once in a cause chain, and a parser error is a sentence.
+#[test]
+fn errors_print_each_cause_once_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = LeNet5::from_weights_file(dir.path().join("absent.safetensors")).unwrap_err();
+    let mut chain = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        chain += &format!(": {s}");
+        source = s.source();
+    }
+    assert_eq!(chain.matches("os error").count(), 1, "{chain}");
+
+    let path = dir.path().join("huge-header.safetensors");
+    let mut bytes = (200u64 << 20).to_le_bytes().to_vec();
+    bytes.extend_from_slice(b"{}");
+    std::fs::write(&path, bytes).unwrap();
+    let msg = LeNet5::from_weights_file(&path).unwrap_err().to_string();
+    assert!(!msg.contains("HeaderTooLarge"), "{msg}");
+    assert!(msg.contains("header length"), "{msg}");
+}
