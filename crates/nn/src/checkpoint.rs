@@ -268,12 +268,13 @@ impl TensorFile {
     }
 }
 
-/// Writes f32 tensors `(name, shape, values)` and string metadata to `path` atomically.
-pub(crate) fn write_tensors(
+/// A safetensors file's content holding f32 tensors `(name, shape, values)` and string
+/// metadata; `path` names it in errors.
+pub(crate) fn serialize_tensors(
     path: &Path,
     tensors: &[(&str, &[usize], &[f32])],
     metadata: HashMap<String, String>,
-) -> Result<(), CheckpointError> {
+) -> Result<Vec<u8>, CheckpointError> {
     let bytes: Vec<Vec<u8>> = tensors
         .iter()
         .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
@@ -287,13 +288,9 @@ pub(crate) fn write_tensors(
         })
         .collect::<Result<Vec<_>, _>>()
         .expect("tensor byte length matches its shape");
-    let data = safetensors::serialize(views, &Some(metadata)).map_err(|e| CheckpointError::Io {
+    safetensors::serialize(views, &Some(metadata)).map_err(|e| CheckpointError::Io {
         path: path.to_path_buf(),
         error: std::io::Error::other(describe_safetensors_error(&e)),
-    })?;
-    write_atomic(path, &data).map_err(|error| CheckpointError::Io {
-        path: path.to_path_buf(),
-        error,
     })
 }
 
@@ -353,16 +350,31 @@ impl LeNet5 {
     /// Saves the ten parameters as PyTorch's state_dict (f32, PyTorch names and layouts) with
     /// the config in the metadata, atomically.
     pub fn save_weights(&self, path: impl AsRef<Path>) -> Result<(), CheckpointError> {
+        let path = path.as_ref();
+        let data = self.weights_bytes(path, HashMap::new())?;
+        write_atomic(path, &data).map_err(|error| CheckpointError::Io {
+            path: path.to_path_buf(),
+            error,
+        })
+    }
+
+    /// The content [`LeNet5::save_weights`] writes, with `extra` entries added to the
+    /// `__metadata__` header (e.g. the dataset); `path` names the file in errors.
+    pub fn weights_bytes(
+        &self,
+        path: &Path,
+        extra: HashMap<String, String>,
+    ) -> Result<Vec<u8>, CheckpointError> {
         let params = self.params();
         let tensors: Vec<(&str, &[usize], &[f32])> =
             params.iter().map(|p| (p.name, p.shape, p.value)).collect();
-        let mut meta = HashMap::new();
+        let mut meta = extra;
         meta.insert("format".to_string(), "pt".to_string());
         meta.insert(
             CONFIG_KEY.to_string(),
             serde_json::to_string(&self.config()).expect("config serialises"),
         );
-        write_tensors(path.as_ref(), &tensors, meta)
+        serialize_tensors(path, &tensors, meta)
     }
 
     /// Loads the ten parameters from `path` into this model. Every tensor must be present, F32
@@ -452,7 +464,8 @@ mod tests {
     fn contains_and_shape_follow_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t.safetensors");
-        write_tensors(&p, &[("a", &[2, 1], &[1.0, 2.0])], HashMap::new()).unwrap();
+        let bytes = serialize_tensors(&p, &[("a", &[2, 1], &[1.0, 2.0])], HashMap::new()).unwrap();
+        std::fs::write(&p, bytes).unwrap();
         let f = TensorFile::open(&p).unwrap();
         assert_eq!(f.shape("b"), None);
         assert_eq!(f.shape("a"), Some(&[2usize, 1][..]));

@@ -6,7 +6,8 @@
 //! results (f64 stored as exact bit patterns), the early-stopping count and the metrics
 //! history.
 
-use crate::checkpoint::{check_shapes, write_tensors, CheckpointError, TensorFile};
+use crate::atomic::{write_atomic, write_atomic_all};
+use crate::checkpoint::{check_shapes, serialize_tensors, CheckpointError, TensorFile};
 use crate::lenet5::LeNet5;
 use crate::metrics::EpochMetrics;
 use crate::trainer::{BestModel, TrainConfig, Trainer};
@@ -19,24 +20,65 @@ const FORMAT: &str = "lenet-training-state-v1";
 const MOMENTUM_PREFIX: &str = "optimizer.momentum.";
 const BEST_PREFIX: &str = "best.";
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// Metadata key of the completed epochs, in the state file and in the weights saved with it.
+pub const EPOCHS_DONE_KEY: &str = "epochs_done";
+
+/// The 32-byte seed as 64 hex digits (two big-endian u128).
+fn seed_to_hex(seed: &[u8; 32]) -> String {
+    let half = |b: &[u8]| u128::from_be_bytes(b.try_into().expect("16 bytes"));
+    format!("{:032x}{:032x}", half(&seed[..16]), half(&seed[16..]))
 }
 
 fn unhex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 || !s.is_ascii() {
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
-    }
+    out[..16].copy_from_slice(&u128::from_str_radix(&s[..32], 16).ok()?.to_be_bytes());
+    out[16..].copy_from_slice(&u128::from_str_radix(&s[32..], 16).ok()?.to_be_bytes());
     Some(out)
 }
 
 impl Trainer {
     /// Writes the complete training state to `path` (atomically).
     pub fn save_training_state(&self, path: impl AsRef<Path>) -> Result<(), CheckpointError> {
+        let path = path.as_ref();
+        let data = self.training_state_bytes(path, HashMap::new())?;
+        write_atomic(path, &data).map_err(|error| CheckpointError::Io {
+            path: path.to_path_buf(),
+            error,
+        })
+    }
+
+    /// Saves the training state to `state` and the weights worth keeping
+    /// ([`Trainer::final_model`]) to `weights` as one pair: both files are written and synced
+    /// before either replaces the old one (a full disk leaves both old), the state is renamed
+    /// first, and both record the completed epochs ([`EPOCHS_DONE_KEY`]) so that the pair
+    /// left by a crash between the two renames (new state, old weights) is recognised. `extra`
+    /// metadata goes into both files.
+    pub fn save_with_weights(
+        &self,
+        weights: &Path,
+        state: &Path,
+        extra: HashMap<String, String>,
+    ) -> Result<(), CheckpointError> {
+        let mut weights_meta = extra.clone();
+        weights_meta.insert(EPOCHS_DONE_KEY.to_string(), self.epochs_done.to_string());
+        let w = self.final_model().weights_bytes(weights, weights_meta)?;
+        let s = self.training_state_bytes(state, extra)?;
+        write_atomic_all(&[(state, &s), (weights, &w)]).map_err(|error| CheckpointError::Io {
+            path: weights.to_path_buf(),
+            error,
+        })
+    }
+
+    /// The content of the training state file, with `extra` metadata entries (which may not
+    /// replace the state's own keys); `path` names the file in errors.
+    pub fn training_state_bytes(
+        &self,
+        path: &Path,
+        extra: HashMap<String, String>,
+    ) -> Result<Vec<u8>, CheckpointError> {
         let params = self.model.params();
         let names: Vec<String> = params.iter().map(|p| p.name.to_string()).collect();
         let momentum_names: Vec<String> = names
@@ -61,7 +103,7 @@ impl Trainer {
             }
         }
 
-        let mut meta = HashMap::new();
+        let mut meta = extra;
         let mut put = |k: &str, v: String| {
             meta.insert(k.to_string(), v);
         };
@@ -74,9 +116,9 @@ impl Trainer {
             crate::checkpoint::CONFIG_KEY,
             serde_json::to_string(&self.model.config()).expect("config serialises"),
         );
-        put("epochs_done", self.epochs_done.to_string());
+        put(EPOCHS_DONE_KEY, self.epochs_done.to_string());
         put("sgd_steps", self.sgd.steps().to_string());
-        put("rng_seed", hex(&self.rng.get_seed()));
+        put("rng_seed", seed_to_hex(&self.rng.get_seed()));
         put("rng_stream", self.rng.get_stream().to_string());
         put("rng_word_pos", self.rng.get_word_pos().to_string());
         put("epochs_since_best", self.epochs_since_best.to_string());
@@ -93,7 +135,7 @@ impl Trainer {
             "history",
             serde_json::to_string(&self.history).expect("metrics serialise"),
         );
-        write_tensors(path.as_ref(), &tensors, meta)
+        serialize_tensors(path, &tensors, meta)
     }
 
     /// Restores a trainer saved by [`Trainer::save_training_state`]; training continues with
@@ -109,7 +151,7 @@ impl Trainer {
             })?;
         let int =
             |key: &str| file.meta_parse(key, "an unsigned integer", |s| s.parse::<u64>().ok());
-        let epochs_done = int("epochs_done")? as usize;
+        let epochs_done = int(EPOCHS_DONE_KEY)? as usize;
         let sgd_steps = int("sgd_steps")?;
         let epochs_since_best = int("epochs_since_best")? as usize;
         let stopped_early =
@@ -170,5 +212,20 @@ impl Trainer {
         trainer.stopped_early = stopped_early;
         trainer.history = history;
         Ok(trainer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_hex_is_two_digits_per_byte_and_reads_back() {
+        let seed: [u8; 32] = std::array::from_fn(|i| (i * 37 + 5) as u8);
+        let per_byte: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(seed_to_hex(&seed), per_byte);
+        assert_eq!(unhex32(&per_byte), Some(seed));
+        assert_eq!(unhex32(&per_byte[1..]), None);
+        assert_eq!(unhex32(&format!("+{}", &per_byte[1..])), None);
     }
 }

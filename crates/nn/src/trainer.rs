@@ -19,6 +19,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 /// RNG stream for parameter initialisation (stream 1 is the data order and augmentation).
@@ -195,6 +196,12 @@ pub trait TrainObserver {
     fn evaluation_started(&mut self, _epoch: usize) {}
     /// The epoch is complete.
     fn epoch_finished(&mut self, _metrics: &EpochMetrics) {}
+    /// Called by [`Trainer::fit`] after each epoch, with the whole trainer (e.g. to save it or
+    /// print its history). `ControlFlow::Break` ends `fit` after this epoch, without error: an
+    /// observer that fails keeps its error for its owner to report.
+    fn epoch_ended(&mut self, _trainer: &Trainer) -> ControlFlow<()> {
+        ControlFlow::Continue(())
+    }
 }
 
 impl TrainObserver for () {}
@@ -342,7 +349,8 @@ impl Trainer {
         self.evaluator.evaluate(&mut self.model, source)
     }
 
-    /// Runs epochs until [`Trainer::is_finished`], calling `observer` along the way.
+    /// Runs epochs until [`Trainer::is_finished`] or until the observer's
+    /// [`TrainObserver::epoch_ended`] asks to stop, calling `observer` along the way.
     pub fn fit(
         &mut self,
         train: &dyn BatchSource,
@@ -352,6 +360,9 @@ impl Trainer {
     ) -> Result<FitOutcome, TrainError> {
         while !self.is_finished() {
             self.train_epoch(train, test, val, observer)?;
+            if observer.epoch_ended(self).is_break() {
+                break;
+            }
         }
         Ok(FitOutcome {
             epochs_done: self.epochs_done,

@@ -278,3 +278,52 @@ fn default_config_round_trips_through_json() {
     assert_eq!(c, back);
     println!("{s}");
 }
+
+/// `epoch_ended` sees the trainer after each epoch, and `Break` ends `fit` cleanly.
+#[test]
+fn observer_can_stop_fit_after_an_epoch() {
+    struct StopAfter(usize, Vec<usize>);
+    impl nn::TrainObserver for StopAfter {
+        fn epoch_ended(&mut self, t: &Trainer) -> std::ops::ControlFlow<()> {
+            self.1.push(t.history().len());
+            if t.epochs_done() >= self.0 {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        }
+    }
+    let train = synthetic(64, 9);
+    let test = synthetic(30, 10);
+    let mut t = Trainer::new(small_config()).unwrap();
+    let mut stop = StopAfter(2, Vec::new());
+    let outcome = t.fit(&train, &test, None, &mut stop).unwrap();
+    assert_eq!(outcome.epochs_done, 2);
+    assert_eq!(stop.1, vec![1, 2]);
+    assert!(!t.is_finished(), "stopped before the 3 epochs of the config");
+}
+
+/// Weights and state saved as a pair both record the epoch, and the pair loads back.
+#[test]
+fn weights_and_state_saved_as_a_pair_record_the_epoch() {
+    let train = synthetic(64, 9);
+    let test = synthetic(30, 10);
+    let mut t = Trainer::new(small_config()).unwrap();
+    t.train_epoch(&train, &test, None, &mut ()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (w, s) = (dir.path().join("w.st"), dir.path().join("w.state.st"));
+    let extra = [("dataset".to_string(), "mnist".to_string())].into();
+    t.save_with_weights(&w, &s, extra).unwrap();
+    for path in [&w, &s] {
+        let bytes = std::fs::read(path).unwrap();
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let meta = header.metadata().clone().unwrap();
+        assert_eq!(meta[nn::EPOCHS_DONE_KEY], "1", "{}", path.display());
+        assert_eq!(meta["dataset"], "mnist");
+    }
+    let back = Trainer::load_training_state(&s).unwrap();
+    assert_eq!(back.epochs_done(), 1);
+    assert_same_weights(&t, &back);
+    nn::LeNet5::from_weights_file(&w).unwrap();
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+}
