@@ -66,8 +66,8 @@ pub struct TrainArgs {
     /// Mini-batch size.
     #[arg(long, value_name = "N", default_value_t = defaults().batch_size, value_parser = at_least_one)]
     pub batch_size: usize,
-    /// Learning rate (the peak of the schedule), > 0.
-    #[arg(long, value_name = "LR", default_value_t = defaults().lr, value_parser = positive_finite, allow_hyphen_values = true)]
+    /// Learning rate (the peak of the schedule), in [1e-8, 100].
+    #[arg(long, value_name = "LR", default_value_t = defaults().lr, value_parser = learning_rate, allow_hyphen_values = true)]
     pub lr: f64,
     /// SGD momentum, in [0, 1).
     #[arg(long, value_name = "M", default_value_t = defaults().momentum, value_parser = unit_interval_open, allow_hyphen_values = true)]
@@ -98,7 +98,7 @@ pub struct TrainArgs {
     /// Seed of the weight initialisation, the shuffles, the validation split and the augmentation.
     #[arg(long, value_name = "SEED", default_value_t = defaults().seed)]
     pub seed: u64,
-    /// Worker threads [default: all cores].
+    /// Worker threads [default: all cores; at most 8 per core].
     #[arg(long, value_name = "N", value_parser = thread_count)]
     pub threads: Option<usize>,
     /// Save the weights (safetensors, PyTorch state_dict names) here after every epoch: the best
@@ -128,6 +128,10 @@ pub struct TrainArgs {
     /// Train on the first N training images only (quick runs and tests).
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub limit: Option<usize>,
+    /// Ids of the flags given on the command line (not defaulted), filled by `main`: a resumed
+    /// run refuses a given flag that contradicts its recorded settings.
+    #[arg(skip)]
+    pub given: Vec<String>,
 }
 
 fn defaults() -> TrainConfig {
@@ -238,6 +242,11 @@ pub struct PredictArgs {
 }
 
 impl TrainArgs {
+    /// True if the flag with clap id `id` (the field name, e.g. `batch_size`) was given.
+    pub fn given(&self, id: &str) -> bool {
+        self.given.iter().any(|g| g == id)
+    }
+
     /// Whether to use Nesterov momentum: `--nesterov` if given, else the default whenever there
     /// is momentum at all.
     pub fn nesterov(&self) -> bool {
@@ -273,9 +282,14 @@ fn at_least_one(s: &str) -> Result<usize, String> {
 }
 
 fn thread_count(s: &str) -> Result<usize, String> {
+    let max = crate::limits::max_threads();
     match parse::<usize>(s)? {
         0 => Err("must be at least 1".into()),
-        n if n > 1024 => Err(format!("{n} threads is more than the limit of 1024")),
+        n if n > max => Err(format!(
+            "{n} threads is more than {} per core of this machine (at most {max}): extra \
+             threads only wait for the cores",
+            crate::limits::THREADS_PER_CORE
+        )),
         n => Ok(n),
     }
 }
@@ -289,12 +303,17 @@ fn finite(s: &str) -> Result<f64, String> {
     }
 }
 
-fn positive_finite(s: &str) -> Result<f64, String> {
+/// Smallest and largest learning rates accepted: below, f32 steps round to nothing; above,
+/// SGD diverges at once (and 1e308 overflows f32).
+const LR_RANGE: (f64, f64) = (1e-8, 100.0);
+
+fn learning_rate(s: &str) -> Result<f64, String> {
     let v = finite(s)?;
-    if v > 0.0 {
+    let (lo, hi) = LR_RANGE;
+    if v.is_normal() && (lo..=hi).contains(&v) {
         Ok(v)
     } else {
-        Err(format!("must be greater than 0, found {v}"))
+        Err(format!("must be in [{lo:e}, {hi}], found {v:e}"))
     }
 }
 
@@ -476,6 +495,10 @@ mod tests {
             &["--val-split", "-0.1"],
             &["--threads", "0"],
             &["--threads", "100000"],
+            &["--threads", "1000"],
+            &["--lr", "1e308"],
+            &["--lr", "1e-50"],
+            &["--lr", "1000"],
             &["--early-stopping", "0"],
             &["--limit", "0"],
             &["--gamma", "0"],

@@ -69,6 +69,18 @@ pub fn load_test(kind: DatasetKind, data_dir: Option<&Path>) -> Result<Split> {
     Ok(split)
 }
 
+/// Which dataset the test labels in `dir` belong to, recognised by their SHA-256 (`None` for
+/// files of neither dataset, e.g. a subset).
+pub fn identify_test_set(dir: &Path) -> Option<DatasetKind> {
+    let sum =
+        mnist::sha256_of_uncompressed_file(&mnist::locate_file(dir, mnist::TEST_LABELS)).ok()?;
+    DatasetKind::ALL.into_iter().find(|k| {
+        k.files()
+            .iter()
+            .any(|f| f.name == mnist::TEST_LABELS && f.sha256 == sum)
+    })
+}
+
 /// An `mnist` split seen as an `nn` batch source: pixels scaled to `p / 255`.
 #[derive(Debug, Clone, Copy)]
 pub struct SplitSource<'a>(pub &'a Split);

@@ -4,7 +4,7 @@ use anyhow::Result;
 use mnist::{DownloadOptions, FileStatus};
 
 use crate::args::{DataArgs, DatasetArg};
-use crate::data;
+use crate::{data, outln};
 
 /// Runs `lenet download`.
 pub fn run(args: &DataArgs) -> Result<()> {
@@ -18,16 +18,14 @@ pub fn run(args: &DataArgs) -> Result<()> {
         }
         match &r.status {
             FileStatus::AlreadyPresent => {
-                println!("{}: already present, checksum verified", r.path.display())
+                outln!("{}: already present, checksum verified", r.path.display())?
             }
-            FileStatus::Downloaded { url, bytes } => {
-                println!(
-                    "{}: downloaded {bytes} bytes from {url}, checksum verified",
-                    r.path.display()
-                )
-            }
+            FileStatus::Downloaded { url, bytes } => outln!(
+                "{}: downloaded {bytes} bytes from {url}, checksum verified",
+                r.path.display()
+            )?,
         }
     }
-    println!("{} is ready in {}", kind.display_name(), dir.display());
+    outln!("{} is ready in {}", kind.display_name(), dir.display())?;
     Ok(())
 }

@@ -1,5 +1,8 @@
 //! `--metrics FILE.jsonl`: one JSON object per epoch (nn's [`EpochMetrics`]), flushed as soon as
-//! the epoch ends so that an interrupted run keeps every finished epoch.
+//! the epoch ends so that an interrupted run keeps every finished epoch. A resumed run rewrites
+//! the file from the history in its training state, so that the file holds each epoch once
+//! however the previous run ended (e.g. killed after writing an epoch to this file but before
+//! saving the state of that epoch).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -16,14 +19,16 @@ pub struct MetricsWriter {
 }
 
 impl MetricsWriter {
-    /// Opens `path`: truncated for a new run, appended to when a run is resumed.
-    pub fn create(path: &Path, append: bool) -> io::Result<Self> {
-        let file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .append(append)
-            .truncate(!append)
-            .open(path)?;
+    /// Starts `path` with the epochs of `history` (none for a new run; a resumed run's so
+    /// far), written atomically, then appends to it.
+    pub fn create(path: &Path, history: &[EpochMetrics]) -> io::Result<Self> {
+        let mut start = Vec::new();
+        for m in history {
+            serde_json::to_writer(&mut start, m)?;
+            start.push(b'\n');
+        }
+        nn::write_atomic(path, &start)?;
+        let file = OpenOptions::new().append(true).open(path)?;
         Ok(Self {
             out: BufWriter::new(file),
         })
@@ -66,7 +71,7 @@ mod tests {
     fn writes_the_documented_line_and_flushes_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.jsonl");
-        let mut w = MetricsWriter::create(&path, false).unwrap();
+        let mut w = MetricsWriter::create(&path, &[]).unwrap();
         w.write(&metrics(1)).unwrap();
         // Readable before the writer is dropped: every line is flushed.
         assert_eq!(
@@ -78,19 +83,20 @@ mod tests {
     }
 
     #[test]
-    fn append_keeps_and_truncate_drops_old_lines() {
+    fn the_file_starts_with_the_history_and_drops_other_lines() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.jsonl");
-        MetricsWriter::create(&path, false)
-            .unwrap()
-            .write(&metrics(1))
-            .unwrap();
-        MetricsWriter::create(&path, true)
+        let mut w = MetricsWriter::create(&path, &[]).unwrap();
+        w.write(&metrics(1)).unwrap();
+        w.write(&metrics(2)).unwrap();
+        drop(w);
+        // Resumed from a state saved after epoch 1: epoch 2 is run again, and written once.
+        MetricsWriter::create(&path, &[metrics(1)])
             .unwrap()
             .write(&metrics(2))
             .unwrap();
         assert_eq!(lines(&path), vec![metrics(1), metrics(2)]);
-        MetricsWriter::create(&path, false)
+        MetricsWriter::create(&path, &[])
             .unwrap()
             .write(&metrics(3))
             .unwrap();
@@ -100,6 +106,6 @@ mod tests {
     #[test]
     fn unwritable_path_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(MetricsWriter::create(&dir.path().join("no/such/m.jsonl"), false).is_err());
+        assert!(MetricsWriter::create(&dir.path().join("no/such/m.jsonl"), &[]).is_err());
     }
 }

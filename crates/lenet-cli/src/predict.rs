@@ -32,7 +32,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
             .into_iter()
             .map(|c| format!("{} ({:.2}%)", names[c], 100.0 * p[c]))
             .collect();
-        println!("{}: {}", path.display(), line.join("  "));
+        crate::outln!("{}: {}", path.display(), line.join("  "))?;
     }
     Ok(())
 }

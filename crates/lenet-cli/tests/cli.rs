@@ -713,3 +713,412 @@ fn first_use_downloads_then_download_finds_everything() {
     );
     assert_eq!(requests.load(Ordering::SeqCst), 4, "nothing fetched again");
 }
+
+// ---- hardening (issue 9) ----
+
+/// `lenet train` on the synthetic data, `epochs` epochs, one thread.
+fn quick_train(data: &Path, epochs: &str) -> Command {
+    let mut cmd = lenet();
+    cmd.args(["train", "--epochs", epochs, "--threads", "1", "--data-dir"])
+        .arg(data);
+    cmd
+}
+
+#[cfg(unix)]
+fn mkfifo(path: &Path) {
+    let ok = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mkfifo {}", path.display());
+}
+
+/// A copy of /dev/null made with mknod (we may be root in CI), else a FIFO.
+#[cfg(unix)]
+fn device_or_fifo(path: &Path) {
+    let made = std::process::Command::new("mknod")
+        .arg(path)
+        .args(["c", "1", "3"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !made {
+        mkfifo(path);
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn outputs_that_are_not_regular_files_are_refused_before_training() {
+    use std::os::unix::fs::FileTypeExt;
+    let data = synthetic_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    for flag in ["--save", "--plot", "--metrics"] {
+        let target = tmp
+            .path()
+            .join(format!("dev{}", flag.trim_start_matches('-')));
+        device_or_fifo(&target);
+        let mut cmd = quick_train(data.path(), "1");
+        cmd.arg(flag).arg(&target);
+        let stdout = String::from_utf8(cmd.output().unwrap().stdout).unwrap();
+        let stderr = fails(&mut cmd);
+        assert!(
+            stderr.contains("not a regular file") && stderr.contains(flag),
+            "{flag}: {stderr}"
+        );
+        assert!(epoch_lines(&stdout).is_empty(), "{flag}: trained first");
+        let t = std::fs::metadata(&target).unwrap().file_type();
+        assert!(t.is_char_device() || t.is_fifo(), "{flag}: target replaced");
+    }
+}
+
+/// `lenet` as a std Command (for stdout redirections), with the same environment as [`lenet`].
+fn std_lenet(args: &[&std::ffi::OsStr]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("lenet"));
+    cmd.env_remove("LENET_DATA_DIR")
+        .env("LENET_MIRRORS", closed_mirror())
+        .args(args);
+    cmd
+}
+
+/// Closed stdout: eval and train end quietly (train after its saves); a full disk on stdout
+/// is an error, and train still saves.
+#[cfg(target_os = "linux")]
+#[test]
+fn closed_or_full_stdout_is_not_a_panic() {
+    use std::process::Stdio;
+    let data = synthetic_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = tmp.path().join("w.safetensors");
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+    let train = [
+        os("train"),
+        os("--epochs"),
+        os("1"),
+        os("--threads"),
+        os("1"),
+        os("--data-dir"),
+        data.path().as_os_str(),
+        os("--save"),
+        weights.as_os_str(),
+    ];
+    let eval = [
+        os("eval"),
+        os("--model"),
+        weights.as_os_str(),
+        os("--data-dir"),
+        data.path().as_os_str(),
+    ];
+    let run_closed = |args: &[&std::ffi::OsStr]| {
+        let mut child = std_lenet(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader is gone, as after `| head -0`
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(out.status.success(), "{:?}: {stderr}", out.status);
+        assert!(!stderr.contains("error"), "{stderr}");
+    };
+    run_closed(&train);
+    assert!(weights.exists(), "train saved nothing");
+    run_closed(&eval);
+
+    let full = || std::fs::OpenOptions::new().write(true).open("/dev/full");
+    if full().is_err() {
+        println!("skipped the /dev/full part: no /dev/full");
+        return;
+    }
+    std::fs::remove_file(&weights).unwrap();
+    let run_full = |args: &[&std::ffi::OsStr]| {
+        let out = std_lenet(args).stdout(full().unwrap()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(
+            stderr.contains("error: cannot write to standard output"),
+            "{stderr}"
+        );
+    };
+    run_full(&train);
+    assert!(weights.exists(), "train saved nothing");
+    run_full(&eval);
+}
+
+/// FIFOs as --model or --resume fail at once instead of waiting for a writer.
+#[cfg(unix)]
+#[test]
+fn fifo_model_and_resume_files_are_refused() {
+    let data = synthetic_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("m.safetensors");
+    mkfifo(&fifo);
+    let started = std::time::Instant::now();
+    let stderr = fails(
+        lenet()
+            .args(["eval", "--model"])
+            .arg(&fifo)
+            .timeout(std::time::Duration::from_secs(30)),
+    );
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+    let stderr = fails(
+        quick_train(data.path(), "1")
+            .arg("--resume")
+            .arg(&fifo)
+            .timeout(std::time::Duration::from_secs(30)),
+    );
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+    assert!(started.elapsed().as_secs() < 30);
+}
+
+/// NaN weights are refused naming the tensor (not "loss NaN").
+#[test]
+fn non_finite_weights_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("nan.safetensors");
+    let mut owned = Vec::new();
+    for (name, shape) in PARAMS {
+        let n: usize = shape.iter().product();
+        let value = if name == "fc1.bias" { f32::NAN } else { 0.0 };
+        let bytes: Vec<u8> = (0..n).flat_map(|_| value.to_le_bytes()).collect();
+        owned.push((name.to_string(), shape.to_vec(), bytes));
+    }
+    let views: Vec<(String, TensorView)> = owned
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    std::fs::write(&model, safetensors::serialize(views, &None).unwrap()).unwrap();
+    let data = synthetic_dir();
+    let stderr = fails(
+        lenet()
+            .args(["eval", "--model"])
+            .arg(&model)
+            .arg("--data-dir")
+            .arg(data.path()),
+    );
+    assert!(
+        stderr.contains("fc1.bias") && stderr.contains("NaN"),
+        "{stderr}"
+    );
+}
+
+/// A run killed after it wrote an epoch to --metrics but before it saved that epoch's state:
+/// the resumed run writes that epoch once, and ends with the metrics of an uninterrupted run.
+#[test]
+fn resume_after_a_kill_writes_each_epoch_once() {
+    let data = synthetic_dir();
+    let out = tempfile::tempdir().unwrap();
+    let p = |name: &str| out.path().join(name);
+    let run = |name: &str, epochs: &str, resume: bool| {
+        let mut cmd = quick_train(data.path(), epochs);
+        cmd.args(["--batch-size", "50", "--schedule", "constant"])
+            .arg("--save")
+            .arg(p(&format!("{name}.safetensors")))
+            .arg("--metrics")
+            .arg(p(&format!("{name}.jsonl")));
+        if resume {
+            cmd.arg("--resume")
+                .arg(p(&format!("{name}.state.safetensors")));
+        }
+        succeeds(&mut cmd)
+    };
+    run("whole", "3", false);
+    run("parts", "1", false);
+    let state_after_1 = std::fs::read(p("parts.state.safetensors")).unwrap();
+    let weights_after_1 = std::fs::read(p("parts.safetensors")).unwrap();
+    run("parts", "2", true);
+    // The kill: epoch 2 is in the metrics file, its state was never saved.
+    std::fs::write(p("parts.state.safetensors"), state_after_1).unwrap();
+    std::fs::write(p("parts.safetensors"), weights_after_1).unwrap();
+    run("parts", "3", true);
+    let epochs: Vec<u64> = metrics_without_time(&p("parts.jsonl"))
+        .iter()
+        .map(|m| m["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(epochs, [1, 2, 3]);
+    assert_eq!(
+        metrics_without_time(&p("parts.jsonl")),
+        metrics_without_time(&p("whole.jsonl"))
+    );
+}
+
+/// --resume keeps the run's settings: another dataset, --limit, --val-split or --lr is
+/// refused naming the flag; the same values are accepted; no --save gets a warning.
+#[test]
+fn resume_refuses_other_settings() {
+    let data = synthetic_dir();
+    let out = tempfile::tempdir().unwrap();
+    let weights = out.path().join("w.safetensors");
+    let state = out.path().join("w.state.safetensors");
+    succeeds(
+        quick_train(data.path(), "1")
+            .args(["--limit", "200", "--val-split", "0.25", "--lr", "0.02"])
+            .arg("--save")
+            .arg(&weights),
+    );
+    for (flag, value) in [
+        ("--dataset", "fashion-mnist"),
+        ("--limit", "100"),
+        ("--val-split", "0.1"),
+        ("--lr", "0.05"),
+        ("--batch-size", "32"),
+    ] {
+        let stderr = fails(
+            quick_train(data.path(), "2")
+                .args([flag, value, "--resume"])
+                .arg(&state)
+                .arg("--save")
+                .arg(&weights),
+        );
+        assert!(stderr.contains(&format!("{flag} {value}")), "{stderr}");
+    }
+    // Same values, or none: accepted; without --save, a warning.
+    let output = quick_train(data.path(), "2")
+        .args(["--lr", "0.02", "--limit", "200", "--resume"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("--resume without --save"), "{stderr}");
+    // The recorded --limit and --val-split are used: 150 training and 50 validation images.
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("150 training, 50 validation"), "{stdout}");
+}
+
+#[test]
+fn limits_are_checked_naming_the_flag() {
+    for (flag, value) in [("--threads", "1000"), ("--lr", "1e308"), ("--lr", "1e-50")] {
+        let stderr = fails(lenet().args(["train", flag, value]));
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+    }
+    let stderr = fails(lenet().env("LENET_GEMM_KERNEL", "bogus").args(["train"]));
+    assert!(
+        stderr.contains("LENET_GEMM_KERNEL") && stderr.contains("portable, avx2, avx512"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn eval_of_an_empty_test_set_is_an_error() {
+    let data = tempfile::tempdir().unwrap();
+    write_synthetic_dataset(data.path(), 10, 0);
+    let model = data.path().join("m.safetensors");
+    good_checkpoint(&model);
+    let stderr = fails(
+        lenet()
+            .args(["eval", "--model"])
+            .arg(&model)
+            .arg("--data-dir")
+            .arg(data.path()),
+    );
+    assert!(stderr.contains("no images"), "{stderr}");
+}
+
+/// Saves: an unwritable folder is found before training; temporaries of dead processes go.
+#[cfg(target_os = "linux")]
+#[test]
+fn save_targets_are_checked_and_stale_temporaries_removed() {
+    let data = synthetic_dir();
+    let mut cmd = quick_train(data.path(), "1");
+    cmd.args(["--save", "/proc/lenet-test.safetensors"]);
+    let stdout = String::from_utf8(cmd.output().unwrap().stdout).unwrap();
+    let stderr = fails(&mut cmd);
+    assert!(stderr.contains("cannot write"), "{stderr}");
+    assert!(epoch_lines(&stdout).is_empty(), "trained first");
+
+    let out = tempfile::tempdir().unwrap();
+    let stale = out.path().join(".w.safetensors.tmp-4194305-0");
+    std::fs::write(&stale, b"half a file").unwrap();
+    succeeds(
+        quick_train(data.path(), "1")
+            .arg("--save")
+            .arg(out.path().join("w.safetensors")),
+    );
+    assert!(!stale.exists(), "stale temporary file kept");
+    let mut names: Vec<String> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["w.safetensors", "w.state.safetensors"]);
+}
+
+#[test]
+fn small_error_messages() {
+    let data = synthetic_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let afile = tmp.path().join("afile");
+    std::fs::write(&afile, b"x").unwrap();
+    let stderr = fails(
+        quick_train(data.path(), "1")
+            .arg("--save")
+            .arg(afile.join("m")),
+    );
+    assert!(stderr.contains("is not a folder"), "{stderr}");
+    // Each OS error once.
+    let stderr = fails(
+        lenet()
+            .args(["eval", "--model"])
+            .arg(tmp.path().join("absent.safetensors")),
+    );
+    assert_eq!(stderr.matches("os error").count(), 1, "{stderr}");
+    // A parser error in words.
+    let bad = tmp.path().join("bad.safetensors");
+    let mut bytes = (200u64 << 20).to_le_bytes().to_vec();
+    bytes.extend_from_slice(b"{}");
+    std::fs::write(&bad, bytes).unwrap();
+    let stderr = fails(lenet().args(["eval", "--model"]).arg(&bad));
+    assert!(!stderr.contains("HeaderTooLarge"), "{stderr}");
+}
+
+/// Fashion-MNIST weights evaluated on MNIST: a warning, and the table names MNIST; eval
+/// reports its speed.
+#[test]
+fn eval_names_the_data_evaluated_and_its_speed() {
+    let data = synthetic_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = tmp.path().join("f.safetensors");
+    succeeds(
+        quick_train(data.path(), "1")
+            .args(["--dataset", "fashion-mnist", "--save"])
+            .arg(&weights),
+    );
+    let output = lenet()
+        .args(["eval", "--dataset", "mnist", "--model"])
+        .arg(&weights)
+        .arg("--data-dir")
+        .arg(data.path())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning") && stderr.contains("Fashion-MNIST"),
+        "{stderr}"
+    );
+    assert!(stdout.starts_with("MNIST test set"), "{stdout}");
+    assert!(
+        stdout.lines().next().unwrap().ends_with("images/s"),
+        "{stdout}"
+    );
+    let json = succeeds(
+        lenet()
+            .args(["eval", "--json", "--model"])
+            .arg(&weights)
+            .arg("--data-dir")
+            .arg(data.path()),
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(v["images_per_second"].as_f64().unwrap() > 0.0, "{v}");
+}

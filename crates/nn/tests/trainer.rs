@@ -300,7 +300,10 @@ fn observer_can_stop_fit_after_an_epoch() {
     let outcome = t.fit(&train, &test, None, &mut stop).unwrap();
     assert_eq!(outcome.epochs_done, 2);
     assert_eq!(stop.1, vec![1, 2]);
-    assert!(!t.is_finished(), "stopped before the 3 epochs of the config");
+    assert!(
+        !t.is_finished(),
+        "stopped before the 3 epochs of the config"
+    );
 }
 
 /// Weights and state saved as a pair both record the epoch, and the pair loads back.

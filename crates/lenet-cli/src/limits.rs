@@ -1,0 +1,81 @@
+//! Sanity limits checked before any work starts: the thread count against the cores, the batch
+//! size against the memory, and `LENET_GEMM_KERNEL` against the kernels that exist.
+
+use anyhow::{bail, Result};
+use tensor::GemmKernel;
+
+/// Most worker threads per core: more only adds scheduling overhead.
+pub const THREADS_PER_CORE: usize = 8;
+
+/// Memory one training image of a batch needs, in bytes, measured on the default model (see
+/// `docs` of [`check_batch_memory`]); rounded up generously.
+pub const BYTES_PER_IMAGE: u64 = 256 * 1024;
+
+/// The largest `--threads` value: [`THREADS_PER_CORE`] per core of this machine.
+pub fn max_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    THREADS_PER_CORE * cores
+}
+
+/// Refuses a `LENET_GEMM_KERNEL` that names no kernel (the kernel dispatch ignores unknown
+/// names and would silently use the best kernel).
+pub fn check_gemm_kernel() -> Result<()> {
+    let Ok(value) = std::env::var("LENET_GEMM_KERNEL") else {
+        return Ok(());
+    };
+    let wanted = value.trim().to_ascii_lowercase();
+    let names = [GemmKernel::Portable, GemmKernel::Avx2, GemmKernel::Avx512].map(|k| k.name());
+    if wanted.is_empty() || names.contains(&wanted.as_str()) {
+        return Ok(());
+    }
+    bail!(
+        "LENET_GEMM_KERNEL={value:?} is not a kernel: use one of {} (or unset it for the \
+         fastest one this CPU supports)",
+        names.join(", ")
+    )
+}
+
+/// Refuses a batch whose training buffers (activations, gradients, im2col) would not fit in
+/// the available memory (`MemAvailable` of /proc/meminfo; no check where it is unknown).
+pub fn check_batch_memory(batch_size: usize) -> Result<()> {
+    let Some(available) = available_memory() else {
+        return Ok(());
+    };
+    let needed = batch_size as u64 * BYTES_PER_IMAGE;
+    if needed > available {
+        bail!(
+            "--batch-size {batch_size} needs about {} MB for its training buffers, more than \
+             the {} MB of memory available: use at most --batch-size {}",
+            needed >> 20,
+            available >> 20,
+            (available / BYTES_PER_IMAGE).max(1)
+        );
+    }
+    Ok(())
+}
+
+/// `MemAvailable` from /proc/meminfo, in bytes.
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_scale_with_the_cores() {
+        assert!(max_threads() >= THREADS_PER_CORE);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_batch_larger_than_memory_is_refused() {
+        let err = check_batch_memory(usize::MAX / (1 << 20)).unwrap_err();
+        assert!(err.to_string().contains("--batch-size"), "{err}");
+        assert!(check_batch_memory(64).is_ok());
+    }
+}
