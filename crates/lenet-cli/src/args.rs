@@ -4,7 +4,9 @@
 //! error (message on stderr, exit code 2) and never reaches the training code.
 
 use std::path::PathBuf;
+use std::str::FromStr;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use nn::{ActivationKind, LrSchedule, PoolKind, TrainConfig};
 
@@ -90,11 +92,22 @@ pub struct TrainArgs {
     #[arg(long, value_name = "G", default_value_t = 0.1, value_parser = decay_factor, allow_hyphen_values = true)]
     pub gamma: f64,
     /// Non-linearity of the model.
-    #[arg(long, value_enum, default_value_t = ActivationArg::of(defaults().model.activation))]
-    pub activation: ActivationArg,
+    #[arg(
+        long,
+        default_value_t = defaults().model.activation,
+        value_parser = one_of::<ActivationKind>(
+            [ActivationKind::Relu, ActivationKind::Tanh, ActivationKind::Sigmoid]
+                .map(ActivationKind::name)
+        )
+    )]
+    pub activation: ActivationKind,
     /// Pooling of the model.
-    #[arg(long, value_enum, default_value_t = PoolArg::of(defaults().model.pooling))]
-    pub pool: PoolArg,
+    #[arg(
+        long,
+        default_value_t = defaults().model.pooling,
+        value_parser = one_of::<PoolKind>([PoolKind::Avg, PoolKind::Max].map(PoolKind::name))
+    )]
+    pub pool: PoolKind,
     /// Seed of the weight initialisation, the shuffles, the validation split and the augmentation.
     #[arg(long, value_name = "SEED", default_value_t = defaults().seed)]
     pub seed: u64,
@@ -160,60 +173,15 @@ impl ScheduleArg {
     }
 }
 
-/// `--activation`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ActivationArg {
-    /// max(0, x).
-    Relu,
-    /// tanh(x), as in LeCun's paper.
-    Tanh,
-    /// 1 / (1 + e^-x).
-    Sigmoid,
-}
-
-impl ActivationArg {
-    fn of(a: ActivationKind) -> Self {
-        match a {
-            ActivationKind::Relu => ActivationArg::Relu,
-            ActivationKind::Tanh => ActivationArg::Tanh,
-            ActivationKind::Sigmoid => ActivationArg::Sigmoid,
-        }
-    }
-
-    /// The nn crate's value.
-    pub fn kind(self) -> ActivationKind {
-        match self {
-            ActivationArg::Relu => ActivationKind::Relu,
-            ActivationArg::Tanh => ActivationKind::Tanh,
-            ActivationArg::Sigmoid => ActivationKind::Sigmoid,
-        }
-    }
-}
-
-/// `--pool`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PoolArg {
-    /// Average pooling, as in LeNet-5.
-    Avg,
-    /// Max pooling.
-    Max,
-}
-
-impl PoolArg {
-    fn of(p: PoolKind) -> Self {
-        match p {
-            PoolKind::Avg => PoolArg::Avg,
-            PoolKind::Max => PoolArg::Max,
-        }
-    }
-
-    /// The nn crate's value.
-    pub fn kind(self) -> PoolKind {
-        match self {
-            PoolArg::Avg => PoolKind::Avg,
-            PoolArg::Max => PoolKind::Max,
-        }
-    }
+/// A parser accepting exactly `values` (listed in `--help` and in errors), each turned into
+/// `T` by its `FromStr` (nn's enums parse and print themselves; nn does not depend on clap).
+fn one_of<T>(values: impl IntoIterator<Item = &'static str>) -> impl TypedValueParser<Value = T>
+where
+    T: FromStr + Clone + Send + Sync + 'static,
+    T::Err: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let names: Vec<&'static str> = values.into_iter().collect();
+    PossibleValuesParser::new(names).try_map(|s| s.parse::<T>())
 }
 
 /// Flags of `lenet eval`.
@@ -398,8 +366,8 @@ mod tests {
             (d.lr, d.momentum, d.weight_decay)
         );
         assert_eq!(t.schedule, ScheduleArg::of(&d.schedule));
-        assert_eq!(t.activation.kind(), d.model.activation);
-        assert_eq!(t.pool.kind(), d.model.pooling);
+        assert_eq!(t.activation, d.model.activation);
+        assert_eq!(t.pool, d.model.pooling);
         assert_eq!(t.val_split, 0.0);
         assert!(!t.augment && t.threads.is_none() && t.limit.is_none());
         assert!(t.validate().is_ok());
@@ -469,7 +437,10 @@ mod tests {
             (t.schedule, t.step_size, t.gamma),
             (ScheduleArg::Step, 2, 0.5)
         );
-        assert_eq!((t.activation, t.pool), (ActivationArg::Tanh, PoolArg::Max));
+        assert_eq!(
+            (t.activation, t.pool),
+            (ActivationKind::Tanh, PoolKind::Max)
+        );
         assert_eq!((t.seed, t.early_stopping, t.val_split), (7, Some(2), 0.1));
         assert_eq!(t.save, Some(PathBuf::from("w.safetensors")));
         assert!(t.augment && t.resume.is_some() && t.metrics.is_some() && t.plot.is_some());
@@ -507,6 +478,8 @@ mod tests {
             &["--nesterov", "maybe"],
             &["--dataset", "cifar"],
             &["--schedule", "linear"],
+            &["--activation", "gelu"],
+            &["--pool", "min"],
         ] {
             let err = train(bad).expect_err(&format!("{bad:?} must be rejected"));
             let msg = err.to_string();

@@ -71,8 +71,8 @@ pub fn config(args: &TrainArgs) -> TrainConfig {
         },
         ScheduleArg::Constant => LrSchedule::Constant,
     };
-    c.model.activation = args.activation.kind();
-    c.model.pooling = args.pool.kind();
+    c.model.activation = args.activation;
+    c.model.pooling = args.pool;
     c.augment = args.augment.then(AugmentConfig::default);
     c
 }
