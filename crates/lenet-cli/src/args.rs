@@ -120,10 +120,12 @@ pub struct TrainArgs {
     #[arg(long, value_name = "FILE.safetensors")]
     pub save: Option<PathBuf>,
     /// Continue a run from a NAME.state.safetensors file written by --save. Its saved settings
-    /// are used; --epochs sets the new total; pass the same --dataset, --val-split and --limit.
+    /// (including --dataset, --limit and --val-split) are used; --epochs sets the new total;
+    /// any other setting flag given with another value is refused.
     #[arg(long, value_name = "FILE")]
     pub resume: Option<PathBuf>,
-    /// Write one JSON object per epoch to this file (appended to with --resume).
+    /// Write one JSON object per epoch to this file (with --resume: rewritten from the saved
+    /// history, then appended to).
     #[arg(long, value_name = "FILE.jsonl")]
     pub metrics: Option<PathBuf>,
     /// Draw the loss and accuracy curves as an SVG file (redrawn after every epoch).
