@@ -21,6 +21,8 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+// One value, parsed once per process: boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Train LeNet-5 and print one line per epoch.
     // Negative numbers parse as values, so that `--lr -1` reports the range, not a stray flag.

@@ -1122,3 +1122,39 @@ fn eval_names_the_data_evaluated_and_its_speed() {
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert!(v["images_per_second"].as_f64().unwrap() > 0.0, "{v}");
 }
+
+/// A torn pair (new state, weights of an older epoch: a crash between the two renames) is
+/// explained on resume, and the next save makes the pair whole again.
+#[test]
+fn resume_explains_weights_older_than_the_state() {
+    let data = synthetic_dir();
+    let out = tempfile::tempdir().unwrap();
+    let weights = out.path().join("w.safetensors");
+    let state = out.path().join("w.state.safetensors");
+    succeeds(quick_train(data.path(), "1").arg("--save").arg(&weights));
+    let weights_after_1 = std::fs::read(&weights).unwrap();
+    succeeds(
+        quick_train(data.path(), "2")
+            .arg("--save")
+            .arg(&weights)
+            .arg("--resume")
+            .arg(&state),
+    );
+    std::fs::write(&weights, weights_after_1).unwrap();
+    let output = quick_train(data.path(), "3")
+        .arg("--save")
+        .arg(&weights)
+        .arg("--resume")
+        .arg(&state)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("weights of epoch 1") && stderr.contains("epoch 2"),
+        "{stderr}"
+    );
+    let bytes = std::fs::read(&weights).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    assert_eq!(header.metadata().as_ref().unwrap()["epochs_done"], "3");
+}

@@ -91,7 +91,7 @@ fn remove_stale_temps(path: &Path) {
             continue;
         };
         let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
-        if pid.is_some_and(|pid| process_is_gone(pid)) {
+        if pid.is_some_and(process_is_gone) {
             let _ = fs::remove_file(entry.path());
         }
     }
