@@ -27,8 +27,8 @@ use crate::idx::sniff_gzip;
 use crate::location::mirrors_from_env;
 use crate::open::{ensure_regular, exists, open_regular};
 
-/// How to download: mirrors, files, timeouts, retries, progress. Build it with
-/// `DownloadOptions::default()` and the `with_*` methods.
+/// How to download: mirrors, files, timeouts, the slowest mirror accepted, retries, progress.
+/// Build it with `DownloadOptions::default()` and the `with_*` methods.
 #[derive(Debug, Clone)]
 pub struct DownloadOptions {
     /// Mirror base URLs tried in order (file names are appended; `{dataset}` in a URL is replaced
@@ -441,36 +441,10 @@ impl<'a> Fetcher<'a> {
         let hashed = hash_stream(&mut tee, max);
         progress.finish_and_clear();
         let bytes = tee.bytes;
-        if let Some(e) = tee.write_error.take() {
-            return Err(local("cannot write the file", e));
+        if let Some(failure) = tee.failure(part, self.options.read_timeout) {
+            return Err(failure);
         }
-        if let Some(reason) = tee.too_slow.take() {
-            return Err(AttemptError::Permanent(reason));
-        }
-        if let Some(e) = tee.network_error.take() {
-            let reason = match e.kind() {
-                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => format!(
-                    "read timed out (no data for {:?})",
-                    self.options.read_timeout
-                ),
-                _ => e.to_string(),
-            };
-            return Err(AttemptError::Transient(format!(
-                "transfer failed after {bytes} bytes: {reason}"
-            )));
-        }
-        let sum = hashed.map_err(AttemptError::Permanent)?;
-        if bytes > max {
-            return Err(AttemptError::Permanent(format!(
-                "the body is more than the {max} bytes accepted"
-            )));
-        }
-        if sum != spec.sha256 {
-            return Err(AttemptError::Permanent(format!(
-                "wrong checksum: SHA-256 of the uncompressed content is {sum}, expected {}",
-                spec.sha256
-            )));
-        }
+        check_body(hashed, bytes, max, spec)?;
         file.flush()
             .and_then(|_| file.sync_all())
             .map_err(|e| local("cannot flush the file", e))?;
@@ -623,6 +597,55 @@ impl<R: Read> Read for Tee<'_, R> {
         }
         Ok(n)
     }
+}
+
+impl<R> Tee<'_, R> {
+    /// Why the transfer stopped early, if it did: the disk, a too slow mirror or the network.
+    fn failure(&mut self, part: &Path, read_timeout: Duration) -> Option<AttemptError> {
+        if let Some(source) = self.write_error.take() {
+            return Some(AttemptError::Local(DownloadError::Io {
+                path: part.to_path_buf(),
+                action: "cannot write the file",
+                source,
+            }));
+        }
+        if let Some(reason) = self.too_slow.take() {
+            return Some(AttemptError::Permanent(reason));
+        }
+        let e = self.network_error.take()?;
+        let reason = match e.kind() {
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+                format!("read timed out (no data for {read_timeout:?})")
+            }
+            _ => e.to_string(),
+        };
+        Some(AttemptError::Transient(format!(
+            "transfer failed after {} bytes: {reason}",
+            self.bytes
+        )))
+    }
+}
+
+/// Checks a body received whole: its size and the checksum of its uncompressed content.
+fn check_body(
+    hashed: Result<String, String>,
+    bytes: u64,
+    max: u64,
+    spec: &FileSpec,
+) -> Result<(), AttemptError> {
+    let sum = hashed.map_err(AttemptError::Permanent)?;
+    if bytes > max {
+        return Err(AttemptError::Permanent(format!(
+            "the body is more than the {max} bytes accepted"
+        )));
+    }
+    if sum != spec.sha256 {
+        return Err(AttemptError::Permanent(format!(
+            "wrong checksum: SHA-256 of the uncompressed content is {sum}, expected {}",
+            spec.sha256
+        )));
+    }
+    Ok(())
 }
 
 /// Sorts ureq's errors into transient (retry) and permanent (next mirror).
