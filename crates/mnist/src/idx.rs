@@ -6,6 +6,8 @@
 //! into fixed-size arrays, the item count is checked against [`MAX_ITEMS`] before anything is
 //! allocated, the data buffer only grows as bytes really arrive (`take` + `read_to_end`), and the
 //! stream must end exactly where the header says (which also makes flate2 verify the gzip CRC).
+//! `read_images` and `read_labels` open regular files only: a named pipe or a device (which
+//! could block or never end) is refused as "not a regular file" before a byte is read.
 
 use std::fs::File;
 use std::io::{self, Read};
