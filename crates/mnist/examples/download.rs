@@ -1,8 +1,8 @@
 //! Downloads (or verifies) one dataset, then loads it.
 //!
 //! ```sh
-//! cargo run -p mnist --example download -- --dataset mnist --dir /tmp/x
-//! LENET_MIRRORS=http://127.0.0.1:8000/ cargo run -p mnist --example download -- --dataset mnist
+//! cargo run -p lenet-mnist --example download -- --dataset mnist --dir /tmp/x
+//! LENET_MIRRORS=http://127.0.0.1:8000/ cargo run -p lenet-mnist --example download -- --dataset mnist
 //! ```
 //! Without `--dir`, the folder is `$LENET_DATA_DIR/<dataset>` or `./data/<dataset>`.
 

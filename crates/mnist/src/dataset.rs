@@ -1,5 +1,6 @@
 //! The two datasets this crate knows (MNIST and Fashion-MNIST), their files and checksums, and
-//! the in-memory train/test sets as u8 arrays.
+//! the in-memory train/test sets as u8 arrays. Shuffling, batching and validation splits are the
+//! training loop's job (`nn`), not this crate's.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use ndarray::{Array1, Array3, Axis};
 
 use crate::error::IdxError;
 use crate::idx::{read_images, read_labels};
+use crate::open::exists;
 
 /// Rows of one image.
 pub const IMAGE_ROWS: usize = 28;
@@ -183,14 +185,16 @@ impl FileSpec {
     }
 }
 
-/// The path of file `name` in `dir`: `dir/name` if it exists, else the same name without `.gz`
-/// if that exists (an unpacked copy; the reader detects gzip by content), else `dir/name`.
+/// The path of file `name` in `dir`: `dir/name` if there is something under that name, else the
+/// same name without `.gz` if that exists (an unpacked copy; the reader detects gzip by content),
+/// else `dir/name`. An entry that cannot be looked at (a symlink loop, say) counts as there, so
+/// that reading it reports why instead of "not found".
 pub fn locate_file(dir: &Path, name: &str) -> PathBuf {
     let path = dir.join(name);
-    if !path.exists() {
+    if matches!(exists(&path), Ok(false)) {
         if let Some(stem) = name.strip_suffix(".gz") {
             let raw = dir.join(stem);
-            if raw.exists() {
+            if !matches!(exists(&raw), Ok(false)) {
                 return raw;
             }
         }
@@ -254,8 +258,8 @@ impl Split {
     /// each pixel scaled as `p as f32 / 255.0` (an exact division, as torchvision's `ToTensor`
     /// does, so results match PyTorch bit for bit), and `labels_out` the classes.
     ///
-    /// To iterate over an epoch in batches: `for idx in order.chunks(batch_size)`, passing
-    /// `&mut images_buf[..idx.len() * split.pixels_per_image()]` and `&mut labels_buf[..idx.len()]`.
+    /// For training, `nn` shuffles and batches: a `BatchSource` whose `fill_batch` calls this
+    /// is all it needs (the `lenet` CLI's `SplitSource` is one).
     ///
     /// # Panics
     /// If `images_out.len() != indices.len() * pixels_per_image()`, if
@@ -298,85 +302,6 @@ impl Split {
             *label = self.labels[i] as usize;
         }
     }
-
-    /// [`Split::write_batch`] into an ndarray view of shape `[indices.len(), 1, rows, cols]`.
-    ///
-    /// # Panics
-    /// If the view has another shape or is not contiguous in standard (C) order, or as
-    /// [`Split::write_batch`].
-    pub fn write_batch_nchw(
-        &self,
-        indices: &[usize],
-        mut images_out: ndarray::ArrayViewMut4<'_, f32>,
-        labels_out: &mut [usize],
-    ) {
-        let (rows, cols) = (self.images.shape()[1], self.images.shape()[2]);
-        assert_eq!(
-            images_out.shape(),
-            &[indices.len(), 1, rows, cols],
-            "write_batch_nchw: wrong output shape"
-        );
-        let out = images_out
-            .as_slice_mut()
-            .expect("write_batch_nchw: the output view must be contiguous in standard order");
-        self.write_batch(indices, out, labels_out);
-    }
-
-    /// A new split holding the examples `indices`, in that order.
-    ///
-    /// # Panics
-    /// If an index is out of range.
-    pub fn subset(&self, indices: &[usize]) -> Split {
-        Split {
-            images: self.images.select(Axis(0), indices),
-            labels: self.labels.select(Axis(0), indices),
-        }
-    }
-
-    /// Splits this (training) set into `(train, validation)` for early stopping: a seeded
-    /// shuffle ([`shuffled_indices`]) picks `round(fraction * len)` validation examples; both
-    /// parts keep the original order. Call it on the training split only, so the test set is
-    /// never looked at while choosing when to stop.
-    ///
-    /// # Panics
-    /// If `fraction` is not in `[0, 1]`.
-    pub fn split_off_validation(&self, fraction: f64, seed: u64) -> (Split, Split) {
-        assert!(
-            (0.0..=1.0).contains(&fraction),
-            "split_off_validation: fraction must be in [0, 1], got {fraction}"
-        );
-        let n_val = (fraction * self.len() as f64).round() as usize;
-        let order = shuffled_indices(self.len(), seed);
-        let mut val: Vec<usize> = order[..n_val].to_vec();
-        let mut train: Vec<usize> = order[n_val..].to_vec();
-        val.sort_unstable();
-        train.sort_unstable();
-        (self.subset(&train), self.subset(&val))
-    }
-}
-
-/// The indices `0..n` in a seeded random order: the same `seed` gives the same order on every
-/// run and machine. Same as [`epoch_order`] with epoch 0.
-pub fn shuffled_indices(n: usize, seed: u64) -> Vec<usize> {
-    let mut order = Vec::with_capacity(n);
-    epoch_order(n, seed, 0, &mut order);
-    order
-}
-
-/// Fills `order` with `0..n` shuffled for one epoch, reusing its allocation.
-///
-/// Determinism: the generator is `ChaCha8Rng::seed_from_u64(seed)` switched to stream `epoch`
-/// (`set_stream`), and the shuffle is rand 0.8's Fisher-Yates `SliceRandom::shuffle`. So each
-/// (seed, epoch) pair always gives the same order, independently of the other epochs, and
-/// different epochs give different orders.
-pub fn epoch_order(n: usize, seed: u64, epoch: u64, order: &mut Vec<usize>) {
-    use rand::seq::SliceRandom;
-    use rand::SeedableRng;
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(epoch);
-    order.clear();
-    order.extend(0..n);
-    order.shuffle(&mut rng);
 }
 
 /// A whole dataset: the training and test sets.
@@ -394,7 +319,7 @@ impl Dataset {
     /// Reads the four files of `kind` from `dir` (gzip or unpacked, see [`locate_file`]) and
     /// checks that the images are 28x28 and each labels file matches its images file. The
     /// training and test sets are read in parallel. No checksum is computed here: use
-    /// [`crate::ensure_dataset`] (or [`Dataset::load_or_download`]) for that.
+    /// [`crate::ensure_dataset`] for that.
     pub fn load(kind: DatasetKind, dir: &Path) -> Result<Dataset, IdxError> {
         let read = |images: &str, labels: &str| -> Result<Split, IdxError> {
             let images_path = locate_file(dir, images);

@@ -3,15 +3,19 @@
 //! For each file of a dataset: if a copy in the folder already has the right SHA-256 (of its
 //! uncompressed content), nothing is fetched. Otherwise the mirrors are tried in order, each up to
 //! `1 + retries` times with doubling backoff for transient failures (network errors, 5xx, 429).
-//! The body streams into `NAME.part` while being hashed (decompressed on the fly if it is gzip, so
-//! a re-compressed copy still matches); only a verified, synced `.part` is renamed to `NAME`. A
-//! wrong checksum or a 404 fails that mirror at once and the next one is tried. A mirror that
-//! cannot be connected to at all is skipped for the remaining files of the same call.
+//! The body streams into a partial file of this download's own (`NAME.<pid>-<n>.part`, so two
+//! downloads into one folder never write the same file) while being hashed (decompressed on the
+//! fly if it is gzip, so a re-compressed copy still matches); only a verified, synced partial
+//! file is renamed to `NAME`, and the bytes then under `NAME` are hashed once more. A wrong
+//! checksum, a 404 or a mirror too slow to finish (under `min_throughput`, or past the
+//! `deadline`) fails that mirror at once and the next one is tried. A mirror that cannot be
+//! connected to at all is skipped for the remaining files of the same call.
 
 use std::fs::{self, File};
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use flate2::read::MultiGzDecoder;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -21,9 +25,10 @@ use crate::dataset::{locate_file, DatasetKind, FileSpec};
 use crate::error::{DownloadError, MirrorFailure};
 use crate::idx::sniff_gzip;
 use crate::location::mirrors_from_env;
+use crate::open::{ensure_regular, exists, open_regular};
 
-/// How to download: mirrors, files, timeouts, retries, progress. Build it with
-/// `DownloadOptions::default()` and the `with_*` methods.
+/// How to download: mirrors, files, timeouts, the slowest mirror accepted, retries, progress.
+/// Build it with `DownloadOptions::default()` and the `with_*` methods.
 #[derive(Debug, Clone)]
 pub struct DownloadOptions {
     /// Mirror base URLs tried in order (file names are appended; `{dataset}` in a URL is replaced
@@ -49,6 +54,15 @@ pub struct DownloadOptions {
     /// Largest body accepted, compressed or not, against a mirror serving endless data.
     /// Default 256 MiB.
     pub max_bytes: u64,
+    /// Slowest transfer accepted, in bytes per second, measured over each `throughput_window`:
+    /// a mirror that delivers less is given up (a trickle of bytes defeats the read timeout).
+    /// Default 1024 (1 KiB/s).
+    pub min_throughput: u64,
+    /// The period over which `min_throughput` is measured. Default 30 s.
+    pub throughput_window: Duration,
+    /// Time allowed to fetch one file from one mirror, checked as the body arrives (the headers
+    /// are bounded by the read timeout). Default 30 min.
+    pub deadline: Duration,
 }
 
 impl Default for DownloadOptions {
@@ -63,6 +77,9 @@ impl Default for DownloadOptions {
             progress: true,
             proxy_from_env: true,
             max_bytes: 256 << 20,
+            min_throughput: 1024,
+            throughput_window: Duration::from_secs(30),
+            deadline: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -93,6 +110,17 @@ impl DownloadOptions {
     /// Turns the progress bar on or off.
     pub fn with_progress(mut self, progress: bool) -> Self {
         self.progress = progress;
+        self
+    }
+    /// Gives up a mirror that delivers under `bytes_per_second` over any `window`.
+    pub fn with_min_throughput(mut self, bytes_per_second: u64, window: Duration) -> Self {
+        self.min_throughput = bytes_per_second;
+        self.throughput_window = window;
+        self
+    }
+    /// Sets the time allowed to fetch one file from one mirror.
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
         self
     }
     /// Turns the use of proxies from the environment on or off.
@@ -150,7 +178,7 @@ pub fn ensure_dataset(
         .collect();
 
     // Verify the copies already there, in parallel (hashing 47 MB takes a moment).
-    let checks: Vec<Result<PathBuf, Option<String>>> = std::thread::scope(|s| {
+    let checks: Vec<Result<Existing, DownloadError>> = std::thread::scope(|s| {
         let handles: Vec<_> = files
             .iter()
             .map(|spec| s.spawn(move || check_existing(dir, spec)))
@@ -164,8 +192,8 @@ pub fn ensure_dataset(
     let mut fetcher = Fetcher::new(kind, options);
     let mut reports = Vec::with_capacity(files.len());
     for (spec, check) in files.iter().zip(checks) {
-        let existing = match check {
-            Ok(path) => {
+        let existing = match check? {
+            Existing::Verified(path) => {
                 reports.push(FileReport {
                     name: spec.name.clone(),
                     path,
@@ -174,35 +202,54 @@ pub fn ensure_dataset(
                 });
                 continue;
             }
-            Err(why) => why,
+            Existing::Missing => None,
+            Existing::Wrong(why) => Some(why),
         };
         reports.push(fetcher.fetch_file(spec, dir, &mirrors, existing)?);
     }
     Ok(reports)
 }
 
-/// `Ok(path)` if a copy of the file with the right checksum is in `dir`; otherwise `Err(None)`
-/// if there is none, or `Err(Some(why))` if the copy there is wrong.
-fn check_existing(dir: &Path, spec: &FileSpec) -> Result<PathBuf, Option<String>> {
+/// What is already in the folder under a file's name.
+enum Existing {
+    /// A copy with the right checksum, at this path.
+    Verified(PathBuf),
+    /// Nothing.
+    Missing,
+    /// A copy with another checksum (or unreadable content): why it is not used.
+    Wrong(String),
+}
+
+/// Looks for a verified copy of the file in `dir`. Something that is not a regular file (a FIFO,
+/// a device) or cannot be looked at (a symlink loop) is an error: it is neither read (it could
+/// block or never end) nor replaced by a download.
+fn check_existing(dir: &Path, spec: &FileSpec) -> Result<Existing, DownloadError> {
     let path = locate_file(dir, &spec.name);
-    if !path.exists() {
-        return Err(None);
+    let cannot_use = |source| DownloadError::Io {
+        path: path.clone(),
+        action: "cannot use the file already there",
+        source,
+    };
+    if !exists(&path).map_err(cannot_use)? {
+        return Ok(Existing::Missing);
     }
+    ensure_regular(&path).map_err(cannot_use)?;
     match sha256_of_uncompressed_file(&path) {
-        Ok(sum) if sum == spec.sha256 => Ok(path),
-        Ok(sum) => Err(Some(format!(
+        Ok(sum) if sum == spec.sha256 => Ok(Existing::Verified(path)),
+        Ok(sum) => Ok(Existing::Wrong(format!(
             "{} has SHA-256 (uncompressed) {sum}, expected {}",
             path.display(),
             spec.sha256
         ))),
-        Err(e) => Err(Some(format!("{}: {e}", path.display()))),
+        Err(e) => Ok(Existing::Wrong(format!("{}: {e}", path.display()))),
     }
 }
 
-/// SHA-256 (lowercase hex) of a file's content, decompressed first if it is gzip.
+/// SHA-256 (lowercase hex) of a file's content, decompressed first if it is gzip. Anything but a
+/// regular file is refused with an `InvalidInput` error saying "not a regular file".
 pub fn sha256_of_uncompressed_file(path: &Path) -> io::Result<String> {
     let mut hasher = Sha256::new();
-    match sniff_gzip(File::open(path)?)? {
+    match sniff_gzip(open_regular(path)?)? {
         None => {}
         Some((true, stream)) => {
             io::copy(&mut MultiGzDecoder::new(stream), &mut hasher)?;
@@ -260,7 +307,7 @@ impl<'a> Fetcher<'a> {
         }
     }
 
-    /// Tries every mirror for one file; renames the verified `.part` into place.
+    /// Tries every mirror for one file; renames the verified partial file into place.
     fn fetch_file(
         &mut self,
         spec: &FileSpec,
@@ -279,7 +326,7 @@ impl<'a> Fetcher<'a> {
             source,
         })?;
         let final_path = dir.join(&spec.name);
-        let part_path = dir.join(format!("{}.part", spec.name));
+        let part = part_path(dir, &spec.name);
 
         let mut failures = Vec::new();
         for mirror in mirrors {
@@ -289,17 +336,9 @@ impl<'a> Fetcher<'a> {
                 failures.push(MirrorFailure { url, reason });
                 continue;
             }
-            match self.try_mirror(&url, spec, &part_path) {
+            match self.try_mirror(&url, spec, &part) {
                 Ok(bytes) => {
-                    fs::rename(&part_path, &final_path).map_err(|source| {
-                        let _ = fs::remove_file(&part_path);
-                        DownloadError::Io {
-                            path: final_path.clone(),
-                            action: "cannot move the downloaded file into place",
-                            source,
-                        }
-                    })?;
-                    sync_dir(dir);
+                    move_into_place(&part, &final_path, spec)?;
                     return Ok(FileReport {
                         name: spec.name.clone(),
                         path: final_path,
@@ -308,16 +347,16 @@ impl<'a> Fetcher<'a> {
                     });
                 }
                 Err(AttemptError::Local(e)) => {
-                    let _ = fs::remove_file(&part_path);
+                    let _ = fs::remove_file(&part);
                     return Err(e);
                 }
                 Err(AttemptError::Unreachable(reason)) => {
-                    let _ = fs::remove_file(&part_path);
+                    let _ = fs::remove_file(&part);
                     self.unreachable.push((mirror.clone(), spec.name.clone()));
                     failures.push(MirrorFailure { url, reason });
                 }
                 Err(AttemptError::Transient(reason) | AttemptError::Permanent(reason)) => {
-                    let _ = fs::remove_file(&part_path);
+                    let _ = fs::remove_file(&part);
                     failures.push(MirrorFailure { url, reason });
                 }
             }
@@ -366,6 +405,7 @@ impl<'a> Fetcher<'a> {
         } else {
             &self.direct
         };
+        let started = Instant::now();
         let response = agent.get(url).call().map_err(classify_ureq_error)?;
         let max = self.options.max_bytes;
         let length: Option<u64> = response
@@ -392,6 +432,8 @@ impl<'a> Fetcher<'a> {
             file: &mut file,
             progress: &progress,
             bytes: 0,
+            pace: Pace::new(started, self.options),
+            too_slow: None,
             network_error: None,
             write_error: None,
         };
@@ -399,37 +441,96 @@ impl<'a> Fetcher<'a> {
         let hashed = hash_stream(&mut tee, max);
         progress.finish_and_clear();
         let bytes = tee.bytes;
-        if let Some(e) = tee.write_error.take() {
-            return Err(local("cannot write the file", e));
+        if let Some(failure) = tee.failure(part, self.options.read_timeout) {
+            return Err(failure);
         }
-        if let Some(e) = tee.network_error.take() {
-            let reason = match e.kind() {
-                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => format!(
-                    "read timed out (no data for {:?})",
-                    self.options.read_timeout
-                ),
-                _ => e.to_string(),
-            };
-            return Err(AttemptError::Transient(format!(
-                "transfer failed after {bytes} bytes: {reason}"
-            )));
-        }
-        let sum = hashed.map_err(AttemptError::Permanent)?;
-        if bytes > max {
-            return Err(AttemptError::Permanent(format!(
-                "the body is more than the {max} bytes accepted"
-            )));
-        }
-        if sum != spec.sha256 {
-            return Err(AttemptError::Permanent(format!(
-                "wrong checksum: SHA-256 of the uncompressed content is {sum}, expected {}",
-                spec.sha256
-            )));
-        }
+        check_body(hashed, bytes, max, spec)?;
         file.flush()
             .and_then(|_| file.sync_all())
             .map_err(|e| local("cannot flush the file", e))?;
         Ok(bytes)
+    }
+}
+
+/// A name for one download's partial file of `name` in `dir` that no other download uses, even
+/// in the same process: two `lenet download` into one folder each write their own.
+fn part_path(dir: &Path, name: &str) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!("{name}.{}-{n}.part", std::process::id()))
+}
+
+/// Renames the verified partial file to `final_path`, then checks the bytes now under that name:
+/// what a later run will trust is what was verified.
+fn move_into_place(part: &Path, final_path: &Path, spec: &FileSpec) -> Result<(), DownloadError> {
+    let io_error = |action, source| DownloadError::Io {
+        path: final_path.to_path_buf(),
+        action,
+        source,
+    };
+    if let Err(e) = fs::rename(part, final_path) {
+        let _ = fs::remove_file(part);
+        return Err(io_error("cannot move the downloaded file into place", e));
+    }
+    sync_dir(final_path.parent().unwrap_or(Path::new(".")));
+    let sum = sha256_of_uncompressed_file(final_path)
+        .map_err(|e| io_error("cannot read the file moved into place", e))?;
+    if sum != spec.sha256 {
+        return Err(DownloadError::ChangedInPlace {
+            path: final_path.to_path_buf(),
+            expected: spec.sha256.clone(),
+            found: sum,
+        });
+    }
+    Ok(())
+}
+
+/// Gives up a mirror that is too slow: under `min_throughput` bytes per second over a
+/// `throughput_window`, or still not done at the `deadline`.
+struct Pace {
+    started: Instant,
+    deadline: Duration,
+    min_throughput: u64,
+    window: Duration,
+    window_start: Instant,
+    window_bytes: u64,
+}
+
+impl Pace {
+    fn new(started: Instant, options: &DownloadOptions) -> Pace {
+        Pace {
+            started,
+            deadline: options.deadline,
+            min_throughput: options.min_throughput,
+            window: options.throughput_window,
+            window_start: Instant::now(),
+            window_bytes: 0,
+        }
+    }
+
+    /// Counts `n` more bytes; `Err(why)` if the mirror is too slow.
+    fn record(&mut self, n: usize) -> Result<(), String> {
+        self.window_bytes += n as u64;
+        let now = Instant::now();
+        if now.duration_since(self.started) > self.deadline {
+            return Err(format!(
+                "too slow: not done within the deadline of {:?} per file",
+                self.deadline
+            ));
+        }
+        let elapsed = now.duration_since(self.window_start);
+        if elapsed >= self.window {
+            let wanted = self.min_throughput as f64 * elapsed.as_secs_f64();
+            if (self.window_bytes as f64) < wanted {
+                return Err(format!(
+                    "too slow: {} bytes in {elapsed:.1?}, under the {} bytes/s required",
+                    self.window_bytes, self.min_throughput
+                ));
+            }
+            self.window_start = now;
+            self.window_bytes = 0;
+        }
+        Ok(())
     }
 }
 
@@ -465,6 +566,9 @@ struct Tee<'a, R> {
     file: &'a mut File,
     progress: &'a ProgressBar,
     bytes: u64,
+    pace: Pace,
+    /// Set when `pace` gives the mirror up.
+    too_slow: Option<String>,
     network_error: Option<io::Error>,
     write_error: Option<io::Error>,
 }
@@ -486,8 +590,62 @@ impl<R: Read> Read for Tee<'_, R> {
         }
         self.bytes += n as u64;
         self.progress.inc(n as u64);
+        if let Err(why) = self.pace.record(n) {
+            let err = io::Error::new(io::ErrorKind::TimedOut, why.clone());
+            self.too_slow = Some(why);
+            return Err(err);
+        }
         Ok(n)
     }
+}
+
+impl<R> Tee<'_, R> {
+    /// Why the transfer stopped early, if it did: the disk, a too slow mirror or the network.
+    fn failure(&mut self, part: &Path, read_timeout: Duration) -> Option<AttemptError> {
+        if let Some(source) = self.write_error.take() {
+            return Some(AttemptError::Local(DownloadError::Io {
+                path: part.to_path_buf(),
+                action: "cannot write the file",
+                source,
+            }));
+        }
+        if let Some(reason) = self.too_slow.take() {
+            return Some(AttemptError::Permanent(reason));
+        }
+        let e = self.network_error.take()?;
+        let reason = match e.kind() {
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+                format!("read timed out (no data for {read_timeout:?})")
+            }
+            _ => e.to_string(),
+        };
+        Some(AttemptError::Transient(format!(
+            "transfer failed after {} bytes: {reason}",
+            self.bytes
+        )))
+    }
+}
+
+/// Checks a body received whole: its size and the checksum of its uncompressed content.
+fn check_body(
+    hashed: Result<String, String>,
+    bytes: u64,
+    max: u64,
+    spec: &FileSpec,
+) -> Result<(), AttemptError> {
+    let sum = hashed.map_err(AttemptError::Permanent)?;
+    if bytes > max {
+        return Err(AttemptError::Permanent(format!(
+            "the body is more than the {max} bytes accepted"
+        )));
+    }
+    if sum != spec.sha256 {
+        return Err(AttemptError::Permanent(format!(
+            "wrong checksum: SHA-256 of the uncompressed content is {sum}, expected {}",
+            spec.sha256
+        )));
+    }
+    Ok(())
 }
 
 /// Sorts ureq's errors into transient (retry) and permanent (next mirror).

@@ -213,13 +213,26 @@ pub enum DownloadError {
     },
 
     /// No mirror was configured at all (e.g. `LENET_MIRRORS` holds only commas).
-    #[error("cannot download {file}: no mirror is configured. Set LENET_MIRRORS=url1,url2 or use local files with --data-dir DIR or LENET_DATA_DIR=ROOT")]
+    #[error("cannot download {file}: no mirror is configured. Set LENET_MIRRORS=url1,url2, or put the file there yourself")]
     NoMirrors {
         /// The file name.
         file: String,
     },
 
-    /// A local file system operation failed (creating the folder, writing, renaming).
+    /// After a verified download was renamed into place, the file under that name did not have
+    /// the expected checksum (something else wrote it in between).
+    #[error("{path}: the file moved into place has SHA-256 (uncompressed) {found}, expected {expected}; something else changed it. Run the download again")]
+    ChangedInPlace {
+        /// The file.
+        path: PathBuf,
+        /// The SHA-256 it should have.
+        expected: String,
+        /// The SHA-256 it has.
+        found: String,
+    },
+
+    /// A local file system operation failed (creating the folder, writing, renaming), or a file
+    /// already in the folder cannot be used (not a regular file, a symlink loop).
     #[error("{path}: {action}: {source}")]
     Io {
         /// The path involved.
@@ -251,11 +264,12 @@ fn all_mirrors_failed_message(
             "\nThe file already in the folder was not used: {why}."
         ));
     }
-    msg.push_str(
-        "\nTo use files you already have: pass --data-dir DIR (the folder holding the four files)\
+    msg.push_str(&format!(
+        "\nTo use files you already have: put them in {}\
          \n  or set LENET_DATA_DIR=ROOT (a folder holding mnist/ and fashion-mnist/).\
          \nTo try other mirrors: set LENET_MIRRORS=url1,url2 (base URLs; the file names are appended).",
-    );
+        dir.display()
+    ));
     msg
 }
 

@@ -6,6 +6,8 @@
 //! into fixed-size arrays, the item count is checked against [`MAX_ITEMS`] before anything is
 //! allocated, the data buffer only grows as bytes really arrive (`take` + `read_to_end`), and the
 //! stream must end exactly where the header says (which also makes flate2 verify the gzip CRC).
+//! `read_images` and `read_labels` open regular files only: a named pipe or a device (which
+//! could block or never end) is refused as "not a regular file" before a byte is read.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -15,6 +17,7 @@ use flate2::read::MultiGzDecoder;
 use ndarray::{Array1, Array3};
 
 use crate::error::IdxError;
+use crate::open::open_regular;
 
 /// The largest number of items (pixels or labels) the reader accepts in one file: 100 million,
 /// about twice the 47 million pixels of the largest MNIST file. A header claiming more is
@@ -33,27 +36,28 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// Reads an IDX images file (gzip or raw) into a `[count, rows, cols]` array.
 pub fn read_images(path: &Path) -> Result<Array3<u8>, IdxError> {
-    let name = path.display().to_string();
-    let file = File::open(path).map_err(|source| IdxError::Io {
-        file: name.clone(),
-        source,
-    })?;
+    let (name, file) = open(path)?;
     parse_images(&name, file)
 }
 
 /// Reads an IDX labels file (gzip or raw) into a `[count]` array of classes 0-9.
 pub fn read_labels(path: &Path) -> Result<Array1<u8>, IdxError> {
-    let name = path.display().to_string();
-    let file = File::open(path).map_err(|source| IdxError::Io {
-        file: name.clone(),
-        source,
-    })?;
+    let (name, file) = open(path)?;
     parse_labels(&name, file)
+}
+
+/// Opens a data file (a regular file only: see [`open_regular`]); returns its name for messages.
+fn open(path: &Path) -> Result<(String, File), IdxError> {
+    let name = path.display().to_string();
+    match open_regular(path) {
+        Ok(file) => Ok((name, file)),
+        Err(source) => Err(IdxError::Io { file: name, source }),
+    }
 }
 
 /// Parses an IDX images stream (gzip or raw); `file` is the name used in error messages.
 pub fn parse_images<R: Read>(file: &str, reader: R) -> Result<Array3<u8>, IdxError> {
-    let (dims, data) = parse(file, reader, Kind::Images)?;
+    let (dims, data) = Source { file }.parse(reader, Kind::Images)?;
     let shape = (dims[0] as usize, dims[1] as usize, dims[2] as usize);
     // The length was checked against the header, so the shape always matches.
     Ok(Array3::from_shape_vec(shape, data).expect("data length equals the product of the dims"))
@@ -62,10 +66,11 @@ pub fn parse_images<R: Read>(file: &str, reader: R) -> Result<Array3<u8>, IdxErr
 /// Parses an IDX labels stream (gzip or raw); `file` is the name used in error messages.
 /// Every label must be a class in 0-9.
 pub fn parse_labels<R: Read>(file: &str, reader: R) -> Result<Array1<u8>, IdxError> {
-    let (_, data) = parse(file, reader, Kind::Labels)?;
+    let source = Source { file };
+    let (_, data) = source.parse(reader, Kind::Labels)?;
     if let Some(index) = data.iter().position(|&label| label > 9) {
-        return Err(IdxError::LabelOutOfRange {
-            file: file.to_string(),
+        return source.fail(|file| IdxError::LabelOutOfRange {
+            file,
             index,
             found: data[index],
         });
@@ -119,147 +124,167 @@ pub(crate) fn sniff_gzip<R: Read>(mut reader: R) -> io::Result<Option<(bool, Sni
     )))
 }
 
-/// Parses header and data; returns the dimension sizes and the bytes.
-fn parse<R: Read>(file: &str, reader: R, kind: Kind) -> Result<(Vec<u32>, Vec<u8>), IdxError> {
-    let io_err = |source| IdxError::Io {
-        file: file.to_string(),
-        source,
-    };
-    match sniff_gzip(reader).map_err(io_err)? {
-        None => Err(IdxError::Empty {
-            file: file.to_string(),
-            expected: kind.name(),
-        }),
-        Some((true, stream)) => parse_stream(file, MultiGzDecoder::new(stream), kind, true),
-        Some((false, stream)) => parse_stream(file, stream, kind, false),
-    }
+/// The stream being parsed, known by its file name: every error it reports names that file.
+struct Source<'a> {
+    file: &'a str,
 }
 
-fn parse_stream<R: Read>(
-    file: &str,
-    mut reader: R,
-    kind: Kind,
-    gzip: bool,
-) -> Result<(Vec<u32>, Vec<u8>), IdxError> {
-    // flate2 reports a damaged stream (bad CRC or length, bad deflate data, cut short) as
-    // InvalidInput / InvalidData / UnexpectedEof; anything else is a real I/O failure.
-    let map_err = |source: io::Error| {
+impl Source<'_> {
+    /// `Err(build(file name))`.
+    fn fail<T>(&self, build: impl FnOnce(String) -> IdxError) -> Result<T, IdxError> {
+        Err(build(self.file.to_string()))
+    }
+
+    /// A read failure: a damaged gzip stream (flate2 reports bad CRC or length, bad deflate data
+    /// or a stream cut short as InvalidInput / InvalidData / UnexpectedEof), else an I/O error.
+    fn read_error(&self, source: io::Error, gzip: bool) -> IdxError {
+        let file = self.file.to_string();
         let damaged = matches!(
             source.kind(),
             io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
         );
         if gzip && damaged {
-            IdxError::CorruptGzip {
-                file: file.to_string(),
-                reason: source.to_string(),
-            }
+            let reason = source.to_string();
+            IdxError::CorruptGzip { file, reason }
         } else {
-            IdxError::Io {
-                file: file.to_string(),
-                source,
-            }
+            IdxError::Io { file, source }
         }
-    };
-
-    // Magic number: 0x00 0x00 TYPE NDIMS.
-    let ndims = kind.ndims();
-    let header_len = 4 + 4 * ndims as usize;
-    let mut magic = [0u8; 4];
-    let got = read_full(&mut reader, &mut magic).map_err(map_err)?;
-    if got < 4 {
-        return Err(IdxError::TruncatedHeader {
-            file: file.to_string(),
-            field: "magic number",
-            expected: header_len,
-            found: got,
-        });
-    }
-    if magic[0] != 0 || magic[1] != 0 {
-        return Err(IdxError::BadMagic {
-            file: file.to_string(),
-            expected: kind.magic(),
-            found: u32::from_be_bytes(magic),
-        });
-    }
-    if magic[2] != UNSIGNED_BYTE {
-        return Err(IdxError::WrongDataType {
-            file: file.to_string(),
-            expected: UNSIGNED_BYTE,
-            found: magic[2],
-        });
-    }
-    if magic[3] != ndims {
-        return Err(IdxError::WrongDimensionCount {
-            file: file.to_string(),
-            kind: kind.name(),
-            expected: ndims,
-            found: magic[3],
-        });
     }
 
-    // Dimension sizes: at most 3 u32, read into a fixed array.
-    let mut raw_dims = [0u8; 12];
-    let raw_dims = &mut raw_dims[..4 * ndims as usize];
-    let got = read_full(&mut reader, raw_dims).map_err(map_err)?;
-    if got < raw_dims.len() {
-        return Err(IdxError::TruncatedHeader {
-            file: file.to_string(),
-            field: "dimension sizes",
-            expected: header_len,
-            found: 4 + got,
-        });
-    }
-    let dims: Vec<u32> = raw_dims
-        .chunks_exact(4)
-        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-
-    // Check the item count before allocating anything for it. Zero sizes count as one here, so
-    // that "0 images of 2^32 x 2^32 pixels" is rejected too (ndarray could not even describe it).
-    let bound = dims
-        .iter()
-        .try_fold(1u64, |acc, &d| acc.checked_mul(d.max(1) as u64))
-        .ok_or_else(|| IdxError::DimsOverflow {
-            file: file.to_string(),
-            dims: dims.clone(),
-            cap: MAX_ITEMS,
-        })?;
-    if bound > MAX_ITEMS {
-        return Err(IdxError::TooLarge {
-            file: file.to_string(),
-            dims,
-            items: bound,
-            cap: MAX_ITEMS,
-        });
-    }
-    let items: u64 = dims.iter().map(|&d| d as u64).product();
-
-    // The buffer grows only as bytes arrive, so a lying header cannot make us allocate much.
-    let mut data = Vec::with_capacity(items.min(1 << 16) as usize);
-    (&mut reader)
-        .take(items)
-        .read_to_end(&mut data)
-        .map_err(map_err)?;
-    if (data.len() as u64) < items {
-        return Err(IdxError::TruncatedData {
-            file: file.to_string(),
-            dims,
-            expected: items,
-            found: data.len() as u64,
-        });
+    /// Parses header and data; returns the dimension sizes and the bytes.
+    fn parse<R: Read>(&self, reader: R, kind: Kind) -> Result<(Vec<u32>, Vec<u8>), IdxError> {
+        match sniff_gzip(reader).map_err(|e| self.read_error(e, false))? {
+            None => self.fail(|file| IdxError::Empty {
+                file,
+                expected: kind.name(),
+            }),
+            Some((true, stream)) => self.parse_stream(MultiGzDecoder::new(stream), kind, true),
+            Some((false, stream)) => self.parse_stream(stream, kind, false),
+        }
     }
 
-    // The stream must end here. Reading to the end also makes flate2 check the gzip CRC.
-    let extra = io::copy(&mut (&mut reader).take(MAX_ITEMS), &mut io::sink()).map_err(map_err)?;
-    if extra > 0 {
-        return Err(IdxError::TrailingBytes {
-            file: file.to_string(),
-            dims,
-            expected: items,
-            extra,
-        });
+    fn parse_stream<R: Read>(
+        &self,
+        mut reader: R,
+        kind: Kind,
+        gzip: bool,
+    ) -> Result<(Vec<u32>, Vec<u8>), IdxError> {
+        let dims = self.read_header(&mut reader, kind, gzip)?;
+        let items = self.checked_items(&dims)?;
+
+        // The buffer grows only as bytes arrive, so a lying header cannot make us allocate much.
+        let mut data = Vec::with_capacity(items.min(1 << 16) as usize);
+        (&mut reader)
+            .take(items)
+            .read_to_end(&mut data)
+            .map_err(|e| self.read_error(e, gzip))?;
+        if (data.len() as u64) < items {
+            return self.fail(|file| IdxError::TruncatedData {
+                file,
+                dims,
+                expected: items,
+                found: data.len() as u64,
+            });
+        }
+
+        // The stream must end here. Reading to the end also makes flate2 check the gzip CRC.
+        let extra = io::copy(&mut (&mut reader).take(MAX_ITEMS), &mut io::sink())
+            .map_err(|e| self.read_error(e, gzip))?;
+        if extra > 0 {
+            return self.fail(|file| IdxError::TrailingBytes {
+                file,
+                dims,
+                expected: items,
+                extra,
+            });
+        }
+        Ok((dims, data))
     }
-    Ok((dims, data))
+
+    /// Reads and checks the magic number (`0x00 0x00 TYPE NDIMS`), then the dimension sizes.
+    fn read_header<R: Read>(
+        &self,
+        reader: &mut R,
+        kind: Kind,
+        gzip: bool,
+    ) -> Result<Vec<u32>, IdxError> {
+        let ndims = kind.ndims();
+        let header_len = 4 + 4 * ndims as usize;
+        let mut magic = [0u8; 4];
+        let got = read_full(reader, &mut magic).map_err(|e| self.read_error(e, gzip))?;
+        if got < 4 {
+            return self.fail(|file| IdxError::TruncatedHeader {
+                file,
+                field: "magic number",
+                expected: header_len,
+                found: got,
+            });
+        }
+        if magic[0] != 0 || magic[1] != 0 {
+            return self.fail(|file| IdxError::BadMagic {
+                file,
+                expected: kind.magic(),
+                found: u32::from_be_bytes(magic),
+            });
+        }
+        if magic[2] != UNSIGNED_BYTE {
+            return self.fail(|file| IdxError::WrongDataType {
+                file,
+                expected: UNSIGNED_BYTE,
+                found: magic[2],
+            });
+        }
+        if magic[3] != ndims {
+            return self.fail(|file| IdxError::WrongDimensionCount {
+                file,
+                kind: kind.name(),
+                expected: ndims,
+                found: magic[3],
+            });
+        }
+
+        // Dimension sizes: at most 3 u32, read into a fixed array.
+        let mut raw_dims = [0u8; 12];
+        let raw_dims = &mut raw_dims[..4 * ndims as usize];
+        let got = read_full(reader, raw_dims).map_err(|e| self.read_error(e, gzip))?;
+        if got < raw_dims.len() {
+            return self.fail(|file| IdxError::TruncatedHeader {
+                file,
+                field: "dimension sizes",
+                expected: header_len,
+                found: 4 + got,
+            });
+        }
+        Ok(raw_dims
+            .chunks_exact(4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    }
+
+    /// The number of items the header promises, checked against [`MAX_ITEMS`] before anything is
+    /// allocated for them. Zero sizes count as one here, so that "0 images of 2^32 x 2^32
+    /// pixels" is rejected too (ndarray could not even describe it).
+    fn checked_items(&self, dims: &[u32]) -> Result<u64, IdxError> {
+        let Some(bound) = dims
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d.max(1) as u64))
+        else {
+            return self.fail(|file| IdxError::DimsOverflow {
+                file,
+                dims: dims.to_vec(),
+                cap: MAX_ITEMS,
+            });
+        };
+        if bound > MAX_ITEMS {
+            return self.fail(|file| IdxError::TooLarge {
+                file,
+                dims: dims.to_vec(),
+                items: bound,
+                cap: MAX_ITEMS,
+            });
+        }
+        Ok(dims.iter().map(|&d| d as u64).product())
+    }
 }
 
 /// Reads until `buf` is full or the stream ends; returns the number of bytes read.

@@ -4,9 +4,7 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use crate::dataset::{Dataset, DatasetKind};
-use crate::download::{ensure_dataset, DownloadOptions};
-use crate::error::Error;
+use crate::dataset::DatasetKind;
 
 /// Environment variable naming a data root that holds `mnist/` and `fashion-mnist/`.
 pub const DATA_DIR_ENV: &str = "LENET_DATA_DIR";
@@ -65,21 +63,6 @@ pub fn parse_mirrors(kind: DatasetKind, env_value: Option<&str>) -> Vec<String> 
             .iter()
             .map(|m| m.to_string())
             .collect(),
-    }
-}
-
-impl Dataset {
-    /// Loads `kind` from [`resolve_data_dir`]`(kind, data_dir_flag)`, first downloading any file
-    /// that is missing or fails its checksum ([`ensure_dataset`]). Files already there and
-    /// verified are not fetched, so this works offline once the data is in place.
-    pub fn load_or_download(
-        kind: DatasetKind,
-        data_dir_flag: Option<&Path>,
-        options: &DownloadOptions,
-    ) -> Result<Dataset, Error> {
-        let dir = resolve_data_dir(kind, data_dir_flag);
-        ensure_dataset(kind, &dir, options)?;
-        Ok(Dataset::load(kind, &dir)?)
     }
 }
 

@@ -6,7 +6,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,16 @@ enum Reply {
     Dropped { body: Vec<u8>, claimed: usize },
     /// Say nothing for this long, then close.
     StallBeforeHeaders(Duration),
+    /// Send the headers promising `claimed` bytes and `head`, wait until `open` is set, send
+    /// `rest`, then close.
+    Gated {
+        head: Vec<u8>,
+        rest: Vec<u8>,
+        claimed: usize,
+        open: Arc<AtomicBool>,
+    },
+    /// Send the headers and `body` one byte at a time, `every` apart.
+    Trickle { body: Vec<u8>, every: Duration },
     /// Send the headers and `body`, then say nothing for this long.
     StallInBody {
         body: Vec<u8>,
@@ -90,6 +100,34 @@ fn serve_one(mut stream: TcpStream, handler: &dyn Fn(&str) -> Reply, hits: &Atom
         Reply::StallBeforeHeaders(wait) => {
             std::thread::sleep(wait);
             Ok(())
+        }
+        Reply::Gated {
+            head,
+            rest,
+            claimed,
+            open,
+        } => {
+            let r = stream
+                .write_all(header("200 OK", claimed).as_bytes())
+                .and_then(|_| stream.write_all(&head))
+                .and_then(|_| stream.flush());
+            while !open.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            r.and_then(|_| stream.write_all(&rest))
+        }
+        Reply::Trickle { body, every } => {
+            let mut r = stream.write_all(header("200 OK", body.len()).as_bytes());
+            for byte in body {
+                r = r
+                    .and_then(|_| stream.write_all(&[byte]))
+                    .and_then(|_| stream.flush());
+                if r.is_err() {
+                    break;
+                }
+                std::thread::sleep(every);
+            }
+            r
         }
         Reply::StallInBody {
             body,
@@ -394,13 +432,12 @@ fn every_mirror_failing_names_each_one_and_how_to_recover() {
     assert!(msg.contains("HTTP 404"), "{msg}");
     assert!(msg.contains("HTTP 503"), "{msg}");
     assert!(msg.contains("Connection Failed"), "{msg}");
-    for hint in [
-        "--data-dir DIR",
-        "LENET_DATA_DIR",
-        "LENET_MIRRORS=url1,url2",
-    ] {
+    let folder = format!("put them in {}", dir.path().display());
+    for hint in [&folder, "LENET_DATA_DIR", "LENET_MIRRORS=url1,url2"] {
         assert!(msg.contains(hint), "hint {hint} missing from:\n{msg}");
     }
+    // Command-line flags are the CLI's to mention, not the library's.
+    assert!(!msg.contains("--data-dir"), "{msg}");
     // 503 is transient: retried (1 + 1 attempts); 404 is not.
     assert_eq!(broken.hits(), 2);
     assert_eq!(missing.hits(), 1);
@@ -479,4 +516,120 @@ fn an_unreachable_mirror_is_not_waited_on_again_for_the_next_files() {
         "{second:?}"
     );
     assert!(matches!(reports[1].status, FileStatus::Downloaded { .. }));
+}
+
+/// Waits (up to 10 s) until `ready` holds.
+fn wait_until(mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Issue 9, item 3: a second download of the same file into the same folder, interrupted after
+/// the first one finished, must not write into the file the first one verified.
+#[test]
+fn concurrent_downloads_of_one_file_do_not_corrupt_it() {
+    let f = files();
+    let name = &f.specs[0].name;
+    let good_body = gzip(&f.images);
+    let open = Arc::new(AtomicBool::new(false));
+    let gate = open.clone();
+    let slow = Server::start(move |_: &str| Reply::Gated {
+        head: b"XXXXXXXXXX".to_vec(),
+        rest: vec![b'Y'; 100],
+        claimed: 1000,
+        open: gate.clone(),
+    });
+    let good = Server::start(good_mirror(&f));
+    let dir = tempfile::tempdir().unwrap();
+    let one_file = |mirror: &str| {
+        let mut opts = options(&f, &[mirror]);
+        opts.files = Some(vec![f.specs[0].clone()]);
+        opts.retries = 0;
+        opts.with_timeouts(Duration::from_secs(5), Duration::from_secs(5))
+    };
+
+    // The slow download starts first and writes its first bytes into its partial file...
+    let (slow_dir, slow_opts) = (dir.path().to_path_buf(), one_file(&slow.base));
+    let slow_run =
+        std::thread::spawn(move || ensure_dataset(DatasetKind::Mnist, &slow_dir, &slow_opts));
+    wait_until(|| {
+        dir_entries(dir.path()).iter().any(|n| {
+            n.ends_with(".part")
+                && std::fs::metadata(dir.path().join(n)).is_ok_and(|m| m.len() >= 10)
+        })
+    });
+    // ...the second one completes meanwhile...
+    let reports = ensure_dataset(DatasetKind::Mnist, dir.path(), &one_file(&good.base)).unwrap();
+    assert!(matches!(reports[0].status, FileStatus::Downloaded { .. }));
+    // ...then the first receives more bytes and is cut off.
+    open.store(true, Ordering::SeqCst);
+    assert!(slow_run.join().unwrap().is_err());
+
+    assert_eq!(std::fs::read(dir.path().join(name)).unwrap(), good_body);
+    assert_eq!(dir_entries(dir.path()), [name.as_str()]);
+}
+
+/// Issue 9, item 4: a mirror trickling bytes (which the per-read timeout never catches) is
+/// given up after the throughput window, and the next mirror is used.
+#[test]
+fn a_trickling_mirror_is_given_up_for_the_next() {
+    let f = files();
+    let body = gzip(&f.images);
+    let trickle = Server::start(move |_: &str| Reply::Trickle {
+        body: body.clone(),
+        every: Duration::from_millis(50),
+    });
+    let good = Server::start(good_mirror(&f));
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts =
+        options(&f, &[&trickle.base, &good.base]).with_min_throughput(1024, Duration::from_secs(1));
+    opts.files = Some(vec![f.specs[0].clone()]);
+    let start = Instant::now();
+    let reports = ensure_dataset(DatasetKind::Mnist, dir.path(), &opts).unwrap();
+    let elapsed = start.elapsed();
+    let r = &reports[0];
+    assert!(matches!(&r.status, FileStatus::Downloaded { url, .. } if url.starts_with(&good.base)));
+    assert_eq!(r.failed_mirrors.len(), 1, "{:?}", r.failed_mirrors);
+    let reason = &r.failed_mirrors[0].reason;
+    assert!(
+        reason.contains("too slow") && reason.contains("1024 bytes/s"),
+        "{reason}"
+    );
+    // Given up after the 1 s window, not retried.
+    assert!(elapsed < Duration::from_secs(4), "took {elapsed:?}");
+    assert_eq!(trickle.hits(), 1);
+    assert_eq!(dir_entries(dir.path()), [f.specs[0].name.as_str()]);
+}
+
+/// Issue 9, item 4: a mirror fast enough for the throughput rule but still not done at the
+/// deadline is given up, and the next mirror is used.
+#[test]
+fn a_mirror_past_the_deadline_is_given_up_for_the_next() {
+    let f = files();
+    let body = gzip(&f.images);
+    // 20 bytes/s passes a 10 bytes/s rule, but the body takes longer than the 1.5 s deadline.
+    let slow = Server::start(move |_: &str| Reply::Trickle {
+        body: body.clone(),
+        every: Duration::from_millis(50),
+    });
+    let good = Server::start(good_mirror(&f));
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(&f, &[&slow.base, &good.base])
+        .with_min_throughput(10, Duration::from_millis(500))
+        .with_deadline(Duration::from_millis(1500));
+    opts.files = Some(vec![f.specs[0].clone()]);
+    let start = Instant::now();
+    let reports = ensure_dataset(DatasetKind::Mnist, dir.path(), &opts).unwrap();
+    let elapsed = start.elapsed();
+    let r = &reports[0];
+    assert!(matches!(&r.status, FileStatus::Downloaded { url, .. } if url.starts_with(&good.base)));
+    let reason = &r.failed_mirrors[0].reason;
+    assert!(reason.contains("deadline"), "{reason}");
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
 }

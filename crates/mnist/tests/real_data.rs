@@ -93,10 +93,11 @@ fn shared_files_match_the_checksum_table_without_network() {
 }
 
 #[test]
-fn load_or_download_with_a_data_dir_works_offline() {
+fn a_data_dir_with_every_file_loads_offline() {
     let Some(root) = data_root() else { return };
-    let dir = root.join("mnist");
-    let ds = Dataset::load_or_download(DatasetKind::Mnist, Some(&dir), &offline()).unwrap();
+    let dir = mnist::resolve_data_dir(DatasetKind::Mnist, Some(&root.join("mnist")));
+    ensure_dataset(DatasetKind::Mnist, &dir, &offline()).unwrap();
+    let ds = Dataset::load(DatasetKind::Mnist, &dir).unwrap();
     assert_eq!(ds.kind, DatasetKind::Mnist);
     assert_eq!(ds.test.len(), 10_000);
 }
