@@ -24,6 +24,14 @@ fn all_present(kind: DatasetKind, dir: &Path) -> bool {
         .all(|f| mnist::locate_file(dir, &f.name).exists())
 }
 
+/// Downloads and verifies the files of `kind` missing from `dir`. The library's error names the
+/// dataset, the folder and every mirror tried; the command line adds its own way out.
+pub fn fetch(kind: DatasetKind, dir: &Path) -> Result<Vec<mnist::FileReport>> {
+    mnist::ensure_dataset(kind, dir, &DownloadOptions::default()).map_err(|e| {
+        anyhow::anyhow!("{e}\n  or pass --data-dir DIR (the folder holding the four files)")
+    })
+}
+
 /// The folder of `kind` after making sure its files are there: files already present are used
 /// as they are (the strict IDX reader checks them when they are read); if any is missing, the
 /// missing ones are downloaded from the mirrors and verified against their SHA-256.
@@ -35,8 +43,7 @@ pub fn ensure(kind: DatasetKind, data_dir: Option<&Path>) -> Result<PathBuf> {
             kind.display_name(),
             dir.display()
         );
-        // The error names the dataset, the folder and every mirror tried: nothing to add.
-        mnist::ensure_dataset(kind, &dir, &DownloadOptions::default())?;
+        fetch(kind, &dir)?;
     }
     Ok(dir)
 }

@@ -1,7 +1,7 @@
 //! `lenet download`: fetch a dataset from the mirrors and verify every file's SHA-256.
 
 use anyhow::Result;
-use mnist::{DownloadOptions, FileStatus};
+use mnist::FileStatus;
 
 use crate::args::{DataArgs, DatasetArg};
 use crate::{data, outln};
@@ -10,8 +10,7 @@ use crate::{data, outln};
 pub fn run(args: &DataArgs) -> Result<()> {
     let kind = data::kind(args.dataset.unwrap_or(DatasetArg::Mnist));
     let dir = mnist::resolve_data_dir(kind, args.data_dir.as_deref());
-    // The error names the dataset, the folder and every mirror tried: nothing to add.
-    let reports = mnist::ensure_dataset(kind, &dir, &DownloadOptions::default())?;
+    let reports = data::fetch(kind, &dir)?;
     for r in &reports {
         for f in &r.failed_mirrors {
             eprintln!("warning: {}: {} failed: {}", r.name, f.url, f.reason);

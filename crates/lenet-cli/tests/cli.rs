@@ -206,6 +206,10 @@ fn missing_data_dir_is_a_clear_error() {
         stderr.contains("127.0.0.1"),
         "names the mirror it tried: {stderr}"
     );
+    assert!(
+        stderr.contains("or pass --data-dir DIR"),
+        "says how to use local files: {stderr}"
+    );
     // Nothing half-downloaded is left behind.
     let leftovers: Vec<_> = std::fs::read_dir(&dir)
         .map(|d| d.collect())
