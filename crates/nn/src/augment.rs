@@ -486,10 +486,7 @@ mod tests {
             .windows(2)
             .map(|w| (w[1] - w[0]).abs())
             .fold(0.0, f32::max);
-        assert!(
-            step < 0.8 * rms,
-            "neighbours differ by {step}, rms {rms}"
-        );
+        assert!(step < 0.8 * rms, "neighbours differ by {step}, rms {rms}");
     }
 
     #[test]
