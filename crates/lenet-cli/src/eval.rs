@@ -1,22 +1,26 @@
-//! `lenet eval`: test accuracy, confusion matrix and speed of saved weights.
+//! `lenet eval`: test accuracy, confusion matrix and speed of saved weights (or of the model
+//! built into the binary when `--model` is absent).
 
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use mnist::DatasetKind;
-use nn::LeNet5;
 
 use crate::args::EvalArgs;
+use crate::builtin::{self, keys};
 use crate::confusion::Confusion;
 use crate::data::{self, SplitSource};
 use crate::{model_file, outln};
 
 /// Runs `lenet eval`.
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let mut model = LeNet5::from_weights_file(&args.model)
-        .with_context(|| format!("cannot load the model {}", args.model.display()))?;
-    let assumed = dataset(args);
+    let (mut model, recorded) = builtin::model_or_builtin(args.model.as_deref())?;
+    // The dataset: the flag, else the one the model was trained on, else MNIST.
+    let assumed = match args.data.dataset {
+        Some(d) => data::kind(d),
+        None => recorded.unwrap_or(DatasetKind::Mnist),
+    };
     let test = data::load_test(assumed, args.data.data_dir.as_deref())?;
     let dir = mnist::resolve_data_dir(assumed, args.data.data_dir.as_deref());
     anyhow::ensure!(
@@ -24,7 +28,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         "the test set in {} has no images: nothing to evaluate",
         dir.display()
     );
-    let kind = actual_dataset(args, assumed, &dir);
+    let kind = actual_dataset(args, recorded, assumed, &dir);
     // Only the forward passes are timed: the data is already in memory.
     let started = Instant::now();
     let eval = nn::evaluate(&mut model, &SplitSource(&test), 1000);
@@ -39,6 +43,15 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         json["images_per_second"] = images_per_second.round().into();
         outln!("{json}")?;
     } else {
+        if args.model.is_none() {
+            let info = builtin::info();
+            outln!(
+                "built-in model: `{}` (seed {}, commit {})",
+                info.command,
+                info.seed,
+                info.commit
+            )?;
+        }
         outln!(
             "{} test set: accuracy {:.2}% ({}/{}), loss {:.4}, {:.0} images/s",
             kind.display_name(),
@@ -51,21 +64,27 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         outln!()?;
         outln!("{}", confusion.to_table(&names).trim_end_matches('\n'))?;
     }
+    if let (Some(notes), Some(path)) = (&args.record, &args.model) {
+        let mut entries = notes.clone();
+        entries.push((keys::TEST_ACCURACY.into(), format!("{:.4}", eval.accuracy)));
+        entries.push((
+            keys::TEST_CORRECT.into(),
+            format!("{}/{}", eval.correct, eval.total),
+        ));
+        model_file::record_metadata(path, &entries)?;
+    }
     Ok(())
 }
 
-/// The dataset to read: `--dataset`, else the one recorded in the model file, else MNIST.
-fn dataset(args: &EvalArgs) -> DatasetKind {
-    match args.data.dataset {
-        Some(d) => data::kind(d),
-        None => model_file::recorded_dataset(&args.model).unwrap_or(DatasetKind::Mnist),
-    }
-}
-
 /// The dataset the files in `dir` really are (recognised by checksum, else `assumed`), with a
-/// warning when it is not the one assumed or not the one the model was trained on: evaluating
-/// on another dataset is allowed, and the output names the data actually evaluated.
-fn actual_dataset(args: &EvalArgs, assumed: DatasetKind, dir: &Path) -> DatasetKind {
+/// warning when it is not the one assumed or not the one the model was trained on (`recorded`):
+/// evaluating on another dataset is allowed, and the output names the data actually evaluated.
+fn actual_dataset(
+    args: &EvalArgs,
+    recorded: Option<DatasetKind>,
+    assumed: DatasetKind,
+    dir: &Path,
+) -> DatasetKind {
     let kind = data::identify_test_set(dir).unwrap_or(assumed);
     if kind != assumed {
         eprintln!(
@@ -75,11 +94,13 @@ fn actual_dataset(args: &EvalArgs, assumed: DatasetKind, dir: &Path) -> DatasetK
             assumed.display_name()
         );
     }
-    let recorded = model_file::recorded_dataset(&args.model);
     if let Some(trained) = recorded.filter(|&r| r != kind) {
+        let model = match &args.model {
+            Some(path) => path.display().to_string(),
+            None => "the built-in model".to_string(),
+        };
         eprintln!(
-            "warning: {} was trained on {}, evaluated here on {}",
-            args.model.display(),
+            "warning: {model} was trained on {}, evaluated here on {}",
             trained.display_name(),
             kind.display_name()
         );

@@ -3,10 +3,12 @@
 //! One file per concept: `args` (the command line), `data` (finding and adapting the data),
 //! `train`, `eval`, `predict`, `download` (the subcommands), `report` (progress bar and epoch
 //! lines), `metrics` (JSONL), `plot` (SVG), `confusion` (the matrix), `preprocess` (photos to
-//! MNIST-style 28×28 images), `model_file` (the dataset recorded in a weights file), `out`
-//! (printing without panicking) and `limits` (thread, memory and kernel checks).
+//! MNIST-style 28×28 images), `model_file` (the dataset recorded in a weights file), `builtin`
+//! (the model built into the binary), `out` (printing without panicking) and `limits` (thread,
+//! memory and kernel checks).
 
 mod args;
+mod builtin;
 mod confusion;
 mod data;
 mod download;
