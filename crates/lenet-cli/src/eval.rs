@@ -37,5 +37,9 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         println!();
         print!("{}", confusion.to_table(&names));
     }
+    if let Some(png) = &args.png {
+        crate::visualize::confusion_png(&confusion, png)?;
+        eprintln!("wrote the confusion matrix to {}", png.display());
+    }
     Ok(())
 }

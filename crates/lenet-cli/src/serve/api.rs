@@ -1,0 +1,318 @@
+//! The JSON API: `POST /api/predict`, `GET /api/model`, and the JSON errors.
+//!
+//! An upload is checked in this order, each failure a 4xx with `{"error": "..."}`: its body at
+//! most [`MAX_BODY`] bytes (413, from Content-Length before reading, else while reading), its
+//! Content-Type `image/png` or `image/jpeg` (415), then the image is prepared exactly as
+//! `lenet predict` prepares a file (see [`prepare`]).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use ndarray::{Array4, ArrayView1, ArrayView2, ArrayView3};
+use serde_json::{json, Value};
+
+use crate::model_source::LoadedModel;
+use crate::preprocess;
+
+/// Largest accepted request body: 2 MB.
+pub const MAX_BODY: usize = 2 * 1024 * 1024;
+
+/// What the handlers share: the model and its precomputed description.
+#[derive(Debug)]
+pub struct AppState {
+    loaded: LoadedModel,
+    /// The `GET /api/model` answer, built once.
+    model_json: Value,
+}
+
+impl AppState {
+    /// Wraps a loaded model.
+    pub fn new(loaded: LoadedModel) -> AppState {
+        let model_json = describe(&loaded);
+        AppState { loaded, model_json }
+    }
+}
+
+/// An error answer: a status and a message, sent as `{"error": message}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The HTTP status (always 4xx or 5xx).
+    pub status: StatusCode,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+/// `POST /api/predict`. The body limit is the router's `DefaultBodyLimit` of [`MAX_BODY`]: a
+/// larger body (by its Content-Length, or once that many bytes have come) is a 413 rejection.
+pub async fn predict(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if let Err(err) = check_content_type(headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes())) {
+        return err.into_response();
+    }
+    let bytes = match body {
+        Ok(bytes) => bytes,
+        Err(rejection) => {
+            let message = match rejection.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => {
+                    format!("the body is larger than the limit of {MAX_BODY} bytes")
+                }
+                _ => format!("cannot read the body: {}", rejection.body_text()),
+            };
+            return ApiError::new(rejection.status(), message).into_response();
+        }
+    };
+    let job = tokio::task::spawn_blocking(move || predict_bytes(&state, &bytes));
+    match job.await {
+        Ok(Ok(answer)) => Json(answer).into_response(),
+        Ok(Err(err)) => err.into_response(),
+        Err(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the prediction failed")
+            .into_response(),
+    }
+}
+
+/// The Content-Type must be `image/png` or `image/jpeg` (parameters after `;` are ignored).
+pub fn check_content_type(value: Option<&[u8]>) -> Result<(), ApiError> {
+    let unsupported = |found: &str| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type must be image/png or image/jpeg, found {found}"),
+        )
+    };
+    let Some(value) = value else {
+        return Err(unsupported("none"));
+    };
+    let text = String::from_utf8_lossy(value);
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "image/png" | "image/jpeg" => Ok(()),
+        _ => Err(unsupported(&format!("{text:?}"))),
+    }
+}
+
+/// The whole prediction for one uploaded image (the body, already size-checked).
+pub fn predict_bytes(state: &AppState, bytes: &[u8]) -> Result<Value, ApiError> {
+    let digit = prepare(bytes)?;
+    let input = preprocess::to_input(&digit);
+    let x = Array4::from_shape_vec((1, 1, 28, 28), input).expect("28×28 input");
+    let out = nn::inspect::activations(&state.loaded.model, x.view());
+    let probabilities = nn::softmax(out.logits.view());
+    let p = probabilities.row(0);
+    let prediction = nn::argmax(p.iter().copied());
+    Ok(json!({
+        "prediction": prediction,
+        "label": state.loaded.class_names()[prediction],
+        "probabilities": p.to_vec(),
+        "input": rows(x.slice(ndarray::s![0, 0, .., ..])),
+        "layers": {
+            "conv1": maps(out.conv1.index_axis(ndarray::Axis(0), 0)),
+            "pool1": maps(out.pool1.index_axis(ndarray::Axis(0), 0)),
+            "conv2": maps(out.conv2.index_axis(ndarray::Axis(0), 0)),
+            "pool2": maps(out.pool2.index_axis(ndarray::Axis(0), 0)),
+            "fc1": strip(out.fc1.row(0)),
+            "fc2": strip(out.fc2.row(0)),
+            "logits": strip(out.logits.row(0)),
+        },
+    }))
+}
+
+/// Decodes and prepares an uploaded image as `lenet predict` does.
+// TODO(merge model): the typed bytes entry of `preprocess` replaces this.
+fn prepare(bytes: &[u8]) -> Result<image::GrayImage, ApiError> {
+    let img = image::load_from_memory(bytes)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("cannot decode: {e}")))?;
+    preprocess::to_mnist(&img.to_luma8())
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")))
+}
+
+/// `[c][h][w]` nested lists.
+fn maps(a: ArrayView3<'_, f32>) -> Vec<Vec<Vec<f32>>> {
+    a.outer_iter().map(rows).collect()
+}
+
+/// `[h][w]` nested lists.
+fn rows(a: ArrayView2<'_, f32>) -> Vec<Vec<f32>> {
+    a.outer_iter().map(|row| row.to_vec()).collect()
+}
+
+fn strip(a: ArrayView1<'_, f32>) -> Vec<f32> {
+    a.to_vec()
+}
+
+/// `GET /api/model`.
+pub async fn model(State(state): State<Arc<AppState>>) -> Response {
+    Json(state.model_json.clone()).into_response()
+}
+
+/// The `GET /api/model` answer.
+fn describe(loaded: &LoadedModel) -> Value {
+    let config = loaded.model.config();
+    let table = nn::inspect::layer_table(&config);
+    let filters = |name: &str| {
+        let p = loaded.model.param(name).expect("LeNet5 has conv weights");
+        let (k, c) = (p.shape[0], p.shape[1]);
+        let w = ndarray::ArrayView4::from_shape((k, c, 5, 5), p.value).expect("5×5 kernels");
+        w.outer_iter().map(|f| maps(f)).collect::<Vec<_>>()
+    };
+    json!({
+        "source": loaded.source,
+        "dataset": loaded.dataset.map(|d| d.display_name()),
+        "classes": loaded.class_names(),
+        "accuracy": loaded.accuracy,
+        "config": config,
+        "layers": table,
+        "total_params": table.iter().map(|r| r.params).sum::<usize>(),
+        "total_flops": table.iter().map(|r| r.flops).sum::<u64>(),
+        "flops_note": "FLOPs per image = 2 × multiply-accumulates of the convolutions and linear \
+                       layers (biases, activations and pooling are not counted)",
+        "filters": { "conv1": filters("conv1.weight"), "conv2": filters("conv2.weight") },
+    })
+}
+
+/// Unknown paths.
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no such path: {}", uri.path()),
+    )
+}
+
+/// Known paths with the wrong method.
+pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rand::SeedableRng;
+
+    fn state() -> &'static AppState {
+        static STATE: std::sync::OnceLock<AppState> = std::sync::OnceLock::new();
+        STATE.get_or_init(|| {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+            AppState::new(LoadedModel {
+                model: nn::LeNet5::new(nn::LeNet5Config::default(), &mut rng),
+                source: "random weights".into(),
+                dataset: None,
+                accuracy: None,
+            })
+        })
+    }
+
+    /// A small valid image of a stroke, as PNG or JPEG.
+    fn valid(format: image::ImageFormat) -> Vec<u8> {
+        let img = image::GrayImage::from_fn(40, 32, |x, y| {
+            image::Luma([if (14..20).contains(&x) && (4..28).contains(&y) {
+                0
+            } else {
+                255
+            }])
+        });
+        let mut bytes = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut bytes), format)
+            .unwrap();
+        bytes
+    }
+
+    /// The answer must be a prediction or a client error: never a panic, never a 5xx.
+    fn check(bytes: &[u8]) -> Result<(), TestCaseError> {
+        match predict_bytes(state(), bytes) {
+            Ok(answer) => {
+                let p = answer["probabilities"].as_array().unwrap();
+                prop_assert_eq!(p.len(), 10);
+            }
+            Err(err) => {
+                prop_assert!(err.status.is_client_error(), "{:?}", err);
+                prop_assert!(!err.message.is_empty());
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_valid_upload_is_answered() {
+        for format in [image::ImageFormat::Png, image::ImageFormat::Jpeg] {
+            let answer = predict_bytes(state(), &valid(format)).unwrap();
+            assert_eq!(answer["input"].as_array().unwrap().len(), 28);
+            assert_eq!(answer["layers"]["conv2"].as_array().unwrap().len(), 16);
+        }
+    }
+
+    #[test]
+    fn content_types() {
+        assert!(check_content_type(Some(b"image/png")).is_ok());
+        assert!(check_content_type(Some(b"IMAGE/JPEG; charset=binary")).is_ok());
+        for bad in [&b"text/plain"[..], b"image/gif", b"", b"\xff\xfe"] {
+            assert_eq!(
+                check_content_type(Some(bad)).unwrap_err().status,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            );
+        }
+        assert!(check_content_type(None).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_bodies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            check(&bytes)?;
+        }
+
+        #[test]
+        fn mutated_images_never_panic(
+            jpeg in any::<bool>(),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..12),
+            cut in any::<prop::sample::Index>(),
+            truncate in any::<bool>(),
+        ) {
+            let format = if jpeg { image::ImageFormat::Jpeg } else { image::ImageFormat::Png };
+            let mut bytes = valid(format);
+            for (at, value) in flips {
+                let i = at.index(bytes.len());
+                bytes[i] = value;
+            }
+            if truncate {
+                bytes.truncate(cut.index(bytes.len()));
+            }
+            check(&bytes)?;
+        }
+
+        #[test]
+        fn any_content_type_is_checked_without_panic(value in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = check_content_type(Some(&value));
+        }
+    }
+}
