@@ -238,19 +238,21 @@ impl Browser {
             .unwrap()
     }
 
-    /// For each picture block (`[data-layer]`) in `#maps` and `#filters`: whether all of its
-    /// canvases hold more than one colour (drawn, not blank).
+    /// For each picture block (`[data-layer]`) in `#maps` and `#filters`: whether every one of
+    /// its canvases is painted (opaque) and some hold more than one colour (drawn, not blank; a
+    /// single map may be uniform, e.g. all zero after ReLU).
     fn pictures_drawn(&self) -> Value {
         self.script(
             "const out = {};
              for (const block of document.querySelectorAll('#maps [data-layer], #filters [data-layer]')) {
                const canvases = [...block.querySelectorAll('canvas')];
-               out[block.dataset.layer] = canvases.length > 0 && canvases.every((c) => {
-                 const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+               const pixels = canvases.map((c) => c.getContext('2d').getImageData(0, 0, c.width, c.height).data);
+               const varied = (d) => {
                  for (let i = 4; i < d.length; i += 4)
                    if (d[i] !== d[0] || d[i + 1] !== d[1] || d[i + 2] !== d[2]) return true;
                  return false;
-               });
+               };
+               out[block.dataset.layer] = pixels.length > 0 && pixels.every((d) => d[3] === 255) && pixels.some(varied);
              }
              return out;",
         )
@@ -263,6 +265,21 @@ impl Browser {
             .unwrap();
         std::fs::write(path, png).unwrap();
         println!("screenshot: {}", path.display());
+    }
+}
+
+impl Browser {
+    /// A screenshot of the whole page at `width` CSS pixels (the viewport made as tall as the
+    /// page), for looking at what lies below the fold.
+    fn full_page_screenshot(&self, width: u64, mobile: bool, path: &Path) {
+        let height = self
+            .script("return document.documentElement.scrollHeight")
+            .as_u64()
+            .unwrap();
+        let metrics =
+            json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile});
+        self.cdp("Emulation.setDeviceMetricsOverride", metrics);
+        self.screenshot(path);
     }
 }
 
@@ -304,7 +321,7 @@ fn check_digit(browser: &Browser, kind: &str, strokes: &[&[(i64, i64)]], digit: 
 #[test]
 fn draw_digits_in_headless_chromium() {
     let started = Instant::now();
-    let server = Server::start(None);
+    let server = Server::start(Some(Path::new("/tmp/serve-dev/model.safetensors"))); // DEV
     let browser = Browser::start();
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
     std::fs::create_dir_all(&dir).unwrap();
@@ -322,6 +339,7 @@ fn draw_digits_in_headless_chromium() {
         json!({}),
     );
     check_digit(&browser, "pen", SEVEN, "7", &dir.join("seven-1280x800.png"));
+    browser.full_page_screenshot(1280, false, &dir.join("seven-1280-full.png"));
 
     // A phone: 390×844 CSS pixels, drawn with a finger.
     browser.cdp(
@@ -344,5 +362,6 @@ fn draw_digits_in_headless_chromium() {
         "7",
         &dir.join("seven-390x844.png"),
     );
+    browser.full_page_screenshot(390, true, &dir.join("seven-390-full.png"));
     println!("browser test took {:.1} s", started.elapsed().as_secs_f64());
 }

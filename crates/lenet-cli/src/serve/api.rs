@@ -13,7 +13,8 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use ndarray::{Array4, ArrayView1, ArrayView2, ArrayView3};
+use ndarray::{Array4, ArrayView2, ArrayView3, Axis};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::model_source::LoadedModel;
@@ -117,30 +118,64 @@ pub fn check_content_type(value: Option<&[u8]>) -> Result<(), ApiError> {
     }
 }
 
+/// The `POST /api/predict` answer. Numbers are f32, printed in their shortest form.
+#[derive(Debug, Serialize)]
+pub struct Prediction {
+    /// The most probable class.
+    pub prediction: usize,
+    /// Its name (the digit, or the garment for Fashion-MNIST).
+    pub label: String,
+    /// Softmax of the logits, one per class.
+    pub probabilities: Vec<f32>,
+    /// The 28×28 image the network received, rows of values in [0, 1].
+    pub input: Vec<Vec<f32>>,
+    /// Every layer's output for this image.
+    pub layers: Layers,
+}
+
+/// Layer outputs of one image: maps as `[channel][row][column]`, vectors as lists.
+#[derive(Debug, Serialize)]
+pub struct Layers {
+    /// After conv1 and its activation, `[c1][28][28]`.
+    pub conv1: Vec<Vec<Vec<f32>>>,
+    /// After the first pooling, `[c1][14][14]`.
+    pub pool1: Vec<Vec<Vec<f32>>>,
+    /// After conv2 and its activation, `[c2][10][10]`.
+    pub conv2: Vec<Vec<Vec<f32>>>,
+    /// After the second pooling, `[c2][5][5]`.
+    pub pool2: Vec<Vec<Vec<f32>>>,
+    /// After fc1 and its activation, 120 values.
+    pub fc1: Vec<f32>,
+    /// After fc2 and its activation, 84 values.
+    pub fc2: Vec<f32>,
+    /// fc3's output, the logits.
+    pub logits: Vec<f32>,
+}
+
 /// The whole prediction for one uploaded image (the body, already size-checked).
-pub fn predict_bytes(state: &AppState, bytes: &[u8]) -> Result<Value, ApiError> {
+pub fn predict_bytes(state: &AppState, bytes: &[u8]) -> Result<Prediction, ApiError> {
     let digit = prepare(bytes)?;
-    let input = preprocess::to_input(&digit);
-    let x = Array4::from_shape_vec((1, 1, 28, 28), input).expect("28×28 input");
+    let x =
+        Array4::from_shape_vec((1, 1, 28, 28), preprocess::to_input(&digit)).expect("28×28 input");
     let out = nn::inspect::activations(&state.loaded.model, x.view());
-    let probabilities = nn::softmax(out.logits.view());
-    let p = probabilities.row(0);
-    let prediction = nn::argmax(p.iter().copied());
-    Ok(json!({
-        "prediction": prediction,
-        "label": state.loaded.class_names()[prediction],
-        "probabilities": p.to_vec(),
-        "input": rows(x.slice(ndarray::s![0, 0, .., ..])),
-        "layers": {
-            "conv1": maps(out.conv1.index_axis(ndarray::Axis(0), 0)),
-            "pool1": maps(out.pool1.index_axis(ndarray::Axis(0), 0)),
-            "conv2": maps(out.conv2.index_axis(ndarray::Axis(0), 0)),
-            "pool2": maps(out.pool2.index_axis(ndarray::Axis(0), 0)),
-            "fc1": strip(out.fc1.row(0)),
-            "fc2": strip(out.fc2.row(0)),
-            "logits": strip(out.logits.row(0)),
+    let probabilities = nn::softmax(out.logits.view()).row(0).to_vec();
+    let prediction = nn::argmax(probabilities.iter().copied());
+    let first = |a: &ndarray::Array4<f32>| maps(a.index_axis(Axis(0), 0));
+    Ok(Prediction {
+        prediction,
+        label: state.loaded.class_names()[prediction].clone(),
+        probabilities,
+        input: rows(x.slice(ndarray::s![0, 0, .., ..])),
+        layers: Layers {
+            conv1: first(&out.conv1),
+            pool1: first(&out.pool1),
+            conv2: first(&out.conv2),
+            pool2: first(&out.pool2),
+            fc1: out.fc1.row(0).to_vec(),
+            fc2: out.fc2.row(0).to_vec(),
+            logits: out.logits.row(0).to_vec(),
         },
-    }))
+    })
 }
 
 /// Decodes and prepares an uploaded image as `lenet predict` does.
@@ -160,10 +195,6 @@ fn maps(a: ArrayView3<'_, f32>) -> Vec<Vec<Vec<f32>>> {
 /// `[h][w]` nested lists.
 fn rows(a: ArrayView2<'_, f32>) -> Vec<Vec<f32>> {
     a.outer_iter().map(|row| row.to_vec()).collect()
-}
-
-fn strip(a: ArrayView1<'_, f32>) -> Vec<f32> {
-    a.to_vec()
 }
 
 /// `GET /api/model`.
@@ -250,8 +281,7 @@ mod tests {
     fn check(bytes: &[u8]) -> Result<(), TestCaseError> {
         match predict_bytes(state(), bytes) {
             Ok(answer) => {
-                let p = answer["probabilities"].as_array().unwrap();
-                prop_assert_eq!(p.len(), 10);
+                prop_assert_eq!(answer.probabilities.len(), 10);
             }
             Err(err) => {
                 prop_assert!(err.status.is_client_error(), "{:?}", err);
@@ -265,8 +295,9 @@ mod tests {
     fn a_valid_upload_is_answered() {
         for format in [image::ImageFormat::Png, image::ImageFormat::Jpeg] {
             let answer = predict_bytes(state(), &valid(format)).unwrap();
-            assert_eq!(answer["input"].as_array().unwrap().len(), 28);
-            assert_eq!(answer["layers"]["conv2"].as_array().unwrap().len(), 16);
+            assert_eq!(answer.input.len(), 28);
+            assert_eq!(answer.layers.conv2.len(), 16);
+            assert_eq!(answer.layers.fc1.len(), 120);
         }
     }
 

@@ -82,7 +82,7 @@ function drawMaps(parent, key, caption, maps, preferred) {
   const scale = colourScale(flat(maps));
   const n = maps.length, gap = 4;
   const room = Math.floor((parent.clientWidth - gap * (n - 1)) / n);
-  const size = Math.max(36, Math.min(preferred, room));
+  const size = Math.max(32, Math.min(preferred, room));
   for (const m of maps) {
     const c = heatCanvas(m.length, m[0].length, flat(m), scale.colour);
     c.style.width = c.style.height = `${size}px`;
@@ -142,8 +142,8 @@ function render(r) {
   const maps = $("maps"), L = r.layers;
   drawMaps(maps, "conv1", `conv1 output after ${act} — ${shape(L.conv1)}`, L.conv1, 84);
   drawMaps(maps, "pool1", `pool1 output (${pool}) — ${shape(L.pool1)}`, L.pool1, 56);
-  drawMaps(maps, "conv2", `conv2 output after ${act} — ${shape(L.conv2)}`, L.conv2, 50);
-  drawMaps(maps, "pool2", `pool2 output (${pool}) — ${shape(L.pool2)}`, L.pool2, 40);
+  drawMaps(maps, "conv2", `conv2 output after ${act} — ${shape(L.conv2)}`, L.conv2, 48);
+  drawMaps(maps, "pool2", `pool2 output (${pool}) — ${shape(L.pool2)}`, L.pool2, 36);
   drawStrip(maps, "fc1", `fc1 output after ${act} — ${L.fc1.length} values`, L.fc1);
   drawStrip(maps, "fc2", `fc2 output after ${act} — ${L.fc2.length} values`, L.fc2);
   drawStrip(maps, "logits", `fc3 output (logits) — ${L.logits.length} values, one per class`, L.logits);
@@ -291,7 +291,7 @@ function describeModel(m) {
   drawMaps(f, "w1", `conv1 filters — ${w1.length} × ${w1[0].length} × 5 × 5 (red positive, blue negative)`,
     w1.map((x) => x[0]), 56);
   drawFilterBank(f, "w2", `conv2 filters — ${w2.length} × ${w2[0].length} × 5 × 5: one column per output ` +
-    `channel, one row per input channel`, w2, 5);
+    `channel, one row per input channel`, w2, 6);
   layerTable(m);
 }
 
