@@ -1,6 +1,6 @@
 //! `lenet predict`: the top-3 classes of each image, with probabilities.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use ndarray::{Array4, Axis};
 use nn::LeNet5;
 
@@ -10,7 +10,8 @@ use crate::{model_file, preprocess};
 /// How many classes to show per image.
 const TOP: usize = 3;
 
-/// Runs `lenet predict`.
+/// Runs `lenet predict`: one line per readable image; the unreadable ones are reported on
+/// stderr as they come, and make the command fail once every image has been tried.
 pub fn run(args: &PredictArgs) -> Result<()> {
     let mut model = LeNet5::from_weights_file(&args.model)
         .with_context(|| format!("cannot load the model {}", args.model.display()))?;
@@ -18,21 +19,40 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         Some(kind) => kind.class_names().iter().map(|s| s.to_string()).collect(),
         None => (0..nn::NUM_CLASSES).map(|d| d.to_string()).collect(),
     };
-    // Every image is read and prepared first, so that a bad file fails before any output.
-    let mut batch = Array4::<f32>::zeros((args.images.len(), 1, 28, 28));
-    for (path, mut slot) in args.images.iter().zip(batch.axis_iter_mut(Axis(0))) {
-        let digit = preprocess::load_digit(path)?;
-        for (o, v) in slot.iter_mut().zip(preprocess::to_input(&digit)) {
+    let inputs: Vec<Result<Vec<f32>>> = args
+        .images
+        .iter()
+        .map(|path| preprocess::load_digit(path).map(|d| preprocess::to_input(&d)))
+        .collect();
+    let good: Vec<&Vec<f32>> = inputs.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let mut batch = Array4::<f32>::zeros((good.len(), 1, 28, 28));
+    for (input, mut slot) in good.iter().zip(batch.axis_iter_mut(Axis(0))) {
+        for (o, &v) in slot.iter_mut().zip(input.iter()) {
             *o = v;
         }
     }
     let probabilities = nn::softmax(model.forward_inference(batch.view()));
-    for (path, p) in args.images.iter().zip(probabilities.rows()) {
-        let line: Vec<String> = top_k(p.as_slice().expect("softmax rows are contiguous"), TOP)
-            .into_iter()
-            .map(|c| format!("{} ({:.2}%)", names[c], 100.0 * p[c]))
-            .collect();
-        println!("{}: {}", path.display(), line.join("  "));
+    let mut rows = probabilities.rows().into_iter();
+    let mut failed = 0;
+    for (path, input) in args.images.iter().zip(&inputs) {
+        match input {
+            Ok(_) => {
+                let p = rows.next().expect("one row per readable image");
+                let p = p.as_slice().expect("softmax rows are contiguous");
+                let line: Vec<String> = top_k(p, TOP)
+                    .into_iter()
+                    .map(|c| format!("{} ({:.2}%)", names[c], 100.0 * p[c]))
+                    .collect();
+                println!("{}: {}", path.display(), line.join("  "));
+            }
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} images could not be read", args.images.len());
     }
     Ok(())
 }

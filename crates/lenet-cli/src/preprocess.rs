@@ -1,12 +1,20 @@
 //! Turns a photo or drawing of one digit into a 28×28 MNIST-style image, the way MNIST itself was
 //! made (LeCun et al.): white ink on black, the digit scaled to fit a 20×20 box keeping its aspect
 //! ratio, then placed so that its centre of mass is the centre of the 28×28 field.
+//!
+//! The entry points take the encoded file as bytes, so that `lenet predict` (files) and
+//! `lenet serve` (uploads) share them: [`decode_image`] checks and decodes a PNG or JPEG,
+//! [`prepare_digit`] also makes the 28×28 image, and [`digit_input`] gives the network's 784
+//! inputs. Their [`ImageError`] tells the kinds of bad input apart (unknown format, too large,
+//! corrupt, no digit), so that a server can map each to an HTTP status.
 
+use std::fmt;
+use std::io::{Cursor, Read};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use image::imageops::{self, FilterType};
-use image::{GrayImage, Luma};
+use image::{DynamicImage, GrayImage, ImageFormat, ImageReader, Limits, Luma};
 
 /// Side of the output image.
 pub const SIZE: u32 = 28;
@@ -15,21 +23,133 @@ const FIT: u32 = 20;
 /// After contrast stretching, pixels above this (of 255) count as ink for the bounding box; the
 /// margin keeps JPEG noise and paper texture out of the box.
 const INK_THRESHOLD: u8 = 40;
+/// Largest accepted width and height, in pixels, read from the header before any pixel is decoded.
+pub const MAX_SIDE: u32 = 4096;
+/// Most bytes the decoder may allocate: a `MAX_SIDE`² RGBA image with 16-bit channels.
+const MAX_ALLOC: u64 = MAX_SIDE as u64 * MAX_SIDE as u64 * 8;
+/// Largest image file `load_digit` reads.
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
 
-/// Reads a PNG or JPEG file and prepares it with [`to_mnist`].
+/// Why bytes could not be turned into a digit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageError {
+    /// Neither PNG nor JPEG.
+    UnknownFormat,
+    /// The header claims more than [`MAX_SIDE`] pixels along a side; nothing was decoded.
+    TooLarge {
+        /// Width in the header.
+        width: u32,
+        /// Height in the header.
+        height: u32,
+    },
+    /// A PNG or JPEG whose data cannot be decoded (truncated, bad checksum, ...).
+    Corrupt(String),
+    /// The image has no pixels.
+    Empty,
+    /// The image has no ink that stands out from its background.
+    NoDigit,
+}
+
+impl fmt::Display for ImageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ImageError::UnknownFormat => write!(f, "not a PNG or JPEG image"),
+            ImageError::TooLarge { width, height } => write!(
+                f,
+                "the image is {width}×{height} pixels; at most {MAX_SIDE}×{MAX_SIDE} are accepted"
+            ),
+            ImageError::Corrupt(why) => write!(f, "corrupt image data: {why}"),
+            ImageError::Empty => write!(f, "the image is empty (0 pixels)"),
+            ImageError::NoDigit => write!(
+                f,
+                "no digit found: the image has no ink that stands out from its background"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ImageError {}
+
+/// Decodes a PNG or JPEG to grayscale, compositing any transparency onto white paper.
+///
+/// The dimensions are read from the header first: images wider or taller than [`MAX_SIDE`] are
+/// refused before their pixels are decoded, and the decoder's allocations are capped.
+pub fn decode_image(bytes: &[u8]) -> Result<GrayImage, ImageError> {
+    let reader = || -> Result<ImageReader<Cursor<&[u8]>>, ImageError> {
+        let mut r = ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| ImageError::Corrupt(e.to_string()))?;
+        if !matches!(r.format(), Some(ImageFormat::Png | ImageFormat::Jpeg)) {
+            return Err(ImageError::UnknownFormat);
+        }
+        let mut limits = Limits::default();
+        limits.max_alloc = Some(MAX_ALLOC);
+        r.limits(limits);
+        Ok(r)
+    };
+    let (width, height) = reader()?.into_dimensions().map_err(corrupt)?;
+    if width > MAX_SIDE || height > MAX_SIDE {
+        return Err(ImageError::TooLarge { width, height });
+    }
+    let image = reader()?.decode().map_err(corrupt)?;
+    Ok(on_white(&image))
+}
+
+fn corrupt(e: image::ImageError) -> ImageError {
+    ImageError::Corrupt(e.to_string())
+}
+
+/// Grayscale, with transparent pixels shown over white: `v·a + 255·(1 − a)`.
+fn on_white(image: &DynamicImage) -> GrayImage {
+    if !image.color().has_alpha() {
+        return image.to_luma8();
+    }
+    let la = image.to_luma_alpha8();
+    GrayImage::from_fn(la.width(), la.height(), |x, y| {
+        let [v, a] = la.get_pixel(x, y).0;
+        let (v, a) = (u32::from(v), u32::from(a));
+        Luma([((v * a + 255 * (255 - a) + 127) / 255) as u8])
+    })
+}
+
+/// [`decode_image`] then [`to_mnist`]: the 28×28 MNIST-style image of an encoded file.
+pub fn prepare_digit(bytes: &[u8]) -> Result<GrayImage, ImageError> {
+    to_mnist(&decode_image(bytes)?)
+}
+
+/// The network's input for an encoded file: 784 values in [0, 1], row-major ([`prepare_digit`]
+/// then [`to_input`]).
+pub fn digit_input(bytes: &[u8]) -> Result<Vec<f32>, ImageError> {
+    Ok(to_input(&prepare_digit(bytes)?))
+}
+
+/// Reads a PNG or JPEG file and prepares it with [`prepare_digit`]. Only regular files of at most
+/// [`MAX_FILE_BYTES`] are read (a FIFO or a device is refused before it is opened for reading).
 pub fn load_digit(path: &Path) -> Result<GrayImage> {
-    let image = image::ImageReader::open(path)
-        .with_context(|| format!("cannot open image {}", path.display()))?
-        .with_guessed_format()
-        .with_context(|| format!("cannot read image {}", path.display()))?
-        .decode()
-        .with_context(|| {
-            format!(
-                "cannot decode image {} (expected PNG or JPEG)",
-                path.display()
-            )
-        })?;
-    to_mnist(&image.to_luma8()).with_context(|| format!("image {}", path.display()))
+    let bytes = read_image_file(path)?;
+    prepare_digit(&bytes).with_context(|| format!("image {}", path.display()))
+}
+
+fn read_image_file(path: &Path) -> Result<Vec<u8>> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot open image {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("image {}: not a regular file", path.display());
+    }
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("cannot open image {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read image {}", path.display()))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        bail!(
+            "image {}: larger than {} MiB",
+            path.display(),
+            MAX_FILE_BYTES >> 20
+        );
+    }
+    Ok(bytes)
 }
 
 /// Makes a 28×28 MNIST-style image from a grayscale picture of one digit.
@@ -40,10 +160,10 @@ pub fn load_digit(path: &Path) -> Result<GrayImage> {
 /// 4. The crop is resized (Lanczos3) so that its longer side is 20 pixels.
 /// 5. It is pasted into a black 28×28 field so that its centre of mass, measured with pixel `i`
 ///    covering `[i, i + 1)`, lies within half a pixel of the field's centre (14, 14).
-pub fn to_mnist(gray: &GrayImage) -> Result<GrayImage> {
+pub fn to_mnist(gray: &GrayImage) -> Result<GrayImage, ImageError> {
     let (w, h) = gray.dimensions();
     if w == 0 || h == 0 {
-        bail!("the image is empty ({w}×{h} pixels)");
+        return Err(ImageError::Empty);
     }
     let border = border_mean(gray);
     let mut img = gray.clone();
@@ -53,7 +173,7 @@ pub fn to_mnist(gray: &GrayImage) -> Result<GrayImage> {
     let background = border.min(255.0 - border).round() as u8;
     let peak = img.pixels().map(|p| p[0]).max().unwrap_or(0);
     if peak <= background.saturating_add(INK_THRESHOLD) {
-        bail!("no digit found: the image has no ink that stands out from its background");
+        return Err(ImageError::NoDigit);
     }
     let scale = 255.0 / f32::from(peak - background);
     for p in img.pixels_mut() {
@@ -62,7 +182,7 @@ pub fn to_mnist(gray: &GrayImage) -> Result<GrayImage> {
             .min(255.0) as u8;
     }
 
-    let (x0, y0, x1, y1) = ink_box(&img).context("no digit found after contrast stretching")?;
+    let (x0, y0, x1, y1) = ink_box(&img).ok_or(ImageError::NoDigit)?;
     let crop = imageops::crop_imm(&img, x0, y0, x1 - x0 + 1, y1 - y0 + 1).to_image();
     let (cw, ch) = crop.dimensions();
     let long = cw.max(ch) as f32;
@@ -70,7 +190,7 @@ pub fn to_mnist(gray: &GrayImage) -> Result<GrayImage> {
     let nh = ((ch as f32 * FIT as f32 / long).round() as u32).clamp(1, FIT);
     let digit = imageops::resize(&crop, nw, nh, FilterType::Lanczos3);
 
-    let (cx, cy) = centre_of_mass(&digit).context("the digit vanished when it was scaled down")?;
+    let (cx, cy) = centre_of_mass(&digit).ok_or(ImageError::NoDigit)?;
     let centre = SIZE as f32 / 2.0;
     let dx = (centre - cx).round() as i64;
     let dy = (centre - cy).round() as i64;
@@ -79,7 +199,6 @@ pub fn to_mnist(gray: &GrayImage) -> Result<GrayImage> {
     imageops::overlay(&mut out, &digit, dx, dy);
     Ok(out)
 }
-
 /// The 784 pixels scaled to [0, 1], row-major, as the network's input.
 pub fn to_input(img: &GrayImage) -> Vec<f32> {
     img.pixels().map(|p| f32::from(p[0]) / 255.0).collect()
@@ -210,6 +329,133 @@ mod tests {
         assert!(err.to_string().contains("no digit"), "{err}");
         assert!(to_mnist(&GrayImage::new(30, 30)).is_err());
         assert!(to_mnist(&GrayImage::new(0, 0)).is_err());
+    }
+
+    /// PNG bytes of `img`, encoded in memory.
+    fn png_bytes(img: &DynamicImage) -> Vec<u8> {
+        let mut out = Cursor::new(Vec::new());
+        img.write_to(&mut out, ImageFormat::Png).unwrap();
+        out.into_inner()
+    }
+
+    /// CRC-32 (IEEE, as PNG chunks use), bit by bit.
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    /// A PNG whose header claims `width`×`height` 8-bit gray pixels, followed by a few bytes of
+    /// image data and the end chunk: decoding it in full would need width·height bytes.
+    fn png_claiming(width: u32, height: u32) -> Vec<u8> {
+        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut chunk = |kind: &[u8], data: &[u8]| {
+            out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            let body = [kind, data].concat();
+            out.extend_from_slice(&body);
+            out.extend_from_slice(&crc32(&body).to_be_bytes());
+        };
+        let mut ihdr = Vec::new();
+        ihdr.extend_from_slice(&width.to_be_bytes());
+        ihdr.extend_from_slice(&height.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 0, 0, 0, 0]); // 8-bit gray, deflate, no interlace
+        chunk(b"IHDR", &ihdr);
+        chunk(
+            b"IDAT",
+            &[0x78, 0x9c, 0x63, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01],
+        );
+        chunk(b"IEND", &[]);
+        out
+    }
+
+    #[test]
+    fn huge_headers_are_refused_before_decoding() {
+        let start = std::time::Instant::now();
+        let err = decode_image(&png_claiming(20_000, 20_000)).unwrap_err();
+        assert_eq!(
+            err,
+            ImageError::TooLarge {
+                width: 20_000,
+                height: 20_000
+            }
+        );
+        assert!(err.to_string().contains("20000×20000"), "{err}");
+        // Allocating and zeroing 400 MB alone would take far longer than this.
+        assert!(start.elapsed().as_millis() < 200, "{:?}", start.elapsed());
+        // At the limit the header is accepted (and this tiny data then fails as corrupt).
+        let err = decode_image(&png_claiming(MAX_SIDE, 1)).unwrap_err();
+        assert!(matches!(err, ImageError::Corrupt(_)), "{err:?}");
+        let err = decode_image(&png_claiming(1, MAX_SIDE + 1)).unwrap_err();
+        assert!(matches!(err, ImageError::TooLarge { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn bad_bytes_are_told_apart() {
+        assert_eq!(
+            decode_image(b"this is not a picture"),
+            Err(ImageError::UnknownFormat)
+        );
+        // A GIF is a known format, but not one we accept.
+        assert_eq!(
+            decode_image(b"GIF89a\x01\x00\x01\x00\x00\x00\x00;"),
+            Err(ImageError::UnknownFormat)
+        );
+        let png = png_bytes(&DynamicImage::ImageLuma8(drawing(120, 100)));
+        let err = decode_image(&png[..png.len() / 2]).unwrap_err();
+        assert!(matches!(err, ImageError::Corrupt(_)), "{err:?}");
+        let blank = png_bytes(&DynamicImage::ImageLuma8(GrayImage::from_pixel(
+            40,
+            40,
+            Luma([250]),
+        )));
+        assert_eq!(digit_input(&blank), Err(ImageError::NoDigit));
+        let input = digit_input(&png).unwrap();
+        assert_eq!(input.len(), 784);
+        assert_eq!(input, to_input(&to_mnist(&drawing(120, 100)).unwrap()));
+    }
+
+    #[test]
+    fn transparency_is_composited_onto_white() {
+        // Black ink, opaque, on a transparent background whose hidden colour is also black.
+        let ink = drawing(120, 100);
+        let rgba = image::RgbaImage::from_fn(120, 100, |x, y| {
+            let opaque = ink.get_pixel(x, y)[0] < 128;
+            image::Rgba([0, 0, 0, if opaque { 255 } else { 0 }])
+        });
+        let png = png_bytes(&DynamicImage::ImageRgba8(rgba));
+        let gray = decode_image(&png).unwrap();
+        assert_eq!(gray.get_pixel(0, 0)[0], 255);
+        assert_eq!(gray.get_pixel(25, 10)[0], 0);
+        let out = prepare_digit(&png).unwrap();
+        let (cx, cy) = centre_of_mass(&out).unwrap();
+        assert!((cx - 14.0).abs() <= 0.5 && (cy - 14.0).abs() <= 0.5);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn fifos_and_devices_are_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("digit.png");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // Opening a FIFO with no writer would block forever: the check must come first.
+        for path in [fifo.as_path(), Path::new("/dev/zero")] {
+            let err = format!("{:#}", load_digit(path).unwrap_err());
+            assert!(err.contains("not a regular file"), "{err}");
+            assert!(err.contains(&path.display().to_string()), "{err}");
+        }
     }
 
     #[test]

@@ -1,0 +1,97 @@
+//! `lenet predict` with several images, some of them bad: every good image still gets its line,
+//! every bad one is reported with its name and reason, and the exit status says something failed.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+
+fn lenet() -> Command {
+    Command::cargo_bin("lenet").expect("the lenet binary is built")
+}
+
+/// A dark stroke on white paper.
+fn write_digit(path: &Path) {
+    let mut img = image::GrayImage::from_pixel(60, 60, image::Luma([240]));
+    for y in 10..50 {
+        for x in 27..33 {
+            img.put_pixel(x, y, image::Luma([20]));
+        }
+    }
+    img.save(path).unwrap();
+}
+
+#[test]
+fn bad_images_do_not_hide_the_good_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.safetensors");
+    nn::LeNet5::zeros(nn::LeNet5Config::default())
+        .save_weights(&model)
+        .unwrap();
+    let (one, two) = (dir.path().join("one.png"), dir.path().join("two.png"));
+    write_digit(&one);
+    write_digit(&two);
+    let garbage = dir.path().join("garbage.png");
+    std::fs::write(&garbage, b"not an image").unwrap();
+    let blank = dir.path().join("blank.png");
+    image::GrayImage::from_pixel(30, 30, image::Luma([255]))
+        .save(&blank)
+        .unwrap();
+
+    let out = lenet()
+        .args(["predict", "--model"])
+        .arg(&model)
+        .args([&one, &garbage, &two, &blank])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[0].starts_with(&format!("{}: ", one.display())),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("{}: ", two.display())),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("garbage.png") && stderr.contains("not a PNG or JPEG"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("blank.png") && stderr.contains("no digit"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("2 of 4 images"), "{stderr}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_is_not_read_as_an_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.safetensors");
+    nn::LeNet5::zeros(nn::LeNet5Config::default())
+        .save_weights(&model)
+        .unwrap();
+    let fifo = dir.path().join("pipe.png");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let out = lenet()
+        .args(["predict", "--model"])
+        .arg(&model)
+        .arg(&fifo)
+        .timeout(std::time::Duration::from_secs(20))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("pipe.png") && stderr.contains("not a regular file"),
+        "{stderr}"
+    );
+}
