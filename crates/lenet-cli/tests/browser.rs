@@ -321,7 +321,8 @@ fn check_digit(browser: &Browser, kind: &str, strokes: &[&[(i64, i64)]], digit: 
 #[test]
 fn draw_digits_in_headless_chromium() {
     let started = Instant::now();
-    let server = Server::start(Some(Path::new("/tmp/serve-dev/model.safetensors"))); // DEV
+    let model = common::trained_model();
+    let server = Server::start(Some(&model));
     let browser = Browser::start();
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
     std::fs::create_dir_all(&dir).unwrap();

@@ -154,9 +154,7 @@ pub struct Layers {
 
 /// The whole prediction for one uploaded image (the body, already size-checked).
 pub fn predict_bytes(state: &AppState, bytes: &[u8]) -> Result<Prediction, ApiError> {
-    let digit = prepare(bytes)?;
-    let x =
-        Array4::from_shape_vec((1, 1, 28, 28), preprocess::to_input(&digit)).expect("28×28 input");
+    let x = Array4::from_shape_vec((1, 1, 28, 28), prepare(bytes)?).expect("28×28 input");
     let out = nn::inspect::activations(&state.loaded.model, x.view());
     let probabilities = nn::softmax(out.logits.view()).row(0).to_vec();
     let prediction = nn::argmax(probabilities.iter().copied());
@@ -178,13 +176,20 @@ pub fn predict_bytes(state: &AppState, bytes: &[u8]) -> Result<Prediction, ApiEr
     })
 }
 
-/// Decodes and prepares an uploaded image as `lenet predict` does.
-// TODO(merge model): the typed bytes entry of `preprocess` replaces this.
-fn prepare(bytes: &[u8]) -> Result<image::GrayImage, ApiError> {
-    let img = image::load_from_memory(bytes)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("cannot decode: {e}")))?;
-    preprocess::to_mnist(&img.to_luma8())
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")))
+/// The network's input for an uploaded image, prepared exactly as `lenet predict` prepares a
+/// file (`preprocess::digit_input`, which refuses images over 4096 pixels a side from their
+/// header, before decoding).
+fn prepare(bytes: &[u8]) -> Result<Vec<f32>, ApiError> {
+    use preprocess::ImageError;
+    preprocess::digit_input(bytes).map_err(|err| {
+        let status = match err {
+            ImageError::UnknownFormat => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ImageError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ImageError::Corrupt(_) | ImageError::Empty => StatusCode::BAD_REQUEST,
+            ImageError::NoDigit => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        ApiError::new(status, err.to_string())
+    })
 }
 
 /// `[c][h][w]` nested lists.
