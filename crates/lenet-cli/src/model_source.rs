@@ -14,7 +14,7 @@ use crate::model_file;
 pub struct LoadedModel {
     /// The network.
     pub model: LeNet5,
-    /// Where it came from (the file name).
+    /// Where it came from: the file's name (without its folders, which the web page shows).
     pub source: String,
     /// The dataset it was trained on, if recorded.
     pub dataset: Option<DatasetKind>,
@@ -31,7 +31,10 @@ impl LoadedModel {
             .with_context(|| format!("cannot load the model {}", path.display()))?;
         Ok(LoadedModel {
             model,
-            source: path.display().to_string(),
+            source: path.file_name().map_or_else(
+                || path.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            ),
             dataset: model_file::recorded_dataset(path),
             accuracy: None,
         })

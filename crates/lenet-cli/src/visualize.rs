@@ -20,55 +20,74 @@ use crate::preprocess;
 const GAP: u32 = 2;
 /// Each tile is scaled up to about this many pixels a side.
 const TILE: u32 = 56;
-const BACKGROUND: Rgb<u8> = Rgb([255, 255, 255]);
+/// Between the tiles: a mid grey, which neither colour scale uses.
+const BACKGROUND: Rgb<u8> = Rgb([170, 170, 170]);
+const WHITE: Rgb<u8> = Rgb([255, 255, 255]);
 
 /// Runs `lenet visualize`.
 pub fn run(args: &VisualizeArgs) -> Result<()> {
     let loaded = LoadedModel::load(args.model.as_deref())?;
+    // The image is read first, so that a bad one fails before anything is written.
+    let input = match &args.image {
+        Some(path) => Some(preprocess::to_input(&preprocess::load_digit(path)?)),
+        None => None,
+    };
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create the folder {}", args.out.display()))?;
-    let model = &loaded.model;
-    let mut written = Vec::new();
-    for layer in ["conv1", "conv2"] {
-        let p = model
-            .param(&format!("{layer}.weight"))
-            .expect("LeNet5 has conv weights");
-        let w = ndarray::ArrayView4::from_shape((p.shape[0], p.shape[1], 5, 5), p.value)
-            .expect("5×5 kernels");
-        // One column per output channel, one row per input channel.
-        let (k, c) = (p.shape[0], p.shape[1]);
-        let tiles: Vec<ArrayView2<'_, f32>> = (0..c)
-            .flat_map(|i| (0..k).map(move |o| w.slice_move(ndarray::s![o, i, .., ..])))
-            .collect();
-        written.push(save(
-            &args.out,
-            &format!("{layer}_filters.png"),
-            &grid(&tiles, p.shape[0]),
-        )?);
-    }
-    if let Some(image) = &args.image {
-        let digit = preprocess::load_digit(image)?;
-        let x = Array4::from_shape_vec((1, 1, 28, 28), preprocess::to_input(&digit))
-            .expect("28×28 input");
-        let out = nn::inspect::activations(model, x.view());
-        written.push(save(
-            &args.out,
-            "input.png",
-            &grid(&[x.slice(ndarray::s![0, 0, .., ..])], 1),
-        )?);
-        for (name, maps) in [
-            ("conv1", out.conv1.index_axis(Axis(0), 0)),
-            ("pool1", out.pool1.index_axis(Axis(0), 0)),
-            ("conv2", out.conv2.index_axis(Axis(0), 0)),
-            ("pool2", out.pool2.index_axis(Axis(0), 0)),
-        ] {
-            written.push(save(&args.out, &format!("{name}.png"), &map_grid(maps))?);
-        }
+    let mut written = write_filters(&loaded.model, &args.out)?;
+    if let Some(input) = input {
+        written.extend(write_feature_maps(&loaded.model, input, &args.out)?);
     }
     for path in written {
         println!("wrote {path}");
     }
     Ok(())
+}
+
+/// `conv1_filters.png` and `conv2_filters.png`: one column per output channel, one row per
+/// input channel.
+fn write_filters(model: &nn::LeNet5, dir: &Path) -> Result<Vec<String>> {
+    let mut written = Vec::new();
+    for layer in ["conv1", "conv2"] {
+        let p = model
+            .param(&format!("{layer}.weight"))
+            .expect("LeNet5 has conv weights");
+        let (k, c) = (p.shape[0], p.shape[1]);
+        let w = ndarray::ArrayView4::from_shape((k, c, 5, 5), p.value).expect("5×5 kernels");
+        let tiles: Vec<ArrayView2<'_, f32>> = (0..c)
+            .flat_map(|i| (0..k).map(move |o| w.slice_move(ndarray::s![o, i, .., ..])))
+            .collect();
+        written.push(save(
+            dir,
+            &format!("{layer}_filters.png"),
+            &grid(&tiles, k),
+        )?);
+    }
+    Ok(written)
+}
+
+/// `input.png` and one grid per layer (`conv1.png`, `pool1.png`, `conv2.png`, `pool2.png`).
+fn write_feature_maps(model: &nn::LeNet5, input: Vec<f32>, dir: &Path) -> Result<Vec<String>> {
+    let x = Array4::from_shape_vec((1, 1, 28, 28), input).expect("28×28 input");
+    let out = nn::inspect::activations(model, x.view());
+    let mut written = vec![save(
+        dir,
+        "input.png",
+        &grid(&[x.slice(ndarray::s![0, 0, .., ..])], 1),
+    )?];
+    for (name, maps) in [
+        ("conv1", &out.conv1),
+        ("pool1", &out.pool1),
+        ("conv2", &out.conv2),
+        ("pool2", &out.pool2),
+    ] {
+        written.push(save(
+            dir,
+            &format!("{name}.png"),
+            &map_grid(maps.index_axis(Axis(0), 0)),
+        )?);
+    }
+    Ok(written)
 }
 
 /// Feature maps `[c, h, w]` as a grid of at most 8 columns.
@@ -185,7 +204,7 @@ pub fn confusion_png(confusion: &Confusion, path: &Path) -> Result<()> {
     const CELL: u32 = 36;
     const MARGIN: u32 = 24;
     let side = MARGIN + CELL * CLASSES as u32;
-    let mut img = RgbImage::from_pixel(side, side, BACKGROUND);
+    let mut img = RgbImage::from_pixel(side, side, WHITE);
     for (t, row) in confusion.counts.iter().enumerate() {
         let total: u64 = row.iter().sum();
         for (p, &n) in row.iter().enumerate() {
@@ -257,7 +276,7 @@ mod tests {
         // Tile 1 (all zeros) is the darkest viridis colour; tile 0's last pixel the brightest.
         assert_eq!(*img.get_pixel(tw + GAP, 0), Rgb([68, 1, 84]));
         assert_eq!(*img.get_pixel(tw - 1, tw - 1), Rgb([253, 231, 37]));
-        // The gap and the empty fourth slot stay white.
+        // The gap and the empty fourth slot stay grey.
         assert_eq!(*img.get_pixel(tw, 0), BACKGROUND);
         assert_eq!(
             *img.get_pixel(2 * tw + GAP - 1, 2 * tw + GAP - 1),

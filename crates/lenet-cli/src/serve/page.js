@@ -106,7 +106,7 @@ function drawFilterBank(parent, key, caption, w, cell) {
   canvas.width = k * pitch - 1; canvas.height = c * pitch - 1;
   canvas.className = "bank";
   const g = canvas.getContext("2d");
-  g.fillStyle = "#fff";
+  g.fillStyle = "#aaa"; // between the kernels: a grey neither colour scale uses
   g.fillRect(0, 0, canvas.width, canvas.height);
   const scale = colourScale(flat(w));
   for (let o = 0; o < k; o++) {
