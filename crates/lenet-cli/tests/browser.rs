@@ -342,6 +342,22 @@ fn draw_digits_in_headless_chromium() {
     check_digit(&browser, "pen", SEVEN, "7", &dir.join("seven-1280x800.png"));
     browser.full_page_screenshot(1280, false, &dir.join("seven-1280-full.png"));
 
+    // The file picker: a PNG of a "1" sent as it is.
+    let upload = dir.join("upload-one.png");
+    std::fs::write(&upload, common::png(&common::one(120, 160))).unwrap();
+    let before = browser.predictions();
+    let input = browser.element("#file")[ELEMENT]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = upload.display().to_string();
+    browser.call(
+        "POST",
+        &format!("/element/{input}/value"),
+        json!({"text": path}),
+    );
+    assert_eq!(browser.settled_prediction(before), "1", "uploaded a 1");
+
     // A phone: 390×844 CSS pixels, drawn with a finger.
     browser.cdp(
         "Emulation.setDeviceMetricsOverride",
