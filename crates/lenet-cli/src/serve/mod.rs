@@ -68,3 +68,29 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(api::method_not_allowed)
         .with_state(state)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::args::{Cli, Command};
+    use clap::Parser;
+
+    fn serve_args(args: &[&str]) -> crate::args::ServeArgs {
+        let all = ["lenet", "serve"].into_iter().chain(args.iter().copied());
+        match Cli::try_parse_from(all).unwrap().command {
+            Command::Serve(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn listens_on_loopback_unless_asked() {
+        let a = serve_args(&[]);
+        assert!(a.bind.ip().is_loopback());
+        assert_eq!(a.bind.port(), 8080);
+        assert!(a.model.is_none());
+        let a = serve_args(&["--bind", "0.0.0.0:9000", "--model", "w.safetensors"]);
+        assert!(!a.bind.ip().is_loopback());
+        assert_eq!(a.bind.port(), 9000);
+        assert!(Cli::try_parse_from(["lenet", "serve", "--bind", "localhost"]).is_err());
+    }
+}
