@@ -221,9 +221,13 @@ impl PoolArg {
 /// Flags of `lenet eval`.
 #[derive(Debug, Clone, Args)]
 pub struct EvalArgs {
-    /// Weights written by `lenet train --save`.
+    /// Weights written by `lenet train --save` [default: the built-in model].
     #[arg(long, value_name = "FILE")]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
+    /// Record the measured test accuracy (keys test_accuracy, test_correct) and these KEY=VALUE
+    /// notes in the metadata of the --model file (how the built-in model is documented).
+    #[arg(long, value_name = "KEY=VALUE", num_args = 0.., requires = "model", value_parser = key_value)]
+    pub record: Option<Vec<(String, String)>>,
     /// Dataset and data location.
     #[command(flatten)]
     pub data: DataArgs,
@@ -238,9 +242,9 @@ pub struct EvalArgs {
 /// Flags of `lenet predict`.
 #[derive(Debug, Clone, Args)]
 pub struct PredictArgs {
-    /// Weights written by `lenet train --save`.
+    /// Weights written by `lenet train --save` [default: the built-in model].
     #[arg(long, value_name = "FILE")]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// PNG or JPEG images, one digit (or garment) each.
     #[arg(value_name = "IMAGE", required = true)]
     pub images: Vec<PathBuf>,
@@ -357,6 +361,14 @@ fn decay_factor(s: &str) -> Result<f64, String> {
         Ok(v)
     } else {
         Err(format!("must be in (0, 1], found {v}"))
+    }
+}
+
+/// `KEY=VALUE`, split at the first `=`.
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, found {s:?}")),
     }
 }
 
@@ -558,7 +570,7 @@ mod tests {
         {
             Command::Eval(e) => {
                 assert!(e.json);
-                assert_eq!(e.model, PathBuf::from("w.safetensors"));
+                assert_eq!(e.model, Some(PathBuf::from("w.safetensors")));
             }
             other => panic!("{other:?}"),
         }
@@ -573,7 +585,14 @@ mod tests {
             parse_args(&["predict", "--model", "w"]).is_err(),
             "an image is required"
         );
-        assert!(parse_args(&["eval"]).is_err(), "--model is required");
+        match parse_args(&["eval"]).unwrap().command {
+            Command::Eval(e) => assert_eq!(e.model, None, "the built-in model"),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            parse_args(&["eval", "--record", "seed=1"]).is_err(),
+            "--record needs a --model file"
+        );
         match parse_args(&["download", "--dataset", "fashion-mnist"])
             .unwrap()
             .command

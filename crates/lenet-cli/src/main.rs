@@ -3,9 +3,11 @@
 //! One file per concept: `args` (the command line), `data` (finding and adapting the data),
 //! `train`, `eval`, `predict`, `download` (the subcommands), `report` (progress bar and epoch
 //! lines), `metrics` (JSONL), `plot` (SVG), `confusion` (the matrix), `preprocess` (photos to
-//! MNIST-style 28×28 images) and `model_file` (the dataset recorded in a weights file).
+//! MNIST-style 28×28 images), `model_file` (the dataset recorded in a weights file) and `builtin`
+//! (the model built into the binary).
 
 mod args;
+mod builtin;
 mod confusion;
 mod data;
 mod download;

@@ -1,5 +1,6 @@
 //! Which dataset a weights file was trained on, recorded in its safetensors `__metadata__`
-//! (key `dataset`, which PyTorch ignores), so that `predict` and `eval` can name the classes.
+//! (key `dataset`, which PyTorch ignores), so that `predict` and `eval` can name the classes, and
+//! other notes such as the measured test accuracy (`lenet eval --record`).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -13,24 +14,42 @@ const DATASET_KEY: &str = "dataset";
 
 /// Adds `dataset = kind` to the metadata of the safetensors file at `path` (rewritten atomically).
 pub fn record_dataset(path: &Path, kind: DatasetKind) -> Result<()> {
+    record_metadata(
+        path,
+        &[(DATASET_KEY.to_string(), kind.dir_name().to_string())],
+    )
+}
+
+/// Adds (or replaces) `entries` in the metadata of the safetensors file at `path`, rewriting it
+/// atomically; the tensors are kept as they are.
+pub fn record_metadata(path: &Path, entries: &[(String, String)]) -> Result<()> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let tensors = SafeTensors::deserialize(&bytes)
         .with_context(|| format!("{} is not a safetensors file", path.display()))?;
     let (_, header) = SafeTensors::read_metadata(&bytes)?;
     let mut metadata: HashMap<String, String> = header.metadata().clone().unwrap_or_default();
-    metadata.insert(DATASET_KEY.to_string(), kind.dir_name().to_string());
+    metadata.extend(entries.iter().cloned());
     let out = safetensors::serialize(tensors.tensors(), &Some(metadata))
         .with_context(|| format!("cannot rewrite {}", path.display()))?;
     nn::write_atomic(path, &out).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// The metadata of safetensors content held in memory (`None` if it is not safetensors).
+pub fn metadata_of(bytes: &[u8]) -> Option<HashMap<String, String>> {
+    let (_, header) = SafeTensors::read_metadata(bytes).ok()?;
+    Some(header.metadata().clone().unwrap_or_default())
+}
+
+/// The dataset named by a metadata map, if any.
+pub fn dataset_in(metadata: &HashMap<String, String>) -> Option<DatasetKind> {
+    let name = metadata.get(DATASET_KEY)?;
+    DatasetKind::ALL.into_iter().find(|k| k.dir_name() == name)
+}
+
 /// The dataset recorded in the file, if any (unreadable files give `None`: loading the
 /// weights reports those errors properly).
 pub fn recorded_dataset(path: &Path) -> Option<DatasetKind> {
-    let bytes = std::fs::read(path).ok()?;
-    let (_, header) = SafeTensors::read_metadata(&bytes).ok()?;
-    let name = header.metadata().as_ref()?.get(DATASET_KEY)?.clone();
-    DatasetKind::ALL.into_iter().find(|k| k.dir_name() == name)
+    dataset_in(&metadata_of(&std::fs::read(path).ok()?)?)
 }
 
 #[cfg(test)]

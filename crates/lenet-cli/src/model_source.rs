@@ -1,13 +1,13 @@
-//! The model of `serve`, `summary` and `visualize`: a weights file given with `--model`, with
-//! the dataset recorded in it.
+//! The model of `serve`, `summary` and `visualize`: a weights file given with `--model`, else
+//! the built-in one, with the dataset and the test accuracy recorded in it.
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use mnist::DatasetKind;
 use nn::LeNet5;
 
-use crate::model_file;
+use crate::builtin;
 
 /// A model with what is known about it.
 #[derive(Debug)]
@@ -18,25 +18,32 @@ pub struct LoadedModel {
     pub source: String,
     /// The dataset it was trained on, if recorded.
     pub dataset: Option<DatasetKind>,
-    /// Its test accuracy in [0, 1], if recorded.
+    /// Its test accuracy in [0, 1], if recorded (the built-in model's is).
     pub accuracy: Option<f64>,
 }
 
 impl LoadedModel {
-    /// Loads `--model FILE`.
+    /// Loads `--model FILE`, or the built-in model without one.
     pub fn load(path: Option<&Path>) -> Result<LoadedModel> {
-        let path =
-            path.context("no model: pass --model FILE (weights from `lenet train --save`)")?;
-        let model = LeNet5::from_weights_file(path)
-            .with_context(|| format!("cannot load the model {}", path.display()))?;
+        let (model, dataset) = builtin::model_or_builtin(path)?;
+        let (source, accuracy) = match path {
+            Some(path) => (
+                path.file_name().map_or_else(
+                    || path.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                ),
+                None,
+            ),
+            None => (
+                builtin::NAME.to_string(),
+                builtin::info().test_accuracy.parse().ok(),
+            ),
+        };
         Ok(LoadedModel {
             model,
-            source: path.file_name().map_or_else(
-                || path.display().to_string(),
-                |n| n.to_string_lossy().into_owned(),
-            ),
-            dataset: model_file::recorded_dataset(path),
-            accuracy: None,
+            source,
+            dataset,
+            accuracy,
         })
     }
 

@@ -1,11 +1,10 @@
 //! `lenet predict`: the top-3 classes of each image, with probabilities.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use ndarray::{Array4, Axis};
-use nn::LeNet5;
 
 use crate::args::PredictArgs;
-use crate::{model_file, preprocess};
+use crate::{builtin, preprocess};
 
 /// How many classes to show per image.
 const TOP: usize = 3;
@@ -13,16 +12,15 @@ const TOP: usize = 3;
 /// Runs `lenet predict`: one line per readable image; the unreadable ones are reported on
 /// stderr as they come, and make the command fail once every image has been tried.
 pub fn run(args: &PredictArgs) -> Result<()> {
-    let mut model = LeNet5::from_weights_file(&args.model)
-        .with_context(|| format!("cannot load the model {}", args.model.display()))?;
-    let names: Vec<String> = match model_file::recorded_dataset(&args.model) {
+    let (mut model, recorded) = builtin::model_or_builtin(args.model.as_deref())?;
+    let names: Vec<String> = match recorded {
         Some(kind) => kind.class_names().iter().map(|s| s.to_string()).collect(),
         None => (0..nn::NUM_CLASSES).map(|d| d.to_string()).collect(),
     };
     let inputs: Vec<Result<Vec<f32>>> = args
         .images
         .iter()
-        .map(|path| preprocess::load_digit(path).map(|d| preprocess::to_input(&d)))
+        .map(|path| preprocess::load_input(path))
         .collect();
     let good: Vec<&Vec<f32>> = inputs.iter().filter_map(|r| r.as_ref().ok()).collect();
     let mut batch = Array4::<f32>::zeros((good.len(), 1, 28, 28));

@@ -125,9 +125,17 @@ pub fn digit_input(bytes: &[u8]) -> Result<Vec<f32>, ImageError> {
 
 /// Reads a PNG or JPEG file and prepares it with [`prepare_digit`]. Only regular files of at most
 /// [`MAX_FILE_BYTES`] are read (a FIFO or a device is refused before it is opened for reading).
+#[cfg(test)]
 pub fn load_digit(path: &Path) -> Result<GrayImage> {
     let bytes = read_image_file(path)?;
     prepare_digit(&bytes).with_context(|| format!("image {}", path.display()))
+}
+
+/// The network's input for a PNG or JPEG file: [`digit_input`] of its bytes, read as
+/// [`load_digit`] reads them.
+pub fn load_input(path: &Path) -> Result<Vec<f32>> {
+    let bytes = read_image_file(path)?;
+    digit_input(&bytes).with_context(|| format!("image {}", path.display()))
 }
 
 fn read_image_file(path: &Path) -> Result<Vec<u8>> {

@@ -29,7 +29,7 @@ pub fn run(args: &VisualizeArgs) -> Result<()> {
     let loaded = LoadedModel::load(args.model.as_deref())?;
     // The image is read first, so that a bad one fails before anything is written.
     let input = match &args.image {
-        Some(path) => Some(preprocess::to_input(&preprocess::load_digit(path)?)),
+        Some(path) => Some(preprocess::load_input(path)?),
         None => None,
     };
     std::fs::create_dir_all(&args.out)

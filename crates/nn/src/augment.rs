@@ -1,14 +1,18 @@
-//! Data augmentation: a random shift (± a few pixels) and a small random rotation of each
-//! 28×28 image, resampled bilinearly with zeros outside the image (the seed's "image
-//! processing" bonus). Random parameters come from the caller's seeded RNG, so augmented runs
-//! are reproducible and resumable.
+//! Data augmentation: each 28×28 training image is warped by a random affine map (shift,
+//! rotation, scale, shear) plus an elastic distortion (Simard, Steinkraus & Platt 2003: a random
+//! displacement field smoothed by a Gaussian of standard deviation σ and scaled by α), resampled
+//! bilinearly with zeros outside the image, and then its strokes are made thicker or thinner (a
+//! blend with a grey-level dilation or erosion). Together they mimic how handwriting varies:
+//! position, slant, size, wobble and pen width. Random parameters come from the caller's seeded
+//! RNG, so augmented runs are reproducible and resumable; the buffers are allocated once.
 
 use crate::data::IMAGE_LEN;
 use crate::lenet5::IMAGE_SIZE;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-/// Ranges of the random transforms.
+/// Ranges of the random transforms. A zero magnitude turns its transform off (and draws nothing
+/// from the RNG for it); all zero leaves the images unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AugmentConfig {
@@ -16,51 +20,136 @@ pub struct AugmentConfig {
     pub max_shift: f32,
     /// Largest rotation in degrees, drawn uniformly in ±max_rotation_degrees.
     pub max_rotation_degrees: f32,
+    /// Largest relative change of size: the scale factor is drawn uniformly in 1 ± max_scale.
+    pub max_scale: f32,
+    /// Largest horizontal shear (x += shear · y, a slant), drawn uniformly in ±max_shear.
+    pub max_shear: f32,
+    /// Elastic distortion strength α in pixels (Simard et al.'s α); 0 turns it off.
+    pub elastic_alpha: f32,
+    /// Standard deviation σ in pixels of the Gaussian that smooths the displacement field.
+    pub elastic_sigma: f32,
+    /// Largest stroke-width change, in [0, 1]: the image is blended by a fraction drawn in
+    /// ±max_stroke with its dilation (positive: thicker) or its erosion (negative: thinner).
+    pub max_stroke: f32,
 }
 
 impl Default for AugmentConfig {
     fn default() -> Self {
         AugmentConfig {
-            max_shift: 2.0,
+            max_shift: 1.5,
             max_rotation_degrees: 10.0,
+            max_scale: 0.1,
+            max_shear: 0.2,
+            elastic_alpha: 20.0,
+            elastic_sigma: 4.0,
+            max_stroke: 0.5,
         }
     }
 }
 
 impl AugmentConfig {
+    /// No transform at all.
+    pub const NONE: AugmentConfig = AugmentConfig {
+        max_shift: 0.0,
+        max_rotation_degrees: 0.0,
+        max_scale: 0.0,
+        max_shear: 0.0,
+        elastic_alpha: 0.0,
+        elastic_sigma: 4.0,
+        max_stroke: 0.0,
+    };
+
     /// Checks the values, returning a message naming the bad one.
     pub fn validate(&self) -> Result<(), String> {
-        if !(self.max_shift.is_finite() && (0.0..=14.0).contains(&self.max_shift)) {
-            return Err(format!(
-                "augment max_shift must be in [0, 14], got {}",
-                self.max_shift
-            ));
-        }
-        if !(self.max_rotation_degrees.is_finite()
-            && (0.0..=180.0).contains(&self.max_rotation_degrees))
-        {
-            return Err(format!(
-                "augment max_rotation_degrees must be in [0, 180], got {}",
-                self.max_rotation_degrees
-            ));
+        let ranges: [(&str, f32, f32, f32); 7] = [
+            ("max_shift", self.max_shift, 0.0, 14.0),
+            (
+                "max_rotation_degrees",
+                self.max_rotation_degrees,
+                0.0,
+                180.0,
+            ),
+            ("max_scale", self.max_scale, 0.0, 0.9),
+            ("max_shear", self.max_shear, 0.0, 2.0),
+            ("elastic_alpha", self.elastic_alpha, 0.0, 100.0),
+            ("elastic_sigma", self.elastic_sigma, 0.5, 8.0),
+            ("max_stroke", self.max_stroke, 0.0, 1.0),
+        ];
+        for (name, v, lo, hi) in ranges {
+            if !(v.is_finite() && (lo..=hi).contains(&v)) {
+                return Err(format!("augment {name} must be in [{lo}, {hi}], got {v}"));
+            }
         }
         Ok(())
     }
 }
 
-/// Applies random shifts and rotations in place, with one reused 28×28 scratch image.
+/// One image's affine map, from output to source coordinates about the image centre: the source
+/// of output pixel p is `inverse · (p − c − shift) + c`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Affine {
+    /// Row-major 2×2 matrix `[[a, b], [c, d]]` acting on (x, y).
+    pub inverse: [f32; 4],
+    /// Shift (dx, dy) in pixels, applied after the linear part.
+    pub shift: (f32, f32),
+}
+
+impl Affine {
+    /// The identity.
+    pub const IDENTITY: Affine = Affine {
+        inverse: [1.0, 0.0, 0.0, 1.0],
+        shift: (0.0, 0.0),
+    };
+
+    /// The map that scales by `scale`, shears by `shear` (x += shear · y), rotates by `angle`
+    /// radians (clockwise on screen, y pointing down) and then shifts by (dx, dy):
+    /// forward M = R(angle) · Sh(shear) · scale, stored as M⁻¹ = Sh(−shear) · R(−angle) / scale.
+    pub fn new(dx: f32, dy: f32, angle: f32, scale: f32, shear: f32) -> Affine {
+        let (sin, cos) = angle.sin_cos();
+        // R(−angle) = [[cos, sin], [−sin, cos]]; Sh(−shear) = [[1, −shear], [0, 1]].
+        let inverse = [
+            (cos + shear * sin) / scale,
+            (sin - shear * cos) / scale,
+            -sin / scale,
+            cos / scale,
+        ];
+        Affine {
+            inverse,
+            shift: (dx, dy),
+        }
+    }
+}
+
+/// Applies the random transforms in place, with buffers allocated once.
 #[derive(Debug, Clone)]
 pub struct Augmenter {
     config: AugmentConfig,
     scratch: Vec<f32>,
+    /// The Gaussian's taps, `2r + 1` of them with r = ⌈3σ⌉, summing to 1.
+    kernel: Vec<f32>,
+    /// Noise with an r-wide zero margin on each side: (N + 2r)² values.
+    noise: Vec<f32>,
+    /// The noise smoothed along rows: (N + 2r) rows of N.
+    rows: Vec<f32>,
+    /// The smoothed displacement fields, N² each.
+    field_x: Vec<f32>,
+    field_y: Vec<f32>,
 }
 
 impl Augmenter {
     /// An augmenter with the given ranges.
     pub fn new(config: AugmentConfig) -> Self {
+        let n = IMAGE_SIZE;
+        let kernel = gaussian_kernel(config.elastic_sigma);
+        let padded = n + kernel.len() - 1;
         Augmenter {
             config,
             scratch: vec![0.0; IMAGE_LEN],
+            kernel,
+            noise: vec![0.0; padded * padded],
+            rows: vec![0.0; padded * n],
+            field_x: vec![0.0; IMAGE_LEN],
+            field_y: vec![0.0; IMAGE_LEN],
         }
     }
 
@@ -69,39 +158,163 @@ impl Augmenter {
         self.config
     }
 
-    /// Transforms every 28×28 image of `images` (a whole number of images), drawing three
-    /// numbers per image from `rng`: the shifts in x and y, then the angle.
+    /// Transforms every 28×28 image of `images` (a whole number of images). Per image it draws,
+    /// for each transform whose magnitude is not zero and in this order: the shifts in x and y,
+    /// the angle, the scale, the shear, the two noise fields (N² values each) and the stroke
+    /// change.
     ///
     /// # Panics
     /// If `images.len()` is not a multiple of 784.
     pub fn apply<R: Rng + ?Sized>(&mut self, images: &mut [f32], rng: &mut R) {
         assert_eq!(images.len() % IMAGE_LEN, 0, "Augmenter: whole 28x28 images");
-        let s = self.config.max_shift as f64;
-        let r = (self.config.max_rotation_degrees as f64).to_radians();
+        let c = self.config;
         for image in images.chunks_exact_mut(IMAGE_LEN) {
-            let dx = if s > 0.0 { rng.gen_range(-s..=s) } else { 0.0 };
-            let dy = if s > 0.0 { rng.gen_range(-s..=s) } else { 0.0 };
-            let angle = if r > 0.0 { rng.gen_range(-r..=r) } else { 0.0 };
+            let dx = symmetric(rng, c.max_shift);
+            let dy = symmetric(rng, c.max_shift);
+            let angle = symmetric(rng, c.max_rotation_degrees.to_radians());
+            let scale = 1.0 + symmetric(rng, c.max_scale);
+            let shear = symmetric(rng, c.max_shear);
+            let affine = Affine::new(dx, dy, angle, scale, shear);
+            let elastic = c.elastic_alpha > 0.0;
+            if elastic {
+                self.fill_field(rng);
+            }
+            let stroke = symmetric(rng, c.max_stroke);
             self.scratch.copy_from_slice(image);
-            transform(&self.scratch, image, dx as f32, dy as f32, angle as f32);
+            let field = elastic.then_some((&self.field_x[..], &self.field_y[..]));
+            warp(&self.scratch, image, &affine, field);
+            if stroke != 0.0 {
+                self.scratch.copy_from_slice(image);
+                change_stroke(&self.scratch, image, stroke);
+            }
+        }
+    }
+
+    /// Draws the two displacement fields: uniform noise in [−1, 1], smoothed by the Gaussian
+    /// and scaled by α.
+    fn fill_field<R: Rng + ?Sized>(&mut self, rng: &mut R) {
+        let alpha = self.config.elastic_alpha;
+        for axis in 0..2 {
+            smooth_noise(&mut self.noise, &mut self.rows, &self.kernel, rng);
+            let field = if axis == 0 {
+                &mut self.field_x
+            } else {
+                &mut self.field_y
+            };
+            vertical_pass(&self.rows, &self.kernel, field);
+            for v in field.iter_mut() {
+                *v *= alpha;
+            }
         }
     }
 }
 
-/// Writes into `dst` the image `src` rotated by `angle` radians about its centre and then
-/// shifted by (dx, dy) pixels, sampling `src` bilinearly at the inverse-mapped position.
-pub fn transform(src: &[f32], dst: &mut [f32], dx: f32, dy: f32, angle: f32) {
+/// A uniform draw in ±m, or 0 without drawing when m is 0.
+fn symmetric<R: Rng + ?Sized>(rng: &mut R, m: f32) -> f32 {
+    if m > 0.0 {
+        rng.gen_range(-m..=m)
+    } else {
+        0.0
+    }
+}
+
+/// Taps of a Gaussian of standard deviation `sigma`, truncated at ⌈3σ⌉ and normalised to sum 1.
+fn gaussian_kernel(sigma: f32) -> Vec<f32> {
+    let sigma = sigma.max(0.5);
+    let r = (3.0 * sigma).ceil() as i32;
+    let mut k: Vec<f32> = (-r..=r)
+        .map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp())
+        .collect();
+    let sum: f32 = k.iter().sum();
+    k.iter_mut().for_each(|v| *v /= sum);
+    k
+}
+
+/// Fills the inner N×N of `noise` (side N + 2r, zero margin) with uniform values in [−1, 1] and
+/// writes into `rows` its convolution with `kernel` along each row.
+fn smooth_noise<R: Rng + ?Sized>(noise: &mut [f32], rows: &mut [f32], kernel: &[f32], rng: &mut R) {
+    let n = IMAGE_SIZE;
+    let r = kernel.len() / 2;
+    let side = n + 2 * r;
+    for i in 0..n {
+        for v in &mut noise[(i + r) * side + r..(i + r) * side + r + n] {
+            *v = rng.gen_range(-1.0..=1.0);
+        }
+    }
+    for i in 0..side {
+        let out = &mut rows[i * n..(i + 1) * n];
+        out.fill(0.0);
+        let src = &noise[i * side..(i + 1) * side];
+        for (k, &w) in kernel.iter().enumerate() {
+            for (o, &s) in out.iter_mut().zip(&src[k..k + n]) {
+                *o += w * s;
+            }
+        }
+    }
+}
+
+/// Convolves the row-smoothed noise (N + 2r rows of N) with `kernel` along columns, into N×N.
+fn vertical_pass(rows: &[f32], kernel: &[f32], field: &mut [f32]) {
+    let n = IMAGE_SIZE;
+    for i in 0..n {
+        let out = &mut field[i * n..(i + 1) * n];
+        out.fill(0.0);
+        for (k, &w) in kernel.iter().enumerate() {
+            for (o, &s) in out.iter_mut().zip(&rows[(i + k) * n..(i + k + 1) * n]) {
+                *o += w * s;
+            }
+        }
+    }
+}
+
+/// Writes into `dst` the image `src` warped by `affine` and, if given, displaced by the
+/// per-pixel fields `(fx, fy)`: output pixel (x, y) takes `src` sampled bilinearly at
+/// `inverse · ((x, y) − c − shift) + c + (fx, fy)[y][x]`.
+pub fn warp(src: &[f32], dst: &mut [f32], affine: &Affine, field: Option<(&[f32], &[f32])>) {
     let n = IMAGE_SIZE;
     let c = (n as f32 - 1.0) / 2.0;
-    let (sin, cos) = angle.sin_cos();
+    let [a, b, cc, d] = affine.inverse;
+    let (dx, dy) = affine.shift;
     for i in 0..n {
         for j in 0..n {
-            // Output pixel relative to the centre, minus the shift, rotated back by −angle.
             let x = j as f32 - c - dx;
             let y = i as f32 - c - dy;
-            let sx = cos * x + sin * y + c;
-            let sy = -sin * x + cos * y + c;
+            let mut sx = a * x + b * y + c;
+            let mut sy = cc * x + d * y + c;
+            if let Some((fx, fy)) = field {
+                sx += fx[i * n + j];
+                sy += fy[i * n + j];
+            }
             dst[i * n + j] = bilinear(src, sx, sy);
+        }
+    }
+}
+
+/// Writes into `dst` the blend `(1 − |t|)·src + |t|·m`, where m is the grey-level dilation of
+/// `src` (maximum over the pixel and its four neighbours) for t > 0, its erosion (minimum) for
+/// t < 0. Outside the image counts as background (0) for the erosion and is ignored for the
+/// dilation.
+pub fn change_stroke(src: &[f32], dst: &mut [f32], t: f32) {
+    let n = IMAGE_SIZE;
+    let w = t.abs();
+    for i in 0..n {
+        for j in 0..n {
+            let v = src[i * n + j];
+            let neighbours = [
+                (i > 0).then(|| src[(i - 1) * n + j]),
+                (i + 1 < n).then(|| src[(i + 1) * n + j]),
+                (j > 0).then(|| src[i * n + j - 1]),
+                (j + 1 < n).then(|| src[i * n + j + 1]),
+            ];
+            let m = if t > 0.0 {
+                neighbours.iter().flatten().fold(v, |m, &u| m.max(u))
+            } else {
+                neighbours
+                    .iter()
+                    .map(|u| u.unwrap_or(0.0))
+                    .fold(v, f32::min)
+            };
+            dst[i * n + j] = (1.0 - w) * v + w * m;
         }
     }
 }
@@ -137,19 +350,58 @@ mod tests {
         v
     }
 
+    /// A ring of radius 7 around the centre, 2 pixels wide: digit-like mass.
+    fn ring() -> Vec<f32> {
+        (0..IMAGE_LEN)
+            .map(|k| {
+                let (y, x) = (
+                    (k / IMAGE_SIZE) as f32 - 13.5,
+                    (k % IMAGE_SIZE) as f32 - 13.5,
+                );
+                let r = (x * x + y * y).sqrt();
+                if (6.0..8.0).contains(&r) {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    }
+
+    fn peak(img: &[f32]) -> (usize, usize, f32) {
+        let (k, v) = img
+            .iter()
+            .enumerate()
+            .fold((0, f32::MIN), |b, (k, &v)| if v > b.1 { (k, v) } else { b });
+        (k / IMAGE_SIZE, k % IMAGE_SIZE, v)
+    }
+
+    fn centre_of_mass(img: &[f32]) -> (f32, f32) {
+        let m: f32 = img.iter().sum();
+        let (mut x, mut y) = (0.0, 0.0);
+        for (k, &v) in img.iter().enumerate() {
+            y += v * (k / IMAGE_SIZE) as f32;
+            x += v * (k % IMAGE_SIZE) as f32;
+        }
+        (x / m, y / m)
+    }
+
     #[test]
-    fn identity_keeps_the_image() {
-        let src: Vec<f32> = (0..IMAGE_LEN).map(|k| (k % 17) as f32).collect();
-        let mut dst = vec![0.0; IMAGE_LEN];
-        transform(&src, &mut dst, 0.0, 0.0, 0.0);
-        assert_eq!(src, dst);
+    fn zero_magnitudes_leave_images_and_rng_untouched() {
+        let src: Vec<f32> = (0..2 * IMAGE_LEN).map(|k| (k % 17) as f32).collect();
+        let mut img = src.clone();
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        Augmenter::new(AugmentConfig::NONE).apply(&mut img, &mut rng);
+        assert_eq!(img, src);
+        let fresh: u64 = ChaCha8Rng::seed_from_u64(3).gen();
+        assert_eq!(rng.gen::<u64>(), fresh);
     }
 
     #[test]
     fn integer_shift_moves_pixels() {
         let src = image_with_dot(10, 12);
         let mut dst = vec![0.0; IMAGE_LEN];
-        transform(&src, &mut dst, 2.0, -1.0, 0.0);
+        warp(&src, &mut dst, &Affine::new(2.0, -1.0, 0.0, 1.0, 0.0), None);
         assert!((dst[9 * IMAGE_SIZE + 14] - 1.0).abs() < 1e-6);
         assert!((dst.iter().sum::<f32>() - 1.0).abs() < 1e-5);
     }
@@ -159,17 +411,102 @@ mod tests {
         // A dot right of the centre goes below it for +90° in image coordinates (y down).
         let src = image_with_dot(13, 20);
         let mut dst = vec![0.0; IMAGE_LEN];
-        transform(&src, &mut dst, 0.0, 0.0, std::f32::consts::FRAC_PI_2);
-        let (k, v) = dst
-            .iter()
-            .enumerate()
-            .fold((0, 0.0f32), |b, (k, &v)| if v > b.1 { (k, v) } else { b });
+        let quarter = Affine::new(0.0, 0.0, std::f32::consts::FRAC_PI_2, 1.0, 0.0);
+        warp(&src, &mut dst, &quarter, None);
+        let (i, j, v) = peak(&dst);
         assert!(v > 0.4, "peak {v}");
-        let (i, j) = (k / IMAGE_SIZE, k % IMAGE_SIZE);
         assert!(
             (i as i32 - 20).abs() <= 1 && (j as i32 - 14).abs() <= 1,
             "{i},{j}"
         );
+    }
+
+    #[test]
+    fn scale_and_shear_move_points_as_stated() {
+        // Centre 13.5: the dot at (x, y) = (17.5, 13.5) is 4 right of it; scale 2 puts it 8 right.
+        let mut src = vec![0.0; IMAGE_LEN];
+        for (i, j) in [(13, 17), (13, 18), (14, 17), (14, 18)] {
+            src[i * IMAGE_SIZE + j] = 1.0;
+        }
+        let mut dst = vec![0.0; IMAGE_LEN];
+        warp(&src, &mut dst, &Affine::new(0.0, 0.0, 0.0, 2.0, 0.0), None);
+        let (cx, cy) = centre_of_mass(&dst);
+        assert!(
+            (cx - 21.5).abs() < 0.3 && (cy - 13.5).abs() < 0.3,
+            "({cx}, {cy})"
+        );
+        // Shear 0.5 moves a point 4 below the centre 2 to the right: x += 0.5·y.
+        let below = image_with_dot(17, 13);
+        warp(
+            &below,
+            &mut dst,
+            &Affine::new(0.0, 0.0, 0.0, 1.0, 0.5),
+            None,
+        );
+        let (cx, cy) = centre_of_mass(&dst);
+        assert!(
+            (cx - 15.0).abs() < 0.3 && (cy - 17.0).abs() < 0.3,
+            "({cx}, {cy})"
+        );
+    }
+
+    #[test]
+    fn strokes_get_thicker_or_thinner() {
+        let src = ring();
+        let mass: f32 = src.iter().sum();
+        let mut dst = vec![0.0; IMAGE_LEN];
+        change_stroke(&src, &mut dst, 1.0);
+        let thick: f32 = dst.iter().sum();
+        change_stroke(&src, &mut dst, -1.0);
+        let thin: f32 = dst.iter().sum();
+        assert!(
+            thick > 1.5 * mass && thin < 0.5 * mass,
+            "{thin} {mass} {thick}"
+        );
+        change_stroke(&src, &mut dst, 0.5);
+        let half: f32 = dst.iter().sum();
+        assert!((half - (mass + thick) / 2.0).abs() < 1e-3);
+    }
+
+    #[test]
+    fn elastic_field_has_the_expected_size_and_is_smooth() {
+        let config = AugmentConfig {
+            elastic_alpha: 34.0,
+            ..AugmentConfig::NONE
+        };
+        let mut a = Augmenter::new(config);
+        a.fill_field(&mut ChaCha8Rng::seed_from_u64(1));
+        let n = IMAGE_SIZE;
+        let centre = &a.field_x[10 * n + 10..10 * n + 18];
+        let rms = (centre.iter().map(|v| v * v).sum::<f32>() / 8.0).sqrt();
+        // Uniform noise (variance 1/3) smoothed by a 2-D Gaussian keeps a standard deviation of
+        // about 0.577 / (2·√π·σ) = 0.041 for σ = 4; times α = 34 that is 1.4 pixels.
+        assert!((0.3..4.0).contains(&rms), "rms {rms}");
+        let step = centre
+            .windows(2)
+            .map(|w| (w[1] - w[0]).abs())
+            .fold(0.0, f32::max);
+        assert!(step < 0.8 * rms, "neighbours differ by {step}, rms {rms}");
+    }
+
+    #[test]
+    fn default_augmentation_keeps_digits_near_the_centre() {
+        let base = ring();
+        let mass: f32 = base.iter().sum();
+        let mut a = Augmenter::new(AugmentConfig::default());
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        for _ in 0..50 {
+            let mut img = base.clone();
+            a.apply(&mut img, &mut rng);
+            let (cx, cy) = centre_of_mass(&img);
+            assert!(
+                (cx - 13.5).abs() < 3.0 && (cy - 13.5).abs() < 3.0,
+                "({cx}, {cy})"
+            );
+            let m: f32 = img.iter().sum();
+            assert!(m > 0.4 * mass && m < 2.0 * mass, "mass {m} of {mass}");
+            assert!(img.iter().all(|v| (0.0..=1.0 + 1e-5).contains(v)));
+        }
     }
 
     #[test]
@@ -184,5 +521,20 @@ mod tests {
         assert_eq!(run(5), run(5));
         assert_ne!(run(5), run(6));
         assert_ne!(run(5), base);
+    }
+
+    #[test]
+    fn out_of_range_values_are_named() {
+        assert!(AugmentConfig::default().validate().is_ok());
+        let bad = AugmentConfig {
+            max_stroke: 1.5,
+            ..AugmentConfig::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("max_stroke"));
+        let bad = AugmentConfig {
+            elastic_alpha: f32::NAN,
+            ..AugmentConfig::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("elastic_alpha"));
     }
 }

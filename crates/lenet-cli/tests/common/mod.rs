@@ -69,26 +69,6 @@ pub fn random_model() -> &'static Path {
     })
 }
 
-/// A model trained for one epoch on 20,000 MNIST images (about 97% accurate), trained once into
-/// target/tmp and reused. Needs LENET_DATA_DIR (CI sets it); panics without it.
-pub fn trained_model() -> PathBuf {
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve-trained-model.safetensors");
-    if path.exists() {
-        return path;
-    }
-    let data = std::env::var_os("LENET_DATA_DIR")
-        .expect("this test needs a trained model: set LENET_DATA_DIR to the MNIST folder's parent");
-    let status = Command::new(env!("CARGO_BIN_EXE_lenet"))
-        .args(["train", "--epochs", "1", "--limit", "20000", "--save"])
-        .arg(&path)
-        .env("LENET_DATA_DIR", data)
-        .stdout(Stdio::null())
-        .status()
-        .expect("cannot run lenet train");
-    assert!(status.success(), "lenet train failed");
-    path
-}
-
 /// A white `w`×`h` picture with a thick black vertical stroke in the middle: a "1".
 pub fn one(w: u32, h: u32) -> GrayImage {
     let mut img = GrayImage::from_pixel(w, h, Luma([255]));
