@@ -34,6 +34,12 @@ pub enum Command {
     Predict(PredictArgs),
     /// Download a dataset and verify its checksums.
     Download(DataArgs),
+    /// Serve a web page to draw digits on and watch every layer of the network respond.
+    Serve(ServeArgs),
+    /// Print the layer table of the model: output shapes, parameters, FLOPs per image.
+    Summary(SummaryArgs),
+    /// Write the learned filters, and the feature maps of an image, as PNG grids.
+    Visualize(VisualizeArgs),
 }
 
 /// Which dataset to use.
@@ -204,6 +210,9 @@ pub struct EvalArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also draw the confusion matrix as a PNG picture.
+    #[arg(long, value_name = "FILE.png")]
+    pub png: Option<PathBuf>,
 }
 
 /// Flags of `lenet predict`.
@@ -215,6 +224,40 @@ pub struct PredictArgs {
     /// PNG or JPEG images, one digit (or garment) each.
     #[arg(value_name = "IMAGE", required = true)]
     pub images: Vec<PathBuf>,
+}
+
+/// Flags of `lenet serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Weights written by `lenet train --save`.
+    #[arg(long, value_name = "FILE")]
+    pub model: Option<PathBuf>,
+    /// Address and port to listen on; loopback unless another address is asked for (port 0:
+    /// any free port).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
+    pub bind: std::net::SocketAddr,
+}
+
+/// Flags of `lenet summary`.
+#[derive(Debug, Clone, Args)]
+pub struct SummaryArgs {
+    /// Weights written by `lenet train --save`.
+    #[arg(long, value_name = "FILE")]
+    pub model: Option<PathBuf>,
+}
+
+/// Flags of `lenet visualize`.
+#[derive(Debug, Clone, Args)]
+pub struct VisualizeArgs {
+    /// Folder to write the PNG files to (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Weights written by `lenet train --save`.
+    #[arg(long, value_name = "FILE")]
+    pub model: Option<PathBuf>,
+    /// A PNG or JPEG of one digit: its feature maps are drawn too.
+    #[arg(value_name = "IMAGE")]
+    pub image: Option<PathBuf>,
 }
 
 impl TrainArgs {

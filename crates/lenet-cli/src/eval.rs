@@ -64,6 +64,10 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         outln!()?;
         outln!("{}", confusion.to_table(&names).trim_end_matches('\n'))?;
     }
+    if let Some(png) = &args.png {
+        crate::visualize::confusion_png(&confusion, png)?;
+        eprintln!("wrote the confusion matrix to {}", png.display());
+    }
     if let (Some(notes), Some(path)) = (&args.record, &args.model) {
         let mut entries = notes.clone();
         entries.push((keys::TEST_ACCURACY.into(), format!("{:.4}", eval.accuracy)));

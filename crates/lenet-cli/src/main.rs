@@ -16,12 +16,16 @@ mod eval;
 mod limits;
 mod metrics;
 mod model_file;
+mod model_source;
 mod out;
 mod plot;
 mod predict;
 mod preprocess;
 mod report;
+mod serve;
+mod summary;
 mod train;
+mod visualize;
 
 use std::process::ExitCode;
 
@@ -36,6 +40,9 @@ fn main() -> ExitCode {
         Command::Eval(a) => eval::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Download(a) => download::run(a),
+        Command::Serve(a) => serve::run(a),
+        Command::Summary(a) => summary::run(a),
+        Command::Visualize(a) => visualize::run(a),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

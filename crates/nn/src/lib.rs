@@ -15,7 +15,8 @@
 //!
 //! Files: layers (`conv2d`, `linear`, `activation`, `avg_pool`, `max_pool`, `pool`,
 //! `flatten`), the model (`lenet5`), `loss`, `sgd`, `schedule`, `data`, `augment`, `evaluate`,
-//! `metrics`, `trainer`, `checkpoint` (PyTorch-loadable weights), `resume` (training state) and
+//! `metrics`, `trainer`, `inspect` (every layer's output and the layer table), `checkpoint`
+//! (PyTorch-loadable weights), `resume` (training state) and
 //! `atomic` (crash-safe writes).
 #![deny(missing_docs)]
 
@@ -30,6 +31,7 @@ pub mod data;
 pub mod evaluate;
 pub mod flatten;
 pub mod init;
+pub mod inspect;
 pub mod lenet5;
 pub mod linear;
 pub mod loss;

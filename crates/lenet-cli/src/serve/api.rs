@@ -1,0 +1,354 @@
+//! The JSON API: `POST /api/predict`, `GET /api/model`, and the JSON errors.
+//!
+//! An upload is checked in this order, each failure a 4xx with `{"error": "..."}`: its body at
+//! most [`MAX_BODY`] bytes (413, from Content-Length before reading, else while reading), its
+//! Content-Type `image/png` or `image/jpeg` (415), then the image is prepared exactly as
+//! `lenet predict` prepares a file (see [`prepare`]).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use ndarray::{Array4, ArrayView2, ArrayView3, Axis};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::model_source::LoadedModel;
+use crate::preprocess;
+
+/// Largest accepted request body: 2 MB.
+pub const MAX_BODY: usize = 2 * 1024 * 1024;
+
+/// What the handlers share: the model and its precomputed description.
+#[derive(Debug)]
+pub struct AppState {
+    loaded: LoadedModel,
+    /// The `GET /api/model` answer, built once.
+    model_json: Value,
+}
+
+impl AppState {
+    /// Wraps a loaded model.
+    pub fn new(loaded: LoadedModel) -> AppState {
+        let model_json = describe(&loaded);
+        AppState { loaded, model_json }
+    }
+}
+
+/// An error answer: a status and a message, sent as `{"error": message}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The HTTP status (always 4xx or 5xx).
+    pub status: StatusCode,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+/// `POST /api/predict`. The body limit is the router's `DefaultBodyLimit` of [`MAX_BODY`]: a
+/// larger body (by its Content-Length, or once that many bytes have come) is a 413 rejection.
+pub async fn predict(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if let Err(err) = check_content_type(headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes())) {
+        return err.into_response();
+    }
+    let bytes = match body {
+        Ok(bytes) => bytes,
+        Err(rejection) => {
+            let message = match rejection.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => {
+                    format!("the body is larger than the limit of {MAX_BODY} bytes")
+                }
+                _ => format!("cannot read the body: {}", rejection.body_text()),
+            };
+            return ApiError::new(rejection.status(), message).into_response();
+        }
+    };
+    let job = tokio::task::spawn_blocking(move || predict_bytes(&state, &bytes));
+    match job.await {
+        Ok(Ok(answer)) => Json(answer).into_response(),
+        Ok(Err(err)) => err.into_response(),
+        Err(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the prediction failed")
+            .into_response(),
+    }
+}
+
+/// The Content-Type must be `image/png` or `image/jpeg` (parameters after `;` are ignored).
+pub fn check_content_type(value: Option<&[u8]>) -> Result<(), ApiError> {
+    let unsupported = |found: &str| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type must be image/png or image/jpeg, found {found}"),
+        )
+    };
+    let Some(value) = value else {
+        return Err(unsupported("none"));
+    };
+    let text = String::from_utf8_lossy(value);
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "image/png" | "image/jpeg" => Ok(()),
+        _ => Err(unsupported(&format!("{text:?}"))),
+    }
+}
+
+/// The `POST /api/predict` answer. Numbers are f32, printed in their shortest form.
+#[derive(Debug, Serialize)]
+pub struct Prediction {
+    /// The most probable class.
+    pub prediction: usize,
+    /// Its name (the digit, or the garment for Fashion-MNIST).
+    pub label: String,
+    /// Softmax of the logits, one per class.
+    pub probabilities: Vec<f32>,
+    /// The 28×28 image the network received, rows of values in [0, 1].
+    pub input: Vec<Vec<f32>>,
+    /// Every layer's output for this image.
+    pub layers: Layers,
+}
+
+/// Layer outputs of one image: maps as `[channel][row][column]`, vectors as lists.
+#[derive(Debug, Serialize)]
+pub struct Layers {
+    /// After conv1 and its activation, `[c1][28][28]`.
+    pub conv1: Vec<Vec<Vec<f32>>>,
+    /// After the first pooling, `[c1][14][14]`.
+    pub pool1: Vec<Vec<Vec<f32>>>,
+    /// After conv2 and its activation, `[c2][10][10]`.
+    pub conv2: Vec<Vec<Vec<f32>>>,
+    /// After the second pooling, `[c2][5][5]`.
+    pub pool2: Vec<Vec<Vec<f32>>>,
+    /// After fc1 and its activation, 120 values.
+    pub fc1: Vec<f32>,
+    /// After fc2 and its activation, 84 values.
+    pub fc2: Vec<f32>,
+    /// fc3's output, the logits.
+    pub logits: Vec<f32>,
+}
+
+/// The whole prediction for one uploaded image (the body, already size-checked).
+pub fn predict_bytes(state: &AppState, bytes: &[u8]) -> Result<Prediction, ApiError> {
+    let x = Array4::from_shape_vec((1, 1, 28, 28), prepare(bytes)?).expect("28×28 input");
+    let out = nn::inspect::activations(&state.loaded.model, x.view());
+    let probabilities = nn::softmax(out.logits.view()).row(0).to_vec();
+    let prediction = nn::argmax(probabilities.iter().copied());
+    let first = |a: &ndarray::Array4<f32>| maps(a.index_axis(Axis(0), 0));
+    Ok(Prediction {
+        prediction,
+        label: state.loaded.class_names()[prediction].clone(),
+        probabilities,
+        input: rows(x.slice(ndarray::s![0, 0, .., ..])),
+        layers: Layers {
+            conv1: first(&out.conv1),
+            pool1: first(&out.pool1),
+            conv2: first(&out.conv2),
+            pool2: first(&out.pool2),
+            fc1: out.fc1.row(0).to_vec(),
+            fc2: out.fc2.row(0).to_vec(),
+            logits: out.logits.row(0).to_vec(),
+        },
+    })
+}
+
+/// The network's input for an uploaded image, prepared exactly as `lenet predict` prepares a
+/// file (`preprocess::digit_input`, which refuses images over 4096 pixels a side from their
+/// header, before decoding).
+fn prepare(bytes: &[u8]) -> Result<Vec<f32>, ApiError> {
+    use preprocess::ImageError;
+    preprocess::digit_input(bytes).map_err(|err| {
+        let status = match err {
+            ImageError::UnknownFormat => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ImageError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ImageError::Corrupt(_) | ImageError::Empty => StatusCode::BAD_REQUEST,
+            ImageError::NoDigit => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        ApiError::new(status, err.to_string())
+    })
+}
+
+/// `[c][h][w]` nested lists.
+fn maps(a: ArrayView3<'_, f32>) -> Vec<Vec<Vec<f32>>> {
+    a.outer_iter().map(rows).collect()
+}
+
+/// `[h][w]` nested lists.
+fn rows(a: ArrayView2<'_, f32>) -> Vec<Vec<f32>> {
+    a.outer_iter().map(|row| row.to_vec()).collect()
+}
+
+/// `GET /api/model`.
+pub async fn model(State(state): State<Arc<AppState>>) -> Response {
+    Json(state.model_json.clone()).into_response()
+}
+
+/// The `GET /api/model` answer.
+fn describe(loaded: &LoadedModel) -> Value {
+    let config = loaded.model.config();
+    let table = nn::inspect::layer_table(&config);
+    let filters = |name: &str| {
+        let p = loaded.model.param(name).expect("LeNet5 has conv weights");
+        let (k, c) = (p.shape[0], p.shape[1]);
+        let w = ndarray::ArrayView4::from_shape((k, c, 5, 5), p.value).expect("5×5 kernels");
+        w.outer_iter().map(|f| maps(f)).collect::<Vec<_>>()
+    };
+    json!({
+        "source": loaded.source,
+        "dataset": loaded.dataset.map(|d| d.display_name()),
+        "classes": loaded.class_names(),
+        "accuracy": loaded.accuracy,
+        "config": config,
+        "layers": table,
+        "total_params": table.iter().map(|r| r.params).sum::<usize>(),
+        "total_flops": table.iter().map(|r| r.flops).sum::<u64>(),
+        "flops_note": "FLOPs per image = 2 × multiply-accumulates of the convolutions and linear \
+                       layers (biases, activations and pooling are not counted)",
+        "filters": { "conv1": filters("conv1.weight"), "conv2": filters("conv2.weight") },
+    })
+}
+
+/// Unknown paths.
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no such path: {}", uri.path()),
+    )
+}
+
+/// Known paths with the wrong method.
+pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rand::SeedableRng;
+
+    fn state() -> &'static AppState {
+        static STATE: std::sync::OnceLock<AppState> = std::sync::OnceLock::new();
+        STATE.get_or_init(|| {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+            AppState::new(LoadedModel {
+                model: nn::LeNet5::new(nn::LeNet5Config::default(), &mut rng),
+                source: "random weights".into(),
+                dataset: None,
+                accuracy: None,
+            })
+        })
+    }
+
+    /// A small valid image of a stroke, as PNG or JPEG.
+    fn valid(format: image::ImageFormat) -> Vec<u8> {
+        let img = image::GrayImage::from_fn(40, 32, |x, y| {
+            image::Luma([if (14..20).contains(&x) && (4..28).contains(&y) {
+                0
+            } else {
+                255
+            }])
+        });
+        let mut bytes = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut bytes), format)
+            .unwrap();
+        bytes
+    }
+
+    /// The answer must be a prediction or a client error: never a panic, never a 5xx.
+    fn check(bytes: &[u8]) -> Result<(), TestCaseError> {
+        match predict_bytes(state(), bytes) {
+            Ok(answer) => {
+                prop_assert_eq!(answer.probabilities.len(), 10);
+            }
+            Err(err) => {
+                prop_assert!(err.status.is_client_error(), "{:?}", err);
+                prop_assert!(!err.message.is_empty());
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_valid_upload_is_answered() {
+        for format in [image::ImageFormat::Png, image::ImageFormat::Jpeg] {
+            let answer = predict_bytes(state(), &valid(format)).unwrap();
+            assert_eq!(answer.input.len(), 28);
+            assert_eq!(answer.layers.conv2.len(), 16);
+            assert_eq!(answer.layers.fc1.len(), 120);
+        }
+    }
+
+    #[test]
+    fn content_types() {
+        assert!(check_content_type(Some(b"image/png")).is_ok());
+        assert!(check_content_type(Some(b"IMAGE/JPEG; charset=binary")).is_ok());
+        for bad in [&b"text/plain"[..], b"image/gif", b"", b"\xff\xfe"] {
+            assert_eq!(
+                check_content_type(Some(bad)).unwrap_err().status,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            );
+        }
+        assert!(check_content_type(None).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_bodies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            check(&bytes)?;
+        }
+
+        #[test]
+        fn mutated_images_never_panic(
+            jpeg in any::<bool>(),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..12),
+            cut in any::<prop::sample::Index>(),
+            truncate in any::<bool>(),
+        ) {
+            let format = if jpeg { image::ImageFormat::Jpeg } else { image::ImageFormat::Png };
+            let mut bytes = valid(format);
+            for (at, value) in flips {
+                let i = at.index(bytes.len());
+                bytes[i] = value;
+            }
+            if truncate {
+                bytes.truncate(cut.index(bytes.len()));
+            }
+            check(&bytes)?;
+        }
+
+        #[test]
+        fn any_content_type_is_checked_without_panic(value in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = check_content_type(Some(&value));
+        }
+    }
+}

@@ -1,0 +1,317 @@
+"use strict";
+// The page of `lenet serve`: draw on #pad, send it as a PNG to /api/predict (debounced), and
+// draw what comes back: the 28×28 input, the probabilities and every layer's output.
+
+const DEBOUNCE_MS = 150;
+const INK_WIDTH = 20; // pixels of the 280×280 pad
+
+const $ = (id) => document.getElementById(id);
+const pad = $("pad");
+const ctx = pad.getContext("2d");
+let model = null; // the /api/model answer
+let hasInk = false;
+let timer = null;
+let inFlight = false;
+let pending = null; // a Blob waiting for the request in flight
+
+// ---------- colour maps ----------
+
+const VIRIDIS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+const DIVERGING = [[33, 102, 172], [247, 247, 247], [178, 24, 43]];
+
+function interpolate(stops, t) {
+  const x = Math.min(Math.max(t, 0), 1) * (stops.length - 1);
+  const i = Math.min(Math.floor(x), stops.length - 2);
+  const f = x - i;
+  return stops[i].map((a, k) => Math.round(a + f * (stops[i + 1][k] - a)));
+}
+
+// A function value -> [r, g, b] for a set of values: viridis from 0 to the maximum when no
+// value is negative, else blue–white–red around 0, symmetric.
+function colourScale(values) {
+  let lo = Infinity, hi = -Infinity;
+  for (const v of values) { if (v < lo) lo = v; if (v > hi) hi = v; }
+  if (lo >= 0) {
+    const top = hi > 0 ? hi : 1;
+    return { signed: false, colour: (v) => interpolate(VIRIDIS, v / top) };
+  }
+  const m = Math.max(-lo, hi) || 1;
+  return { signed: true, colour: (v) => interpolate(DIVERGING, 0.5 + v / (2 * m)) };
+}
+
+// Paints rows×cols values (row-major array) onto a new canvas of that many pixels.
+function heatCanvas(rows, cols, values, colour) {
+  const c = document.createElement("canvas");
+  c.width = cols; c.height = rows;
+  const g = c.getContext("2d");
+  const img = g.createImageData(cols, rows);
+  values.forEach((v, i) => {
+    const [r, gg, b] = colour(v);
+    img.data.set([r, gg, b, 255], 4 * i);
+  });
+  g.putImageData(img, 0, 0);
+  return c;
+}
+
+const flat = (a) => a.flat(Infinity);
+
+// ---------- layer pictures ----------
+
+// A titled block: <div class="layer"><h3>caption</h3>…</div>, replacing one with the same key.
+function layerBlock(parent, key, caption) {
+  let block = parent.querySelector(`[data-layer="${key}"]`);
+  if (!block) {
+    block = document.createElement("div");
+    block.className = "layer";
+    block.dataset.layer = key;
+    parent.appendChild(block);
+  }
+  block.innerHTML = "";
+  const h = document.createElement("h3");
+  h.textContent = caption;
+  block.appendChild(h);
+  return block;
+}
+
+// One small heat map per channel of maps[c][h][w], sized to fit a row when there is room.
+function drawMaps(parent, key, caption, maps, preferred) {
+  const block = layerBlock(parent, key, caption);
+  const grid = document.createElement("div");
+  grid.className = "grid";
+  block.appendChild(grid);
+  const scale = colourScale(flat(maps));
+  const n = maps.length, gap = 4;
+  const room = Math.floor((parent.clientWidth - gap * (n - 1)) / n);
+  const size = Math.max(32, Math.min(preferred, room));
+  for (const m of maps) {
+    const c = heatCanvas(m.length, m[0].length, flat(m), scale.colour);
+    c.style.width = c.style.height = `${size}px`;
+    grid.appendChild(c);
+  }
+}
+
+// A vector as one strip of cells.
+function drawStrip(parent, key, caption, values) {
+  const block = layerBlock(parent, key, caption);
+  const c = heatCanvas(1, values.length, values, colourScale(values).colour);
+  c.className = "strip";
+  block.appendChild(c);
+}
+
+// conv2's weights [k][c][5][5] as one picture: column = output channel, row = input channel.
+function drawFilterBank(parent, key, caption, w, cell) {
+  const block = layerBlock(parent, key, caption);
+  const k = w.length, c = w[0].length, s = w[0][0].length, pitch = s + 1;
+  const canvas = document.createElement("canvas");
+  canvas.width = k * pitch - 1; canvas.height = c * pitch - 1;
+  canvas.className = "bank";
+  const g = canvas.getContext("2d");
+  g.fillStyle = "#aaa"; // between the kernels: a grey neither colour scale uses
+  g.fillRect(0, 0, canvas.width, canvas.height);
+  const scale = colourScale(flat(w));
+  for (let o = 0; o < k; o++) {
+    for (let i = 0; i < c; i++) {
+      g.drawImage(heatCanvas(s, s, flat(w[o][i]), scale.colour), o * pitch, i * pitch);
+    }
+  }
+  canvas.style.width = `${canvas.width * cell}px`;
+  canvas.style.maxWidth = "100%";
+  canvas.style.imageRendering = "pixelated";
+  block.appendChild(canvas);
+}
+
+// ---------- the answer ----------
+
+function render(r) {
+  const g = $("input28").getContext("2d");
+  const img = g.createImageData(28, 28);
+  flat(r.input).forEach((v, i) => {
+    const u = Math.round(255 * v);
+    img.data.set([u, u, u, 255], 4 * i);
+  });
+  g.putImageData(img, 0, 0);
+
+  const names = model ? model.classes : r.probabilities.map((_, i) => String(i));
+  $("prediction").textContent = names[r.prediction];
+  $("confidence").textContent = `${(100 * r.probabilities[r.prediction]).toFixed(1)}% sure`;
+  drawBars(r.probabilities, r.prediction, names);
+
+  const act = model ? model.config.activation.replace("relu", "ReLU") : "activation";
+  const pool = model ? `${model.config.pooling} pool 2×2` : "pool 2×2";
+  const shape = (m) => `${m.length} × ${m[0].length} × ${m[0][0].length}`;
+  const maps = $("maps"), L = r.layers;
+  drawMaps(maps, "conv1", `conv1 output after ${act} — ${shape(L.conv1)}`, L.conv1, 84);
+  drawMaps(maps, "pool1", `pool1 output (${pool}) — ${shape(L.pool1)}`, L.pool1, 56);
+  drawMaps(maps, "conv2", `conv2 output after ${act} — ${shape(L.conv2)}`, L.conv2, 48);
+  drawMaps(maps, "pool2", `pool2 output (${pool}) — ${shape(L.pool2)}`, L.pool2, 36);
+  drawStrip(maps, "fc1", `fc1 output after ${act} — ${L.fc1.length} values`, L.fc1);
+  drawStrip(maps, "fc2", `fc2 output after ${act} — ${L.fc2.length} values`, L.fc2);
+  drawStrip(maps, "logits", `fc3 output (logits) — ${L.logits.length} values, one per class`, L.logits);
+}
+
+function drawBars(p, top, names) {
+  const bars = $("bars");
+  bars.innerHTML = "";
+  p.forEach((v, i) => {
+    const bar = document.createElement("div");
+    bar.className = i === top ? "bar top" : "bar";
+    bar.innerHTML = `<div class="value">${Math.round(100 * v)}%</div>` +
+      `<div class="fill" style="height:${(100 * v).toFixed(1)}%"></div>` +
+      `<div class="label"></div>`;
+    bar.querySelector(".label").textContent = names[i];
+    bar.title = `${names[i]}: ${(100 * v).toFixed(2)}%`;
+    bars.appendChild(bar);
+  });
+}
+
+function showError(message) { $("error").textContent = message || ""; }
+
+// ---------- talking to the server ----------
+
+async function send(blob) {
+  if (inFlight) { pending = blob; return; }
+  inFlight = true;
+  try {
+    const res = await fetch("/api/predict", {
+      method: "POST",
+      headers: { "Content-Type": blob.type || "application/octet-stream" },
+      body: blob,
+    });
+    const body = await res.json();
+    if (res.ok) {
+      showError("");
+      render(body);
+      document.body.dataset.predictions = String(Number(document.body.dataset.predictions || 0) + 1);
+    } else {
+      showError(body.error || `error ${res.status}`);
+    }
+  } catch (e) {
+    showError(`cannot reach the server: ${e}`);
+  } finally {
+    inFlight = false;
+    if (pending) { const next = pending; pending = null; send(next); }
+  }
+}
+
+function schedule() {
+  clearTimeout(timer);
+  timer = setTimeout(() => { if (hasInk) pad.toBlob(send, "image/png"); }, DEBOUNCE_MS);
+}
+
+// ---------- drawing ----------
+
+function clearPad() {
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, pad.width, pad.height);
+  hasInk = false;
+}
+
+function point(e) {
+  const r = pad.getBoundingClientRect();
+  return [(e.clientX - r.left) * pad.width / r.width, (e.clientY - r.top) * pad.height / r.height];
+}
+
+let last = null;
+pad.addEventListener("pointerdown", (e) => {
+  e.preventDefault();
+  pad.setPointerCapture(e.pointerId);
+  last = point(e);
+  stroke(last, last);
+});
+pad.addEventListener("pointermove", (e) => {
+  if (!last) return;
+  const events = e.getCoalescedEvents ? e.getCoalescedEvents() : [e];
+  for (const ev of events.length ? events : [e]) {
+    const p = point(ev);
+    stroke(last, p);
+    last = p;
+  }
+});
+for (const end of ["pointerup", "pointercancel"]) {
+  pad.addEventListener(end, () => { last = null; });
+}
+
+function stroke(a, b) {
+  ctx.strokeStyle = "#000";
+  ctx.lineWidth = INK_WIDTH;
+  ctx.lineCap = ctx.lineJoin = "round";
+  ctx.beginPath();
+  ctx.moveTo(a[0], a[1]);
+  ctx.lineTo(b[0], b[1]);
+  ctx.stroke();
+  hasInk = true;
+  schedule();
+}
+
+$("clear").addEventListener("click", () => {
+  clearPad();
+  showError("");
+  $("prediction").textContent = "?";
+  $("confidence").textContent = "draw something";
+});
+
+// ---------- images from files ----------
+
+function useFile(file) {
+  if (!file) return;
+  send(file);
+  const url = URL.createObjectURL(file);
+  const img = new Image();
+  img.onload = () => {
+    clearPad();
+    const s = Math.min(pad.width / img.width, pad.height / img.height);
+    const w = img.width * s, h = img.height * s;
+    ctx.drawImage(img, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
+    hasInk = true;
+    URL.revokeObjectURL(url);
+  };
+  img.onerror = () => URL.revokeObjectURL(url);
+  img.src = url;
+}
+
+$("file").addEventListener("change", (e) => useFile(e.target.files[0]));
+pad.addEventListener("dragover", (e) => { e.preventDefault(); pad.classList.add("dragover"); });
+pad.addEventListener("dragleave", () => pad.classList.remove("dragover"));
+pad.addEventListener("drop", (e) => {
+  e.preventDefault();
+  pad.classList.remove("dragover");
+  useFile(e.dataTransfer.files[0]);
+});
+
+// ---------- the model ----------
+
+function describeModel(m) {
+  const acc = m.accuracy == null ? "accuracy not recorded" : `test accuracy ${(100 * m.accuracy).toFixed(2)}%`;
+  const data = m.dataset || "unknown dataset";
+  $("model-line").textContent =
+    `${m.source} — trained on ${data}, ${acc}; ${m.total_params.toLocaleString("en")} parameters, ` +
+    `${m.total_flops.toLocaleString("en")} FLOPs per image`;
+  const f = $("filters");
+  const w1 = m.filters.conv1, w2 = m.filters.conv2;
+  drawMaps(f, "w1", `conv1 filters — ${w1.length} × ${w1[0].length} × 5 × 5 (red positive, blue negative)`,
+    w1.map((x) => x[0]), 56);
+  drawFilterBank(f, "w2", `conv2 filters — ${w2.length} × ${w2[0].length} × 5 × 5: one column per output ` +
+    `channel, one row per input channel`, w2, 6);
+  layerTable(m);
+}
+
+function layerTable(m) {
+  const t = $("layers");
+  const num = (v) => v.toLocaleString("en");
+  let html = `<tr><th>Layer</th><th>Type</th><th>Output shape</th><th class="num">Parameters</th>` +
+    `<th class="num">FLOPs</th></tr>`;
+  for (const r of m.layers) {
+    html += `<tr><td>${r.name}</td><td>${r.kind}</td><td>${r.output_shape.join(" × ")}</td>` +
+      `<td class="num">${num(r.params)}</td><td class="num">${num(r.flops)}</td></tr>`;
+  }
+  html += `<tr class="total"><td>Total</td><td></td><td></td><td class="num">${num(m.total_params)}</td>` +
+    `<td class="num">${num(m.total_flops)}</td></tr>`;
+  t.innerHTML = html;
+  $("flops-note").textContent = m.flops_note;
+}
+
+clearPad();
+fetch("/api/model")
+  .then((r) => r.json())
+  .then((m) => { model = m; describeModel(m); })
+  .catch((e) => showError(`cannot load the model description: ${e}`));

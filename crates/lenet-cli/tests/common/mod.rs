@@ -1,0 +1,126 @@
+//! Shared by the `lenet serve` tests: start the server on a free loopback port, a model to
+//! serve, and images to send.
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+use image::{GrayImage, Luma};
+
+/// A `lenet serve` process, killed when dropped.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    pub url: String,
+}
+
+impl Server {
+    /// Starts `lenet serve --bind 127.0.0.1:0` with `model` (the built-in one when `None`) and
+    /// waits for the line that names its address.
+    pub fn start(model: Option<&Path>) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lenet"));
+        cmd.args(["serve", "--bind", "127.0.0.1:0"]);
+        if let Some(m) = model {
+            cmd.arg("--model").arg(m);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cannot start lenet serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("cannot read lenet serve's output");
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("lenet serve printed no URL: {line:?}"))
+            .trim_end_matches('/')
+            .to_string();
+        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+        Server { child, url }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A model file with random weights (for tests that do not care what the model predicts).
+pub fn random_model() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        use rand::SeedableRng;
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve-random-model.safetensors");
+        let model = nn::LeNet5::new(
+            nn::LeNet5Config::default(),
+            &mut rand_chacha::ChaCha8Rng::seed_from_u64(7),
+        );
+        model
+            .save_weights(&path)
+            .expect("cannot save the random model");
+        path
+    })
+}
+
+/// A white `w`×`h` picture with a thick black vertical stroke in the middle: a "1".
+pub fn one(w: u32, h: u32) -> GrayImage {
+    let mut img = GrayImage::from_pixel(w, h, Luma([255]));
+    for y in h / 6..h - h / 6 {
+        for x in w / 2 - w / 16..w / 2 + w / 16 {
+            img.put_pixel(x, y, Luma([0]));
+        }
+    }
+    img
+}
+
+/// `img` encoded as PNG.
+pub fn png(img: &GrayImage) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )
+    .unwrap();
+    bytes
+}
+
+/// `img` encoded as JPEG.
+pub fn jpeg(img: &GrayImage) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Jpeg,
+    )
+    .unwrap();
+    bytes
+}
+
+/// POSTs `body` with `content_type`; the status and the JSON answer (4xx/5xx included).
+pub fn post(url: &str, content_type: &str, body: &[u8]) -> (u16, serde_json::Value) {
+    let result = ureq::post(url)
+        .set("Content-Type", content_type)
+        .send_bytes(body);
+    answer(result)
+}
+
+/// The status and JSON body of a ureq result, errors included.
+pub fn answer(result: Result<ureq::Response, ureq::Error>) -> (u16, serde_json::Value) {
+    let response = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("request failed: {e}"),
+    };
+    let status = response.status();
+    let kind = response.content_type().to_string();
+    let text = response.into_string().expect("a body");
+    assert_eq!(kind, "application/json", "status {status}: {text}");
+    let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    (status, json)
+}

@@ -1,0 +1,316 @@
+//! Looking inside a [`LeNet5`]: the output of every layer for some images, and the layer table
+//! (output shape, parameter count, FLOPs per image) that `lenet summary` prints and `lenet serve`
+//! shows.
+//!
+//! [`activations`] recomputes the forward pass from the model's public parameters with the plain
+//! `tensor` ops, so it needs only `&LeNet5` (a server can share one model between threads) and
+//! does not depend on how the model keeps its own buffers. Its logits equal
+//! [`LeNet5::forward_inference`]'s to f32 rounding (tested below).
+
+use ndarray::{Array2, Array4, ArrayView1, ArrayView2, ArrayView4, Dimension};
+use tensor::{Conv2dParams, Pool2dParams};
+
+use crate::activation::ActivationKind;
+use crate::lenet5::{LeNet5, LeNet5Config, IMAGE_SIZE, NUM_CLASSES};
+use crate::pool::PoolKind;
+
+/// Side of the convolution kernels.
+const KERNEL: usize = 5;
+/// Side (and stride) of the pooling windows.
+const POOL: usize = 2;
+
+/// The output of every stage of LeNet-5 for a batch of `n` images. The convolution and fc
+/// outputs are taken after their activation (the pictures a learner wants to see); only the
+/// logits are raw.
+#[derive(Debug, Clone)]
+pub struct LayerOutputs {
+    /// `act(conv1(x))`, `[n, c1, 28, 28]`.
+    pub conv1: Array4<f32>,
+    /// After the first pooling, `[n, c1, 14, 14]`.
+    pub pool1: Array4<f32>,
+    /// `act(conv2(·))`, `[n, c2, 10, 10]`.
+    pub conv2: Array4<f32>,
+    /// After the second pooling, `[n, c2, 5, 5]`.
+    pub pool2: Array4<f32>,
+    /// `act(fc1(·))`, `[n, 120]`.
+    pub fc1: Array2<f32>,
+    /// `act(fc2(·))`, `[n, 84]`.
+    pub fc2: Array2<f32>,
+    /// `fc3(·)`, the logits, `[n, 10]`.
+    pub logits: Array2<f32>,
+}
+
+/// Runs `model` on `input` (`[n, 1, 28, 28]`) and returns every layer's output.
+///
+/// # Panics
+/// If `input` is not `[n, 1, 28, 28]`.
+pub fn activations(model: &LeNet5, input: ArrayView4<'_, f32>) -> LayerOutputs {
+    let (_, c, h, w) = input.dim();
+    assert_eq!(
+        (c, h, w),
+        (1, IMAGE_SIZE, IMAGE_SIZE),
+        "inspect::activations: input must be [n, 1, 28, 28]"
+    );
+    let config = model.config();
+    let act = config.activation;
+    let padded = Conv2dParams {
+        stride: (1, 1),
+        padding: (2, 2),
+    };
+    let conv1 = activate(act, conv(model, "conv1", input, padded));
+    let pool1 = pool(config.pooling, conv1.view());
+    let conv2 = activate(
+        act,
+        conv(model, "conv2", pool1.view(), Conv2dParams::default()),
+    );
+    let pool2 = pool(config.pooling, conv2.view());
+    let n = input.dim().0;
+    let flat = pool2
+        .to_shape((n, config.c2 * KERNEL * KERNEL))
+        .expect("pool2 is contiguous");
+    let fc1 = activate(act, dense(model, "fc1", flat.view()));
+    let fc2 = activate(act, dense(model, "fc2", fc1.view()));
+    let logits = dense(model, "fc3", fc2.view());
+    LayerOutputs {
+        conv1,
+        pool1,
+        conv2,
+        pool2,
+        fc1,
+        fc2,
+        logits,
+    }
+}
+
+/// `name.weight` and `name.bias` of `model` as arrays of their PyTorch shapes.
+fn weight_and_bias<'a, D: Dimension>(
+    model: &'a LeNet5,
+    name: &str,
+) -> (ndarray::ArrayView<'a, f32, D>, ArrayView1<'a, f32>) {
+    let w = model
+        .param(&format!("{name}.weight"))
+        .expect("LeNet5 has every layer's weight");
+    let b = model
+        .param(&format!("{name}.bias"))
+        .expect("LeNet5 has every layer's bias");
+    let weight = ndarray::ArrayViewD::from_shape(w.shape, w.value)
+        .expect("parameter shape matches its length")
+        .into_dimensionality::<D>()
+        .expect("parameter has the layer's rank");
+    (weight, ArrayView1::from(b.value))
+}
+
+fn conv(
+    model: &LeNet5,
+    name: &str,
+    input: ArrayView4<'_, f32>,
+    params: Conv2dParams,
+) -> Array4<f32> {
+    let (w, b) = weight_and_bias::<ndarray::Ix4>(model, name);
+    tensor::conv2d(input, w, Some(b), params)
+}
+
+fn dense(model: &LeNet5, name: &str, input: ArrayView2<'_, f32>) -> Array2<f32> {
+    let (w, b) = weight_and_bias::<ndarray::Ix2>(model, name);
+    tensor::linear(input, w, Some(b))
+}
+
+fn activate<D: Dimension>(
+    kind: ActivationKind,
+    x: ndarray::Array<f32, D>,
+) -> ndarray::Array<f32, D> {
+    match kind {
+        ActivationKind::Relu => tensor::relu(x.view()),
+        ActivationKind::Tanh => tensor::tanh(x.view()),
+        ActivationKind::Sigmoid => tensor::sigmoid(x.view()),
+    }
+}
+
+fn pool(kind: PoolKind, x: ArrayView4<'_, f32>) -> Array4<f32> {
+    let window = Pool2dParams::square(POOL);
+    match kind {
+        PoolKind::Avg => tensor::avg_pool2d(x, window),
+        PoolKind::Max => tensor::max_pool2d(x, window),
+    }
+}
+
+/// One row of the layer table.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LayerRow {
+    /// The layer's name (`conv1`, `relu1`, `pool1`, …; parameters are `NAME.weight`/`.bias`).
+    pub name: String,
+    /// What it does, e.g. `Conv2d 1→6, 5×5, padding 2`.
+    pub kind: String,
+    /// Output shape for one image, e.g. `[6, 28, 28]`.
+    pub output_shape: Vec<usize>,
+    /// Number of parameters (weights and biases).
+    pub params: usize,
+    /// Floating-point operations for one image, counted as 2 × multiply-accumulates of the
+    /// convolutions and linear layers; biases, activations and pooling count 0 (they add about
+    /// 0.1%).
+    pub flops: u64,
+}
+
+/// The layers of a LeNet-5 with `config`, input to logits, as `torchinfo` lists them for PyTorch.
+pub fn layer_table(config: &LeNet5Config) -> Vec<LayerRow> {
+    let (c1, c2) = (config.c1, config.c2);
+    let act = config.activation.name();
+    let pool = match config.pooling {
+        PoolKind::Avg => "AvgPool2d 2×2, stride 2",
+        PoolKind::Max => "MaxPool2d 2×2, stride 2",
+    };
+    let k2 = KERNEL * KERNEL;
+    let flat = c2 * k2;
+    let row = |name: &str, kind: String, shape: &[usize], params: usize, macs: usize| LayerRow {
+        name: name.to_string(),
+        kind,
+        output_shape: shape.to_vec(),
+        params,
+        flops: 2 * macs as u64,
+    };
+    let conv_kind = |i: usize, o: usize, pad: &str| format!("Conv2d {i}→{o}, 5×5{pad}");
+    vec![
+        row(
+            "conv1",
+            conv_kind(1, c1, ", padding 2"),
+            &[c1, 28, 28],
+            c1 * k2 + c1,
+            c1 * 28 * 28 * k2,
+        ),
+        row("act1", act.to_string(), &[c1, 28, 28], 0, 0),
+        row("pool1", pool.to_string(), &[c1, 14, 14], 0, 0),
+        row(
+            "conv2",
+            conv_kind(c1, c2, ""),
+            &[c2, 10, 10],
+            c2 * c1 * k2 + c2,
+            c2 * 100 * c1 * k2,
+        ),
+        row("act2", act.to_string(), &[c2, 10, 10], 0, 0),
+        row("pool2", pool.to_string(), &[c2, 5, 5], 0, 0),
+        row("flatten", "Flatten".to_string(), &[flat], 0, 0),
+        row(
+            "fc1",
+            format!("Linear {flat}→120"),
+            &[120],
+            flat * 120 + 120,
+            flat * 120,
+        ),
+        row("act3", act.to_string(), &[120], 0, 0),
+        row(
+            "fc2",
+            "Linear 120→84".to_string(),
+            &[84],
+            120 * 84 + 84,
+            120 * 84,
+        ),
+        row("act4", act.to_string(), &[84], 0, 0),
+        row(
+            "fc3",
+            format!("Linear 84→{NUM_CLASSES}"),
+            &[NUM_CLASSES],
+            84 * NUM_CLASSES + NUM_CLASSES,
+            84 * NUM_CLASSES,
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn images(n: usize, seed: u64) -> Array4<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        Array4::from_shape_simple_fn((n, 1, 28, 28), || rng.gen_range(0.0f32..1.0))
+    }
+
+    #[test]
+    fn logits_match_the_model_for_every_config() {
+        for activation in [
+            ActivationKind::Relu,
+            ActivationKind::Tanh,
+            ActivationKind::Sigmoid,
+        ] {
+            for pooling in [PoolKind::Avg, PoolKind::Max] {
+                let config = LeNet5Config {
+                    activation,
+                    pooling,
+                    ..LeNet5Config::default()
+                };
+                let mut model = LeNet5::new(config, &mut ChaCha8Rng::seed_from_u64(3));
+                let x = images(3, 5);
+                let outputs = activations(&model, x.view());
+                let expected = model.forward_inference(x.view()).to_owned();
+                assert_eq!(outputs.logits.dim(), (3, NUM_CLASSES));
+                for (a, b) in outputs.logits.iter().zip(expected.iter()) {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                        "{config:?}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn intermediate_outputs_have_the_table_shapes_and_the_activation_range() {
+        let config = LeNet5Config {
+            c1: 4,
+            c2: 8,
+            ..LeNet5Config::default()
+        };
+        let model = LeNet5::new(config, &mut ChaCha8Rng::seed_from_u64(1));
+        let o = activations(&model, images(2, 2).view());
+        let table = layer_table(&config);
+        let shape_of = |name: &str| {
+            let mut s = vec![2];
+            s.extend(&table.iter().find(|r| r.name == name).unwrap().output_shape);
+            s
+        };
+        assert_eq!(o.conv1.shape(), &shape_of("conv1")[..]);
+        assert_eq!(o.pool1.shape(), &shape_of("pool1")[..]);
+        assert_eq!(o.conv2.shape(), &shape_of("conv2")[..]);
+        assert_eq!(o.pool2.shape(), &shape_of("pool2")[..]);
+        assert_eq!(o.fc1.shape(), &shape_of("fc1")[..]);
+        assert_eq!(o.fc2.shape(), &shape_of("fc2")[..]);
+        assert_eq!(o.logits.shape(), &shape_of("fc3")[..]);
+        // ReLU outputs are non-negative; avg pooling of them too.
+        assert!(o.conv1.iter().chain(o.pool2.iter()).all(|&v| v >= 0.0));
+        assert!(o.fc2.iter().all(|&v| v >= 0.0));
+    }
+
+    #[test]
+    fn layer_table_counts_every_parameter_and_the_forward_flops() {
+        let config = LeNet5Config::default();
+        let table = layer_table(&config);
+        let params: usize = table.iter().map(|r| r.params).sum();
+        assert_eq!(params, config.num_params());
+        assert_eq!(params, 61_706);
+        // conv1 156, conv2 2,416, fc1 48,120, fc2 10,164, fc3 850.
+        let by_name = |n: &str| table.iter().find(|r| r.name == n).unwrap().params;
+        assert_eq!(
+            [
+                by_name("conv1"),
+                by_name("conv2"),
+                by_name("fc1"),
+                by_name("fc2"),
+                by_name("fc3")
+            ],
+            [156, 2_416, 48_120, 10_164, 850]
+        );
+        // The forward pass of one image: 833,040 flops (the benches' count).
+        assert_eq!(table.iter().map(|r| r.flops).sum::<u64>(), 833_040);
+        assert_eq!(table.last().unwrap().output_shape, vec![NUM_CLASSES]);
+        let wide = LeNet5Config {
+            c1: 8,
+            c2: 20,
+            ..config
+        };
+        assert_eq!(
+            layer_table(&wide).iter().map(|r| r.params).sum::<usize>(),
+            wide.num_params()
+        );
+    }
+}
