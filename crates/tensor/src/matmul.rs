@@ -19,7 +19,9 @@
 //!   operands;
 //! - `dispatch`: picks the kernel from the CPU's features at run time ([`GemmKernel`]);
 //! - `parallel`: splits products above about 8 megaflops over rayon's threads, by rows or
-//!   columns of C — never along `k` — so results are bit-identical for any thread count;
+//!   columns of C — never along `k` — so results are bit-identical for any thread count.
+//!   [`gemm_with`] with [`Parallelism::CallingThread`] skips it and makes no rayon call, for
+//!   callers that already parallelise over a batch;
 //! - `scratch`: per-thread packing buffers that grow once, so a call allocates nothing in
 //!   steady state.
 //!
@@ -79,7 +81,8 @@ use std::any::TypeId;
 /// `alpha == 0` or an empty inner dimension (`k == 0`), `a` and `b` are not read and
 /// `c = beta * c`.
 ///
-/// Runs on the calling thread for small products and on rayon's pool above about 8 megaflops;
+/// Runs on the calling thread for small products and on rayon's pool above about 8 megaflops
+/// ([`gemm_with`] with [`Parallelism::CallingThread`] never leaves the calling thread);
 /// either way the result is bit-identical (the same inputs in the same layouts always give the
 /// same bits; a different layout of an operand — or, with the AVX2 kernel, the size of an
 /// `A·Bᵀ` product — may change the summation order and so the last bits). Uses the kernel
@@ -120,6 +123,50 @@ pub fn gemm_with_kernel<T: Scalar>(
     a: ArrayView2<'_, T>,
     b: ArrayView2<'_, T>,
     beta: T,
+    c: ArrayViewMut2<'_, T>,
+) {
+    gemm_with(kernel, Parallelism::Rayon, alpha, a, b, beta, c);
+}
+
+/// Where a product may run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parallelism {
+    /// Large products (above about 8 megaflops) are split over the current rayon pool; small
+    /// ones run on the calling thread. What [`gemm`] does.
+    Rayon,
+    /// Only on the calling thread, with no rayon call at all: for callers that already run in
+    /// parallel over a batch (one product per shard), where nested splitting would only add
+    /// scheduling and a second copy of the packed operands.
+    CallingThread,
+}
+
+/// [`gemm`] with both choices explicit: the micro-kernel family and where it runs.
+///
+/// Either [`Parallelism`] gives bit-identical results (threads own disjoint blocks of C and
+/// every element is summed in the same order; see the module docs).
+///
+/// ```
+/// use ndarray::array;
+/// use tensor::{gemm_with, GemmKernel, Parallelism};
+///
+/// let a = array![[1.0f32, 2.0], [3.0, 4.0]];
+/// let mut c = ndarray::Array2::<f32>::zeros((2, 2));
+/// // c = a·aᵀ, computed on this thread only.
+/// let kernel = GemmKernel::active();
+/// gemm_with(kernel, Parallelism::CallingThread, 1.0, a.view(), a.t(), 0.0, c.view_mut());
+/// assert_eq!(c, array![[5.0, 11.0], [11.0, 25.0]]);
+/// ```
+///
+/// # Panics
+/// If the shapes do not agree (see [`gemm`]), or if this CPU does not support `kernel`
+/// (see [`GemmKernel::is_supported`]).
+pub fn gemm_with<T: Scalar>(
+    kernel: GemmKernel,
+    parallelism: Parallelism,
+    alpha: T,
+    a: ArrayView2<'_, T>,
+    b: ArrayView2<'_, T>,
+    beta: T,
     mut c: ArrayViewMut2<'_, T>,
 ) {
     let (m, k) = a.dim();
@@ -149,7 +196,10 @@ pub fn gemm_with_kernel<T: Scalar>(
         return;
     }
     let route = Route::choose::<T>(kernel, &a, &b);
-    parallel::gemm_split(kernel, route, alpha, a, b, beta, c);
+    match parallelism {
+        Parallelism::Rayon => parallel::gemm_split(kernel, route, alpha, a, b, beta, c),
+        Parallelism::CallingThread => gemm_on_this_thread(kernel, route, alpha, a, b, beta, c),
+    }
 }
 
 /// How a product is computed. Chosen once per call, before any split over threads, so that
