@@ -18,29 +18,37 @@ use super::kernel::MicroKernel;
 use super::layout::{MatMut, MatRef};
 use super::pack::{pack_a, pack_b};
 use super::scratch::with_packing_buffers;
+use super::source::PackB;
 use crate::Scalar;
 
-/// `C = alpha·A·B + beta·C` on the calling thread with kernel `K`.
+/// `C = alpha·A·B + beta·C` on the calling thread with kernel `K`, B's panels written by `b`.
+///
+/// `b_in_place` is B itself when it is a plain matrix: with few rows of C the driver then reads
+/// B's contiguous rows directly instead of packing them.
 ///
 /// # Safety
-/// - `a` is `m × k`, `b` is `k × n`, `c` is `m × n`, with `m, n, k >= 1`;
-/// - `a` and `b` describe readable memory, `c` writable memory that nothing else aliases;
+/// - `a` is `m × k`, `b.dim()` is `(k, n)`, `c` is `m × n`, with `m, n, k >= 1`;
+/// - `a` describes readable memory, `c` writable memory that nothing else aliases;
+/// - `b_in_place`, if given, describes the same `k × n` matrix as `b`, in readable memory;
 /// - the CPU supports `K`'s instruction set.
 pub(super) unsafe fn gemm_serial<T: Scalar, K: MicroKernel<T>>(
     alpha: T,
     a: MatRef<T>,
-    b: MatRef<T>,
+    b: &dyn PackB<T>,
+    b_in_place: Option<MatRef<T>>,
     beta: T,
     c: MatMut<T>,
 ) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let (m, k) = (a.rows, a.cols);
+    let n = b.dim().1;
+    debug_assert_eq!(b.dim(), (k, n));
     let (mr, nr) = (K::MR, K::NR);
     // With few rows of C, each B element is used only `m` times: reading B in place (when its
     // rows are contiguous) beats copying it. Only edge panels narrower than a vector are packed.
-    let direct_b = b.cs == 1 && m <= K::DIRECT_B_MAX_M;
+    let direct_b = b_in_place.filter(|bm| bm.cs == 1 && m <= K::DIRECT_B_MAX_M);
     let kc_max = K::KC.min(k);
     let a_len = K::MC.min(m).div_ceil(mr) * mr * kc_max;
-    let b_len = if direct_b {
+    let b_len = if direct_b.is_some() {
         nr * kc_max
     } else {
         K::NC.min(n).div_ceil(nr) * nr * kc_max
@@ -56,28 +64,30 @@ pub(super) unsafe fn gemm_serial<T: Scalar, K: MicroKernel<T>>(
             for pc in (0..k).step_by(K::KC) {
                 let kc = K::KC.min(k - pc);
                 let beta_p = if pc == 0 { beta } else { T::one() };
-                // SAFETY: the blocks are inside A, B (loop bounds).
-                let bblk = unsafe { b.block(pc, jc, kc, nc) };
-                if !direct_b {
-                    // SAFETY: bblk is readable; bbuf holds nc/NR panels (b_len).
-                    unsafe { pack_b(bblk, nr, bbuf) };
+                // SAFETY: the block is inside B (loop bounds), readable by the contract.
+                let bblk = direct_b.map(|bm| unsafe { bm.block(pc, jc, kc, nc) });
+                if bblk.is_none() {
+                    // bbuf holds nc/NR panels (b_len).
+                    b.pack(pc, kc, jc, nc, nr, bbuf);
                 }
                 for ic in (0..m).step_by(K::MC) {
                     let mc = K::MC.min(m - ic);
-                    // SAFETY: as above; abuf holds mc/MR panels (a_len).
+                    // SAFETY: the block is inside A; abuf holds mc/MR panels (a_len).
                     unsafe { pack_a(a.block(ic, pc, mc, kc), mr, abuf) };
                     for jr in (0..nc).step_by(nr) {
                         let cols = nr.min(nc - jr);
-                        let (bp, b_ks) = if !direct_b {
-                            (bbuf[jr / nr * kc * nr..].as_ptr(), nr as isize)
-                        } else if cols % K::LANES == 0 {
+                        let (bp, b_ks) = match bblk {
+                            None => (bbuf[jr / nr * kc * nr..].as_ptr(), nr as isize),
                             // SAFETY: column jr of the block is inside B.
-                            (unsafe { bblk.block(0, jr, kc, cols).ptr }, bblk.rs)
-                        } else {
-                            // Narrow edge panel: the kernel reads whole vectors, so pad a copy.
-                            // SAFETY: the edge block is inside B; bbuf holds one panel.
-                            unsafe { pack_b(bblk.block(0, jr, kc, cols), nr, bbuf) };
-                            (bbuf.as_ptr(), nr as isize)
+                            Some(bb) if cols % K::LANES == 0 => {
+                                (unsafe { bb.block(0, jr, kc, cols).ptr }, bb.rs)
+                            }
+                            Some(bb) => {
+                                // Narrow edge panel: the kernel reads whole vectors, so pad a
+                                // copy. SAFETY: the edge block is inside B; bbuf holds one panel.
+                                unsafe { pack_b(bb.block(0, jr, kc, cols), nr, bbuf) };
+                                (bbuf.as_ptr(), nr as isize)
+                            }
                         };
                         for ir in (0..mc).step_by(mr) {
                             let rows = mr.min(mc - ir);
