@@ -9,6 +9,9 @@
 //! `matmul/`:
 //! - `driver`: cache blocking. `k` is cut in blocks of `KC`, A in blocks of `MC` rows, B in
 //!   blocks of `NC` columns; for very short products (few rows of C), B is read in place;
+//! - `cache`: the cache sizes, read at run time from Linux's sysfs (fallback: 32 KiB L1d,
+//!   512 KiB L2, 2 MiB of L3 per core), and `MC`, `NC` derived from them: a packed A block fills
+//!   about a third of L2, a packed B block about half of this core's share of L3;
 //! - `pack`: copies a block of A into `MR`-row panels and of B into `NR`-column panels,
 //!   zero-padded, whatever the source strides, so the micro-kernel reads contiguous memory;
 //! - `source`: where B's panels come from. Inside the crate, B is anything implementing the
@@ -25,17 +28,19 @@
 //!   operands;
 //! - `dispatch`: picks the kernel from the CPU's features at run time ([`GemmKernel`]);
 //! - `parallel`: splits products above about 8 megaflops over rayon's threads, by rows or
-//!   columns of C — never along `k` — so results are bit-identical for any thread count.
-//!   [`gemm_with`] with [`Parallelism::CallingThread`] skips it and makes no rayon call, for
-//!   callers that already parallelise over a batch;
+//!   columns of C — never along `k` — so results are bit-identical for any thread count. On
+//!   the packed route the threads share one packed copy of each B block and each packs only
+//!   its own rows of A; they meet once per B block. [`gemm_with`] with
+//!   [`Parallelism::CallingThread`] skips all this and makes no rayon call, for callers that
+//!   already parallelise over a batch;
 //! - `scratch`: per-thread packing buffers that grow once, so a call allocates nothing in
 //!   steady state.
 //!
-//! | kernel (`f32`)     | tile `MR × NR` | `KC` | `MC` | `NC` |
-//! |--------------------|----------------|------|------|------|
-//! | `avx512` (AVX-512F)| 8 × 32         | 256  | 128  | 2048 |
-//! | `avx2` (AVX2+FMA)  | 6 × 16         | 256  | 144  | 2048 |
-//! | `portable`         | 4 × 8          | 256  | 128  | 1024 |
+//! | kernel (`f32`)     | tile `MR × NR` | `KC` | `MC` (512 KiB L2) | `NC` (≥ 8 MiB L3/core) |
+//! |--------------------|----------------|------|-------------------|------------------------|
+//! | `avx512` (AVX-512F)| 8 × 32         | 256  | 168               | 4096                   |
+//! | `avx2` (AVX2+FMA)  | 6 × 16         | 256  | 168               | 4096                   |
+//! | `portable`         | 4 × 8          | 256  | 168               | 4096                   |
 //!
 //! `f64` (used for gradient checks) runs the portable kernel's source compiled for the selected
 //! instruction set: 8 × 16 tiles with AVX-512, 6 × 8 with AVX2, 4 × 4 on the baseline target.
@@ -54,6 +59,7 @@
 //! unsupported choice falls back to the best supported one), call [`gemm_kernel_name`] to see
 //! which one runs, or pass a kernel explicitly with [`gemm_with_kernel`].
 
+mod cache;
 mod dispatch;
 #[cfg(target_arch = "x86_64")]
 mod dot_avx2;
@@ -204,7 +210,7 @@ pub fn gemm_with<T: Scalar>(
     let route = Route::choose::<T>(kernel, &a, &b);
     match parallelism {
         Parallelism::Rayon => parallel::gemm_split(kernel, route, alpha, a, b, beta, c),
-        Parallelism::CallingThread => gemm_on_this_thread(kernel, route, alpha, a, b, beta, c),
+        Parallelism::CallingThread => gemm_on_threads(kernel, 1, route, alpha, a, b, beta, c),
     }
 }
 
@@ -248,9 +254,11 @@ pub fn gemm_kernel_name() -> &'static str {
     GemmKernel::active().name()
 }
 
-/// Runs one (piece of a) product on the calling thread. Shapes are checked and non-empty.
-fn gemm_on_this_thread<T: Scalar>(
+/// Runs one (piece of a) product: the dot route on the calling thread, the packed one on
+/// `threads` threads (the current rayon pool when above 1). Shapes are checked and non-empty.
+fn gemm_on_threads<T: Scalar>(
     kernel: GemmKernel,
+    threads: usize,
     route: Route,
     alpha: T,
     a: ArrayView2<'_, T>,
@@ -286,7 +294,7 @@ fn gemm_on_this_thread<T: Scalar>(
     // SAFETY: A is readable through its view, C writable through the unique `c` borrow held for
     // the call; `in_place` is `src`'s own matrix; shapes are checked and non-empty; `kernel` is
     // supported (asserted by the caller).
-    unsafe { gemm_packed(kernel, alpha, ad, &src, Some(in_place), beta, cd) };
+    unsafe { gemm_packed(kernel, threads, alpha, ad, &src, Some(in_place), beta, cd) };
 }
 
 /// `C = alpha·A·B + beta·C` on the calling thread, B's panels written by `b` (e.g. straight from
@@ -328,7 +336,7 @@ pub(crate) fn gemm_packed_b<T: Scalar>(
     let (ad, cd) = (MatRef::from_view(&a), MatMut::from_view(&mut c));
     // SAFETY: A is readable through its view, C writable through the unique `c` borrow held for
     // the call; shapes are checked and non-empty; `kernel` is supported (asserted above).
-    unsafe { gemm_packed(kernel, alpha, ad, b, None, beta, cd) };
+    unsafe { gemm_packed(kernel, 1, alpha, ad, b, None, beta, cd) };
 }
 
 /// `(MR, NR)`: the tile of the micro-kernel that runs `T` products on `kernel`'s packed route.
@@ -354,14 +362,15 @@ pub(crate) fn tile_shape<T: Scalar>(kernel: GemmKernel) -> (usize, usize) {
     }
 }
 
-/// The packed route on the calling thread: picks the micro-kernel for `T` and `kernel` and
-/// runs the blocked loop nest.
+/// The packed route: picks the micro-kernel for `T` and `kernel` and runs the blocked loop nest,
+/// on the calling thread (`threads == 1`) or split over the current rayon pool.
 ///
 /// # Safety
 /// The contract of `driver::gemm_serial` (shapes, readable A, writable unaliased C, `b_in_place`
 /// describing B), and `kernel` is supported by this CPU.
 unsafe fn gemm_packed<T: Scalar>(
     kernel: GemmKernel,
+    threads: usize,
     alpha: T,
     a: MatRef<T>,
     b: &dyn PackB<T>,
@@ -369,6 +378,28 @@ unsafe fn gemm_packed<T: Scalar>(
     beta: T,
     c: MatMut<T>,
 ) {
+    /// The serial or the parallel driver for one kernel type.
+    ///
+    /// # Safety
+    /// As for `gemm_packed`, with `K` the kernel for `kernel`.
+    unsafe fn run<U: Scalar, K: MicroKernel<U>>(
+        threads: usize,
+        alpha: U,
+        a: MatRef<U>,
+        b: &dyn PackB<U>,
+        b_in_place: Option<MatRef<U>>,
+        beta: U,
+        c: MatMut<U>,
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe {
+            if threads > 1 {
+                driver::gemm_parallel::<U, K>(alpha, a, b, b_in_place, beta, c, threads)
+            } else {
+                driver::gemm_serial::<U, K>(alpha, a, b, b_in_place, beta, c)
+            }
+        }
+    }
     if TypeId::of::<T>() == TypeId::of::<f32>() {
         let (a, c) = (a.cast::<f32>(), c.cast::<f32>());
         let b_in_place = b_in_place.map(MatRef::cast::<f32>);
@@ -380,14 +411,14 @@ unsafe fn gemm_packed<T: Scalar>(
         unsafe {
             match kernel {
                 #[cfg(target_arch = "x86_64")]
-                GemmKernel::Avx512 => driver::gemm_serial::<f32, kernel_avx512::Avx512>(
-                    alpha, a, &b, b_in_place, beta, c,
-                ),
+                GemmKernel::Avx512 => {
+                    run::<f32, kernel_avx512::Avx512>(threads, alpha, a, &b, b_in_place, beta, c)
+                }
                 #[cfg(target_arch = "x86_64")]
                 GemmKernel::Avx2 => {
-                    driver::gemm_serial::<f32, kernel_avx2::Avx2>(alpha, a, &b, b_in_place, beta, c)
+                    run::<f32, kernel_avx2::Avx2>(threads, alpha, a, &b, b_in_place, beta, c)
                 }
-                _ => driver::gemm_serial::<f32, Portable<4, 8>>(alpha, a, &b, b_in_place, beta, c),
+                _ => run::<f32, Portable<4, 8>>(threads, alpha, a, &b, b_in_place, beta, c),
             }
         }
     } else {
@@ -397,14 +428,14 @@ unsafe fn gemm_packed<T: Scalar>(
         unsafe {
             match kernel {
                 #[cfg(target_arch = "x86_64")]
-                GemmKernel::Avx512 => driver::gemm_serial::<T, PortableAvx512<8, 16>>(
-                    alpha, a, b, b_in_place, beta, c,
-                ),
+                GemmKernel::Avx512 => {
+                    run::<T, PortableAvx512<8, 16>>(threads, alpha, a, b, b_in_place, beta, c)
+                }
                 #[cfg(target_arch = "x86_64")]
                 GemmKernel::Avx2 => {
-                    driver::gemm_serial::<T, PortableAvx2<6, 8>>(alpha, a, b, b_in_place, beta, c)
+                    run::<T, PortableAvx2<6, 8>>(threads, alpha, a, b, b_in_place, beta, c)
                 }
-                _ => driver::gemm_serial::<T, Portable<4, 4>>(alpha, a, b, b_in_place, beta, c),
+                _ => run::<T, Portable<4, 4>>(threads, alpha, a, b, b_in_place, beta, c),
             }
         }
     }

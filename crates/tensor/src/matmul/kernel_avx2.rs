@@ -20,8 +20,6 @@ impl MicroKernel<f32> for Avx2 {
     const NR: usize = NR;
     const LANES: usize = LANES;
     const KC: usize = 256;
-    const MC: usize = 144;
-    const NC: usize = 2048;
     const DIRECT_B_MAX_M: usize = 24;
 
     unsafe fn tile(

@@ -46,6 +46,17 @@ impl<'a, T> MatrixB<'a, T> {
         }
     }
 
+    /// A source reading the matrix `m` describes.
+    ///
+    /// # Safety
+    /// `m` describes memory that stays readable, and unwritten, for `'a`.
+    pub(super) unsafe fn from_mat(m: MatRef<T>) -> Self {
+        MatrixB {
+            m,
+            _borrow: PhantomData,
+        }
+    }
+
     /// The raw descriptor, for the driver's in-place reads of B.
     pub(super) fn as_mat(&self) -> MatRef<T> {
         self.m
