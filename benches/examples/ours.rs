@@ -54,11 +54,15 @@ fn infer(dir: &Path) -> Result<f64, String> {
     let source = Source(Split::read(&images, &labels).map_err(|e| e.to_string())?);
     let mut model = LeNet5::new(LeNet5Config::default(), &mut ChaCha8Rng::seed_from_u64(0));
     let mut evaluator = Evaluator::new(1000);
+    let mut seen = 0;
     let secs = median_secs(
-        &mut || drop(evaluator.evaluate(&mut model, &source)),
+        &mut || seen = evaluator.evaluate(&mut model, &source).total,
         5,
         0.0,
     );
+    if seen != source.len() {
+        return Err(format!("evaluated {seen} of {} images", source.len()));
+    }
     Ok(source.len() as f64 / secs)
 }
 
