@@ -8,8 +8,14 @@
 //! runs, so machine noise hits both sides alike). `LENET_GEMM_KERNEL=portable|avx2|avx512`
 //! selects the kernel; the summary names the one that ran. `MATMUL_SUMMARY_ONLY=1` skips the
 //! criterion runs and prints only the table.
+//!
+//! Everything runs inside a rayon pool of `RAYON_NUM_THREADS` threads (default 2), as in
+//! `lenet train`: our products above the split threshold (fc1 at batch 256, 512³) use them all;
+//! ndarray's `general_mat_mul` is single-threaded. `RAYON_NUM_THREADS=1` compares one thread
+//! with one thread.
 
 use criterion::{black_box, criterion_group, BenchmarkId, Criterion, Throughput};
+use lenet_benches::{pool, threads};
 use ndarray::linalg::general_mat_mul;
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
@@ -161,8 +167,10 @@ fn summary() {
         .collect();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     println!(
-        "\nmatmul summary (kernel: {}, GFLOP/s, median of alternating 2 ms batches)",
-        gemm_kernel_name()
+        "\nmatmul summary (kernel: {}, {} threads for ours, GFLOP/s, median of alternating 2 ms \
+         batches)",
+        gemm_kernel_name(),
+        rayon::current_num_threads()
     );
     println!(
         "{:<24} {:>15} {:>9} {:>9} {:>7}",
@@ -196,10 +204,12 @@ fn summary() {
 criterion_group!(benches, bench_matmul);
 
 fn main() {
-    // `MATMUL_SUMMARY_ONLY=1` skips criterion and prints only the quick table (for tuning).
-    if std::env::var_os("MATMUL_SUMMARY_ONLY").is_none() {
-        benches();
-        Criterion::default().configure_from_args().final_summary();
-    }
-    summary();
+    pool(threads()).install(|| {
+        // `MATMUL_SUMMARY_ONLY=1` skips criterion and prints only the quick table (for tuning).
+        if std::env::var_os("MATMUL_SUMMARY_ONLY").is_none() {
+            benches();
+            Criterion::default().configure_from_args().final_summary();
+        }
+        summary();
+    });
 }

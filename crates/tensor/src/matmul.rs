@@ -9,8 +9,17 @@
 //! `matmul/`:
 //! - `driver`: cache blocking. `k` is cut in blocks of `KC`, A in blocks of `MC` rows, B in
 //!   blocks of `NC` columns; for very short products (few rows of C), B is read in place;
+//! - `cache`: the cache sizes, read at run time from Linux's sysfs (fallback: 32 KiB L1d,
+//!   512 KiB L2, 2 MiB of L3 per core), and `MC`, `NC` derived from them: a packed A block fills
+//!   about a third of L2, a packed B block about half of this core's share of L3;
 //! - `pack`: copies a block of A into `MR`-row panels and of B into `NR`-column panels,
 //!   zero-padded, whatever the source strides, so the micro-kernel reads contiguous memory;
+//! - `source`: where B's panels come from. Inside the crate, B is anything implementing the
+//!   `PackB` trait — a matrix view (`MatrixB`, the packing above) or a caller that writes the
+//!   `KC × NR` panels itself, e.g. from image windows for an implicit-GEMM convolution
+//!   (`gemm_packed_b`; `tile_shape` gives the running kernel's `MR × NR`). The trait is safe:
+//!   it writes into an ordinary slice, so a wrong implementation gives wrong numbers, never
+//!   undefined behaviour;
 //! - `kernel_*`: the micro-kernels, which keep an `MR × NR` tile of C in registers for the whole
 //!   `k` loop and apply `alpha`/`beta` when writing it (partial edge tiles included);
 //! - `dot_avx512`, `dot_avx2`: products whose A rows and B columns are both contiguous (`x·Wᵀ`
@@ -19,15 +28,19 @@
 //!   operands;
 //! - `dispatch`: picks the kernel from the CPU's features at run time ([`GemmKernel`]);
 //! - `parallel`: splits products above about 8 megaflops over rayon's threads, by rows or
-//!   columns of C — never along `k` — so results are bit-identical for any thread count;
+//!   columns of C — never along `k` — so results are bit-identical for any thread count. On
+//!   the packed route the threads share one packed copy of each B block and each packs only
+//!   its own rows of A; they meet once per B block. [`gemm_with`] with
+//!   [`Parallelism::CallingThread`] skips all this and makes no rayon call, for callers that
+//!   already parallelise over a batch;
 //! - `scratch`: per-thread packing buffers that grow once, so a call allocates nothing in
 //!   steady state.
 //!
-//! | kernel (`f32`)     | tile `MR × NR` | `KC` | `MC` | `NC` |
-//! |--------------------|----------------|------|------|------|
-//! | `avx512` (AVX-512F)| 8 × 32         | 256  | 128  | 2048 |
-//! | `avx2` (AVX2+FMA)  | 6 × 16         | 256  | 144  | 2048 |
-//! | `portable`         | 4 × 8          | 256  | 128  | 1024 |
+//! | kernel (`f32`)     | tile `MR × NR` | `KC` | `MC` (512 KiB L2) | `NC` (≥ 8 MiB L3/core) |
+//! |--------------------|----------------|------|-------------------|------------------------|
+//! | `avx512` (AVX-512F)| 8 × 32         | 256  | 168               | 4096                   |
+//! | `avx2` (AVX2+FMA)  | 6 × 16         | 256  | 168               | 4096                   |
+//! | `portable`         | 4 × 8          | 256  | 168               | 4096                   |
 //!
 //! `f64` (used for gradient checks) runs the portable kernel's source compiled for the selected
 //! instruction set: 8 × 16 tiles with AVX-512, 6 × 8 with AVX2, 4 × 4 on the baseline target.
@@ -46,6 +59,7 @@
 //! unsupported choice falls back to the best supported one), call [`gemm_kernel_name`] to see
 //! which one runs, or pass a kernel explicitly with [`gemm_with_kernel`].
 
+mod cache;
 mod dispatch;
 #[cfg(target_arch = "x86_64")]
 mod dot_avx2;
@@ -62,15 +76,20 @@ mod layout;
 mod pack;
 mod parallel;
 mod scratch;
+mod source;
 
 pub use dispatch::GemmKernel;
+#[allow(unused_imports)] // The crate's implicit-GEMM convolution is the user.
+pub(crate) use source::{MatrixB, PackB};
 
 use crate::Scalar;
+use kernel::MicroKernel;
 use kernel_portable::Portable;
 #[cfg(target_arch = "x86_64")]
 use kernel_portable::{PortableAvx2, PortableAvx512};
 use layout::{MatMut, MatRef};
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Zip};
+use source::AsF32;
 use std::any::TypeId;
 
 /// General matrix multiply: `c = alpha * a·b + beta * c`.
@@ -79,7 +98,8 @@ use std::any::TypeId;
 /// `alpha == 0` or an empty inner dimension (`k == 0`), `a` and `b` are not read and
 /// `c = beta * c`.
 ///
-/// Runs on the calling thread for small products and on rayon's pool above about 8 megaflops;
+/// Runs on the calling thread for small products and on rayon's pool above about 8 megaflops
+/// ([`gemm_with`] with [`Parallelism::CallingThread`] never leaves the calling thread);
 /// either way the result is bit-identical (the same inputs in the same layouts always give the
 /// same bits; a different layout of an operand — or, with the AVX2 kernel, the size of an
 /// `A·Bᵀ` product — may change the summation order and so the last bits). Uses the kernel
@@ -120,7 +140,51 @@ pub fn gemm_with_kernel<T: Scalar>(
     a: ArrayView2<'_, T>,
     b: ArrayView2<'_, T>,
     beta: T,
-    mut c: ArrayViewMut2<'_, T>,
+    c: ArrayViewMut2<'_, T>,
+) {
+    gemm_with(kernel, Parallelism::Rayon, alpha, a, b, beta, c);
+}
+
+/// Where a product may run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parallelism {
+    /// Large products (above about 8 megaflops) are split over the current rayon pool; small
+    /// ones run on the calling thread. What [`gemm`] does.
+    Rayon,
+    /// Only on the calling thread, with no rayon call at all: for callers that already run in
+    /// parallel over a batch (one product per shard), where nested splitting would only add
+    /// scheduling and a second copy of the packed operands.
+    CallingThread,
+}
+
+/// [`gemm`] with both choices explicit: the micro-kernel family and where it runs.
+///
+/// Either [`Parallelism`] gives bit-identical results (threads own disjoint blocks of C and
+/// every element is summed in the same order; see the module docs).
+///
+/// ```
+/// use ndarray::array;
+/// use tensor::{gemm_with, GemmKernel, Parallelism};
+///
+/// let a = array![[1.0f32, 2.0], [3.0, 4.0]];
+/// let mut c = ndarray::Array2::<f32>::zeros((2, 2));
+/// // c = a·aᵀ, computed on this thread only.
+/// let kernel = GemmKernel::active();
+/// gemm_with(kernel, Parallelism::CallingThread, 1.0, a.view(), a.t(), 0.0, c.view_mut());
+/// assert_eq!(c, array![[5.0, 11.0], [11.0, 25.0]]);
+/// ```
+///
+/// # Panics
+/// If the shapes do not agree (see [`gemm`]), or if this CPU does not support `kernel`
+/// (see [`GemmKernel::is_supported`]).
+pub fn gemm_with<T: Scalar>(
+    kernel: GemmKernel,
+    parallelism: Parallelism,
+    alpha: T,
+    a: ArrayView2<'_, T>,
+    b: ArrayView2<'_, T>,
+    beta: T,
+    c: ArrayViewMut2<'_, T>,
 ) {
     let (m, k) = a.dim();
     let (k2, n) = b.dim();
@@ -141,15 +205,13 @@ pub fn gemm_with_kernel<T: Scalar>(
         return;
     }
     if k == 0 || alpha == T::zero() {
-        if beta == T::zero() {
-            c.fill(T::zero());
-        } else {
-            Zip::from(&mut c).for_each(|x| *x = beta * *x);
-        }
-        return;
+        return scale_c(beta, c);
     }
     let route = Route::choose::<T>(kernel, &a, &b);
-    parallel::gemm_split(kernel, route, alpha, a, b, beta, c);
+    match parallelism {
+        Parallelism::Rayon => parallel::gemm_split(kernel, route, alpha, a, b, beta, c),
+        Parallelism::CallingThread => gemm_on_threads(kernel, 1, route, alpha, a, b, beta, c),
+    }
 }
 
 /// How a product is computed. Chosen once per call, before any split over threads, so that
@@ -192,10 +254,11 @@ pub fn gemm_kernel_name() -> &'static str {
     GemmKernel::active().name()
 }
 
-/// Runs one (piece of a) product on the calling thread: picks the kernel for `T` and hands raw
-/// descriptors to the blocked loop nest. Shapes are checked and non-empty.
-fn gemm_on_this_thread<T: Scalar>(
+/// Runs one (piece of a) product: the dot route on the calling thread, the packed one on
+/// `threads` threads (the current rayon pool when above 1). Shapes are checked and non-empty.
+fn gemm_on_threads<T: Scalar>(
     kernel: GemmKernel,
+    threads: usize,
     route: Route,
     alpha: T,
     a: ArrayView2<'_, T>,
@@ -203,58 +266,187 @@ fn gemm_on_this_thread<T: Scalar>(
     beta: T,
     mut c: ArrayViewMut2<'_, T>,
 ) {
-    let (ad, bd, cd) = (
-        MatRef::from_view(&a),
-        MatRef::from_view(&b),
-        MatMut::from_view(&mut c),
-    );
-    if TypeId::of::<T>() == TypeId::of::<f32>() {
+    let (ad, cd) = (MatRef::from_view(&a), MatMut::from_view(&mut c));
+    if route == Route::Dot {
+        let bd = MatRef::from_view(&b);
+        debug_assert!(TypeId::of::<T>() == TypeId::of::<f32>() && ad.cs == 1 && bd.rs == 1);
         let (ad, bd, cd) = (ad.cast::<f32>(), bd.cast::<f32>(), cd.cast::<f32>());
-        // `to_f32` is exact here: T is f32.
+        // `to_f32` is exact here: T is f32 (the Dot route is only chosen for f32).
         let (alpha, beta) = (alpha.to_f32().unwrap(), beta.to_f32().unwrap());
-        debug_assert!(route == Route::Packed || (ad.cs == 1 && bd.rs == 1));
         // SAFETY: T is f32, so the descriptors keep pointing at valid f32 data: A and B are
         // readable through their shared views, C writable through the unique `c` borrow held
-        // for the call; shapes are checked and non-empty. The SIMD kernels run only on a CPU
-        // that supports them (`kernel.is_supported()` was asserted by the caller).
+        // for the call; shapes are checked and non-empty; A's rows and B's columns are
+        // contiguous (the Dot route's condition). The kernels run only on a CPU that supports
+        // them (`kernel.is_supported()` was asserted by the caller).
         unsafe {
             match kernel {
-                // Both operands contiguous along k (A·Bᵀ of row-major arrays): no packing.
                 #[cfg(target_arch = "x86_64")]
-                GemmKernel::Avx512 if route == Route::Dot => {
-                    dot_avx512::gemm_dot(alpha, ad, bd, beta, cd)
-                }
+                GemmKernel::Avx512 => dot_avx512::gemm_dot(alpha, ad, bd, beta, cd),
+                #[cfg(target_arch = "x86_64")]
+                GemmKernel::Avx2 => dot_avx2::gemm_dot(alpha, ad, bd, beta, cd),
+                _ => unreachable!("the dot route needs a SIMD kernel"),
+            }
+        }
+        return;
+    }
+    let src = MatrixB::new(&b);
+    let in_place = src.as_mat();
+    // SAFETY: A is readable through its view, C writable through the unique `c` borrow held for
+    // the call; `in_place` is `src`'s own matrix; shapes are checked and non-empty; `kernel` is
+    // supported (asserted by the caller).
+    unsafe { gemm_packed(kernel, threads, alpha, ad, &src, Some(in_place), beta, cd) };
+}
+
+/// `C = alpha·A·B + beta·C` on the calling thread, B's panels written by `b` (e.g. straight from
+/// image windows, for an implicit-GEMM convolution): the packed route with a caller-supplied B.
+/// Makes no rayon call. `b` packs `nr`-column panels with `nr` from [`tile_shape`].
+///
+/// # Panics
+/// If the shapes do not agree (`a` is `[m, k]`, `b.dim()` is `(k, n)`, `c` is `[m, n]`), or if
+/// this CPU does not support `kernel`.
+#[allow(dead_code)] // The crate's implicit-GEMM convolution is its caller.
+pub(crate) fn gemm_packed_b<T: Scalar>(
+    kernel: GemmKernel,
+    alpha: T,
+    a: ArrayView2<'_, T>,
+    b: &dyn PackB<T>,
+    beta: T,
+    mut c: ArrayViewMut2<'_, T>,
+) {
+    let (m, k) = a.dim();
+    let (k2, n) = b.dim();
+    assert_eq!(k, k2, "gemm: a is [{m}, {k}] but b is [{k2}, {n}]");
+    assert_eq!(
+        c.dim(),
+        (m, n),
+        "gemm: c must be [{m}, {n}], got {:?}",
+        c.dim()
+    );
+    assert!(
+        kernel.is_supported(),
+        "gemm: this CPU does not support the {} kernel",
+        kernel.name()
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 || alpha == T::zero() {
+        return scale_c(beta, c);
+    }
+    let (ad, cd) = (MatRef::from_view(&a), MatMut::from_view(&mut c));
+    // SAFETY: A is readable through its view, C writable through the unique `c` borrow held for
+    // the call; shapes are checked and non-empty; `kernel` is supported (asserted above).
+    unsafe { gemm_packed(kernel, 1, alpha, ad, b, None, beta, cd) };
+}
+
+/// `(MR, NR)`: the tile of the micro-kernel that runs `T` products on `kernel`'s packed route.
+/// A [`PackB`] source writes panels `NR` columns wide.
+#[allow(dead_code)] // The crate's implicit-GEMM convolution is its caller.
+pub(crate) fn tile_shape<T: Scalar>(kernel: GemmKernel) -> (usize, usize) {
+    fn shape<U, K: MicroKernel<U>>() -> (usize, usize) {
+        (K::MR, K::NR)
+    }
+    // Mirrors the choice in `gemm_packed` (a unit test checks the two agree).
+    let f32_kernel = TypeId::of::<T>() == TypeId::of::<f32>();
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        GemmKernel::Avx512 if f32_kernel => shape::<f32, kernel_avx512::Avx512>(),
+        #[cfg(target_arch = "x86_64")]
+        GemmKernel::Avx512 => shape::<T, PortableAvx512<8, 16>>(),
+        #[cfg(target_arch = "x86_64")]
+        GemmKernel::Avx2 if f32_kernel => shape::<f32, kernel_avx2::Avx2>(),
+        #[cfg(target_arch = "x86_64")]
+        GemmKernel::Avx2 => shape::<T, PortableAvx2<6, 8>>(),
+        _ if f32_kernel => shape::<f32, Portable<4, 8>>(),
+        _ => shape::<T, Portable<4, 4>>(),
+    }
+}
+
+/// The packed route: picks the micro-kernel for `T` and `kernel` and runs the blocked loop nest,
+/// on the calling thread (`threads == 1`) or split over the current rayon pool.
+///
+/// # Safety
+/// The contract of `driver::gemm_serial` (shapes, readable A, writable unaliased C, `b_in_place`
+/// describing B), and `kernel` is supported by this CPU.
+unsafe fn gemm_packed<T: Scalar>(
+    kernel: GemmKernel,
+    threads: usize,
+    alpha: T,
+    a: MatRef<T>,
+    b: &dyn PackB<T>,
+    b_in_place: Option<MatRef<T>>,
+    beta: T,
+    c: MatMut<T>,
+) {
+    /// The serial or the parallel driver for one kernel type.
+    ///
+    /// # Safety
+    /// As for `gemm_packed`, with `K` the kernel for `kernel`.
+    unsafe fn run<U: Scalar, K: MicroKernel<U>>(
+        threads: usize,
+        alpha: U,
+        a: MatRef<U>,
+        b: &dyn PackB<U>,
+        b_in_place: Option<MatRef<U>>,
+        beta: U,
+        c: MatMut<U>,
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe {
+            if threads > 1 {
+                driver::gemm_parallel::<U, K>(alpha, a, b, b_in_place, beta, c, threads)
+            } else {
+                driver::gemm_serial::<U, K>(alpha, a, b, b_in_place, beta, c)
+            }
+        }
+    }
+    if TypeId::of::<T>() == TypeId::of::<f32>() {
+        let (a, c) = (a.cast::<f32>(), c.cast::<f32>());
+        let b_in_place = b_in_place.map(MatRef::cast::<f32>);
+        let b = AsF32::new(b);
+        // `to_f32` is exact here: T is f32.
+        let (alpha, beta) = (alpha.to_f32().unwrap(), beta.to_f32().unwrap());
+        // SAFETY: T is f32, so the descriptors keep pointing at valid f32 data; the rest is the
+        // caller's contract.
+        unsafe {
+            match kernel {
                 #[cfg(target_arch = "x86_64")]
                 GemmKernel::Avx512 => {
-                    driver::gemm_serial::<f32, kernel_avx512::Avx512>(alpha, ad, bd, beta, cd)
-                }
-                #[cfg(target_arch = "x86_64")]
-                GemmKernel::Avx2 if route == Route::Dot => {
-                    dot_avx2::gemm_dot(alpha, ad, bd, beta, cd)
+                    run::<f32, kernel_avx512::Avx512>(threads, alpha, a, &b, b_in_place, beta, c)
                 }
                 #[cfg(target_arch = "x86_64")]
                 GemmKernel::Avx2 => {
-                    driver::gemm_serial::<f32, kernel_avx2::Avx2>(alpha, ad, bd, beta, cd)
+                    run::<f32, kernel_avx2::Avx2>(threads, alpha, a, &b, b_in_place, beta, c)
                 }
-                _ => driver::gemm_serial::<f32, Portable<4, 8>>(alpha, ad, bd, beta, cd),
+                _ => run::<f32, Portable<4, 8>>(threads, alpha, a, &b, b_in_place, beta, c),
             }
         }
     } else {
         // f64 (or another Scalar): the portable tile, compiled for the selected instruction set.
-        // SAFETY: as above; each variant runs only on a CPU that supports its instruction set.
+        // SAFETY: the caller's contract; each variant runs only on a CPU that supports its
+        // instruction set.
         unsafe {
             match kernel {
                 #[cfg(target_arch = "x86_64")]
                 GemmKernel::Avx512 => {
-                    driver::gemm_serial::<T, PortableAvx512<8, 16>>(alpha, ad, bd, beta, cd)
+                    run::<T, PortableAvx512<8, 16>>(threads, alpha, a, b, b_in_place, beta, c)
                 }
                 #[cfg(target_arch = "x86_64")]
                 GemmKernel::Avx2 => {
-                    driver::gemm_serial::<T, PortableAvx2<6, 8>>(alpha, ad, bd, beta, cd)
+                    run::<T, PortableAvx2<6, 8>>(threads, alpha, a, b, b_in_place, beta, c)
                 }
-                _ => driver::gemm_serial::<T, Portable<4, 4>>(alpha, ad, bd, beta, cd),
+                _ => run::<T, Portable<4, 4>>(threads, alpha, a, b, b_in_place, beta, c),
             }
         }
+    }
+}
+
+/// `C = beta·C` (the product term is zero); with `beta == 0` the old contents are ignored.
+fn scale_c<T: Scalar>(beta: T, mut c: ArrayViewMut2<'_, T>) {
+    if beta == T::zero() {
+        c.fill(T::zero());
+    } else {
+        Zip::from(&mut c).for_each(|x| *x = beta * *x);
     }
 }
 

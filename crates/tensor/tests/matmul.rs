@@ -13,7 +13,10 @@ use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, ShapeBuilder};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tensor::{gemm, gemm_kernel_name, gemm_with_kernel, matmul, matmul_into, GemmKernel, Scalar};
+use tensor::{
+    gemm, gemm_kernel_name, gemm_with, gemm_with_kernel, matmul, matmul_into, GemmKernel,
+    Parallelism, Scalar,
+};
 
 /// Counts the heap allocations each thread makes, to prove gemm allocates nothing per call.
 struct CountingAlloc;
@@ -550,6 +553,49 @@ fn parallel_results_are_bit_identical() {
             }
             let d = differ(&first, &pieces);
             assert_eq!(d, 0, "{what}: row pieces differ in {d} elements");
+        }
+    }
+}
+
+/// `Parallelism::CallingThread` gives the same bits as the split product on a two-thread pool,
+/// for every kernel, both B layouts and beta ≠ 0, at sizes above the split threshold: tall
+/// (row pieces sharing one packed B), short (column pieces; B read in place when row-major),
+/// wider than one column block of B, and fc1's weight gradient at batch 256.
+#[test]
+fn calling_thread_results_are_bit_identical_to_parallel() {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    for (m, n, k) in [
+        (263, 301, 300),
+        (20, 1500, 300),
+        (16, 5000, 100),
+        (120, 400, 256),
+    ] {
+        let a = random::<f32>(m, k, &mut rng);
+        let b_row = random::<f32>(k, n, &mut rng);
+        let b_col = b_row.t().as_standard_layout().into_owned();
+        let c0 = random::<f32>(m, n, &mut rng);
+        let (want, scale) = reference(0.5, &a, &b_row, -1.5, &c0);
+        for kernel in GemmKernel::all_supported() {
+            for b in [b_row.view(), b_col.t()] {
+                let what = format!("{} {m}x{n}x{k} B strides {:?}", kernel.name(), b.strides());
+                let run = |parallelism| {
+                    let mut c = c0.clone();
+                    gemm_with(kernel, parallelism, 0.5, a.view(), b, -1.5, c.view_mut());
+                    c
+                };
+                let serial = run(Parallelism::CallingThread);
+                check(serial.view(), &want, &scale, k, &what);
+                let split = pool.install(|| run(Parallelism::Rayon));
+                let same = serial
+                    .iter()
+                    .zip(&split)
+                    .all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "{what}: calling-thread and split results differ");
+            }
         }
     }
 }

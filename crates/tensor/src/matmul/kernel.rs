@@ -16,12 +16,10 @@ pub(super) trait MicroKernel<T> {
     /// `cols.div_ceil(LANES) · LANES` elements, so B can be read in place (unpacked) only for
     /// panels whose width is a multiple of `LANES`.
     const LANES: usize;
-    /// Depth of one cache block: A and B panels are packed `KC` columns / rows at a time.
+    /// Depth of one cache block: A and B panels are packed `KC` columns / rows at a time, so
+    /// that a `KC × NR` panel of B stays in L1 while the tiles of an A block stream past it.
+    /// The other block sizes come from the cache sizes at run time (`cache::Blocking`).
     const KC: usize;
-    /// Rows of A packed at once (the packed block stays in L2).
-    const MC: usize;
-    /// Columns of B packed at once (the packed block stays in L3).
-    const NC: usize;
     /// Up to this many rows of C, B is read in place when its rows are contiguous: with so few
     /// rows each B element is used too few times for packing to pay for itself.
     const DIRECT_B_MAX_M: usize;

@@ -20,8 +20,6 @@ impl MicroKernel<f32> for Avx2 {
     const NR: usize = NR;
     const LANES: usize = LANES;
     const KC: usize = 256;
-    const MC: usize = 144;
-    const NC: usize = 2048;
     const DIRECT_B_MAX_M: usize = 24;
 
     unsafe fn tile(
@@ -102,15 +100,23 @@ unsafe fn tile_rn<const R: usize, const NV: usize>(
             let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(left), lane);
             for r in 0..R {
                 // SAFETY: the live lanes are exactly the tile's columns j < cols of row r;
-                // masked-off lanes are neither read nor written.
+                // masked-off lanes are neither read nor written. A full vector uses plain
+                // loads and stores: masked stores are microcoded and slow on AMD cores.
                 unsafe {
                     let cp = c.offset(r as isize * rsc).add(v * LANES);
                     let mut x = _mm256_mul_ps(alpha_v, acc[r][v]);
-                    if beta != 0.0 {
-                        let old = _mm256_maskload_ps(cp, mask);
-                        x = _mm256_add_ps(x, _mm256_mul_ps(beta_v, old));
+                    if left == LANES as i32 {
+                        if beta != 0.0 {
+                            x = _mm256_add_ps(x, _mm256_mul_ps(beta_v, _mm256_loadu_ps(cp)));
+                        }
+                        _mm256_storeu_ps(cp, x);
+                    } else {
+                        if beta != 0.0 {
+                            let old = _mm256_maskload_ps(cp, mask);
+                            x = _mm256_add_ps(x, _mm256_mul_ps(beta_v, old));
+                        }
+                        _mm256_maskstore_ps(cp, mask, x);
                     }
-                    _mm256_maskstore_ps(cp, mask, x);
                 }
             }
         }

@@ -22,8 +22,6 @@ impl MicroKernel<f32> for Avx512 {
     const NR: usize = NR;
     const LANES: usize = LANES;
     const KC: usize = 256;
-    const MC: usize = 128;
-    const NC: usize = 2048;
     const DIRECT_B_MAX_M: usize = 32;
 
     unsafe fn tile(

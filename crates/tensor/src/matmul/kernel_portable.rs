@@ -31,8 +31,6 @@ macro_rules! portable_kernel {
             const NR: usize = NR;
             const LANES: usize = NR;
             const KC: usize = 256;
-            const MC: usize = 128;
-            const NC: usize = 1024;
             const DIRECT_B_MAX_M: usize = 2 * MR;
 
             unsafe fn tile(

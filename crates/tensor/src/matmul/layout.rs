@@ -87,7 +87,31 @@ pub(super) struct MatMut<T> {
     pub cs: isize,
 }
 
+// Manual impls, as for `MatRef`. Copies alias the same memory: writers must keep to disjoint
+// elements (each `unsafe` use states why it does).
+impl<T> Clone for MatMut<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for MatMut<T> {}
+
 impl<T> MatMut<T> {
+    /// The `rows × cols` sub-matrix starting at `(i, j)`.
+    ///
+    /// # Safety
+    /// `i + rows <= self.rows` and `j + cols <= self.cols`.
+    pub unsafe fn block(self, i: usize, j: usize, rows: usize, cols: usize) -> Self {
+        debug_assert!(i + rows <= self.rows && j + cols <= self.cols);
+        MatMut {
+            // SAFETY: (i, j) is within (or one past) the described matrix (caller's contract).
+            ptr: unsafe { self.at(i, j) },
+            rows,
+            cols,
+            ..self
+        }
+    }
+
     /// Describes a mutable view. The descriptor must not outlive the view's borrow.
     pub fn from_view(v: &mut ArrayViewMut2<'_, T>) -> Self {
         let (rows, cols) = v.dim();

@@ -1,9 +1,14 @@
 //! Per-thread packing buffers that grow once and are then reused, so a `gemm` call allocates
 //! nothing in steady state (the training loop calls it many times per batch).
+//!
+//! Each thread has one buffer for packed A and one for packed B: in a parallel product the
+//! calling thread holds the shared packed B while every thread, itself included, packs its own
+//! A blocks.
 
 use crate::Scalar;
 use std::any::TypeId;
 use std::cell::RefCell;
+use std::thread::LocalKey;
 
 /// One 64-byte cache line: packed panels start on a line so SIMD loads never split lines.
 #[derive(Clone, Copy)]
@@ -13,49 +18,54 @@ struct Line([u64; 8]);
 const ZERO_LINE: Line = Line([0; 8]);
 
 thread_local! {
-    static SCRATCH: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH_A: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH_B: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Calls `f` with two scratch slices of `a_len` and `b_len` elements, each starting on a cache
-/// line. Their contents are unspecified (leftovers of an earlier call): callers write before
-/// they read. When the thread's buffer must grow, it grows to hold at least `most` elements
-/// (the caller's largest possible request), so it grows once per thread, not once per new size.
-pub(super) fn with_packing_buffers<T: Scalar, R>(
-    a_len: usize,
-    b_len: usize,
+/// Which of the thread's two buffers.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Packed {
+    /// Panels of A.
+    A,
+    /// Panels of B.
+    B,
+}
+
+/// Calls `f` with a scratch slice of `len` elements starting on a cache line. Its contents are
+/// unspecified (leftovers of an earlier call): callers write before they read. When the
+/// thread's buffer must grow, it grows to hold at least `most` elements (the caller's largest
+/// possible request), so it grows once per thread, not once per new size.
+pub(super) fn with_packing_buffer<T: Scalar, R>(
+    which: Packed,
+    len: usize,
     most: usize,
-    f: impl FnOnce(&mut [T], &mut [T]) -> R,
+    f: impl FnOnce(&mut [T]) -> R,
 ) -> R {
     // Reinterpreting lines as `T` is only sound for types where any bit pattern is a value.
-    // `Scalar` is implemented for f32 and f64; any other implementor gets fresh vectors.
+    // `Scalar` is implemented for f32 and f64; any other implementor gets a fresh vector.
     if TypeId::of::<T>() != TypeId::of::<f32>() && TypeId::of::<T>() != TypeId::of::<f64>() {
-        let (mut a, mut b) = (vec![T::zero(); a_len], vec![T::zero(); b_len]);
-        return f(&mut a, &mut b);
+        return f(&mut vec![T::zero(); len]);
     }
     let per_line = std::mem::size_of::<Line>() / std::mem::size_of::<T>();
-    let (a_lines, b_lines) = (a_len.div_ceil(per_line), b_len.div_ceil(per_line));
-    // `+ 1`: a split into two slices may round each part up to a line.
-    let most_lines = most.div_ceil(per_line) + 1;
+    let lines_needed = len.div_ceil(per_line);
     let run = |lines: &mut Vec<Line>| {
-        if lines.len() < a_lines + b_lines {
-            lines.resize((a_lines + b_lines).max(most_lines), ZERO_LINE);
+        if lines.len() < lines_needed {
+            lines.resize(lines_needed.max(most.div_ceil(per_line)), ZERO_LINE);
         }
-        let (la, lb) = lines.split_at_mut(a_lines);
         // SAFETY: T is f32 or f64 (checked above): every bit pattern is a valid value, its
-        // alignment (4 or 8) divides 64, and `la`/`lb` hold at least `a_len`/`b_len` elements of
-        // T. The two slices are disjoint and borrow `lines` mutably for the duration of `f`.
-        let (a, b) = unsafe {
-            (
-                std::slice::from_raw_parts_mut(la.as_mut_ptr().cast::<T>(), a_len),
-                std::slice::from_raw_parts_mut(lb.as_mut_ptr().cast::<T>(), b_len),
-            )
-        };
-        f(a, b)
+        // alignment (4 or 8) divides 64, and `lines` holds at least `len` elements of T. The
+        // slice borrows `lines` mutably for the duration of `f`.
+        let buf = unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast::<T>(), len) };
+        f(buf)
     };
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+    let key: &'static LocalKey<RefCell<Vec<Line>>> = match which {
+        Packed::A => &SCRATCH_A,
+        Packed::B => &SCRATCH_B,
+    };
+    key.with(|cell| match cell.try_borrow_mut() {
         Ok(mut lines) => run(&mut lines),
-        // Re-entered on this thread (cannot happen today, the kernels call no user code):
-        // use a temporary instead of panicking.
+        // Re-entered on this thread (a thread waiting inside a parallel product may run another
+        // product rayon hands it): use a temporary instead of panicking.
         Err(_) => run(&mut Vec::new()),
     })
 }
