@@ -184,28 +184,10 @@ pub fn gemm_with<T: Scalar>(
     a: ArrayView2<'_, T>,
     b: ArrayView2<'_, T>,
     beta: T,
-    c: ArrayViewMut2<'_, T>,
+    mut c: ArrayViewMut2<'_, T>,
 ) {
-    let (m, k) = a.dim();
-    let (k2, n) = b.dim();
-    assert_eq!(k, k2, "gemm: a is [{m}, {k}] but b is [{k2}, {n}]");
-    assert_eq!(
-        c.dim(),
-        (m, n),
-        "gemm: c must be [{m}, {n}], got {:?}",
-        c.dim()
-    );
-    // A hard check, not a debug one: running an unsupported kernel would be undefined behaviour.
-    assert!(
-        kernel.is_supported(),
-        "gemm: this CPU does not support the {} kernel",
-        kernel.name()
-    );
-    if m == 0 || n == 0 {
+    if finished_without_product(kernel, a.dim(), b.dim(), alpha, beta, c.view_mut()) {
         return;
-    }
-    if k == 0 || alpha == T::zero() {
-        return scale_c(beta, c);
     }
     let route = Route::choose::<T>(kernel, &a, &b);
     match parallelism {
@@ -313,8 +295,29 @@ pub(crate) fn gemm_packed_b<T: Scalar>(
     beta: T,
     mut c: ArrayViewMut2<'_, T>,
 ) {
-    let (m, k) = a.dim();
-    let (k2, n) = b.dim();
+    if finished_without_product(kernel, a.dim(), b.dim(), alpha, beta, c.view_mut()) {
+        return;
+    }
+    let (ad, cd) = (MatRef::from_view(&a), MatMut::from_view(&mut c));
+    // SAFETY: A is readable through its view, C writable through the unique `c` borrow held for
+    // the call; shapes are checked and non-empty; `kernel` is supported (asserted above).
+    unsafe { gemm_packed(kernel, 1, alpha, ad, b, None, beta, cd) };
+}
+
+/// The checks every entry makes before a product, and the products with nothing to multiply.
+/// Panics (naming the shapes) unless `a` is `[m, k]`, `b` is `[k, n]` and `c` is `[m, n]`, or if
+/// this CPU does not support `kernel`: a hard check, since running an unsupported kernel would
+/// be undefined behaviour. Returns `true` when C is already final: an empty C, or `k = 0` or
+/// `alpha = 0` (then `C = beta·C`).
+#[track_caller]
+fn finished_without_product<T: Scalar>(
+    kernel: GemmKernel,
+    (m, k): (usize, usize),
+    (k2, n): (usize, usize),
+    alpha: T,
+    beta: T,
+    c: ArrayViewMut2<'_, T>,
+) -> bool {
     assert_eq!(k, k2, "gemm: a is [{m}, {k}] but b is [{k2}, {n}]");
     assert_eq!(
         c.dim(),
@@ -328,15 +331,13 @@ pub(crate) fn gemm_packed_b<T: Scalar>(
         kernel.name()
     );
     if m == 0 || n == 0 {
-        return;
+        return true;
     }
     if k == 0 || alpha == T::zero() {
-        return scale_c(beta, c);
+        scale_c(beta, c);
+        return true;
     }
-    let (ad, cd) = (MatRef::from_view(&a), MatMut::from_view(&mut c));
-    // SAFETY: A is readable through its view, C writable through the unique `c` borrow held for
-    // the call; shapes are checked and non-empty; `kernel` is supported (asserted above).
-    unsafe { gemm_packed(kernel, 1, alpha, ad, b, None, beta, cd) };
+    false
 }
 
 /// `(MR, NR)`: the tile of the micro-kernel that runs `T` products on `kernel`'s packed route.
