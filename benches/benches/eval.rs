@@ -1,6 +1,8 @@
 //! The evaluation pass over 10,000 images: nn's `Evaluator` (u8 pixels converted per batch,
 //! forward pass, loss, argmax) at eval batch 256 (the `lenet train` default) and 1000 (the batch
-//! of PyTorch's inference figure in `bench_lenet.py`).
+//! of PyTorch's inference figure in `compare.py`), and the latency of one image alone
+//! (`single_image`: one forward pass at batch 1 on a ready model, what `lenet predict` and
+//! `lenet serve` do per request).
 //!
 //! Data: the real MNIST test set when `LENET_DATA_DIR` is set (read with the mnist crate from
 //! `$LENET_DATA_DIR/mnist`), otherwise 10,000 synthetic digits stored as u8 the same way.
@@ -77,6 +79,20 @@ fn bench(cr: &mut Criterion, source: &Source) {
             b.iter(|| evaluator.evaluate(&mut model, source))
         });
     }
+    group.finish();
+
+    let mut group = cr.benchmark_group("single_image");
+    let mut model = model();
+    let mut image = ndarray::Array4::<f32>::zeros((1, 1, 28, 28));
+    let mut label = [0usize];
+    source.fill_batch(
+        &[0],
+        image.as_slice_mut().expect("standard layout"),
+        &mut label,
+    );
+    group.bench_function("forward_batch1", |b| {
+        b.iter(|| std::hint::black_box(model.forward_inference(image.view())[[0, 0]]))
+    });
     group.finish();
 }
 
