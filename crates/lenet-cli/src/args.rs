@@ -139,7 +139,8 @@ pub struct TrainArgs {
     /// Draw the loss and accuracy curves as an SVG file (redrawn after every epoch).
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
-    /// Random shifts (±2 px) and rotations (±10°) of the training images.
+    /// Distort each training image as handwriting varies: shift, rotation, scale, slant, an
+    /// elastic distortion and a stroke-width change (see the README for the ranges).
     #[arg(long)]
     pub augment: bool,
     /// Fraction of the training set held out for validation, in [0, 1).
