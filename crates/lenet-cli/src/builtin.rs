@@ -97,9 +97,9 @@ mod tests {
         assert!(info.command.starts_with("lenet train"), "{info:?}");
         assert!(info.command.contains("--augment"), "{info:?}");
         assert!(!info.seed.is_empty() && !info.commit.is_empty(), "{info:?}");
-        // The target is 99.5%; the shipped model records 99.48% (see the README).
+        // The target for the shipped model (it records 99.54%, see the README).
         let accuracy: f64 = info.test_accuracy.parse().unwrap();
-        assert!(accuracy >= 0.994, "{info:?}");
+        assert!(accuracy >= 0.995, "{info:?}");
         assert!(info.test_correct.ends_with("/10000"), "{info:?}");
         // Small enough to ship in the binary.
         assert!(WEIGHTS.len() < 300_000, "{} bytes", WEIGHTS.len());

@@ -73,6 +73,6 @@ fn eval_without_model_reproduces_the_recorded_accuracy() {
     println!("{first} (recorded: {correct})");
     assert!(first.contains(&format!("({correct})")), "{first}");
     let accuracy: f64 = recorded("test_accuracy").parse().unwrap();
-    // The target is 99.5%; the shipped model records 99.48% (see the README).
-    assert!(accuracy >= 0.994, "recorded accuracy {accuracy}");
+    // The target for the shipped model (it records 99.54%, see the README).
+    assert!(accuracy >= 0.995, "recorded accuracy {accuracy}");
 }
