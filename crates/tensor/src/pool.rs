@@ -10,6 +10,7 @@
 //! output/gradient array does not have the shape the op produces.
 
 use crate::parallel::{with_standard_slice_mut, PAR_MIN_WORK};
+use crate::shape::{check_shape, Expected};
 use crate::Scalar;
 use ndarray::{Array4, ArrayView4, ArrayViewMut4};
 use rayon::prelude::*;
@@ -66,6 +67,7 @@ struct Geometry {
 }
 
 impl Geometry {
+    #[track_caller]
     fn new(op: &str, input: (usize, usize, usize, usize), p: Pool2dParams) -> Self {
         let (n, c, h, w) = input;
         let (oh, ow) = p.output_size((h, w)).unwrap_or_else(|| {
@@ -117,18 +119,6 @@ impl Geometry {
     fn corner(&self, i: usize, j: usize) -> usize {
         i * self.p.stride.0 * self.w + j * self.p.stride.1
     }
-}
-
-fn check_dim(
-    op: &str,
-    what: &str,
-    expected: (usize, usize, usize, usize),
-    got: (usize, usize, usize, usize),
-) {
-    assert!(
-        expected == got,
-        "{op}: {what} must be {expected:?}, got {got:?}"
-    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -189,6 +179,7 @@ fn spread_window_rows<T: Scalar>(girow: &mut [T], grow: &[T], area: T, kw: usize
 /// let y = tensor::avg_pool2d(x.view(), tensor::Pool2dParams::square(2));
 /// assert_eq!(y.into_raw_vec_and_offset().0, vec![3.5, 5.5]);
 /// ```
+#[track_caller]
 pub fn avg_pool2d<T: Scalar>(input: ArrayView4<'_, T>, params: Pool2dParams) -> Array4<T> {
     let (n, c, h, w) = input.dim();
     let g = Geometry::new("avg_pool2d", (n, c, h, w), params);
@@ -209,6 +200,7 @@ pub fn avg_pool2d<T: Scalar>(input: ArrayView4<'_, T>, params: Pool2dParams) -> 
 /// tensor::avg_pool2d_into(x.view(), tensor::Pool2dParams::square(2), y.view_mut());
 /// assert!(y.iter().all(|&v| v == 1.0));
 /// ```
+#[track_caller]
 pub fn avg_pool2d_into<T: Scalar>(
     input: ArrayView4<'_, T>,
     params: Pool2dParams,
@@ -216,7 +208,12 @@ pub fn avg_pool2d_into<T: Scalar>(
 ) {
     let (n, c, h, w) = input.dim();
     let g = Geometry::new("avg_pool2d", (n, c, h, w), params);
-    check_dim("avg_pool2d", "out", g.output_dim(n, c), out.dim());
+    check_shape(
+        "avg_pool2d",
+        "out",
+        Expected::Shape(g.output_dim(n, c)),
+        out.dim(),
+    );
     let input = input.as_standard_layout();
     let x = input.as_slice().expect("standard layout");
     let (kh, kw) = params.kernel;
@@ -264,6 +261,7 @@ pub fn avg_pool2d_into<T: Scalar>(
 /// // the window covers the top-left 2×2; the last row and column are dropped (floor mode)
 /// assert_eq!(gi.into_raw_vec_and_offset().0, vec![1., 1., 0., 1., 1., 0., 0., 0., 0.]);
 /// ```
+#[track_caller]
 pub fn avg_pool2d_backward<T: Scalar>(
     grad_out: ArrayView4<'_, T>,
     params: Pool2dParams,
@@ -286,6 +284,7 @@ pub fn avg_pool2d_backward<T: Scalar>(
 /// tensor::avg_pool2d_backward_into(g.view(), tensor::Pool2dParams::square(2), gi.view_mut());
 /// assert!(gi.iter().all(|&v| v == 1.0));
 /// ```
+#[track_caller]
 pub fn avg_pool2d_backward_into<T: Scalar>(
     grad_out: ArrayView4<'_, T>,
     params: Pool2dParams,
@@ -293,12 +292,8 @@ pub fn avg_pool2d_backward_into<T: Scalar>(
 ) {
     let (n, c, h, w) = grad_input.dim();
     let g = Geometry::new("avg_pool2d_backward", (n, c, h, w), params);
-    check_dim(
-        "avg_pool2d_backward",
-        "grad_out",
-        g.output_dim(n, c),
-        grad_out.dim(),
-    );
+    let expected = Expected::Shape(g.output_dim(n, c));
+    check_shape("avg_pool2d_backward", "grad_out", expected, grad_out.dim());
     let grad_out = grad_out.as_standard_layout();
     let go = grad_out.as_slice().expect("standard layout");
     let (kh, kw) = params.kernel;
@@ -339,6 +334,7 @@ pub fn avg_pool2d_backward_into<T: Scalar>(
 /// avg_pool2d_relu_backward_into(g.view(), Pool2dParams::square(2), y.view(), gi.view_mut());
 /// assert_eq!(gi.into_raw_vec_and_offset().0, vec![0.0, 1.0, 1.0, 0.0]);
 /// ```
+#[track_caller]
 pub fn avg_pool2d_relu_backward_into<T: Scalar>(
     grad_out: ArrayView4<'_, T>,
     params: Pool2dParams,
@@ -348,8 +344,14 @@ pub fn avg_pool2d_relu_backward_into<T: Scalar>(
     let op = "avg_pool2d_relu_backward";
     let (n, c, h, w) = grad_input.dim();
     let g = Geometry::new(op, (n, c, h, w), params);
-    check_dim(op, "grad_out", g.output_dim(n, c), grad_out.dim());
-    check_dim(op, "relu_output", (n, c, h, w), relu_output.dim());
+    check_shape(
+        op,
+        "grad_out",
+        Expected::Shape(g.output_dim(n, c)),
+        grad_out.dim(),
+    );
+    let expected = Expected::ShapeOf("grad_input", (n, c, h, w));
+    check_shape(op, "relu_output", expected, relu_output.dim());
     let grad_out = grad_out.as_standard_layout();
     let go = grad_out.as_slice().expect("standard layout");
     let relu_output = relu_output.as_standard_layout();
@@ -415,6 +417,7 @@ fn argmax_in_window<T: Scalar>(x: &[T], g: &Geometry, i: usize, j: usize) -> usi
 /// let y = tensor::max_pool2d(x.view(), tensor::Pool2dParams::square(2));
 /// assert_eq!(y.into_raw_vec_and_offset().0, vec![6., 7.]);
 /// ```
+#[track_caller]
 pub fn max_pool2d<T: Scalar>(input: ArrayView4<'_, T>, params: Pool2dParams) -> Array4<T> {
     let (n, c, h, w) = input.dim();
     let g = Geometry::new("max_pool2d", (n, c, h, w), params);
@@ -436,6 +439,7 @@ pub fn max_pool2d<T: Scalar>(input: ArrayView4<'_, T>, params: Pool2dParams) -> 
 /// tensor::max_pool2d_into(x.view(), p, y.view_mut());
 /// assert_eq!(y.into_raw_vec_and_offset().0, vec![8., 17.]);
 /// ```
+#[track_caller]
 pub fn max_pool2d_into<T: Scalar>(
     input: ArrayView4<'_, T>,
     params: Pool2dParams,
@@ -443,7 +447,12 @@ pub fn max_pool2d_into<T: Scalar>(
 ) {
     let (n, c, h, w) = input.dim();
     let g = Geometry::new("max_pool2d", (n, c, h, w), params);
-    check_dim("max_pool2d", "out", g.output_dim(n, c), out.dim());
+    check_shape(
+        "max_pool2d",
+        "out",
+        Expected::Shape(g.output_dim(n, c)),
+        out.dim(),
+    );
     let input = input.as_standard_layout();
     let x = input.as_slice().expect("standard layout");
     with_standard_slice_mut(out, |y| {
@@ -473,6 +482,7 @@ pub fn max_pool2d_into<T: Scalar>(
 /// let gi = tensor::max_pool2d_backward(x.view(), g.view(), tensor::Pool2dParams::square(2));
 /// assert_eq!(gi.into_raw_vec_and_offset().0, vec![0., 3., 0., 0.]);
 /// ```
+#[track_caller]
 pub fn max_pool2d_backward<T: Scalar>(
     input: ArrayView4<'_, T>,
     grad_out: ArrayView4<'_, T>,
@@ -497,6 +507,7 @@ pub fn max_pool2d_backward<T: Scalar>(
 /// tensor::max_pool2d_backward_into(x.view(), g.view(), p, gi.view_mut());
 /// assert_eq!(gi.into_raw_vec_and_offset().0, vec![0., 2., 0.]); // 4 wins both windows
 /// ```
+#[track_caller]
 pub fn max_pool2d_backward_into<T: Scalar>(
     input: ArrayView4<'_, T>,
     grad_out: ArrayView4<'_, T>,
@@ -505,18 +516,15 @@ pub fn max_pool2d_backward_into<T: Scalar>(
 ) {
     let (n, c, h, w) = input.dim();
     let g = Geometry::new("max_pool2d_backward", (n, c, h, w), params);
-    check_dim(
-        "max_pool2d_backward",
+    let op = "max_pool2d_backward";
+    check_shape(
+        op,
         "grad_out",
-        g.output_dim(n, c),
+        Expected::Shape(g.output_dim(n, c)),
         grad_out.dim(),
     );
-    check_dim(
-        "max_pool2d_backward",
-        "grad_input",
-        (n, c, h, w),
-        grad_input.dim(),
-    );
+    let expected = Expected::ShapeOf("input", (n, c, h, w));
+    check_shape(op, "grad_input", expected, grad_input.dim());
     let input = input.as_standard_layout();
     let x = input.as_slice().expect("standard layout");
     let grad_out = grad_out.as_standard_layout();
