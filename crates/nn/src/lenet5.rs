@@ -279,7 +279,7 @@ impl LeNet5 {
 
     /// Backpropagates `grad_logits` (dL/dlogits, `[n, 10]`) through the network after a
     /// [`LeNet5::forward`] on the same `input`, overwriting every parameter gradient. With
-    /// `input_grad`, also computes dL/dinput (read it with [`LeNet5::input_grad`]); training
+    /// `grad_input`, also computes dL/dinput (read it with [`LeNet5::grad_input`]); training
     /// does not need it.
     ///
     /// # Panics
@@ -288,7 +288,7 @@ impl LeNet5 {
         &mut self,
         input: ArrayView4<'_, f32>,
         grad_logits: ArrayView2<'_, f32>,
-        input_grad: bool,
+        grad_input: bool,
     ) {
         // Each layer's forward input is the previous layer's kept output.
         self.fc3.backward(self.act4.output(), grad_logits, true);
@@ -303,11 +303,11 @@ impl LeNet5 {
         let g = pool_act_backward(&mut self.pool2, &mut self.act2, g);
         self.conv2.backward(self.pool1.output(), g, true);
         let g = pool_act_backward(&mut self.pool1, &mut self.act1, self.conv2.grad_input());
-        self.conv1.backward(input, g, input_grad);
+        self.conv1.backward(input, g, grad_input);
     }
 
-    /// dL/dinput `[n, 1, 28, 28]` from the last [`LeNet5::backward`] called with `input_grad`.
-    pub fn input_grad(&self) -> ArrayView4<'_, f32> {
+    /// dL/dinput `[n, 1, 28, 28]` from the last [`LeNet5::backward`] called with `grad_input`.
+    pub fn grad_input(&self) -> ArrayView4<'_, f32> {
         self.conv1.grad_input()
     }
 
