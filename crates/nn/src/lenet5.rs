@@ -89,20 +89,18 @@ impl LeNet5Config {
 }
 
 /// Backward through `act → pool`: dL/d(activation input) for the pool's upstream gradient `g`.
-/// ReLU followed by average pooling (the default model) runs as one fused pass; the activation
-/// layer's own gradient buffer is then not written.
+/// After a ReLU the pool masks its own gradient ([`Pool2d::backward_relu`], one fused pass for
+/// average pooling); the activation layer's own gradient buffer is then not written.
 fn pool_act_backward<'a>(
     pool: &'a mut Pool2d,
     act: &'a mut Activation<Ix4>,
     g: ArrayView4<'_, f32>,
 ) -> ArrayView4<'a, f32> {
-    match (pool, act.kind()) {
-        (Pool2d::Avg(pool), ActivationKind::Relu) => pool.backward_relu(act.output(), g),
-        (pool, _) => {
-            let g = pool.backward(act.output(), g);
-            act.backward(g)
-        }
+    if act.kind() == ActivationKind::Relu {
+        return pool.backward_relu(act.output(), g);
     }
+    let g = pool.backward(act.output(), g);
+    act.backward(g)
 }
 
 /// The LeNet-5 network with its parameters, gradients and activation buffers.

@@ -60,6 +60,7 @@ impl Pool2dParams {
 #[derive(Clone, Copy)]
 struct Geometry {
     planes: usize,
+    h: usize,
     w: usize,
     oh: usize,
     ow: usize,
@@ -79,6 +80,7 @@ impl Geometry {
         });
         Geometry {
             planes: n * c,
+            h,
             w,
             oh,
             ow,
@@ -95,24 +97,39 @@ impl Geometry {
             && self.planes * self.oh * self.ow * self.p.kernel.0 * self.p.kernel.1 >= PAR_MIN_WORK
     }
 
-    /// Calls `f(plane_out, plane_in)` for every plane pair, in parallel if it pays.
+    /// Elements in one input plane.
+    fn in_plane(&self) -> usize {
+        self.h * self.w
+    }
+
+    /// Elements in one output plane.
+    fn out_plane(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    /// Calls `f(p, plane)` for every plane `p` of `out`, planes being `plane_len` elements
+    /// (an input or an output plane), in parallel if it pays. The one place pooling chooses
+    /// between serial and parallel: `f` reads plane `p` of its other arrays itself.
     fn for_each_plane<T: Scalar>(
         &self,
         out: &mut [T],
-        out_plane: usize,
-        inp: &[T],
-        in_plane: usize,
-        f: impl Fn(&mut [T], &[T]) + Sync + Send,
+        plane_len: usize,
+        f: impl Fn(usize, &mut [T]) + Sync + Send,
     ) {
         if self.parallel() {
-            out.par_chunks_mut(out_plane)
-                .zip(inp.par_chunks(in_plane))
-                .for_each(|(o, i)| f(o, i));
+            out.par_chunks_mut(plane_len)
+                .enumerate()
+                .for_each(|(p, o)| f(p, o));
         } else {
-            out.chunks_mut(out_plane)
-                .zip(inp.chunks(in_plane))
-                .for_each(|(o, i)| f(o, i));
+            out.chunks_mut(plane_len)
+                .enumerate()
+                .for_each(|(p, o)| f(p, o));
         }
+    }
+
+    /// Plane `p` of `a`, whose planes are `plane_len` elements.
+    fn plane<T>(a: &[T], p: usize, plane_len: usize) -> &[T] {
+        &a[p * plane_len..][..plane_len]
     }
 
     /// Index in the input plane of window (i, j)'s top-left corner.
@@ -168,6 +185,21 @@ fn spread_window_rows<T: Scalar>(girow: &mut [T], grow: &[T], area: T, kw: usize
     }
 }
 
+/// Overwrites the input-gradient plane `gi` with the output-gradient plane `go` spread over
+/// the windows: `gi[i·sh+u, j·sw+v] += go[i, j] / area` for every window `(i, j)` and every
+/// `(u, v)` in it, starting from 0. The one spread of average pooling's backward passes.
+fn spread_plane<T: Scalar>(gi: &mut [T], go: &[T], g: &Geometry, area: T) {
+    let (kh, kw) = g.p.kernel;
+    let (sh, sw) = g.p.stride;
+    gi.fill(T::zero());
+    for (i, grow) in go.chunks_exact(g.ow).enumerate() {
+        for u in 0..kh {
+            let girow = &mut gi[(i * sh + u) * g.w..][..g.w];
+            spread_window_rows(girow, grow, area, kw, sw);
+        }
+    }
+}
+
 /// Mean over each window (divided by kh·kw).
 ///
 /// # Panics
@@ -219,7 +251,8 @@ pub fn avg_pool2d_into<T: Scalar>(
     let (kh, kw) = params.kernel;
     let area = T::from_f64((kh * kw) as f64);
     with_standard_slice_mut(out, |y| {
-        g.for_each_plane(y, g.oh * g.ow, x, h * w, |y, x| {
+        g.for_each_plane(y, g.out_plane(), |p, y| {
+            let x = Geometry::plane(x, p, g.in_plane());
             if (kh, kw, params.stride.0, params.stride.1) == (2, 2, 2, 2) {
                 // LeNet's pool: the whole window in registers, summed in the general order.
                 for (i, yrow) in y.chunks_exact_mut(g.ow).enumerate() {
@@ -299,14 +332,8 @@ pub fn avg_pool2d_backward_into<T: Scalar>(
     let (kh, kw) = params.kernel;
     let area = T::from_f64((kh * kw) as f64);
     with_standard_slice_mut(grad_input, |gi| {
-        g.for_each_plane(gi, h * w, go, g.oh * g.ow, |gi, go| {
-            gi.fill(T::zero());
-            for (i, grow) in go.chunks_exact(g.ow).enumerate() {
-                for u in 0..kh {
-                    let girow = &mut gi[(i * params.stride.0 + u) * w..][..w];
-                    spread_window_rows(girow, grow, area, kw, params.stride.1);
-                }
-            }
+        g.for_each_plane(gi, g.in_plane(), |p, gi| {
+            spread_plane(gi, Geometry::plane(go, p, g.out_plane()), &g, area);
         });
     });
 }
@@ -358,30 +385,14 @@ pub fn avg_pool2d_relu_backward_into<T: Scalar>(
     let y = relu_output.as_slice().expect("standard layout");
     let (kh, kw) = params.kernel;
     let area = T::from_f64((kh * kw) as f64);
-    let plane = |(gi, (go, y)): (&mut [T], (&[T], &[T]))| {
-        gi.fill(T::zero());
-        for (i, grow) in go.chunks_exact(g.ow).enumerate() {
-            for u in 0..kh {
-                let girow = &mut gi[(i * params.stride.0 + u) * w..][..w];
-                spread_window_rows(girow, grow, area, kw, params.stride.1);
-            }
-        }
-        // relu' = [y > 0] (NaN and 0 pass no gradient), as in relu_backward
-        for (d, &y) in gi.iter_mut().zip(y) {
-            *d = if y > T::zero() { *d } else { T::zero() };
-        }
-    };
-    let (in_plane, out_plane) = (h * w, g.oh * g.ow);
     with_standard_slice_mut(grad_input, |gi| {
-        if g.parallel() {
-            gi.par_chunks_mut(in_plane)
-                .zip(go.par_chunks(out_plane).zip(y.par_chunks(in_plane)))
-                .for_each(plane);
-        } else {
-            gi.chunks_mut(in_plane)
-                .zip(go.chunks(out_plane).zip(y.chunks(in_plane)))
-                .for_each(plane);
-        }
+        g.for_each_plane(gi, g.in_plane(), |p, gi| {
+            spread_plane(gi, Geometry::plane(go, p, g.out_plane()), &g, area);
+            // relu' = [y > 0] (NaN and 0 pass no gradient), as in relu_backward
+            for (d, &y) in gi.iter_mut().zip(Geometry::plane(y, p, g.in_plane())) {
+                *d = if y > T::zero() { *d } else { T::zero() };
+            }
+        });
     });
 }
 
@@ -456,7 +467,8 @@ pub fn max_pool2d_into<T: Scalar>(
     let input = input.as_standard_layout();
     let x = input.as_slice().expect("standard layout");
     with_standard_slice_mut(out, |y| {
-        g.for_each_plane(y, g.oh * g.ow, x, h * w, |y, x| {
+        g.for_each_plane(y, g.out_plane(), |p, y| {
+            let x = Geometry::plane(x, p, g.in_plane());
             for i in 0..g.oh {
                 for j in 0..g.ow {
                     y[i * g.ow + j] = x[argmax_in_window(x, &g, i, j)];
@@ -530,11 +542,9 @@ pub fn max_pool2d_backward_into<T: Scalar>(
     let grad_out = grad_out.as_standard_layout();
     let go = grad_out.as_slice().expect("standard layout");
     with_standard_slice_mut(grad_input, |gi| {
-        // Planes of grad_input and input pair up one to one; grad_out's plane is found by index.
-        let plane = h * w;
-        let run = |p: usize, gi: &mut [T]| {
-            let x = &x[p * plane..][..plane];
-            let go = &go[p * g.oh * g.ow..][..g.oh * g.ow];
+        g.for_each_plane(gi, g.in_plane(), |p, gi| {
+            let x = Geometry::plane(x, p, g.in_plane());
+            let go = Geometry::plane(go, p, g.out_plane());
             gi.fill(T::zero());
             for i in 0..g.oh {
                 for j in 0..g.ow {
@@ -542,16 +552,7 @@ pub fn max_pool2d_backward_into<T: Scalar>(
                     gi[a] = gi[a] + go[i * g.ow + j];
                 }
             }
-        };
-        if g.parallel() {
-            gi.par_chunks_mut(plane)
-                .enumerate()
-                .for_each(|(p, gi)| run(p, gi));
-        } else {
-            gi.chunks_mut(plane)
-                .enumerate()
-                .for_each(|(p, gi)| run(p, gi));
-        }
+        });
     });
 }
 
