@@ -171,3 +171,28 @@ impl Pool2d {
         self.grad_input.view()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array4;
+
+    #[test]
+    fn backward_relu_equals_backward_then_relu_for_both_kinds() {
+        let x = Array4::from_shape_fn((2, 3, 6, 6), |(n, c, i, j)| {
+            ((n * 31 + c * 17 + i * 7 + j * 3) % 11) as f32 / 5.0 - 1.0
+        });
+        let y = tensor::relu(x.view());
+        let g = Array4::from_shape_fn((2, 3, 3, 3), |(n, c, i, j)| {
+            ((n + 2 * c + 3 * i + 5 * j) % 7) as f32 - 3.0
+        });
+        for kind in [PoolKind::Avg, PoolKind::Max] {
+            let mut pool = Pool2d::new(kind, Pool2dParams::square(2));
+            pool.forward(y.view());
+            let two_steps = tensor::relu_backward(y.view(), pool.backward(y.view(), g.view()));
+            let fused = pool.backward_relu(y.view(), g.view()).to_owned();
+            assert_eq!(fused, two_steps, "{kind}");
+            assert_eq!(pool.grad_input(), two_steps, "{kind}");
+        }
+    }
+}
