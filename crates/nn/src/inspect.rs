@@ -11,13 +11,8 @@ use ndarray::{Array2, Array4, ArrayView1, ArrayView2, ArrayView4, Dimension};
 use tensor::{Conv2dParams, Pool2dParams};
 
 use crate::activation::ActivationKind;
-use crate::lenet5::{LeNet5, LeNet5Config, IMAGE_SIZE, NUM_CLASSES};
+use crate::lenet5::{LeNet5, LeNet5Config, IMAGE_SIZE, KERNEL, NUM_CLASSES, POOL};
 use crate::pool::{Pool2d, PoolKind};
-
-/// Side of the convolution kernels.
-const KERNEL: usize = 5;
-/// Side (and stride) of the pooling windows.
-const POOL: usize = 2;
 
 /// The output of every stage of LeNet-5 for a batch of `n` images. The convolution and fc
 /// outputs are taken after their activation (the pictures a learner wants to see); only the
