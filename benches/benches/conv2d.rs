@@ -29,7 +29,7 @@ struct Layer {
     hw: usize,
     pad: usize,
     /// Whether training needs the input gradient (conv2 yes, conv1 no).
-    input_grad: bool,
+    grad_input: bool,
 }
 
 const LAYERS: [Layer; 2] = [
@@ -39,7 +39,7 @@ const LAYERS: [Layer; 2] = [
         k: 6,
         hw: 28,
         pad: 2,
-        input_grad: false,
+        grad_input: false,
     },
     Layer {
         name: "conv2",
@@ -47,7 +47,7 @@ const LAYERS: [Layer; 2] = [
         k: 16,
         hw: 14,
         pad: 0,
-        input_grad: true,
+        grad_input: true,
     },
 ];
 
@@ -107,7 +107,7 @@ impl Case {
 
     /// Weight gradient, plus the input gradient when the layer needs it (same size each).
     fn backward_flops(&self) -> u64 {
-        self.forward_flops() * if self.l.input_grad { 2 } else { 1 }
+        self.forward_flops() * if self.l.grad_input { 2 } else { 1 }
     }
 
     fn ours_forward(&mut self) {
@@ -124,7 +124,7 @@ impl Case {
 
     fn ours_backward(&mut self) {
         let p = self.params();
-        let gx = if self.l.input_grad {
+        let gx = if self.l.grad_input {
             Some(self.gx.view_mut())
         } else {
             None
@@ -147,7 +147,7 @@ impl Case {
     }
 
     fn base_backward(&mut self) {
-        let gx = self.l.input_grad.then_some(&mut self.gx);
+        let gx = self.l.grad_input.then_some(&mut self.gx);
         self.base.backward(
             black_box(&self.x),
             &self.w,

@@ -76,13 +76,13 @@ impl Conv2d {
     }
 
     /// dL/dweight from the last [`Conv2d::backward`].
-    pub fn weight_grad(&self) -> ArrayView4<'_, f32> {
-        self.wb.weight_grad.view()
+    pub fn grad_weight(&self) -> ArrayView4<'_, f32> {
+        self.wb.grad_weight.view()
     }
 
     /// dL/dbias from the last [`Conv2d::backward`].
-    pub fn bias_grad(&self) -> ArrayView1<'_, f32> {
-        self.wb.bias_grad.view()
+    pub fn grad_bias(&self) -> ArrayView1<'_, f32> {
+        self.wb.grad_bias.view()
     }
 
     /// Stride and padding.
@@ -155,7 +155,7 @@ impl Conv2d {
 
     /// Overwrites the weight and bias gradients for upstream gradient `grad_out` (shaped like the
     /// output); `input` must be the input of the last [`Conv2d::forward`] (whose kept columns are
-    /// used when its shape matches). With `input_grad`, also computes dL/dinput,
+    /// used when its shape matches). With `grad_input`, also computes dL/dinput,
     /// readable through [`Conv2d::grad_input`].
     ///
     /// # Panics
@@ -164,9 +164,9 @@ impl Conv2d {
         &mut self,
         input: ArrayView4<'_, f32>,
         grad_out: ArrayView4<'_, f32>,
-        input_grad: bool,
+        grad_input: bool,
     ) {
-        let grad_input = if input_grad {
+        let grad_input_view = if grad_input {
             self.grad_input.set_dim(input.raw_dim());
             Some(self.grad_input.view_mut())
         } else {
@@ -183,9 +183,9 @@ impl Conv2d {
                 self.wb.weight.view(),
                 grad_out,
                 self.params,
-                grad_input,
-                self.wb.weight_grad.view_mut(),
-                Some(self.wb.bias_grad.view_mut()),
+                grad_input_view,
+                self.wb.grad_weight.view_mut(),
+                Some(self.wb.grad_bias.view_mut()),
                 &mut self.ws,
             );
         } else {
@@ -194,9 +194,9 @@ impl Conv2d {
                 self.wb.weight.view(),
                 grad_out,
                 self.params,
-                grad_input,
-                self.wb.weight_grad.view_mut(),
-                Some(self.wb.bias_grad.view_mut()),
+                grad_input_view,
+                self.wb.grad_weight.view_mut(),
+                Some(self.wb.grad_bias.view_mut()),
                 &mut self.ws,
             );
         }

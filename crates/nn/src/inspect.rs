@@ -3,21 +3,16 @@
 //! shows.
 //!
 //! [`activations`] recomputes the forward pass from the model's public parameters with the plain
-//! `tensor` ops, so it needs only `&LeNet5` (a server can share one model between threads) and
-//! does not depend on how the model keeps its own buffers. Its logits equal
-//! [`LeNet5::forward_inference`]'s to f32 rounding (tested below).
+//! `tensor` ops (pooling through a fresh [`Pool2d`]), so it needs only `&LeNet5` (a server can
+//! share one model between threads) and does not depend on how the model keeps its own buffers.
+//! Its logits equal [`LeNet5::forward_inference`]'s to f32 rounding (tested below).
 
 use ndarray::{Array2, Array4, ArrayView1, ArrayView2, ArrayView4, Dimension};
 use tensor::{Conv2dParams, Pool2dParams};
 
 use crate::activation::ActivationKind;
-use crate::lenet5::{LeNet5, LeNet5Config, IMAGE_SIZE, NUM_CLASSES};
-use crate::pool::PoolKind;
-
-/// Side of the convolution kernels.
-const KERNEL: usize = 5;
-/// Side (and stride) of the pooling windows.
-const POOL: usize = 2;
+use crate::lenet5::{LeNet5, LeNet5Config, IMAGE_SIZE, KERNEL, NUM_CLASSES, POOL};
+use crate::pool::{Pool2d, PoolKind};
 
 /// The output of every stage of LeNet-5 for a batch of `n` images. The convolution and fc
 /// outputs are taken after their activation (the pictures a learner wants to see); only the
@@ -127,11 +122,9 @@ fn activate<D: Dimension>(
 }
 
 fn pool(kind: PoolKind, x: ArrayView4<'_, f32>) -> Array4<f32> {
-    let window = Pool2dParams::square(POOL);
-    match kind {
-        PoolKind::Avg => tensor::avg_pool2d(x, window),
-        PoolKind::Max => tensor::max_pool2d(x, window),
-    }
+    Pool2d::new(kind, Pool2dParams::square(POOL))
+        .forward(x)
+        .to_owned()
 }
 
 /// One row of the layer table.

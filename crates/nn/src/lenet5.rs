@@ -13,7 +13,7 @@ use crate::linear::Linear;
 use crate::param::{ParamMut, ParamRef};
 use crate::pool::{Pool2d, PoolKind};
 use ndarray::{ArrayView2, ArrayView4, Ix2, Ix4};
-use rand::Rng;
+use rand::{Rng, RngCore};
 use serde::{Deserialize, Serialize};
 use tensor::{Conv2dParams, Pool2dParams};
 
@@ -21,6 +21,27 @@ use tensor::{Conv2dParams, Pool2dParams};
 pub const NUM_CLASSES: usize = 10;
 /// Input image height and width.
 pub const IMAGE_SIZE: usize = 28;
+
+// The architecture, written once: everything else (layers, parameter shapes) derives from it.
+/// Side of both convolution kernels.
+pub(crate) const KERNEL: usize = 5;
+/// Side and stride of both pooling windows.
+pub(crate) const POOL: usize = 2;
+/// Stride and padding of conv1 and conv2: conv1 pads by 2 to keep 28×28, conv2 does not pad.
+const CONV_PARAMS: [Conv2dParams; 2] = [
+    Conv2dParams {
+        stride: (1, 1),
+        padding: (2, 2),
+    },
+    Conv2dParams {
+        stride: (1, 1),
+        padding: (0, 0),
+    },
+];
+/// Side of pool2's output planes, which fc1 reads flattened: 28 → pool 14 → conv 10 → pool 5.
+const POOL2_SIDE: usize = (IMAGE_SIZE / POOL - KERNEL + 1) / POOL;
+/// Outputs of fc1 and fc2 (fc3 has [`NUM_CLASSES`]).
+const FC_HIDDEN: [usize; 2] = [120, 84];
 /// The state_dict names, in PyTorch's order (the order parameters are initialised in).
 pub const PARAM_NAMES: [&str; 10] = [
     "conv1.weight",
@@ -62,21 +83,32 @@ impl Default for LeNet5Config {
 }
 
 impl LeNet5Config {
+    /// (in channels, out channels, stride and padding) of conv1 and conv2.
+    fn convs(&self) -> [(usize, usize, Conv2dParams); 2] {
+        [
+            (1, self.c1, CONV_PARAMS[0]),
+            (self.c1, self.c2, CONV_PARAMS[1]),
+        ]
+    }
+
+    /// (in features, out features) of fc1, fc2 and fc3.
+    fn fcs(&self) -> [(usize, usize); 3] {
+        let [h1, h2] = FC_HIDDEN;
+        [
+            (self.c2 * POOL2_SIDE * POOL2_SIDE, h1),
+            (h1, h2),
+            (h2, NUM_CLASSES),
+        ]
+    }
+
     /// The shape of each parameter, in [`PARAM_NAMES`] order.
     pub fn param_shapes(&self) -> [Vec<usize>; 10] {
-        let (c1, c2) = (self.c1, self.c2);
-        [
-            vec![c1, 1, 5, 5],
-            vec![c1],
-            vec![c2, c1, 5, 5],
-            vec![c2],
-            vec![120, c2 * 25],
-            vec![120],
-            vec![84, 120],
-            vec![84],
-            vec![NUM_CLASSES, 84],
-            vec![NUM_CLASSES],
-        ]
+        let convs = self
+            .convs()
+            .map(|(i, o, _)| [vec![o, i, KERNEL, KERNEL], vec![o]]);
+        let fcs = self.fcs().map(|(i, o)| [vec![o, i], vec![o]]);
+        let mut shapes = convs.into_iter().chain(fcs).flatten();
+        std::array::from_fn(|_| shapes.next().expect("five layers of a weight and a bias"))
     }
 
     /// Total number of parameters (61,706 for the default).
@@ -89,18 +121,55 @@ impl LeNet5Config {
 }
 
 /// Backward through `act → pool`: dL/d(activation input) for the pool's upstream gradient `g`.
-/// ReLU followed by average pooling (the default model) runs as one fused pass; the activation
-/// layer's own gradient buffer is then not written.
+/// After a ReLU the pool masks its own gradient ([`Pool2d::backward_relu`], one fused pass for
+/// average pooling); the activation layer's own gradient buffer is then not written.
 fn pool_act_backward<'a>(
     pool: &'a mut Pool2d,
     act: &'a mut Activation<Ix4>,
     g: ArrayView4<'_, f32>,
 ) -> ArrayView4<'a, f32> {
-    match (pool, act.kind()) {
-        (Pool2d::Avg(pool), ActivationKind::Relu) => pool.backward_relu(act.output(), g),
-        (pool, _) => {
-            let g = pool.backward(act.output(), g);
-            act.backward(g)
+    if act.kind() == ActivationKind::Relu {
+        return pool.backward_relu(act.output(), g);
+    }
+    let g = pool.backward(act.output(), g);
+    act.backward(g)
+}
+
+/// How a new model's parameters start: drawn from an RNG, or zero.
+enum Init<'a, R: Rng + ?Sized> {
+    Random(&'a mut R),
+    Zeros,
+}
+
+impl<R: Rng + ?Sized> Init<'_, R> {
+    fn conv(&mut self, (i, o, params): (usize, usize, Conv2dParams)) -> Conv2d {
+        match self {
+            Init::Random(rng) => Conv2d::new(i, o, KERNEL, params, &mut **rng),
+            Init::Zeros => Conv2d::zeros(i, o, KERNEL, params),
+        }
+    }
+
+    fn linear(&mut self, (i, o): (usize, usize)) -> Linear {
+        match self {
+            Init::Random(rng) => Linear::new(i, o, &mut **rng),
+            Init::Zeros => Linear::zeros(i, o),
+        }
+    }
+}
+
+/// What a forward pass keeps for a backward pass: with `Training`, the convolutions also keep
+/// their im2col columns. Every layer output is kept either way.
+#[derive(Clone, Copy)]
+enum Pass {
+    Training,
+    Inference,
+}
+
+impl Pass {
+    fn conv<'a>(self, conv: &'a mut Conv2d, x: ArrayView4<'_, f32>) -> ArrayView4<'a, f32> {
+        match self {
+            Pass::Training => conv.forward(x),
+            Pass::Inference => conv.forward_inference(x),
         }
     }
 }
@@ -154,42 +223,20 @@ pub struct LeNet5Activations<'a> {
 impl LeNet5 {
     /// A model with PyTorch's default initialisation, drawn from `rng` in state_dict order.
     pub fn new<R: Rng + ?Sized>(config: LeNet5Config, rng: &mut R) -> Self {
-        let pad2 = Conv2dParams {
-            stride: (1, 1),
-            padding: (2, 2),
-        };
-        let conv1 = Conv2d::new(1, config.c1, 5, pad2, rng);
-        let conv2 = Conv2d::new(config.c1, config.c2, 5, Conv2dParams::default(), rng);
-        let fc1 = Linear::new(config.c2 * 25, 120, rng);
-        let fc2 = Linear::new(120, 84, rng);
-        let fc3 = Linear::new(84, NUM_CLASSES, rng);
-        Self::assemble(config, conv1, conv2, fc1, fc2, fc3)
+        Self::build(config, Init::Random(rng))
     }
 
     /// A model with every parameter zero, to be filled by [`LeNet5::load_weights`] or
     /// [`LeNet5::set_param`].
     pub fn zeros(config: LeNet5Config) -> Self {
-        let pad2 = Conv2dParams {
-            stride: (1, 1),
-            padding: (2, 2),
-        };
-        let conv1 = Conv2d::zeros(1, config.c1, 5, pad2);
-        let conv2 = Conv2d::zeros(config.c1, config.c2, 5, Conv2dParams::default());
-        let fc1 = Linear::zeros(config.c2 * 25, 120);
-        let fc2 = Linear::zeros(120, 84);
-        let fc3 = Linear::zeros(84, NUM_CLASSES);
-        Self::assemble(config, conv1, conv2, fc1, fc2, fc3)
+        Self::build(config, Init::<dyn RngCore>::Zeros)
     }
 
-    fn assemble(
-        config: LeNet5Config,
-        conv1: Conv2d,
-        conv2: Conv2d,
-        fc1: Linear,
-        fc2: Linear,
-        fc3: Linear,
-    ) -> Self {
-        let pool = Pool2dParams::square(2);
+    /// The layers of `config`, initialised in state_dict order (conv1, conv2, fc1, fc2, fc3).
+    fn build<R: Rng + ?Sized>(config: LeNet5Config, mut init: Init<'_, R>) -> Self {
+        let [conv1, conv2] = config.convs().map(|c| init.conv(c));
+        let [fc1, fc2, fc3] = config.fcs().map(|f| init.linear(f));
+        let pool = Pool2dParams::square(POOL);
         LeNet5 {
             config,
             conv1,
@@ -219,18 +266,7 @@ impl LeNet5 {
     /// # Panics
     /// If the input is not `[n, 1, 28, 28]`-compatible (1 channel, at least 28×28 after padding).
     pub fn forward(&mut self, input: ArrayView4<'_, f32>) -> ArrayView2<'_, f32> {
-        let x = self.conv1.forward(input);
-        let x = self.act1.forward(x);
-        let x = self.pool1.forward(x);
-        let x = self.conv2.forward(x);
-        let x = self.act2.forward(x);
-        let x = self.pool2.forward(x);
-        let x = self.flatten.forward(x);
-        let x = self.fc1.forward(x);
-        let x = self.act3.forward(x);
-        let x = self.fc2.forward(x);
-        let x = self.act4.forward(x);
-        self.fc3.forward(x)
+        self.forward_pass(input, Pass::Training)
     }
 
     /// Like [`LeNet5::forward`], for evaluation: the convolutions do not keep their im2col
@@ -241,10 +277,15 @@ impl LeNet5 {
     /// # Panics
     /// If the input is not `[n, 1, 28, 28]`-compatible (1 channel, at least 28×28 after padding).
     pub fn forward_inference(&mut self, input: ArrayView4<'_, f32>) -> ArrayView2<'_, f32> {
-        let x = self.conv1.forward_inference(input);
+        self.forward_pass(input, Pass::Inference)
+    }
+
+    /// The one forward pass of [`LeNet5::forward`] and [`LeNet5::forward_inference`].
+    fn forward_pass(&mut self, input: ArrayView4<'_, f32>, pass: Pass) -> ArrayView2<'_, f32> {
+        let x = pass.conv(&mut self.conv1, input);
         let x = self.act1.forward(x);
         let x = self.pool1.forward(x);
-        let x = self.conv2.forward_inference(x);
+        let x = pass.conv(&mut self.conv2, x);
         let x = self.act2.forward(x);
         let x = self.pool2.forward(x);
         let x = self.flatten.forward(x);
@@ -279,7 +320,7 @@ impl LeNet5 {
 
     /// Backpropagates `grad_logits` (dL/dlogits, `[n, 10]`) through the network after a
     /// [`LeNet5::forward`] on the same `input`, overwriting every parameter gradient. With
-    /// `input_grad`, also computes dL/dinput (read it with [`LeNet5::input_grad`]); training
+    /// `grad_input`, also computes dL/dinput (read it with [`LeNet5::grad_input`]); training
     /// does not need it.
     ///
     /// # Panics
@@ -288,7 +329,7 @@ impl LeNet5 {
         &mut self,
         input: ArrayView4<'_, f32>,
         grad_logits: ArrayView2<'_, f32>,
-        input_grad: bool,
+        grad_input: bool,
     ) {
         // Each layer's forward input is the previous layer's kept output.
         self.fc3.backward(self.act4.output(), grad_logits, true);
@@ -303,11 +344,11 @@ impl LeNet5 {
         let g = pool_act_backward(&mut self.pool2, &mut self.act2, g);
         self.conv2.backward(self.pool1.output(), g, true);
         let g = pool_act_backward(&mut self.pool1, &mut self.act1, self.conv2.grad_input());
-        self.conv1.backward(input, g, input_grad);
+        self.conv1.backward(input, g, grad_input);
     }
 
-    /// dL/dinput `[n, 1, 28, 28]` from the last [`LeNet5::backward`] called with `input_grad`.
-    pub fn input_grad(&self) -> ArrayView4<'_, f32> {
+    /// dL/dinput `[n, 1, 28, 28]` from the last [`LeNet5::backward`] called with `grad_input`.
+    pub fn grad_input(&self) -> ArrayView4<'_, f32> {
         self.conv1.grad_input()
     }
 

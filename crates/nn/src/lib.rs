@@ -13,17 +13,15 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Files: layers (`conv2d`, `linear`, `activation`, `avg_pool`, `max_pool`, `pool`,
-//! `flatten`), the model (`lenet5`), `loss`, `sgd`, `schedule`, `data`, `augment`, `evaluate`,
-//! `metrics`, `trainer`, `inspect` (every layer's output and the layer table), `checkpoint`
-//! (PyTorch-loadable weights), `resume` (training state) and
-//! `atomic` (crash-safe writes).
+//! Files: layers (`conv2d`, `linear`, `activation`, `pool`, `flatten`), the model (`lenet5`),
+//! `loss`, `sgd`, `schedule`, `data`, `augment`, `evaluate`, `metrics`, `trainer`, `inspect`
+//! (every layer's output and the layer table), `checkpoint` (PyTorch-loadable weights),
+//! `resume` (training state) and `atomic` (crash-safe writes).
 #![deny(missing_docs)]
 
 pub mod activation;
 pub mod atomic;
 pub mod augment;
-pub mod avg_pool;
 pub mod buffer;
 pub mod checkpoint;
 pub mod conv2d;
@@ -35,7 +33,6 @@ pub mod inspect;
 pub mod lenet5;
 pub mod linear;
 pub mod loss;
-pub mod max_pool;
 pub mod metrics;
 pub mod param;
 pub mod pool;
@@ -47,7 +44,6 @@ pub mod trainer;
 pub use activation::{Activation, ActivationKind};
 pub use atomic::{write_atomic, write_atomic_all};
 pub use augment::{AugmentConfig, Augmenter};
-pub use avg_pool::AvgPool2d;
 pub use buffer::Buffer;
 pub use checkpoint::CheckpointError;
 pub use conv2d::Conv2d;
@@ -57,7 +53,6 @@ pub use flatten::Flatten;
 pub use lenet5::{LeNet5, LeNet5Activations, LeNet5Config, IMAGE_SIZE, NUM_CLASSES, PARAM_NAMES};
 pub use linear::Linear;
 pub use loss::{argmax, count_correct, cross_entropy_loss, softmax, SoftmaxCrossEntropy};
-pub use max_pool::MaxPool2d;
 pub use metrics::{EpochMetrics, Evaluation};
 pub use param::{ParamMut, ParamRef};
 pub use pool::{Pool2d, PoolKind};

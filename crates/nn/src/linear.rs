@@ -46,13 +46,13 @@ impl Linear {
     }
 
     /// dL/dweight from the last [`Linear::backward`].
-    pub fn weight_grad(&self) -> ArrayView2<'_, f32> {
-        self.wb.weight_grad.view()
+    pub fn grad_weight(&self) -> ArrayView2<'_, f32> {
+        self.wb.grad_weight.view()
     }
 
     /// dL/dbias from the last [`Linear::backward`].
-    pub fn bias_grad(&self) -> ArrayView1<'_, f32> {
-        self.wb.bias_grad.view()
+    pub fn grad_bias(&self) -> ArrayView1<'_, f32> {
+        self.wb.grad_bias.view()
     }
 
     /// `x·Wᵀ + b` for `input` `[n, in]`; the layer keeps the output.
@@ -82,7 +82,7 @@ impl Linear {
     }
 
     /// Overwrites the parameter gradients for upstream gradient `grad_out` (`[n, out]`); `input`
-    /// must be the forward input. With `input_grad`, also computes dL/dinput.
+    /// must be the forward input. With `grad_input`, also computes dL/dinput.
     ///
     /// # Panics
     /// If the shapes do not match.
@@ -90,9 +90,9 @@ impl Linear {
         &mut self,
         input: ArrayView2<'_, f32>,
         grad_out: ArrayView2<'_, f32>,
-        input_grad: bool,
+        grad_input: bool,
     ) {
-        let grad_input = if input_grad {
+        let grad_input_view = if grad_input {
             self.grad_input.set_dim(input.raw_dim());
             Some(self.grad_input.view_mut())
         } else {
@@ -102,9 +102,9 @@ impl Linear {
             input,
             self.wb.weight.view(),
             grad_out,
-            grad_input,
-            self.wb.weight_grad.view_mut(),
-            Some(self.wb.bias_grad.view_mut()),
+            grad_input_view,
+            self.wb.grad_weight.view_mut(),
+            Some(self.wb.grad_bias.view_mut()),
         );
     }
 

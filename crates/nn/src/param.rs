@@ -37,8 +37,8 @@ where
 {
     pub(crate) weight: Array<f32, Dim<[usize; N]>>,
     pub(crate) bias: Array1<f32>,
-    pub(crate) weight_grad: Array<f32, Dim<[usize; N]>>,
-    pub(crate) bias_grad: Array1<f32>,
+    pub(crate) grad_weight: Array<f32, Dim<[usize; N]>>,
+    pub(crate) grad_bias: Array1<f32>,
     /// Kept beside the arrays so that `params_mut` can lend a shape and mutable values at once.
     pub(crate) weight_shape: [usize; N],
     bias_shape: [usize; 1],
@@ -55,8 +55,8 @@ where
         WeightBias {
             weight: Array::zeros(weight_shape),
             bias: Array1::zeros(out),
-            weight_grad: Array::zeros(weight_shape),
-            bias_grad: Array1::zeros(out),
+            grad_weight: Array::zeros(weight_shape),
+            grad_bias: Array1::zeros(out),
             weight_shape,
             bias_shape: [out],
         }
@@ -68,12 +68,12 @@ where
             (
                 &self.weight_shape[..],
                 self.weight.as_slice_mut().unwrap(),
-                self.weight_grad.as_slice().unwrap(),
+                self.grad_weight.as_slice().unwrap(),
             ),
             (
                 &self.bias_shape[..],
                 self.bias.as_slice_mut().unwrap(),
-                self.bias_grad.as_slice().unwrap(),
+                self.grad_bias.as_slice().unwrap(),
             ),
         ]
     }
@@ -84,12 +84,12 @@ where
             (
                 &self.weight_shape[..],
                 self.weight.as_slice().unwrap(),
-                self.weight_grad.as_slice().unwrap(),
+                self.grad_weight.as_slice().unwrap(),
             ),
             (
                 &self.bias_shape[..],
                 self.bias.as_slice().unwrap(),
-                self.bias_grad.as_slice().unwrap(),
+                self.grad_bias.as_slice().unwrap(),
             ),
         ]
     }

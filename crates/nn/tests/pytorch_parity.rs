@@ -186,7 +186,7 @@ fn lenet5_matches_pytorch_forward_backward_and_sgd() {
         let name = format!("grad.{}", p.name);
         c.check(&name, p.shape, p.grad, &r.f32(&name), RTOL);
     }
-    let gi = model.input_grad();
+    let gi = model.grad_input();
     c.check(
         "grad.input",
         gi.shape(),

@@ -62,6 +62,7 @@ pub fn relu<T: Scalar, D: Dimension>(input: ArrayView<'_, T, D>) -> Array<T, D> 
 /// tensor::relu_into(array![-1.0, 0.0, 4.0].view(), y.view_mut());
 /// assert_eq!(y, array![0.0, 0.0, 4.0]);
 /// ```
+#[track_caller]
 pub fn relu_into<T: Scalar, D: Dimension>(input: ArrayView<'_, T, D>, out: ArrayViewMut<'_, T, D>) {
     map_into("relu", input, out, relu_fwd);
 }
@@ -84,6 +85,7 @@ pub fn relu_inplace<T: Scalar, D: Dimension>(a: ArrayViewMut<'_, T, D>) {
 /// let g = tensor::relu_backward(y.view(), array![5.0, 7.0].view());
 /// assert_eq!(g, array![0.0, 7.0]);
 /// ```
+#[track_caller]
 pub fn relu_backward<T: Scalar, D: Dimension>(
     output: ArrayView<'_, T, D>,
     grad_out: ArrayView<'_, T, D>,
@@ -100,6 +102,7 @@ pub fn relu_backward<T: Scalar, D: Dimension>(
 /// tensor::relu_backward_into(array![0.0, 1.0].view(), array![3.0, 4.0].view(), gi.view_mut());
 /// assert_eq!(gi, array![0.0, 4.0]);
 /// ```
+#[track_caller]
 pub fn relu_backward_into<T: Scalar, D: Dimension>(
     output: ArrayView<'_, T, D>,
     grad_out: ArrayView<'_, T, D>,
@@ -115,6 +118,7 @@ pub fn relu_backward_into<T: Scalar, D: Dimension>(
 /// tensor::relu_backward_inplace(array![0.0, 1.0].view(), g.view_mut());
 /// assert_eq!(g, array![0.0, 4.0]);
 /// ```
+#[track_caller]
 pub fn relu_backward_inplace<T: Scalar, D: Dimension>(
     output: ArrayView<'_, T, D>,
     grad: ArrayViewMut<'_, T, D>,
@@ -152,6 +156,7 @@ pub fn tanh<T: Scalar, D: Dimension>(input: ArrayView<'_, T, D>) -> Array<T, D> 
 /// tensor::tanh_into(array![0.0_f32].view(), y.view_mut());
 /// assert_eq!(y[0], 0.0);
 /// ```
+#[track_caller]
 pub fn tanh_into<T: Scalar, D: Dimension>(input: ArrayView<'_, T, D>, out: ArrayViewMut<'_, T, D>) {
     map_into_f32("tanh", input, out, T::tanh, tanh_f32);
 }
@@ -173,6 +178,7 @@ pub fn tanh_inplace<T: Scalar, D: Dimension>(a: ArrayViewMut<'_, T, D>) {
 /// let g = tensor::tanh_backward(array![0.0_f32, 0.5].view(), array![2.0, 2.0].view());
 /// assert_eq!(g, array![2.0, 1.5]);
 /// ```
+#[track_caller]
 pub fn tanh_backward<T: Scalar, D: Dimension>(
     output: ArrayView<'_, T, D>,
     grad_out: ArrayView<'_, T, D>,
@@ -189,6 +195,7 @@ pub fn tanh_backward<T: Scalar, D: Dimension>(
 /// tensor::tanh_backward_into(array![0.5_f32].view(), array![4.0].view(), gi.view_mut());
 /// assert_eq!(gi[0], 3.0);
 /// ```
+#[track_caller]
 pub fn tanh_backward_into<T: Scalar, D: Dimension>(
     output: ArrayView<'_, T, D>,
     grad_out: ArrayView<'_, T, D>,
@@ -204,6 +211,7 @@ pub fn tanh_backward_into<T: Scalar, D: Dimension>(
 /// tensor::tanh_backward_inplace(array![0.5_f32].view(), g.view_mut());
 /// assert_eq!(g[0], 3.0);
 /// ```
+#[track_caller]
 pub fn tanh_backward_inplace<T: Scalar, D: Dimension>(
     output: ArrayView<'_, T, D>,
     grad: ArrayViewMut<'_, T, D>,
@@ -251,6 +259,7 @@ pub fn sigmoid<T: Scalar, D: Dimension>(input: ArrayView<'_, T, D>) -> Array<T, 
 /// tensor::sigmoid_into(array![0.0].view(), y.view_mut());
 /// assert_eq!(y[0], 0.5);
 /// ```
+#[track_caller]
 pub fn sigmoid_into<T: Scalar, D: Dimension>(
     input: ArrayView<'_, T, D>,
     out: ArrayViewMut<'_, T, D>,
@@ -275,6 +284,7 @@ pub fn sigmoid_inplace<T: Scalar, D: Dimension>(a: ArrayViewMut<'_, T, D>) {
 /// let g = tensor::sigmoid_backward(array![0.5_f32].view(), array![2.0].view());
 /// assert_eq!(g[0], 0.5);
 /// ```
+#[track_caller]
 pub fn sigmoid_backward<T: Scalar, D: Dimension>(
     output: ArrayView<'_, T, D>,
     grad_out: ArrayView<'_, T, D>,
@@ -291,6 +301,7 @@ pub fn sigmoid_backward<T: Scalar, D: Dimension>(
 /// tensor::sigmoid_backward_into(array![0.5_f32].view(), array![4.0].view(), gi.view_mut());
 /// assert_eq!(gi[0], 1.0);
 /// ```
+#[track_caller]
 pub fn sigmoid_backward_into<T: Scalar, D: Dimension>(
     output: ArrayView<'_, T, D>,
     grad_out: ArrayView<'_, T, D>,
@@ -312,6 +323,7 @@ pub fn sigmoid_backward_into<T: Scalar, D: Dimension>(
 /// tensor::sigmoid_backward_inplace(array![0.5_f32].view(), g.view_mut());
 /// assert_eq!(g[0], 1.0);
 /// ```
+#[track_caller]
 pub fn sigmoid_backward_inplace<T: Scalar, D: Dimension>(
     output: ArrayView<'_, T, D>,
     grad: ArrayViewMut<'_, T, D>,

@@ -56,6 +56,7 @@ pub mod matmul;
 mod parallel;
 pub mod pool;
 mod scalar;
+mod shape;
 
 pub use activation::*;
 pub use conv2d::*;

@@ -8,6 +8,7 @@
 //! Every function panics if the shapes do not agree: `x` `[n, in]`, `W` `[out, in]`, `b` `[out]`,
 //! `y` and `grad_out` `[n, out]`.
 
+use crate::shape::{check_shape, Expected};
 use crate::{gemm, Scalar};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
 
@@ -22,23 +23,15 @@ pub struct LinearGrads<T> {
     pub bias: Array1<T>,
 }
 
-fn check_shapes(op: &str, input: (usize, usize), weight: (usize, usize)) {
-    assert!(
-        input.1 == weight.1,
-        "{op}: input is [{}, {}] but weight is [{}, {}]: weight must be [out, {}]",
-        input.0,
-        input.1,
-        weight.0,
-        weight.1,
-        input.1
-    );
-}
-
-fn check_dim<D: std::fmt::Debug + PartialEq>(op: &str, what: &str, expected: D, got: D) {
-    assert!(
-        expected == got,
-        "{op}: {what} must be {expected:?}, got {got:?}"
-    );
+/// Panics unless `weight` is `[out, in]` for an `input` of `[n, in]`.
+#[track_caller]
+fn check_weight(op: &str, input: (usize, usize), weight: (usize, usize)) {
+    let expected = Expected::FitFor {
+        other: "input",
+        other_shape: [input.0, input.1],
+        shape: [weight.0, input.1],
+    };
+    check_shape(op, "weight", expected, [weight.0, weight.1]);
 }
 
 /// `y = x·Wᵀ + b` for `x` `[n, in]`, `W` `[out, in]`, `b` `[out]`.
@@ -53,12 +46,13 @@ fn check_dim<D: std::fmt::Debug + PartialEq>(op: &str, what: &str, expected: D, 
 /// let y = tensor::linear(x.view(), w.view(), Some(array![0.5, 0.0, 0.0].view()));
 /// assert_eq!(y, array![[1.5, 3.0, -2.0]]);
 /// ```
+#[track_caller]
 pub fn linear<T: Scalar>(
     input: ArrayView2<'_, T>,
     weight: ArrayView2<'_, T>,
     bias: Option<ArrayView1<'_, T>>,
 ) -> Array2<T> {
-    check_shapes("linear", input.dim(), weight.dim());
+    check_weight("linear", input.dim(), weight.dim());
     let mut out = Array2::zeros((input.nrows(), weight.nrows()));
     linear_into(input, weight, bias, out.view_mut());
     out
@@ -75,17 +69,19 @@ pub fn linear<T: Scalar>(
 /// tensor::linear_into(array![[1.0, 1.0], [2.0, 0.0]].view(), array![[3.0, 4.0]].view(), None, y.view_mut());
 /// assert_eq!(y, array![[7.0], [6.0]]);
 /// ```
+#[track_caller]
 pub fn linear_into<T: Scalar>(
     input: ArrayView2<'_, T>,
     weight: ArrayView2<'_, T>,
     bias: Option<ArrayView1<'_, T>>,
     mut out: ArrayViewMut2<'_, T>,
 ) {
-    check_shapes("linear", input.dim(), weight.dim());
-    check_dim("linear", "out", (input.nrows(), weight.nrows()), out.dim());
+    check_weight("linear", input.dim(), weight.dim());
+    let out_dim = (input.nrows(), weight.nrows());
+    check_shape("linear", "out", Expected::Shape(out_dim), out.dim());
     match bias {
         Some(b) => {
-            check_dim("linear", "bias", weight.nrows(), b.len());
+            check_shape("linear", "bias", Expected::Shape(weight.nrows()), b.len());
             // Start every row from b, then accumulate x·Wᵀ on top: one pass over `out`.
             out.rows_mut().into_iter().for_each(|mut r| r.assign(&b));
             gemm(T::one(), input, weight.t(), T::one(), out);
@@ -112,12 +108,13 @@ pub fn linear_into<T: Scalar>(
 /// assert_eq!(g.weight, array![[4.0, 6.0]]);
 /// assert_eq!(g.bias, array![2.0]);
 /// ```
+#[track_caller]
 pub fn linear_backward<T: Scalar>(
     input: ArrayView2<'_, T>,
     weight: ArrayView2<'_, T>,
     grad_out: ArrayView2<'_, T>,
 ) -> LinearGrads<T> {
-    check_shapes("linear_backward", input.dim(), weight.dim());
+    check_weight("linear_backward", input.dim(), weight.dim());
     let mut grads = LinearGrads {
         input: Array2::zeros(input.raw_dim()),
         weight: Array2::zeros(weight.raw_dim()),
@@ -147,6 +144,7 @@ pub fn linear_backward<T: Scalar>(
 /// tensor::linear_backward_into(x.view(), array![[0.0, 0.0]].view(), array![[3.0]].view(), None, gw.view_mut(), None);
 /// assert_eq!(gw, array![[3.0, 6.0]]);
 /// ```
+#[track_caller]
 pub fn linear_backward_into<T: Scalar>(
     input: ArrayView2<'_, T>,
     weight: ArrayView2<'_, T>,
@@ -156,21 +154,28 @@ pub fn linear_backward_into<T: Scalar>(
     grad_bias: Option<ArrayViewMut1<'_, T>>,
 ) {
     let op = "linear_backward";
-    check_shapes(op, input.dim(), weight.dim());
-    check_dim(
+    check_weight(op, input.dim(), weight.dim());
+    let out_dim = (input.nrows(), weight.nrows());
+    check_shape(op, "grad_out", Expected::Shape(out_dim), grad_out.dim());
+    let grad_weight_dim = grad_weight.dim();
+    check_shape(
         op,
-        "grad_out",
-        (input.nrows(), weight.nrows()),
-        grad_out.dim(),
+        "grad_weight",
+        Expected::ShapeOf("weight", weight.dim()),
+        grad_weight_dim,
     );
-    check_dim(op, "grad_weight", weight.dim(), grad_weight.dim());
     if let Some(gi) = grad_input {
-        check_dim(op, "grad_input", input.dim(), gi.dim());
+        check_shape(
+            op,
+            "grad_input",
+            Expected::ShapeOf("input", input.dim()),
+            gi.dim(),
+        );
         gemm(T::one(), grad_out, weight, T::zero(), gi);
     }
     gemm(T::one(), grad_out.t(), input, T::zero(), grad_weight);
     if let Some(mut gb) = grad_bias {
-        check_dim(op, "grad_bias", weight.nrows(), gb.len());
+        check_shape(op, "grad_bias", Expected::Shape(weight.nrows()), gb.len());
         gb.fill(T::zero());
         for row in grad_out.rows() {
             gb.zip_mut_with(&row, |b, &g| *b = *b + g);

@@ -7,6 +7,7 @@
 //! Rows are short (10 classes for MNIST), so these kernels run serially; the loss is accumulated
 //! in `f64` whatever `T` is.
 
+use crate::shape::{check_shape, Expected};
 use crate::Scalar;
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2};
 
@@ -17,13 +18,7 @@ fn max_and_log_sum_exp<T: Scalar>(row: ArrayView1<'_, T>) -> (T, T) {
     (m, s.ln())
 }
 
-fn check_same_dim(op: &str, what: &str, expected: (usize, usize), got: (usize, usize)) {
-    assert!(
-        expected == got,
-        "{op}: {what} must be {expected:?} like the input, got {got:?}"
-    );
-}
-
+#[track_caller]
 fn check_targets(op: &str, n: usize, classes: usize, targets: &[usize]) {
     assert!(
         n > 0,
@@ -67,8 +62,14 @@ pub fn log_softmax<T: Scalar>(input: ArrayView2<'_, T>) -> Array2<T> {
 /// tensor::log_softmax_into(array![[3.0_f32, 3.0]].view(), y.view_mut());
 /// assert!((y[[0, 1]] - 0.5_f32.ln()).abs() < 1e-6);
 /// ```
+#[track_caller]
 pub fn log_softmax_into<T: Scalar>(input: ArrayView2<'_, T>, mut out: ArrayViewMut2<'_, T>) {
-    check_same_dim("log_softmax", "out", input.dim(), out.dim());
+    check_shape(
+        "log_softmax",
+        "out",
+        Expected::ShapeOf("input", input.dim()),
+        out.dim(),
+    );
     for (x, mut y) in input.rows().into_iter().zip(out.rows_mut()) {
         let (m, lse) = max_and_log_sum_exp(x);
         y.zip_mut_with(&x, |y, &x| *y = x - m - lse);
@@ -87,6 +88,7 @@ pub fn log_softmax_into<T: Scalar>(input: ArrayView2<'_, T>, mut out: ArrayViewM
 /// assert!(gi.sum().abs() < 1e-15);
 /// assert!((gi[[0, 0]] - (1.0 - y[[0, 0]].exp())).abs() < 1e-15);
 /// ```
+#[track_caller]
 pub fn log_softmax_backward<T: Scalar>(
     output: ArrayView2<'_, T>,
     grad_out: ArrayView2<'_, T>,
@@ -107,22 +109,25 @@ pub fn log_softmax_backward<T: Scalar>(
 /// tensor::log_softmax_backward_into(y.view(), array![[1.0, 0.0]].view(), gi.view_mut());
 /// assert_eq!(gi, array![[0.5, -0.5]]);
 /// ```
+#[track_caller]
 pub fn log_softmax_backward_into<T: Scalar>(
     output: ArrayView2<'_, T>,
     grad_out: ArrayView2<'_, T>,
     mut grad_input: ArrayViewMut2<'_, T>,
 ) {
-    check_same_dim(
-        "log_softmax_backward",
+    let op = "log_softmax_backward";
+    check_shape(
+        op,
         "grad_out",
-        output.dim(),
+        Expected::ShapeOf("output", output.dim()),
         grad_out.dim(),
     );
-    check_same_dim(
-        "log_softmax_backward",
+    let grad_input_dim = grad_input.dim();
+    check_shape(
+        op,
         "grad_input",
-        output.dim(),
-        grad_input.dim(),
+        Expected::ShapeOf("output", output.dim()),
+        grad_input_dim,
     );
     for ((y, g), mut gi) in output
         .rows()
@@ -153,6 +158,7 @@ pub fn log_softmax_backward_into<T: Scalar>(
 /// let loss = tensor::cross_entropy(array![[0.0_f64, 0.0], [5.0, 5.0]].view(), &[1, 0]);
 /// assert!((loss - 2.0_f64.ln()).abs() < 1e-12);
 /// ```
+#[track_caller]
 pub fn cross_entropy<T: Scalar>(logits: ArrayView2<'_, T>, targets: &[usize]) -> T {
     let (n, classes) = logits.dim();
     check_targets("cross_entropy", n, classes, targets);
@@ -195,6 +201,7 @@ fn softmax_minus_onehot_into<T: Scalar>(
 /// let g = tensor::cross_entropy_backward(array![[0.0_f32, 0.0]].view(), &[0], 1.0);
 /// assert_eq!(g, array![[-0.5, 0.5]]);
 /// ```
+#[track_caller]
 pub fn cross_entropy_backward<T: Scalar>(
     logits: ArrayView2<'_, T>,
     targets: &[usize],
@@ -215,6 +222,7 @@ pub fn cross_entropy_backward<T: Scalar>(
 /// tensor::cross_entropy_backward_into(array![[0.0, 0.0], [0.0, 0.0]].view(), &[0, 1], 2.0, g.view_mut());
 /// assert_eq!(g, array![[-0.5, 0.5], [0.5, -0.5]]);
 /// ```
+#[track_caller]
 pub fn cross_entropy_backward_into<T: Scalar>(
     logits: ArrayView2<'_, T>,
     targets: &[usize],
@@ -223,12 +231,8 @@ pub fn cross_entropy_backward_into<T: Scalar>(
 ) {
     let (n, classes) = logits.dim();
     check_targets("cross_entropy_backward", n, classes, targets);
-    check_same_dim(
-        "cross_entropy_backward",
-        "grad_logits",
-        logits.dim(),
-        grad_logits.dim(),
-    );
+    let (expected, got) = (Expected::ShapeOf("logits", logits.dim()), grad_logits.dim());
+    check_shape("cross_entropy_backward", "grad_logits", expected, got);
     let scale = grad_out / T::from_f64(n as f64);
     softmax_minus_onehot_into(logits, targets, scale, grad_logits);
 }
@@ -247,6 +251,7 @@ pub fn cross_entropy_backward_into<T: Scalar>(
 /// assert!((loss - tensor::cross_entropy(logits.view(), &[0, 2])).abs() < 1e-6);
 /// assert!(grad.sum().abs() < 1e-6); // each row of softmax − onehot sums to 0
 /// ```
+#[track_caller]
 pub fn softmax_cross_entropy_into<T: Scalar>(
     logits: ArrayView2<'_, T>,
     targets: &[usize],
@@ -254,12 +259,8 @@ pub fn softmax_cross_entropy_into<T: Scalar>(
 ) -> T {
     let (n, classes) = logits.dim();
     check_targets("softmax_cross_entropy_into", n, classes, targets);
-    check_same_dim(
-        "softmax_cross_entropy_into",
-        "grad_logits",
-        logits.dim(),
-        grad_logits.dim(),
-    );
+    let (expected, got) = (Expected::ShapeOf("logits", logits.dim()), grad_logits.dim());
+    check_shape("softmax_cross_entropy_into", "grad_logits", expected, got);
     let scale = T::one() / T::from_f64(n as f64);
     let total = softmax_minus_onehot_into(logits, targets, scale, grad_logits);
     T::from_f64(total / n as f64)

@@ -82,6 +82,7 @@ pub use dispatch::GemmKernel;
 #[allow(unused_imports)] // The crate's implicit-GEMM convolution is the user.
 pub(crate) use source::{MatrixB, PackB};
 
+use crate::shape::{check_shape, Expected};
 use crate::Scalar;
 use kernel::MicroKernel;
 use kernel_portable::Portable;
@@ -119,6 +120,7 @@ use std::any::TypeId;
 ///
 /// # Panics
 /// If the shapes do not agree: `a` is `[m, k]`, `b` is `[k, n]` and `c` is `[m, n]`.
+#[track_caller]
 pub fn gemm<T: Scalar>(
     alpha: T,
     a: ArrayView2<'_, T>,
@@ -134,6 +136,7 @@ pub fn gemm<T: Scalar>(
 /// # Panics
 /// If the shapes do not agree (see [`gemm`]), or if this CPU does not support `kernel`
 /// (see [`GemmKernel::is_supported`]).
+#[track_caller]
 pub fn gemm_with_kernel<T: Scalar>(
     kernel: GemmKernel,
     alpha: T,
@@ -177,6 +180,7 @@ pub enum Parallelism {
 /// # Panics
 /// If the shapes do not agree (see [`gemm`]), or if this CPU does not support `kernel`
 /// (see [`GemmKernel::is_supported`]).
+#[track_caller]
 pub fn gemm_with<T: Scalar>(
     kernel: GemmKernel,
     parallelism: Parallelism,
@@ -287,6 +291,7 @@ fn gemm_on_threads<T: Scalar>(
 /// If the shapes do not agree (`a` is `[m, k]`, `b.dim()` is `(k, n)`, `c` is `[m, n]`), or if
 /// this CPU does not support `kernel`.
 #[allow(dead_code)] // The crate's implicit-GEMM convolution is its caller.
+#[track_caller]
 pub(crate) fn gemm_packed_b<T: Scalar>(
     kernel: GemmKernel,
     alpha: T,
@@ -318,13 +323,14 @@ fn finished_without_product<T: Scalar>(
     beta: T,
     c: ArrayViewMut2<'_, T>,
 ) -> bool {
-    assert_eq!(k, k2, "gemm: a is [{m}, {k}] but b is [{k2}, {n}]");
-    assert_eq!(
-        c.dim(),
-        (m, n),
-        "gemm: c must be [{m}, {n}], got {:?}",
-        c.dim()
-    );
+    let fit_a = Expected::FitFor {
+        other: "a",
+        other_shape: [m, k],
+        shape: [k, n],
+    };
+    check_shape("gemm", "b", fit_a, [k2, n]);
+    let (cm, cn) = c.dim();
+    check_shape("gemm", "c", Expected::Shape([m, n]), [cm, cn]);
     assert!(
         kernel.is_supported(),
         "gemm: this CPU does not support the {} kernel",
@@ -464,6 +470,7 @@ fn scale_c<T: Scalar>(beta: T, mut c: ArrayViewMut2<'_, T>) {
 ///
 /// # Panics
 /// If `a` is `[m, k]` and `b` is not `[k, n]`.
+#[track_caller]
 pub fn matmul<T: Scalar>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>) -> Array2<T> {
     let mut c = Array2::zeros((a.nrows(), b.ncols()));
     matmul_into(a, b, c.view_mut());
@@ -474,6 +481,7 @@ pub fn matmul<T: Scalar>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>) -> Array2<T
 ///
 /// # Panics
 /// If the shapes do not agree (see [`gemm`]).
+#[track_caller]
 pub fn matmul_into<T: Scalar>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>, c: ArrayViewMut2<'_, T>) {
     gemm(T::one(), a, b, T::zero(), c);
 }

@@ -6,6 +6,7 @@
 //! kernel runs serially or in parallel.
 
 use crate::fast_math::{map_f32, map_f32_inplace};
+use crate::shape::{check_shape, Expected};
 use crate::Scalar;
 use ndarray::{Array, ArrayView, ArrayViewMut, Dimension};
 use rayon::prelude::*;
@@ -36,21 +37,20 @@ pub(crate) fn with_standard_slice_mut<T: Scalar, D: Dimension>(
     }
 }
 
-fn check_same_shape(op: &str, what: &str, expected: &[usize], got: &[usize]) {
-    assert!(
-        expected == got,
-        "{op}: {what} must have the input's shape {expected:?}, got {got:?}"
-    );
-}
-
 /// `out[i] = f(input[i])` for arrays of equal shape.
+#[track_caller]
 pub(crate) fn map_into<T: Scalar, D: Dimension>(
     op: &str,
     input: ArrayView<'_, T, D>,
     mut out: ArrayViewMut<'_, T, D>,
     f: impl Fn(T) -> T + Sync + Send,
 ) {
-    check_same_shape(op, "out", input.shape(), out.shape());
+    check_shape(
+        op,
+        "out",
+        Expected::ShapeOf("input", input.shape()),
+        out.shape(),
+    );
     if let (Some(x), Some(y)) = (input.as_slice(), out.as_slice_mut()) {
         if x.len() >= PAR_MIN_WORK {
             y.par_chunks_mut(ELEM_CHUNK)
@@ -68,6 +68,7 @@ pub(crate) fn map_into<T: Scalar, D: Dimension>(
 
 /// Like [`map_into`], but contiguous `f32` arrays go through `fast` (a vectorisable `f32`
 /// version of `f`) instead.
+#[track_caller]
 pub(crate) fn map_into_f32<T: Scalar, D: Dimension>(
     op: &str,
     input: ArrayView<'_, T, D>,
@@ -75,7 +76,12 @@ pub(crate) fn map_into_f32<T: Scalar, D: Dimension>(
     f: impl Fn(T) -> T + Sync + Send,
     fast: impl Fn(f32) -> f32 + Sync + Send + Copy,
 ) {
-    check_same_shape(op, "out", input.shape(), out.shape());
+    check_shape(
+        op,
+        "out",
+        Expected::ShapeOf("input", input.shape()),
+        out.shape(),
+    );
     let x = input.as_slice().and_then(T::as_f32_slice);
     if let (Some(x), Some(y)) = (x, out.as_slice_mut().and_then(T::as_f32_slice_mut)) {
         let kernel = |y: &mut [f32], x: &[f32]| map_f32(y, x, fast);
@@ -128,6 +134,7 @@ pub(crate) fn map_inplace<T: Scalar, D: Dimension>(
 
 /// `out[i] = f(y[i], g[i])` for three arrays of equal shape (a backward pass from the forward
 /// output `y` and the upstream gradient `g`).
+#[track_caller]
 pub(crate) fn zip_map_into<T: Scalar, D: Dimension>(
     op: &str,
     y: ArrayView<'_, T, D>,
@@ -135,8 +142,18 @@ pub(crate) fn zip_map_into<T: Scalar, D: Dimension>(
     mut out: ArrayViewMut<'_, T, D>,
     f: impl Fn(T, T) -> T + Sync + Send,
 ) {
-    check_same_shape(op, "grad_out", y.shape(), g.shape());
-    check_same_shape(op, "grad_input", y.shape(), out.shape());
+    check_shape(
+        op,
+        "grad_out",
+        Expected::ShapeOf("output", y.shape()),
+        g.shape(),
+    );
+    check_shape(
+        op,
+        "grad_input",
+        Expected::ShapeOf("output", y.shape()),
+        out.shape(),
+    );
     if let (Some(ys), Some(gs), Some(os)) = (y.as_slice(), g.as_slice(), out.as_slice_mut()) {
         let kernel = |o: &mut [T], y: &[T], g: &[T]| {
             for i in 0..o.len() {
@@ -160,13 +177,19 @@ pub(crate) fn zip_map_into<T: Scalar, D: Dimension>(
 }
 
 /// `g[i] = f(y[i], g[i])` in place (a backward pass that overwrites the upstream gradient).
+#[track_caller]
 pub(crate) fn zip_map_inplace<T: Scalar, D: Dimension>(
     op: &str,
     y: ArrayView<'_, T, D>,
     mut g: ArrayViewMut<'_, T, D>,
     f: impl Fn(T, T) -> T + Sync + Send,
 ) {
-    check_same_shape(op, "grad", y.shape(), g.shape());
+    check_shape(
+        op,
+        "grad",
+        Expected::ShapeOf("output", y.shape()),
+        g.shape(),
+    );
     if let (Some(ys), Some(gs)) = (y.as_slice(), g.as_slice_mut()) {
         let kernel = |g: &mut [T], y: &[T]| {
             for i in 0..g.len() {

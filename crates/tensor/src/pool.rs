@@ -10,6 +10,7 @@
 //! output/gradient array does not have the shape the op produces.
 
 use crate::parallel::{with_standard_slice_mut, PAR_MIN_WORK};
+use crate::shape::{check_shape, Expected};
 use crate::Scalar;
 use ndarray::{Array4, ArrayView4, ArrayViewMut4};
 use rayon::prelude::*;
@@ -59,6 +60,7 @@ impl Pool2dParams {
 #[derive(Clone, Copy)]
 struct Geometry {
     planes: usize,
+    h: usize,
     w: usize,
     oh: usize,
     ow: usize,
@@ -66,6 +68,7 @@ struct Geometry {
 }
 
 impl Geometry {
+    #[track_caller]
     fn new(op: &str, input: (usize, usize, usize, usize), p: Pool2dParams) -> Self {
         let (n, c, h, w) = input;
         let (oh, ow) = p.output_size((h, w)).unwrap_or_else(|| {
@@ -77,6 +80,7 @@ impl Geometry {
         });
         Geometry {
             planes: n * c,
+            h,
             w,
             oh,
             ow,
@@ -93,42 +97,45 @@ impl Geometry {
             && self.planes * self.oh * self.ow * self.p.kernel.0 * self.p.kernel.1 >= PAR_MIN_WORK
     }
 
-    /// Calls `f(plane_out, plane_in)` for every plane pair, in parallel if it pays.
+    /// Elements in one input plane.
+    fn in_plane(&self) -> usize {
+        self.h * self.w
+    }
+
+    /// Elements in one output plane.
+    fn out_plane(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    /// Calls `f(p, plane)` for every plane `p` of `out`, planes being `plane_len` elements
+    /// (an input or an output plane), in parallel if it pays. The one place pooling chooses
+    /// between serial and parallel: `f` reads plane `p` of its other arrays itself.
     fn for_each_plane<T: Scalar>(
         &self,
         out: &mut [T],
-        out_plane: usize,
-        inp: &[T],
-        in_plane: usize,
-        f: impl Fn(&mut [T], &[T]) + Sync + Send,
+        plane_len: usize,
+        f: impl Fn(usize, &mut [T]) + Sync + Send,
     ) {
         if self.parallel() {
-            out.par_chunks_mut(out_plane)
-                .zip(inp.par_chunks(in_plane))
-                .for_each(|(o, i)| f(o, i));
+            out.par_chunks_mut(plane_len)
+                .enumerate()
+                .for_each(|(p, o)| f(p, o));
         } else {
-            out.chunks_mut(out_plane)
-                .zip(inp.chunks(in_plane))
-                .for_each(|(o, i)| f(o, i));
+            out.chunks_mut(plane_len)
+                .enumerate()
+                .for_each(|(p, o)| f(p, o));
         }
+    }
+
+    /// Plane `p` of `a`, whose planes are `plane_len` elements.
+    fn plane<T>(a: &[T], p: usize, plane_len: usize) -> &[T] {
+        &a[p * plane_len..][..plane_len]
     }
 
     /// Index in the input plane of window (i, j)'s top-left corner.
     fn corner(&self, i: usize, j: usize) -> usize {
         i * self.p.stride.0 * self.w + j * self.p.stride.1
     }
-}
-
-fn check_dim(
-    op: &str,
-    what: &str,
-    expected: (usize, usize, usize, usize),
-    got: (usize, usize, usize, usize),
-) {
-    assert!(
-        expected == got,
-        "{op}: {what} must be {expected:?}, got {got:?}"
-    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -178,6 +185,21 @@ fn spread_window_rows<T: Scalar>(girow: &mut [T], grow: &[T], area: T, kw: usize
     }
 }
 
+/// Overwrites the input-gradient plane `gi` with the output-gradient plane `go` spread over
+/// the windows: `gi[i·sh+u, j·sw+v] += go[i, j] / area` for every window `(i, j)` and every
+/// `(u, v)` in it, starting from 0. The one spread of average pooling's backward passes.
+fn spread_plane<T: Scalar>(gi: &mut [T], go: &[T], g: &Geometry, area: T) {
+    let (kh, kw) = g.p.kernel;
+    let (sh, sw) = g.p.stride;
+    gi.fill(T::zero());
+    for (i, grow) in go.chunks_exact(g.ow).enumerate() {
+        for u in 0..kh {
+            let girow = &mut gi[(i * sh + u) * g.w..][..g.w];
+            spread_window_rows(girow, grow, area, kw, sw);
+        }
+    }
+}
+
 /// Mean over each window (divided by kh·kw).
 ///
 /// # Panics
@@ -189,6 +211,7 @@ fn spread_window_rows<T: Scalar>(girow: &mut [T], grow: &[T], area: T, kw: usize
 /// let y = tensor::avg_pool2d(x.view(), tensor::Pool2dParams::square(2));
 /// assert_eq!(y.into_raw_vec_and_offset().0, vec![3.5, 5.5]);
 /// ```
+#[track_caller]
 pub fn avg_pool2d<T: Scalar>(input: ArrayView4<'_, T>, params: Pool2dParams) -> Array4<T> {
     let (n, c, h, w) = input.dim();
     let g = Geometry::new("avg_pool2d", (n, c, h, w), params);
@@ -209,6 +232,7 @@ pub fn avg_pool2d<T: Scalar>(input: ArrayView4<'_, T>, params: Pool2dParams) -> 
 /// tensor::avg_pool2d_into(x.view(), tensor::Pool2dParams::square(2), y.view_mut());
 /// assert!(y.iter().all(|&v| v == 1.0));
 /// ```
+#[track_caller]
 pub fn avg_pool2d_into<T: Scalar>(
     input: ArrayView4<'_, T>,
     params: Pool2dParams,
@@ -216,13 +240,19 @@ pub fn avg_pool2d_into<T: Scalar>(
 ) {
     let (n, c, h, w) = input.dim();
     let g = Geometry::new("avg_pool2d", (n, c, h, w), params);
-    check_dim("avg_pool2d", "out", g.output_dim(n, c), out.dim());
+    check_shape(
+        "avg_pool2d",
+        "out",
+        Expected::Shape(g.output_dim(n, c)),
+        out.dim(),
+    );
     let input = input.as_standard_layout();
     let x = input.as_slice().expect("standard layout");
     let (kh, kw) = params.kernel;
     let area = T::from_f64((kh * kw) as f64);
     with_standard_slice_mut(out, |y| {
-        g.for_each_plane(y, g.oh * g.ow, x, h * w, |y, x| {
+        g.for_each_plane(y, g.out_plane(), |p, y| {
+            let x = Geometry::plane(x, p, g.in_plane());
             if (kh, kw, params.stride.0, params.stride.1) == (2, 2, 2, 2) {
                 // LeNet's pool: the whole window in registers, summed in the general order.
                 for (i, yrow) in y.chunks_exact_mut(g.ow).enumerate() {
@@ -264,6 +294,7 @@ pub fn avg_pool2d_into<T: Scalar>(
 /// // the window covers the top-left 2×2; the last row and column are dropped (floor mode)
 /// assert_eq!(gi.into_raw_vec_and_offset().0, vec![1., 1., 0., 1., 1., 0., 0., 0., 0.]);
 /// ```
+#[track_caller]
 pub fn avg_pool2d_backward<T: Scalar>(
     grad_out: ArrayView4<'_, T>,
     params: Pool2dParams,
@@ -286,6 +317,7 @@ pub fn avg_pool2d_backward<T: Scalar>(
 /// tensor::avg_pool2d_backward_into(g.view(), tensor::Pool2dParams::square(2), gi.view_mut());
 /// assert!(gi.iter().all(|&v| v == 1.0));
 /// ```
+#[track_caller]
 pub fn avg_pool2d_backward_into<T: Scalar>(
     grad_out: ArrayView4<'_, T>,
     params: Pool2dParams,
@@ -293,25 +325,15 @@ pub fn avg_pool2d_backward_into<T: Scalar>(
 ) {
     let (n, c, h, w) = grad_input.dim();
     let g = Geometry::new("avg_pool2d_backward", (n, c, h, w), params);
-    check_dim(
-        "avg_pool2d_backward",
-        "grad_out",
-        g.output_dim(n, c),
-        grad_out.dim(),
-    );
+    let expected = Expected::Shape(g.output_dim(n, c));
+    check_shape("avg_pool2d_backward", "grad_out", expected, grad_out.dim());
     let grad_out = grad_out.as_standard_layout();
     let go = grad_out.as_slice().expect("standard layout");
     let (kh, kw) = params.kernel;
     let area = T::from_f64((kh * kw) as f64);
     with_standard_slice_mut(grad_input, |gi| {
-        g.for_each_plane(gi, h * w, go, g.oh * g.ow, |gi, go| {
-            gi.fill(T::zero());
-            for (i, grow) in go.chunks_exact(g.ow).enumerate() {
-                for u in 0..kh {
-                    let girow = &mut gi[(i * params.stride.0 + u) * w..][..w];
-                    spread_window_rows(girow, grow, area, kw, params.stride.1);
-                }
-            }
+        g.for_each_plane(gi, g.in_plane(), |p, gi| {
+            spread_plane(gi, Geometry::plane(go, p, g.out_plane()), &g, area);
         });
     });
 }
@@ -339,6 +361,7 @@ pub fn avg_pool2d_backward_into<T: Scalar>(
 /// avg_pool2d_relu_backward_into(g.view(), Pool2dParams::square(2), y.view(), gi.view_mut());
 /// assert_eq!(gi.into_raw_vec_and_offset().0, vec![0.0, 1.0, 1.0, 0.0]);
 /// ```
+#[track_caller]
 pub fn avg_pool2d_relu_backward_into<T: Scalar>(
     grad_out: ArrayView4<'_, T>,
     params: Pool2dParams,
@@ -348,38 +371,28 @@ pub fn avg_pool2d_relu_backward_into<T: Scalar>(
     let op = "avg_pool2d_relu_backward";
     let (n, c, h, w) = grad_input.dim();
     let g = Geometry::new(op, (n, c, h, w), params);
-    check_dim(op, "grad_out", g.output_dim(n, c), grad_out.dim());
-    check_dim(op, "relu_output", (n, c, h, w), relu_output.dim());
+    check_shape(
+        op,
+        "grad_out",
+        Expected::Shape(g.output_dim(n, c)),
+        grad_out.dim(),
+    );
+    let expected = Expected::ShapeOf("grad_input", (n, c, h, w));
+    check_shape(op, "relu_output", expected, relu_output.dim());
     let grad_out = grad_out.as_standard_layout();
     let go = grad_out.as_slice().expect("standard layout");
     let relu_output = relu_output.as_standard_layout();
     let y = relu_output.as_slice().expect("standard layout");
     let (kh, kw) = params.kernel;
     let area = T::from_f64((kh * kw) as f64);
-    let plane = |(gi, (go, y)): (&mut [T], (&[T], &[T]))| {
-        gi.fill(T::zero());
-        for (i, grow) in go.chunks_exact(g.ow).enumerate() {
-            for u in 0..kh {
-                let girow = &mut gi[(i * params.stride.0 + u) * w..][..w];
-                spread_window_rows(girow, grow, area, kw, params.stride.1);
-            }
-        }
-        // relu' = [y > 0] (NaN and 0 pass no gradient), as in relu_backward
-        for (d, &y) in gi.iter_mut().zip(y) {
-            *d = if y > T::zero() { *d } else { T::zero() };
-        }
-    };
-    let (in_plane, out_plane) = (h * w, g.oh * g.ow);
     with_standard_slice_mut(grad_input, |gi| {
-        if g.parallel() {
-            gi.par_chunks_mut(in_plane)
-                .zip(go.par_chunks(out_plane).zip(y.par_chunks(in_plane)))
-                .for_each(plane);
-        } else {
-            gi.chunks_mut(in_plane)
-                .zip(go.chunks(out_plane).zip(y.chunks(in_plane)))
-                .for_each(plane);
-        }
+        g.for_each_plane(gi, g.in_plane(), |p, gi| {
+            spread_plane(gi, Geometry::plane(go, p, g.out_plane()), &g, area);
+            // relu' = [y > 0] (NaN and 0 pass no gradient), as in relu_backward
+            for (d, &y) in gi.iter_mut().zip(Geometry::plane(y, p, g.in_plane())) {
+                *d = if y > T::zero() { *d } else { T::zero() };
+            }
+        });
     });
 }
 
@@ -415,6 +428,7 @@ fn argmax_in_window<T: Scalar>(x: &[T], g: &Geometry, i: usize, j: usize) -> usi
 /// let y = tensor::max_pool2d(x.view(), tensor::Pool2dParams::square(2));
 /// assert_eq!(y.into_raw_vec_and_offset().0, vec![6., 7.]);
 /// ```
+#[track_caller]
 pub fn max_pool2d<T: Scalar>(input: ArrayView4<'_, T>, params: Pool2dParams) -> Array4<T> {
     let (n, c, h, w) = input.dim();
     let g = Geometry::new("max_pool2d", (n, c, h, w), params);
@@ -436,6 +450,7 @@ pub fn max_pool2d<T: Scalar>(input: ArrayView4<'_, T>, params: Pool2dParams) -> 
 /// tensor::max_pool2d_into(x.view(), p, y.view_mut());
 /// assert_eq!(y.into_raw_vec_and_offset().0, vec![8., 17.]);
 /// ```
+#[track_caller]
 pub fn max_pool2d_into<T: Scalar>(
     input: ArrayView4<'_, T>,
     params: Pool2dParams,
@@ -443,11 +458,17 @@ pub fn max_pool2d_into<T: Scalar>(
 ) {
     let (n, c, h, w) = input.dim();
     let g = Geometry::new("max_pool2d", (n, c, h, w), params);
-    check_dim("max_pool2d", "out", g.output_dim(n, c), out.dim());
+    check_shape(
+        "max_pool2d",
+        "out",
+        Expected::Shape(g.output_dim(n, c)),
+        out.dim(),
+    );
     let input = input.as_standard_layout();
     let x = input.as_slice().expect("standard layout");
     with_standard_slice_mut(out, |y| {
-        g.for_each_plane(y, g.oh * g.ow, x, h * w, |y, x| {
+        g.for_each_plane(y, g.out_plane(), |p, y| {
+            let x = Geometry::plane(x, p, g.in_plane());
             for i in 0..g.oh {
                 for j in 0..g.ow {
                     y[i * g.ow + j] = x[argmax_in_window(x, &g, i, j)];
@@ -473,6 +494,7 @@ pub fn max_pool2d_into<T: Scalar>(
 /// let gi = tensor::max_pool2d_backward(x.view(), g.view(), tensor::Pool2dParams::square(2));
 /// assert_eq!(gi.into_raw_vec_and_offset().0, vec![0., 3., 0., 0.]);
 /// ```
+#[track_caller]
 pub fn max_pool2d_backward<T: Scalar>(
     input: ArrayView4<'_, T>,
     grad_out: ArrayView4<'_, T>,
@@ -497,6 +519,7 @@ pub fn max_pool2d_backward<T: Scalar>(
 /// tensor::max_pool2d_backward_into(x.view(), g.view(), p, gi.view_mut());
 /// assert_eq!(gi.into_raw_vec_and_offset().0, vec![0., 2., 0.]); // 4 wins both windows
 /// ```
+#[track_caller]
 pub fn max_pool2d_backward_into<T: Scalar>(
     input: ArrayView4<'_, T>,
     grad_out: ArrayView4<'_, T>,
@@ -505,28 +528,23 @@ pub fn max_pool2d_backward_into<T: Scalar>(
 ) {
     let (n, c, h, w) = input.dim();
     let g = Geometry::new("max_pool2d_backward", (n, c, h, w), params);
-    check_dim(
-        "max_pool2d_backward",
+    let op = "max_pool2d_backward";
+    check_shape(
+        op,
         "grad_out",
-        g.output_dim(n, c),
+        Expected::Shape(g.output_dim(n, c)),
         grad_out.dim(),
     );
-    check_dim(
-        "max_pool2d_backward",
-        "grad_input",
-        (n, c, h, w),
-        grad_input.dim(),
-    );
+    let expected = Expected::ShapeOf("input", (n, c, h, w));
+    check_shape(op, "grad_input", expected, grad_input.dim());
     let input = input.as_standard_layout();
     let x = input.as_slice().expect("standard layout");
     let grad_out = grad_out.as_standard_layout();
     let go = grad_out.as_slice().expect("standard layout");
     with_standard_slice_mut(grad_input, |gi| {
-        // Planes of grad_input and input pair up one to one; grad_out's plane is found by index.
-        let plane = h * w;
-        let run = |p: usize, gi: &mut [T]| {
-            let x = &x[p * plane..][..plane];
-            let go = &go[p * g.oh * g.ow..][..g.oh * g.ow];
+        g.for_each_plane(gi, g.in_plane(), |p, gi| {
+            let x = Geometry::plane(x, p, g.in_plane());
+            let go = Geometry::plane(go, p, g.out_plane());
             gi.fill(T::zero());
             for i in 0..g.oh {
                 for j in 0..g.ow {
@@ -534,16 +552,7 @@ pub fn max_pool2d_backward_into<T: Scalar>(
                     gi[a] = gi[a] + go[i * g.ow + j];
                 }
             }
-        };
-        if g.parallel() {
-            gi.par_chunks_mut(plane)
-                .enumerate()
-                .for_each(|(p, gi)| run(p, gi));
-        } else {
-            gi.chunks_mut(plane)
-                .enumerate()
-                .for_each(|(p, gi)| run(p, gi));
-        }
+        });
     });
 }
 
