@@ -11,7 +11,9 @@ use ndarray::{Array2, Array4, ArrayView1, ArrayView2, ArrayView4, Dimension};
 use tensor::{Conv2dParams, Pool2dParams};
 
 use crate::activation::ActivationKind;
-use crate::lenet5::{LeNet5, LeNet5Config, IMAGE_SIZE, KERNEL, NUM_CLASSES, POOL};
+use crate::lenet5::{
+    LeNet5, LeNet5Config, CONV_PARAMS, FC_HIDDEN, IMAGE_SIZE, KERNEL, NUM_CLASSES, POOL, POOL2_SIDE,
+};
 use crate::pool::{Pool2d, PoolKind};
 
 /// The output of every stage of LeNet-5 for a batch of `n` images. The convolution and fc
@@ -149,11 +151,16 @@ pub fn layer_table(config: &LeNet5Config) -> Vec<LayerRow> {
     let (c1, c2) = (config.c1, config.c2);
     let act = config.activation.name();
     let pool = match config.pooling {
-        PoolKind::Avg => "AvgPool2d 2×2, stride 2",
-        PoolKind::Max => "MaxPool2d 2×2, stride 2",
+        PoolKind::Avg => "AvgPool2d",
+        PoolKind::Max => "MaxPool2d",
     };
+    let pool = format!("{pool} {POOL}×{POOL}, stride {POOL}");
     let k2 = KERNEL * KERNEL;
-    let flat = c2 * k2;
+    // Plane sides: conv1 keeps 28 with its padding, pool halves, conv2 shrinks by KERNEL − 1.
+    let s1 = IMAGE_SIZE + 2 * CONV_PARAMS[0].padding.0 + 1 - KERNEL;
+    let (p1, s2, p2) = (s1 / POOL, s1 / POOL + 1 - KERNEL, POOL2_SIDE);
+    let flat = c2 * p2 * p2;
+    let [h1, h2] = FC_HIDDEN;
     let row = |name: &str, kind: String, shape: &[usize], params: usize, macs: usize| LayerRow {
         name: name.to_string(),
         kind,
@@ -161,50 +168,34 @@ pub fn layer_table(config: &LeNet5Config) -> Vec<LayerRow> {
         params,
         flops: 2 * macs as u64,
     };
-    let conv_kind = |i: usize, o: usize, pad: &str| format!("Conv2d {i}→{o}, 5×5{pad}");
+    let conv = |i: usize, o: usize, side: usize, pad: usize| {
+        let padding = if pad > 0 {
+            format!(", padding {pad}")
+        } else {
+            String::new()
+        };
+        let kind = format!("Conv2d {i}→{o}, {KERNEL}×{KERNEL}{padding}");
+        (kind, o * i * k2 + o, o * side * side * i * k2)
+    };
+    let linear = |i: usize, o: usize| (format!("Linear {i}→{o}"), i * o + o, i * o);
+    let (conv1, conv2) = (
+        conv(1, c1, s1, CONV_PARAMS[0].padding.0),
+        conv(c1, c2, s2, 0),
+    );
+    let (fc1, fc2, fc3) = (linear(flat, h1), linear(h1, h2), linear(h2, NUM_CLASSES));
     vec![
-        row(
-            "conv1",
-            conv_kind(1, c1, ", padding 2"),
-            &[c1, 28, 28],
-            c1 * k2 + c1,
-            c1 * 28 * 28 * k2,
-        ),
-        row("act1", act.to_string(), &[c1, 28, 28], 0, 0),
-        row("pool1", pool.to_string(), &[c1, 14, 14], 0, 0),
-        row(
-            "conv2",
-            conv_kind(c1, c2, ""),
-            &[c2, 10, 10],
-            c2 * c1 * k2 + c2,
-            c2 * 100 * c1 * k2,
-        ),
-        row("act2", act.to_string(), &[c2, 10, 10], 0, 0),
-        row("pool2", pool.to_string(), &[c2, 5, 5], 0, 0),
+        row("conv1", conv1.0, &[c1, s1, s1], conv1.1, conv1.2),
+        row("act1", act.to_string(), &[c1, s1, s1], 0, 0),
+        row("pool1", pool.clone(), &[c1, p1, p1], 0, 0),
+        row("conv2", conv2.0, &[c2, s2, s2], conv2.1, conv2.2),
+        row("act2", act.to_string(), &[c2, s2, s2], 0, 0),
+        row("pool2", pool, &[c2, p2, p2], 0, 0),
         row("flatten", "Flatten".to_string(), &[flat], 0, 0),
-        row(
-            "fc1",
-            format!("Linear {flat}→120"),
-            &[120],
-            flat * 120 + 120,
-            flat * 120,
-        ),
-        row("act3", act.to_string(), &[120], 0, 0),
-        row(
-            "fc2",
-            "Linear 120→84".to_string(),
-            &[84],
-            120 * 84 + 84,
-            120 * 84,
-        ),
-        row("act4", act.to_string(), &[84], 0, 0),
-        row(
-            "fc3",
-            format!("Linear 84→{NUM_CLASSES}"),
-            &[NUM_CLASSES],
-            84 * NUM_CLASSES + NUM_CLASSES,
-            84 * NUM_CLASSES,
-        ),
+        row("fc1", fc1.0, &[h1], fc1.1, fc1.2),
+        row("act3", act.to_string(), &[h1], 0, 0),
+        row("fc2", fc2.0, &[h2], fc2.1, fc2.2),
+        row("act4", act.to_string(), &[h2], 0, 0),
+        row("fc3", fc3.0, &[NUM_CLASSES], fc3.1, fc3.2),
     ]
 }
 

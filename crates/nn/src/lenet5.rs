@@ -28,7 +28,7 @@ pub(crate) const KERNEL: usize = 5;
 /// Side and stride of both pooling windows.
 pub(crate) const POOL: usize = 2;
 /// Stride and padding of conv1 and conv2: conv1 pads by 2 to keep 28×28, conv2 does not pad.
-const CONV_PARAMS: [Conv2dParams; 2] = [
+pub(crate) const CONV_PARAMS: [Conv2dParams; 2] = [
     Conv2dParams {
         stride: (1, 1),
         padding: (2, 2),
@@ -39,9 +39,9 @@ const CONV_PARAMS: [Conv2dParams; 2] = [
     },
 ];
 /// Side of pool2's output planes, which fc1 reads flattened: 28 → pool 14 → conv 10 → pool 5.
-const POOL2_SIDE: usize = (IMAGE_SIZE / POOL - KERNEL + 1) / POOL;
+pub(crate) const POOL2_SIDE: usize = (IMAGE_SIZE / POOL - KERNEL + 1) / POOL;
 /// Outputs of fc1 and fc2 (fc3 has [`NUM_CLASSES`]).
-const FC_HIDDEN: [usize; 2] = [120, 84];
+pub(crate) const FC_HIDDEN: [usize; 2] = [120, 84];
 /// The state_dict names, in PyTorch's order (the order parameters are initialised in).
 pub const PARAM_NAMES: [&str; 10] = [
     "conv1.weight",
