@@ -8,6 +8,11 @@
 //! `general_mat_mul` (the `matrixmultiply` crate) for `W·cols`, `g·colsᵀ` and `Wᵀ·g`, then
 //! col2im — single-threaded, into preallocated buffers (no allocation in its loop either).
 //!
+//! **Methods** (conv1 only): `Conv2dMethod::Direct` (what `conv2d_into` picks for one input
+//! channel) against `Conv2dMethod::Im2col` on the same layer, forward and weight + bias gradient,
+//! both through the `_with` entry points; the summary prints their alternating medians and the
+//! ratio.
+//!
 //! Run: `cargo bench -p lenet-benches --bench conv2d -- --warm-up-time 1 --measurement-time 2`.
 //! Criterion reports elements/s with one element = one flop (read `Gelem/s` as GFLOP/s). A
 //! summary table follows: GFLOP/s of ours on the bench pool (2 threads unless
@@ -18,7 +23,10 @@ use criterion::{black_box, BenchmarkId, Criterion, Throughput};
 use lenet_benches::{alternating_medians, conv_flops, pool, random, test_mode, threads};
 use ndarray::linalg::general_mat_mul;
 use ndarray::{s, Array1, Array2, Array4, ArrayView2, ArrayView3, ArrayViewMut3, Axis};
-use tensor::{conv2d_backward_into, conv2d_into, gemm_kernel_name, Conv2dParams, Conv2dWorkspace};
+use tensor::{
+    conv2d_backward_into, conv2d_backward_into_with, conv2d_into, conv2d_into_with,
+    gemm_kernel_name, Conv2dMethod, Conv2dParams, Conv2dWorkspace,
+};
 
 /// One LeNet-5 convolution at one batch size.
 #[derive(Clone, Copy)]
@@ -135,6 +143,36 @@ impl Case {
             self.g.view(),
             p,
             gx,
+            self.gw.view_mut(),
+            Some(self.gb.view_mut()),
+            &mut self.ws,
+        );
+    }
+
+    /// Forward by a forced method.
+    fn method_forward(&mut self, m: Conv2dMethod) {
+        let p = self.params();
+        conv2d_into_with(
+            m,
+            black_box(self.x.view()),
+            self.w.view(),
+            Some(self.b.view()),
+            p,
+            self.y.view_mut(),
+            &mut self.ws,
+        );
+    }
+
+    /// Weight and bias gradients (no input gradient) by a forced method.
+    fn method_weight_grad(&mut self, m: Conv2dMethod) {
+        let p = self.params();
+        conv2d_backward_into_with(
+            m,
+            black_box(self.x.view()),
+            self.w.view(),
+            self.g.view(),
+            p,
+            None,
             self.gw.view_mut(),
             Some(self.gb.view_mut()),
             &mut self.ws,
@@ -340,6 +378,63 @@ fn bench_conv(cr: &mut Criterion) {
     }
 }
 
+const METHODS: [(Conv2dMethod, &str); 2] = [
+    (Conv2dMethod::Direct, "direct"),
+    (Conv2dMethod::Im2col, "im2col"),
+];
+
+/// conv1 by each method, forward and weight gradient, at batch 32 and 256.
+fn bench_conv1_methods(cr: &mut Criterion) {
+    for n in [32, 256] {
+        let mut case = Case::new(LAYERS[0], n);
+        let label = format!("n{n}");
+        let mut group = cr.benchmark_group("conv2d/conv1_forward_method");
+        group.throughput(Throughput::Elements(case.forward_flops()));
+        for (m, name) in METHODS {
+            group.bench_function(BenchmarkId::new(name, &label), |b| {
+                b.iter(|| case.method_forward(m))
+            });
+        }
+        group.finish();
+        let mut group = cr.benchmark_group("conv2d/conv1_weight_grad_method");
+        group.throughput(Throughput::Elements(case.forward_flops()));
+        for (m, name) in METHODS {
+            group.bench_function(BenchmarkId::new(name, &label), |b| {
+                b.iter(|| case.method_weight_grad(m))
+            });
+        }
+        group.finish();
+    }
+}
+
+/// conv1's two methods timed alternately on the bench pool: GFLOP/s and im2col time / direct time.
+fn methods_summary(threads: usize) {
+    println!("\nconv1 by method ({threads} threads, GFLOP/s, medians of alternating runs)");
+    println!(
+        "{:<18} {:>5} {:>8} {:>8} {:>16}",
+        "op", "batch", "direct", "im2col", "im2col/direct"
+    );
+    for n in [32, 256] {
+        let mut case = Case::new(LAYERS[0], n);
+        let flops = case.forward_flops() as f64;
+        for (op, weight_grad) in [("conv1_fwd", false), ("conv1_weight_grad", true)] {
+            let run = |c: &mut Case, side: usize| match weight_grad {
+                false => c.method_forward(METHODS[side].0),
+                true => c.method_weight_grad(METHODS[side].0),
+            };
+            let t = alternating_medians(&mut |side| run(&mut case, side), 2, 5, 0.02);
+            println!(
+                "{:<18} {:>5} {:>8.1} {:>8.1} {:>15.2}x",
+                op,
+                n,
+                flops / t[0] / 1e9,
+                flops / t[1] / 1e9,
+                t[1] / t[0]
+            );
+        }
+    }
+}
+
 /// GFLOP/s table: ours on the bench pool, ours on one thread, the single-threaded baseline.
 fn summary(threads: usize) {
     let one = pool(1);
@@ -399,10 +494,12 @@ fn main() {
         let mut cr = Criterion::default().configure_from_args();
         if std::env::var_os("CONV_SUMMARY_ONLY").is_none() {
             bench_conv(&mut cr);
+            bench_conv1_methods(&mut cr);
             cr.final_summary();
         }
         if !test_mode() {
             summary(threads);
+            methods_summary(threads);
         }
     });
 }

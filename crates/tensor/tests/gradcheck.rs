@@ -444,3 +444,126 @@ fn conv2d_gradients_at_lenet_shapes() {
         .unwrap();
     }
 }
+
+/// Draws a kernel extent and padding (any, stride 1) and an input extent the kernel fits in.
+fn direct_dim() -> impl Strategy<Value = (usize, usize, usize, usize)> {
+    (1usize..=5, 0usize..=3, 0usize..=6).prop_map(|(k, p, extra)| {
+        let len = k.saturating_sub(2 * p).max(1) + extra;
+        (len, k, 1, p)
+    })
+}
+
+/// All three gradients of the direct method (one input channel, stride 1), forced through the
+/// `_with` entry points, against central differences of its own forward pass. Up to 7 output
+/// channels: full and short channel blocks of both the forward and the weight-gradient kernels.
+fn conv2d_direct_gradcheck(
+    n: usize,
+    k: usize,
+    hd: (usize, usize, usize, usize),
+    wd: (usize, usize, usize, usize),
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    let ((h, kh, _, ph), (w, kw, _, pw)) = (hd, wd);
+    let r = &mut rng(seed);
+    let p = Conv2dParams {
+        stride: (1, 1),
+        padding: (ph, pw),
+    };
+    let x = uniform((n, 1, h, w), r);
+    let wt = uniform((k, 1, kh, kw), r);
+    let b = uniform(k, r);
+    let m = Conv2dMethod::Direct;
+    let fwd = |x: &Array4<f64>, wt: &Array4<f64>, b: &Array1<f64>| {
+        let (oh, ow) = p.output_size((h, w), (kh, kw)).unwrap();
+        let mut y = Array4::from_elem((n, k, oh, ow), f64::NAN);
+        let mut ws = Conv2dWorkspace::new();
+        conv2d_into_with(
+            m,
+            x.view(),
+            wt.view(),
+            Some(b.view()),
+            p,
+            y.view_mut(),
+            &mut ws,
+        );
+        y
+    };
+    let g = uniform(fwd(&x, &wt, &b).raw_dim(), r);
+    let mut gi = Array4::from_elem(x.raw_dim(), f64::NAN);
+    let mut gw = Array4::from_elem(wt.raw_dim(), f64::NAN);
+    let mut gb = Array1::from_elem(k, f64::NAN);
+    conv2d_backward_into_with(
+        m,
+        x.view(),
+        wt.view(),
+        g.view(),
+        p,
+        Some(gi.view_mut()),
+        gw.view_mut(),
+        Some(gb.view_mut()),
+        &mut Conv2dWorkspace::new(),
+    );
+    let at = format!("direct conv2d x{:?} w{:?} {p:?}", x.dim(), wt.dim());
+    let num_x = numeric_grad(&x, |x| dot(&fwd(x, &wt, &b), &g));
+    check(&format!("{at}: grad_input"), &gi, &num_x)?;
+    let num_w = numeric_grad(&wt, |wt| dot(&fwd(&x, wt, &b), &g));
+    check(&format!("{at}: grad_weight"), &gw, &num_w)?;
+    let num_b = numeric_grad(&b, |b| dot(&fwd(&x, &wt, b), &g));
+    check(&format!("{at}: grad_bias"), &gb, &num_b)?;
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config(200))]
+
+    #[test]
+    fn conv2d_direct_gradients(
+        n in 1usize..=3,
+        k in 1usize..=7,
+        hd in direct_dim(),
+        wd in direct_dim(),
+        seed in any::<u64>(),
+    ) {
+        conv2d_direct_gradcheck(n, k, hd, wd, seed)?;
+    }
+}
+
+/// The direct method at LeNet-5's conv1 (1→6, 5×5, padding 2, 28×28) and with a batch of 70
+/// (chunks of 3 images, parallel), on the weight and bias.
+#[test]
+fn conv2d_direct_gradients_at_conv1_and_chunked() {
+    for n in [2, 70] {
+        let p = Conv2dParams {
+            stride: (1, 1),
+            padding: (2, 2),
+        };
+        let (h, m) = (if n == 2 { 28 } else { 9 }, Conv2dMethod::Direct);
+        let r = &mut rng(13);
+        let x = uniform((n, 1, h, h), r);
+        let w = uniform((6, 1, 5, 5), r) * 0.2;
+        let b = uniform(6, r);
+        let fwd = |w: &Array4<f64>, b: &Array1<f64>| {
+            let mut y = Array4::zeros((n, 6, h, h));
+            let ws = &mut Conv2dWorkspace::new();
+            conv2d_into_with(m, x.view(), w.view(), Some(b.view()), p, y.view_mut(), ws);
+            y
+        };
+        let g = uniform((n, 6, h, h), r);
+        let (mut gw, mut gb) = (Array4::zeros(w.dim()), Array1::zeros(6));
+        conv2d_backward_into_with(
+            m,
+            x.view(),
+            w.view(),
+            g.view(),
+            p,
+            None,
+            gw.view_mut(),
+            Some(gb.view_mut()),
+            &mut Conv2dWorkspace::new(),
+        );
+        let num_w = numeric_grad(&w, |w| dot(&fwd(w, &b), &g));
+        check(&format!("direct n={n}: grad_weight"), &gw, &num_w).unwrap();
+        let num_b = numeric_grad(&b, |b| dot(&fwd(&w, b), &g));
+        check(&format!("direct n={n}: grad_bias"), &gb, &num_b).unwrap();
+    }
+}

@@ -1,32 +1,40 @@
-//! 2-D convolution (cross-correlation, as in PyTorch) through im2col + matmul, NCHW layout.
+//! 2-D convolution (cross-correlation, as in PyTorch), NCHW layout, by one of two methods:
 //!
-//! For one image, im2col lays every receptive field out as a column: `cols` is
-//! `[c·kh·kw, oh·ow]`, with row `(c, u, v)` holding `x[c, i·sh+u−ph, j·sw+v−pw]` (0 in the
-//! padding) at column `i·ow + j`. Then, with `W` viewed as `[k, c·kh·kw]`:
+//! * `im2col` (every geometry): for one image, im2col lays every receptive field out as a
+//!   column: `cols` is `[c·kh·kw, oh·ow]`, with row `(c, u, v)` holding
+//!   `x[c, i·sh+u−ph, j·sw+v−pw]` (0 in the padding) at column `i·ow + j`. Then, with `W` viewed
+//!   as `[k, c·kh·kw]`: forward `y_n = W · cols_n (+ b)`, a `[k, oh·ow]` block that *is* image n
+//!   of the NCHW output; input gradient `dcols_n = Wᵀ · g_n`, scattered back by col2im (the
+//!   adjoint of im2col); weight gradient `dW = Σ_n g_n · cols_nᵀ`;
+//! * `direct` (one input channel, stride 1: LeNet-5's conv1): the same sums read straight from
+//!   the image, output columns in the vector lanes and weights broadcast, with no columns in
+//!   memory (see `direct.rs`).
 //!
-//! * forward: `y_n = W · cols_n (+ b)`, a `[k, oh·ow]` block that *is* image n of the NCHW output;
-//! * input gradient: `dcols_n = Wᵀ · g_n`, scattered back by col2im (the adjoint of im2col);
-//! * weight gradient: `dW = Σ_n g_n · cols_nᵀ`; bias gradient: `db_k = Σ_{n,i,j} g[n,k,i,j]`.
+//! Bias gradient, for both: `db_k = Σ_{n,i,j} g[n,k,i,j]`. [`Conv2dMethod::choose`] (forward)
+//! and [`Conv2dMethod::choose_backward`] are the one place where the method is picked; the
+//! `_with` entry points take it explicitly.
 //!
 //! # Parallelism and determinism
 //! The batch is cut into at most [`CONV_BATCH_CHUNKS`] chunks of consecutive images, a pure
 //! function of the batch size (never of the thread count). Each chunk owns a slot of the
-//! [`Conv2dWorkspace`] (its column buffer and its partial weight/bias sums) and runs its images in
-//! order: im2col, then one [`gemm`] per image. Chunks run on rayon's threads when the convolution
-//! is big enough to pay for it. The weight and bias gradients are the chunk partial sums added
-//! in chunk order, so they are bit-identical from run to run, serial or parallel, on any number of
-//! threads (given a deterministic `gemm`).
+//! [`Conv2dWorkspace`] (its scratch and its partial weight/bias sums) and runs its images in
+//! order. Chunks run on rayon's threads when the convolution is big enough to pay for it. The
+//! weight and bias gradients are the chunk partial sums added in chunk order, so they are
+//! bit-identical from run to run, serial or parallel, on any number of threads (given a
+//! deterministic `gemm`).
 //!
 //! # Panics
 //! Every function panics with a message naming the op and the shapes if a stride is 0, the kernel
 //! does not fit the padded input, the input and weight channel counts differ, a dimension other
-//! than the batch is 0, or an output or gradient buffer does not have the shape it must have.
+//! than the batch is 0, an output or gradient buffer does not have the shape it must have, or a
+//! method is forced on a geometry it does not support.
 
-use crate::parallel::{sum, with_standard_slice_mut, PAR_MIN_WORK};
-use crate::{gemm, Scalar};
-use ndarray::{
-    Array1, Array4, ArrayView1, ArrayView2, ArrayView4, ArrayViewMut1, ArrayViewMut2, ArrayViewMut4,
-};
+mod direct;
+mod im2col;
+
+use crate::parallel::{with_standard_slice_mut, PAR_MIN_WORK};
+use crate::Scalar;
+use ndarray::{Array1, Array4, ArrayView1, ArrayView4, ArrayViewMut1, ArrayViewMut4};
 use rayon::iter::Either;
 use rayon::prelude::*;
 
@@ -79,11 +87,12 @@ impl Conv2dParams {
     }
 }
 
-/// Scratch memory for im2col/col2im, grown on first use and reused afterwards.
+/// Scratch memory of the convolutions, grown on first use and reused afterwards.
 ///
-/// It holds, for each batch chunk (see the module docs), one column buffer (`c·kh·kw × oh·ow`),
-/// plus in backward a second one for the column gradient and the chunk's partial weight and bias
-/// gradients. Keep one workspace per layer (or one for the whole network, it grows to the
+/// It holds, for each batch chunk (see the module docs), the method's scratch (im2col: one
+/// column buffer of `c·kh·kw × oh·ow`, plus in backward a second one for the column gradient;
+/// direct: one image's zero-bordered rows) and, in backward, the chunk's partial weight and
+/// bias gradients. Keep one workspace per layer (or one for the whole network, it grows to the
 /// largest need): after the first batch the `_into` forms allocate nothing.
 #[derive(Debug, Default, Clone)]
 pub struct Conv2dWorkspace<T> {
@@ -122,8 +131,10 @@ impl<T: Scalar> Conv2dWorkspace<T> {
 }
 
 /// The im2col columns of a whole batch, kept by a training forward pass
-/// ([`conv2d_into_caching`]) so that its backward pass ([`conv2d_backward_into_cached`]) need
-/// not rebuild them: the columns of `x_n` are exactly what `dW = Σ_n g_n·cols_nᵀ` reads.
+/// ([`conv2d_into_caching`]) so that its backward pass ([`conv2d_backward_into_cached`], which
+/// runs the im2col method) need not rebuild them: the columns of `x_n` are exactly what
+/// `dW = Σ_n g_n·cols_nᵀ` reads. When the forward pass runs the direct method, the columns are
+/// built for the cache alone.
 ///
 /// It remembers the input shape, weight shape and parameters it was filled for; the backward
 /// pass checks them. It cannot know whether the input *values* changed since: the caller keeps
@@ -131,8 +142,8 @@ impl<T: Scalar> Conv2dWorkspace<T> {
 /// `n·c·kh·kw·oh·ow` scalars and is reused.
 #[derive(Debug, Default, Clone)]
 pub struct Conv2dCache<T> {
-    cols: Vec<T>,
-    /// Per-chunk scratch for the zero-padded image (see `im2col_padded`).
+    kept: Vec<T>,
+    /// Per-chunk scratch of the forward pass (zero-padded image or rows).
     pads: Vec<T>,
     filled_for: Option<CacheKey>,
 }
@@ -153,7 +164,7 @@ impl<T: Scalar> Conv2dCache<T> {
     /// ```
     pub fn new() -> Self {
         Conv2dCache {
-            cols: Vec::new(),
+            kept: Vec::new(),
             pads: Vec::new(),
             filled_for: None,
         }
@@ -175,19 +186,19 @@ impl<T: Scalar> Conv2dCache<T> {
         self.filled_for == Some((input, weight, params))
     }
 
-    /// Forgets the columns (keeps the memory): the next backward pass must not use them.
+    /// Forgets what it kept (keeps the memory): the next backward pass must not use them.
     pub fn invalidate(&mut self) {
         self.filled_for = None;
     }
 
     /// Number of scalars held (it only ever grows).
     pub fn len(&self) -> usize {
-        self.cols.len()
+        self.kept.len()
     }
 
     /// Whether no memory has been allocated yet.
     pub fn is_empty(&self) -> bool {
-        self.cols.is_empty()
+        self.kept.is_empty()
     }
 }
 
@@ -320,105 +331,94 @@ fn valid_range(out: usize, s: usize, v: usize, p: usize, len: usize) -> (usize, 
     (j0, j1.max(j0))
 }
 
-/// im2col of one image `x` (`[c, h, w]`) into `cols` (`[c·kh·kw, oh·ow]`); every element written.
-fn im2col<T: Scalar>(g: &Geometry, x: &[T], cols: &mut [T]) {
-    let (sh, sw) = g.p.stride;
-    let (ph, pw) = g.p.padding;
-    let plane = g.h * g.w;
-    let mut rows = cols.chunks_exact_mut(g.positions());
-    for c in 0..g.c {
-        let xc = &x[c * plane..][..plane];
-        for u in 0..g.kh {
-            let (i0, i1) = valid_range(g.oh, sh, u, ph, g.h);
-            for v in 0..g.kw {
-                let (j0, j1) = valid_range(g.ow, sw, v, pw, g.w);
-                let row = rows.next().expect("cols has c·kh·kw rows");
-                row[..i0 * g.ow].fill(T::zero());
-                row[i1 * g.ow..].fill(T::zero());
-                for i in i0..i1 {
-                    let out = &mut row[i * g.ow..][..g.ow];
-                    let xrow = &xc[(i * sh + u - ph) * g.w..][..g.w];
-                    out[..j0].fill(T::zero());
-                    out[j1..].fill(T::zero());
-                    if sw == 1 {
-                        let x0 = j0 + v - pw;
-                        out[j0..j1].copy_from_slice(&xrow[x0..x0 + (j1 - j0)]);
-                    } else {
-                        for j in j0..j1 {
-                            out[j] = xrow[j * sw + v - pw];
-                        }
-                    }
-                }
-            }
-        }
-    }
+// ---------------------------------------------------------------------------------------------
+// Choosing the method
+// ---------------------------------------------------------------------------------------------
+
+/// How a convolution is computed. Both give the same values up to rounding; the plain entry
+/// points use [`Conv2dMethod::choose`] (forward: [`conv2d_into`], [`conv2d_into_caching`]) and
+/// [`Conv2dMethod::choose_backward`] ([`conv2d_backward_into`]), the `_with` forms
+/// ([`conv2d_into_with`], [`conv2d_backward_into_with`]) take one explicitly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Conv2dMethod {
+    /// im2col columns and [`gemm`](crate::gemm): every geometry.
+    Im2col,
+    /// Direct convolution, reading the image in place (no columns in memory), vectorised over
+    /// output columns: one input channel and stride 1 only (any kernel, padding, channel count
+    /// out). LeNet-5's conv1.
+    Direct,
 }
 
-/// [`im2col`] for a stride-1 convolution with padding: copies the image once into `xpad`
-/// (`padded_len` scalars, zero borders), after which every output row of a column row is one
-/// plain copy of `ow` scalars, with no border cases (conv1 of LeNet: 25·28 copies of 28 instead
-/// of as many copies plus as many short zero fills). Other geometries go to [`im2col`].
-fn im2col_padded<T: Scalar>(g: &Geometry, x: &[T], xpad: &mut [T], cols: &mut [T]) {
-    if g.padded_len() == 0 {
-        return im2col(g, x, cols);
-    }
-    let (ph, pw) = g.p.padding;
-    let (hp, wp) = (g.h + 2 * ph, g.w + 2 * pw);
-    let xpad = &mut xpad[..g.padded_len()];
-    xpad.fill(T::zero());
-    for (src, dst) in x
-        .chunks_exact(g.h * g.w)
-        .zip(xpad.chunks_exact_mut(hp * wp))
-    {
-        for (r, row) in src.chunks_exact(g.w).enumerate() {
-            dst[(r + ph) * wp + pw..][..g.w].copy_from_slice(row);
+impl Conv2dMethod {
+    /// The method the plain forward entry points use for these shapes:
+    /// [`Direct`](Self::Direct) wherever it applies (measured 1.4–2× faster than im2col on
+    /// LeNet-5's conv1 at batch 32 and 256, `benches/benches/conv2d.rs`), else
+    /// [`Im2col`](Self::Im2col). With [`Conv2dMethod::choose_backward`], the only place the
+    /// choice is made.
+    ///
+    /// ```
+    /// use tensor::{Conv2dMethod, Conv2dParams};
+    /// let same = Conv2dParams { stride: (1, 1), padding: (2, 2) };
+    /// let pick = |c, p| Conv2dMethod::choose((32, c, 28, 28), (6, c, 5, 5), p);
+    /// assert_eq!(pick(1, same), Conv2dMethod::Direct);
+    /// assert_eq!(pick(6, same), Conv2dMethod::Im2col);
+    /// assert_eq!(pick(1, Conv2dParams { stride: (2, 2), ..same }), Conv2dMethod::Im2col);
+    /// ```
+    pub fn choose(
+        input: (usize, usize, usize, usize),
+        weight: (usize, usize, usize, usize),
+        params: Conv2dParams,
+    ) -> Conv2dMethod {
+        if Conv2dMethod::Direct.supports(input, weight, params) {
+            Conv2dMethod::Direct
+        } else {
+            Conv2dMethod::Im2col
         }
     }
-    let mut rows = cols.chunks_exact_mut(g.positions());
-    for plane in xpad.chunks_exact(hp * wp) {
-        for u in 0..g.kh {
-            for v in 0..g.kw {
-                let row = rows.next().expect("cols has c·kh·kw rows");
-                for (i, out) in row.chunks_exact_mut(g.ow).enumerate() {
-                    out.copy_from_slice(&plane[(i + u) * wp + v..][..g.ow]);
-                }
-            }
-        }
-    }
-}
 
-/// col2im, the adjoint of [`im2col`]: overwrites `dx` (`[c, h, w]`) with the sum, over every
-/// column entry that im2col copied from an input position, of that entry of `dcols`.
-fn col2im<T: Scalar>(g: &Geometry, dcols: &[T], dx: &mut [T]) {
-    let (sh, sw) = g.p.stride;
-    let (ph, pw) = g.p.padding;
-    let plane = g.h * g.w;
-    dx.fill(T::zero());
-    let mut rows = dcols.chunks_exact(g.positions());
-    for c in 0..g.c {
-        let dxc = &mut dx[c * plane..][..plane];
-        for u in 0..g.kh {
-            let (i0, i1) = valid_range(g.oh, sh, u, ph, g.h);
-            for v in 0..g.kw {
-                let (j0, j1) = valid_range(g.ow, sw, v, pw, g.w);
-                let row = rows.next().expect("dcols has c·kh·kw rows");
-                for i in i0..i1 {
-                    let src = &row[i * g.ow..][..g.ow];
-                    let dst = &mut dxc[(i * sh + u - ph) * g.w..][..g.w];
-                    if sw == 1 {
-                        let x0 = j0 + v - pw;
-                        for (d, &s) in dst[x0..x0 + (j1 - j0)].iter_mut().zip(&src[j0..j1]) {
-                            *d = *d + s;
-                        }
-                    } else {
-                        for j in j0..j1 {
-                            let d = &mut dst[j * sw + v - pw];
-                            *d = *d + src[j];
-                        }
-                    }
-                }
-            }
+    /// The method the plain backward entry point uses: [`Im2col`](Self::Im2col) for every
+    /// geometry. The direct weight gradient is correct (and reachable through
+    /// [`conv2d_backward_into_with`]) but measured slower than im2col's on LeNet-5's conv1
+    /// (0.6–0.9× at batch 32 and 256, `benches/benches/conv2d.rs`), so it is not chosen.
+    ///
+    /// ```
+    /// use tensor::{Conv2dMethod, Conv2dParams};
+    /// let same = Conv2dParams { stride: (1, 1), padding: (2, 2) };
+    /// let m = Conv2dMethod::choose_backward((32, 1, 28, 28), (6, 1, 5, 5), same);
+    /// assert_eq!(m, Conv2dMethod::Im2col);
+    /// ```
+    pub fn choose_backward(
+        _input: (usize, usize, usize, usize),
+        _weight: (usize, usize, usize, usize),
+        _params: Conv2dParams,
+    ) -> Conv2dMethod {
+        Conv2dMethod::Im2col
+    }
+
+    /// Whether this method can compute a convolution of these shapes (im2col: always; direct:
+    /// one input channel and stride 1).
+    pub fn supports(
+        self,
+        input: (usize, usize, usize, usize),
+        weight: (usize, usize, usize, usize),
+        params: Conv2dParams,
+    ) -> bool {
+        match self {
+            Conv2dMethod::Im2col => true,
+            Conv2dMethod::Direct => input.1 == 1 && weight.1 == 1 && params.stride == (1, 1),
         }
+    }
+
+    /// Panics, naming the op, if this method cannot compute the convolution `g`.
+    fn check(self, op: &str, g: &Geometry) {
+        assert!(
+            self.supports(g.input_dim(), g.weight_dim(), g.p),
+            "{op}: method {self:?} does not support input {:?}, weight {:?}, stride {:?} \
+             (direct: one input channel and stride 1)",
+            g.input_dim(),
+            g.weight_dim(),
+            g.p.stride
+        );
     }
 }
 
@@ -487,12 +487,52 @@ pub fn conv2d_into<T: Scalar>(
     out: ArrayViewMut4<'_, T>,
     ws: &mut Conv2dWorkspace<T>,
 ) {
+    let method = Conv2dMethod::choose(input.dim(), weight.dim(), params);
+    conv2d_into_with(method, input, weight, bias, params, out, ws);
+}
+
+/// Like [`conv2d_into`], by the given method instead of [`Conv2dMethod::choose`]'s (to compare
+/// or benchmark the two).
+///
+/// # Panics
+/// If the shapes do not agree, the kernel does not fit (see the module docs), or `method` does
+/// not support these shapes ([`Conv2dMethod::supports`]).
+///
+/// ```
+/// use ndarray::Array4;
+/// use tensor::{conv2d_into_with, Conv2dMethod, Conv2dParams, Conv2dWorkspace};
+/// let x = Array4::from_shape_fn((2, 1, 6, 5), |(n, _, i, j)| (n + 2 * i) as f32 - j as f32);
+/// let w = Array4::from_shape_fn((3, 1, 3, 3), |(k, _, u, v)| (k + u) as f32 * 0.5 - v as f32);
+/// let p = Conv2dParams { stride: (1, 1), padding: (1, 2) };
+/// let mut ws = Conv2dWorkspace::new();
+/// let (mut direct, mut im2col) = (Array4::zeros((2, 3, 6, 7)), Array4::zeros((2, 3, 6, 7)));
+/// conv2d_into_with(Conv2dMethod::Direct, x.view(), w.view(), None, p, direct.view_mut(), &mut ws);
+/// conv2d_into_with(Conv2dMethod::Im2col, x.view(), w.view(), None, p, im2col.view_mut(), &mut ws);
+/// assert_eq!(direct, im2col); // small integers: exact either way
+/// ```
+pub fn conv2d_into_with<T: Scalar>(
+    method: Conv2dMethod,
+    input: ArrayView4<'_, T>,
+    weight: ArrayView4<'_, T>,
+    bias: Option<ArrayView1<'_, T>>,
+    params: Conv2dParams,
+    out: ArrayViewMut4<'_, T>,
+    ws: &mut Conv2dWorkspace<T>,
+) {
     let g = Geometry::new("conv2d", input.dim(), weight.dim(), params);
-    // One column buffer per chunk, rebuilt for each of its images, then one padded image each.
-    let cols_len = g.chunks * g.ckk() * g.positions();
-    let scratch = ws.slots(g.chunks, g.ckk() * g.positions() + g.padded_len().max(1));
-    let (cols, pads) = scratch.split_at_mut(cols_len);
-    forward(&g, input, weight, bias, out, (cols, 0), pads);
+    method.check("conv2d", &g);
+    let scratch = match method {
+        Conv2dMethod::Im2col => {
+            // One column buffer per chunk, rebuilt for each of its images, then one padded
+            // image each.
+            let cols_len = g.ckk() * g.positions();
+            let slots = ws.slots(g.chunks, cols_len + im2col::pad_len(&g));
+            let (cols, pads) = slots.split_at_mut(g.chunks * cols_len);
+            Scratch::Im2col(cols, 0, pads)
+        }
+        Conv2dMethod::Direct => Scratch::Direct(ws.slots(g.chunks, direct::pad_len(&g))),
+    };
+    forward(&g, input, weight, bias, out, scratch);
 }
 
 /// Like [`conv2d_into`], but keeps every image's im2col columns in `cache`, so that
@@ -523,33 +563,61 @@ pub fn conv2d_into_caching<T: Scalar>(
     cache: &mut Conv2dCache<T>,
 ) {
     let g = Geometry::new("conv2d", input.dim(), weight.dim(), params);
-    let img = g.ckk() * g.positions();
-    let need = g.n * img;
+    let method = Conv2dMethod::choose(g.input_dim(), g.weight_dim(), params);
     cache.filled_for = None;
-    if cache.cols.len() < need {
-        cache.cols.resize(need, T::zero());
+    let img = g.ckk() * g.positions();
+    let pads_len = g.chunks
+        * match method {
+            Conv2dMethod::Im2col => im2col::pad_len(&g),
+            Conv2dMethod::Direct => direct::pad_len(&g).max(im2col::pad_len(&g)),
+        };
+    if cache.kept.len() < g.n * img {
+        cache.kept.resize(g.n * img, T::zero());
     }
-    let pads_len = g.chunks * g.padded_len().max(1);
     if cache.pads.len() < pads_len {
         cache.pads.resize(pads_len, T::zero());
     }
-    let cols = &mut cache.cols[..need];
+    let cols = &mut cache.kept[..g.n * img];
     let pads = &mut cache.pads[..pads_len];
-    forward(&g, input, weight, bias, out, (cols, img), pads);
+    match method {
+        // The columns are a by-product of the forward pass.
+        Conv2dMethod::Im2col => forward(
+            &g,
+            input,
+            weight,
+            bias,
+            out,
+            Scratch::Im2col(cols, img, pads),
+        ),
+        // The direct forward pass, then the columns for the backward pass alone.
+        Conv2dMethod::Direct => {
+            forward(&g, input, weight, bias, out, Scratch::Direct(&mut *pads));
+            let input = input.as_standard_layout();
+            let x = input.as_slice().expect("standard layout");
+            im2col::fill_columns(&g, x, cols, pads);
+        }
+    }
     cache.filled_for = Some((g.input_dim(), g.weight_dim(), params));
 }
 
-/// The forward pass. `cols` holds one slot per chunk; image `i` of a chunk writes its columns
-/// at `i·img_stride` within the slot (0: one buffer reused; `c·kh·kw·oh·ow`: every image kept).
-/// `pads` holds one scratch of `max(padded_len, 1)` scalars per chunk for [`im2col_padded`].
+/// Scratch of one forward pass, and by its kind the method that runs.
+enum Scratch<'a, T> {
+    /// im2col: the column slots of the chunks, where image `i` of a chunk writes its columns
+    /// at `i·img_stride` within its slot (0: one buffer reused; `c·kh·kw·oh·ow`: every image
+    /// kept), and one padded image per chunk.
+    Im2col(&'a mut [T], usize, &'a mut [T]),
+    /// direct: one image's zero-bordered rows per chunk.
+    Direct(&'a mut [T]),
+}
+
+/// The forward pass: checks the output and bias, makes the operands contiguous, runs the method.
 fn forward<T: Scalar>(
     g: &Geometry,
     input: ArrayView4<'_, T>,
     weight: ArrayView4<'_, T>,
     bias: Option<ArrayView1<'_, T>>,
     out: ArrayViewMut4<'_, T>,
-    (cols, img_stride): (&mut [T], usize),
-    pads: &mut [T],
+    scratch: Scratch<'_, T>,
 ) {
     check_dim("conv2d", "out", g.output_dim(), out.dim());
     if let Some(b) = bias {
@@ -561,57 +629,21 @@ fn forward<T: Scalar>(
     let input = input.as_standard_layout();
     let x = input.as_slice().expect("standard layout");
     let weight = weight.as_standard_layout();
-    let w2 = weight
-        .view()
-        .into_shape_with_order((g.k, g.ckk()))
-        .expect("a standard-layout weight is [k, c·kh·kw]");
-    let (ckk, pos) = (g.ckk(), g.positions());
-    let (in_img, out_img) = (g.c * g.h * g.w, g.k * pos);
-    let slot_len = if img_stride == 0 {
-        ckk * pos
-    } else {
-        g.per_chunk * img_stride
-    };
-    with_standard_slice_mut(out, |y| {
-        y.par_chunks_mut(g.per_chunk * out_img)
-            .zip(cols.par_chunks_mut(slot_len))
-            .zip(pads.par_chunks_mut(g.padded_len().max(1)))
-            .enumerate()
-            .with_min_len(g.min_chunks_per_task())
-            .for_each(|(chunk, ((y, slot), xpad))| {
-                for (i, y_n) in y.chunks_exact_mut(out_img).enumerate() {
-                    let n = chunk * g.per_chunk + i;
-                    let cols = &mut slot[i * img_stride..][..ckk * pos];
-                    im2col_padded(g, &x[n * in_img..][..in_img], xpad, cols);
-                    let cols = ArrayView2::from_shape((ckk, pos), &*cols).expect("cols");
-                    let mut y_n = ArrayViewMut2::from_shape((g.k, pos), y_n).expect("y_n");
-                    // y_n = W·cols (+ b): start from the bias and let gemm accumulate on top.
-                    let beta = match bias {
-                        Some(b) => {
-                            for (row, &bk) in y_n
-                                .as_slice_mut()
-                                .expect("contiguous")
-                                .chunks_exact_mut(pos)
-                                .zip(b.iter())
-                            {
-                                row.fill(bk);
-                            }
-                            T::one()
-                        }
-                        None => T::zero(),
-                    };
-                    gemm(T::one(), w2, cols, beta, y_n.view_mut());
-                }
-            });
+    let w = weight.as_slice().expect("standard layout");
+    with_standard_slice_mut(out, |y| match scratch {
+        Scratch::Im2col(cols, img_stride, pads) => {
+            im2col::forward(g, x, w, bias, y, (cols, img_stride), pads)
+        }
+        Scratch::Direct(pads) => direct::forward(g, x, w, bias, y, pads),
     });
 }
 
 // ---------------------------------------------------------------------------------------------
-// Backward. With cols_n = im2col(x_n) and g_n = dL/dy_n ([k, oh·ow]):
-//   y_n = W·cols_n + b·1ᵀ   ⇒   dL/dW = Σ_n g_n·cols_nᵀ,   dL/db_k = Σ_n Σ_p g_n[k, p],
-//   dL/dcols_n = Wᵀ·g_n,  and since cols_n is a linear copy of x_n, dL/dx_n = col2im(Wᵀ·g_n)
-//   (im2col's adjoint adds every column entry back onto the input position it was read from;
-//   entries read from the padding are dropped).
+// Backward. y is linear in w, b and x, so with g = dL/dy:
+//   dL/dw[k,c,u,v] = Σ_{n,i,j} g[n,k,i,j] · x[n,c,i·sh+u−ph, j·sw+v−pw],
+//   dL/db[k]       = Σ_{n,i,j} g[n,k,i,j],
+//   dL/dx[n,c,r,s] = Σ_{k,u,v : r = i·sh+u−ph, s = j·sw+v−pw} g[n,k,i,j] · w[k,c,u,v].
+// im2col.rs and direct.rs each derive the form they compute it in.
 // ---------------------------------------------------------------------------------------------
 
 /// Gradients of [`conv2d`] for the upstream gradient `grad_out` (`[n, k, oh, ow]`).
@@ -685,14 +717,13 @@ pub fn conv2d_backward_into<T: Scalar>(
     grad_bias: Option<ArrayViewMut1<'_, T>>,
     ws: &mut Conv2dWorkspace<T>,
 ) {
-    let g = Geometry::new("conv2d_backward", input.dim(), weight.dim(), params);
-    let input = input.as_standard_layout();
-    let x = input.as_slice().expect("standard layout");
-    backward(
-        &g,
-        Columns::Rebuild(x),
+    let method = Conv2dMethod::choose_backward(input.dim(), weight.dim(), params);
+    conv2d_backward_into_with(
+        method,
+        input,
         weight,
         grad_out,
+        params,
         grad_input,
         grad_weight,
         grad_bias,
@@ -700,9 +731,52 @@ pub fn conv2d_backward_into<T: Scalar>(
     );
 }
 
-/// Like [`conv2d_backward_into`], reading the columns that [`conv2d_into_caching`] kept in
-/// `cache` instead of rebuilding them from the input (which it therefore does not take): the
-/// weight gradient needs no im2col at all. Bit-identical to [`conv2d_backward_into`] on the same
+/// Like [`conv2d_backward_into`], by the given method instead of
+/// [`Conv2dMethod::choose_backward`]'s.
+///
+/// # Panics
+/// If the shapes do not agree, the kernel does not fit (see the module docs), or `method` does
+/// not support these shapes ([`Conv2dMethod::supports`]).
+///
+/// ```
+/// use ndarray::{Array1, Array4};
+/// use tensor::{conv2d_backward_into_with, Conv2dMethod, Conv2dParams, Conv2dWorkspace};
+/// let x = Array4::from_shape_fn((2, 1, 5, 4), |(n, _, i, j)| (n + i) as f32 - j as f32);
+/// let w = Array4::from_elem((3, 1, 3, 3), 0.5_f32);
+/// let g = Array4::from_shape_fn((2, 3, 5, 4), |(n, k, i, j)| (n + k + i * j) as f32);
+/// let p = Conv2dParams { stride: (1, 1), padding: (1, 1) };
+/// let mut ws = Conv2dWorkspace::new();
+/// let mut grads = |method| {
+///     let (mut gx, mut gw, mut gb) = (Array4::zeros(x.dim()), Array4::zeros(w.dim()), Array1::zeros(3));
+///     conv2d_backward_into_with(method, x.view(), w.view(), g.view(), p, Some(gx.view_mut()),
+///                               gw.view_mut(), Some(gb.view_mut()), &mut ws);
+///     (gx, gw, gb)
+/// };
+/// assert_eq!(grads(Conv2dMethod::Direct), grads(Conv2dMethod::Im2col)); // small integers: exact
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward_into_with<T: Scalar>(
+    method: Conv2dMethod,
+    input: ArrayView4<'_, T>,
+    weight: ArrayView4<'_, T>,
+    grad_out: ArrayView4<'_, T>,
+    params: Conv2dParams,
+    grad_input: Option<ArrayViewMut4<'_, T>>,
+    grad_weight: ArrayViewMut4<'_, T>,
+    grad_bias: Option<ArrayViewMut1<'_, T>>,
+    ws: &mut Conv2dWorkspace<T>,
+) {
+    let g = Geometry::new("conv2d_backward", input.dim(), weight.dim(), params);
+    method.check("conv2d_backward", &g);
+    let input = input.as_standard_layout();
+    let x = input.as_slice().expect("standard layout");
+    let grads = (grad_input, grad_weight, grad_bias);
+    backward(&g, method, Kept::Input(x), weight, grad_out, grads, ws);
+}
+
+/// Like [`conv2d_backward_into`] (im2col method), reading the columns that
+/// [`conv2d_into_caching`] kept in `cache` instead of rebuilding them from the input (which it
+/// therefore does not take): the weight gradient needs no im2col at all. Bit-identical to [`conv2d_backward_into`] on the same
 /// input.
 ///
 /// # Panics
@@ -747,37 +821,37 @@ pub fn conv2d_backward_into_cached<T: Scalar>(
         weight.dim()
     );
     let g = Geometry::new(op, input_dim, weight.dim(), params);
-    let cols = &cache.cols[..g.n * g.ckk() * g.positions()];
-    backward(
-        &g,
-        Columns::Cached(cols),
-        weight,
-        grad_out,
-        grad_input,
-        grad_weight,
-        grad_bias,
-        ws,
-    );
+    let kept = Kept::Columns(&cache.kept[..g.n * g.ckk() * g.positions()]);
+    let grads = (grad_input, grad_weight, grad_bias);
+    backward(&g, Conv2dMethod::Im2col, kept, weight, grad_out, grads, ws);
 }
 
-/// Where the backward pass gets each image's im2col columns.
+/// What the backward pass reads of the forward pass's input.
 #[derive(Clone, Copy)]
-enum Columns<'a, T> {
-    /// Rebuilt from the input (`[n, c, h, w]`, contiguous) into the chunk's scratch.
-    Rebuild(&'a [T]),
-    /// Read from a batch of columns kept by the forward pass (`[n, c·kh·kw, oh·ow]`).
-    Cached(&'a [T]),
+enum Kept<'a, T> {
+    /// The input itself (`[n, c, h, w]`, contiguous); im2col rebuilds the columns from it.
+    Input(&'a [T]),
+    /// The im2col columns of the whole batch (`[n, c·kh·kw, oh·ow]`).
+    Columns(&'a [T]),
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The caller's gradient buffers: input (optional), weight, bias (optional).
+type GradsMut<'a, T> = (
+    Option<ArrayViewMut4<'a, T>>,
+    ArrayViewMut4<'a, T>,
+    Option<ArrayViewMut1<'a, T>>,
+);
+
+/// The backward pass: checks the shapes, runs every chunk of the method (each writes its
+/// partial weight and bias gradients after its scratch, in its own slot of `ws`), then adds
+/// the partials in chunk order.
 fn backward<T: Scalar>(
     g: &Geometry,
-    columns: Columns<'_, T>,
+    method: Conv2dMethod,
+    kept: Kept<'_, T>,
     weight: ArrayView4<'_, T>,
     grad_out: ArrayView4<'_, T>,
-    grad_input: Option<ArrayViewMut4<'_, T>>,
-    grad_weight: ArrayViewMut4<'_, T>,
-    grad_bias: Option<ArrayViewMut1<'_, T>>,
+    (grad_input, grad_weight, grad_bias): GradsMut<'_, T>,
     ws: &mut Conv2dWorkspace<T>,
 ) {
     let op = "conv2d_backward";
@@ -792,71 +866,43 @@ fn backward<T: Scalar>(
     let grad_out = grad_out.as_standard_layout();
     let go = grad_out.as_slice().expect("standard layout");
     let weight = weight.as_standard_layout();
-    let w2 = weight
-        .view()
-        .into_shape_with_order((g.k, g.ckk()))
-        .expect("a standard-layout weight is [k, c·kh·kw]");
+    let w = weight.as_slice().expect("standard layout");
 
-    // Each chunk's slot: cols and padded image (only if rebuilt) | dcols (only if the input
-    // gradient is wanted) | dW part | db part.
-    let (ckk, pos) = (g.ckk(), g.positions());
-    let cols_len = match columns {
-        Columns::Rebuild(_) => ckk * pos + g.padded_len(),
-        Columns::Cached(_) => 0,
+    let im2col_scratch = im2col::backward_scratch(g, kept, grad_input.is_some());
+    let scratch = match method {
+        Conv2dMethod::Im2col => im2col_scratch.0 + im2col_scratch.1,
+        Conv2dMethod::Direct => direct::backward_scratch(g),
     };
-    let dcols_len = if grad_input.is_some() { ckk * pos } else { 0 };
-    let part_len = g.k * ckk + g.k;
-    let slot = cols_len + dcols_len + part_len;
+    let slot = scratch + g.k * g.ckk() + g.k;
     let slots = ws.slots(g.chunks, slot);
-    let scratch = (slot, cols_len, dcols_len);
-    match grad_input {
-        Some(gi) => with_standard_slice_mut(gi, |gi| {
-            backward_chunks(g, columns, w2, go, slots, scratch, Some(gi))
-        }),
-        None => backward_chunks(g, columns, w2, go, slots, scratch, None),
-    }
-
-    // Deterministic reduction: chunk partial sums added in chunk order.
-    let partials = || {
-        slots
-            .chunks_exact(slot)
-            .take(g.chunks)
-            .map(|s| &s[cols_len + dcols_len..])
-    };
-    with_standard_slice_mut(grad_weight, |gw| {
-        gw.fill(T::zero());
-        for part in partials() {
-            for (d, &s) in gw.iter_mut().zip(&part[..g.k * ckk]) {
-                *d = *d + s;
-            }
+    let chunk = |chunk: usize, s: &mut [T], gi: Option<&mut [T]>| match (method, kept) {
+        (Conv2dMethod::Im2col, _) => {
+            im2col::backward_chunk(g, kept, w, go, chunk, s, im2col_scratch, gi)
         }
-    });
-    if let Some(gb) = grad_bias {
-        with_standard_slice_mut(gb, |gb| {
-            gb.fill(T::zero());
-            for part in partials() {
-                for (d, &s) in gb.iter_mut().zip(&part[g.k * ckk..]) {
-                    *d = *d + s;
-                }
-            }
-        });
+        (Conv2dMethod::Direct, Kept::Input(x)) => direct::backward_chunk(g, x, w, go, chunk, s, gi),
+        (Conv2dMethod::Direct, Kept::Columns(_)) => {
+            unreachable!("the direct method keeps the input, never columns")
+        }
+    };
+    match grad_input {
+        Some(gi) => {
+            with_standard_slice_mut(gi, |gi| for_each_chunk(g, slots, slot, Some(gi), chunk))
+        }
+        None => for_each_chunk(g, slots, slot, None, chunk),
     }
+    sum_partials(g, slots, slot, scratch, grad_weight, grad_bias);
 }
 
-/// Runs every chunk of the backward pass: fills each chunk's partial weight and bias gradients
-/// and, when `grad_input` is given, its images' input gradients. `scratch` is (slot length,
-/// cols length, dcols length) of each chunk's slot.
-fn backward_chunks<T: Scalar>(
+/// Runs `f(chunk, slot, grad_input of the chunk's images)` for every batch chunk, on rayon's
+/// threads when the convolution is big enough.
+fn for_each_chunk<T: Scalar>(
     g: &Geometry,
-    columns: Columns<'_, T>,
-    w2: ArrayView2<'_, T>,
-    go: &[T],
     slots: &mut [T],
-    (slot, cols_len, dcols_len): (usize, usize, usize),
+    slot: usize,
     grad_input: Option<&mut [T]>,
+    f: impl Fn(usize, &mut [T], Option<&mut [T]>) + Sync + Send,
 ) {
-    let (ckk, pos) = (g.ckk(), g.positions());
-    let (in_img, out_img) = (g.c * g.h * g.w, g.k * pos);
+    let in_img = g.c * g.h * g.w;
     let gi_chunks = match grad_input {
         Some(gi) => Either::Left(gi.par_chunks_mut(g.per_chunk * in_img).map(Some)),
         None => Either::Right(rayon::iter::repeat_n((), g.chunks).map(|_| None)),
@@ -866,41 +912,44 @@ fn backward_chunks<T: Scalar>(
         .zip(gi_chunks)
         .enumerate()
         .with_min_len(g.min_chunks_per_task())
-        .for_each(|(chunk, (slot, mut gi))| {
-            let (cols_buf, rest) = slot.split_at_mut(cols_len);
-            let (dcols, part) = rest.split_at_mut(dcols_len);
-            let (dw, db) = part.split_at_mut(g.k * ckk);
-            let mut dw = ArrayViewMut2::from_shape((g.k, ckk), dw).expect("dW part");
-            db.fill(T::zero());
-            let first = chunk * g.per_chunk;
-            let last = (first + g.per_chunk).min(g.n);
-            for n in first..last {
-                let g_n =
-                    ArrayView2::from_shape((g.k, pos), &go[n * out_img..][..out_img]).expect("g_n");
-                let cols: &[T] = match columns {
-                    Columns::Rebuild(x) => {
-                        let (cols, xpad) = cols_buf.split_at_mut(ckk * pos);
-                        im2col_padded(g, &x[n * in_img..][..in_img], xpad, cols);
-                        cols
-                    }
-                    Columns::Cached(all) => &all[n * ckk * pos..][..ckk * pos],
-                };
-                let cols_v = ArrayView2::from_shape((ckk, pos), cols).expect("cols");
-                // dW += g_n·cols_nᵀ (the chunk's first image overwrites stale scratch)
-                let beta = if n == first { T::zero() } else { T::one() };
-                gemm(T::one(), g_n, cols_v.t(), beta, dw.view_mut());
-                // db_k += Σ_p g_n[k, p]
-                let g_rows = go[n * out_img..][..out_img].chunks_exact(pos);
-                for (b, row) in db.iter_mut().zip(g_rows) {
-                    *b = *b + sum(row);
-                }
-                if let Some(gi) = gi.as_deref_mut() {
-                    let mut dc = ArrayViewMut2::from_shape((ckk, pos), &mut *dcols).expect("dc");
-                    gemm(T::one(), w2.t(), g_n, T::zero(), dc.view_mut());
-                    col2im(g, dcols, &mut gi[(n - first) * in_img..][..in_img]);
+        .for_each(|(chunk, (s, gi))| f(chunk, s, gi));
+}
+
+/// Deterministic reduction: overwrites the weight (and bias) gradient with the chunks' partial
+/// sums (`[k, c·kh·kw]` then `[k]`, at `part_at` in each slot) added in chunk order.
+fn sum_partials<T: Scalar>(
+    g: &Geometry,
+    slots: &[T],
+    slot: usize,
+    part_at: usize,
+    grad_weight: ArrayViewMut4<'_, T>,
+    grad_bias: Option<ArrayViewMut1<'_, T>>,
+) {
+    let dw_len = g.k * g.ckk();
+    let partials = || {
+        slots
+            .chunks_exact(slot)
+            .take(g.chunks)
+            .map(|s| &s[part_at..])
+    };
+    with_standard_slice_mut(grad_weight, |gw| {
+        gw.fill(T::zero());
+        for part in partials() {
+            for (d, &s) in gw.iter_mut().zip(&part[..dw_len]) {
+                *d = *d + s;
+            }
+        }
+    });
+    if let Some(gb) = grad_bias {
+        with_standard_slice_mut(gb, |gb| {
+            gb.fill(T::zero());
+            for part in partials() {
+                for (d, &s) in gb.iter_mut().zip(&part[dw_len..]) {
+                    *d = *d + s;
                 }
             }
         });
+    }
 }
 
 #[cfg(test)]
@@ -934,7 +983,7 @@ mod tests {
         })
     }
 
-    fn pseudo(shape: (usize, usize, usize, usize), seed: usize) -> Array4<f64> {
+    pub(super) fn pseudo(shape: (usize, usize, usize, usize), seed: usize) -> Array4<f64> {
         Array4::from_shape_fn(shape, |(a, b, c, d)| {
             let h = (a * 7919 + b * 104729 + c * 1299709 + d * 15485863 + seed * 32452843) % 2003;
             h as f64 / 1001.0 - 1.0
@@ -1002,56 +1051,6 @@ mod tests {
             let want = conv_direct(&x, &w, &b, p);
             let err = (&got - &want).iter().fold(0.0_f64, |m, d| m.max(d.abs()));
             assert!(err < 1e-12, "case {i}: max error {err}");
-        }
-    }
-
-    #[test]
-    fn padded_im2col_equals_im2col() {
-        for &(c, h, w, kh, kw, pd) in &[
-            (1, 28, 28, 5, 5, (2, 2)),
-            (2, 5, 4, 3, 2, (1, 2)),
-            (3, 3, 6, 5, 1, (2, 0)),
-            (2, 4, 4, 3, 3, (0, 0)),
-        ] {
-            let p = Conv2dParams {
-                stride: (1, 1),
-                padding: pd,
-            };
-            let g = Geometry::new("t", (1, c, h, w), (1, c, kh, kw), p);
-            let x = pseudo((1, c, h, w), 3).into_raw_vec_and_offset().0;
-            let mut want = vec![f64::NAN; g.ckk() * g.positions()];
-            im2col(&g, &x, &mut want);
-            let mut got = vec![f64::NAN; want.len()];
-            let mut xpad = vec![f64::NAN; g.padded_len().max(1)];
-            im2col_padded(&g, &x, &mut xpad, &mut got);
-            assert_eq!(got, want, "{:?}", (c, h, w, kh, kw, pd));
-        }
-    }
-
-    #[test]
-    fn col2im_is_the_adjoint_of_im2col() {
-        // <im2col(x), d> == <x, col2im(d)> for every geometry: the identity behind dL/dx.
-        for &(c, h, w, kh, kw, s, pd) in &[
-            (2, 5, 4, 3, 2, (2, 1), (1, 2)),
-            (1, 7, 7, 5, 5, (1, 1), (2, 2)),
-            (3, 4, 6, 4, 1, (3, 4), (0, 3)),
-        ] {
-            let p = Conv2dParams {
-                stride: s,
-                padding: pd,
-            };
-            let g = Geometry::new("t", (1, c, h, w), (1, c, kh, kw), p);
-            let x = pseudo((1, c, h, w), 3).into_raw_vec_and_offset().0;
-            let d = pseudo((1, 1, g.ckk(), g.positions()), 4)
-                .into_raw_vec_and_offset()
-                .0;
-            let mut cols = vec![f64::NAN; g.ckk() * g.positions()];
-            im2col(&g, &x, &mut cols);
-            let mut dx = vec![f64::NAN; x.len()];
-            col2im(&g, &d, &mut dx);
-            let lhs: f64 = cols.iter().zip(&d).map(|(a, b)| a * b).sum();
-            let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| a * b).sum();
-            assert!((lhs - rhs).abs() < 1e-12, "{lhs} vs {rhs}");
         }
     }
 
