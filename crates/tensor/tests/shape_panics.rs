@@ -69,6 +69,11 @@ fn mismatches_panic_at_the_callers_line_naming_op_and_argument() {
             "tensor::cross_entropy_backward_into(",
             panic_of(|| tensor::cross_entropy_backward_into(x2.view(), &[0, 1], 1.0, Array2::zeros((3, 2)).view_mut())),
         ),
+        (
+            "conv2d: out must be (1, 2, 2, 2), got (1, 2, 4, 4)",
+            "tensor::conv2d_into(",
+            panic_of(|| tensor::conv2d_into(x4.view(), Array4::zeros((2, 1, 3, 3)).view(), None, tensor::Conv2dParams::default(), Array4::zeros((1, 2, 4, 4)).view_mut(), &mut tensor::Conv2dWorkspace::new())),
+        ),
     ];
     let source: Vec<&str> = include_str!("shape_panics.rs").lines().collect();
     for (want, call, (msg, line)) in cases {

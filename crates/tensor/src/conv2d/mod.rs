@@ -33,6 +33,7 @@ mod direct;
 mod im2col;
 
 use crate::parallel::{with_standard_slice_mut, PAR_MIN_WORK};
+use crate::shape::{check_shape, Expected};
 use crate::Scalar;
 use ndarray::{Array1, Array4, ArrayView1, ArrayView4, ArrayViewMut1, ArrayViewMut4};
 use rayon::iter::Either;
@@ -232,6 +233,7 @@ struct Geometry {
 }
 
 impl Geometry {
+    #[track_caller]
     fn new(
         op: &str,
         input: (usize, usize, usize, usize),
@@ -310,13 +312,6 @@ impl Geometry {
             self.chunks.max(1)
         }
     }
-}
-
-fn check_dim<D: std::fmt::Debug + PartialEq>(op: &str, what: &str, expected: D, got: D) {
-    assert!(
-        expected == got,
-        "{op}: {what} must be {expected:?}, got {got:?}"
-    );
 }
 
 /// Output indices `j` whose input index `j·s + v − p` lies in `0..len`, as a range `j0..j1`
@@ -410,6 +405,7 @@ impl Conv2dMethod {
     }
 
     /// Panics, naming the op, if this method cannot compute the convolution `g`.
+    #[track_caller]
     fn check(self, op: &str, g: &Geometry) {
         assert!(
             self.supports(g.input_dim(), g.weight_dim(), g.p),
@@ -442,6 +438,7 @@ impl Conv2dMethod {
 /// let y = tensor::conv2d(x.view(), w.view(), Some(array![0.5].view()), Default::default());
 /// assert_eq!(y.into_raw_vec_and_offset().0, vec![12.5, 16.5, 24.5, 28.5]);
 /// ```
+#[track_caller]
 pub fn conv2d<T: Scalar>(
     input: ArrayView4<'_, T>,
     weight: ArrayView4<'_, T>,
@@ -479,6 +476,7 @@ pub fn conv2d<T: Scalar>(
 /// assert_eq!(y[[1, 2, 0, 0]], 4.0); // corner: 2×2 of the 3×3 window is inside
 /// assert_eq!(y[[1, 2, 1, 1]], 9.0);
 /// ```
+#[track_caller]
 pub fn conv2d_into<T: Scalar>(
     input: ArrayView4<'_, T>,
     weight: ArrayView4<'_, T>,
@@ -510,6 +508,7 @@ pub fn conv2d_into<T: Scalar>(
 /// conv2d_into_with(Conv2dMethod::Im2col, x.view(), w.view(), None, p, im2col.view_mut(), &mut ws);
 /// assert_eq!(direct, im2col); // small integers: exact either way
 /// ```
+#[track_caller]
 pub fn conv2d_into_with<T: Scalar>(
     method: Conv2dMethod,
     input: ArrayView4<'_, T>,
@@ -554,6 +553,7 @@ pub fn conv2d_into_with<T: Scalar>(
 /// assert!(cache.is_filled_for((2, 1, 4, 4), (3, 1, 3, 3), p));
 /// assert_eq!(y, conv2d(x.view(), w.view(), None, p));
 /// ```
+#[track_caller]
 pub fn conv2d_into_caching<T: Scalar>(
     input: ArrayView4<'_, T>,
     weight: ArrayView4<'_, T>,
@@ -611,6 +611,7 @@ enum Scratch<'a, T> {
 }
 
 /// The forward pass: checks the output and bias, makes the operands contiguous, runs the method.
+#[track_caller]
 fn forward<T: Scalar>(
     g: &Geometry,
     input: ArrayView4<'_, T>,
@@ -619,9 +620,9 @@ fn forward<T: Scalar>(
     out: ArrayViewMut4<'_, T>,
     scratch: Scratch<'_, T>,
 ) {
-    check_dim("conv2d", "out", g.output_dim(), out.dim());
+    check_shape("conv2d", "out", Expected::Shape(g.output_dim()), out.dim());
     if let Some(b) = bias {
-        check_dim("conv2d", "bias length", g.k, b.len());
+        check_shape("conv2d", "bias length", Expected::Shape(g.k), b.len());
     }
     if g.n == 0 {
         return;
@@ -662,6 +663,7 @@ fn forward<T: Scalar>(
 /// assert_eq!(grads.input.into_raw_vec_and_offset().0, vec![1.; 4]);          // g·w
 /// assert_eq!(grads.bias[0], 2.0);                                             // Σ g
 /// ```
+#[track_caller]
 pub fn conv2d_backward<T: Scalar>(
     input: ArrayView4<'_, T>,
     weight: ArrayView4<'_, T>,
@@ -707,6 +709,7 @@ pub fn conv2d_backward<T: Scalar>(
 /// assert!(gw.iter().all(|&v| v == 36.0)); // 4 images × 9 positions × 1 × 1
 /// assert!(gb.iter().all(|&v| v == 36.0));
 /// ```
+#[track_caller]
 pub fn conv2d_backward_into<T: Scalar>(
     input: ArrayView4<'_, T>,
     weight: ArrayView4<'_, T>,
@@ -755,6 +758,7 @@ pub fn conv2d_backward_into<T: Scalar>(
 /// assert_eq!(grads(Conv2dMethod::Direct), grads(Conv2dMethod::Im2col)); // small integers: exact
 /// ```
 #[allow(clippy::too_many_arguments)]
+#[track_caller]
 pub fn conv2d_backward_into_with<T: Scalar>(
     method: Conv2dMethod,
     input: ArrayView4<'_, T>,
@@ -800,6 +804,7 @@ pub fn conv2d_backward_into_with<T: Scalar>(
 /// assert_eq!((gi, gw, gb), (want.input, want.weight, want.bias));
 /// ```
 #[allow(clippy::too_many_arguments)]
+#[track_caller]
 pub fn conv2d_backward_into_cached<T: Scalar>(
     cache: &Conv2dCache<T>,
     weight: ArrayView4<'_, T>,
@@ -845,6 +850,7 @@ type GradsMut<'a, T> = (
 /// The backward pass: checks the shapes, runs every chunk of the method (each writes its
 /// partial weight and bias gradients after its scratch, in its own slot of `ws`), then adds
 /// the partials in chunk order.
+#[track_caller]
 fn backward<T: Scalar>(
     g: &Geometry,
     method: Conv2dMethod,
@@ -855,13 +861,23 @@ fn backward<T: Scalar>(
     ws: &mut Conv2dWorkspace<T>,
 ) {
     let op = "conv2d_backward";
-    check_dim(op, "grad_out", g.output_dim(), grad_out.dim());
-    check_dim(op, "grad_weight", g.weight_dim(), grad_weight.dim());
+    check_shape(
+        op,
+        "grad_out",
+        Expected::Shape(g.output_dim()),
+        grad_out.dim(),
+    );
+    check_shape(
+        op,
+        "grad_weight",
+        Expected::Shape(g.weight_dim()),
+        grad_weight.dim(),
+    );
     if let Some(gi) = &grad_input {
-        check_dim(op, "grad_input", g.input_dim(), gi.dim());
+        check_shape(op, "grad_input", Expected::Shape(g.input_dim()), gi.dim());
     }
     if let Some(gb) = &grad_bias {
-        check_dim(op, "grad_bias length", g.k, gb.len());
+        check_shape(op, "grad_bias length", Expected::Shape(g.k), gb.len());
     }
     let grad_out = grad_out.as_standard_layout();
     let go = grad_out.as_slice().expect("standard layout");
