@@ -27,7 +27,7 @@
 //! add) — and picked at run time like `gemm`'s, by [`GemmKernel::active`]. Results may differ
 //! between these paths in the last bits, never between runs or thread counts.
 
-use super::{valid_range, Geometry};
+use super::{copy_row, valid_range, Geometry};
 use crate::parallel::sum;
 use crate::{GemmKernel, Scalar};
 use ndarray::ArrayView1;
@@ -126,7 +126,7 @@ fn pad_rows<T: Scalar>(g: &Geometry, x: &[T], rows: &mut [T]) {
         .zip(rows.chunks_exact_mut(row_stride(g)))
     {
         dst[..pw].fill(T::zero());
-        dst[pw..pw + g.w].copy_from_slice(src);
+        copy_row(&mut dst[pw..pw + g.w], src);
         dst[pw + g.w..].fill(T::zero());
     }
 }
@@ -247,7 +247,7 @@ fn forward_rows<T: Scalar, const FW: usize, const FMA: bool>(
                 }
                 let n = FW.min(g.ow - j0);
                 for (b, a) in acc.iter().enumerate().take(g.k - k0) {
-                    y[(k0 + b) * plane + i * g.ow + j0..][..n].copy_from_slice(&a[..n]);
+                    copy_row(&mut y[(k0 + b) * plane + i * g.ow + j0..][..n], &a[..n]);
                 }
             }
         }

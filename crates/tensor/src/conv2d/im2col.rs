@@ -2,7 +2,7 @@
 //! padding). See the parent module for the math; this file builds the columns, multiplies, and
 //! scatters column gradients back with col2im.
 
-use super::{valid_range, Geometry, Kept};
+use super::{copy_row, valid_range, Geometry, Kept};
 use crate::parallel::sum;
 use crate::{gemm, Scalar};
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2};
@@ -21,17 +21,17 @@ fn im2col<T: Scalar>(g: &Geometry, x: &[T], cols: &mut [T]) {
             for v in 0..g.kw {
                 let (j0, j1) = valid_range(g.ow, sw, v, pw, g.w);
                 let row = rows.next().expect("cols has c·kh·kw rows");
-                row[..i0 * g.ow].fill(T::zero());
-                row[i1 * g.ow..].fill(T::zero());
+                fill_zero(&mut row[..i0 * g.ow]);
+                fill_zero(&mut row[i1 * g.ow..]);
                 for i in i0..i1 {
                     let out = &mut row[i * g.ow..][..g.ow];
                     let xrow = &xc[(i * sh + u - ph) * g.w..][..g.w];
-                    out[..j0].fill(T::zero());
-                    out[j1..].fill(T::zero());
+                    fill_zero(&mut out[..j0]);
+                    fill_zero(&mut out[j1..]);
                     // (j0 == j1: every output column reads padding, and j0 + v may be < pw)
                     if sw == 1 && j0 < j1 {
                         let x0 = j0 + v - pw;
-                        out[j0..j1].copy_from_slice(&xrow[x0..x0 + (j1 - j0)]);
+                        copy_row(&mut out[j0..j1], &xrow[x0..x0 + (j1 - j0)]);
                     } else {
                         for j in j0..j1 {
                             out[j] = xrow[j * sw + v - pw];
@@ -43,33 +43,49 @@ fn im2col<T: Scalar>(g: &Geometry, x: &[T], cols: &mut [T]) {
     }
 }
 
+/// `x.fill(0)` that makes no call for the empty slices most rows have (a `fill` of unknown
+/// length calls `memset`).
+#[inline(always)]
+fn fill_zero<T: Scalar>(x: &mut [T]) {
+    if !x.is_empty() {
+        x.fill(T::zero());
+    }
+}
+
 /// [`im2col`] for a stride-1 convolution with padding: copies the image once into `xpad`
 /// (`padded_len` scalars, zero borders), after which every output row of a column row is one
 /// plain copy of `ow` scalars, with no border cases (conv1 of LeNet: 25·28 copies of 28 instead
 /// of as many copies plus as many short zero fills). Other geometries go to [`im2col`].
 fn im2col_padded<T: Scalar>(g: &Geometry, x: &[T], xpad: &mut [T], cols: &mut [T]) {
-    if g.padded_len() == 0 {
+    if g.p.stride != (1, 1) {
         return im2col(g, x, cols);
     }
     let (ph, pw) = g.p.padding;
     let (hp, wp) = (g.h + 2 * ph, g.w + 2 * pw);
-    let xpad = &mut xpad[..g.padded_len()];
-    xpad.fill(T::zero());
-    for (src, dst) in x
-        .chunks_exact(g.h * g.w)
-        .zip(xpad.chunks_exact_mut(hp * wp))
-    {
-        for (r, row) in src.chunks_exact(g.w).enumerate() {
-            dst[(r + ph) * wp + pw..][..g.w].copy_from_slice(row);
+    let planes = if g.padded_len() == 0 {
+        x
+    } else {
+        let xpad = &mut xpad[..g.padded_len()];
+        xpad.fill(T::zero());
+        for (src, dst) in x
+            .chunks_exact(g.h * g.w)
+            .zip(xpad.chunks_exact_mut(hp * wp))
+        {
+            for (r, row) in src.chunks_exact(g.w).enumerate() {
+                copy_row(&mut dst[(r + ph) * wp + pw..][..g.w], row);
+            }
         }
-    }
+        xpad
+    };
     let mut rows = cols.chunks_exact_mut(g.positions());
-    for plane in xpad.chunks_exact(hp * wp) {
+    for plane in planes.chunks_exact(hp * wp) {
         for u in 0..g.kh {
             for v in 0..g.kw {
                 let row = rows.next().expect("cols has c·kh·kw rows");
-                for (i, out) in row.chunks_exact_mut(g.ow).enumerate() {
-                    out.copy_from_slice(&plane[(i + u) * wp + v..][..g.ow]);
+                // (indices, not `chunks`: zipping chunk iterators divides to find their length)
+                let window = &plane[u * wp + v..];
+                for i in 0..g.oh {
+                    copy_row(&mut row[i * g.ow..][..g.ow], &window[i * wp..][..g.ow]);
                 }
             }
         }
