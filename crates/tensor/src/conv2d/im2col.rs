@@ -52,10 +52,11 @@ fn fill_zero<T: Scalar>(x: &mut [T]) {
     }
 }
 
-/// [`im2col`] for a stride-1 convolution with padding: copies the image once into `xpad`
-/// (`padded_len` scalars, zero borders), after which every output row of a column row is one
-/// plain copy of `ow` scalars, with no border cases (conv1 of LeNet: 25·28 copies of 28 instead
-/// of as many copies plus as many short zero fills). Other geometries go to [`im2col`].
+/// [`im2col`] for a stride-1 convolution: with padding, copies the image once into `xpad`
+/// (`padded_len` scalars, zero borders); without, reads the image in place. Either way every
+/// output row of a column row is then one plain copy of `ow` scalars, with no border cases
+/// (conv1 of LeNet: 25·28 copies of 28 instead of as many copies plus as many short zero
+/// fills). Other strides go to [`im2col`].
 fn im2col_padded<T: Scalar>(g: &Geometry, x: &[T], xpad: &mut [T], cols: &mut [T]) {
     if g.p.stride != (1, 1) {
         return im2col(g, x, cols);
