@@ -5,14 +5,20 @@
 //! blend with a grey-level dilation or erosion). Together they mimic how handwriting varies:
 //! position, slant, size, wobble and pen width. Random parameters come from the caller's seeded
 //! RNG, so augmented runs are reproducible and resumable; the buffers are allocated once.
+//!
+//! Images are augmented in parallel on rayon's threads. The caller's RNG gives one seed per
+//! image, in order, and each image draws its parameters from its own generator seeded with it,
+//! so the result does not depend on the number of threads or on how the batch is split.
 
 use crate::data::IMAGE_LEN;
 use crate::lenet5::IMAGE_SIZE;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-/// Ranges of the random transforms. A zero magnitude turns its transform off (and draws nothing
-/// from the RNG for it); all zero leaves the images unchanged.
+/// Ranges of the random transforms. A zero magnitude turns its transform off (and its draw);
+/// all zero leaves the images unchanged and draws nothing from the RNG.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AugmentConfig {
@@ -61,6 +67,20 @@ impl AugmentConfig {
         elastic_sigma: 4.0,
         max_stroke: 0.0,
     };
+
+    /// True when every magnitude is zero: augmentation leaves images unchanged.
+    pub fn is_identity(&self) -> bool {
+        [
+            self.max_shift,
+            self.max_rotation_degrees,
+            self.max_scale,
+            self.max_shear,
+            self.elastic_alpha,
+            self.max_stroke,
+        ]
+        .iter()
+        .all(|&m| m == 0.0)
+    }
 
     /// Checks the values, returning a message naming the bad one.
     pub fn validate(&self) -> Result<(), String> {
@@ -123,13 +143,26 @@ impl Affine {
     }
 }
 
-/// Applies the random transforms in place, with buffers allocated once.
+/// The batch is cut into at most this many pieces, each with its own [`Scratch`], for the
+/// threads. The result does not depend on it (every image has its own RNG).
+const PIECES: usize = 16;
+
+/// Applies the random transforms in place, with buffers allocated on the first batch.
 #[derive(Debug, Clone)]
 pub struct Augmenter {
     config: AugmentConfig,
-    scratch: Vec<f32>,
     /// The Gaussian's taps, `2r + 1` of them with r = ⌈3σ⌉, summing to 1.
     kernel: Vec<f32>,
+    /// One seed per image of the current batch.
+    seeds: Vec<u64>,
+    /// One scratch per piece of the batch.
+    scratch: Vec<Scratch>,
+}
+
+/// The buffers one image's augmentation works in.
+#[derive(Debug, Clone)]
+struct Scratch {
+    image: Vec<f32>,
     /// Noise with an r-wide zero margin on each side: (N + 2r)² values.
     noise: Vec<f32>,
     /// The noise smoothed along rows: (N + 2r) rows of N.
@@ -142,17 +175,11 @@ pub struct Augmenter {
 impl Augmenter {
     /// An augmenter with the given ranges.
     pub fn new(config: AugmentConfig) -> Self {
-        let n = IMAGE_SIZE;
-        let kernel = gaussian_kernel(config.elastic_sigma);
-        let padded = n + kernel.len() - 1;
         Augmenter {
             config,
-            scratch: vec![0.0; IMAGE_LEN],
-            kernel,
-            noise: vec![0.0; padded * padded],
-            rows: vec![0.0; padded * n],
-            field_x: vec![0.0; IMAGE_LEN],
-            field_y: vec![0.0; IMAGE_LEN],
+            kernel: gaussian_kernel(config.elastic_sigma),
+            seeds: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -161,50 +188,90 @@ impl Augmenter {
         self.config
     }
 
-    /// Transforms every 28×28 image of `images` (a whole number of images). Per image it draws,
-    /// for each transform whose magnitude is not zero and in this order: the shifts in x and y,
-    /// the angle, the scale, the shear, the two noise fields (N² values each) and the stroke
-    /// change.
+    /// Transforms every 28×28 image of `images` (a whole number of images). Draws one `u64`
+    /// seed per image from `rng`, in order (nothing when every magnitude is zero); image `i`'s
+    /// own generator then draws, for each transform whose magnitude is not zero and in this
+    /// order: the shifts in x and y, the angle, the scale, the shear, the two noise fields (N²
+    /// values each) and the stroke change.
     ///
     /// # Panics
     /// If `images.len()` is not a multiple of 784.
     pub fn apply<R: Rng + ?Sized>(&mut self, images: &mut [f32], rng: &mut R) {
         assert_eq!(images.len() % IMAGE_LEN, 0, "Augmenter: whole 28x28 images");
-        let c = self.config;
-        for image in images.chunks_exact_mut(IMAGE_LEN) {
-            let dx = symmetric(rng, c.max_shift);
-            let dy = symmetric(rng, c.max_shift);
-            let angle = symmetric(rng, c.max_rotation_degrees.to_radians());
-            let scale = 1.0 + symmetric(rng, c.max_scale);
-            let shear = symmetric(rng, c.max_shear);
-            let affine = Affine::new(dx, dy, angle, scale, shear);
-            let elastic = c.elastic_alpha > 0.0;
-            if elastic {
-                self.fill_field(rng);
-            }
-            let stroke = symmetric(rng, c.max_stroke);
-            self.scratch.copy_from_slice(image);
-            let field = elastic.then_some((&self.field_x[..], &self.field_y[..]));
-            warp(&self.scratch, image, &affine, field);
-            if stroke != 0.0 {
-                self.scratch.copy_from_slice(image);
-                change_stroke(&self.scratch, image, stroke);
-            }
+        if self.config.is_identity() {
+            return;
+        }
+        let n = images.len() / IMAGE_LEN;
+        self.seeds.clear();
+        self.seeds.extend((0..n).map(|_| rng.gen::<u64>()));
+        let per_piece = n.div_ceil(PIECES).max(1);
+        let pieces = n.div_ceil(per_piece);
+        if self.scratch.len() < pieces {
+            let scratch = Scratch::new(self.kernel.len());
+            self.scratch.resize(pieces, scratch);
+        }
+        let (config, kernel) = (self.config, &self.kernel[..]);
+        images
+            .par_chunks_mut(per_piece * IMAGE_LEN)
+            .zip(self.seeds.par_chunks(per_piece))
+            .zip(self.scratch.par_iter_mut())
+            .for_each(|((images, seeds), scratch)| {
+                for (image, &seed) in images.chunks_exact_mut(IMAGE_LEN).zip(seeds) {
+                    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                    scratch.augment(config, kernel, image, &mut rng);
+                }
+            });
+    }
+}
+
+impl Scratch {
+    /// Buffers for a Gaussian of `taps` taps.
+    fn new(taps: usize) -> Self {
+        let n = IMAGE_SIZE;
+        let padded = n + taps - 1;
+        Scratch {
+            image: vec![0.0; IMAGE_LEN],
+            noise: vec![0.0; padded * padded],
+            rows: vec![0.0; padded * n],
+            field_x: vec![0.0; IMAGE_LEN],
+            field_y: vec![0.0; IMAGE_LEN],
+        }
+    }
+
+    /// Transforms one image in place with parameters drawn from `rng` (see
+    /// [`Augmenter::apply`]).
+    fn augment(&mut self, c: AugmentConfig, kernel: &[f32], image: &mut [f32], rng: &mut impl Rng) {
+        let dx = symmetric(rng, c.max_shift);
+        let dy = symmetric(rng, c.max_shift);
+        let angle = symmetric(rng, c.max_rotation_degrees.to_radians());
+        let scale = 1.0 + symmetric(rng, c.max_scale);
+        let shear = symmetric(rng, c.max_shear);
+        let affine = Affine::new(dx, dy, angle, scale, shear);
+        let elastic = c.elastic_alpha > 0.0;
+        if elastic {
+            self.fill_field(c.elastic_alpha, kernel, rng);
+        }
+        let stroke = symmetric(rng, c.max_stroke);
+        self.image.copy_from_slice(image);
+        let field = elastic.then_some((&self.field_x[..], &self.field_y[..]));
+        warp(&self.image, image, &affine, field);
+        if stroke != 0.0 {
+            self.image.copy_from_slice(image);
+            change_stroke(&self.image, image, stroke);
         }
     }
 
     /// Draws the two displacement fields: uniform noise in [−1, 1], smoothed by the Gaussian
-    /// and scaled by α.
-    fn fill_field<R: Rng + ?Sized>(&mut self, rng: &mut R) {
-        let alpha = self.config.elastic_alpha;
+    /// `kernel` and scaled by `alpha`.
+    fn fill_field(&mut self, alpha: f32, kernel: &[f32], rng: &mut impl Rng) {
         for axis in 0..2 {
-            smooth_noise(&mut self.noise, &mut self.rows, &self.kernel, rng);
+            smooth_noise(&mut self.noise, &mut self.rows, kernel, rng);
             let field = if axis == 0 {
                 &mut self.field_x
             } else {
                 &mut self.field_y
             };
-            vertical_pass(&self.rows, &self.kernel, field);
+            vertical_pass(&self.rows, kernel, field);
             for v in field.iter_mut() {
                 *v *= alpha;
             }
@@ -477,10 +544,15 @@ mod tests {
             elastic_alpha: 34.0,
             ..AugmentConfig::NONE
         };
-        let mut a = Augmenter::new(config);
-        a.fill_field(&mut ChaCha8Rng::seed_from_u64(1));
+        let kernel = gaussian_kernel(config.elastic_sigma);
+        let mut s = Scratch::new(kernel.len());
+        s.fill_field(
+            config.elastic_alpha,
+            &kernel,
+            &mut ChaCha8Rng::seed_from_u64(1),
+        );
         let n = IMAGE_SIZE;
-        let centre = &a.field_x[10 * n + 10..10 * n + 18];
+        let centre = &s.field_x[10 * n + 10..10 * n + 18];
         let rms = (centre.iter().map(|v| v * v).sum::<f32>() / 8.0).sqrt();
         // Uniform noise (variance 1/3) smoothed by a 2-D Gaussian keeps a standard deviation of
         // about 0.577 / (2·√π·σ) = 0.041 for σ = 4; times α = 34 that is 1.4 pixels.
@@ -524,6 +596,27 @@ mod tests {
         assert_eq!(run(5), run(5));
         assert_ne!(run(5), run(6));
         assert_ne!(run(5), base);
+    }
+
+    #[test]
+    fn apply_gives_the_same_bits_on_any_number_of_threads() {
+        let base: Vec<f32> = (0..37 * IMAGE_LEN)
+            .map(|k| ((k * 7) % 13) as f32 / 13.0)
+            .collect();
+        let run = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut v = base.clone();
+            let mut a = Augmenter::new(AugmentConfig::default());
+            pool.install(|| a.apply(&mut v, &mut ChaCha8Rng::seed_from_u64(4)));
+            v
+        };
+        let one = run(1);
+        assert_ne!(one, base);
+        assert_eq!(one, run(2));
+        assert_eq!(one, run(3));
     }
 
     #[test]
