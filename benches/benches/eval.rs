@@ -76,7 +76,7 @@ fn bench(cr: &mut Criterion, source: &Source) {
     for batch in BATCHES {
         let (mut model, mut evaluator) = (model(), Evaluator::new(batch));
         group.bench_function(format!("eval_batch{batch}"), |b| {
-            b.iter(|| evaluator.evaluate(&mut model, source))
+            b.iter(|| evaluator.evaluate(&model, source))
         });
     }
     group.finish();
@@ -109,7 +109,7 @@ fn summary(source: &Source, what: &str, threads: usize) {
         let (mut model, mut evaluator) = (model(), Evaluator::new(batch));
         let mut total = 0;
         let t = median_secs(
-            &mut || total = evaluator.evaluate(&mut model, source).total,
+            &mut || total = evaluator.evaluate(&model, source).total,
             5,
             0.0,
         );

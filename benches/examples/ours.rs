@@ -52,11 +52,11 @@ fn infer(dir: &Path) -> Result<f64, String> {
     let images = mnist::locate_file(dir, mnist::TEST_IMAGES);
     let labels = mnist::locate_file(dir, mnist::TEST_LABELS);
     let source = Source(Split::read(&images, &labels).map_err(|e| e.to_string())?);
-    let mut model = LeNet5::new(LeNet5Config::default(), &mut ChaCha8Rng::seed_from_u64(0));
+    let model = LeNet5::new(LeNet5Config::default(), &mut ChaCha8Rng::seed_from_u64(0));
     let mut evaluator = Evaluator::new(1000);
     let mut seen = 0;
     let secs = median_secs(
-        &mut || seen = evaluator.evaluate(&mut model, &source).total,
+        &mut || seen = evaluator.evaluate(&model, &source).total,
         5,
         0.0,
     );

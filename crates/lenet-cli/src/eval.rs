@@ -31,7 +31,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let kind = actual_dataset(args, recorded, assumed, &dir);
     // Only the forward passes are timed: the data is already in memory.
     let started = Instant::now();
-    let eval = nn::evaluate(&mut model, &SplitSource(&test), 1000);
+    let eval = nn::evaluate(&model, &SplitSource(&test), 1000);
     let images_per_second = eval.total as f64 / started.elapsed().as_secs_f64().max(1e-9);
     let confusion = Confusion {
         counts: eval.confusion,

@@ -346,7 +346,7 @@ impl Trainer {
 
     /// Evaluates the current model on `source` (no gradients, eval batch size).
     pub fn evaluate(&mut self, source: &dyn BatchSource) -> Evaluation {
-        self.evaluator.evaluate(&mut self.model, source)
+        self.evaluator.evaluate(&self.model, source)
     }
 
     /// Runs epochs until [`Trainer::is_finished`] or until the observer's
@@ -437,8 +437,8 @@ impl Trainer {
         }
 
         observer.evaluation_started(epoch);
-        let test_eval = self.evaluator.evaluate(&mut self.model, test);
-        let val_eval = val.map(|v| self.evaluator.evaluate(&mut self.model, v));
+        let test_eval = self.evaluator.evaluate(&self.model, test);
+        let val_eval = val.map(|v| self.evaluator.evaluate(&self.model, v));
         if let Some(v) = &val_eval {
             self.track_best(epoch, v);
         }
