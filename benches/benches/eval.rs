@@ -74,7 +74,7 @@ fn bench(cr: &mut Criterion, source: &Source) {
     group.throughput(Throughput::Elements(source.len() as u64));
     group.sample_size(10);
     for batch in BATCHES {
-        let (mut model, mut evaluator) = (model(), Evaluator::new(batch));
+        let (model, mut evaluator) = (model(), Evaluator::new(batch));
         group.bench_function(format!("eval_batch{batch}"), |b| {
             b.iter(|| evaluator.evaluate(&model, source))
         });
@@ -106,7 +106,7 @@ fn summary(source: &Source, what: &str, threads: usize) {
         "eval batch", "s/pass", "images/s", "GFLOP/s"
     );
     for batch in BATCHES {
-        let (mut model, mut evaluator) = (model(), Evaluator::new(batch));
+        let (model, mut evaluator) = (model(), Evaluator::new(batch));
         let mut total = 0;
         let t = median_secs(
             &mut || total = evaluator.evaluate(&model, source).total,

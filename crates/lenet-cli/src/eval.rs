@@ -15,7 +15,7 @@ use crate::{model_file, outln};
 
 /// Runs `lenet eval`.
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let (mut model, recorded) = builtin::model_or_builtin(args.model.as_deref())?;
+    let (model, recorded) = builtin::model_or_builtin(args.model.as_deref())?;
     // The dataset: the flag, else the one the model was trained on, else MNIST.
     let assumed = match args.data.dataset {
         Some(d) => data::kind(d),
