@@ -1,7 +1,8 @@
 //! AVX2 + FMA micro-kernel for f32: a 6 × 16 tile in twelve 256-bit accumulators.
 //!
 //! The classic Haswell-era shape: per step of `k`, two B vectors of 8, six broadcasts of A and
-//! twelve fused multiply-adds, leaving registers for the operands. Edge tiles are compiled per
+//! twelve fused multiply-adds, leaving registers for the operands; the `k` loop runs four steps
+//! per iteration, and the tile's rows of C are prefetched before it starts. Edge tiles are compiled per
 //! row count (`R`) and vector count (`NV`); partial columns use masked loads and stores.
 
 use super::kernel::{write_tile, MicroKernel};
@@ -52,6 +53,50 @@ impl MicroKernel<f32> for Avx2 {
     }
 }
 
+/// Asks for the `R` rows of a row-major C tile (`cols` wide) in L1 before the `k` loop starts,
+/// so that the final read-modify-write of C does not wait on L2/L3: C rows sit far apart
+/// (a row stride each), where the hardware prefetcher does not follow.
+#[inline(always)]
+fn prefetch_c_rows<const R: usize>(c: *mut f32, rsc: isize, cols: usize) {
+    for r in 0..R {
+        // Prefetches never fault; `wrapping_*` keeps the address arithmetic defined even if
+        // it were out of bounds (it is not: the tile contract covers these elements).
+        let first = c.wrapping_offset(r as isize * rsc);
+        let last = first.wrapping_add(cols - 1);
+        // SAFETY: a prefetch is only a hint; it reads nothing architecturally.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(first.cast_const().cast());
+            _mm_prefetch::<_MM_HINT_T0>(last.cast_const().cast());
+        }
+    }
+}
+
+/// One step of `k`: `acc[r][v] += A[r] · B[v]` for the `R` rows and `NV` vectors of the tile.
+///
+/// # Safety
+/// `ap` points to `R` readable values, `bp` to `NV · 8`; AVX2+FMA.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn step<const R: usize, const NV: usize>(
+    acc: &mut [[__m256; NV]; R],
+    ap: *const f32,
+    bp: *const f32,
+) {
+    // SAFETY: the reads are the ones the contract allows.
+    unsafe {
+        let mut bv = [_mm256_setzero_ps(); NV];
+        for v in 0..NV {
+            bv[v] = _mm256_loadu_ps(bp.add(v * LANES));
+        }
+        for r in 0..R {
+            let ar = _mm256_broadcast_ss(&*ap.add(r));
+            for v in 0..NV {
+                acc[r][v] = _mm256_fmadd_ps(ar, bv[v], acc[r][v]);
+            }
+        }
+    }
+}
+
 /// The `R`-row, `NV`-vector tile.
 ///
 /// # Safety
@@ -69,23 +114,26 @@ unsafe fn tile_rn<const R: usize, const NV: usize>(
     csc: isize,
     cols: usize,
 ) {
+    if csc == 1 {
+        prefetch_c_rows::<R>(c, rsc, cols);
+    }
     let mut acc = [[_mm256_setzero_ps(); NV]; R];
-    for p in 0..k {
-        // SAFETY: step p of the B panel holds NV·8 readable values and step p of the A panel
-        // MR ≥ R values (tile contract).
+    // Four steps per iteration: the loop counter and pointer updates are paid once per four.
+    let (mut ap, mut bp) = (a, b);
+    for _ in 0..k / 4 {
+        // SAFETY: steps p..p + 4 are inside both panels (tile contract); AVX2+FMA enabled.
         unsafe {
-            let bp = b.offset(p as isize * b_ks);
-            let mut bv = [_mm256_setzero_ps(); NV];
-            for v in 0..NV {
-                bv[v] = _mm256_loadu_ps(bp.add(v * LANES));
+            for s in 0..4 {
+                step::<R, NV>(&mut acc, ap.add(s * MR), bp.offset(s as isize * b_ks));
             }
-            let ap = a.add(p * MR);
-            for r in 0..R {
-                let ar = _mm256_broadcast_ss(&*ap.add(r));
-                for v in 0..NV {
-                    acc[r][v] = _mm256_fmadd_ps(ar, bv[v], acc[r][v]);
-                }
-            }
+            (ap, bp) = (ap.add(4 * MR), bp.offset(4 * b_ks));
+        }
+    }
+    for _ in 0..k % 4 {
+        // SAFETY: as above, one step.
+        unsafe {
+            step::<R, NV>(&mut acc, ap, bp);
+            (ap, bp) = (ap.add(MR), bp.offset(b_ks));
         }
     }
 
