@@ -125,7 +125,7 @@ pub(super) unsafe fn gemm_serial<T: Scalar, K: MicroKernel<T>>(
     debug_assert_eq!(b.dim(), (k, n));
     let (mr, nr) = (K::MR, K::NR);
     let plan = Plan::new::<T, K>(k);
-    let direct_b = b_in_place.filter(|bm| in_place_pays::<T, K>(bm, m));
+    let direct_b = b_in_place.filter(|bm| in_place_pays::<T, K>(bm, m, plan.blk.mc));
     let a_len = plan.a_len(plan.blk.mc.min(m), mr);
     let b_len = match direct_b {
         Some(_) => nr * plan.kc_max,
@@ -160,10 +160,11 @@ pub(super) unsafe fn gemm_serial<T: Scalar, K: MicroKernel<T>>(
     });
 }
 
-/// Whether reading B in place beats packing it: its rows are contiguous and C has so few rows
-/// that each B element is used too few times for packing to pay for itself.
-fn in_place_pays<T, K: MicroKernel<T>>(b: &MatRef<T>, m: usize) -> bool {
-    b.cs == 1 && m <= K::DIRECT_B_MAX_M
+/// Whether reading B in place beats packing it: its rows are contiguous, C has at most
+/// `K::DIRECT_B_MAX_M` rows, and A fits in one block of `mc` rows, so that each B panel is read
+/// from memory once either way and packing it would only add a copy.
+fn in_place_pays<T, K: MicroKernel<T>>(b: &MatRef<T>, m: usize, mc: usize) -> bool {
+    b.cs == 1 && m <= K::DIRECT_B_MAX_M.min(mc)
 }
 
 /// Where the micro-kernel reads B for one `kc × nc` block.
@@ -264,7 +265,8 @@ pub(super) unsafe fn gemm_parallel<T: Scalar, K: MicroKernel<T>>(
     let (m, k) = (a.rows, a.cols);
     let n = b.dim().1;
     let (mr, nr) = (K::MR, K::NR);
-    if let Some(bm) = b_in_place.filter(|bm| in_place_pays::<T, K>(bm, m)) {
+    let plan = Plan::new::<T, K>(k);
+    if let Some(bm) = b_in_place.filter(|bm| in_place_pays::<T, K>(bm, m, plan.blk.mc)) {
         // B read in place: nothing to share. Column pieces, each a serial product.
         let width = n.div_ceil(2 * threads).next_multiple_of(nr);
         let (bm, a, c) = (Shared(bm), Shared(a), Shared(c));
@@ -286,7 +288,6 @@ pub(super) unsafe fn gemm_parallel<T: Scalar, K: MicroKernel<T>>(
             }
         });
     }
-    let plan = Plan::new::<T, K>(k);
     let rows = RowPieces::new(m, mr, plan.blk.mc, threads);
     // When C has fewer row tiles than threads, columns are cut too.
     let col_pieces = threads.div_ceil(rows.count);
