@@ -221,14 +221,14 @@ impl Route {
         if TypeId::of::<T>() != TypeId::of::<f32>() || !contiguous_k {
             return Route::Packed;
         }
-        let (m, k) = a.dim();
-        let small = m.min(b.ncols());
+        let small = a.nrows().min(b.ncols());
         match kernel {
             // 16-lane dot products beat transposing both operands at every LeNet shape.
             GemmKernel::Avx512 => Route::Dot,
-            // With 8 lanes the packed kernel wins once both sides are large (measured on the
-            // LeNet shapes: e.g. 256×120×400 packed, 32×84×120 and 256×10×84 dot).
-            GemmKernel::Avx2 if small <= 16 || (small <= 32 && k <= 256) => Route::Dot,
+            // With 8 lanes the packed route (with the 8 × 8 tile for this layout up to 128
+            // rows) wins unless one side is very short (measured on the LeNet shapes: e.g.
+            // 16×150×100 and 32×84×120 packed, 6×25×784 and 32×10×84 dot).
+            GemmKernel::Avx2 if small <= 12 => Route::Dot,
             _ => Route::Packed,
         }
     }
@@ -422,6 +422,9 @@ unsafe fn gemm_packed<T: Scalar>(
                     run::<f32, kernel_avx512::Avx512>(threads, alpha, a, &b, b_in_place, beta, c)
                 }
                 #[cfg(target_arch = "x86_64")]
+                GemmKernel::Avx2 if avx2_narrow_pays(a, b_in_place) => {
+                    run::<f32, kernel_avx2::Avx2Narrow>(threads, alpha, a, &b, b_in_place, beta, c)
+                }
                 GemmKernel::Avx2 => {
                     run::<f32, kernel_avx2::Avx2>(threads, alpha, a, &b, b_in_place, beta, c)
                 }
@@ -446,6 +449,15 @@ unsafe fn gemm_packed<T: Scalar>(
             }
         }
     }
+}
+
+/// Whether an f32 product on the AVX2 packed route takes the 8 × 8 tile: B is a matrix with
+/// contiguous columns (the `A·Bᵀ` layout) and C has at most `NARROW_MAX_M` rows. Sources that
+/// pack B themselves always get the 6 × 16 tile that [`tile_shape`] reports.
+#[cfg(target_arch = "x86_64")]
+fn avx2_narrow_pays(a: MatRef<f32>, b_in_place: Option<MatRef<f32>>) -> bool {
+    let column_major = b_in_place.is_some_and(|b| b.rs == 1 && b.cs != 1);
+    column_major && a.rows <= kernel_avx2::NARROW_MAX_M
 }
 
 /// `C = beta·C` (the product term is zero); with `beta == 0` the old contents are ignored.
@@ -484,4 +496,62 @@ pub fn matmul<T: Scalar>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>) -> Array2<T
 #[track_caller]
 pub fn matmul_into<T: Scalar>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>, c: ArrayViewMut2<'_, T>) {
     gemm(T::one(), a, b, T::zero(), c);
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-1, 1) that are not short binary fractions.
+    fn values(rows: usize, cols: usize, seed: usize) -> Array2<f32> {
+        Array2::from_shape_fn((rows, cols), |(i, j)| {
+            ((i * 131 + j * 71 + seed * 17) % 97) as f32 / 48.5 - 1.0 + 1e-3 * (j % 7) as f32
+        })
+    }
+
+    /// On AVX2 an `A·Bᵀ` product of up to 128 rows takes the 8 × 8 tile and the same product
+    /// with row-major B the 6 × 16 one (B read in place): the bits must agree, for odd sizes
+    /// with edge tiles in both directions, several KC blocks, beta ≠ 0 and a strided C.
+    #[test]
+    fn avx2_tile_shapes_give_the_same_bits() {
+        if !GemmKernel::Avx2.is_supported() {
+            eprintln!("skipped: this CPU has no AVX2+FMA");
+            return;
+        }
+        for (m, n, k) in [(37, 53, 300), (128, 21, 17), (13, 130, 520), (100, 100, 1)] {
+            let a = values(m, k, 1);
+            let b_row = values(k, n, 2);
+            let b_col = b_row.t().as_standard_layout().into_owned();
+            let (ad, bd) = (MatRef::from_view(&a.view()), MatRef::from_view(&b_col.t()));
+            assert!(
+                k == 1 || avx2_narrow_pays(ad, Some(bd)),
+                "{m}x{n}x{k}: narrow tile expected"
+            );
+            assert_eq!(
+                Route::choose(GemmKernel::Avx2, &a.view(), &b_col.t()),
+                Route::Packed
+            );
+            let c0 = values(n, m, 3);
+            let run = |b: ArrayView2<'_, f32>| {
+                let mut c = c0.clone();
+                let par = Parallelism::CallingThread;
+                gemm_with(
+                    GemmKernel::Avx2,
+                    par,
+                    0.75,
+                    a.view(),
+                    b,
+                    -0.5,
+                    c.view_mut().reversed_axes(),
+                );
+                c
+            };
+            let (wide, narrow) = (run(b_row.view()), run(b_col.t()));
+            let same = wide
+                .iter()
+                .zip(&narrow)
+                .all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "{m}x{n}x{k}: the 8 × 8 and 6 × 16 tiles differ");
+        }
+    }
 }
