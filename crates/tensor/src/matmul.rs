@@ -8,7 +8,9 @@
 //! A hand-written GEMM in the style of BLIS / `matrixmultiply`, one concept per file under
 //! `matmul/`:
 //! - `driver`: cache blocking. `k` is cut in blocks of `KC`, A in blocks of `MC` rows, B in
-//!   blocks of `NC` columns; for very short products (few rows of C), B is read in place;
+//!   blocks of `NC` columns. When A fits in one block of `MC` rows (and has at most the
+//!   kernel's `DIRECT_B_MAX_M` rows) and B's rows are contiguous, B is read in place: each
+//!   panel is read from memory once either way, and packing would only add a copy;
 //! - `cache`: the cache sizes, read at run time from Linux's sysfs (fallback: 32 KiB L1d,
 //!   512 KiB L2, 2 MiB of L3 per core), and `MC`, `NC` derived from them: a packed A block fills
 //!   about a third of L2, a packed B block about half of this core's share of L3;
@@ -21,16 +23,20 @@
 //!   it writes into an ordinary slice, so a wrong implementation gives wrong numbers, never
 //!   undefined behaviour;
 //! - `kernel_*`: the micro-kernels, which keep an `MR × NR` tile of C in registers for the whole
-//!   `k` loop and apply `alpha`/`beta` when writing it (partial edge tiles included);
+//!   `k` loop and apply `alpha`/`beta` when writing it (partial edge tiles included). AVX2 has
+//!   two tile shapes from one source: 6 × 16, and 8 × 8 for `A·Bᵀ` products of up to 128 rows
+//!   (fewer columns to interleave when packing a column-major B, fewer partial tiles at the
+//!   LeNet sizes); every element gets the same chain of FMAs in both;
 //! - `dot_avx512`, `dot_avx2`: products whose A rows and B columns are both contiguous (`x·Wᵀ`
 //!   of row-major arrays, as in linear layers and convolution weight gradients) skip packing
 //!   altogether: a 4 × 4 (AVX-512) or 3 × 4 (AVX2) tile of dot products read straight from the
-//!   operands;
+//!   operands. AVX2 takes this route only when C has at most 12 rows or columns;
 //! - `dispatch`: picks the kernel from the CPU's features at run time ([`GemmKernel`]);
 //! - `parallel`: splits products above about 8 megaflops over rayon's threads, by rows or
 //!   columns of C — never along `k` — so results are bit-identical for any thread count. On
-//!   the packed route the threads share one packed copy of each B block and each packs only
-//!   its own rows of A; they meet once per B block. [`gemm_with`] with
+//!   the packed route the threads share one packed copy of each B block (each packing a run of
+//!   its panels), then each packs only its own rows of A, in pieces of equal work; they meet
+//!   twice per B block. [`gemm_with`] with
 //!   [`Parallelism::CallingThread`] skips all this and makes no rayon call, for callers that
 //!   already parallelise over a batch;
 //! - `scratch`: per-thread packing buffers that grow once, so a call allocates nothing in
@@ -39,7 +45,7 @@
 //! | kernel (`f32`)     | tile `MR × NR` | `KC` | `MC` (512 KiB L2) | `NC` (≥ 8 MiB L3/core) |
 //! |--------------------|----------------|------|-------------------|------------------------|
 //! | `avx512` (AVX-512F)| 8 × 32         | 256  | 168               | 4096                   |
-//! | `avx2` (AVX2+FMA)  | 6 × 16         | 256  | 168               | 4096                   |
+//! | `avx2` (AVX2+FMA)  | 6 × 16, 8 × 8  | 256  | 168               | 4096                   |
 //! | `portable`         | 4 × 8          | 256  | 168               | 4096                   |
 //!
 //! `f64` (used for gradient checks) runs the portable kernel's source compiled for the selected
