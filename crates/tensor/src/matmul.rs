@@ -8,7 +8,9 @@
 //! A hand-written GEMM in the style of BLIS / `matrixmultiply`, one concept per file under
 //! `matmul/`:
 //! - `driver`: cache blocking. `k` is cut in blocks of `KC`, A in blocks of `MC` rows, B in
-//!   blocks of `NC` columns; for very short products (few rows of C), B is read in place;
+//!   blocks of `NC` columns. When A fits in one block of `MC` rows (and has at most the
+//!   kernel's `DIRECT_B_MAX_M` rows) and B's rows are contiguous, B is read in place: each
+//!   panel is read from memory once either way, and packing would only add a copy;
 //! - `cache`: the cache sizes, read at run time from Linux's sysfs (fallback: 32 KiB L1d,
 //!   512 KiB L2, 2 MiB of L3 per core), and `MC`, `NC` derived from them: a packed A block fills
 //!   about a third of L2, a packed B block about half of this core's share of L3;
@@ -21,16 +23,20 @@
 //!   it writes into an ordinary slice, so a wrong implementation gives wrong numbers, never
 //!   undefined behaviour;
 //! - `kernel_*`: the micro-kernels, which keep an `MR × NR` tile of C in registers for the whole
-//!   `k` loop and apply `alpha`/`beta` when writing it (partial edge tiles included);
+//!   `k` loop and apply `alpha`/`beta` when writing it (partial edge tiles included). AVX2 has
+//!   two tile shapes from one source: 6 × 16, and 8 × 8 for `A·Bᵀ` products of up to 128 rows
+//!   (fewer columns to interleave when packing a column-major B, fewer partial tiles at the
+//!   LeNet sizes); every element gets the same chain of FMAs in both;
 //! - `dot_avx512`, `dot_avx2`: products whose A rows and B columns are both contiguous (`x·Wᵀ`
 //!   of row-major arrays, as in linear layers and convolution weight gradients) skip packing
 //!   altogether: a 4 × 4 (AVX-512) or 3 × 4 (AVX2) tile of dot products read straight from the
-//!   operands;
+//!   operands. AVX2 takes this route only when C has at most 12 rows or columns;
 //! - `dispatch`: picks the kernel from the CPU's features at run time ([`GemmKernel`]);
 //! - `parallel`: splits products above about 8 megaflops over rayon's threads, by rows or
 //!   columns of C — never along `k` — so results are bit-identical for any thread count. On
-//!   the packed route the threads share one packed copy of each B block and each packs only
-//!   its own rows of A; they meet once per B block. [`gemm_with`] with
+//!   the packed route the threads share one packed copy of each B block (each packing a run of
+//!   its panels), then each packs only its own rows of A, in pieces of equal work; they meet
+//!   twice per B block. [`gemm_with`] with
 //!   [`Parallelism::CallingThread`] skips all this and makes no rayon call, for callers that
 //!   already parallelise over a batch;
 //! - `scratch`: per-thread packing buffers that grow once, so a call allocates nothing in
@@ -39,7 +45,7 @@
 //! | kernel (`f32`)     | tile `MR × NR` | `KC` | `MC` (512 KiB L2) | `NC` (≥ 8 MiB L3/core) |
 //! |--------------------|----------------|------|-------------------|------------------------|
 //! | `avx512` (AVX-512F)| 8 × 32         | 256  | 168               | 4096                   |
-//! | `avx2` (AVX2+FMA)  | 6 × 16         | 256  | 168               | 4096                   |
+//! | `avx2` (AVX2+FMA)  | 6 × 16, 8 × 8  | 256  | 168               | 4096                   |
 //! | `portable`         | 4 × 8          | 256  | 168               | 4096                   |
 //!
 //! `f64` (used for gradient checks) runs the portable kernel's source compiled for the selected
@@ -221,14 +227,14 @@ impl Route {
         if TypeId::of::<T>() != TypeId::of::<f32>() || !contiguous_k {
             return Route::Packed;
         }
-        let (m, k) = a.dim();
-        let small = m.min(b.ncols());
+        let small = a.nrows().min(b.ncols());
         match kernel {
             // 16-lane dot products beat transposing both operands at every LeNet shape.
             GemmKernel::Avx512 => Route::Dot,
-            // With 8 lanes the packed kernel wins once both sides are large (measured on the
-            // LeNet shapes: e.g. 256×120×400 packed, 32×84×120 and 256×10×84 dot).
-            GemmKernel::Avx2 if small <= 16 || (small <= 32 && k <= 256) => Route::Dot,
+            // With 8 lanes the packed route (with the 8 × 8 tile for this layout up to 128
+            // rows) wins unless one side is very short (measured on the LeNet shapes: e.g.
+            // 16×150×100 and 32×84×120 packed, 6×25×784 and 32×10×84 dot).
+            GemmKernel::Avx2 if small <= 12 => Route::Dot,
             _ => Route::Packed,
         }
     }
@@ -422,6 +428,9 @@ unsafe fn gemm_packed<T: Scalar>(
                     run::<f32, kernel_avx512::Avx512>(threads, alpha, a, &b, b_in_place, beta, c)
                 }
                 #[cfg(target_arch = "x86_64")]
+                GemmKernel::Avx2 if avx2_narrow_pays(a, b_in_place) => {
+                    run::<f32, kernel_avx2::Avx2Narrow>(threads, alpha, a, &b, b_in_place, beta, c)
+                }
                 GemmKernel::Avx2 => {
                     run::<f32, kernel_avx2::Avx2>(threads, alpha, a, &b, b_in_place, beta, c)
                 }
@@ -446,6 +455,15 @@ unsafe fn gemm_packed<T: Scalar>(
             }
         }
     }
+}
+
+/// Whether an f32 product on the AVX2 packed route takes the 8 × 8 tile: B is a matrix with
+/// contiguous columns (the `A·Bᵀ` layout) and C has at most `NARROW_MAX_M` rows. Sources that
+/// pack B themselves always get the 6 × 16 tile that [`tile_shape`] reports.
+#[cfg(target_arch = "x86_64")]
+fn avx2_narrow_pays(a: MatRef<f32>, b_in_place: Option<MatRef<f32>>) -> bool {
+    let column_major = b_in_place.is_some_and(|b| b.rs == 1 && b.cs != 1);
+    column_major && a.rows <= kernel_avx2::NARROW_MAX_M
 }
 
 /// `C = beta·C` (the product term is zero); with `beta == 0` the old contents are ignored.
@@ -484,4 +502,62 @@ pub fn matmul<T: Scalar>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>) -> Array2<T
 #[track_caller]
 pub fn matmul_into<T: Scalar>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>, c: ArrayViewMut2<'_, T>) {
     gemm(T::one(), a, b, T::zero(), c);
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-1, 1) that are not short binary fractions.
+    fn values(rows: usize, cols: usize, seed: usize) -> Array2<f32> {
+        Array2::from_shape_fn((rows, cols), |(i, j)| {
+            ((i * 131 + j * 71 + seed * 17) % 97) as f32 / 48.5 - 1.0 + 1e-3 * (j % 7) as f32
+        })
+    }
+
+    /// On AVX2 an `A·Bᵀ` product of up to 128 rows takes the 8 × 8 tile and the same product
+    /// with row-major B the 6 × 16 one (B read in place): the bits must agree, for odd sizes
+    /// with edge tiles in both directions, several KC blocks, beta ≠ 0 and a strided C.
+    #[test]
+    fn avx2_tile_shapes_give_the_same_bits() {
+        if !GemmKernel::Avx2.is_supported() {
+            eprintln!("skipped: this CPU has no AVX2+FMA");
+            return;
+        }
+        for (m, n, k) in [(37, 53, 300), (128, 21, 17), (13, 130, 520), (100, 100, 1)] {
+            let a = values(m, k, 1);
+            let b_row = values(k, n, 2);
+            let b_col = b_row.t().as_standard_layout().into_owned();
+            let (ad, bd) = (MatRef::from_view(&a.view()), MatRef::from_view(&b_col.t()));
+            assert!(
+                k == 1 || avx2_narrow_pays(ad, Some(bd)),
+                "{m}x{n}x{k}: narrow tile expected"
+            );
+            assert_eq!(
+                Route::choose(GemmKernel::Avx2, &a.view(), &b_col.t()),
+                Route::Packed
+            );
+            let c0 = values(n, m, 3);
+            let run = |b: ArrayView2<'_, f32>| {
+                let mut c = c0.clone();
+                let par = Parallelism::CallingThread;
+                gemm_with(
+                    GemmKernel::Avx2,
+                    par,
+                    0.75,
+                    a.view(),
+                    b,
+                    -0.5,
+                    c.view_mut().reversed_axes(),
+                );
+                c
+            };
+            let (wide, narrow) = (run(b_row.view()), run(b_col.t()));
+            let same = wide
+                .iter()
+                .zip(&narrow)
+                .all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "{m}x{n}x{k}: the 8 × 8 and 6 × 16 tiles differ");
+        }
+    }
 }

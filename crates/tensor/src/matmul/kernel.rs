@@ -20,8 +20,9 @@ pub(super) trait MicroKernel<T> {
     /// that a `KC × NR` panel of B stays in L1 while the tiles of an A block stream past it.
     /// The other block sizes come from the cache sizes at run time (`cache::Blocking`).
     const KC: usize;
-    /// Up to this many rows of C, B is read in place when its rows are contiguous: with so few
-    /// rows each B element is used too few times for packing to pay for itself.
+    /// Up to this many rows of C (and at most one block of A, `MC` rows), B is read in place
+    /// when its rows are contiguous: each B panel is then read from memory once either way, so
+    /// packing it would only add a copy.
     const DIRECT_B_MAX_M: usize;
 
     /// `C[..rows, ..cols] = alpha · A_panel · B_panel + beta · C[..rows, ..cols]`;

@@ -62,19 +62,6 @@ impl<T> MatRef<T> {
         // SAFETY: within (or one past) the described matrix by the caller's contract.
         unsafe { self.ptr.offset(i as isize * self.rs + j as isize * self.cs) }
     }
-
-    /// Reads element `(i, j)`.
-    ///
-    /// # Safety
-    /// `i < self.rows`, `j < self.cols`, and the described memory is readable.
-    #[inline(always)]
-    pub unsafe fn get(self, i: usize, j: usize) -> T
-    where
-        T: Copy,
-    {
-        // SAFETY: in bounds by the caller's contract.
-        unsafe { *self.ptr.offset(i as isize * self.rs + j as isize * self.cs) }
-    }
 }
 
 /// A writable `rows × cols` matrix: element `(i, j)` lives at `ptr + i·rs + j·cs`.

@@ -24,33 +24,13 @@ pub(super) unsafe fn pack_a<T: Scalar>(src: MatRef<T>, mr: usize, dst: &mut [T])
         let rows = mr.min(mc - i0);
         // SAFETY: the block starts inside `src` and has `rows` rows.
         let blk = unsafe { src.block(i0, 0, rows, kc) };
+        // SAFETY (both branches): `rows` rows of `kc` readable elements at (rs, cs).
         if rows == mr && blk.rs == 1 {
             // Column-major A (e.g. a `.t()` view): each step's MR values are contiguous.
-            for (p, step) in panel.chunks_exact_mut(mr).enumerate() {
-                // SAFETY: column p of the block holds MR contiguous readable elements.
-                let col =
-                    unsafe { std::slice::from_raw_parts(blk.ptr.offset(p as isize * blk.cs), mr) };
-                step.copy_from_slice(col);
-            }
-        } else if rows == mr {
-            // Row-major A: interleave MR rows (a transpose), with the width known at compile time.
-            // SAFETY: full panel: MR rows of kc readable elements.
-            unsafe { interleave(blk.ptr, blk.rs, blk.cs, kc, mr, panel) };
+            unsafe { copy_steps(blk.ptr, blk.cs, kc, mr, panel) };
         } else {
-            // Edge panel or general strides: walk each source row once and scatter it down the
-            // panel; pad missing rows with zeros.
-            for r in 0..mr {
-                if r < rows {
-                    for p in 0..kc {
-                        // SAFETY: (r, p) is inside the block.
-                        panel[p * mr + r] = unsafe { blk.get(r, p) };
-                    }
-                } else {
-                    for p in 0..kc {
-                        panel[p * mr + r] = T::zero();
-                    }
-                }
-            }
+            // Row-major A, an edge panel or general strides: interleave the rows (a transpose).
+            unsafe { interleave(blk.ptr, blk.rs, blk.cs, kc, mr, rows, panel) };
         }
     }
 }
@@ -69,66 +49,102 @@ pub(super) unsafe fn pack_b<T: Scalar>(src: MatRef<T>, nr: usize, dst: &mut [T])
         let cols = nr.min(nc - j0);
         // SAFETY: the block starts inside `src` and has `cols` columns.
         let blk = unsafe { src.block(0, j0, kc, cols) };
-        // SAFETY (both branches): every (p, j) read is inside the block.
-        if blk.cs == 1 {
-            // Row-major B: each step is a contiguous run of `cols` values.
-            for (p, step) in panel.chunks_exact_mut(nr).enumerate() {
-                let row = unsafe {
-                    std::slice::from_raw_parts(blk.ptr.offset(p as isize * blk.rs), cols)
-                };
-                step[..cols].copy_from_slice(row);
-                step[cols..].fill(T::zero());
-            }
-        } else if cols == nr {
-            // Column-major B (a `.t()` view): interleave NR columns, width known at compile time.
-            unsafe { interleave(blk.ptr, blk.cs, blk.rs, kc, nr, panel) };
+        // SAFETY (both branches): `cols` columns of `kc` readable elements at (rs, cs).
+        if cols == nr && blk.cs == 1 {
+            // Row-major B: each step is a contiguous run of NR values.
+            unsafe { copy_steps(blk.ptr, blk.rs, kc, nr, panel) };
         } else {
-            // Edge panel: walk each source column once and scatter it across the panel.
-            for j in 0..nr {
-                if j < cols {
-                    for p in 0..kc {
-                        panel[p * nr + j] = unsafe { blk.get(p, j) };
-                    }
-                } else {
-                    for p in 0..kc {
-                        panel[p * nr + j] = T::zero();
-                    }
-                }
-            }
+            // Column-major B (a `.t()` view), an edge panel or general strides: interleave the
+            // columns.
+            unsafe { interleave(blk.ptr, blk.cs, blk.rs, kc, nr, cols, panel) };
         }
     }
 }
 
-/// Interleaves `w` source lines into a full panel: `panel[p · w + l] = src[l · line + p · step]`
-/// for `l < w`, `p < kc`. Dispatches to a version with `w` fixed at compile time (the kernels'
-/// MR and NR), so the lane loop unrolls into straight loads and one contiguous store per step.
+/// Calls `$f::<T, W>($args)` with `W` the compile-time constant equal to `$w` for the kernels'
+/// panel widths (their MR and NR), so the per-step copies unroll into straight loads and
+/// stores; any other width runs `$fallback`.
+macro_rules! with_width {
+    ($w:expr, $f:ident ($($arg:expr),*), $fallback:expr) => {
+        match $w {
+            4 => $f::<T, 4>($($arg),*),
+            6 => $f::<T, 6>($($arg),*),
+            8 => $f::<T, 8>($($arg),*),
+            16 => $f::<T, 16>($($arg),*),
+            32 => $f::<T, 32>($($arg),*),
+            _ => $fallback,
+        }
+    };
+}
+
+/// Copies `kc` runs of `w` contiguous values into a full panel:
+/// `panel[p · w .. (p + 1) · w] = src[p · step .. p · step + w]` for `p < kc`.
 ///
 /// # Safety
-/// Every `src + l · line + p · step` is readable; `panel.len() == kc · w`.
+/// Every `src + p · step + l` (`l < w`, `p < kc`) is readable; `panel.len() == kc · w`.
+unsafe fn copy_steps<T: Scalar>(src: *const T, step: isize, kc: usize, w: usize, panel: &mut [T]) {
+    // SAFETY (all arms): forwarded contract.
+    unsafe {
+        with_width!(w, copy_steps_n(src, step, kc, panel), {
+            for (p, out) in panel.chunks_exact_mut(w).enumerate() {
+                out.copy_from_slice(std::slice::from_raw_parts(src.offset(p as isize * step), w));
+            }
+        })
+    }
+}
+
+/// [`copy_steps`] for a compile-time width `W`.
+///
+/// # Safety
+/// As for [`copy_steps`] with `w == W`.
+#[inline(always)]
+unsafe fn copy_steps_n<T: Scalar, const W: usize>(
+    src: *const T,
+    step: isize,
+    kc: usize,
+    panel: &mut [T],
+) {
+    for (p, out) in panel[..kc * W].chunks_exact_mut(W).enumerate() {
+        // SAFETY: the W values of step p are readable (forwarded contract); `[T; W]` has the
+        // alignment of `T`, and the read is unaligned-safe anyway.
+        let run = unsafe {
+            src.offset(p as isize * step)
+                .cast::<[T; W]>()
+                .read_unaligned()
+        };
+        out.copy_from_slice(&run);
+    }
+}
+
+/// Interleaves `lines` source lines into a `w`-wide panel and zero-fills the rest:
+/// `panel[p · w + l] = src[l · line + p · step]` for `l < lines`, `0` for `lines <= l < w`,
+/// `p < kc`.
+///
+/// # Safety
+/// `1 <= lines <= w`; every `src + l · line + p · step` (`l < lines`, `p < kc`) is readable;
+/// `panel.len() == kc · w`.
 unsafe fn interleave<T: Scalar>(
     src: *const T,
     line: isize,
     step: isize,
     kc: usize,
     w: usize,
+    lines: usize,
     panel: &mut [T],
 ) {
     // SAFETY (all arms): forwarded contract.
     unsafe {
-        match w {
-            4 => interleave_n::<T, 4>(src, line, step, kc, panel),
-            6 => interleave_n::<T, 6>(src, line, step, kc, panel),
-            8 => interleave_n::<T, 8>(src, line, step, kc, panel),
-            16 => interleave_n::<T, 16>(src, line, step, kc, panel),
-            32 => interleave_n::<T, 32>(src, line, step, kc, panel),
-            _ => {
-                for (p, out) in panel.chunks_exact_mut(w).enumerate() {
-                    for (l, x) in out.iter_mut().enumerate() {
-                        *x = *src.offset(l as isize * line + p as isize * step);
-                    }
+        with_width!(w, interleave_n(src, line, step, kc, lines, panel), {
+            for (p, out) in panel.chunks_exact_mut(w).enumerate() {
+                for (l, x) in out.iter_mut().enumerate() {
+                    *x = if l < lines {
+                        *src.offset(l as isize * line + p as isize * step)
+                    } else {
+                        T::zero()
+                    };
                 }
             }
-        }
+        })
     }
 }
 
@@ -142,13 +158,33 @@ unsafe fn interleave_n<T: Scalar, const W: usize>(
     line: isize,
     step: isize,
     kc: usize,
+    lines: usize,
     panel: &mut [T],
 ) {
-    // SAFETY: line l starts inside the source (forwarded contract).
-    let starts: [*const T; W] = std::array::from_fn(|l| unsafe { src.offset(l as isize * line) });
-    for (p, out) in panel[..kc * W].chunks_exact_mut(W).enumerate() {
-        // SAFETY: element p of every line is readable (forwarded contract).
-        let vals: [T; W] = std::array::from_fn(|l| unsafe { *starts[l].offset(p as isize * step) });
-        out.copy_from_slice(&vals);
+    // Missing lines start at the last real one, so that every pointer stays inside the source;
+    // they are never read.
+    let starts: [*const T; W] =
+        // SAFETY: line min(l, lines - 1) starts inside the source (forwarded contract).
+        std::array::from_fn(|l| unsafe { src.offset(l.min(lines - 1) as isize * line) });
+    let panel = &mut panel[..kc * W];
+    if lines == W {
+        for (p, out) in panel.chunks_exact_mut(W).enumerate() {
+            // SAFETY: element p of every line is readable (forwarded contract).
+            let vals: [T; W] =
+                std::array::from_fn(|l| unsafe { *starts[l].offset(p as isize * step) });
+            out.copy_from_slice(&vals);
+        }
+    } else {
+        for (p, out) in panel.chunks_exact_mut(W).enumerate() {
+            let vals: [T; W] = std::array::from_fn(|l| {
+                if l < lines {
+                    // SAFETY: element p of a real line is readable (forwarded contract).
+                    unsafe { *starts[l].offset(p as isize * step) }
+                } else {
+                    T::zero()
+                }
+            });
+            out.copy_from_slice(&vals);
+        }
     }
 }
