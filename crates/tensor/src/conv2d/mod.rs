@@ -30,6 +30,8 @@
 //! method is forced on a geometry it does not support.
 
 mod direct;
+#[cfg(target_arch = "x86_64")]
+mod direct_avx2;
 mod im2col;
 
 use crate::parallel::{with_standard_slice_mut, PAR_MIN_WORK};
@@ -141,12 +143,21 @@ impl<T: Scalar> Conv2dWorkspace<T> {
 /// pass checks them. It cannot know whether the input *values* changed since: the caller keeps
 /// the input untouched between the two calls (a layer's forward input normally is). It grows to
 /// `n·c·kh·kw·oh·ow` scalars and is reused.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Conv2dCache<T> {
+    /// What the backward pass of `method` reads, for every image of the batch.
     kept: Vec<T>,
-    /// Per-chunk scratch of the forward pass (zero-padded image or rows).
+    /// Per-chunk scratch of the forward pass (im2col: a zero-padded image; direct: the
+    /// regrouped weights).
     pads: Vec<T>,
+    method: Conv2dMethod,
     filled_for: Option<CacheKey>,
+}
+
+impl<T: Scalar> Default for Conv2dCache<T> {
+    fn default() -> Self {
+        Conv2dCache::new()
+    }
 }
 
 /// What a [`Conv2dCache`] was filled for: input dims, weight dims, parameters.
@@ -167,6 +178,7 @@ impl<T: Scalar> Conv2dCache<T> {
         Conv2dCache {
             kept: Vec::new(),
             pads: Vec::new(),
+            method: Conv2dMethod::Im2col,
             filled_for: None,
         }
     }
@@ -371,23 +383,25 @@ impl Conv2dMethod {
         }
     }
 
-    /// The method the plain backward entry point uses: [`Im2col`](Self::Im2col) for every
-    /// geometry. The direct weight gradient is correct (and reachable through
-    /// [`conv2d_backward_into_with`]) but measured slower than im2col's on LeNet-5's conv1
-    /// (0.6–0.9× at batch 32 and 256, `benches/benches/conv2d.rs`), so it is not chosen.
+    /// The method the plain backward entry point uses: the same rule as
+    /// [`Conv2dMethod::choose`], [`Direct`](Self::Direct) wherever it applies (its weight and
+    /// bias gradient measured 1.3–2× faster than im2col's on LeNet-5's conv1 at batch 32 and
+    /// 256, `benches/benches/conv2d.rs`), else [`Im2col`](Self::Im2col). So a training pass
+    /// over conv1 ([`conv2d_into_caching`], [`conv2d_backward_into_cached`]) builds no columns.
     ///
     /// ```
     /// use tensor::{Conv2dMethod, Conv2dParams};
     /// let same = Conv2dParams { stride: (1, 1), padding: (2, 2) };
-    /// let m = Conv2dMethod::choose_backward((32, 1, 28, 28), (6, 1, 5, 5), same);
-    /// assert_eq!(m, Conv2dMethod::Im2col);
+    /// let pick = |c| Conv2dMethod::choose_backward((32, c, 28, 28), (6, c, 5, 5), same);
+    /// assert_eq!(pick(1), Conv2dMethod::Direct);
+    /// assert_eq!(pick(6), Conv2dMethod::Im2col);
     /// ```
     pub fn choose_backward(
-        _input: (usize, usize, usize, usize),
-        _weight: (usize, usize, usize, usize),
-        _params: Conv2dParams,
+        input: (usize, usize, usize, usize),
+        weight: (usize, usize, usize, usize),
+        params: Conv2dParams,
     ) -> Conv2dMethod {
-        Conv2dMethod::Im2col
+        Conv2dMethod::choose(input, weight, params)
     }
 
     /// Whether this method can compute a convolution of these shapes (im2col: always; direct:
@@ -529,7 +543,13 @@ pub fn conv2d_into_with<T: Scalar>(
             let (cols, pads) = slots.split_at_mut(g.chunks * cols_len);
             Scratch::Im2col(cols, 0, pads)
         }
-        Conv2dMethod::Direct => Scratch::Direct(ws.slots(g.chunks, direct::pad_len(&g))),
+        Conv2dMethod::Direct => {
+            // One padded image per chunk, reused for each of its images, then the weights.
+            let img = direct::image_len(&g);
+            let slots = ws.slots(g.chunks, img + direct::weights_len(&g));
+            let (images, wts) = slots.split_at_mut(g.chunks * img);
+            Scratch::Direct(images, 0, wts)
+        }
     };
     forward(&g, input, weight, bias, out, scratch);
 }
@@ -565,38 +585,26 @@ pub fn conv2d_into_caching<T: Scalar>(
     let g = Geometry::new("conv2d", input.dim(), weight.dim(), params);
     let method = Conv2dMethod::choose(g.input_dim(), g.weight_dim(), params);
     cache.filled_for = None;
-    let img = g.ckk() * g.positions();
-    let pads_len = g.chunks
-        * match method {
-            Conv2dMethod::Im2col => im2col::pad_len(&g),
-            Conv2dMethod::Direct => direct::pad_len(&g).max(im2col::pad_len(&g)),
-        };
+    // What the backward pass reads, kept for each image, then per-chunk scratch.
+    let (img, pads_len) = match method {
+        Conv2dMethod::Im2col => (g.ckk() * g.positions(), im2col::pad_len(&g)),
+        Conv2dMethod::Direct => (direct::image_len(&g), direct::weights_len(&g)),
+    };
     if cache.kept.len() < g.n * img {
         cache.kept.resize(g.n * img, T::zero());
     }
-    if cache.pads.len() < pads_len {
-        cache.pads.resize(pads_len, T::zero());
+    if cache.pads.len() < g.chunks * pads_len {
+        cache.pads.resize(g.chunks * pads_len, T::zero());
     }
-    let cols = &mut cache.kept[..g.n * img];
-    let pads = &mut cache.pads[..pads_len];
-    match method {
-        // The columns are a by-product of the forward pass.
-        Conv2dMethod::Im2col => forward(
-            &g,
-            input,
-            weight,
-            bias,
-            out,
-            Scratch::Im2col(cols, img, pads),
-        ),
-        // The direct forward pass, then the columns for the backward pass alone.
-        Conv2dMethod::Direct => {
-            forward(&g, input, weight, bias, out, Scratch::Direct(&mut *pads));
-            let input = input.as_standard_layout();
-            let x = input.as_slice().expect("standard layout");
-            im2col::fill_columns(&g, x, cols, pads);
-        }
-    }
+    let kept = &mut cache.kept[..g.n * img];
+    let pads = &mut cache.pads[..g.chunks * pads_len];
+    // Either way, what the backward pass reads is a by-product of the forward pass.
+    let scratch = match method {
+        Conv2dMethod::Im2col => Scratch::Im2col(kept, img, pads),
+        Conv2dMethod::Direct => Scratch::Direct(kept, img, pads),
+    };
+    forward(&g, input, weight, bias, out, scratch);
+    cache.method = method;
     cache.filled_for = Some((g.input_dim(), g.weight_dim(), params));
 }
 
@@ -606,8 +614,10 @@ enum Scratch<'a, T> {
     /// at `i·img_stride` within its slot (0: one buffer reused; `c·kh·kw·oh·ow`: every image
     /// kept), and one padded image per chunk.
     Im2col(&'a mut [T], usize, &'a mut [T]),
-    /// direct: one image's zero-bordered rows per chunk.
-    Direct(&'a mut [T]),
+    /// direct: the image slots of the chunks, where image `i` of a chunk writes its
+    /// zero-bordered rows at `i·img_stride` within its slot (0: one buffer reused; the image
+    /// length: every image kept), and one regrouped weight scratch per chunk.
+    Direct(&'a mut [T], usize, &'a mut [T]),
 }
 
 /// The forward pass: checks the output and bias, makes the operands contiguous, runs the method.
@@ -635,7 +645,9 @@ fn forward<T: Scalar>(
         Scratch::Im2col(cols, img_stride, pads) => {
             im2col::forward(g, x, w, bias, y, (cols, img_stride), pads)
         }
-        Scratch::Direct(pads) => direct::forward(g, x, w, bias, y, pads),
+        Scratch::Direct(images, img_stride, wts) => {
+            direct::forward(g, x, w, bias, y, (images, img_stride), wts)
+        }
     });
 }
 
@@ -826,9 +838,12 @@ pub fn conv2d_backward_into_cached<T: Scalar>(
         weight.dim()
     );
     let g = Geometry::new(op, input_dim, weight.dim(), params);
-    let kept = Kept::Columns(&cache.kept[..g.n * g.ckk() * g.positions()]);
+    let kept = match cache.method {
+        Conv2dMethod::Im2col => Kept::Columns(&cache.kept[..g.n * g.ckk() * g.positions()]),
+        Conv2dMethod::Direct => Kept::Images(&cache.kept[..g.n * direct::image_len(&g)]),
+    };
     let grads = (grad_input, grad_weight, grad_bias);
-    backward(&g, Conv2dMethod::Im2col, kept, weight, grad_out, grads, ws);
+    backward(&g, cache.method, kept, weight, grad_out, grads, ws);
 }
 
 /// What the backward pass reads of the forward pass's input.
@@ -836,8 +851,10 @@ pub fn conv2d_backward_into_cached<T: Scalar>(
 enum Kept<'a, T> {
     /// The input itself (`[n, c, h, w]`, contiguous); im2col rebuilds the columns from it.
     Input(&'a [T]),
-    /// The im2col columns of the whole batch (`[n, c·kh·kw, oh·ow]`).
+    /// The im2col columns of the whole batch (`[n, c·kh·kw, oh·ow]`): the im2col method's.
     Columns(&'a [T]),
+    /// The zero-bordered rows of every image of the batch: the direct method's.
+    Images(&'a [T]),
 }
 
 /// The caller's gradient buffers: input (optional), weight, bias (optional).
@@ -887,18 +904,15 @@ fn backward<T: Scalar>(
     let im2col_scratch = im2col::backward_scratch(g, kept, grad_input.is_some());
     let scratch = match method {
         Conv2dMethod::Im2col => im2col_scratch.0 + im2col_scratch.1,
-        Conv2dMethod::Direct => direct::backward_scratch(g),
+        Conv2dMethod::Direct => direct::backward_scratch(g, kept),
     };
     let slot = scratch + g.k * g.ckk() + g.k;
     let slots = ws.slots(g.chunks, slot);
-    let chunk = |chunk: usize, s: &mut [T], gi: Option<&mut [T]>| match (method, kept) {
-        (Conv2dMethod::Im2col, _) => {
+    let chunk = |chunk: usize, s: &mut [T], gi: Option<&mut [T]>| match method {
+        Conv2dMethod::Im2col => {
             im2col::backward_chunk(g, kept, w, go, chunk, s, im2col_scratch, gi)
         }
-        (Conv2dMethod::Direct, Kept::Input(x)) => direct::backward_chunk(g, x, w, go, chunk, s, gi),
-        (Conv2dMethod::Direct, Kept::Columns(_)) => {
-            unreachable!("the direct method keeps the input, never columns")
-        }
+        Conv2dMethod::Direct => direct::backward_chunk(g, kept, w, go, chunk, s, gi),
     };
     match grad_input {
         Some(gi) => {
