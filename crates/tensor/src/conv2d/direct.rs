@@ -92,7 +92,7 @@ fn lanes_len(g: &Geometry) -> usize {
 
 /// Copies one image `x` (`[h, w]`) into `img` ([`image_len`]): `ph` zero rows, then each row
 /// of `x` as `pw` zeros, the row, zeros to [`row_stride`], then `ph` zero rows.
-fn pad_image<T: Scalar>(g: &Geometry, x: &[T], img: &mut [T]) {
+pub(super) fn pad_image<T: Scalar>(g: &Geometry, x: &[T], img: &mut [T]) {
     let (s, pw) = (row_stride(g), g.p.padding.1);
     let (above, rest) = img.split_at_mut(g.p.padding.0 * s);
     above.fill(T::zero());
@@ -439,4 +439,11 @@ fn input_grad_image<T: Scalar>(g: &Geometry, w: &[T], g_n: &[T], dx: &mut [T]) {
             }
         }
     }
+}
+
+/// The generic weight gradient with fused multiply-adds, on any CPU: what the `f32` AVX2
+/// intrinsics must equal bit for bit.
+#[cfg(test)]
+pub(super) fn weight_grad_rows_fma(g: &Geometry, img: &[f32], g_n: &[f32], lanes: &mut [f32]) {
+    weight_grad_rows::<f32, true>(g, img, g_n, lanes)
 }

@@ -124,3 +124,46 @@ unsafe fn step<const BIAS: bool>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::direct::{image_len, pad_image, weight_grad_rows_fma};
+    use super::super::tests::pseudo;
+    use super::*;
+    use crate::Conv2dParams;
+
+    /// The intrinsics and the generic fused code add the same products in the same order:
+    /// equal bits, for full and short channel blocks (k = 6, 7), one and two kernel-column
+    /// blocks (kw = 5, 7) and rows that end mid-vector (ow = 28, 11).
+    #[test]
+    fn intrinsics_equal_the_generic_fused_code_bit_for_bit() {
+        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+            eprintln!("skipped: this CPU has no AVX2 + FMA");
+            return;
+        }
+        for &(k, h, w, kh, kw, ph, pw) in &[
+            (6, 28, 28, 5, 5, 2, 2),
+            (7, 9, 11, 3, 7, 1, 3),
+            (1, 4, 13, 6, 2, 3, 0),
+        ] {
+            let p = Conv2dParams {
+                stride: (1, 1),
+                padding: (ph, pw),
+            };
+            let g = Geometry::new("t", (1, 1, h, w), (k, 1, kh, kw), p);
+            let x = pseudo((1, 1, h, w), 1).mapv(|v| v as f32);
+            let go = pseudo((1, k, g.oh, g.ow), 2).mapv(|v| v as f32);
+            let (x, go) = (x.as_slice().unwrap(), go.as_slice().unwrap());
+            let mut img = vec![f32::NAN; image_len(&g)];
+            pad_image(&g, x, &mut img);
+            let lanes_len = (k * kh * kw + k) * L;
+            // Start from nonzero sums: the kernels add to them.
+            let start: Vec<f32> = (0..lanes_len).map(|i| i as f32 * 0.01).collect();
+            let (mut ours, mut generic) = (start.clone(), start);
+            // SAFETY: AVX2 and FMA were detected above.
+            unsafe { weight_grad_rows(&g, &img, go, &mut ours) };
+            weight_grad_rows_fma(&g, &img, go, &mut generic);
+            assert_eq!(ours, generic, "k {k}, {h}×{w}, kernel {kh}×{kw}");
+        }
+    }
+}

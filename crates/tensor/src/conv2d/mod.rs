@@ -133,16 +133,18 @@ impl<T: Scalar> Conv2dWorkspace<T> {
     }
 }
 
-/// The im2col columns of a whole batch, kept by a training forward pass
-/// ([`conv2d_into_caching`]) so that its backward pass ([`conv2d_backward_into_cached`], which
-/// runs the im2col method) need not rebuild them: the columns of `x_n` are exactly what
-/// `dW = Σ_n g_n·cols_nᵀ` reads. When the forward pass runs the direct method, the columns are
-/// built for the cache alone.
+/// What the backward pass reads of a whole batch's input, kept by a training forward pass
+/// ([`conv2d_into_caching`]) as a by-product, so that the backward pass
+/// ([`conv2d_backward_into_cached`]) need not rebuild it and need not be given the input. For
+/// the im2col method these are the im2col columns (those of `x_n` are exactly what
+/// `dW = Σ_n g_n·cols_nᵀ` reads); for the direct method, each image's zero-bordered rows (no
+/// columns at all). Both passes run the same method ([`Conv2dMethod::choose`] and
+/// [`Conv2dMethod::choose_backward`] agree).
 ///
 /// It remembers the input shape, weight shape and parameters it was filled for; the backward
 /// pass checks them. It cannot know whether the input *values* changed since: the caller keeps
 /// the input untouched between the two calls (a layer's forward input normally is). It grows to
-/// `n·c·kh·kw·oh·ow` scalars and is reused.
+/// [`Conv2dCache::kept_len`] scalars and is reused.
 #[derive(Debug, Clone)]
 pub struct Conv2dCache<T> {
     /// What the backward pass of `method` reads, for every image of the batch.
@@ -197,6 +199,32 @@ impl<T: Scalar> Conv2dCache<T> {
         params: Conv2dParams,
     ) -> bool {
         self.filled_for == Some((input, weight, params))
+    }
+
+    /// Number of scalars [`conv2d_into_caching`] keeps for these shapes: the im2col columns
+    /// (`n·c·kh·kw·oh·ow`) where the im2col method runs, the zero-bordered images (about
+    /// `n·(h + 2·ph)·(w + 2·pw)`) where the direct one does. For a layer deciding whether
+    /// keeping them is worth the memory traffic.
+    ///
+    /// # Panics
+    /// If the shapes do not agree or the kernel does not fit (see the module docs).
+    ///
+    /// ```
+    /// use tensor::{Conv2dCache, Conv2dParams};
+    /// let same = Conv2dParams { stride: (1, 1), padding: (2, 2) };
+    /// let conv1 = Conv2dCache::<f32>::kept_len((32, 1, 28, 28), (6, 1, 5, 5), same);
+    /// let conv2 = Conv2dCache::<f32>::kept_len((32, 6, 14, 14), (16, 6, 5, 5), Conv2dParams::default());
+    /// assert!(conv1 < 32 * 40 * 40); // padded images, no columns
+    /// assert_eq!(conv2, 32 * 6 * 25 * 10 * 10);
+    /// ```
+    #[track_caller]
+    pub fn kept_len(
+        input: (usize, usize, usize, usize),
+        weight: (usize, usize, usize, usize),
+        params: Conv2dParams,
+    ) -> usize {
+        let g = Geometry::new("Conv2dCache::kept_len", input, weight, params);
+        g.n * kept_per_image(&g, Conv2dMethod::choose(input, weight, params))
     }
 
     /// Forgets what it kept (keeps the memory): the next backward pass must not use them.
@@ -554,9 +582,11 @@ pub fn conv2d_into_with<T: Scalar>(
     forward(&g, input, weight, bias, out, scratch);
 }
 
-/// Like [`conv2d_into`], but keeps every image's im2col columns in `cache`, so that
-/// [`conv2d_backward_into_cached`] can reuse them instead of rebuilding them (training calls
-/// this, inference calls [`conv2d_into`]). The output is bit-identical to [`conv2d_into`]'s.
+/// Like [`conv2d_into`], but keeps in `cache` what the backward pass reads of every image (the
+/// im2col columns, or the direct method's zero-bordered rows; see [`Conv2dCache`]), so that
+/// [`conv2d_backward_into_cached`] can reuse it instead of rebuilding it (training calls this,
+/// inference calls [`conv2d_into`]). The output is bit-identical to [`conv2d_into`]'s: the
+/// same method runs.
 ///
 /// # Panics
 /// If the shapes do not agree or the kernel does not fit (see the module docs).
@@ -586,9 +616,10 @@ pub fn conv2d_into_caching<T: Scalar>(
     let method = Conv2dMethod::choose(g.input_dim(), g.weight_dim(), params);
     cache.filled_for = None;
     // What the backward pass reads, kept for each image, then per-chunk scratch.
-    let (img, pads_len) = match method {
-        Conv2dMethod::Im2col => (g.ckk() * g.positions(), im2col::pad_len(&g)),
-        Conv2dMethod::Direct => (direct::image_len(&g), direct::weights_len(&g)),
+    let img = kept_per_image(&g, method);
+    let pads_len = match method {
+        Conv2dMethod::Im2col => im2col::pad_len(&g),
+        Conv2dMethod::Direct => direct::weights_len(&g),
     };
     if cache.kept.len() < g.n * img {
         cache.kept.resize(g.n * img, T::zero());
@@ -606,6 +637,15 @@ pub fn conv2d_into_caching<T: Scalar>(
     forward(&g, input, weight, bias, out, scratch);
     cache.method = method;
     cache.filled_for = Some((g.input_dim(), g.weight_dim(), params));
+}
+
+/// Scalars a caching forward pass keeps per image for `method`'s backward pass: the im2col
+/// columns, or the direct method's zero-bordered image.
+fn kept_per_image(g: &Geometry, method: Conv2dMethod) -> usize {
+    match method {
+        Conv2dMethod::Im2col => g.ckk() * g.positions(),
+        Conv2dMethod::Direct => direct::image_len(g),
+    }
 }
 
 /// Scratch of one forward pass, and by its kind the method that runs.
@@ -790,10 +830,10 @@ pub fn conv2d_backward_into_with<T: Scalar>(
     backward(&g, method, Kept::Input(x), weight, grad_out, grads, ws);
 }
 
-/// Like [`conv2d_backward_into`] (im2col method), reading the columns that
-/// [`conv2d_into_caching`] kept in `cache` instead of rebuilding them from the input (which it
-/// therefore does not take): the weight gradient needs no im2col at all. Bit-identical to [`conv2d_backward_into`] on the same
-/// input.
+/// Like [`conv2d_backward_into`], reading what [`conv2d_into_caching`] kept in `cache` (the
+/// im2col columns, or the direct method's zero-bordered images) instead of rebuilding it from
+/// the input (which it therefore does not take). Bit-identical to [`conv2d_backward_into`] on
+/// the same input.
 ///
 /// # Panics
 /// If `cache` was not filled by a forward pass with this weight shape and `params`, or the
@@ -838,9 +878,10 @@ pub fn conv2d_backward_into_cached<T: Scalar>(
         weight.dim()
     );
     let g = Geometry::new(op, input_dim, weight.dim(), params);
+    let all = &cache.kept[..g.n * kept_per_image(&g, cache.method)];
     let kept = match cache.method {
-        Conv2dMethod::Im2col => Kept::Columns(&cache.kept[..g.n * g.ckk() * g.positions()]),
-        Conv2dMethod::Direct => Kept::Images(&cache.kept[..g.n * direct::image_len(&g)]),
+        Conv2dMethod::Im2col => Kept::Columns(all),
+        Conv2dMethod::Direct => Kept::Images(all),
     };
     let grads = (grad_input, grad_weight, grad_bias);
     backward(&g, cache.method, kept, weight, grad_out, grads, ws);
