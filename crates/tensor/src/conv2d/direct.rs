@@ -1,22 +1,22 @@
 //! Direct convolution for one input channel and stride 1 (LeNet-5's conv1: 1 → 6 channels,
 //! 5×5, padding 2, 28×28), forward and backward, with no im2col columns in memory.
 //!
-//! Each image is first copied into `h` zero-bordered rows of [`row_stride`] scalars (`pw`
-//! zeros, the row, zeros), a few KB reused for every image of a chunk: then a kernel column
-//! `v` of output columns `j0..j0+L` reads the contiguous `row[j0+v .. j0+v+L]`, with no border
-//! cases. Rows above and below the image are not stored: the loops run over the kernel rows
-//! (or output rows) whose input row lies inside it.
+//! Each image is first copied into zero-bordered rows of [`row_stride`] scalars ([`pad_image`]:
+//! `ph` zero rows, then per image row `pw` zeros, the row, zeros; then `ph` zero rows), a few KB
+//! reused for every image of a chunk, or kept for the backward pass in training: then kernel
+//! column `v` of the output columns `j0..j0+FW` reads the contiguous `row[j0+v .. j0+v+FW]`,
+//! with no border cases.
 //!
 //! * forward: `y[k,i,j] = b[k] + Σ_{u,v} w[k,u,v] · x[i+u−ph, j+v−pw]`. Per output row `i`, a
 //!   block of [`KB`] channels × `FW` columns stays in registers for the whole `(u, v)` sum:
 //!   every input vector loaded is used `KB` times, every weight is broadcast over `FW` lanes.
-//! * weight gradient: `dw[k,u,v] = Σ_{i,j} g[k,i,j] · x[i+u−ph, j+v−pw]`. The image is laid
-//!   out as `h + 2·ph` zero-bordered rows (zero rows above and below) and the gradient with the
-//!   same row stride (zeros past `ow`): then, with `q = i·stride + j`, the sum is one long dot
-//!   product `Σ_q g[k][q] · x[q + u·stride + v]` over contiguous memory, the padding columns
-//!   of `g` contributing exactly 0. For [`GKB`] channels and one kernel position `(u, v)`,
-//!   [`CB`]-lane partial sums stay in registers along `q`, then are added to per-weight lane
-//!   sums; the lanes are added together once per chunk.
+//!   Only the kernel rows whose input row lies inside the image are visited.
+//! * weight and bias gradients: `dw[k,u,v] = Σ_{i,j} g[k,i,j] · x[i+u−ph, j+v−pw]` and
+//!   `db[k] = Σ_{i,j} g[k,i,j]`, with the output columns in the [`L`] vector lanes: for a block
+//!   of [`GK`] channels × [`GV`] kernel columns, `GK·GV` accumulators run over the whole
+//!   gradient plane, each gradient vector serving `GV` taps and each image vector `GK`
+//!   channels (see [`weight_grad_rows`]); per weight, [`L`] lane sums per chunk, added together
+//!   once at its end.
 //! * input gradient: `dx[r,s] = Σ_{k,u,v} g[k, r+ph−u, s+pw−v] · w[k,u,v]` (the full
 //!   correlation of `g` with the flipped kernel), computed as the adjoint of the forward reads:
 //!   `dx[i+u−ph, j+v−pw] += w[k,u,v] · g[k,i,j]` over the valid `i`, `j`. LeNet-5 never asks for
@@ -24,8 +24,10 @@
 //!
 //! The kernels are plain Rust over fixed-size arrays, compiled three times — for AVX-512, for
 //! AVX2 + FMA (with fused multiply-adds) and for the baseline target (separate multiply and
-//! add) — and picked at run time like `gemm`'s, by [`GemmKernel::active`]. Results may differ
-//! between these paths in the last bits, never between runs or thread counts.
+//! add) — and picked at run time like `gemm`'s, by [`GemmKernel::active`]; the `f32` weight
+//! gradient on AVX2 is written in intrinsics (`direct_avx2.rs`) with the same bits as the
+//! generic fused code. Results may differ between these paths in the last bits, never between
+//! runs or thread counts.
 
 #[cfg(target_arch = "x86_64")]
 use super::direct_avx2;
