@@ -8,8 +8,9 @@
 //! `general_mat_mul` (the `matrixmultiply` crate) for `W·cols`, `g·colsᵀ` and `Wᵀ·g`, then
 //! col2im — single-threaded, into preallocated buffers (no allocation in its loop either).
 //!
-//! **Methods** (conv1 only): `Conv2dMethod::Direct` (what `conv2d_into` picks for one input
-//! channel) against `Conv2dMethod::Im2col` on the same layer, forward and weight + bias gradient,
+//! **Methods** (conv1 only): `Conv2dMethod::Direct` (what `conv2d_into` and
+//! `conv2d_backward_into` pick for one input channel and stride 1) against
+//! `Conv2dMethod::Im2col` on the same layer, forward and weight + bias gradient,
 //! both through the `_with` entry points; the summary prints their alternating medians and the
 //! ratio.
 //!

@@ -1,6 +1,7 @@
 //! Conv2d layer: owns its weight `[out, in, kh, kw]`, bias `[out]`, their gradients, its output
-//! and input-gradient buffers, the im2col workspace and the forward pass's columns (which the
-//! backward pass reuses). The math is `tensor::conv2d_*`.
+//! and input-gradient buffers, the convolution workspace and what the forward pass keeps for the
+//! backward pass (im2col columns, or for one input channel the zero-bordered images). The math
+//! is `tensor::conv2d_*`.
 
 use crate::buffer::Buffer;
 use crate::init::uniform_fan_in;
@@ -12,12 +13,12 @@ use tensor::{
     Conv2dCache, Conv2dParams, Conv2dWorkspace,
 };
 
-/// Largest batch of im2col columns (about `n·c·kh·kw·h·w` scalars) a training forward pass
-/// keeps for backward. Above it, rebuilding the columns chunk by chunk in cache-resident
-/// scratch costs less than streaming them through memory: measured on a Fashion-MNIST epoch,
-/// 1 thread, keeping them saves ~10% of CPU time at batch 32 (2.5 + 1.9 MB of columns) and
-/// costs ~12% at batch 256 (20 + 15 MB).
-const MAX_KEPT_COLUMNS_BYTES: usize = 4 << 20;
+/// Largest amount a training forward pass keeps for backward (`Conv2dCache::kept_len`: im2col
+/// columns, about `n·c·kh·kw·h·w` scalars, or the direct method's padded images). Above it,
+/// rebuilding the columns chunk by chunk in cache-resident scratch costs less than streaming
+/// them through memory: measured on a Fashion-MNIST epoch, 1 thread, keeping 2–5 MB of
+/// columns saved ~10% of CPU time at batch 32 and keeping 35 MB cost ~12% at batch 256.
+const MAX_KEPT_BYTES: usize = 4 << 20;
 
 /// A 2-D convolution with bias, PyTorch semantics (cross-correlation, zero padding).
 #[derive(Debug, Clone)]
@@ -27,7 +28,7 @@ pub struct Conv2d {
     output: Buffer<Ix4>,
     grad_input: Buffer<Ix4>,
     ws: Conv2dWorkspace<f32>,
-    /// The im2col columns of the last training forward pass, for backward.
+    /// What the last training forward pass kept for backward.
     cols: Conv2dCache<f32>,
 }
 
@@ -91,19 +92,18 @@ impl Conv2d {
     }
 
     /// Runs the convolution on `input` (`[n, in, h, w]`) and returns the output, which the layer
-    /// keeps for the next layer and for backward. It also keeps the input's im2col columns when
-    /// they fit in a few MB, so that [`Conv2d::backward`] on the same input does not rebuild them.
+    /// keeps for the next layer and for backward. It also keeps what the backward pass reads of
+    /// the input (its im2col columns, or its zero-bordered images) when that fits in a few MB,
+    /// so that [`Conv2d::backward`] on the same input does not rebuild it.
     ///
     /// # Panics
     /// If the input has the wrong channel count or is smaller than the kernel.
     pub fn forward(&mut self, input: ArrayView4<'_, f32>) -> ArrayView4<'_, f32> {
-        let [_, c, kh, kw] = self.wb.weight_shape;
-        let (n, _, h, w) = input.dim();
-        let cols_bytes = n * c * kh * kw * h * w * std::mem::size_of::<f32>();
-        if cols_bytes > MAX_KEPT_COLUMNS_BYTES {
+        self.set_output_dim(input.dim());
+        let kept = Conv2dCache::<f32>::kept_len(input.dim(), self.wb.weight.dim(), self.params);
+        if kept * std::mem::size_of::<f32>() > MAX_KEPT_BYTES {
             return self.forward_inference(input);
         }
-        self.set_output_dim(input.dim());
         conv2d_into_caching(
             input,
             self.wb.weight.view(),
@@ -115,9 +115,9 @@ impl Conv2d {
         self.output.view()
     }
 
-    /// Like [`Conv2d::forward`], without keeping the columns: for evaluation, where no backward
-    /// pass follows (it touches less memory). A later [`Conv2d::backward`] still works: it
-    /// rebuilds the columns from its input.
+    /// Like [`Conv2d::forward`], keeping nothing for backward: for evaluation, where no
+    /// backward pass follows (it touches less memory). A later [`Conv2d::backward`] still works:
+    /// it rebuilds what it needs from its input.
     ///
     /// # Panics
     /// If the input has the wrong channel count or is smaller than the kernel.
@@ -154,8 +154,8 @@ impl Conv2d {
     }
 
     /// Overwrites the weight and bias gradients for upstream gradient `grad_out` (shaped like the
-    /// output); `input` must be the input of the last [`Conv2d::forward`] (whose kept columns are
-    /// used when its shape matches). With `grad_input`, also computes dL/dinput,
+    /// output); `input` must be the input of the last [`Conv2d::forward`] (what it kept is used
+    /// when its shape matches). With `grad_input`, also computes dL/dinput,
     /// readable through [`Conv2d::grad_input`].
     ///
     /// # Panics
@@ -177,7 +177,7 @@ impl Conv2d {
             .cols
             .is_filled_for(input.dim(), weight_dim, self.params)
         {
-            // The forward pass kept this input's columns: no im2col here.
+            // The forward pass kept what backward reads of this input: nothing rebuilt here.
             conv2d_backward_into_cached(
                 &self.cols,
                 self.wb.weight.view(),

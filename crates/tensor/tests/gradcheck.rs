@@ -446,8 +446,9 @@ fn conv2d_gradients_at_lenet_shapes() {
 }
 
 /// Draws a kernel extent and padding (any, stride 1) and an input extent the kernel fits in.
+/// Kernels up to 7 wide: one or two kernel-column blocks of the weight-gradient kernel (5).
 fn direct_dim() -> impl Strategy<Value = (usize, usize, usize, usize)> {
-    (1usize..=5, 0usize..=3, 0usize..=6).prop_map(|(k, p, extra)| {
+    (1usize..=7, 0usize..=3, 0usize..=6).prop_map(|(k, p, extra)| {
         let len = k.saturating_sub(2 * p).max(1) + extra;
         (len, k, 1, p)
     })

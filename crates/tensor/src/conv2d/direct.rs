@@ -1,22 +1,22 @@
 //! Direct convolution for one input channel and stride 1 (LeNet-5's conv1: 1 → 6 channels,
 //! 5×5, padding 2, 28×28), forward and backward, with no im2col columns in memory.
 //!
-//! Each image is first copied into `h` zero-bordered rows of [`row_stride`] scalars (`pw`
-//! zeros, the row, zeros), a few KB reused for every image of a chunk: then a kernel column
-//! `v` of output columns `j0..j0+L` reads the contiguous `row[j0+v .. j0+v+L]`, with no border
-//! cases. Rows above and below the image are not stored: the loops run over the kernel rows
-//! (or output rows) whose input row lies inside it.
+//! Each image is first copied into zero-bordered rows of [`row_stride`] scalars ([`pad_image`]:
+//! `ph` zero rows, then per image row `pw` zeros, the row, zeros; then `ph` zero rows), a few KB
+//! reused for every image of a chunk, or kept for the backward pass in training: then kernel
+//! column `v` of the output columns `j0..j0+FW` reads the contiguous `row[j0+v .. j0+v+FW]`,
+//! with no border cases.
 //!
 //! * forward: `y[k,i,j] = b[k] + Σ_{u,v} w[k,u,v] · x[i+u−ph, j+v−pw]`. Per output row `i`, a
 //!   block of [`KB`] channels × `FW` columns stays in registers for the whole `(u, v)` sum:
 //!   every input vector loaded is used `KB` times, every weight is broadcast over `FW` lanes.
-//! * weight gradient: `dw[k,u,v] = Σ_{i,j} g[k,i,j] · x[i+u−ph, j+v−pw]`. The image is laid
-//!   out as `h + 2·ph` zero-bordered rows (zero rows above and below) and the gradient with the
-//!   same row stride (zeros past `ow`): then, with `q = i·stride + j`, the sum is one long dot
-//!   product `Σ_q g[k][q] · x[q + u·stride + v]` over contiguous memory, the padding columns
-//!   of `g` contributing exactly 0. For [`GKB`] channels and one kernel position `(u, v)`,
-//!   [`CB`]-lane partial sums stay in registers along `q`, then are added to per-weight lane
-//!   sums; the lanes are added together once per chunk.
+//!   Only the kernel rows whose input row lies inside the image are visited.
+//! * weight and bias gradients: `dw[k,u,v] = Σ_{i,j} g[k,i,j] · x[i+u−ph, j+v−pw]` and
+//!   `db[k] = Σ_{i,j} g[k,i,j]`, with the output columns in the [`L`] vector lanes: for a block
+//!   of [`GK`] channels × [`GV`] kernel columns, `GK·GV` accumulators run over the whole
+//!   gradient plane, each gradient vector serving `GV` taps and each image vector `GK`
+//!   channels (see [`weight_grad_rows`]); per weight, [`L`] lane sums per chunk, added together
+//!   once at its end.
 //! * input gradient: `dx[r,s] = Σ_{k,u,v} g[k, r+ph−u, s+pw−v] · w[k,u,v]` (the full
 //!   correlation of `g` with the flipped kernel), computed as the adjoint of the forward reads:
 //!   `dx[i+u−ph, j+v−pw] += w[k,u,v] · g[k,i,j]` over the valid `i`, `j`. LeNet-5 never asks for
@@ -24,10 +24,14 @@
 //!
 //! The kernels are plain Rust over fixed-size arrays, compiled three times — for AVX-512, for
 //! AVX2 + FMA (with fused multiply-adds) and for the baseline target (separate multiply and
-//! add) — and picked at run time like `gemm`'s, by [`GemmKernel::active`]. Results may differ
-//! between these paths in the last bits, never between runs or thread counts.
+//! add) — and picked at run time like `gemm`'s, by [`GemmKernel::active`]; the `f32` weight
+//! gradient on AVX2 is written in intrinsics (`direct_avx2.rs`) with the same bits as the
+//! generic fused code. Results may differ between these paths in the last bits, never between
+//! runs or thread counts.
 
-use super::{copy_row, valid_range, Geometry};
+#[cfg(target_arch = "x86_64")]
+use super::direct_avx2;
+use super::{copy_row, valid_range, Geometry, Kept};
 use crate::parallel::sum;
 use crate::{GemmKernel, Scalar};
 use ndarray::ArrayView1;
@@ -36,71 +40,70 @@ use rayon::prelude::*;
 /// Output channels computed together in the forward pass: with `FW` = 2 vectors of columns,
 /// 12 accumulator registers (of AVX2's 16, AVX-512's 32), and LeNet-5's conv1 is one block.
 const KB: usize = 6;
-/// Output channels per weight-gradient block: `GKB ×` [`CB`] lanes are 12 AVX2 registers.
-const GKB: usize = 3;
-/// Output columns per weight-gradient block (4 AVX2 vectors, 2 AVX-512 ones): whole vectors
-/// of contiguous, non-overlapping columns, and LeNet-5's 28 columns are one block.
-const CB: usize = 32;
+/// Output channels per weight-gradient block.
+pub(super) const GK: usize = 2;
+/// Kernel columns per weight-gradient block: `GK × GV` = 10 accumulator vectors, plus `GK`
+/// gradient vectors and one input vector, is 13 of AVX2's 16 registers; a 5-wide kernel row is
+/// one block.
+pub(super) const GV: usize = 5;
+/// Output columns per weight-gradient step: one AVX2 vector of `f32`.
+pub(super) const L: usize = 8;
 /// Widest forward column block (AVX-512: 2 × 16 lanes); the rows are padded for it.
 const MAX_FW: usize = 32;
 
-/// Length of one zero-bordered row: every column block of `ow` (rounded up to [`MAX_FW`]) plus
-/// the `kw − 1` columns its last window reaches past it.
-fn row_stride(g: &Geometry) -> usize {
-    g.ow.next_multiple_of(MAX_FW.max(CB)) + g.kw - 1
+/// Length of one zero-bordered row: what the forward pass reads (every column block of `ow`,
+/// rounded up to [`MAX_FW`], plus the `kw − 1` columns its last window reaches past it) and
+/// what the weight gradient reads ([`grad_stride`] columns, plus `kw` rounded up to [`GV`]).
+pub(super) fn row_stride(g: &Geometry) -> usize {
+    let forward = g.ow.next_multiple_of(MAX_FW) + g.kw - 1;
+    let weight_grad = grad_stride(g) + g.kw.next_multiple_of(GV) - 1;
+    forward.max(weight_grad)
 }
 
-/// Scalars of per-chunk scratch: one image's zero-bordered rows, then the weights regrouped
-/// for the forward pass (see [`regroup_weights`]).
-pub(super) fn pad_len(g: &Geometry) -> usize {
-    g.h * row_stride(g) + g.k.next_multiple_of(KB) * g.kh * g.kw
+/// Row length of one channel of the widened output gradient: `ow` rounded up to [`L`].
+pub(super) fn grad_stride(g: &Geometry) -> usize {
+    g.ow.next_multiple_of(L)
 }
 
-/// Scalars of per-chunk scratch of the backward pass: one image with zero rows above and below
-/// ([`image_len`]), one image's gradient in rows of [`row_stride`] ([`grad_len`] per channel),
-/// then the lane sums of the weight gradient (`[k rounded up to GKB, kh, kw, CB]`).
-pub(super) fn backward_scratch(g: &Geometry) -> usize {
-    image_len(g) + g.k * grad_len(g) + lanes_len(g)
+/// Scalars of per-chunk scratch of the forward pass besides the image: the weights regrouped
+/// by [`regroup_weights`].
+pub(super) fn weights_len(g: &Geometry) -> usize {
+    g.k.next_multiple_of(KB) * g.kh * g.kw
 }
 
-/// `h + 2·ph` rows of [`row_stride`], plus what the last dot product reads past them.
-fn image_len(g: &Geometry) -> usize {
-    (g.h + 2 * g.p.padding.0) * row_stride(g) + g.kw + CB
+/// Scalars of per-chunk scratch of the backward pass: one image's zero-bordered rows
+/// ([`image_len`], only when they are rebuilt from the input), then the lane sums of the weight
+/// and bias gradients ([`lanes_len`]).
+pub(super) fn backward_scratch<T>(g: &Geometry, kept: Kept<'_, T>) -> usize {
+    let image = match kept {
+        Kept::Input(_) => image_len(g),
+        Kept::Columns(_) | Kept::Images(_) => 0,
+    };
+    image + lanes_len(g)
 }
 
-/// One channel of the gradient in rows of [`row_stride`], rounded up to whole [`CB`] blocks.
-fn grad_len(g: &Geometry) -> usize {
-    (g.oh * row_stride(g)).next_multiple_of(CB)
+/// One image's zero-bordered rows ([`pad_image`]): `h + 2·ph` rows of [`row_stride`].
+pub(super) fn image_len(g: &Geometry) -> usize {
+    (g.h + 2 * g.p.padding.0) * row_stride(g)
 }
 
+/// [`L`] lane sums for each weight gradient `dw[k,u,v]` then each bias gradient `db[k]`.
 fn lanes_len(g: &Geometry) -> usize {
-    g.k.next_multiple_of(GKB) * g.kh * g.kw * CB
+    (g.k * g.kh * g.kw + g.k) * L
 }
 
-/// Copies one image's gradient `g_n` (`[k, oh, ow]`) into `gw`: per channel, `oh` rows of
-/// [`row_stride`] (zeros past `ow`), zeros to [`grad_len`].
-fn widen_grad<T: Scalar>(g: &Geometry, g_n: &[T], gw: &mut [T]) {
-    let s = row_stride(g);
-    for (src, dst) in g_n
-        .chunks_exact(g.oh * g.ow)
-        .zip(gw.chunks_exact_mut(grad_len(g)))
-    {
-        for (src, dst) in src.chunks_exact(g.ow).zip(dst.chunks_mut(s)) {
-            dst[..g.ow].copy_from_slice(src);
-            dst[g.ow..].fill(T::zero());
-        }
-        dst[g.oh * s..].fill(T::zero());
-    }
-}
-
-/// Copies one image into `img` ([`image_len`]): `ph` zero rows, the zero-bordered rows of
-/// [`pad_rows`], `ph` zero rows and the zero tail.
-fn pad_image<T: Scalar>(g: &Geometry, x: &[T], img: &mut [T]) {
-    let top = g.p.padding.0 * row_stride(g);
-    let (above, rest) = img.split_at_mut(top);
+/// Copies one image `x` (`[h, w]`) into `img` ([`image_len`]): `ph` zero rows, then each row
+/// of `x` as `pw` zeros, the row, zeros to [`row_stride`], then `ph` zero rows.
+pub(super) fn pad_image<T: Scalar>(g: &Geometry, x: &[T], img: &mut [T]) {
+    let (s, pw) = (row_stride(g), g.p.padding.1);
+    let (above, rest) = img.split_at_mut(g.p.padding.0 * s);
     above.fill(T::zero());
-    let (rows, below) = rest.split_at_mut(g.h * row_stride(g));
-    pad_rows(g, x, rows);
+    let (rows, below) = rest.split_at_mut(g.h * s);
+    for (src, dst) in x.chunks_exact(g.w).zip(rows.chunks_exact_mut(s)) {
+        dst[..pw].fill(T::zero());
+        copy_row(&mut dst[pw..pw + g.w], src);
+        dst[pw + g.w..].fill(T::zero());
+    }
     below.fill(T::zero());
 }
 
@@ -118,19 +121,6 @@ fn regroup_weights<T: Scalar>(g: &Geometry, w: &[T], wt: &mut [T]) {
     }
 }
 
-/// Copies image `x` (`[h, w]`) into `rows`: row `r` is `pw` zeros, `x[r]`, then zeros.
-fn pad_rows<T: Scalar>(g: &Geometry, x: &[T], rows: &mut [T]) {
-    let pw = g.p.padding.1;
-    for (src, dst) in x
-        .chunks_exact(g.w)
-        .zip(rows.chunks_exact_mut(row_stride(g)))
-    {
-        dst[..pw].fill(T::zero());
-        copy_row(&mut dst[pw..pw + g.w], src);
-        dst[pw + g.w..].fill(T::zero());
-    }
-}
-
 /// `a·b + c`, fused when the instruction set has it.
 #[inline(always)]
 fn madd<T: Scalar, const FMA: bool>(a: T, b: T, c: T) -> T {
@@ -142,27 +132,38 @@ fn madd<T: Scalar, const FMA: bool>(a: T, b: T, c: T) -> T {
 }
 
 /// The forward pass over contiguous `x` (`[n, 1, h, w]`), `w` (`[k, 1, kh, kw]`) and `y`
-/// (`[n, k, oh, ow]`), with one [`pad_len`] scratch per chunk in `pads`.
+/// (`[n, k, oh, ow]`). `images` holds one slot per chunk, where image `i` of the chunk is
+/// padded ([`pad_image`]) at `i·img_stride` (0: one buffer reused; [`image_len`]: every image
+/// kept, for the backward pass); `wts` holds one [`weights_len`] scratch per chunk.
 pub(super) fn forward<T: Scalar>(
     g: &Geometry,
     x: &[T],
     w: &[T],
     bias: Option<ArrayView1<'_, T>>,
     y: &mut [T],
-    pads: &mut [T],
+    (images, img_stride): (&mut [T], usize),
+    wts: &mut [T],
 ) {
-    let (in_img, out_img) = (g.h * g.w, g.k * g.positions());
+    let (in_img, out_img, img) = (g.h * g.w, g.k * g.positions(), image_len(g));
+    let slot_len = if img_stride == 0 {
+        img
+    } else {
+        g.per_chunk * img_stride
+    };
+    let top = g.p.padding.0 * row_stride(g);
     let isa = GemmKernel::active();
     y.par_chunks_mut(g.per_chunk * out_img)
         .zip(x.par_chunks(g.per_chunk * in_img))
-        .zip(pads.par_chunks_mut(pad_len(g)))
+        .zip(images.par_chunks_mut(slot_len))
+        .zip(wts.par_chunks_mut(weights_len(g)))
         .with_min_len(g.min_chunks_per_task())
-        .for_each(|((y, x), slot)| {
-            let (rows, wt) = slot.split_at_mut(g.h * row_stride(g));
+        .for_each(|(((y, x), slot), wt)| {
             regroup_weights(g, w, wt);
-            for (y_n, x_n) in y.chunks_exact_mut(out_img).zip(x.chunks_exact(in_img)) {
-                pad_rows(g, x_n, rows);
-                forward_image(isa, g, rows, wt, bias, y_n);
+            let images = y.chunks_exact_mut(out_img).zip(x.chunks_exact(in_img));
+            for (i, (y_n, x_n)) in images.enumerate() {
+                let image = &mut slot[i * img_stride..][..img];
+                pad_image(g, x_n, image);
+                forward_image(isa, g, &image[top..], wt, bias, y_n);
             }
         });
 }
@@ -262,113 +263,154 @@ fn forward_rows<T: Scalar, const FW: usize, const FMA: bool>(
 // ---------------------------------------------------------------------------------------------
 
 /// One chunk of the backward pass: overwrites the chunk's partial weight and bias gradients
-/// (`[k, kh·kw]` then `[k]`, after the [`pad_len`] scratch in `slot`), summed over its images
+/// (`[k, kh·kw]` then `[k]`, after the [`backward_scratch`] in `slot`), summed over its images
 /// in order, and, when `gi` is given, its images' input gradients.
 pub(super) fn backward_chunk<T: Scalar>(
     g: &Geometry,
-    x: &[T],
+    kept: Kept<'_, T>,
     w: &[T],
     go: &[T],
     chunk: usize,
     slot: &mut [T],
     mut gi: Option<&mut [T]>,
 ) {
-    let (in_img, plane) = (g.h * g.w, g.positions());
-    let out_img = g.k * plane;
+    let in_img = g.h * g.w;
+    let out_img = g.k * g.positions();
     let isa = GemmKernel::active();
-    let (img, rest) = slot.split_at_mut(image_len(g));
-    let (gw, rest) = rest.split_at_mut(g.k * grad_len(g));
+    let (scratch, rest) = slot.split_at_mut(backward_scratch(g, kept) - lanes_len(g));
     let (lanes, part) = rest.split_at_mut(lanes_len(g));
-    let (dw, db) = part.split_at_mut(g.k * g.kh * g.kw);
     lanes.fill(T::zero());
-    db.fill(T::zero());
     let first = chunk * g.per_chunk;
     let last = (first + g.per_chunk).min(g.n);
     for n in first..last {
         let g_n = &go[n * out_img..][..out_img];
-        pad_image(g, &x[n * in_img..][..in_img], img);
-        widen_grad(g, g_n, gw);
-        weight_grad_image(isa, g, img, gw, lanes);
-        for (b, g_k) in db.iter_mut().zip(g_n.chunks_exact(plane)) {
-            *b = *b + sum(g_k);
-        }
+        let img: &[T] = match kept {
+            Kept::Input(x) => {
+                pad_image(g, &x[n * in_img..][..in_img], scratch);
+                scratch
+            }
+            Kept::Images(all) => &all[n * image_len(g)..][..image_len(g)],
+            Kept::Columns(_) => unreachable!("the direct method never keeps columns"),
+        };
+        weight_grad_image(isa, g, img, g_n, lanes);
         if let Some(gi) = gi.as_deref_mut() {
             input_grad_image(g, w, g_n, &mut gi[(n - first) * in_img..][..in_img]);
         }
     }
-    // The chunk's dW: each weight's lanes added in a fixed order (unused lanes hold zeros).
-    for (d, l) in dw.iter_mut().zip(lanes.chunks_exact(CB)) {
+    // The chunk's dW then db: each one's L lanes added in a fixed order.
+    for (d, l) in part.iter_mut().zip(lanes.chunks_exact(L)) {
         *d = sum(l);
     }
 }
 
-/// Adds one image's `Σ_{i,j} g[k,i,j] · rows[i+u−ph][j+v]`, lane by lane, to the lane sums
-/// `lanes` of `dw[k,u,v]` (see [`backward_scratch`]), on `isa`.
+/// Adds one image's weight and bias gradients, lane by lane (lane `l` sums the output columns
+/// `j ≡ l mod L`), to `lanes` ([`lanes_len`]), on `isa`: `Σ_{i,j} g[k,i,j] · img[i+u][j+v]`
+/// for `dw[k,u,v]` and `Σ_{i,j} g[k,i,j]` for `db[k]`. Every fused path (AVX2 `f32`
+/// intrinsics, the generic code compiled for AVX2 or AVX-512) sums each lane in the same order
+/// with the same roundings, so they give the same bits.
 fn weight_grad_image<T: Scalar>(
     isa: GemmKernel,
     g: &Geometry,
     img: &[T],
-    gw: &[T],
+    g_n: &[T],
     lanes: &mut [T],
 ) {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f")]
-        fn avx512<T: Scalar>(g: &Geometry, img: &[T], gw: &[T], lanes: &mut [T]) {
-            weight_grad_rows::<T, true>(g, img, gw, lanes)
+        fn avx512<T: Scalar>(g: &Geometry, img: &[T], g_n: &[T], lanes: &mut [T]) {
+            weight_grad_rows::<T, true>(g, img, g_n, lanes)
         }
         #[target_feature(enable = "avx2,fma")]
-        fn avx2<T: Scalar>(g: &Geometry, img: &[T], gw: &[T], lanes: &mut [T]) {
-            weight_grad_rows::<T, true>(g, img, gw, lanes)
+        fn avx2<T: Scalar>(g: &Geometry, img: &[T], g_n: &[T], lanes: &mut [T]) {
+            if let (Some(img), Some(g_n)) = (T::as_f32_slice(img), T::as_f32_slice(g_n)) {
+                let lanes = T::as_f32_slice_mut(lanes).expect("f32 like the image");
+                return direct_avx2::weight_grad_rows(g, img, g_n, lanes);
+            }
+            weight_grad_rows::<T, true>(g, img, g_n, lanes)
         }
         match isa {
             // SAFETY: `GemmKernel::active` only returns a path the CPU supports (run-time check).
-            GemmKernel::Avx512 => return unsafe { avx512(g, img, gw, lanes) },
+            GemmKernel::Avx512 => return unsafe { avx512(g, img, g_n, lanes) },
             // SAFETY: as above; the AVX2 path requires AVX2 and FMA.
-            GemmKernel::Avx2 => return unsafe { avx2(g, img, gw, lanes) },
+            GemmKernel::Avx2 => return unsafe { avx2(g, img, g_n, lanes) },
             GemmKernel::Portable => {}
         }
     }
     let _ = isa;
-    weight_grad_rows::<T, false>(g, img, gw, lanes)
+    weight_grad_rows::<T, false>(g, img, g_n, lanes)
 }
 
-/// The weight gradient of one image, from `img` ([`pad_image`]) and `gw` ([`widen_grad`]):
-/// for each block of [`GKB`] channels and kernel position `(u, v)`, the [`CB`]-lane sums of
-/// `gw[k][q] · img[q + u·stride + v]` along the whole image stay in registers, then are added
-/// to `lanes`. Each step reads whole vectors of contiguous memory.
+/// The weight and bias gradients of one image `g_n` (`[k, oh, ow]`), from `img`
+/// ([`pad_image`]). For each block of [`GK`] channels and [`GV`] kernel columns `v0..v0+GV` of
+/// kernel row `u`, `GK × GV` accumulators of [`L`] lanes run over every output row `i` and
+/// column block `j0`: `acc[b][t] += g[k0+b][i][j0..j0+L] · img[i+u][j0+v0+t..][..L]`, so each
+/// gradient vector loaded serves `GV` taps and each input vector `GK` channels (the last column
+/// block of a row reads zeros past `ow`). On the first pass over a channel block, `GK` more
+/// accumulators sum the gradient itself (the bias gradient). Then all are added to `lanes`.
+/// A short last block repeats channel `k − 1` and reads past the kernel's columns (into the
+/// zero border); those sums are dropped.
 #[inline(always)]
 fn weight_grad_rows<T: Scalar, const FMA: bool>(
     g: &Geometry,
     img: &[T],
-    gw: &[T],
+    g_n: &[T],
     lanes: &mut [T],
 ) {
-    let (s, glen) = (row_stride(g), grad_len(g));
-    for k0 in (0..g.k).step_by(GKB) {
-        // A short block repeats channel k − 1 (computed, and added to spare lane sums).
-        let ch: [usize; GKB] = std::array::from_fn(|b| (k0 + b).min(g.k - 1));
+    let (s, plane, xlen) = (row_stride(g), g.positions(), grad_stride(g) + GV - 1);
+    for k0 in (0..g.k).step_by(GK) {
+        let ch: [usize; GK] = std::array::from_fn(|b| (k0 + b).min(g.k - 1));
         for u in 0..g.kh {
-            for v in 0..g.kw {
-                let mut acc = [[T::zero(); CB]; GKB];
-                for q0 in (0..glen).step_by(CB) {
-                    let xs = img[u * s + v + q0..].first_chunk::<CB>();
-                    let xs = xs.expect("the image reaches CB past every block");
-                    for (a, &c) in acc.iter_mut().zip(&ch) {
-                        let gv = gw[c * glen + q0..].first_chunk::<CB>();
-                        let gv = gv.expect("the gradient is whole blocks");
-                        for ((a, &gl), &xl) in a.iter_mut().zip(gv).zip(xs) {
-                            *a = madd::<T, FMA>(gl, xl, *a);
+            for v0 in (0..g.kw).step_by(GV) {
+                let mut acc = [[[T::zero(); L]; GV]; GK];
+                let mut bias = [[T::zero(); L]; GK];
+                for i in 0..g.oh {
+                    let xrow = &img[(i + u) * s + v0..][..xlen];
+                    for j0 in (0..g.ow).step_by(L) {
+                        let xw = &xrow[j0..][..L + GV - 1];
+                        for b in 0..GK {
+                            let src = &g_n[ch[b] * plane + i * g.ow + j0..][..L.min(g.ow - j0)];
+                            let mut gv = [T::zero(); L];
+                            gv[..src.len()].copy_from_slice(src);
+                            for (t, a) in acc[b].iter_mut().enumerate() {
+                                for (l, a) in a.iter_mut().enumerate() {
+                                    *a = madd::<T, FMA>(gv[l], xw[t + l], *a);
+                                }
+                            }
+                            for (d, &gl) in bias[b].iter_mut().zip(&gv) {
+                                *d = *d + gl;
+                            }
                         }
                     }
                 }
-                for (b, a) in acc.iter().enumerate() {
-                    let at = (((k0 + b) * g.kh + u) * g.kw + v) * CB;
-                    for (d, &a) in lanes[at..][..CB].iter_mut().zip(a) {
-                        *d = *d + a;
-                    }
-                }
+                let first = u == 0 && v0 == 0;
+                add_lanes(g, (k0, u, v0), &acc, first.then_some(&bias), lanes);
             }
+        }
+    }
+}
+
+/// `lanes[k0+b][u][v0+t] += acc[b][t]` for the real channels `k0 + b < k` and kernel columns
+/// `v0 + t < kw`, and, when given, `lanes[db k0+b] += bias[b]`.
+#[inline(always)]
+pub(super) fn add_lanes<T: Scalar>(
+    g: &Geometry,
+    (k0, u, v0): (usize, usize, usize),
+    acc: &[[[T; L]; GV]; GK],
+    bias: Option<&[[T; L]; GK]>,
+    lanes: &mut [T],
+) {
+    let add = |lanes: &mut [T], at: usize, a: &[T; L]| {
+        for (d, &a) in lanes[at * L..][..L].iter_mut().zip(a) {
+            *d = *d + a;
+        }
+    };
+    for (b, acc) in acc.iter().enumerate().take(g.k - k0) {
+        for (t, a) in acc.iter().enumerate().take(g.kw - v0) {
+            add(lanes, ((k0 + b) * g.kh + u) * g.kw + v0 + t, a);
+        }
+        if let Some(bias) = bias {
+            add(lanes, g.k * g.kh * g.kw + k0 + b, &bias[b]);
         }
     }
 }
@@ -399,4 +441,11 @@ fn input_grad_image<T: Scalar>(g: &Geometry, w: &[T], g_n: &[T], dx: &mut [T]) {
             }
         }
     }
+}
+
+/// The generic weight gradient with fused multiply-adds, on any CPU: what the `f32` AVX2
+/// intrinsics must equal bit for bit.
+#[cfg(test)]
+pub(super) fn weight_grad_rows_fma(g: &Geometry, img: &[f32], g_n: &[f32], lanes: &mut [f32]) {
+    weight_grad_rows::<f32, true>(g, img, g_n, lanes)
 }

@@ -129,21 +129,6 @@ fn col2im<T: Scalar>(g: &Geometry, dcols: &[T], dx: &mut [T]) {
     }
 }
 
-/// Writes the columns of every image of contiguous `x` (`[n, c, h, w]`) into `cols`
-/// (`[n, c·kh·kw, oh·ow]`), chunk by chunk, with one [`pad_len`] scratch per chunk in `pads`.
-pub(super) fn fill_columns<T: Scalar>(g: &Geometry, x: &[T], cols: &mut [T], pads: &mut [T]) {
-    let (img, in_img) = (g.ckk() * g.positions(), g.c * g.h * g.w);
-    cols.par_chunks_mut(g.per_chunk * img)
-        .zip(x.par_chunks(g.per_chunk * in_img))
-        .zip(pads.par_chunks_mut(pad_len(g)))
-        .with_min_len(g.min_chunks_per_task())
-        .for_each(|((cols, x), xpad)| {
-            for (c, x) in cols.chunks_exact_mut(img).zip(x.chunks_exact(in_img)) {
-                im2col_padded(g, x, xpad, c);
-            }
-        });
-}
-
 /// Scalars of per-chunk scratch the forward pass needs besides the columns: one zero-padded
 /// image for [`im2col_padded`] (at least 1, so that every chunk has a slot).
 pub(super) fn pad_len(g: &Geometry) -> usize {
@@ -213,7 +198,7 @@ pub(super) fn backward_scratch<T>(
     let (ckk, pos) = (g.ckk(), g.positions());
     let cols_len = match kept {
         Kept::Input(_) => ckk * pos + g.padded_len(),
-        Kept::Columns(_) => 0,
+        Kept::Columns(_) | Kept::Images(_) => 0,
     };
     (cols_len, if input_grad { ckk * pos } else { 0 })
 }
@@ -251,6 +236,7 @@ pub(super) fn backward_chunk<T: Scalar>(
                 cols
             }
             Kept::Columns(all) => &all[n * ckk * pos..][..ckk * pos],
+            Kept::Images(_) => unreachable!("the im2col method never keeps padded images"),
         };
         let cols_v = ArrayView2::from_shape((ckk, pos), cols).expect("cols");
         // dW += g_n·cols_nᵀ (the chunk's first image overwrites stale scratch)

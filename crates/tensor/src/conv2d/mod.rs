@@ -30,6 +30,8 @@
 //! method is forced on a geometry it does not support.
 
 mod direct;
+#[cfg(target_arch = "x86_64")]
+mod direct_avx2;
 mod im2col;
 
 use crate::parallel::{with_standard_slice_mut, PAR_MIN_WORK};
@@ -131,22 +133,33 @@ impl<T: Scalar> Conv2dWorkspace<T> {
     }
 }
 
-/// The im2col columns of a whole batch, kept by a training forward pass
-/// ([`conv2d_into_caching`]) so that its backward pass ([`conv2d_backward_into_cached`], which
-/// runs the im2col method) need not rebuild them: the columns of `x_n` are exactly what
-/// `dW = Σ_n g_n·cols_nᵀ` reads. When the forward pass runs the direct method, the columns are
-/// built for the cache alone.
+/// What the backward pass reads of a whole batch's input, kept by a training forward pass
+/// ([`conv2d_into_caching`]) as a by-product, so that the backward pass
+/// ([`conv2d_backward_into_cached`]) need not rebuild it and need not be given the input. For
+/// the im2col method these are the im2col columns (those of `x_n` are exactly what
+/// `dW = Σ_n g_n·cols_nᵀ` reads); for the direct method, each image's zero-bordered rows (no
+/// columns at all). Both passes run the same method ([`Conv2dMethod::choose`] and
+/// [`Conv2dMethod::choose_backward`] agree).
 ///
 /// It remembers the input shape, weight shape and parameters it was filled for; the backward
 /// pass checks them. It cannot know whether the input *values* changed since: the caller keeps
 /// the input untouched between the two calls (a layer's forward input normally is). It grows to
-/// `n·c·kh·kw·oh·ow` scalars and is reused.
-#[derive(Debug, Default, Clone)]
+/// [`Conv2dCache::kept_len`] scalars and is reused.
+#[derive(Debug, Clone)]
 pub struct Conv2dCache<T> {
+    /// What the backward pass of `method` reads, for every image of the batch.
     kept: Vec<T>,
-    /// Per-chunk scratch of the forward pass (zero-padded image or rows).
+    /// Per-chunk scratch of the forward pass (im2col: a zero-padded image; direct: the
+    /// regrouped weights).
     pads: Vec<T>,
+    method: Conv2dMethod,
     filled_for: Option<CacheKey>,
+}
+
+impl<T: Scalar> Default for Conv2dCache<T> {
+    fn default() -> Self {
+        Conv2dCache::new()
+    }
 }
 
 /// What a [`Conv2dCache`] was filled for: input dims, weight dims, parameters.
@@ -167,6 +180,7 @@ impl<T: Scalar> Conv2dCache<T> {
         Conv2dCache {
             kept: Vec::new(),
             pads: Vec::new(),
+            method: Conv2dMethod::Im2col,
             filled_for: None,
         }
     }
@@ -185,6 +199,32 @@ impl<T: Scalar> Conv2dCache<T> {
         params: Conv2dParams,
     ) -> bool {
         self.filled_for == Some((input, weight, params))
+    }
+
+    /// Number of scalars [`conv2d_into_caching`] keeps for these shapes: the im2col columns
+    /// (`n·c·kh·kw·oh·ow`) where the im2col method runs, the zero-bordered images (about
+    /// `n·(h + 2·ph)·(w + 2·pw)`) where the direct one does. For a layer deciding whether
+    /// keeping them is worth the memory traffic.
+    ///
+    /// # Panics
+    /// If the shapes do not agree or the kernel does not fit (see the module docs).
+    ///
+    /// ```
+    /// use tensor::{Conv2dCache, Conv2dParams};
+    /// let same = Conv2dParams { stride: (1, 1), padding: (2, 2) };
+    /// let conv1 = Conv2dCache::<f32>::kept_len((32, 1, 28, 28), (6, 1, 5, 5), same);
+    /// let conv2 = Conv2dCache::<f32>::kept_len((32, 6, 14, 14), (16, 6, 5, 5), Conv2dParams::default());
+    /// assert!(conv1 < 32 * 40 * 40); // padded images, no columns
+    /// assert_eq!(conv2, 32 * 6 * 25 * 10 * 10);
+    /// ```
+    #[track_caller]
+    pub fn kept_len(
+        input: (usize, usize, usize, usize),
+        weight: (usize, usize, usize, usize),
+        params: Conv2dParams,
+    ) -> usize {
+        let g = Geometry::new("Conv2dCache::kept_len", input, weight, params);
+        g.n * kept_per_image(&g, Conv2dMethod::choose(input, weight, params))
     }
 
     /// Forgets what it kept (keeps the memory): the next backward pass must not use them.
@@ -399,23 +439,25 @@ impl Conv2dMethod {
         }
     }
 
-    /// The method the plain backward entry point uses: [`Im2col`](Self::Im2col) for every
-    /// geometry. The direct weight gradient is correct (and reachable through
-    /// [`conv2d_backward_into_with`]) but measured slower than im2col's on LeNet-5's conv1
-    /// (0.6–0.9× at batch 32 and 256, `benches/benches/conv2d.rs`), so it is not chosen.
+    /// The method the plain backward entry point uses: the same rule as
+    /// [`Conv2dMethod::choose`], [`Direct`](Self::Direct) wherever it applies (its weight and
+    /// bias gradient measured 1.3–2× faster than im2col's on LeNet-5's conv1 at batch 32 and
+    /// 256, `benches/benches/conv2d.rs`), else [`Im2col`](Self::Im2col). So a training pass
+    /// over conv1 ([`conv2d_into_caching`], [`conv2d_backward_into_cached`]) builds no columns.
     ///
     /// ```
     /// use tensor::{Conv2dMethod, Conv2dParams};
     /// let same = Conv2dParams { stride: (1, 1), padding: (2, 2) };
-    /// let m = Conv2dMethod::choose_backward((32, 1, 28, 28), (6, 1, 5, 5), same);
-    /// assert_eq!(m, Conv2dMethod::Im2col);
+    /// let pick = |c| Conv2dMethod::choose_backward((32, c, 28, 28), (6, c, 5, 5), same);
+    /// assert_eq!(pick(1), Conv2dMethod::Direct);
+    /// assert_eq!(pick(6), Conv2dMethod::Im2col);
     /// ```
     pub fn choose_backward(
-        _input: (usize, usize, usize, usize),
-        _weight: (usize, usize, usize, usize),
-        _params: Conv2dParams,
+        input: (usize, usize, usize, usize),
+        weight: (usize, usize, usize, usize),
+        params: Conv2dParams,
     ) -> Conv2dMethod {
-        Conv2dMethod::Im2col
+        Conv2dMethod::choose(input, weight, params)
     }
 
     /// Whether this method can compute a convolution of these shapes (im2col: always; direct:
@@ -557,14 +599,22 @@ pub fn conv2d_into_with<T: Scalar>(
             let (cols, pads) = slots.split_at_mut(g.chunks * cols_len);
             Scratch::Im2col(cols, 0, pads)
         }
-        Conv2dMethod::Direct => Scratch::Direct(ws.slots(g.chunks, direct::pad_len(&g))),
+        Conv2dMethod::Direct => {
+            // One padded image per chunk, reused for each of its images, then the weights.
+            let img = direct::image_len(&g);
+            let slots = ws.slots(g.chunks, img + direct::weights_len(&g));
+            let (images, wts) = slots.split_at_mut(g.chunks * img);
+            Scratch::Direct(images, 0, wts)
+        }
     };
     forward(&g, input, weight, bias, out, scratch);
 }
 
-/// Like [`conv2d_into`], but keeps every image's im2col columns in `cache`, so that
-/// [`conv2d_backward_into_cached`] can reuse them instead of rebuilding them (training calls
-/// this, inference calls [`conv2d_into`]). The output is bit-identical to [`conv2d_into`]'s.
+/// Like [`conv2d_into`], but keeps in `cache` what the backward pass reads of every image (the
+/// im2col columns, or the direct method's zero-bordered rows; see [`Conv2dCache`]), so that
+/// [`conv2d_backward_into_cached`] can reuse it instead of rebuilding it (training calls this,
+/// inference calls [`conv2d_into`]). The output is bit-identical to [`conv2d_into`]'s: the
+/// same method runs.
 ///
 /// # Panics
 /// If the shapes do not agree or the kernel does not fit (see the module docs).
@@ -593,39 +643,37 @@ pub fn conv2d_into_caching<T: Scalar>(
     let g = Geometry::new("conv2d", input.dim(), weight.dim(), params);
     let method = Conv2dMethod::choose(g.input_dim(), g.weight_dim(), params);
     cache.filled_for = None;
-    let img = g.ckk() * g.positions();
-    let pads_len = g.chunks
-        * match method {
-            Conv2dMethod::Im2col => im2col::pad_len(&g),
-            Conv2dMethod::Direct => direct::pad_len(&g).max(im2col::pad_len(&g)),
-        };
+    // What the backward pass reads, kept for each image, then per-chunk scratch.
+    let img = kept_per_image(&g, method);
+    let pads_len = match method {
+        Conv2dMethod::Im2col => im2col::pad_len(&g),
+        Conv2dMethod::Direct => direct::weights_len(&g),
+    };
     if cache.kept.len() < g.n * img {
         cache.kept.resize(g.n * img, T::zero());
     }
-    if cache.pads.len() < pads_len {
-        cache.pads.resize(pads_len, T::zero());
+    if cache.pads.len() < g.chunks * pads_len {
+        cache.pads.resize(g.chunks * pads_len, T::zero());
     }
-    let cols = &mut cache.kept[..g.n * img];
-    let pads = &mut cache.pads[..pads_len];
-    match method {
-        // The columns are a by-product of the forward pass.
-        Conv2dMethod::Im2col => forward(
-            &g,
-            input,
-            weight,
-            bias,
-            out,
-            Scratch::Im2col(cols, img, pads),
-        ),
-        // The direct forward pass, then the columns for the backward pass alone.
-        Conv2dMethod::Direct => {
-            forward(&g, input, weight, bias, out, Scratch::Direct(&mut *pads));
-            let input = input.as_standard_layout();
-            let x = input.as_slice().expect("standard layout");
-            im2col::fill_columns(&g, x, cols, pads);
-        }
-    }
+    let kept = &mut cache.kept[..g.n * img];
+    let pads = &mut cache.pads[..g.chunks * pads_len];
+    // Either way, what the backward pass reads is a by-product of the forward pass.
+    let scratch = match method {
+        Conv2dMethod::Im2col => Scratch::Im2col(kept, img, pads),
+        Conv2dMethod::Direct => Scratch::Direct(kept, img, pads),
+    };
+    forward(&g, input, weight, bias, out, scratch);
+    cache.method = method;
     cache.filled_for = Some((g.input_dim(), g.weight_dim(), params));
+}
+
+/// Scalars a caching forward pass keeps per image for `method`'s backward pass: the im2col
+/// columns, or the direct method's zero-bordered image.
+fn kept_per_image(g: &Geometry, method: Conv2dMethod) -> usize {
+    match method {
+        Conv2dMethod::Im2col => g.ckk() * g.positions(),
+        Conv2dMethod::Direct => direct::image_len(g),
+    }
 }
 
 /// Scratch of one forward pass, and by its kind the method that runs.
@@ -634,8 +682,10 @@ enum Scratch<'a, T> {
     /// at `i·img_stride` within its slot (0: one buffer reused; `c·kh·kw·oh·ow`: every image
     /// kept), and one padded image per chunk.
     Im2col(&'a mut [T], usize, &'a mut [T]),
-    /// direct: one image's zero-bordered rows per chunk.
-    Direct(&'a mut [T]),
+    /// direct: the image slots of the chunks, where image `i` of a chunk writes its
+    /// zero-bordered rows at `i·img_stride` within its slot (0: one buffer reused; the image
+    /// length: every image kept), and one regrouped weight scratch per chunk.
+    Direct(&'a mut [T], usize, &'a mut [T]),
 }
 
 /// The forward pass: checks the output and bias, makes the operands contiguous, runs the method.
@@ -663,7 +713,9 @@ fn forward<T: Scalar>(
         Scratch::Im2col(cols, img_stride, pads) => {
             im2col::forward(g, x, w, bias, y, (cols, img_stride), pads)
         }
-        Scratch::Direct(pads) => direct::forward(g, x, w, bias, y, pads),
+        Scratch::Direct(images, img_stride, wts) => {
+            direct::forward(g, x, w, bias, y, (images, img_stride), wts)
+        }
     });
 }
 
@@ -806,10 +858,10 @@ pub fn conv2d_backward_into_with<T: Scalar>(
     backward(&g, method, Kept::Input(x), weight, grad_out, grads, ws);
 }
 
-/// Like [`conv2d_backward_into`] (im2col method), reading the columns that
-/// [`conv2d_into_caching`] kept in `cache` instead of rebuilding them from the input (which it
-/// therefore does not take): the weight gradient needs no im2col at all. Bit-identical to [`conv2d_backward_into`] on the same
-/// input.
+/// Like [`conv2d_backward_into`], reading what [`conv2d_into_caching`] kept in `cache` (the
+/// im2col columns, or the direct method's zero-bordered images) instead of rebuilding it from
+/// the input (which it therefore does not take). Bit-identical to [`conv2d_backward_into`] on
+/// the same input.
 ///
 /// # Panics
 /// If `cache` was not filled by a forward pass with this weight shape and `params`, or the
@@ -854,9 +906,13 @@ pub fn conv2d_backward_into_cached<T: Scalar>(
         weight.dim()
     );
     let g = Geometry::new(op, input_dim, weight.dim(), params);
-    let kept = Kept::Columns(&cache.kept[..g.n * g.ckk() * g.positions()]);
+    let all = &cache.kept[..g.n * kept_per_image(&g, cache.method)];
+    let kept = match cache.method {
+        Conv2dMethod::Im2col => Kept::Columns(all),
+        Conv2dMethod::Direct => Kept::Images(all),
+    };
     let grads = (grad_input, grad_weight, grad_bias);
-    backward(&g, Conv2dMethod::Im2col, kept, weight, grad_out, grads, ws);
+    backward(&g, cache.method, kept, weight, grad_out, grads, ws);
 }
 
 /// What the backward pass reads of the forward pass's input.
@@ -864,8 +920,10 @@ pub fn conv2d_backward_into_cached<T: Scalar>(
 enum Kept<'a, T> {
     /// The input itself (`[n, c, h, w]`, contiguous); im2col rebuilds the columns from it.
     Input(&'a [T]),
-    /// The im2col columns of the whole batch (`[n, c·kh·kw, oh·ow]`).
+    /// The im2col columns of the whole batch (`[n, c·kh·kw, oh·ow]`): the im2col method's.
     Columns(&'a [T]),
+    /// The zero-bordered rows of every image of the batch: the direct method's.
+    Images(&'a [T]),
 }
 
 /// The caller's gradient buffers: input (optional), weight, bias (optional).
@@ -915,18 +973,15 @@ fn backward<T: Scalar>(
     let im2col_scratch = im2col::backward_scratch(g, kept, grad_input.is_some());
     let scratch = match method {
         Conv2dMethod::Im2col => im2col_scratch.0 + im2col_scratch.1,
-        Conv2dMethod::Direct => direct::backward_scratch(g),
+        Conv2dMethod::Direct => direct::backward_scratch(g, kept),
     };
     let slot = scratch + g.k * g.ckk() + g.k;
     let slots = ws.slots(g.chunks, slot);
-    let chunk = |chunk: usize, s: &mut [T], gi: Option<&mut [T]>| match (method, kept) {
-        (Conv2dMethod::Im2col, _) => {
+    let chunk = |chunk: usize, s: &mut [T], gi: Option<&mut [T]>| match method {
+        Conv2dMethod::Im2col => {
             im2col::backward_chunk(g, kept, w, go, chunk, s, im2col_scratch, gi)
         }
-        (Conv2dMethod::Direct, Kept::Input(x)) => direct::backward_chunk(g, x, w, go, chunk, s, gi),
-        (Conv2dMethod::Direct, Kept::Columns(_)) => {
-            unreachable!("the direct method keeps the input, never columns")
-        }
+        Conv2dMethod::Direct => direct::backward_chunk(g, kept, w, go, chunk, s, gi),
     };
     match grad_input {
         Some(gi) => {
