@@ -24,7 +24,7 @@ pub(super) fn available() -> bool {
 
 /// Whether [`interleave_lines`] handles a panel `w` lines wide.
 pub(super) fn handles(w: usize) -> bool {
-    w >= 2 && (w % 8 == 0 || w < 8)
+    w >= 2 && (w.is_multiple_of(8) || w < 8)
 }
 
 /// `panel[p · w + l] = src[l · line + p]` for `l < w`, `p < kc`: `w` contiguous source lines
