@@ -8,11 +8,11 @@
 //! `general_mat_mul` (the `matrixmultiply` crate) for `W·cols`, `g·colsᵀ` and `Wᵀ·g`, then
 //! col2im — single-threaded, into preallocated buffers (no allocation in its loop either).
 //!
-//! **Methods** (conv1 only): `Conv2dMethod::Direct` (what `conv2d_into` and
-//! `conv2d_backward_into` pick for one input channel and stride 1) against
-//! `Conv2dMethod::Im2col` on the same layer, forward and weight + bias gradient,
-//! both through the `_with` entry points; the summary prints their alternating medians and the
-//! ratio.
+//! **Methods**: the method `conv2d_into` and `conv2d_backward_into` pick for each layer
+//! (`Conv2dMethod::Direct` for conv1, one input channel; `Conv2dMethod::Shifted` for conv2,
+//! stride 1) against `Conv2dMethod::Im2col` on the same layer, forward and backward (as in
+//! training: weight and bias gradient, plus the input gradient for conv2), both through the
+//! `_with` entry points; the summary prints their alternating medians and the ratio.
 //!
 //! Run: `cargo bench -p lenet-benches --bench conv2d -- --warm-up-time 1 --measurement-time 2`.
 //! Criterion reports elements/s with one element = one flop (read `Gelem/s` as GFLOP/s). A
@@ -164,16 +164,21 @@ impl Case {
         );
     }
 
-    /// Weight and bias gradients (no input gradient) by a forced method.
-    fn method_weight_grad(&mut self, m: Conv2dMethod) {
+    /// The training backward pass (as [`Case::ours_backward`]) by a forced method.
+    fn method_backward(&mut self, m: Conv2dMethod) {
         let p = self.params();
+        let gx = if self.l.grad_input {
+            Some(self.gx.view_mut())
+        } else {
+            None
+        };
         conv2d_backward_into_with(
             m,
             black_box(self.x.view()),
             self.w.view(),
             self.g.view(),
             p,
-            None,
+            gx,
             self.gw.view_mut(),
             Some(self.gb.view_mut()),
             &mut self.ws,
@@ -379,59 +384,74 @@ fn bench_conv(cr: &mut Criterion) {
     }
 }
 
-const METHODS: [(Conv2dMethod, &str); 2] = [
-    (Conv2dMethod::Direct, "direct"),
-    (Conv2dMethod::Im2col, "im2col"),
-];
+/// The method the plain entry points pick for each layer, then the im2col method it replaces.
+fn methods(l: Layer) -> [(Conv2dMethod, &'static str); 2] {
+    let chosen = match l.c {
+        1 => (Conv2dMethod::Direct, "direct"),
+        _ => (Conv2dMethod::Shifted, "shifted"),
+    };
+    [chosen, (Conv2dMethod::Im2col, "im2col")]
+}
 
-/// conv1 by each method, forward and weight gradient, at batch 32 and 256.
-fn bench_conv1_methods(cr: &mut Criterion) {
-    for n in [32, 256] {
-        let mut case = Case::new(LAYERS[0], n);
-        let label = format!("n{n}");
-        let mut group = cr.benchmark_group("conv2d/conv1_forward_method");
-        group.throughput(Throughput::Elements(case.forward_flops()));
-        for (m, name) in METHODS {
-            group.bench_function(BenchmarkId::new(name, &label), |b| {
-                b.iter(|| case.method_forward(m))
-            });
+/// Each layer by each method, forward and backward, at batch 32 and 256.
+fn bench_methods(cr: &mut Criterion) {
+    for l in LAYERS {
+        for n in [32, 256] {
+            let mut case = Case::new(l, n);
+            let label = format!("n{n}");
+            for backward in [false, true] {
+                let op = if backward { "backward" } else { "forward" };
+                let mut group = cr.benchmark_group(format!("conv2d/{}_{op}_method", l.name));
+                group.throughput(Throughput::Elements(if backward {
+                    case.backward_flops()
+                } else {
+                    case.forward_flops()
+                }));
+                for (m, name) in methods(l) {
+                    group.bench_function(BenchmarkId::new(name, &label), |b| match backward {
+                        false => b.iter(|| case.method_forward(m)),
+                        true => b.iter(|| case.method_backward(m)),
+                    });
+                }
+                group.finish();
+            }
         }
-        group.finish();
-        let mut group = cr.benchmark_group("conv2d/conv1_weight_grad_method");
-        group.throughput(Throughput::Elements(case.forward_flops()));
-        for (m, name) in METHODS {
-            group.bench_function(BenchmarkId::new(name, &label), |b| {
-                b.iter(|| case.method_weight_grad(m))
-            });
-        }
-        group.finish();
     }
 }
 
-/// conv1's two methods timed alternately on the bench pool: GFLOP/s and im2col time / direct time.
+/// Each layer's two methods timed alternately on the bench pool: GFLOP/s and the ratio
+/// im2col time / chosen method's time.
 fn methods_summary(threads: usize) {
-    println!("\nconv1 by method ({threads} threads, GFLOP/s, medians of alternating runs)");
+    println!("\nconvolutions by method ({threads} threads, GFLOP/s, medians of alternating runs)");
     println!(
-        "{:<18} {:>5} {:>8} {:>8} {:>16}",
-        "op", "batch", "direct", "im2col", "im2col/direct"
+        "{:<12} {:>5} {:>8} {:>8} {:>8} {:>16}",
+        "op", "batch", "method", "chosen", "im2col", "im2col/chosen"
     );
-    for n in [32, 256] {
-        let mut case = Case::new(LAYERS[0], n);
-        let flops = case.forward_flops() as f64;
-        for (op, weight_grad) in [("conv1_fwd", false), ("conv1_weight_grad", true)] {
-            let run = |c: &mut Case, side: usize| match weight_grad {
-                false => c.method_forward(METHODS[side].0),
-                true => c.method_weight_grad(METHODS[side].0),
-            };
-            let t = alternating_medians(&mut |side| run(&mut case, side), 2, 5, 0.02);
-            println!(
-                "{:<18} {:>5} {:>8.1} {:>8.1} {:>15.2}x",
-                op,
-                n,
-                flops / t[0] / 1e9,
-                flops / t[1] / 1e9,
-                t[1] / t[0]
-            );
+    for l in LAYERS {
+        let ms = methods(l);
+        for n in [32, 256] {
+            let mut case = Case::new(l, n);
+            for backward in [false, true] {
+                let flops = if backward {
+                    case.backward_flops()
+                } else {
+                    case.forward_flops()
+                } as f64;
+                let run = |c: &mut Case, side: usize| match backward {
+                    false => c.method_forward(ms[side].0),
+                    true => c.method_backward(ms[side].0),
+                };
+                let t = alternating_medians(&mut |side| run(&mut case, side), 2, 5, 0.02);
+                println!(
+                    "{:<12} {:>5} {:>8} {:>8.1} {:>8.1} {:>15.2}x",
+                    format!("{}_{}", l.name, if backward { "bwd" } else { "fwd" }),
+                    n,
+                    ms[0].1,
+                    flops / t[0] / 1e9,
+                    flops / t[1] / 1e9,
+                    t[1] / t[0]
+                );
+            }
         }
     }
 }
@@ -495,7 +515,7 @@ fn main() {
         let mut cr = Criterion::default().configure_from_args();
         if std::env::var_os("CONV_SUMMARY_ONLY").is_none() {
             bench_conv(&mut cr);
-            bench_conv1_methods(&mut cr);
+            bench_methods(&mut cr);
             cr.final_summary();
         }
         if !test_mode() {

@@ -87,6 +87,7 @@ mod source;
 mod transpose_avx2;
 
 pub use dispatch::GemmKernel;
+pub(crate) use scratch::{with_thread_buffer, ThreadBuffer};
 #[allow(unused_imports)] // The crate's implicit-GEMM convolution is the user.
 pub(crate) use source::{MatrixB, PackB};
 

@@ -1,8 +1,8 @@
-//! The two convolution methods agree: for random shapes with one input channel and stride 1,
-//! the direct method's forward pass and gradients equal the im2col method's to f32 rounding,
-//! and the direct method is bit-identical on 1, 2 and 3 threads.
+//! The convolution methods agree: for random shapes with stride 1, the direct method's (one
+//! input channel) and the shifted method's (any channels) forward pass and gradients equal the
+//! im2col method's to f32 rounding, and both are bit-identical on 1, 2 and 3 threads.
 //!
-//! Tolerance. Each compared value is a sum of `m` products (`m = kh·kw` + the bias for the
+//! Tolerance. Each compared value is a sum of `m` products (`m = c·kh·kw` + the bias for the
 //! output, `n·oh·ow` for the weight gradient, at most `k·kh·kw` for the input gradient). Summed
 //! in any order in f32, each method is within `m·u·S` of the exact value, where `u = 2⁻²⁴` and
 //! `S` is the sum of the products' magnitudes (the same op applied to `|x|`, `|w|`, `|g|`,
@@ -27,7 +27,8 @@ struct Case {
 }
 
 fn case(
-    (n, k, h, w, kh, kw, ph, pw): (usize, usize, usize, usize, usize, usize, usize, usize),
+    (n, c, k, h, w): (usize, usize, usize, usize, usize),
+    (kh, kw, ph, pw): (usize, usize, usize, usize),
     seed: u64,
 ) -> Case {
     let r = &mut ChaCha8Rng::seed_from_u64(seed);
@@ -37,7 +38,7 @@ fn case(
         padding: (ph, pw),
     };
     let (oh, ow) = p.output_size((h, w), (kh, kw)).unwrap();
-    let (x, wt, g) = (u4((n, 1, h, w)), u4((k, 1, kh, kw)), u4((n, k, oh, ow)));
+    let (x, wt, g) = (u4((n, c, h, w)), u4((k, c, kh, kw)), u4((n, k, oh, ow)));
     let b = Array1::from_shape_fn(k, |i| i as f32 * 0.25 - 0.5);
     Case { x, w: wt, b, g, p }
 }
@@ -83,7 +84,7 @@ fn close(what: &str, a: ArrayView4<'_, f32>, b: ArrayView4<'_, f32>, s: &Array4<
     });
     assert!(
         worst == (0.0, 0.0),
-        "{what}: |direct − im2col| = {:e} > {:e}",
+        "{what}: |a − b| = {:e} > {:e}",
         worst.0,
         worst.1
     );
@@ -93,21 +94,27 @@ fn abs64(a: &Array4<f32>) -> Array4<f64> {
     a.mapv(|v| f64::from(v.abs()))
 }
 
-fn compare(c: &Case) {
-    let (y1, gi1, gw1, gb1) = run(c, Conv2dMethod::Direct);
+/// Compares method `a` (a = the first values in messages) with im2col.
+fn compare(c: &Case, a: Conv2dMethod) {
+    let (y1, gi1, gw1, gb1) = run(c, a);
     let (y2, gi2, gw2, gb2) = run(c, Conv2dMethod::Im2col);
-    let ((n, ..), (k, _, kh, kw)) = (c.x.dim(), c.w.dim());
+    let ((n, ..), (k, ch, kh, kw)) = (c.x.dim(), c.w.dim());
     let (oh, ow) = (c.g.dim().2, c.g.dim().3);
     let (ax, aw, ag) = (abs64(&c.x), abs64(&c.w), abs64(&c.g));
     let ab = c.b.mapv(|v| f64::from(v.abs()));
-    let at = format!("x{:?} w{:?} {:?}", c.x.dim(), c.w.dim(), c.p);
+    let at = format!(
+        "{a:?} vs im2col, x{:?} w{:?} {:?}",
+        c.x.dim(),
+        c.w.dim(),
+        c.p
+    );
     let s_y = conv2d(ax.view(), aw.view(), Some(ab.view()), c.p);
     close(
         &format!("{at}: output"),
         y1.view(),
         y2.view(),
         &s_y,
-        kh * kw + 1,
+        ch * kh * kw + 1,
     );
     let s = conv2d_backward(ax.view(), aw.view(), ag.view(), c.p);
     close(
@@ -148,30 +155,58 @@ proptest! {
     ) {
         let h = kh.saturating_sub(2 * ph).max(1) + eh;
         let w = kw.saturating_sub(2 * pw).max(1) + ew;
-        compare(&case((n, k, h, w, kh, kw, ph, pw), seed));
+        compare(&case((n, 1, k, h, w), (kh, kw, ph, pw), seed), Conv2dMethod::Direct);
+    }
+
+    #[test]
+    fn shifted_equals_im2col(
+        n in 1usize..=3, c in 1usize..=4, k in 1usize..=8,
+        (kh, ph, eh) in (1usize..=6, 0usize..=3, 0usize..=20),
+        (kw, pw, ew) in (1usize..=6, 0usize..=3, 0usize..=20),
+        seed in any::<u64>(),
+    ) {
+        let h = kh.saturating_sub(2 * ph).max(1) + eh;
+        let w = kw.saturating_sub(2 * pw).max(1) + ew;
+        compare(&case((n, c, k, h, w), (kh, kw, ph, pw), seed), Conv2dMethod::Shifted);
     }
 }
 
 #[test]
 fn direct_equals_im2col_at_conv1_shapes() {
     for n in [1, 32, 45] {
-        compare(&case((n, 6, 28, 28, 5, 5, 2, 2), n as u64));
+        let c = case((n, 1, 6, 28, 28), (5, 5, 2, 2), n as u64);
+        compare(&c, Conv2dMethod::Direct);
+        compare(&c, Conv2dMethod::Shifted);
     }
 }
 
 #[test]
-fn direct_method_is_bit_identical_on_1_2_and_3_threads() {
-    let c = case((45, 6, 28, 28, 5, 5, 2, 2), 3);
-    let on = |t: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(t)
-            .build()
-            .unwrap();
-        pool.install(|| run(&c, Conv2dMethod::Direct))
-    };
-    let one = on(1);
-    for t in [2, 3] {
-        assert_eq!(on(t), one, "{t} threads");
+fn shifted_equals_im2col_at_conv2_shapes() {
+    for n in [1, 32, 45] {
+        let c = case((n, 6, 16, 14, 14), (5, 5, 0, 0), n as u64);
+        compare(&c, Conv2dMethod::Shifted);
+    }
+}
+
+#[test]
+fn direct_and_shifted_methods_are_bit_identical_on_1_2_and_3_threads() {
+    let conv1 = case((45, 1, 6, 28, 28), (5, 5, 2, 2), 3);
+    let conv2 = case((45, 6, 16, 14, 14), (5, 5, 0, 0), 4);
+    for (c, m) in [
+        (&conv1, Conv2dMethod::Direct),
+        (&conv2, Conv2dMethod::Shifted),
+    ] {
+        let on = |t: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap();
+            pool.install(|| run(c, m))
+        };
+        let one = on(1);
+        for t in [2, 3] {
+            assert_eq!(on(t), one, "{m:?}, {t} threads");
+        }
     }
 }
 
@@ -179,5 +214,7 @@ fn direct_method_is_bit_identical_on_1_2_and_3_threads() {
 /// for every output column (the input gradient must skip them, not index before the row).
 #[test]
 fn direct_equals_im2col_when_a_kernel_column_reads_only_padding() {
-    compare(&case((1, 2, 4, 1, 3, 6, 1, 3), 5));
+    let c = case((1, 1, 2, 4, 1), (3, 6, 1, 3), 5);
+    compare(&c, Conv2dMethod::Direct);
+    compare(&c, Conv2dMethod::Shifted);
 }

@@ -454,12 +454,13 @@ fn direct_dim() -> impl Strategy<Value = (usize, usize, usize, usize)> {
     })
 }
 
-/// All three gradients of the direct method (one input channel, stride 1), forced through the
-/// `_with` entry points, against central differences of its own forward pass. Up to 7 output
-/// channels: full and short channel blocks of both the forward and the weight-gradient kernels.
-fn conv2d_direct_gradcheck(
-    n: usize,
-    k: usize,
+/// All three gradients of a stride-1 method (direct: one input channel; shifted: any), forced
+/// through the `_with` entry points, against central differences of its own forward pass. Up to
+/// 7 output channels: full and short channel blocks of both the direct forward and
+/// weight-gradient kernels.
+fn conv2d_method_gradcheck(
+    m: Conv2dMethod,
+    (n, c, k): (usize, usize, usize),
     hd: (usize, usize, usize, usize),
     wd: (usize, usize, usize, usize),
     seed: u64,
@@ -470,10 +471,9 @@ fn conv2d_direct_gradcheck(
         stride: (1, 1),
         padding: (ph, pw),
     };
-    let x = uniform((n, 1, h, w), r);
-    let wt = uniform((k, 1, kh, kw), r);
+    let x = uniform((n, c, h, w), r);
+    let wt = uniform((k, c, kh, kw), r);
     let b = uniform(k, r);
-    let m = Conv2dMethod::Direct;
     let fwd = |x: &Array4<f64>, wt: &Array4<f64>, b: &Array1<f64>| {
         let (oh, ow) = p.output_size((h, w), (kh, kw)).unwrap();
         let mut y = Array4::from_elem((n, k, oh, ow), f64::NAN);
@@ -504,7 +504,7 @@ fn conv2d_direct_gradcheck(
         Some(gb.view_mut()),
         &mut Conv2dWorkspace::new(),
     );
-    let at = format!("direct conv2d x{:?} w{:?} {p:?}", x.dim(), wt.dim());
+    let at = format!("{m:?} conv2d x{:?} w{:?} {p:?}", x.dim(), wt.dim());
     let num_x = numeric_grad(&x, |x| dot(&fwd(x, &wt, &b), &g));
     check(&format!("{at}: grad_input"), &gi, &num_x)?;
     let num_w = numeric_grad(&wt, |wt| dot(&fwd(&x, wt, &b), &g));
@@ -525,7 +525,19 @@ proptest! {
         wd in direct_dim(),
         seed in any::<u64>(),
     ) {
-        conv2d_direct_gradcheck(n, k, hd, wd, seed)?;
+        conv2d_method_gradcheck(Conv2dMethod::Direct, (n, 1, k), hd, wd, seed)?;
+    }
+
+    #[test]
+    fn conv2d_shifted_gradients(
+        n in 1usize..=2,
+        c in 1usize..=3,
+        k in 1usize..=4,
+        hd in direct_dim(),
+        wd in direct_dim(),
+        seed in any::<u64>(),
+    ) {
+        conv2d_method_gradcheck(Conv2dMethod::Shifted, (n, c, k), hd, wd, seed)?;
     }
 }
 

@@ -2,7 +2,7 @@
 //! padding). See the parent module for the math; this file builds the columns, multiplies, and
 //! scatters column gradients back with col2im.
 
-use super::{copy_row, valid_range, Geometry, Kept};
+use super::{copy_row, pad_planes, valid_range, Geometry, Kept};
 use crate::parallel::sum;
 use crate::{gemm, Scalar};
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2};
@@ -67,15 +67,7 @@ fn im2col_padded<T: Scalar>(g: &Geometry, x: &[T], xpad: &mut [T], cols: &mut [T
         x
     } else {
         let xpad = &mut xpad[..g.padded_len()];
-        xpad.fill(T::zero());
-        for (src, dst) in x
-            .chunks_exact(g.h * g.w)
-            .zip(xpad.chunks_exact_mut(hp * wp))
-        {
-            for (r, row) in src.chunks_exact(g.w).enumerate() {
-                copy_row(&mut dst[(r + ph) * wp + pw..][..g.w], row);
-            }
-        }
+        pad_planes(g, x, xpad);
         xpad
     };
     let mut rows = cols.chunks_exact_mut(g.positions());

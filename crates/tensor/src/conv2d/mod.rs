@@ -1,4 +1,4 @@
-//! 2-D convolution (cross-correlation, as in PyTorch), NCHW layout, by one of two methods:
+//! 2-D convolution (cross-correlation, as in PyTorch), NCHW layout, by one of three methods:
 //!
 //! * `im2col` (every geometry): for one image, im2col lays every receptive field out as a
 //!   column: `cols` is `[c·kh·kw, oh·ow]`, with row `(c, u, v)` holding
@@ -8,9 +8,13 @@
 //!   adjoint of im2col); weight gradient `dW = Σ_n g_n · cols_nᵀ`;
 //! * `direct` (one input channel, stride 1: LeNet-5's conv1): the same sums read straight from
 //!   the image, output columns in the vector lanes and weights broadcast, with no columns in
-//!   memory (see `direct.rs`).
+//!   memory (see `direct.rs`);
+//! * `shifted` (stride 1: LeNet-5's conv2): im2col's products on "wide" columns, numbered over
+//!   the padded image width, so that every column row is one contiguous slice of the padded
+//!   image: long copies instead of im2col's short rows, long adds instead of col2im's, and a
+//!   training pass keeps only the padded images (see `shifted.rs`).
 //!
-//! Bias gradient, for both: `db_k = Σ_{n,i,j} g[n,k,i,j]`. [`Conv2dMethod::choose`] (forward)
+//! Bias gradient, for all: `db_k = Σ_{n,i,j} g[n,k,i,j]`. [`Conv2dMethod::choose`] (forward)
 //! and [`Conv2dMethod::choose_backward`] are the one place where the method is picked; the
 //! `_with` entry points take it explicitly.
 //!
@@ -33,6 +37,7 @@ mod direct;
 #[cfg(target_arch = "x86_64")]
 mod direct_avx2;
 mod im2col;
+mod shifted;
 
 use crate::parallel::{with_standard_slice_mut, PAR_MIN_WORK};
 use crate::shape::{check_shape, Expected};
@@ -137,8 +142,8 @@ impl<T: Scalar> Conv2dWorkspace<T> {
 /// ([`conv2d_into_caching`]) as a by-product, so that the backward pass
 /// ([`conv2d_backward_into_cached`]) need not rebuild it and need not be given the input. For
 /// the im2col method these are the im2col columns (those of `x_n` are exactly what
-/// `dW = Σ_n g_n·cols_nᵀ` reads); for the direct method, each image's zero-bordered rows (no
-/// columns at all). Both passes run the same method ([`Conv2dMethod::choose`] and
+/// `dW = Σ_n g_n·cols_nᵀ` reads); for the direct and shifted methods, each image's
+/// zero-bordered rows or padded planes (no columns at all). Both passes run the same method ([`Conv2dMethod::choose`] and
 /// [`Conv2dMethod::choose_backward`] agree).
 ///
 /// It remembers the input shape, weight shape and parameters it was filled for; the backward
@@ -203,8 +208,8 @@ impl<T: Scalar> Conv2dCache<T> {
 
     /// Number of scalars [`conv2d_into_caching`] keeps for these shapes: the im2col columns
     /// (`n·c·kh·kw·oh·ow`) where the im2col method runs, the zero-bordered images (about
-    /// `n·(h + 2·ph)·(w + 2·pw)`) where the direct one does. For a layer deciding whether
-    /// keeping them is worth the memory traffic.
+    /// `n·c·(h + 2·ph)·(w + 2·pw)`) where the direct or shifted one does. For a layer deciding
+    /// whether keeping them is worth the memory traffic.
     ///
     /// # Panics
     /// If the shapes do not agree or the kernel does not fit (see the module docs).
@@ -214,8 +219,11 @@ impl<T: Scalar> Conv2dCache<T> {
     /// let same = Conv2dParams { stride: (1, 1), padding: (2, 2) };
     /// let conv1 = Conv2dCache::<f32>::kept_len((32, 1, 28, 28), (6, 1, 5, 5), same);
     /// let conv2 = Conv2dCache::<f32>::kept_len((32, 6, 14, 14), (16, 6, 5, 5), Conv2dParams::default());
+    /// let strided = Conv2dParams { stride: (2, 2), padding: (0, 0) };
+    /// let conv3 = Conv2dCache::<f32>::kept_len((32, 6, 14, 14), (16, 6, 5, 5), strided);
     /// assert!(conv1 < 32 * 40 * 40); // padded images, no columns
-    /// assert_eq!(conv2, 32 * 6 * 25 * 10 * 10);
+    /// assert_eq!(conv2, 32 * 6 * 14 * 14); // the images: no padding
+    /// assert_eq!(conv3, 32 * 6 * 25 * 5 * 5); // im2col columns
     /// ```
     #[track_caller]
     pub fn kept_len(
@@ -382,6 +390,24 @@ fn copy_row<T: Copy>(dst: &mut [T], src: &[T]) {
     }
 }
 
+/// Copies one image `x` (`[c, h, w]`) into `xpad` (`[c, h + 2·ph, w + 2·pw]`), zeros around.
+fn pad_planes<T: Scalar>(g: &Geometry, x: &[T], xpad: &mut [T]) {
+    let (ph, pw) = g.p.padding;
+    let (hp, wp) = (g.h + 2 * ph, g.w + 2 * pw);
+    if (ph, pw) == (0, 0) {
+        return xpad.copy_from_slice(x);
+    }
+    xpad.fill(T::zero());
+    for (src, dst) in x
+        .chunks_exact(g.h * g.w)
+        .zip(xpad.chunks_exact_mut(hp * wp))
+    {
+        for (r, row) in src.chunks_exact(g.w).enumerate() {
+            copy_row(&mut dst[(r + ph) * wp + pw..][..g.w], row);
+        }
+    }
+}
+
 /// Output indices `j` whose input index `j·s + v − p` lies in `0..len`, as a range `j0..j1`
 /// within `0..out` (empty when the whole row falls in the padding).
 fn valid_range(out: usize, s: usize, v: usize, p: usize, len: usize) -> (usize, usize) {
@@ -410,21 +436,26 @@ pub enum Conv2dMethod {
     /// output columns: one input channel and stride 1 only (any kernel, padding, channel count
     /// out). LeNet-5's conv1.
     Direct,
+    /// Stride 1 only: [`gemm`](crate::gemm) on "wide" columns, each row a contiguous slice of
+    /// the padded image (long copies instead of im2col's short rows, long adds instead of
+    /// col2im's; `shifted.rs`). LeNet-5's conv2.
+    Shifted,
 }
 
 impl Conv2dMethod {
     /// The method the plain forward entry points use for these shapes:
     /// [`Direct`](Self::Direct) wherever it applies (measured 1.4–2× faster than im2col on
     /// LeNet-5's conv1 at batch 32 and 256, `benches/benches/conv2d.rs`), else
-    /// [`Im2col`](Self::Im2col). With [`Conv2dMethod::choose_backward`], the only place the
-    /// choice is made.
+    /// [`Shifted`](Self::Shifted) for stride 1 (on LeNet-5's conv2 it made a one-thread training
+    /// epoch 1.1–1.3× faster than im2col), else [`Im2col`](Self::Im2col). With
+    /// [`Conv2dMethod::choose_backward`], the only place the choice is made.
     ///
     /// ```
     /// use tensor::{Conv2dMethod, Conv2dParams};
     /// let same = Conv2dParams { stride: (1, 1), padding: (2, 2) };
     /// let pick = |c, p| Conv2dMethod::choose((32, c, 28, 28), (6, c, 5, 5), p);
     /// assert_eq!(pick(1, same), Conv2dMethod::Direct);
-    /// assert_eq!(pick(6, same), Conv2dMethod::Im2col);
+    /// assert_eq!(pick(6, same), Conv2dMethod::Shifted);
     /// assert_eq!(pick(1, Conv2dParams { stride: (2, 2), ..same }), Conv2dMethod::Im2col);
     /// ```
     pub fn choose(
@@ -434,6 +465,8 @@ impl Conv2dMethod {
     ) -> Conv2dMethod {
         if Conv2dMethod::Direct.supports(input, weight, params) {
             Conv2dMethod::Direct
+        } else if Conv2dMethod::Shifted.supports(input, weight, params) {
+            Conv2dMethod::Shifted
         } else {
             Conv2dMethod::Im2col
         }
@@ -442,15 +475,16 @@ impl Conv2dMethod {
     /// The method the plain backward entry point uses: the same rule as
     /// [`Conv2dMethod::choose`], [`Direct`](Self::Direct) wherever it applies (its weight and
     /// bias gradient measured 1.3–2× faster than im2col's on LeNet-5's conv1 at batch 32 and
-    /// 256, `benches/benches/conv2d.rs`), else [`Im2col`](Self::Im2col). So a training pass
-    /// over conv1 ([`conv2d_into_caching`], [`conv2d_backward_into_cached`]) builds no columns.
+    /// 256, `benches/benches/conv2d.rs`), then [`Shifted`](Self::Shifted), then
+    /// [`Im2col`](Self::Im2col). So a training pass over LeNet-5 ([`conv2d_into_caching`],
+    /// [`conv2d_backward_into_cached`]) keeps no columns, only padded images.
     ///
     /// ```
     /// use tensor::{Conv2dMethod, Conv2dParams};
     /// let same = Conv2dParams { stride: (1, 1), padding: (2, 2) };
     /// let pick = |c| Conv2dMethod::choose_backward((32, c, 28, 28), (6, c, 5, 5), same);
     /// assert_eq!(pick(1), Conv2dMethod::Direct);
-    /// assert_eq!(pick(6), Conv2dMethod::Im2col);
+    /// assert_eq!(pick(6), Conv2dMethod::Shifted);
     /// ```
     pub fn choose_backward(
         input: (usize, usize, usize, usize),
@@ -461,7 +495,7 @@ impl Conv2dMethod {
     }
 
     /// Whether this method can compute a convolution of these shapes (im2col: always; direct:
-    /// one input channel and stride 1).
+    /// one input channel and stride 1; shifted: stride 1).
     pub fn supports(
         self,
         input: (usize, usize, usize, usize),
@@ -471,6 +505,7 @@ impl Conv2dMethod {
         match self {
             Conv2dMethod::Im2col => true,
             Conv2dMethod::Direct => input.1 == 1 && weight.1 == 1 && params.stride == (1, 1),
+            Conv2dMethod::Shifted => params.stride == (1, 1),
         }
     }
 
@@ -480,7 +515,7 @@ impl Conv2dMethod {
         assert!(
             self.supports(g.input_dim(), g.weight_dim(), g.p),
             "{op}: method {self:?} does not support input {:?}, weight {:?}, stride {:?} \
-             (direct: one input channel and stride 1)",
+             (direct: one input channel and stride 1; shifted: stride 1)",
             g.input_dim(),
             g.weight_dim(),
             g.p.stride
@@ -606,6 +641,11 @@ pub fn conv2d_into_with<T: Scalar>(
             let (images, wts) = slots.split_at_mut(g.chunks * img);
             Scratch::Direct(images, 0, wts)
         }
+        Conv2dMethod::Shifted => {
+            // One padded image per chunk, reused for each of its images.
+            let images = ws.slots(g.chunks, shifted::image_len(&g));
+            Scratch::Shifted(images, 0)
+        }
     };
     forward(&g, input, weight, bias, out, scratch);
 }
@@ -648,6 +688,7 @@ pub fn conv2d_into_caching<T: Scalar>(
     let pads_len = match method {
         Conv2dMethod::Im2col => im2col::pad_len(&g),
         Conv2dMethod::Direct => direct::weights_len(&g),
+        Conv2dMethod::Shifted => 0,
     };
     if cache.kept.len() < g.n * img {
         cache.kept.resize(g.n * img, T::zero());
@@ -661,6 +702,7 @@ pub fn conv2d_into_caching<T: Scalar>(
     let scratch = match method {
         Conv2dMethod::Im2col => Scratch::Im2col(kept, img, pads),
         Conv2dMethod::Direct => Scratch::Direct(kept, img, pads),
+        Conv2dMethod::Shifted => Scratch::Shifted(kept, img),
     };
     forward(&g, input, weight, bias, out, scratch);
     cache.method = method;
@@ -673,6 +715,7 @@ fn kept_per_image(g: &Geometry, method: Conv2dMethod) -> usize {
     match method {
         Conv2dMethod::Im2col => g.ckk() * g.positions(),
         Conv2dMethod::Direct => direct::image_len(g),
+        Conv2dMethod::Shifted => shifted::image_len(g),
     }
 }
 
@@ -686,6 +729,9 @@ enum Scratch<'a, T> {
     /// zero-bordered rows at `i·img_stride` within its slot (0: one buffer reused; the image
     /// length: every image kept), and one regrouped weight scratch per chunk.
     Direct(&'a mut [T], usize, &'a mut [T]),
+    /// shifted: the padded-image slots of the chunks, as for direct (its wide matrices are
+    /// per-thread scratch).
+    Shifted(&'a mut [T], usize),
 }
 
 /// The forward pass: checks the output and bias, makes the operands contiguous, runs the method.
@@ -715,6 +761,9 @@ fn forward<T: Scalar>(
         }
         Scratch::Direct(images, img_stride, wts) => {
             direct::forward(g, x, w, bias, y, (images, img_stride), wts)
+        }
+        Scratch::Shifted(images, img_stride) => {
+            shifted::forward(g, x, w, bias, y, (images, img_stride))
         }
     });
 }
@@ -909,7 +958,7 @@ pub fn conv2d_backward_into_cached<T: Scalar>(
     let all = &cache.kept[..g.n * kept_per_image(&g, cache.method)];
     let kept = match cache.method {
         Conv2dMethod::Im2col => Kept::Columns(all),
-        Conv2dMethod::Direct => Kept::Images(all),
+        Conv2dMethod::Direct | Conv2dMethod::Shifted => Kept::Images(all),
     };
     let grads = (grad_input, grad_weight, grad_bias);
     backward(&g, cache.method, kept, weight, grad_out, grads, ws);
@@ -922,7 +971,7 @@ enum Kept<'a, T> {
     Input(&'a [T]),
     /// The im2col columns of the whole batch (`[n, c·kh·kw, oh·ow]`): the im2col method's.
     Columns(&'a [T]),
-    /// The zero-bordered rows of every image of the batch: the direct method's.
+    /// The zero-bordered rows (direct) or padded planes (shifted) of every image of the batch.
     Images(&'a [T]),
 }
 
@@ -974,6 +1023,7 @@ fn backward<T: Scalar>(
     let scratch = match method {
         Conv2dMethod::Im2col => im2col_scratch.0 + im2col_scratch.1,
         Conv2dMethod::Direct => direct::backward_scratch(g, kept),
+        Conv2dMethod::Shifted => shifted::backward_scratch(g, kept),
     };
     let slot = scratch + g.k * g.ckk() + g.k;
     let slots = ws.slots(g.chunks, slot);
@@ -982,6 +1032,7 @@ fn backward<T: Scalar>(
             im2col::backward_chunk(g, kept, w, go, chunk, s, im2col_scratch, gi)
         }
         Conv2dMethod::Direct => direct::backward_chunk(g, kept, w, go, chunk, s, gi),
+        Conv2dMethod::Shifted => shifted::backward_chunk(g, kept, w, go, chunk, s, gi),
     };
     match grad_input {
         Some(gi) => {

@@ -1,9 +1,10 @@
-//! Per-thread packing buffers that grow once and are then reused, so a `gemm` call allocates
-//! nothing in steady state (the training loop calls it many times per batch).
+//! Per-thread buffers that grow once and are then reused, so a `gemm` call allocates nothing
+//! in steady state (the training loop calls it many times per batch).
 //!
 //! Each thread has one buffer for packed A and one for packed B: in a parallel product the
 //! calling thread holds the shared packed B while every thread, itself included, packs its own
-//! A blocks.
+//! A blocks. Other kernels of the crate declare their own per-thread buffers
+//! ([`ThreadBuffer`]) and borrow them through [`with_thread_buffer`].
 
 use crate::Scalar;
 use std::any::TypeId;
@@ -13,13 +14,17 @@ use std::thread::LocalKey;
 /// One 64-byte cache line: packed panels start on a line so SIMD loads never split lines.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
-struct Line([u64; 8]);
+pub(crate) struct Line([u64; 8]);
+
+/// A thread's growable scratch, declared with `thread_local!` as
+/// `const { RefCell::new(Vec::new()) }`.
+pub(crate) type ThreadBuffer = RefCell<Vec<Line>>;
 
 const ZERO_LINE: Line = Line([0; 8]);
 
 thread_local! {
-    static SCRATCH_A: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
-    static SCRATCH_B: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH_A: ThreadBuffer = const { RefCell::new(Vec::new()) };
+    static SCRATCH_B: ThreadBuffer = const { RefCell::new(Vec::new()) };
 }
 
 /// Which of the thread's two buffers.
@@ -31,12 +36,27 @@ pub(super) enum Packed {
     B,
 }
 
-/// Calls `f` with a scratch slice of `len` elements starting on a cache line. Its contents are
-/// unspecified (leftovers of an earlier call): callers write before they read. When the
-/// thread's buffer must grow, it grows to hold at least `most` elements (the caller's largest
-/// possible request), so it grows once per thread, not once per new size.
+/// Calls `f` with a slice of `len` elements of the thread's packing buffer `which`
+/// ([`with_thread_buffer`]).
 pub(super) fn with_packing_buffer<T: Scalar, R>(
     which: Packed,
+    len: usize,
+    most: usize,
+    f: impl FnOnce(&mut [T]) -> R,
+) -> R {
+    let key: &'static LocalKey<ThreadBuffer> = match which {
+        Packed::A => &SCRATCH_A,
+        Packed::B => &SCRATCH_B,
+    };
+    with_thread_buffer(key, len, most, f)
+}
+
+/// Calls `f` with a scratch slice of `len` elements of this thread's buffer `key`, starting on
+/// a cache line. Its contents are unspecified (leftovers of an earlier call): callers write
+/// before they read. When the buffer must grow, it grows to hold at least `most` elements (the
+/// caller's largest possible request), so it grows once per thread, not once per new size.
+pub(crate) fn with_thread_buffer<T: Scalar, R>(
+    key: &'static LocalKey<ThreadBuffer>,
     len: usize,
     most: usize,
     f: impl FnOnce(&mut [T]) -> R,
@@ -58,14 +78,10 @@ pub(super) fn with_packing_buffer<T: Scalar, R>(
         let buf = unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast::<T>(), len) };
         f(buf)
     };
-    let key: &'static LocalKey<RefCell<Vec<Line>>> = match which {
-        Packed::A => &SCRATCH_A,
-        Packed::B => &SCRATCH_B,
-    };
     key.with(|cell| match cell.try_borrow_mut() {
         Ok(mut lines) => run(&mut lines),
-        // Re-entered on this thread (a thread waiting inside a parallel product may run another
-        // product rayon hands it): use a temporary instead of panicking.
+        // Re-entered on this thread (a thread waiting inside a parallel region may run another
+        // task rayon hands it): use a temporary instead of panicking.
         Err(_) => run(&mut Vec::new()),
     })
 }

@@ -1,0 +1,265 @@
+//! The stride-1 path without im2col: every row of the column matrix is one contiguous slice of
+//! the (zero-padded) image, so building it is a few long copies and col2im a few long adds.
+//!
+//! With stride 1, im2col's row `(c, u, v)` holds `plane_c[i+u, j+v]` at output `(i, j)`. Number
+//! the outputs `q = i·wp + j` over the padded width `wp = w + 2·pw` instead of `i·ow + j`: the
+//! row is then `plane_c[u·wp + v + q]` for `q < L = (oh−1)·wp + ow`, one slice of the plane.
+//! The `q` with `j ≥ ow` are "wide" columns, not outputs: the forward pass drops them and the
+//! backward pass gives them a zero gradient, so they add nothing. With `wide` the
+//! `[c·kh·kw, L]` matrix of those slices and `W` viewed as `[k, c·kh·kw]`:
+//!
+//! ```text
+//! forward       y_wide = W · wide (+ b)          y[k, i, j] = y_wide[k, i·wp + j]
+//! weight grad   dW    += g_wide · wideᵀ          g_wide[k, i·wp + j] = g[k, i, j], 0 if j ≥ ow
+//! bias grad     db    += Σ_{i,j} g[k, i, j]
+//! input grad    dwide  = Wᵀ · g_wide             dplane_c[u·wp + v + q] += dwide[(c,u,v), q]
+//! ```
+//!
+//! It costs `L / (oh·ow)` times im2col's multiply-adds (136/100 for LeNet-5's conv2) and
+//! saves what the profile showed to be dearer: im2col's and col2im's `oh` short rows per column
+//! row, and the batch's columns streamed through memory from the forward to the backward pass
+//! (a training forward keeps only the padded images). The zero gradient of the wide columns
+//! adds exact zeros, so every sum has the same terms, in the same order, as im2col's.
+
+use super::{copy_row, pad_planes, Geometry, Kept};
+use crate::matmul::{with_thread_buffer, ThreadBuffer};
+use crate::parallel::sum;
+use crate::{gemm, Scalar};
+use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2};
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+thread_local! {
+    /// This thread's wide matrices ([`with_wide`]): one set per thread, not per batch chunk,
+    /// so that they stay in the core's cache from one image to the next.
+    static WIDE: ThreadBuffer = const { RefCell::new(Vec::new()) };
+}
+
+/// `L`: the wide columns of one image, `(oh − 1)·wp + ow`.
+fn wide_cols(g: &Geometry) -> usize {
+    (g.oh - 1) * padded_width(g) + g.ow
+}
+
+fn padded_width(g: &Geometry) -> usize {
+    g.w + 2 * g.p.padding.1
+}
+
+/// One image's zero-padded planes, `c·(h + 2·ph)·(w + 2·pw)`: what a caching forward pass keeps
+/// per image.
+pub(super) fn image_len(g: &Geometry) -> usize {
+    g.c * (g.h + 2 * g.p.padding.0) * padded_width(g)
+}
+
+/// Calls `f` with this thread's scratch for the wide matrices: room for `wide`, `y_wide` or
+/// `g_wide`, `dwide` and one padded input gradient (what the backward pass needs, the most).
+fn with_wide<T: Scalar, R>(g: &Geometry, f: impl FnOnce(&mut [T]) -> R) -> R {
+    let len = (2 * g.ckk() + g.k) * wide_cols(g) + image_len(g);
+    with_thread_buffer(&WIDE, len, len, f)
+}
+
+/// Per-chunk scratch of the backward pass: the padded image, when rebuilt from the input.
+pub(super) fn backward_scratch<T>(g: &Geometry, kept: Kept<'_, T>) -> usize {
+    match kept {
+        Kept::Input(_) => image_len(g),
+        Kept::Columns(_) | Kept::Images(_) => 0,
+    }
+}
+
+/// Fills `wide` (`[c·kh·kw, L]`) from the padded planes `img`: row `(c, u, v)` is
+/// `plane_c[u·wp + v ..][..L]`.
+fn build_wide<T: Scalar>(g: &Geometry, img: &[T], wide: &mut [T]) {
+    let (wp, cols) = (padded_width(g), wide_cols(g));
+    let plane = img.len() / g.c;
+    let mut rows = wide.chunks_exact_mut(cols);
+    for p in img.chunks_exact(plane) {
+        for u in 0..g.kh {
+            for v in 0..g.kw {
+                let row = rows.next().expect("wide has c·kh·kw rows");
+                copy_row(row, &p[u * wp + v..][..cols]);
+            }
+        }
+    }
+}
+
+/// The forward pass over contiguous `x` (`[n, c, h, w]`), `w` (`[k, c·kh·kw]`) and `y`
+/// (`[n, k, oh, ow]`). `images` holds one slot per chunk, where image `i` of the chunk is
+/// padded at `i·img_stride` (0: one buffer reused; [`image_len`]: every image kept, for the
+/// backward pass).
+pub(super) fn forward<T: Scalar>(
+    g: &Geometry,
+    x: &[T],
+    w: &[T],
+    bias: Option<ArrayView1<'_, T>>,
+    y: &mut [T],
+    (images, img_stride): (&mut [T], usize),
+) {
+    let (in_img, out_img) = (g.c * g.h * g.w, g.k * g.positions());
+    let slot_len = if img_stride == 0 {
+        image_len(g)
+    } else {
+        g.per_chunk * img_stride
+    };
+    y.par_chunks_mut(g.per_chunk * out_img)
+        .zip(images.par_chunks_mut(slot_len))
+        .enumerate()
+        .with_min_len(g.min_chunks_per_task())
+        .for_each(|(chunk, (y, slot))| {
+            with_wide(g, |scratch| {
+                for (i, y_n) in y.chunks_exact_mut(out_img).enumerate() {
+                    let n = chunk * g.per_chunk + i;
+                    let img = &mut slot[i * img_stride..][..image_len(g)];
+                    pad_planes(g, &x[n * in_img..][..in_img], img);
+                    forward_image(g, w, bias, img, scratch, y_n);
+                }
+            })
+        });
+}
+
+/// One image: `y_wide = W·wide (+ b)`, then its output columns into `y_n` (`[k, oh·ow]`).
+fn forward_image<T: Scalar>(
+    g: &Geometry,
+    w: &[T],
+    bias: Option<ArrayView1<'_, T>>,
+    img: &[T],
+    scratch: &mut [T],
+    y_n: &mut [T],
+) {
+    let (ckk, cols, wp) = (g.ckk(), wide_cols(g), padded_width(g));
+    let (wide, y_wide) = scratch.split_at_mut(ckk * cols);
+    build_wide(g, img, wide);
+    // Start from the bias and let gemm accumulate on top (as im2col does).
+    let beta = match bias {
+        Some(b) => {
+            for (row, &bk) in y_wide.chunks_exact_mut(cols).zip(b.iter()) {
+                row.fill(bk);
+            }
+            T::one()
+        }
+        None => T::zero(),
+    };
+    let w2 = ArrayView2::from_shape((g.k, ckk), w).expect("weight is [k, c·kh·kw]");
+    let wide = ArrayView2::from_shape((ckk, cols), &*wide).expect("wide");
+    let mut yw = ArrayViewMut2::from_shape((g.k, cols), &mut *y_wide).expect("y_wide");
+    gemm(T::one(), w2, wide, beta, yw.view_mut());
+    for (y_k, yw_k) in y_n
+        .chunks_exact_mut(g.positions())
+        .zip(y_wide.chunks_exact(cols))
+    {
+        for (y_row, yw_row) in y_k.chunks_exact_mut(g.ow).zip(yw_k.chunks(wp)) {
+            copy_row(y_row, &yw_row[..g.ow]);
+        }
+    }
+}
+
+/// One chunk of the backward pass: overwrites the chunk's partial weight and bias gradients
+/// (`[k, c·kh·kw]` then `[k]`, after the [`backward_scratch`] in `slot`), summed over its images
+/// in order, and, when `gi` is given, its images' input gradients.
+pub(super) fn backward_chunk<T: Scalar>(
+    g: &Geometry,
+    kept: Kept<'_, T>,
+    w: &[T],
+    go: &[T],
+    chunk: usize,
+    slot: &mut [T],
+    mut gi: Option<&mut [T]>,
+) {
+    let (in_img, out_img) = (g.c * g.h * g.w, g.k * g.positions());
+    let (image, part) = slot.split_at_mut(backward_scratch(g, kept));
+    let (dw, db) = part.split_at_mut(g.k * g.ckk());
+    db.fill(T::zero());
+    let first = chunk * g.per_chunk;
+    let last = (first + g.per_chunk).min(g.n);
+    with_wide(g, |scratch| {
+        for n in first..last {
+            let img: &[T] = match kept {
+                Kept::Input(x) => {
+                    pad_planes(g, &x[n * in_img..][..in_img], image);
+                    image
+                }
+                Kept::Images(all) => &all[n * image_len(g)..][..image_len(g)],
+                Kept::Columns(_) => unreachable!("the shifted method never keeps columns"),
+            };
+            let g_n = &go[n * out_img..][..out_img];
+            // The chunk's first image overwrites stale scratch.
+            let beta = if n == first { T::zero() } else { T::one() };
+            let dx = gi
+                .as_deref_mut()
+                .map(|gi| &mut gi[(n - first) * in_img..][..in_img]);
+            backward_image(g, w, img, g_n, scratch, (dw, beta), dx);
+            // db_k += Σ_{i,j} g_n[k, i, j]
+            for (b, row) in db.iter_mut().zip(g_n.chunks_exact(g.positions())) {
+                *b = *b + sum(row);
+            }
+        }
+    })
+}
+
+/// One image's weight gradient, `dw = g_wide·wideᵀ + beta·dw`, and, when `dx` is given, its
+/// input gradient (overwritten).
+fn backward_image<T: Scalar>(
+    g: &Geometry,
+    w: &[T],
+    img: &[T],
+    g_n: &[T],
+    scratch: &mut [T],
+    (dw, beta): (&mut [T], T),
+    dx: Option<&mut [T]>,
+) {
+    let (ckk, cols) = (g.ckk(), wide_cols(g));
+    let (wide, rest) = scratch.split_at_mut(ckk * cols);
+    let (g_wide, rest) = rest.split_at_mut(g.k * cols);
+    build_wide(g, img, wide);
+    widen_grad(g, g_n, g_wide);
+    let wide = ArrayView2::from_shape((ckk, cols), &*wide).expect("wide");
+    let g_wide = ArrayView2::from_shape((g.k, cols), &*g_wide).expect("g_wide");
+    let mut dw = ArrayViewMut2::from_shape((g.k, ckk), dw).expect("dW part");
+    gemm(T::one(), g_wide, wide.t(), beta, dw.view_mut());
+    if let Some(dx) = dx {
+        let (dwide, dimg) = rest.split_at_mut(ckk * cols);
+        let w2 = ArrayView2::from_shape((g.k, ckk), w).expect("weight is [k, c·kh·kw]");
+        let mut dwide_v = ArrayViewMut2::from_shape((ckk, cols), &mut *dwide).expect("dwide");
+        gemm(T::one(), w2.t(), g_wide, T::zero(), dwide_v.view_mut());
+        unwiden_input_grad(g, dwide, &mut dimg[..image_len(g)], dx);
+    }
+}
+
+/// `g_wide` (`[k, L]`): `g_n[k, i, j]` at `i·wp + j`, zero in the wide columns `j ≥ ow`.
+fn widen_grad<T: Scalar>(g: &Geometry, g_n: &[T], g_wide: &mut [T]) {
+    let (wp, cols) = (padded_width(g), wide_cols(g));
+    for (src, dst) in g_n
+        .chunks_exact(g.positions())
+        .zip(g_wide.chunks_exact_mut(cols))
+    {
+        for (s_row, d_row) in src.chunks_exact(g.ow).zip(dst.chunks_mut(wp)) {
+            let (out, wide) = d_row.split_at_mut(g.ow);
+            copy_row(out, s_row);
+            wide.fill(T::zero());
+        }
+    }
+}
+
+/// The adjoint of [`build_wide`] then of the padding: sums every row of `dwide` into the
+/// padded planes `dimg` at the offset it was read from, then overwrites `dx` (`[c, h, w]`)
+/// with the planes' inner part.
+fn unwiden_input_grad<T: Scalar>(g: &Geometry, dwide: &[T], dimg: &mut [T], dx: &mut [T]) {
+    let (wp, cols) = (padded_width(g), wide_cols(g));
+    let (ph, pw) = g.p.padding;
+    dimg.fill(T::zero());
+    let plane = dimg.len() / g.c;
+    let mut rows = dwide.chunks_exact(cols);
+    for p in dimg.chunks_exact_mut(plane) {
+        for u in 0..g.kh {
+            for v in 0..g.kw {
+                let row = rows.next().expect("dwide has c·kh·kw rows");
+                for (d, &s) in p[u * wp + v..][..cols].iter_mut().zip(row) {
+                    *d = *d + s;
+                }
+            }
+        }
+    }
+    for (p, dx_c) in dimg.chunks_exact(plane).zip(dx.chunks_exact_mut(g.h * g.w)) {
+        for (r, dx_row) in dx_c.chunks_exact_mut(g.w).enumerate() {
+            copy_row(dx_row, &p[(r + ph) * wp + pw..][..g.w]);
+        }
+    }
+}
