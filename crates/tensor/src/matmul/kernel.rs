@@ -164,6 +164,10 @@ pub(super) trait ARows<T>: Copy {
     /// The same rows `steps` steps further along `k`. Only computes an address: it may point
     /// past A after the last step, where it is never read.
     fn ahead(self, steps: usize) -> Self;
+
+    /// The addressing a tile of `R` rows runs its `k` loop with: the same addresses, in the
+    /// form that loop computes fastest.
+    fn for_rows<const R: usize>(self) -> impl ARows<T>;
 }
 
 /// A packed panel of `M` rows.
@@ -188,6 +192,12 @@ impl<T, const M: usize> ARows<T> for Panel<T, M> {
     fn ahead(self, steps: usize) -> Self {
         Panel(self.0.wrapping_add(steps * M))
     }
+
+    /// Constant offsets from one pointer already.
+    #[inline(always)]
+    fn for_rows<const R: usize>(self) -> impl ARows<T> {
+        self
+    }
 }
 
 impl<T> ARows<T> for ATile<T> {
@@ -203,6 +213,53 @@ impl<T> ARows<T> for ATile<T> {
             ptr: self.ptr.wrapping_offset(steps as isize * self.ks),
             ..self
         }
+    }
+
+    /// One offset per row from a pointer that moves along `k`: rows found by adding the row
+    /// stride again and again would make a chain of dependent additions in every step.
+    #[inline(always)]
+    fn for_rows<const R: usize>(self) -> impl ARows<T> {
+        RowOffsets::<T, R> {
+            ptr: self.ptr,
+            rows: std::array::from_fn(|r| r as isize * self.rs),
+            ks: self.ks,
+        }
+    }
+}
+
+/// [`ATile`]'s addresses as one offset per row (see [`ARows::for_rows`]).
+#[derive(Debug)]
+pub(super) struct RowOffsets<T, const R: usize> {
+    ptr: *const T,
+    rows: [isize; R],
+    ks: isize,
+}
+
+impl<T, const R: usize> Clone for RowOffsets<T, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T, const R: usize> Copy for RowOffsets<T, R> {}
+
+impl<T, const R: usize> ARows<T> for RowOffsets<T, R> {
+    #[inline(always)]
+    unsafe fn row(self, r: usize) -> *const T {
+        // SAFETY: inside A (caller's contract).
+        unsafe { self.ptr.offset(self.rows[r]) }
+    }
+
+    #[inline(always)]
+    fn ahead(self, steps: usize) -> Self {
+        RowOffsets {
+            ptr: self.ptr.wrapping_offset(steps as isize * self.ks),
+            ..self
+        }
+    }
+
+    #[inline(always)]
+    fn for_rows<const S: usize>(self) -> impl ARows<T> {
+        self
     }
 }
 

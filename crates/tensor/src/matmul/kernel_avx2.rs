@@ -210,7 +210,7 @@ unsafe fn tile_rn<A: ARows<f32>, const R: usize, const NV: usize>(
     // The first k % 4 steps one by one, then four steps per iteration: the loop counter and
     // pointer updates are paid once per four. The pointers may end up past A and B after the
     // last step (never read): wrapping arithmetic keeps that defined.
-    let (mut ap, mut bp) = (a, b);
+    let (mut ap, mut bp) = (a.for_rows::<R>(), b);
     for _ in 0..k % 4 {
         // SAFETY: step p is inside A and B (tile contract); AVX2+FMA enabled.
         unsafe { step::<_, R, NV>(&mut acc, ap, bp) };
@@ -274,9 +274,9 @@ unsafe fn store_rows<const R: usize, const NV: usize, const BETA: bool>(
         // Lane l is live when l < left (sign bit set in the mask).
         let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(left), lane);
         for (r, sum) in sums.iter().enumerate().take(R) {
-            // SAFETY: the live lanes are exactly the tile's columns j < cols of row r;
-            // masked-off lanes are neither read nor written. A full vector uses plain loads and
-            // stores: masked stores are microcoded and slow on AMD cores.
+            // SAFETY: the live lanes are exactly the tile's columns j < cols of row r; the
+            // others are neither read (masked load) nor written. Masked stores are microcoded
+            // and slow on AMD cores: a partial vector is written in pieces of 4, 2 and 1.
             unsafe {
                 let cp = c.offset(r as isize * rsc).add(v * LANES);
                 let mut x = _mm256_mul_ps(alpha_v, _mm256_loadu_ps(sum.as_ptr().add(v * LANES)));
@@ -290,9 +290,34 @@ unsafe fn store_rows<const R: usize, const NV: usize, const BETA: bool>(
                         let old = _mm256_maskload_ps(cp, mask);
                         x = _mm256_add_ps(x, _mm256_mul_ps(beta_v, old));
                     }
-                    _mm256_maskstore_ps(cp, mask, x);
+                    store_first(cp, x, left as usize);
                 }
             }
+        }
+    }
+}
+
+/// Writes the first `n` lanes of `x` (`1 <= n < 8`) to `dst`: a 4-, a 2- and a 1-lane store
+/// as needed, cheaper than a masked store on AMD cores.
+///
+/// # Safety
+/// `dst..dst + n` is writable; AVX2.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn store_first(dst: *mut f32, x: __m256, n: usize) {
+    let (mut part, mut done) = (_mm256_castps256_ps128(x), 0);
+    // SAFETY (each store): lanes done..done + width < n of `dst` are writable.
+    unsafe {
+        if n >= 4 {
+            _mm_storeu_ps(dst, part);
+            (part, done) = (_mm256_extractf128_ps::<1>(x), 4);
+        }
+        if n - done >= 2 {
+            _mm_store_sd(dst.add(done).cast(), _mm_castps_pd(part));
+            (part, done) = (_mm_movehl_ps(part, part), done + 2);
+        }
+        if n > done {
+            _mm_store_ss(dst.add(done), part);
         }
     }
 }

@@ -97,6 +97,7 @@ unsafe fn tile_rn<A: ARows<f32>, const R: usize, const NV: usize>(
     cols: usize,
 ) {
     let mut acc = [[_mm512_setzero_ps(); NV]; R];
+    let a = a.for_rows::<R>();
     for p in 0..k {
         // SAFETY: step p of the B panel holds NV·16 readable values and rows 0..R of step p of
         // A are readable (tile contract).
