@@ -602,7 +602,8 @@ fn parallel_results_are_bit_identical() {
 /// `Parallelism::CallingThread` gives the same bits as the split product on a two-thread pool,
 /// for every kernel, both B layouts and beta ≠ 0, at sizes above the split threshold: tall
 /// (row pieces sharing one packed B), short (column pieces; B read in place when row-major),
-/// wider than one column block of B, and fc1's weight gradient at batch 256.
+/// wider than one column block of B, fc1's weight gradient at batch 256, and a tall shallow
+/// product (A read in place by every row piece).
 #[test]
 fn calling_thread_results_are_bit_identical_to_parallel() {
     let mut rng = ChaCha8Rng::seed_from_u64(9);
@@ -615,6 +616,7 @@ fn calling_thread_results_are_bit_identical_to_parallel() {
         (20, 1500, 300),
         (16, 5000, 100),
         (120, 400, 256),
+        (2000, 300, 8),
     ] {
         let a = random::<f32>(m, k, &mut rng);
         let b_row = random::<f32>(k, n, &mut rng);

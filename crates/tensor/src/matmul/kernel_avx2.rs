@@ -3,10 +3,13 @@
 //!
 //! The 6 × 16 tile is the classic Haswell-era shape: per step of `k`, two B vectors of 8, six
 //! broadcasts of A and twelve fused multiply-adds, leaving registers for the operands. Both
-//! shapes share one source: the `k` loop runs four steps per iteration, and the tile's rows of
-//! C are prefetched before it starts. Edge tiles are compiled per row count (`R`) and vector
-//! count (`NV`); partial columns use masked loads and stores. Every element of C gets the same
-//! chain of fused multiply-adds in either shape, so the choice never changes a bit.
+//! shapes share one source: the `k` loop runs four steps per iteration (after the `k % 4`
+//! first ones), and for deep products (`k > 64`) the tile's rows of C are prefetched before it
+//! starts. A row strip of tiles runs in one call (`strip_r`), so shallow products pay the
+//! dispatch once per strip. Edge tiles are compiled per row count (`R`) and vector count
+//! (`NV`); partial columns use masked loads, and stores of 4, 2 and 1 lanes (masked stores are
+//! slow on AMD cores). Every element of C gets the same chain of fused multiply-adds in either
+//! shape, so the choice never changes a bit.
 
 use super::kernel::{with_a_rows, write_tile, ARows, ATile, BPanels, MicroKernel, Panel};
 use std::arch::x86_64::*;
