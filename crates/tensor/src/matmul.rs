@@ -90,6 +90,8 @@ mod pack;
 mod parallel;
 mod scratch;
 mod source;
+#[cfg(target_arch = "x86_64")]
+mod transpose_avx2;
 
 pub use dispatch::GemmKernel;
 #[allow(unused_imports)] // The crate's implicit-GEMM convolution is the user.

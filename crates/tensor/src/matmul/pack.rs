@@ -8,6 +8,8 @@
 //! memory.
 
 use super::layout::MatRef;
+#[cfg(target_arch = "x86_64")]
+use super::transpose_avx2;
 use crate::Scalar;
 
 /// Packs `src` (`mc × kc`) into `dst` as `MR`-row panels: element `(i, p)` goes to
@@ -116,7 +118,8 @@ unsafe fn copy_steps_n<T: Scalar, const W: usize>(
     }
 }
 
-/// Interleaves `lines` source lines into a `w`-wide panel and zero-fills the rest:
+/// Interleaves `lines` source lines into a `w`-wide panel and zero-fills the rest (on AVX2, full
+/// f32 panels of contiguous lines go through [`transpose_avx2`]):
 /// `panel[p · w + l] = src[l · line + p · step]` for `l < lines`, `0` for `lines <= l < w`,
 /// `p < kc`.
 ///
@@ -132,6 +135,14 @@ unsafe fn interleave<T: Scalar>(
     lines: usize,
     panel: &mut [T],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if step == 1 && lines == w && transpose_avx2::handles(w) && transpose_avx2::available() {
+        if let Some(panel) = T::as_f32_slice_mut(panel) {
+            // SAFETY: `T` is f32 (the cast slice exists), so `src` points at f32 lines; AVX2 is
+            // available and `w` handled (checked); the rest is the forwarded contract.
+            return unsafe { transpose_avx2::interleave_lines(src.cast(), line, kc, w, panel) };
+        }
+    }
     // SAFETY (all arms): forwarded contract.
     unsafe {
         with_width!(w, interleave_n(src, line, step, kc, lines, panel), {
