@@ -14,7 +14,7 @@
 //!   memory once either way and packing would only add a copy; and for shallow products
 //!   (`k ≤ 16`, e.g. LeNet's `fc3` input gradient and `conv2` column gradient) A in any
 //!   strides and B with contiguous rows, since with so few steps per tile the copies cost as
-//!   much as the tiles. When a whole block of B fits in half of L1 the tiles run along rows
+//!   much as the tiles. When a whole block of B fits in L1 the tiles run along rows
 //!   of C (one `MicroKernel::strip` call per row strip), else down B's column panels;
 //! - `cache`: the cache sizes, read at run time from Linux's sysfs (fallback: 32 KiB L1d,
 //!   512 KiB L2, 2 MiB of L3 per core), and `MC`, `NC` derived from them: a packed A block fills

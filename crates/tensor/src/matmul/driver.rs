@@ -305,8 +305,9 @@ impl<T: Scalar> BBlock<'_, T> {
 /// block).
 ///
 /// Tiles go down each column panel of B in turn, which then stays in L1 while A's tiles
-/// stream past, except when the whole B block fits in half of L1: then along each row tile of
-/// A, so that each cache line of C is written by neighbouring tiles while it is still in L1.
+/// stream past, except when the whole B block fits in L1 (and stays there anyway): then along
+/// each row tile of A, so that each cache line of C is written by neighbouring tiles while it
+/// is still in L1, and a kernel runs a whole row strip per call.
 ///
 /// # Safety
 /// `c` is writable and unaliased; an in-place B block is readable and has `cs == 1`, and its
@@ -329,7 +330,7 @@ unsafe fn macro_kernel<T: Scalar, K: MicroKernel<T>>(
     // padded, or in place with widths a multiple of LANES); the C tiles are inside the block;
     // K's ISA is supported (caller).
     let b_bytes = kc * nc.next_multiple_of(nr) * std::mem::size_of::<T>();
-    if 2 * b_bytes <= cache_sizes().l1d {
+    if b_bytes <= cache_sizes().l1d {
         for ir in (0..mc).step_by(mr) {
             let (at, rows) = (a.tile(ir, kc, mr), mr.min(mc - ir));
             // SAFETY: see above; the strip is rows ir..ir + rows of the block.
