@@ -8,9 +8,14 @@
 //! A hand-written GEMM in the style of BLIS / `matrixmultiply`, one concept per file under
 //! `matmul/`:
 //! - `driver`: cache blocking. `k` is cut in blocks of `KC`, A in blocks of `MC` rows, B in
-//!   blocks of `NC` columns. When A fits in one block of `MC` rows (and has at most the
-//!   kernel's `DIRECT_B_MAX_M` rows) and B's rows are contiguous, B is read in place: each
-//!   panel is read from memory once either way, and packing would only add a copy;
+//!   blocks of `NC` columns. What is read in place instead of packed is decided in one place
+//!   (`Direct::choose`): B, when its rows are contiguous and A fits in one block of `MC` rows
+//!   (and has at most the kernel's `DIRECT_B_MAX_M` rows), since each panel is then read from
+//!   memory once either way and packing would only add a copy; and for shallow products
+//!   (`k ≤ 16`, e.g. LeNet's `fc3` input gradient and `conv2` column gradient) A in any
+//!   strides and B with contiguous rows, since with so few steps per tile the copies cost as
+//!   much as the tiles. When a whole block of B fits in L1 the tiles run along rows
+//!   of C (one `MicroKernel::strip` call per row strip), else down B's column panels;
 //! - `cache`: the cache sizes, read at run time from Linux's sysfs (fallback: 32 KiB L1d,
 //!   512 KiB L2, 2 MiB of L3 per core), and `MC`, `NC` derived from them: a packed A block fills
 //!   about a third of L2, a packed B block about half of this core's share of L3;
@@ -23,7 +28,9 @@
 //!   it writes into an ordinary slice, so a wrong implementation gives wrong numbers, never
 //!   undefined behaviour;
 //! - `kernel_*`: the micro-kernels, which keep an `MR × NR` tile of C in registers for the whole
-//!   `k` loop and apply `alpha`/`beta` when writing it (partial edge tiles included). AVX2 has
+//!   `k` loop and apply `alpha`/`beta` when writing it (partial edge tiles included). A comes
+//!   as an `ATile` — a packed panel (compile-time offsets) or A itself (one offset per row) —
+//!   and both give the same chain of FMAs, so reading in place never changes a bit. AVX2 has
 //!   two tile shapes from one source: 6 × 16, and 8 × 8 for `A·Bᵀ` products of up to 128 rows
 //!   (fewer columns to interleave when packing a column-major B, fewer partial tiles at the
 //!   LeNet sizes); every element gets the same chain of FMAs in both;

@@ -352,6 +352,48 @@ fn wide_products_cross_column_blocks() {
     }
 }
 
+/// Shallow products (`k` up to 16) read A, and B when its rows are contiguous, in place
+/// instead of packing them. Every edge of that path: `m`, `n` and `k` of 1, odd sizes, one
+/// and several tiles in both directions, LeNet's `fc3_dx` and `conv2_dcols` shapes, A and B
+/// plain, transposed, strided or reversed, C row-major or transposed, every alpha/beta case,
+/// every kernel.
+#[test]
+fn small_k_products_every_layout() {
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    let shapes = [(1, 1), (1, 37), (37, 1), (13, 17), (150, 100), (256, 84)];
+    let a_layouts = [
+        Layout::RowMajor,
+        Layout::Transposed,
+        Layout::EveryOtherRow,
+        Layout::Reversed,
+    ];
+    let b_layouts = [Layout::RowMajor, Layout::Transposed, Layout::RowsReversed];
+    let mut case = 0;
+    for k in [1, 2, 3, 10, 16] {
+        for &(m, n) in &shapes {
+            let (a, b, c0) = (
+                random::<f32>(m, k, &mut rng),
+                random::<f32>(k, n, &mut rng),
+                random::<f32>(m, n, &mut rng),
+            );
+            let (al, be) = ALPHA_BETA[case % ALPHA_BETA.len()];
+            case += 1;
+            let (alpha, beta) = (al as f32, be as f32);
+            let (want, scale) = reference(alpha, &a, &b, beta, &c0);
+            for kernel in GemmKernel::all_supported() {
+                for (i, &la) in a_layouts.iter().enumerate() {
+                    for (j, &lb) in b_layouts.iter().enumerate() {
+                        let lc = [Layout::RowMajor, Layout::Transposed][(i + j) % 2];
+                        let layouts = (la, lb, lc);
+                        let ops = (&a, &b, &c0);
+                        run_case(kernel, (alpha, beta), ops, layouts, &want, &scale);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The LeNet-5 products (per image and per batch), forward and backward forms, every kernel.
 #[test]
 fn lenet_shapes_every_kernel() {
@@ -560,7 +602,8 @@ fn parallel_results_are_bit_identical() {
 /// `Parallelism::CallingThread` gives the same bits as the split product on a two-thread pool,
 /// for every kernel, both B layouts and beta ≠ 0, at sizes above the split threshold: tall
 /// (row pieces sharing one packed B), short (column pieces; B read in place when row-major),
-/// wider than one column block of B, and fc1's weight gradient at batch 256.
+/// wider than one column block of B, fc1's weight gradient at batch 256, and a tall shallow
+/// product (A read in place by every row piece).
 #[test]
 fn calling_thread_results_are_bit_identical_to_parallel() {
     let mut rng = ChaCha8Rng::seed_from_u64(9);
@@ -573,6 +616,7 @@ fn calling_thread_results_are_bit_identical_to_parallel() {
         (20, 1500, 300),
         (16, 5000, 100),
         (120, 400, 256),
+        (2000, 300, 8),
     ] {
         let a = random::<f32>(m, k, &mut rng);
         let b_row = random::<f32>(k, n, &mut rng);

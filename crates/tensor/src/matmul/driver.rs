@@ -24,7 +24,7 @@
 //! columns of C gives bit-identical results.
 
 use super::cache::{cache_sizes, Blocking};
-use super::kernel::MicroKernel;
+use super::kernel::{ATile, BPanels, MicroKernel};
 use super::layout::{MatMut, MatRef};
 use super::pack::{pack_a, pack_b};
 use super::scratch::{with_packing_buffer, Packed};
@@ -104,8 +104,8 @@ impl Plan {
 
 /// `C = alpha·A·B + beta·C` on the calling thread with kernel `K`, B's panels written by `b`.
 ///
-/// `b_in_place` is B itself when it is a plain matrix: with few rows of C the driver then reads
-/// B's contiguous rows directly instead of packing them.
+/// `b_in_place` is B itself when it is a plain matrix: the driver may then read B's contiguous
+/// rows directly instead of packing them ([`Direct`]).
 ///
 /// # Safety
 /// - `a` is `m × k`, `b.dim()` is `(k, n)`, `c` is `m × n`, with `m, n, k >= 1`;
@@ -120,14 +120,35 @@ pub(super) unsafe fn gemm_serial<T: Scalar, K: MicroKernel<T>>(
     beta: T,
     c: MatMut<T>,
 ) {
+    let plan = Plan::new::<T, K>(a.cols);
+    let direct = Direct::choose::<K>((a.rows, a.cols), b_in_place, plan.blk.mc, 1);
+    // SAFETY: forwarded contract; `direct.b` is `b_in_place` or nothing.
+    unsafe { gemm_serial_as::<T, K>(direct, alpha, a, b, beta, c) }
+}
+
+/// [`gemm_serial`] with the choice of what to read in place made by the caller.
+///
+/// # Safety
+/// As for [`gemm_serial`], with `direct.b`, if given, describing the same matrix as `b`.
+unsafe fn gemm_serial_as<T: Scalar, K: MicroKernel<T>>(
+    direct: Direct<T>,
+    alpha: T,
+    a: MatRef<T>,
+    b: &dyn PackB<T>,
+    beta: T,
+    c: MatMut<T>,
+) {
     let (m, k) = (a.rows, a.cols);
     let n = b.dim().1;
     debug_assert_eq!(b.dim(), (k, n));
     let (mr, nr) = (K::MR, K::NR);
     let plan = Plan::new::<T, K>(k);
-    let direct_b = b_in_place.filter(|bm| in_place_pays::<T, K>(bm, m, plan.blk.mc));
-    let a_len = plan.a_len(plan.blk.mc.min(m), mr);
-    let b_len = match direct_b {
+    let a_len = if direct.a {
+        0
+    } else {
+        plan.a_len(plan.blk.mc.min(m), mr)
+    };
+    let b_len = match direct.b {
         Some(_) => nr * plan.kc_max,
         None => plan.b_len(n, nr),
     };
@@ -135,24 +156,28 @@ pub(super) unsafe fn gemm_serial<T: Scalar, K: MicroKernel<T>>(
         with_packing_buffer::<T, _>(Packed::A, a_len, plan.most_a, |abuf| {
             plan.for_each_b_block(k, n, beta, |bb| {
                 // SAFETY: the block is inside B (loop bounds), readable by the contract.
-                let in_place = direct_b.map(|bm| unsafe { bm.block(bb.pc, bb.jc, bb.kc, bb.nc) });
+                let in_place = direct
+                    .b
+                    .map(|bm| unsafe { bm.block(bb.pc, bb.jc, bb.kc, bb.nc) });
                 if in_place.is_none() {
                     // bbuf holds nc/NR panels (b_len).
                     b.pack(bb.pc, bb.kc, bb.jc, bb.nc, nr, bbuf);
                 }
                 for ic in (0..m).step_by(plan.blk.mc) {
                     let mc = plan.blk.mc.min(m - ic);
-                    // SAFETY: the block is inside A; abuf holds mc/MR panels (a_len).
-                    unsafe { pack_a(a.block(ic, bb.pc, mc, bb.kc), mr, abuf) };
+                    // SAFETY: the block is inside A; abuf holds mc/MR panels (a_len) when A is
+                    // packed.
+                    let asrc =
+                        unsafe { ABlock::new(a.block(ic, bb.pc, mc, bb.kc), direct.a, mr, abuf) };
                     let bsrc = match in_place {
                         None => BBlock::Packed(&*bbuf),
                         Some(bm) => BBlock::InPlace(bm, &mut *bbuf),
                     };
                     // SAFETY: the C block is inside C, unaliased (contract); the in-place B
-                    // block is readable with contiguous rows (`in_place_pays`).
+                    // block is readable with contiguous rows (`Direct::choose`).
                     unsafe {
                         let cb = c.block(ic, bb.jc, mc, bb.nc);
-                        macro_kernel::<T, K>(bb.kc, abuf, bsrc, alpha, bb.beta, cb)
+                        macro_kernel::<T, K>(bb.kc, asrc, bsrc, alpha, bb.beta, cb)
                     };
                 }
             })
@@ -160,31 +185,137 @@ pub(super) unsafe fn gemm_serial<T: Scalar, K: MicroKernel<T>>(
     });
 }
 
-/// Whether reading B in place beats packing it: its rows are contiguous, C has at most
-/// `K::DIRECT_B_MAX_M` rows, and A fits in one block of `mc` rows, so that each B panel is read
-/// from memory once either way and packing it would only add a copy.
-fn in_place_pays<T, K: MicroKernel<T>>(b: &MatRef<T>, m: usize, mc: usize) -> bool {
-    b.cs == 1 && m <= K::DIRECT_B_MAX_M.min(mc)
+/// Up to this depth A is read in place and B read in place whenever its rows are contiguous:
+/// with so few steps per tile, packing (a transposing copy of A, a copy of B) costs as much as
+/// the tiles it feeds, while the unpacked rows of one row tile of A (`MR · SMALL_K` values)
+/// and a panel of B (`SMALL_K · NR`) stay in L1 across the tiles that reuse them.
+const SMALL_K: usize = 16;
+
+/// Which operands the packed route reads in place instead of packing: the one place this is
+/// decided, for both drivers. Reading in place changes only where the kernel loads from, never
+/// the bits of the result.
+#[derive(Clone, Copy, Debug)]
+struct Direct<T> {
+    /// A is read in place (any strides).
+    a: bool,
+    /// B itself, when read in place (its rows contiguous).
+    b: Option<MatRef<T>>,
+}
+
+impl<T> Direct<T> {
+    /// For an `m × k` A and B (`b_in_place`, when B is a plain matrix) with blocks of `mc` rows
+    /// of A, on `threads` threads: A in place up to depth [`SMALL_K`]. B in place when its rows
+    /// are contiguous and either C has at most `K::DIRECT_B_MAX_M` rows and A fits in one block
+    /// of `mc` rows (each B panel is then read from memory once either way, and packing it would
+    /// only add a copy), or the depth is small and the product runs on one thread (in parallel,
+    /// a B read in place is cut by columns, too few pieces for a tall C).
+    fn choose<K: MicroKernel<T>>(
+        (m, k): (usize, usize),
+        b_in_place: Option<MatRef<T>>,
+        mc: usize,
+        threads: usize,
+    ) -> Self {
+        let small = k <= SMALL_K;
+        let few_rows = m <= K::DIRECT_B_MAX_M.min(mc);
+        Direct {
+            a: small,
+            b: b_in_place.filter(|b| b.cs == 1 && (few_rows || small && threads == 1)),
+        }
+    }
+}
+
+/// Where the micro-kernel reads A for one `mc × kc` block.
+#[derive(Clone, Copy)]
+enum ABlock<'a, T> {
+    /// Packed `MR`-row panels.
+    Packed(&'a [T]),
+    /// A itself, any strides.
+    InPlace(MatRef<T>),
+}
+
+impl<'a, T: Scalar> ABlock<'a, T> {
+    /// The block `blk` of A, read in place when `in_place`, else packed into `buf`.
+    ///
+    /// # Safety
+    /// `blk` describes readable memory; when packing, `buf` holds `blk.rows / mr` panels
+    /// (checked).
+    unsafe fn new(blk: MatRef<T>, in_place: bool, mr: usize, buf: &'a mut [T]) -> Self {
+        if in_place {
+            return ABlock::InPlace(blk);
+        }
+        // SAFETY: forwarded contract.
+        unsafe { pack_a(blk, mr, buf) };
+        ABlock::Packed(buf)
+    }
+
+    /// The A operand of the tile whose first row is `ir` (`ir < mc`, a multiple of `mr`).
+    fn tile(self, ir: usize, kc: usize, mr: usize) -> ATile<T> {
+        match self {
+            ABlock::Packed(buf) => ATile::panel(buf[ir / mr * kc * mr..].as_ptr(), mr),
+            ABlock::InPlace(blk) => ATile {
+                ptr: blk.ptr.wrapping_offset(ir as isize * blk.rs),
+                rs: blk.rs,
+                ks: blk.cs,
+            },
+        }
+    }
 }
 
 /// Where the micro-kernel reads B for one `kc × nc` block.
 enum BBlock<'b, T> {
     /// Packed `NR`-column panels.
     Packed(&'b [T]),
-    /// B itself, rows contiguous; narrow edge panels are padded into the scratch slice.
+    /// B itself, rows contiguous; a narrow last panel is padded into the scratch slice.
     InPlace(MatRef<T>, &'b mut [T]),
 }
 
+impl<T: Scalar> BBlock<'_, T> {
+    /// The `nr`-column panels of the `kc × nc` block, each readable in whole vectors of
+    /// `lanes`: the last panel of an in-place block is first padded into the scratch slice
+    /// when its width is not a multiple of `lanes`.
+    ///
+    /// # Safety
+    /// An in-place block is readable; its scratch holds one panel (checked).
+    unsafe fn panels(&mut self, kc: usize, nc: usize, nr: usize, lanes: usize) -> BPanels<T> {
+        let last = (nc - 1) / nr;
+        let (ptr, next, ks) = match self {
+            BBlock::Packed(buf) => (buf.as_ptr(), (kc * nr) as isize, nr as isize),
+            BBlock::InPlace(bb, _) => (bb.ptr, nr as isize, bb.rs),
+        };
+        let (last_ptr, last_ks) = match self {
+            BBlock::InPlace(bb, edge) if !(nc - last * nr).is_multiple_of(lanes) => {
+                // SAFETY: the last panel is inside B (contract); `pack_b` checks the length.
+                unsafe { pack_b(bb.block(0, last * nr, kc, nc - last * nr), nr, edge) };
+                (edge.as_ptr(), nr as isize)
+            }
+            _ => (ptr.wrapping_offset(last as isize * next), ks),
+        };
+        BPanels {
+            ptr,
+            next,
+            ks,
+            last: last_ptr,
+            last_ks,
+        }
+    }
+}
+
 /// Runs the micro-kernel over every tile of the block `c` (`mc × nc`): A from `a` (`mc / MR`
-/// packed panels of `kc` steps), B from `b` (a `kc × nc` block).
+/// packed panels of `kc` steps, or the `mc × kc` block in place), B from `b` (a `kc × nc`
+/// block).
+///
+/// Tiles go down each column panel of B in turn, which then stays in L1 while A's tiles
+/// stream past, except when the whole B block fits in L1 (and stays there anyway): then along
+/// each row tile of A, so that each cache line of C is written by neighbouring tiles while it
+/// is still in L1, and a kernel runs a whole row strip per call.
 ///
 /// # Safety
 /// `c` is writable and unaliased; an in-place B block is readable and has `cs == 1`, and its
-/// scratch holds one panel; a packed one holds `nc / NR` panels; `a` holds `mc / MR` panels;
-/// the CPU supports `K`'s instruction set.
+/// scratch holds one panel; a packed one holds `nc / NR` panels; a packed `a` holds `mc / MR`
+/// panels, an in-place one is readable; the CPU supports `K`'s instruction set.
 unsafe fn macro_kernel<T: Scalar, K: MicroKernel<T>>(
     kc: usize,
-    a: &[T],
+    a: ABlock<'_, T>,
     mut b: BBlock<'_, T>,
     alpha: T,
     beta: T,
@@ -192,30 +323,43 @@ unsafe fn macro_kernel<T: Scalar, K: MicroKernel<T>>(
 ) {
     let (mr, nr) = (K::MR, K::NR);
     let (mc, nc) = (c.rows, c.cols);
-    for jr in (0..nc).step_by(nr) {
-        let cols = nr.min(nc - jr);
-        let (bp, b_ks) = match &mut b {
-            BBlock::Packed(buf) => (buf[jr / nr * kc * nr..].as_ptr(), nr as isize),
-            // SAFETY: column jr of the block is inside B.
-            BBlock::InPlace(bb, _) if cols % K::LANES == 0 => {
-                (unsafe { bb.block(0, jr, kc, cols).ptr }, bb.rs)
-            }
-            BBlock::InPlace(bb, edge) => {
-                // Narrow edge panel: the kernel reads whole vectors, so pad a copy.
-                // SAFETY: the edge block is inside B; `edge` holds one panel.
-                unsafe { pack_b(bb.block(0, jr, kc, cols), nr, edge) };
-                (edge.as_ptr(), nr as isize)
-            }
-        };
+    // SAFETY: forwarded contract.
+    let panels = unsafe { b.panels(kc, nc, nr, K::LANES) };
+    // Each call below: the A tile's rows are readable for kc steps (a packed panel, or rows
+    // ir..ir + rows of the readable block); B's panels hold kc steps of whole vectors (packed,
+    // padded, or in place with widths a multiple of LANES); the C tiles are inside the block;
+    // K's ISA is supported (caller).
+    let b_bytes = kc * nc.next_multiple_of(nr) * std::mem::size_of::<T>();
+    if b_bytes <= cache_sizes().l1d {
         for ir in (0..mc).step_by(mr) {
-            let rows = mr.min(mc - ir);
-            // SAFETY: the A panel holds kc·MR packed values; the B panel kc steps of whole
-            // vectors (packed, or in place with cols a multiple of LANES); the C tile is inside
-            // the block; K's ISA is supported (caller).
+            let (at, rows) = (a.tile(ir, kc, mr), mr.min(mc - ir));
+            // SAFETY: see above; the strip is rows ir..ir + rows of the block.
+            unsafe {
+                K::strip(
+                    kc,
+                    at,
+                    panels,
+                    alpha,
+                    beta,
+                    c.at(ir, 0),
+                    c.rs,
+                    c.cs,
+                    rows,
+                    nc,
+                )
+            };
+        }
+        return;
+    }
+    for jr in (0..nc).step_by(nr) {
+        let (bp, b_ks) = panels.panel(jr / nr, nc.div_ceil(nr));
+        for ir in (0..mc).step_by(mr) {
+            let (at, rows, cols) = (a.tile(ir, kc, mr), mr.min(mc - ir), nr.min(nc - jr));
+            // SAFETY: see above; the tile is rows ir.., columns jr.. of the block.
             unsafe {
                 K::tile(
                     kc,
-                    a[ir / mr * kc * mr..].as_ptr(),
+                    at,
                     bp,
                     b_ks,
                     alpha,
@@ -266,7 +410,8 @@ pub(super) unsafe fn gemm_parallel<T: Scalar, K: MicroKernel<T>>(
     let n = b.dim().1;
     let (mr, nr) = (K::MR, K::NR);
     let plan = Plan::new::<T, K>(k);
-    if let Some(bm) = b_in_place.filter(|bm| in_place_pays::<T, K>(bm, m, plan.blk.mc)) {
+    let direct = Direct::choose::<K>((m, k), b_in_place, plan.blk.mc, threads);
+    if let Some(bm) = direct.b {
         // B read in place: nothing to share. Column pieces, each a serial product.
         let width = n.div_ceil(2 * threads).next_multiple_of(nr);
         let (bm, a, c) = (Shared(bm), Shared(a), Shared(c));
@@ -308,12 +453,14 @@ pub(super) unsafe fn gemm_parallel<T: Scalar, K: MicroKernel<T>>(
                 with_packing_buffer::<T, _>(Packed::A, a_len, plan.most_a, |abuf| {
                     // SAFETY: the A block and the C piece are inside A and C; pieces are
                     // disjoint blocks of C, so no two threads write the same element; the
-                    // panels cover the piece's columns; the rest is the caller's contract.
+                    // panels cover the piece's columns; abuf holds the block's panels when A is
+                    // packed; the rest is the caller's contract.
                     unsafe {
-                        pack_a(a.get().block(ic, bb.pc, mc, bb.kc), mr, abuf);
+                        let ablk = a.get().block(ic, bb.pc, mc, bb.kc);
+                        let asrc = ABlock::new(ablk, direct.a, mr, abuf);
                         let cp = c.get().block(ic, bb.jc + jr, mc, cols);
                         let bsrc = BBlock::Packed(panels);
-                        macro_kernel::<T, K>(bb.kc, abuf, bsrc, alpha, bb.beta, cp)
+                        macro_kernel::<T, K>(bb.kc, asrc, bsrc, alpha, bb.beta, cp)
                     }
                 });
             });
@@ -384,6 +531,111 @@ impl RowPieces {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::matmul::kernel_portable::Portable;
+    use ndarray::{Array2, ArrayView2};
+
+    /// Deterministic values in [-1, 1) that are not short binary fractions.
+    fn values<T: Scalar>(rows: usize, cols: usize, seed: usize) -> Array2<T> {
+        Array2::from_shape_fn((rows, cols), |(i, j)| {
+            let x = ((i * 131 + j * 71 + seed * 17) % 97) as f64 / 48.5 - 1.0;
+            T::from(x + 1e-3 * (j % 7) as f64).unwrap()
+        })
+    }
+
+    /// `C = 0.75·A·B − 0.5·C` on the serial driver with kernel `K`, reading in place what
+    /// `direct` says (`direct.b` is B's own descriptor or nothing) or packing everything.
+    fn serial<T: Scalar, K: MicroKernel<T>>(
+        a: ArrayView2<'_, T>,
+        b: ArrayView2<'_, T>,
+        c0: &Array2<T>,
+        in_place: bool,
+    ) -> Array2<T> {
+        let mut c = c0.clone();
+        // C written through a transposed view: the strided-C write-out.
+        let mut cv = c.view_mut().reversed_axes();
+        let src = MatrixB::new(&b);
+        let plan = Plan::new::<T, K>(a.ncols());
+        let (am, cm) = (MatRef::from_view(&a), MatMut::from_view(&mut cv));
+        let direct = match in_place {
+            true => Direct::choose::<K>(a.dim(), Some(src.as_mat()), plan.blk.mc, 1),
+            false => Direct { a: false, b: None },
+        };
+        let (alpha, beta) = (T::from(0.75).unwrap(), T::from(-0.5).unwrap());
+        // SAFETY: the descriptors come from live views of matching shapes; the caller checks
+        // that this CPU runs K.
+        unsafe { gemm_serial_as::<T, K>(direct, alpha, am, &src, beta, cm) };
+        c
+    }
+
+    /// Reading A and B in place gives the same bits as packing them, with kernel `K`: shallow
+    /// products (both in place, A row-major or transposed, B with contiguous rows), with one
+    /// row or column, with odd sizes and edge tiles, and with B too wide for one pass in L1.
+    fn in_place_matches_packing<T: Scalar, K: MicroKernel<T>>(name: &str) {
+        for (m, n, k) in [
+            (1, 1, 1),
+            (37, 53, 7),
+            (150, 100, 16),
+            (256, 84, 10),
+            (5, 900, 3),
+        ] {
+            let (a, a_t) = (values::<T>(m, k, 1), values::<T>(k, m, 2));
+            let b = values::<T>(k, n, 3);
+            let c0 = values::<T>(n, m, 4);
+            for a in [a.view(), a_t.t()] {
+                let (direct, packed) = (
+                    serial::<T, K>(a, b.view(), &c0, true),
+                    serial::<T, K>(a, b.view(), &c0, false),
+                );
+                // f32 → f64 is exact: equal f64 bits mean equal bits.
+                let bits = |x: &T| x.to_f64().unwrap().to_bits();
+                let same = direct.iter().zip(&packed).all(|(x, y)| bits(x) == bits(y));
+                let strides = a.strides();
+                assert!(
+                    same,
+                    "{name} {m}x{n}x{k}, A strides {strides:?}: in place differs"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn reading_in_place_gives_the_same_bits_as_packing() {
+        in_place_matches_packing::<f32, Portable<4, 8>>("portable f32");
+        in_place_matches_packing::<f64, Portable<4, 4>>("portable f64");
+        #[cfg(target_arch = "x86_64")]
+        {
+            use crate::matmul::{kernel_avx2, kernel_avx512, GemmKernel};
+            if GemmKernel::Avx2.is_supported() {
+                in_place_matches_packing::<f32, kernel_avx2::Avx2>("avx2");
+                in_place_matches_packing::<f32, kernel_avx2::Avx2Narrow>("avx2 8x8");
+            } else {
+                eprintln!("skipped avx2: this CPU has no AVX2+FMA");
+            }
+            if GemmKernel::Avx512.is_supported() {
+                in_place_matches_packing::<f32, kernel_avx512::Avx512>("avx512");
+            } else {
+                eprintln!("skipped avx512: this CPU has no AVX-512F");
+            }
+        }
+    }
+
+    #[test]
+    fn shallow_products_read_in_place() {
+        let (a, b) = (values::<f32>(150, 16, 1), values::<f32>(16, 100, 2));
+        let bm = MatRef::from_view(&b.view());
+        let shallow = Direct::choose::<Portable<4, 8>>(a.dim(), Some(bm), 168, 1);
+        assert!(
+            shallow.a && shallow.b.is_some(),
+            "150x100x16 reads A and B in place"
+        );
+        let deep = Direct::choose::<Portable<4, 8>>((150, 17), Some(bm), 168, 1);
+        assert!(!deep.a && deep.b.is_none(), "150x100x17 packs both");
+        let parallel = Direct::choose::<Portable<4, 8>>(a.dim(), Some(bm), 168, 2);
+        assert!(
+            parallel.a && parallel.b.is_none(),
+            "a parallel tall product packs B"
+        );
+    }
 
     #[test]
     fn row_pieces_cover_c_in_balanced_tile_runs() {

@@ -3,12 +3,15 @@
 //!
 //! The 6 × 16 tile is the classic Haswell-era shape: per step of `k`, two B vectors of 8, six
 //! broadcasts of A and twelve fused multiply-adds, leaving registers for the operands. Both
-//! shapes share one source: the `k` loop runs four steps per iteration, and the tile's rows of
-//! C are prefetched before it starts. Edge tiles are compiled per row count (`R`) and vector
-//! count (`NV`); partial columns use masked loads and stores. Every element of C gets the same
-//! chain of fused multiply-adds in either shape, so the choice never changes a bit.
+//! shapes share one source: the `k` loop runs four steps per iteration (after the `k % 4`
+//! first ones), and for deep products (`k > 64`) the tile's rows of C are prefetched before it
+//! starts. A row strip of tiles runs in one call (`strip_r`), so shallow products pay the
+//! dispatch once per strip. Edge tiles are compiled per row count (`R`) and vector count
+//! (`NV`); partial columns use masked loads, and stores of 4, 2 and 1 lanes (masked stores are
+//! slow on AMD cores). Every element of C gets the same chain of fused multiply-adds in either
+//! shape, so the choice never changes a bit.
 
-use super::kernel::{write_tile, MicroKernel};
+use super::kernel::{with_a_rows, write_tile, ARows, ATile, BPanels, MicroKernel, Panel};
 use std::arch::x86_64::*;
 
 /// The AVX2+FMA f32 kernel with a 6 × 16 tile (twelve accumulators): the general choice.
@@ -44,7 +47,7 @@ macro_rules! avx2_kernel {
 
             unsafe fn tile(
                 k: usize,
-                a: *const f32,
+                a: ATile<f32>,
                 b: *const f32,
                 b_ks: isize,
                 alpha: f32,
@@ -56,21 +59,44 @@ macro_rules! avx2_kernel {
                 cols: usize,
             ) {
                 let nv = cols.div_ceil(LANES);
-                avx2_kernel!(@rows $mr, (rows, nv), (k, a, b, b_ks, alpha, beta, c, rsc, csc, cols), [$($r)*], [$($v)*])
+                with_a_rows!(a, $mr, |a| {
+                    avx2_kernel!(@rows (rows, nv), (k, a, b, b_ks, alpha, beta, c, rsc, csc, cols), [$($r)*], [$($v)*])
+                })
+            }
+
+            unsafe fn strip(
+                k: usize,
+                a: ATile<f32>,
+                b: BPanels<f32>,
+                alpha: f32,
+                beta: f32,
+                c: *mut f32,
+                rsc: isize,
+                csc: isize,
+                rows: usize,
+                cols: usize,
+            ) {
+                with_a_rows!(a, $mr, |a| {
+                    match rows {
+                        // SAFETY: forwarded `strip` contract; R == rows.
+                        $($r => unsafe { strip_r::<_, $r, $nv>(k, a, b, alpha, beta, c, rsc, csc, cols) },)*
+                        _ => unreachable!("avx2 strip of {rows} rows"),
+                    }
+                })
             }
         }
     };
-    (@rows $mr:literal, $sel:expr, $args:tt, [$($r:literal)*], $vs:tt) => {
-        avx2_kernel!(@arms $mr, $sel, $args, [$(($r, $vs))*], [])
+    (@rows $sel:expr, $args:tt, [$($r:literal)*], $vs:tt) => {
+        avx2_kernel!(@arms $sel, $args, [$(($r, $vs))*], [])
     };
-    (@arms $mr:literal, $sel:expr, $args:tt, [($r:literal, [$($v:literal)*]) $($rest:tt)*], [$($arms:tt)*]) => {
-        avx2_kernel!(@arms $mr, $sel, $args, [$($rest)*], [$($arms)* $(($r, $v))*])
+    (@arms $sel:expr, $args:tt, [($r:literal, [$($v:literal)*]) $($rest:tt)*], [$($arms:tt)*]) => {
+        avx2_kernel!(@arms $sel, $args, [$($rest)*], [$($arms)* $(($r, $v))*])
     };
-    (@arms $mr:literal, $sel:expr, $args:tt, [], [$(($r:literal, $v:literal))*]) => {
+    (@arms $sel:expr, $args:tt, [], [$(($r:literal, $v:literal))*]) => {
         match $sel {
             // SAFETY: forwarded `tile` contract; R == rows and NV vectors cover cols.
-            $(($r, $v) => unsafe { tile_rn::<$mr, $r, $v> $args },)*
-            (rows, nv) => unreachable!("avx2 tile {rows} rows x {nv} vectors exceeds {}", $mr),
+            $(($r, $v) => unsafe { tile_rn::<_, $r, $v> $args },)*
+            (rows, nv) => unreachable!("avx2 tile {rows} rows x {nv} vectors"),
         }
     };
 }
@@ -99,12 +125,12 @@ fn prefetch_c_rows<const R: usize>(c: *mut f32, rsc: isize, cols: usize) {
 /// One step of `k`: `acc[r][v] += A[r] · B[v]` for the `R` rows and `NV` vectors of the tile.
 ///
 /// # Safety
-/// `ap` points to `R` readable values, `bp` to `NV · 8`; AVX2+FMA.
+/// Rows `0..R` of `ap` are readable, `bp` points to `NV · 8` readable values; AVX2+FMA.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn step<const R: usize, const NV: usize>(
+unsafe fn step<A: ARows<f32>, const R: usize, const NV: usize>(
     acc: &mut [[__m256; NV]; R],
-    ap: *const f32,
+    ap: A,
     bp: *const f32,
 ) {
     // SAFETY: the reads are the ones the contract allows.
@@ -114,7 +140,7 @@ unsafe fn step<const R: usize, const NV: usize>(
             bv[v] = _mm256_loadu_ps(bp.add(v * LANES));
         }
         for r in 0..R {
-            let ar = _mm256_broadcast_ss(&*ap.add(r));
+            let ar = _mm256_broadcast_ss(&*ap.row(r));
             for v in 0..NV {
                 acc[r][v] = _mm256_fmadd_ps(ar, bv[v], acc[r][v]);
             }
@@ -122,14 +148,55 @@ unsafe fn step<const R: usize, const NV: usize>(
     }
 }
 
-/// The `R`-row, `NV`-vector tile of a kernel whose A panels are `M` rows high.
+/// Every tile of an `R`-row strip of C (`cols` wide) whose full tiles have `NV` vectors
+/// (1 or 2): the panels of `b` in order, the last one possibly narrower.
+///
+/// # Safety
+/// The [`MicroKernel::strip`] contract with `rows == R`, and AVX2+FMA.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn strip_r<A: ARows<f32>, const R: usize, const NV: usize>(
+    k: usize,
+    a: A,
+    b: BPanels<f32>,
+    alpha: f32,
+    beta: f32,
+    c: *mut f32,
+    rsc: isize,
+    csc: isize,
+    cols: usize,
+) {
+    const { assert!(NV == 1 || NV == 2) };
+    let nr = NV * LANES;
+    let count = cols.div_ceil(nr);
+    for q in 0..count - 1 {
+        let bp = b.ptr.wrapping_offset(q as isize * b.next);
+        let cq = c.wrapping_offset((q * nr) as isize * csc);
+        // SAFETY: panel q is a full one, inside B and C (strip contract).
+        unsafe { tile_rn::<A, R, NV>(k, a, bp, b.ks, alpha, beta, cq, rsc, csc, nr) };
+    }
+    let (jr, cl) = (
+        (count - 1) * nr,
+        c.wrapping_offset(((count - 1) * nr) as isize * csc),
+    );
+    let left = cols - jr;
+    // SAFETY: the last panel, `left` columns, inside B and C (strip contract).
+    unsafe {
+        if left > LANES {
+            tile_rn::<A, R, NV>(k, a, b.last, b.last_ks, alpha, beta, cl, rsc, csc, left)
+        } else {
+            tile_rn::<A, R, 1>(k, a, b.last, b.last_ks, alpha, beta, cl, rsc, csc, left)
+        }
+    }
+}
+
+/// The `R`-row, `NV`-vector tile, A's rows addressed by `a` (a packed panel or A in place).
 ///
 /// # Safety
 /// The [`MicroKernel::tile`] contract with `rows == R`, `cols.div_ceil(8) == NV`, and AVX2+FMA.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile_rn<const M: usize, const R: usize, const NV: usize>(
+unsafe fn tile_rn<A: ARows<f32>, const R: usize, const NV: usize>(
     k: usize,
-    a: *const f32,
+    a: A,
     b: *const f32,
     b_ks: isize,
     alpha: f32,
@@ -139,70 +206,121 @@ unsafe fn tile_rn<const M: usize, const R: usize, const NV: usize>(
     csc: isize,
     cols: usize,
 ) {
-    if csc == 1 {
+    if csc == 1 && k > 64 {
         prefetch_c_rows::<R>(c, rsc, cols);
     }
     let mut acc = [[_mm256_setzero_ps(); NV]; R];
-    // Four steps per iteration: the loop counter and pointer updates are paid once per four.
-    let (mut ap, mut bp) = (a, b);
+    // The first k % 4 steps one by one, then four steps per iteration: the loop counter and
+    // pointer updates are paid once per four. The pointers may end up past A and B after the
+    // last step (never read): wrapping arithmetic keeps that defined.
+    let (mut ap, mut bp) = (a.for_rows::<R>(), b);
+    for _ in 0..k % 4 {
+        // SAFETY: step p is inside A and B (tile contract); AVX2+FMA enabled.
+        unsafe { step::<_, R, NV>(&mut acc, ap, bp) };
+        (ap, bp) = (ap.ahead(1), bp.wrapping_offset(b_ks));
+    }
     for _ in 0..k / 4 {
-        // SAFETY: steps p..p + 4 are inside both panels (tile contract); AVX2+FMA enabled.
+        // SAFETY: as above, steps p..p + 4.
         unsafe {
             for s in 0..4 {
-                step::<R, NV>(&mut acc, ap.add(s * M), bp.offset(s as isize * b_ks));
+                step::<_, R, NV>(&mut acc, ap.ahead(s), bp.wrapping_offset(s as isize * b_ks));
             }
-            (ap, bp) = (ap.add(4 * M), bp.offset(4 * b_ks));
         }
-    }
-    for _ in 0..k % 4 {
-        // SAFETY: as above, one step.
-        unsafe {
-            step::<R, NV>(&mut acc, ap, bp);
-            (ap, bp) = (ap.add(M), bp.offset(b_ks));
-        }
+        (ap, bp) = (ap.ahead(4), bp.wrapping_offset(4 * b_ks));
     }
 
-    let alpha_v = _mm256_set1_ps(alpha);
-    if csc == 1 {
-        // Row-major C: one (masked) vector store per accumulator.
-        let beta_v = _mm256_set1_ps(beta);
-        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    // The sums leave the registers through a local copy, in one straight run of stores: the
+    // branchy write-out below then indexes memory, not the accumulators, which keeps them in
+    // registers for the whole `k` loop.
+    let mut sums = [[0.0f32; 16]; 8];
+    for r in 0..R {
         for v in 0..NV {
-            let left = (cols - v * LANES).min(LANES) as i32;
-            // Lane l is live when l < left (sign bit set in the mask).
-            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(left), lane);
-            for r in 0..R {
-                // SAFETY: the live lanes are exactly the tile's columns j < cols of row r;
-                // masked-off lanes are neither read nor written. A full vector uses plain
-                // loads and stores: masked stores are microcoded and slow on AMD cores.
-                unsafe {
-                    let cp = c.offset(r as isize * rsc).add(v * LANES);
-                    let mut x = _mm256_mul_ps(alpha_v, acc[r][v]);
-                    if left == LANES as i32 {
-                        if beta != 0.0 {
-                            x = _mm256_add_ps(x, _mm256_mul_ps(beta_v, _mm256_loadu_ps(cp)));
-                        }
-                        _mm256_storeu_ps(cp, x);
-                    } else {
-                        if beta != 0.0 {
-                            let old = _mm256_maskload_ps(cp, mask);
-                            x = _mm256_add_ps(x, _mm256_mul_ps(beta_v, old));
-                        }
-                        _mm256_maskstore_ps(cp, mask, x);
+            // SAFETY: row r of `sums` has 16 ≥ NV·8 floats.
+            unsafe { _mm256_storeu_ps(sums[r].as_mut_ptr().add(v * LANES), acc[r][v]) };
+        }
+    }
+    if csc != 1 {
+        // Strided C (e.g. writing into a `.t()` view): element by element.
+        // SAFETY: C covers R × cols at (rsc, csc) (tile contract).
+        unsafe { write_tile(sums.as_flattened(), 16, R, cols, alpha, beta, c, rsc, csc) };
+        return;
+    }
+    // SAFETY: row-major C covers R × cols (tile contract).
+    unsafe {
+        if beta == 0.0 {
+            store_rows::<R, NV, false>(&sums, alpha, beta, c, rsc, cols)
+        } else {
+            store_rows::<R, NV, true>(&sums, alpha, beta, c, rsc, cols)
+        }
+    }
+}
+
+/// Writes `alpha · sums + beta · C` (`BETA`), or `alpha · sums` (not `BETA`: C is not read),
+/// into the `R × cols` tile of a row-major C: one (masked) vector store per row and vector.
+///
+/// # Safety
+/// `c + r · rsc + j` is writable for `r < R`, `j < cols`, `cols <= NV · 8`; AVX2.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn store_rows<const R: usize, const NV: usize, const BETA: bool>(
+    sums: &[[f32; 16]; 8],
+    alpha: f32,
+    beta: f32,
+    c: *mut f32,
+    rsc: isize,
+    cols: usize,
+) {
+    let (alpha_v, beta_v) = (_mm256_set1_ps(alpha), _mm256_set1_ps(beta));
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for v in 0..NV {
+        let left = (cols - v * LANES).min(LANES) as i32;
+        // Lane l is live when l < left (sign bit set in the mask).
+        let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(left), lane);
+        for (r, sum) in sums.iter().enumerate().take(R) {
+            // SAFETY: the live lanes are exactly the tile's columns j < cols of row r; the
+            // others are neither read (masked load) nor written. Masked stores are microcoded
+            // and slow on AMD cores: a partial vector is written in pieces of 4, 2 and 1.
+            unsafe {
+                let cp = c.offset(r as isize * rsc).add(v * LANES);
+                let mut x = _mm256_mul_ps(alpha_v, _mm256_loadu_ps(sum.as_ptr().add(v * LANES)));
+                if left == LANES as i32 {
+                    if BETA {
+                        x = _mm256_add_ps(x, _mm256_mul_ps(beta_v, _mm256_loadu_ps(cp)));
                     }
+                    _mm256_storeu_ps(cp, x);
+                } else {
+                    if BETA {
+                        let old = _mm256_maskload_ps(cp, mask);
+                        x = _mm256_add_ps(x, _mm256_mul_ps(beta_v, old));
+                    }
+                    store_first(cp, x, left as usize);
                 }
             }
         }
-    } else {
-        // Strided C (e.g. writing into a `.t()` view): spill and write element by element.
-        let mut spill = [[0.0f32; 16]; 8];
-        for r in 0..R {
-            for v in 0..NV {
-                // SAFETY: spill row r has 16 ≥ NV·8 floats.
-                unsafe { _mm256_storeu_ps(spill[r].as_mut_ptr().add(v * LANES), acc[r][v]) };
-            }
+    }
+}
+
+/// Writes the first `n` lanes of `x` (`1 <= n < 8`) to `dst`: a 4-, a 2- and a 1-lane store
+/// as needed, cheaper than a masked store on AMD cores.
+///
+/// # Safety
+/// `dst..dst + n` is writable; AVX2.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn store_first(dst: *mut f32, x: __m256, n: usize) {
+    let (mut part, mut done) = (_mm256_castps256_ps128(x), 0);
+    // SAFETY (each store): lanes done..done + width < n of `dst` are writable.
+    unsafe {
+        if n >= 4 {
+            _mm_storeu_ps(dst, part);
+            (part, done) = (_mm256_extractf128_ps::<1>(x), 4);
         }
-        // SAFETY: C covers R × cols at (rsc, csc) (tile contract).
-        unsafe { write_tile(spill.as_flattened(), 16, R, cols, alpha, beta, c, rsc, csc) };
+        if n - done >= 2 {
+            _mm_store_sd(dst.add(done).cast(), _mm_castps_pd(part));
+            (part, done) = (_mm_movehl_ps(part, part), done + 2);
+        }
+        if n > done {
+            _mm_store_ss(dst.add(done), part);
+        }
     }
 }

@@ -6,7 +6,7 @@
 //! (`R`) and vector count (`NV`), so a 6-row product (LeNet's conv1) does no wasted work, and
 //! partial columns are written with masked stores.
 
-use super::kernel::{write_tile, MicroKernel};
+use super::kernel::{with_a_rows, write_tile, ARows, ATile, MicroKernel, Panel};
 use std::arch::x86_64::*;
 
 /// Marker for the AVX-512F f32 kernel; only used after `GemmKernel::Avx512.is_supported()`.
@@ -26,7 +26,7 @@ impl MicroKernel<f32> for Avx512 {
 
     unsafe fn tile(
         k: usize,
-        a: *const f32,
+        a: ATile<f32>,
         b: *const f32,
         b_ks: isize,
         alpha: f32,
@@ -37,31 +37,56 @@ impl MicroKernel<f32> for Avx512 {
         rows: usize,
         cols: usize,
     ) {
-        let nv = cols.div_ceil(LANES);
-        macro_rules! dispatch {
-            ($($r:literal)*) => {
-                match (rows, nv) {
-                    $(
-                        // SAFETY: forwarded `tile` contract; R == rows and NV lanes cover cols.
-                        ($r, 1) => unsafe { tile_rn::<$r, 1>(k, a, b, b_ks, alpha, beta, c, rsc, csc, cols) },
-                        ($r, 2) => unsafe { tile_rn::<$r, 2>(k, a, b, b_ks, alpha, beta, c, rsc, csc, cols) },
-                    )*
-                    _ => unreachable!("avx512 tile {rows}x{cols} exceeds {MR}x{NR}"),
-                }
-            };
-        }
-        dispatch!(1 2 3 4 5 6 7 8)
+        // SAFETY: forwarded `tile` contract.
+        with_a_rows!(a, MR, |a| unsafe {
+            tile_a(k, a, b, b_ks, alpha, beta, c, rsc, csc, rows, cols)
+        })
     }
 }
 
-/// The `R`-row, `NV`-vector tile.
+/// [`MicroKernel::tile`] with A's addressing resolved: picks the tile compiled for `rows` and
+/// the vector count of `cols`.
+///
+/// # Safety
+/// The [`MicroKernel::tile`] contract, A addressed by `a`.
+#[inline(always)]
+unsafe fn tile_a<A: ARows<f32>>(
+    k: usize,
+    a: A,
+    b: *const f32,
+    b_ks: isize,
+    alpha: f32,
+    beta: f32,
+    c: *mut f32,
+    rsc: isize,
+    csc: isize,
+    rows: usize,
+    cols: usize,
+) {
+    let nv = cols.div_ceil(LANES);
+    macro_rules! dispatch {
+        ($($r:literal)*) => {
+            match (rows, nv) {
+                $(
+                    // SAFETY: forwarded `tile` contract; R == rows and NV lanes cover cols.
+                    ($r, 1) => unsafe { tile_rn::<A, $r, 1>(k, a, b, b_ks, alpha, beta, c, rsc, csc, cols) },
+                    ($r, 2) => unsafe { tile_rn::<A, $r, 2>(k, a, b, b_ks, alpha, beta, c, rsc, csc, cols) },
+                )*
+                _ => unreachable!("avx512 tile {rows}x{cols} exceeds {MR}x{NR}"),
+            }
+        };
+    }
+    dispatch!(1 2 3 4 5 6 7 8)
+}
+
+/// The `R`-row, `NV`-vector tile, A's rows addressed by `a` (a packed panel or A in place).
 ///
 /// # Safety
 /// The [`MicroKernel::tile`] contract with `rows == R`, `cols.div_ceil(16) == NV`, and AVX-512F.
 #[target_feature(enable = "avx512f")]
-unsafe fn tile_rn<const R: usize, const NV: usize>(
+unsafe fn tile_rn<A: ARows<f32>, const R: usize, const NV: usize>(
     k: usize,
-    a: *const f32,
+    a: A,
     b: *const f32,
     b_ks: isize,
     alpha: f32,
@@ -72,18 +97,19 @@ unsafe fn tile_rn<const R: usize, const NV: usize>(
     cols: usize,
 ) {
     let mut acc = [[_mm512_setzero_ps(); NV]; R];
+    let a = a.for_rows::<R>();
     for p in 0..k {
-        // SAFETY: step p of the B panel holds NV·16 readable values and step p of the A panel
-        // MR ≥ R values (tile contract).
+        // SAFETY: step p of the B panel holds NV·16 readable values and rows 0..R of step p of
+        // A are readable (tile contract).
         unsafe {
             let bp = b.offset(p as isize * b_ks);
             let mut bv = [_mm512_setzero_ps(); NV];
             for v in 0..NV {
                 bv[v] = _mm512_loadu_ps(bp.add(v * LANES));
             }
-            let ap = a.add(p * MR);
+            let ap = a.ahead(p);
             for r in 0..R {
-                let ar = _mm512_set1_ps(*ap.add(r));
+                let ar = _mm512_set1_ps(*ap.row(r));
                 for v in 0..NV {
                     acc[r][v] = _mm512_fmadd_ps(ar, bv[v], acc[r][v]);
                 }

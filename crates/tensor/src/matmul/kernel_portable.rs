@@ -6,7 +6,7 @@
 //! wrappers — the f64 kernel on AVX2 and AVX-512 machines: the same source, so f64 results are
 //! bit-identical on every path (separate multiply and add, no fused multiply-add).
 
-use super::kernel::{write_tile, MicroKernel};
+use super::kernel::{write_tile, ATile, MicroKernel};
 use crate::Scalar;
 
 /// `MR × NR` tile of plain multiply-adds, for the baseline target.
@@ -35,7 +35,7 @@ macro_rules! portable_kernel {
 
             unsafe fn tile(
                 k: usize,
-                a: *const T,
+                a: ATile<T>,
                 b: *const T,
                 b_ks: isize,
                 alpha: T,
@@ -70,7 +70,7 @@ macro_rules! tile_for_target {
         $(#[$attr])*
         unsafe fn $name<T: Scalar, const MR: usize, const NR: usize>(
             k: usize,
-            a: *const T,
+            a: ATile<T>,
             b: *const T,
             b_ks: isize,
             alpha: T,
@@ -109,7 +109,7 @@ tile_for_target!(
 #[inline(always)]
 unsafe fn tile_body<T: Scalar, const MR: usize, const NR: usize>(
     k: usize,
-    a: *const T,
+    a: ATile<T>,
     b: *const T,
     b_ks: isize,
     alpha: T,
@@ -121,14 +121,21 @@ unsafe fn tile_body<T: Scalar, const MR: usize, const NR: usize>(
     cols: usize,
 ) {
     let mut acc = [[T::zero(); NR]; MR];
+    // Whole steps are read only where all MR rows are the tile's (an edge tile of A in place
+    // may end at the end of A's memory).
+    let panel = a.is_panel(MR) && rows == MR;
     for p in 0..k {
-        // SAFETY: step p of the A panel holds MR values and step p of the B panel holds
-        // NR values (`LANES == NR`), by the `tile` contract.
+        // SAFETY: step p of the B panel holds NR values (`LANES == NR`); a packed A panel holds
+        // MR values per step, A in place its `rows` rows (rows past them repeat the last one,
+        // and their sums are never written), by the `tile` contract.
         let (ap, bp) = unsafe {
-            (
-                *a.add(p * MR).cast::<[T; MR]>(),
-                *b.offset(p as isize * b_ks).cast::<[T; NR]>(),
-            )
+            let step = a.ptr.offset(p as isize * a.ks);
+            let ap: [T; MR] = if panel {
+                *step.cast::<[T; MR]>()
+            } else {
+                std::array::from_fn(|r| *step.offset(r.min(rows - 1) as isize * a.rs))
+            };
+            (ap, *b.offset(p as isize * b_ks).cast::<[T; NR]>())
         };
         for r in 0..MR {
             for j in 0..NR {
