@@ -32,11 +32,19 @@
 mod direct;
 #[cfg(target_arch = "x86_64")]
 mod direct_avx2;
+mod fused;
 mod im2col;
 
+pub use fused::{
+    conv2d_relu_avg_pool2d_backward_into, conv2d_relu_avg_pool2d_backward_into_cached,
+    conv2d_relu_avg_pool2d_into, conv2d_relu_avg_pool2d_into_caching, ReluPoolOut,
+};
+
 use crate::parallel::{with_standard_slice_mut, PAR_MIN_WORK};
+use crate::pool::Geometry as PoolGeometry;
 use crate::shape::{check_shape, Expected};
-use crate::Scalar;
+use crate::{Pool2dParams, Scalar};
+use fused::GradOut;
 use ndarray::{Array1, Array4, ArrayView1, ArrayView4, ArrayViewMut1, ArrayViewMut4};
 use rayon::iter::Either;
 use rayon::prelude::*;
@@ -590,6 +598,23 @@ pub fn conv2d_into_with<T: Scalar>(
 ) {
     let g = Geometry::new("conv2d", input.dim(), weight.dim(), params);
     method.check("conv2d", &g);
+    forward_ws(&g, method, input, weight, bias, out, None, ws);
+}
+
+/// The forward pass by `method` with scratch from `ws` (nothing kept for backward), and the
+/// fused ReLU and pool when `epi` is given.
+#[allow(clippy::too_many_arguments)]
+#[track_caller]
+fn forward_ws<T: Scalar>(
+    g: &Geometry,
+    method: Conv2dMethod,
+    input: ArrayView4<'_, T>,
+    weight: ArrayView4<'_, T>,
+    bias: Option<ArrayView1<'_, T>>,
+    out: ArrayViewMut4<'_, T>,
+    epi: Option<ReluPoolOut<'_, T>>,
+    ws: &mut Conv2dWorkspace<T>,
+) {
     let scratch = match method {
         Conv2dMethod::Im2col => {
             // One column buffer per chunk, rebuilt for each of its images, then one padded
@@ -607,7 +632,7 @@ pub fn conv2d_into_with<T: Scalar>(
             Scratch::Direct(images, 0, wts)
         }
     };
-    forward(&g, input, weight, bias, out, scratch);
+    forward(g, input, weight, bias, out, scratch, epi);
 }
 
 /// Like [`conv2d_into`], but keeps in `cache` what the backward pass reads of every image (the
@@ -641,13 +666,28 @@ pub fn conv2d_into_caching<T: Scalar>(
     cache: &mut Conv2dCache<T>,
 ) {
     let g = Geometry::new("conv2d", input.dim(), weight.dim(), params);
-    let method = Conv2dMethod::choose(g.input_dim(), g.weight_dim(), params);
+    forward_caching(&g, input, weight, bias, out, None, cache);
+}
+
+/// The forward pass by [`Conv2dMethod::choose`]'s method, keeping in `cache` what the backward
+/// pass reads, and the fused ReLU and pool when `epi` is given.
+#[track_caller]
+fn forward_caching<T: Scalar>(
+    g: &Geometry,
+    input: ArrayView4<'_, T>,
+    weight: ArrayView4<'_, T>,
+    bias: Option<ArrayView1<'_, T>>,
+    out: ArrayViewMut4<'_, T>,
+    epi: Option<ReluPoolOut<'_, T>>,
+    cache: &mut Conv2dCache<T>,
+) {
+    let method = Conv2dMethod::choose(g.input_dim(), g.weight_dim(), g.p);
     cache.filled_for = None;
     // What the backward pass reads, kept for each image, then per-chunk scratch.
-    let img = kept_per_image(&g, method);
+    let img = kept_per_image(g, method);
     let pads_len = match method {
-        Conv2dMethod::Im2col => im2col::pad_len(&g),
-        Conv2dMethod::Direct => direct::weights_len(&g),
+        Conv2dMethod::Im2col => im2col::pad_len(g),
+        Conv2dMethod::Direct => direct::weights_len(g),
     };
     if cache.kept.len() < g.n * img {
         cache.kept.resize(g.n * img, T::zero());
@@ -662,9 +702,9 @@ pub fn conv2d_into_caching<T: Scalar>(
         Conv2dMethod::Im2col => Scratch::Im2col(kept, img, pads),
         Conv2dMethod::Direct => Scratch::Direct(kept, img, pads),
     };
-    forward(&g, input, weight, bias, out, scratch);
+    forward(g, input, weight, bias, out, scratch, epi);
     cache.method = method;
-    cache.filled_for = Some((g.input_dim(), g.weight_dim(), params));
+    cache.filled_for = Some((g.input_dim(), g.weight_dim(), g.p));
 }
 
 /// Scalars a caching forward pass keeps per image for `method`'s backward pass: the im2col
@@ -688,7 +728,8 @@ enum Scratch<'a, T> {
     Direct(&'a mut [T], usize, &'a mut [T]),
 }
 
-/// The forward pass: checks the output and bias, makes the operands contiguous, runs the method.
+/// The forward pass: checks the outputs and bias, makes the operands contiguous, runs the
+/// method (with the fused ReLU and pool when `epi` is given).
 #[track_caller]
 fn forward<T: Scalar>(
     g: &Geometry,
@@ -697,11 +738,13 @@ fn forward<T: Scalar>(
     bias: Option<ArrayView1<'_, T>>,
     out: ArrayViewMut4<'_, T>,
     scratch: Scratch<'_, T>,
+    epi: Option<ReluPoolOut<'_, T>>,
 ) {
     check_shape("conv2d", "out", Expected::Shape(g.output_dim()), out.dim());
     if let Some(b) = bias {
         check_shape("conv2d", "bias length", Expected::Shape(g.k), b.len());
     }
+    let pool = epi.as_ref().map(|e| e.check(g));
     if g.n == 0 {
         return;
     }
@@ -709,13 +752,21 @@ fn forward<T: Scalar>(
     let x = input.as_slice().expect("standard layout");
     let weight = weight.as_standard_layout();
     let w = weight.as_slice().expect("standard layout");
-    with_standard_slice_mut(out, |y| match scratch {
+    let run = |y: &mut [T], epi: Option<fused::Epilogue<'_, T>>| match scratch {
         Scratch::Im2col(cols, img_stride, pads) => {
-            im2col::forward(g, x, w, bias, y, (cols, img_stride), pads)
+            im2col::forward(g, x, w, bias, y, (cols, img_stride), pads, epi)
         }
         Scratch::Direct(images, img_stride, wts) => {
-            direct::forward(g, x, w, bias, y, (images, img_stride), wts)
+            direct::forward(g, x, w, bias, y, (images, img_stride), wts, epi)
         }
+    };
+    with_standard_slice_mut(out, |y| match (epi, pool) {
+        (Some(e), Some(pool)) => with_standard_slice_mut(e.relu, |relu| {
+            with_standard_slice_mut(e.pooled, |pooled| {
+                run(y, Some(fused::Epilogue { relu, pooled, pool }))
+            })
+        }),
+        _ => run(y, None),
     });
 }
 
@@ -855,7 +906,8 @@ pub fn conv2d_backward_into_with<T: Scalar>(
     let input = input.as_standard_layout();
     let x = input.as_slice().expect("standard layout");
     let grads = (grad_input, grad_weight, grad_bias);
-    backward(&g, method, Kept::Input(x), weight, grad_out, grads, ws);
+    let upstream = Upstream::Conv(grad_out);
+    backward(&g, method, Kept::Input(x), weight, upstream, grads, ws);
 }
 
 /// Like [`conv2d_backward_into`], reading what [`conv2d_into_caching`] kept in `cache` (the
@@ -895,24 +947,35 @@ pub fn conv2d_backward_into_cached<T: Scalar>(
     grad_bias: Option<ArrayViewMut1<'_, T>>,
     ws: &mut Conv2dWorkspace<T>,
 ) {
-    let op = "conv2d_backward_cached";
+    let (g, kept) = cached_kept("conv2d_backward_cached", cache, weight.dim(), params);
+    let grads = (grad_input, grad_weight, grad_bias);
+    let upstream = Upstream::Conv(grad_out);
+    backward(&g, cache.method, kept, weight, upstream, grads, ws);
+}
+
+/// The geometry `cache` was filled for and what it kept, checked against `weight` and `params`.
+#[track_caller]
+fn cached_kept<'c, T: Scalar>(
+    op: &str,
+    cache: &'c Conv2dCache<T>,
+    weight: (usize, usize, usize, usize),
+    params: Conv2dParams,
+) -> (Geometry, Kept<'c, T>) {
     let (input_dim, weight_dim, cached_params) = cache
         .filled_for
         .unwrap_or_else(|| panic!("{op}: the cache holds no columns (run conv2d_into_caching)"));
     assert!(
-        weight_dim == weight.dim() && cached_params == params,
+        weight_dim == weight && cached_params == params,
         "{op}: the cache was filled for weight {weight_dim:?} and {cached_params:?}, \
-         not weight {:?} and {params:?}",
-        weight.dim()
+         not weight {weight:?} and {params:?}"
     );
-    let g = Geometry::new(op, input_dim, weight.dim(), params);
+    let g = Geometry::new(op, input_dim, weight, params);
     let all = &cache.kept[..g.n * kept_per_image(&g, cache.method)];
     let kept = match cache.method {
         Conv2dMethod::Im2col => Kept::Columns(all),
         Conv2dMethod::Direct => Kept::Images(all),
     };
-    let grads = (grad_input, grad_weight, grad_bias);
-    backward(&g, cache.method, kept, weight, grad_out, grads, ws);
+    (g, kept)
 }
 
 /// What the backward pass reads of the forward pass's input.
@@ -933,6 +996,20 @@ type GradsMut<'a, T> = (
     Option<ArrayViewMut1<'a, T>>,
 );
 
+/// The upstream gradient of a backward pass, as the caller gives it.
+#[derive(Clone, Copy)]
+enum Upstream<'a, T> {
+    /// dL/d(convolution output), `[n, k, oh, ow]`.
+    Conv(ArrayView4<'a, T>),
+    /// dL/d(pooled output) `[n, k, poh, pow]` of the fused ReLU and average pool, with the
+    /// ReLU output `[n, k, oh, ow]` (see `fused.rs`).
+    ReluAvgPool {
+        grad: ArrayView4<'a, T>,
+        relu: ArrayView4<'a, T>,
+        pool: Pool2dParams,
+    },
+}
+
 /// The backward pass: checks the shapes, runs every chunk of the method (each writes its
 /// partial weight and bias gradients after its scratch, in its own slot of `ws`), then adds
 /// the partials in chunk order.
@@ -942,17 +1019,39 @@ fn backward<T: Scalar>(
     method: Conv2dMethod,
     kept: Kept<'_, T>,
     weight: ArrayView4<'_, T>,
-    grad_out: ArrayView4<'_, T>,
+    upstream: Upstream<'_, T>,
     (grad_input, grad_weight, grad_bias): GradsMut<'_, T>,
     ws: &mut Conv2dWorkspace<T>,
 ) {
     let op = "conv2d_backward";
-    check_shape(
-        op,
-        "grad_out",
-        Expected::Shape(g.output_dim()),
-        grad_out.dim(),
-    );
+    let (grad, relu) = match &upstream {
+        Upstream::Conv(grad_out) => {
+            let want = Expected::Shape(g.output_dim());
+            check_shape(op, "grad_out", want, grad_out.dim());
+            (grad_out.as_standard_layout(), None)
+        }
+        Upstream::ReluAvgPool { grad, relu, pool } => {
+            let op = "conv2d_relu_avg_pool2d_backward";
+            let pool = PoolGeometry::new(op, g.output_dim(), *pool);
+            let want = Expected::Shape(pool.output_dim(g.n, g.k));
+            check_shape(op, "grad_pooled", want, grad.dim());
+            let want = Expected::Shape(g.output_dim());
+            check_shape(op, "relu_out", want, relu.dim());
+            (
+                grad.as_standard_layout(),
+                Some((relu.as_standard_layout(), pool)),
+            )
+        }
+    };
+    let grad = grad.as_slice().expect("standard layout");
+    let go = match &relu {
+        None => GradOut::Conv(grad),
+        Some((relu, pool)) => GradOut::ReluAvgPool {
+            grad,
+            relu: relu.as_slice().expect("standard layout"),
+            pool: *pool,
+        },
+    };
     check_shape(
         op,
         "grad_weight",
@@ -965,23 +1064,28 @@ fn backward<T: Scalar>(
     if let Some(gb) = &grad_bias {
         check_shape(op, "grad_bias length", Expected::Shape(g.k), gb.len());
     }
-    let grad_out = grad_out.as_standard_layout();
-    let go = grad_out.as_slice().expect("standard layout");
     let weight = weight.as_standard_layout();
     let w = weight.as_slice().expect("standard layout");
 
+    // Each slot: the image gradient `go` builds (if it does), the method's scratch, then the
+    // chunk's partial weight and bias gradients.
+    let gbuf_len = go.scratch_len(g);
     let im2col_scratch = im2col::backward_scratch(g, kept, grad_input.is_some());
-    let scratch = match method {
-        Conv2dMethod::Im2col => im2col_scratch.0 + im2col_scratch.1,
-        Conv2dMethod::Direct => direct::backward_scratch(g, kept),
-    };
+    let scratch = gbuf_len
+        + match method {
+            Conv2dMethod::Im2col => im2col_scratch.0 + im2col_scratch.1,
+            Conv2dMethod::Direct => direct::backward_scratch(g, kept),
+        };
     let slot = scratch + g.k * g.ckk() + g.k;
     let slots = ws.slots(g.chunks, slot);
-    let chunk = |chunk: usize, s: &mut [T], gi: Option<&mut [T]>| match method {
-        Conv2dMethod::Im2col => {
-            im2col::backward_chunk(g, kept, w, go, chunk, s, im2col_scratch, gi)
+    let chunk = |chunk: usize, s: &mut [T], gi: Option<&mut [T]>| {
+        let (gbuf, s) = s.split_at_mut(gbuf_len);
+        match method {
+            Conv2dMethod::Im2col => {
+                im2col::backward_chunk(g, kept, w, (go, gbuf), chunk, s, im2col_scratch, gi)
+            }
+            Conv2dMethod::Direct => direct::backward_chunk(g, kept, w, (go, gbuf), chunk, s, gi),
         }
-        Conv2dMethod::Direct => direct::backward_chunk(g, kept, w, go, chunk, s, gi),
     };
     match grad_input {
         Some(gi) => {
