@@ -569,6 +569,9 @@ fn conv2d_direct_gradients_at_conv1_and_chunked() {
     }
 }
 
+/// One spatial dimension of a convolution: (input extent, kernel, stride, padding).
+type ConvDim = (usize, usize, usize, usize);
+
 /// All three gradients of the fused `conv → relu → avg_pool` op
 /// ([`conv2d_relu_avg_pool2d_backward_into`]) against central differences of its own forward
 /// pass, `φ = Σ pooled · G`. ReLU's kink: a case is drawn again if any convolution output lies
@@ -579,7 +582,7 @@ fn conv_relu_pool_gradcheck(
     n: usize,
     c: usize,
     k: usize,
-    (hd, wd): ((usize, usize, usize, usize), (usize, usize, usize, usize)),
+    (hd, wd): (ConvDim, ConvDim),
     pool: Pool2dParams,
     seed: u64,
 ) -> Result<(), TestCaseError> {

@@ -10,6 +10,10 @@
 //!   the image, output columns in the vector lanes and weights broadcast, with no columns in
 //!   memory (see `direct.rs`).
 //!
+//! The `conv2d_relu_avg_pool2d_*` ops (`fused.rs`) run the same kernels with a ReLU and an
+//! average pool applied to each image's output inside the pass, and in backward build each
+//! image's output gradient from the pooled gradient just before it is used.
+//!
 //! Bias gradient, for both: `db_k = Σ_{n,i,j} g[n,k,i,j]`. [`Conv2dMethod::choose`] (forward)
 //! and [`Conv2dMethod::choose_backward`] are the one place where the method is picked; the
 //! `_with` entry points take it explicitly.
@@ -103,7 +107,8 @@ impl Conv2dParams {
 /// It holds, for each batch chunk (see the module docs), the method's scratch (im2col: one
 /// column buffer of `c·kh·kw × oh·ow`, plus in backward a second one for the column gradient;
 /// direct: one image's zero-bordered rows) and, in backward, the chunk's partial weight and
-/// bias gradients. Keep one workspace per layer (or one for the whole network, it grows to the
+/// bias gradients (and for the fused `conv2d_relu_avg_pool2d_backward_*`, one image's output
+/// gradient). Keep one workspace per layer (or one for the whole network, it grows to the
 /// largest need): after the first batch the `_into` forms allocate nothing.
 #[derive(Debug, Default, Clone)]
 pub struct Conv2dWorkspace<T> {
@@ -620,14 +625,14 @@ fn forward_ws<T: Scalar>(
             // One column buffer per chunk, rebuilt for each of its images, then one padded
             // image each.
             let cols_len = g.ckk() * g.positions();
-            let slots = ws.slots(g.chunks, cols_len + im2col::pad_len(&g));
+            let slots = ws.slots(g.chunks, cols_len + im2col::pad_len(g));
             let (cols, pads) = slots.split_at_mut(g.chunks * cols_len);
             Scratch::Im2col(cols, 0, pads)
         }
         Conv2dMethod::Direct => {
             // One padded image per chunk, reused for each of its images, then the weights.
-            let img = direct::image_len(&g);
-            let slots = ws.slots(g.chunks, img + direct::weights_len(&g));
+            let img = direct::image_len(g);
+            let slots = ws.slots(g.chunks, img + direct::weights_len(g));
             let (images, wts) = slots.split_at_mut(g.chunks * img);
             Scratch::Direct(images, 0, wts)
         }
