@@ -234,3 +234,122 @@ fn a_wrong_pooled_shape_panics() {
         &mut Conv2dWorkspace::new(),
     );
 }
+
+/// A side-by-side timing, not a check (run it with `cargo test --release -p lenet-tensor --test
+/// conv_relu_pool -- --ignored --nocapture`): one training step of each LeNet-5 block
+/// (caching forward, cached backward without the input gradient, every buffer reused as `nn`
+/// does), fused and as separate ops, alternated 50 times, on the current rayon pool; prints the
+/// fastest of each and their ratio.
+#[test]
+#[ignore]
+fn time_fused_against_the_separate_ops() {
+    for n in [32, 256] {
+        for (case, name) in cases().into_iter().take(2).zip(["conv1", "conv2"]) {
+            let case = ((n, case.0 .1, case.0 .2, case.0 .3), case.1, case.2, case.3);
+            let mut s = Step::new(&case);
+            let (mut best_fused, mut best_separate) = (f64::MAX, f64::MAX);
+            for _ in 0..50 {
+                let t = std::time::Instant::now();
+                s.fused();
+                best_fused = best_fused.min(t.elapsed().as_secs_f64());
+                let t = std::time::Instant::now();
+                s.separate();
+                best_separate = best_separate.min(t.elapsed().as_secs_f64());
+            }
+            assert_eq!(s.gw, s.gw_separate);
+            println!(
+                "{name} batch {n}: fused {:.3} ms, separate {:.3} ms, fused/separate {:.3}",
+                best_fused * 1e3,
+                best_separate * 1e3,
+                best_fused / best_separate
+            );
+        }
+    }
+}
+
+/// Every buffer of one block's training step, allocated once.
+struct Step {
+    case: Case,
+    x: Array4<f32>,
+    w: Array4<f32>,
+    b: Array1<f32>,
+    y: Array4<f32>,
+    relu_out: Array4<f32>,
+    z: Array4<f32>,
+    gz: Array4<f32>,
+    gy: Array4<f32>,
+    gw: Array4<f32>,
+    gw_separate: Array4<f32>,
+    gb: Array1<f32>,
+    cache: Conv2dCache<f32>,
+    ws: Conv2dWorkspace<f32>,
+}
+
+impl Step {
+    fn new(case: &Case) -> Self {
+        let (xd, wd, p, pool) = *case;
+        let r = &mut ChaCha8Rng::seed_from_u64(0);
+        let (oh, ow) = p.output_size((xd.2, xd.3), (wd.2, wd.3)).unwrap();
+        let yd = (xd.0, wd.0, oh, ow);
+        let (poh, pow) = pool.output_size((oh, ow)).unwrap();
+        Step {
+            case: *case,
+            x: random4(xd, r),
+            w: random4(wd, r),
+            b: Array1::from_elem(wd.0, 0.1),
+            y: Array4::zeros(yd),
+            relu_out: Array4::zeros(yd),
+            z: Array4::zeros((xd.0, wd.0, poh, pow)),
+            gz: random4((xd.0, wd.0, poh, pow), r),
+            gy: Array4::zeros(yd),
+            gw: Array4::zeros(wd),
+            gw_separate: Array4::zeros(wd),
+            gb: Array1::zeros(wd.0),
+            cache: Conv2dCache::new(),
+            ws: Conv2dWorkspace::new(),
+        }
+    }
+
+    fn fused(&mut self) {
+        let (_, _, p, pool) = self.case;
+        let fused = ReluPoolOut {
+            relu: self.relu_out.view_mut(),
+            pooled: self.z.view_mut(),
+            pool,
+        };
+        let (x, w, b) = (self.x.view(), self.w.view(), Some(self.b.view()));
+        conv2d_relu_avg_pool2d_into_caching(x, w, b, p, self.y.view_mut(), fused, &mut self.cache);
+        conv2d_relu_avg_pool2d_backward_into_cached(
+            &self.cache,
+            w,
+            self.relu_out.view(),
+            self.gz.view(),
+            p,
+            pool,
+            None,
+            self.gw.view_mut(),
+            Some(self.gb.view_mut()),
+            &mut self.ws,
+        );
+    }
+
+    fn separate(&mut self) {
+        let (_, _, p, pool) = self.case;
+        let (x, w, b) = (self.x.view(), self.w.view(), Some(self.b.view()));
+        conv2d_into_caching(x, w, b, p, self.y.view_mut(), &mut self.cache);
+        relu_into(self.y.view(), self.relu_out.view_mut());
+        avg_pool2d_into(self.relu_out.view(), pool, self.z.view_mut());
+        let gy = self.gy.view_mut();
+        avg_pool2d_relu_backward_into(self.gz.view(), pool, self.relu_out.view(), gy);
+        conv2d_backward_into_cached(
+            &self.cache,
+            w,
+            self.gy.view(),
+            p,
+            None,
+            self.gw_separate.view_mut(),
+            Some(self.gb.view_mut()),
+            &mut self.ws,
+        );
+    }
+}
