@@ -4,7 +4,7 @@
 //! sigmoid' = y(1 − y)), so the layer keeps its output and nothing else.
 
 use crate::buffer::Buffer;
-use ndarray::{ArrayView, Dimension};
+use ndarray::{ArrayView, ArrayViewMut, Dimension};
 use serde::{Deserialize, Serialize};
 
 /// Which non-linearity an [`Activation`] applies.
@@ -85,6 +85,13 @@ impl<D: Dimension> Activation<D> {
             ActivationKind::Sigmoid => tensor::sigmoid_into(input, out),
         }
         self.output.view()
+    }
+
+    /// The output buffer, shaped `dim`, for a fused kernel that computes this layer's output
+    /// itself (the ReLU of `Conv2d::forward_relu_avg_pool`).
+    pub(crate) fn output_mut(&mut self, dim: D) -> ArrayViewMut<'_, f32, D> {
+        self.output.set_dim(dim);
+        self.output.view_mut()
     }
 
     /// The output of the last forward pass.

@@ -3,14 +3,18 @@
 //! backward pass (im2col columns, or for one input channel the zero-bordered images). The math
 //! is `tensor::conv2d_*`.
 
+use crate::activation::Activation;
 use crate::buffer::Buffer;
 use crate::init::uniform_fan_in;
 use crate::param::WeightBias;
-use ndarray::{ArrayView1, ArrayView4, Ix4};
+use crate::pool::Pool2d;
+use ndarray::{ArrayView1, ArrayView4, ArrayViewMut4, Ix4};
 use rand::Rng;
 use tensor::{
     conv2d_backward_into, conv2d_backward_into_cached, conv2d_into, conv2d_into_caching,
-    Conv2dCache, Conv2dParams, Conv2dWorkspace,
+    conv2d_relu_avg_pool2d_backward_into, conv2d_relu_avg_pool2d_backward_into_cached,
+    conv2d_relu_avg_pool2d_into, conv2d_relu_avg_pool2d_into_caching, Conv2dCache, Conv2dParams,
+    Conv2dWorkspace, Pool2dParams, ReluPoolOut,
 };
 
 /// Largest amount a training forward pass keeps for backward (`Conv2dCache::kept_len`: im2col
@@ -19,6 +23,20 @@ use tensor::{
 /// them through memory: measured on a Fashion-MNIST epoch, 1 thread, keeping 2–5 MB of
 /// columns saved ~10% of CPU time at batch 32 and keeping 35 MB cost ~12% at batch 256.
 const MAX_KEPT_BYTES: usize = 4 << 20;
+
+/// What a [`Conv2d`] backward pass starts from.
+#[derive(Clone, Copy)]
+enum Upstream<'a> {
+    /// The gradient of the convolution's output.
+    Conv(ArrayView4<'a, f32>),
+    /// The gradient of the output of a ReLU then an average pool after it, with the ReLU's
+    /// output (the fused layers of [`Conv2d::forward_relu_avg_pool`]).
+    ReluAvgPool {
+        relu_out: ArrayView4<'a, f32>,
+        grad_pooled: ArrayView4<'a, f32>,
+        pool: Pool2dParams,
+    },
+}
 
 /// A 2-D convolution with bias, PyTorch semantics (cross-correlation, zero padding).
 #[derive(Debug, Clone)]
@@ -100,8 +118,7 @@ impl Conv2d {
     /// If the input has the wrong channel count or is smaller than the kernel.
     pub fn forward(&mut self, input: ArrayView4<'_, f32>) -> ArrayView4<'_, f32> {
         self.set_output_dim(input.dim());
-        let kept = Conv2dCache::<f32>::kept_len(input.dim(), self.wb.weight.dim(), self.params);
-        if kept * std::mem::size_of::<f32>() > MAX_KEPT_BYTES {
+        if !self.worth_keeping(input.dim()) {
             return self.forward_inference(input);
         }
         conv2d_into_caching(
@@ -135,6 +152,56 @@ impl Conv2d {
         self.output.view()
     }
 
+    /// Whether a training forward pass keeps what backward reads of an input of shape `input`
+    /// (see [`MAX_KEPT_BYTES`]).
+    fn worth_keeping(&self, input: (usize, usize, usize, usize)) -> bool {
+        let kept = Conv2dCache::<f32>::kept_len(input, self.wb.weight.dim(), self.params);
+        kept * std::mem::size_of::<f32>() <= MAX_KEPT_BYTES
+    }
+
+    /// The convolution, then `act` (a ReLU) and `pool` (an average pool) in one fused pass
+    /// (`tensor::conv2d_relu_avg_pool2d_*`): each image's output is rectified and pooled while
+    /// in cache. Afterwards this layer's, `act`'s and `pool`'s outputs are what
+    /// [`Conv2d::forward`], [`Activation::forward`] and [`Pool2d::forward`] would have left
+    /// (bit-identical). With `training`, keeps what backward reads, as [`Conv2d::forward`] does;
+    /// [`Conv2d::backward_relu_avg_pool`] is the matching backward pass.
+    ///
+    /// # Panics
+    /// If the input has the wrong channel count or is smaller than the kernel, or the pool
+    /// window does not fit the output.
+    pub(crate) fn forward_relu_avg_pool(
+        &mut self,
+        input: ArrayView4<'_, f32>,
+        act: &mut Activation<Ix4>,
+        pool: &mut Pool2d,
+        training: bool,
+    ) {
+        self.set_output_dim(input.dim());
+        let out_dim = self.output.dim();
+        let keep = training && self.worth_keeping(input.dim());
+        let fused = ReluPoolOut {
+            pool: pool.params(),
+            relu: act.output_mut(out_dim),
+            pooled: pool.output_mut(out_dim),
+        };
+        let (weight, bias) = (self.wb.weight.view(), Some(self.wb.bias.view()));
+        let out = self.output.view_mut();
+        if keep {
+            conv2d_relu_avg_pool2d_into_caching(
+                input,
+                weight,
+                bias,
+                self.params,
+                out,
+                fused,
+                &mut self.cols,
+            );
+        } else {
+            self.cols.invalidate();
+            conv2d_relu_avg_pool2d_into(input, weight, bias, self.params, out, fused, &mut self.ws);
+        }
+    }
+
     fn set_output_dim(&mut self, (n, c, h, w): (usize, usize, usize, usize)) {
         let [k, cin, kh, kw] = self.wb.weight_shape;
         assert_eq!(
@@ -166,39 +233,68 @@ impl Conv2d {
         grad_out: ArrayView4<'_, f32>,
         grad_input: bool,
     ) {
-        let grad_input_view = if grad_input {
+        self.backward_from(input, Upstream::Conv(grad_out), grad_input);
+    }
+
+    /// The backward pass of [`Conv2d::forward_relu_avg_pool`]: overwrites the weight and bias
+    /// gradients (and with `grad_input`, dL/dinput) for `grad_pooled`, the gradient of the
+    /// pool's output, where `relu_out` is the ReLU's output and `pool` the pool's window. Each
+    /// image's conv-output gradient is built right before its own weight gradient reads it
+    /// (bit-identical to the pool's and ReLU's backward passes, then [`Conv2d::backward`]).
+    ///
+    /// # Panics
+    /// If the shapes do not match the last forward pass.
+    pub(crate) fn backward_relu_avg_pool(
+        &mut self,
+        input: ArrayView4<'_, f32>,
+        relu_out: ArrayView4<'_, f32>,
+        grad_pooled: ArrayView4<'_, f32>,
+        pool: Pool2dParams,
+        grad_input: bool,
+    ) {
+        let upstream = Upstream::ReluAvgPool {
+            relu_out,
+            grad_pooled,
+            pool,
+        };
+        self.backward_from(input, upstream, grad_input);
+    }
+
+    /// The one backward pass of [`Conv2d::backward`] and [`Conv2d::backward_relu_avg_pool`]:
+    /// from what the forward pass kept when it matches `input`, else from `input`.
+    fn backward_from(&mut self, input: ArrayView4<'_, f32>, up: Upstream<'_>, grad_input: bool) {
+        let gi: Option<ArrayViewMut4<'_, f32>> = if grad_input {
             self.grad_input.set_dim(input.raw_dim());
             Some(self.grad_input.view_mut())
         } else {
             None
         };
-        let weight_dim = self.wb.weight.dim();
-        if self
-            .cols
-            .is_filled_for(input.dim(), weight_dim, self.params)
-        {
-            // The forward pass kept what backward reads of this input: nothing rebuilt here.
-            conv2d_backward_into_cached(
-                &self.cols,
-                self.wb.weight.view(),
-                grad_out,
-                self.params,
-                grad_input_view,
-                self.wb.grad_weight.view_mut(),
-                Some(self.wb.grad_bias.view_mut()),
-                &mut self.ws,
-            );
-        } else {
-            conv2d_backward_into(
-                input,
-                self.wb.weight.view(),
-                grad_out,
-                self.params,
-                grad_input_view,
-                self.wb.grad_weight.view_mut(),
-                Some(self.wb.grad_bias.view_mut()),
-                &mut self.ws,
-            );
+        let (w, p, ws) = (self.wb.weight.view(), self.params, &mut self.ws);
+        let (gw, gb) = (
+            self.wb.grad_weight.view_mut(),
+            Some(self.wb.grad_bias.view_mut()),
+        );
+        // When the forward pass kept what backward reads of this input, nothing is rebuilt.
+        let cache = Some(&self.cols).filter(|c| c.is_filled_for(input.dim(), w.dim(), p));
+        match (up, cache) {
+            (Upstream::Conv(g), Some(c)) => conv2d_backward_into_cached(c, w, g, p, gi, gw, gb, ws),
+            (Upstream::Conv(g), None) => conv2d_backward_into(input, w, g, p, gi, gw, gb, ws),
+            (
+                Upstream::ReluAvgPool {
+                    relu_out: r,
+                    grad_pooled: g,
+                    pool,
+                },
+                Some(c),
+            ) => conv2d_relu_avg_pool2d_backward_into_cached(c, w, r, g, p, pool, gi, gw, gb, ws),
+            (
+                Upstream::ReluAvgPool {
+                    relu_out: r,
+                    grad_pooled: g,
+                    pool,
+                },
+                None,
+            ) => conv2d_relu_avg_pool2d_backward_into(input, w, r, g, p, pool, gi, gw, gb, ws),
         }
     }
 

@@ -9,7 +9,7 @@
 //! not store argmax indices).
 
 use crate::buffer::Buffer;
-use ndarray::{ArrayView4, Ix4};
+use ndarray::{ArrayView4, ArrayViewMut4, Dimension, Ix4};
 use serde::{Deserialize, Serialize};
 use tensor::{
     avg_pool2d_backward_into, avg_pool2d_into, avg_pool2d_relu_backward_into,
@@ -93,21 +93,32 @@ impl Pool2d {
     /// # Panics
     /// If the window does not fit the input.
     pub fn forward(&mut self, input: ArrayView4<'_, f32>) -> ArrayView4<'_, f32> {
-        let (n, c, h, w) = input.dim();
+        let (kind, params) = (self.kind, self.params);
+        let out = self.output_mut(input.raw_dim());
+        match kind {
+            PoolKind::Avg => avg_pool2d_into(input, params, out),
+            PoolKind::Max => max_pool2d_into(input, params, out),
+        }
+        self.output.view()
+    }
+
+    /// Remembers `input_dim` as the forward input's shape and returns the output buffer, shaped
+    /// for it: for [`Pool2d::forward`], and for a fused kernel that pools inside the layer
+    /// before (`Conv2d::forward_relu_avg_pool`).
+    ///
+    /// # Panics
+    /// If the window does not fit the input.
+    pub(crate) fn output_mut(&mut self, input_dim: Ix4) -> ArrayViewMut4<'_, f32> {
+        let (n, c, h, w) = input_dim.into_pattern();
         let (oh, ow) = self.params.output_size((h, w)).unwrap_or_else(|| {
             panic!(
                 "pool window {:?} stride {:?} does not fit input {h}x{w}",
                 self.params.kernel, self.params.stride
             )
         });
-        self.input_dim = input.raw_dim();
+        self.input_dim = input_dim;
         self.output.set_dim(Ix4(n, c, oh, ow));
-        let out = self.output.view_mut();
-        match self.kind {
-            PoolKind::Avg => avg_pool2d_into(input, self.params, out),
-            PoolKind::Max => max_pool2d_into(input, self.params, out),
-        }
-        self.output.view()
+        self.output.view_mut()
     }
 
     /// The output of the last forward pass.

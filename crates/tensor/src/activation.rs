@@ -24,7 +24,7 @@ use ndarray::{Array, ArrayView, ArrayViewMut, Dimension};
 // ReLU: y = max(x, 0)
 // ---------------------------------------------------------------------------------------------
 
-fn relu_fwd<T: Scalar>(x: T) -> T {
+pub(crate) fn relu_fwd<T: Scalar>(x: T) -> T {
     // `x > 0 ? x : 0` rather than `max`, so that NaN propagates as in PyTorch.
     if x > T::zero() || x.is_nan() {
         x

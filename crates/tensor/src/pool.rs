@@ -57,8 +57,8 @@ impl Pool2dParams {
 }
 
 /// The geometry of one pooling call, checked once.
-#[derive(Clone, Copy)]
-struct Geometry {
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Geometry {
     planes: usize,
     h: usize,
     w: usize,
@@ -69,7 +69,7 @@ struct Geometry {
 
 impl Geometry {
     #[track_caller]
-    fn new(op: &str, input: (usize, usize, usize, usize), p: Pool2dParams) -> Self {
+    pub(crate) fn new(op: &str, input: (usize, usize, usize, usize), p: Pool2dParams) -> Self {
         let (n, c, h, w) = input;
         let (oh, ow) = p.output_size((h, w)).unwrap_or_else(|| {
             panic!(
@@ -88,7 +88,7 @@ impl Geometry {
         }
     }
 
-    fn output_dim(&self, n: usize, c: usize) -> (usize, usize, usize, usize) {
+    pub(crate) fn output_dim(&self, n: usize, c: usize) -> (usize, usize, usize, usize) {
         (n, c, self.oh, self.ow)
     }
 
@@ -98,12 +98,12 @@ impl Geometry {
     }
 
     /// Elements in one input plane.
-    fn in_plane(&self) -> usize {
+    pub(crate) fn in_plane(&self) -> usize {
         self.h * self.w
     }
 
     /// Elements in one output plane.
-    fn out_plane(&self) -> usize {
+    pub(crate) fn out_plane(&self) -> usize {
         self.oh * self.ow
     }
 
@@ -248,35 +248,43 @@ pub fn avg_pool2d_into<T: Scalar>(
     );
     let input = input.as_standard_layout();
     let x = input.as_slice().expect("standard layout");
-    let (kh, kw) = params.kernel;
-    let area = T::from_f64((kh * kw) as f64);
     with_standard_slice_mut(out, |y| {
         g.for_each_plane(y, g.out_plane(), |p, y| {
-            let x = Geometry::plane(x, p, g.in_plane());
-            if (kh, kw, params.stride.0, params.stride.1) == (2, 2, 2, 2) {
-                // LeNet's pool: the whole window in registers, summed in the general order.
-                for (i, yrow) in y.chunks_exact_mut(g.ow).enumerate() {
-                    let r0 = x[2 * i * w..][..w].chunks_exact(2);
-                    let r1 = x[(2 * i + 1) * w..][..w].chunks_exact(2);
-                    for ((y, a), b) in yrow.iter_mut().zip(r0).zip(r1) {
-                        *y = (T::zero() + a[0] + a[1] + b[0] + b[1]) / area;
-                    }
-                }
-                return;
-            }
-            // Output row by output row: window row u of every window is added at once.
-            for (i, yrow) in y.chunks_exact_mut(g.ow).enumerate() {
-                yrow.fill(T::zero());
-                for u in 0..kh {
-                    let xrow = &x[(i * params.stride.0 + u) * w..][..w];
-                    add_window_rows(yrow, xrow, kw, params.stride.1);
-                }
-                for y in yrow.iter_mut() {
-                    *y = *y / area;
-                }
-            }
+            avg_pool_plane(&g, Geometry::plane(x, p, g.in_plane()), y);
         });
     });
+}
+
+/// Average-pools one input plane `x` (`[h, w]`) into the output plane `y` (`[oh, ow]`): the one
+/// average-pool kernel, also run per image by the fused convolution
+/// ([`conv2d_relu_avg_pool2d_into_caching`](crate::conv2d_relu_avg_pool2d_into_caching)).
+pub(crate) fn avg_pool_plane<T: Scalar>(g: &Geometry, x: &[T], y: &mut [T]) {
+    let (kh, kw) = g.p.kernel;
+    let (sh, sw) = g.p.stride;
+    let w = g.w;
+    let area = T::from_f64((kh * kw) as f64);
+    if (kh, kw, sh, sw) == (2, 2, 2, 2) {
+        // LeNet's pool: the whole window in registers, summed in the general order.
+        for (i, yrow) in y.chunks_exact_mut(g.ow).enumerate() {
+            let r0 = x[2 * i * w..][..w].chunks_exact(2);
+            let r1 = x[(2 * i + 1) * w..][..w].chunks_exact(2);
+            for ((y, a), b) in yrow.iter_mut().zip(r0).zip(r1) {
+                *y = (T::zero() + a[0] + a[1] + b[0] + b[1]) / area;
+            }
+        }
+        return;
+    }
+    // Output row by output row: window row u of every window is added at once.
+    for (i, yrow) in y.chunks_exact_mut(g.ow).enumerate() {
+        yrow.fill(T::zero());
+        for u in 0..kh {
+            let xrow = &x[(i * sh + u) * w..][..w];
+            add_window_rows(yrow, xrow, kw, sw);
+        }
+        for y in yrow.iter_mut() {
+            *y = *y / area;
+        }
+    }
 }
 
 // ∂y[i,j]/∂x[i·sh+u, j·sw+v] = 1/(kh·kw) for every (u, v) in the window, so each input gets
@@ -383,17 +391,29 @@ pub fn avg_pool2d_relu_backward_into<T: Scalar>(
     let go = grad_out.as_slice().expect("standard layout");
     let relu_output = relu_output.as_standard_layout();
     let y = relu_output.as_slice().expect("standard layout");
-    let (kh, kw) = params.kernel;
-    let area = T::from_f64((kh * kw) as f64);
     with_standard_slice_mut(grad_input, |gi| {
         g.for_each_plane(gi, g.in_plane(), |p, gi| {
-            spread_plane(gi, Geometry::plane(go, p, g.out_plane()), &g, area);
-            // relu' = [y > 0] (NaN and 0 pass no gradient), as in relu_backward
-            for (d, &y) in gi.iter_mut().zip(Geometry::plane(y, p, g.in_plane())) {
-                *d = if y > T::zero() { *d } else { T::zero() };
-            }
+            let go = Geometry::plane(go, p, g.out_plane());
+            avg_pool_relu_backward_plane(&g, go, Geometry::plane(y, p, g.in_plane()), gi);
         });
     });
+}
+
+/// One plane of [`avg_pool2d_relu_backward_into`]: overwrites `gi` (`[h, w]`) with the pooled
+/// gradient `go` (`[oh, ow]`) spread over the windows, where the ReLU output `y` (`[h, w]`) is
+/// positive, and 0 elsewhere. Also run per image by the fused convolution's backward pass.
+pub(crate) fn avg_pool_relu_backward_plane<T: Scalar>(
+    g: &Geometry,
+    go: &[T],
+    y: &[T],
+    gi: &mut [T],
+) {
+    let (kh, kw) = g.p.kernel;
+    spread_plane(gi, go, g, T::from_f64((kh * kw) as f64));
+    // relu' = [y > 0] (NaN and 0 pass no gradient), as in relu_backward
+    for (d, &y) in gi.iter_mut().zip(y) {
+        *d = if y > T::zero() { *d } else { T::zero() };
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -580,3 +580,133 @@ fn conv2d_direct_gradients_at_conv1_and_chunked() {
         check(&format!("direct n={n}: grad_bias"), &gb, &num_b).unwrap();
     }
 }
+
+/// One spatial dimension of a convolution: (input extent, kernel, stride, padding).
+type ConvDim = (usize, usize, usize, usize);
+
+/// All three gradients of the fused `conv → relu → avg_pool` op
+/// ([`conv2d_relu_avg_pool2d_backward_into`]) against central differences of its own forward
+/// pass, `φ = Σ pooled · G`. ReLU's kink: a case is drawn again if any convolution output lies
+/// within 1e-5 of 0; a step of `h` in one coordinate moves each output by at most
+/// `h · max(|x|, |w|, 1) = 1e-6` (inputs, weights and bias are in [-1, 1)), so no difference
+/// straddles the kink. (About one output in 10⁵ is that close, so few cases are redrawn.)
+fn conv_relu_pool_gradcheck(
+    n: usize,
+    c: usize,
+    k: usize,
+    (hd, wd): (ConvDim, ConvDim),
+    pool: Pool2dParams,
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    let ((h, kh, sh, ph), (w, kw, sw, pw)) = (hd, wd);
+    let p = Conv2dParams {
+        stride: (sh, sw),
+        padding: (ph, pw),
+    };
+    let (oh, ow) = p.output_size((h, w), (kh, kw)).unwrap();
+    let Some((poh, pow)) = pool.output_size((oh, ow)) else {
+        return Err(TestCaseError::reject("the pool window does not fit"));
+    };
+    let r = &mut rng(seed);
+    let x = uniform((n, c, h, w), r);
+    let wt = uniform((k, c, kh, kw), r);
+    let b = uniform(k, r);
+    let y = conv2d(x.view(), wt.view(), Some(b.view()), p);
+    prop_assume!(
+        y.iter().all(|v| v.abs() > 1e-5),
+        "an output near ReLU's kink"
+    );
+    let fwd = |x: &Array4<f64>, wt: &Array4<f64>, b: &Array1<f64>| {
+        let (mut y, mut relu) = (Array4::zeros((n, k, oh, ow)), Array4::zeros((n, k, oh, ow)));
+        let mut pooled = Array4::zeros((n, k, poh, pow));
+        let fused = ReluPoolOut {
+            relu: relu.view_mut(),
+            pooled: pooled.view_mut(),
+            pool,
+        };
+        let ws = &mut Conv2dWorkspace::new();
+        let b = Some(b.view());
+        conv2d_relu_avg_pool2d_into(x.view(), wt.view(), b, p, y.view_mut(), fused, ws);
+        (relu, pooled)
+    };
+    let (relu, pooled) = fwd(&x, &wt, &b);
+    let g = uniform(pooled.raw_dim(), r);
+    let (mut gi, mut gw, mut gb) = (
+        Array4::zeros(x.dim()),
+        Array4::zeros(wt.dim()),
+        Array1::zeros(k),
+    );
+    conv2d_relu_avg_pool2d_backward_into(
+        x.view(),
+        wt.view(),
+        relu.view(),
+        g.view(),
+        p,
+        pool,
+        Some(gi.view_mut()),
+        gw.view_mut(),
+        Some(gb.view_mut()),
+        &mut Conv2dWorkspace::new(),
+    );
+    let at = format!(
+        "conv_relu_pool x{:?} w{:?} {p:?} {pool:?}",
+        x.dim(),
+        wt.dim()
+    );
+    let phi = |x: &Array4<f64>, wt: &Array4<f64>, b: &Array1<f64>| dot(&fwd(x, wt, b).1, &g);
+    check(
+        &format!("{at}: grad_input"),
+        &gi,
+        &numeric_grad(&x, |x| phi(x, &wt, &b)),
+    )?;
+    check(
+        &format!("{at}: grad_weight"),
+        &gw,
+        &numeric_grad(&wt, |wt| phi(&x, wt, &b)),
+    )?;
+    check(
+        &format!("{at}: grad_bias"),
+        &gb,
+        &numeric_grad(&b, |b| phi(&x, &wt, b)),
+    )?;
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config(150))]
+
+    /// One input channel (the direct method where the stride is 1) and several (im2col), odd
+    /// sizes, pool windows that overlap, leave gaps or drop the last rows and columns.
+    #[test]
+    fn conv2d_relu_avg_pool2d_gradients(
+        n in 1usize..=3,
+        c in 1usize..=3,
+        k in 1usize..=4,
+        hd in conv_dim(),
+        wd in conv_dim(),
+        (pk, ps) in (1usize..=3, 1usize..=3),
+        seed in any::<u64>(),
+    ) {
+        let pool = Pool2dParams { kernel: (pk, pk), stride: (ps, ps) };
+        conv_relu_pool_gradcheck(n, c, k, (hd, wd), pool, seed)?;
+    }
+}
+
+/// The fused op with LeNet-5's conv1 kernel (direct method, 1→6, 5×5, padding 2, 2×2 pool) on
+/// 12×12 images, and on 6×6 ones with a batch of 40 (chunks of 2, parallel).
+#[test]
+fn conv2d_relu_avg_pool2d_gradients_at_conv1_and_chunked() {
+    for (n, side, seed) in [(2, 12, 21), (40, 6, 22)] {
+        let same = (side, 5, 1, 2);
+        // drawn again (10 tries) while a convolution output is near ReLU's kink (see
+        // conv_relu_pool_gradcheck)
+        let checked = (0..10).find_map(|t| {
+            let pool = Pool2dParams::square(2);
+            match conv_relu_pool_gradcheck(n, 1, 6, (same, same), pool, seed + 100 * t) {
+                Err(TestCaseError::Reject(_)) => None,
+                other => Some(other),
+            }
+        });
+        checked.expect("10 draws near the kink").unwrap();
+    }
+}

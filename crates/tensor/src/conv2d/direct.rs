@@ -31,6 +31,7 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::direct_avx2;
+use super::fused::{epilogue_chunks, Epilogue, GradOut};
 use super::{copy_row, valid_range, Geometry, Kept};
 use crate::parallel::sum;
 use crate::{GemmKernel, Scalar};
@@ -134,7 +135,9 @@ fn madd<T: Scalar, const FMA: bool>(a: T, b: T, c: T) -> T {
 /// The forward pass over contiguous `x` (`[n, 1, h, w]`), `w` (`[k, 1, kh, kw]`) and `y`
 /// (`[n, k, oh, ow]`). `images` holds one slot per chunk, where image `i` of the chunk is
 /// padded ([`pad_image`]) at `i·img_stride` (0: one buffer reused; [`image_len`]: every image
-/// kept, for the backward pass); `wts` holds one [`weights_len`] scratch per chunk.
+/// kept, for the backward pass); `wts` holds one [`weights_len`] scratch per chunk. With `epi`,
+/// each image's output then goes through the fused ReLU and pool while in cache.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn forward<T: Scalar>(
     g: &Geometry,
     x: &[T],
@@ -143,6 +146,7 @@ pub(super) fn forward<T: Scalar>(
     y: &mut [T],
     (images, img_stride): (&mut [T], usize),
     wts: &mut [T],
+    epi: Option<Epilogue<'_, T>>,
 ) {
     let (in_img, out_img, img) = (g.h * g.w, g.k * g.positions(), image_len(g));
     let slot_len = if img_stride == 0 {
@@ -156,14 +160,18 @@ pub(super) fn forward<T: Scalar>(
         .zip(x.par_chunks(g.per_chunk * in_img))
         .zip(images.par_chunks_mut(slot_len))
         .zip(wts.par_chunks_mut(weights_len(g)))
+        .zip(epilogue_chunks(g, epi))
         .with_min_len(g.min_chunks_per_task())
-        .for_each(|(((y, x), slot), wt)| {
+        .for_each(|((((y, x), slot), wt), mut epi)| {
             regroup_weights(g, w, wt);
             let images = y.chunks_exact_mut(out_img).zip(x.chunks_exact(in_img));
             for (i, (y_n, x_n)) in images.enumerate() {
                 let image = &mut slot[i * img_stride..][..img];
                 pad_image(g, x_n, image);
                 forward_image(isa, g, &image[top..], wt, bias, y_n);
+                if let Some(epi) = epi.as_mut() {
+                    epi.image(i, y_n);
+                }
             }
         });
 }
@@ -264,18 +272,18 @@ fn forward_rows<T: Scalar, const FW: usize, const FMA: bool>(
 
 /// One chunk of the backward pass: overwrites the chunk's partial weight and bias gradients
 /// (`[k, kh·kw]` then `[k]`, after the [`backward_scratch`] in `slot`), summed over its images
-/// in order, and, when `gi` is given, its images' input gradients.
+/// in order, and, when `gi` is given, its images' input gradients. `gbuf` is where `go` builds
+/// an image's output gradient when it must ([`GradOut::scratch_len`]).
 pub(super) fn backward_chunk<T: Scalar>(
     g: &Geometry,
     kept: Kept<'_, T>,
     w: &[T],
-    go: &[T],
+    (go, gbuf): (GradOut<'_, T>, &mut [T]),
     chunk: usize,
     slot: &mut [T],
     mut gi: Option<&mut [T]>,
 ) {
     let in_img = g.h * g.w;
-    let out_img = g.k * g.positions();
     let isa = GemmKernel::active();
     let (scratch, rest) = slot.split_at_mut(backward_scratch(g, kept) - lanes_len(g));
     let (lanes, part) = rest.split_at_mut(lanes_len(g));
@@ -283,7 +291,7 @@ pub(super) fn backward_chunk<T: Scalar>(
     let first = chunk * g.per_chunk;
     let last = (first + g.per_chunk).min(g.n);
     for n in first..last {
-        let g_n = &go[n * out_img..][..out_img];
+        let g_n = go.image(g, n, gbuf);
         let img: &[T] = match kept {
             Kept::Input(x) => {
                 pad_image(g, &x[n * in_img..][..in_img], scratch);

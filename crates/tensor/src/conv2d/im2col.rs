@@ -2,6 +2,7 @@
 //! padding). See the parent module for the math; this file builds the columns, multiplies, and
 //! scatters column gradients back with col2im.
 
+use super::fused::{epilogue_chunks, Epilogue, GradOut};
 use super::{copy_row, pad_planes, valid_range, Geometry, Kept};
 use crate::parallel::sum;
 use crate::{gemm, Scalar};
@@ -130,7 +131,9 @@ pub(super) fn pad_len(g: &Geometry) -> usize {
 /// The forward pass over contiguous `x` (`[n, c, h, w]`), `w` (`[k, c·kh·kw]`) and `y`
 /// (`[n, k, oh, ow]`). `cols` holds one slot per chunk; image `i` of a chunk writes its columns
 /// at `i·img_stride` within the slot (0: one buffer reused; `c·kh·kw·oh·ow`: every image kept).
-/// `pads` holds one scratch of [`pad_len`] scalars per chunk.
+/// `pads` holds one scratch of [`pad_len`] scalars per chunk. With `epi`, each image's output
+/// then goes through the fused ReLU and pool while in cache.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn forward<T: Scalar>(
     g: &Geometry,
     x: &[T],
@@ -139,6 +142,7 @@ pub(super) fn forward<T: Scalar>(
     y: &mut [T],
     (cols, img_stride): (&mut [T], usize),
     pads: &mut [T],
+    epi: Option<Epilogue<'_, T>>,
 ) {
     let (ckk, pos) = (g.ckk(), g.positions());
     let w2 = ArrayView2::from_shape((g.k, ckk), w).expect("weight is [k, c·kh·kw]");
@@ -151,9 +155,10 @@ pub(super) fn forward<T: Scalar>(
     y.par_chunks_mut(g.per_chunk * out_img)
         .zip(cols.par_chunks_mut(slot_len))
         .zip(pads.par_chunks_mut(pad_len(g)))
+        .zip(epilogue_chunks(g, epi))
         .enumerate()
         .with_min_len(g.min_chunks_per_task())
-        .for_each(|(chunk, ((y, slot), xpad))| {
+        .for_each(|(chunk, (((y, slot), xpad), mut epi))| {
             for (i, y_n) in y.chunks_exact_mut(out_img).enumerate() {
                 let n = chunk * g.per_chunk + i;
                 let cols = &mut slot[i * img_stride..][..ckk * pos];
@@ -176,6 +181,9 @@ pub(super) fn forward<T: Scalar>(
                     None => T::zero(),
                 };
                 gemm(T::one(), w2, cols, beta, y_n.view_mut());
+                if let Some(epi) = epi.as_mut() {
+                    epi.image(i, y_n.as_slice().expect("contiguous"));
+                }
             }
         });
 }
@@ -197,20 +205,22 @@ pub(super) fn backward_scratch<T>(
 
 /// One chunk of the backward pass: overwrites the chunk's partial weight and bias gradients
 /// (`[k, c·kh·kw]` then `[k]`, after the scratch in `slot`) and, when `grad_input` is given,
-/// its images' input gradients. `scratch` is [`backward_scratch`]'s (cols, dcols) lengths.
+/// its images' input gradients. `scratch` is [`backward_scratch`]'s (cols, dcols) lengths;
+/// `gbuf` is where `go` builds an image's output gradient when it must
+/// ([`GradOut::scratch_len`]).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn backward_chunk<T: Scalar>(
     g: &Geometry,
     kept: Kept<'_, T>,
     w: &[T],
-    go: &[T],
+    (go, gbuf): (GradOut<'_, T>, &mut [T]),
     chunk: usize,
     slot: &mut [T],
     (cols_len, dcols_len): (usize, usize),
     mut gi: Option<&mut [T]>,
 ) {
     let (ckk, pos) = (g.ckk(), g.positions());
-    let (in_img, out_img) = (g.c * g.h * g.w, g.k * pos);
+    let in_img = g.c * g.h * g.w;
     let w2 = ArrayView2::from_shape((g.k, ckk), w).expect("weight is [k, c·kh·kw]");
     let (cols_buf, rest) = slot.split_at_mut(cols_len);
     let (dcols, part) = rest.split_at_mut(dcols_len);
@@ -220,7 +230,8 @@ pub(super) fn backward_chunk<T: Scalar>(
     let first = chunk * g.per_chunk;
     let last = (first + g.per_chunk).min(g.n);
     for n in first..last {
-        let g_n = ArrayView2::from_shape((g.k, pos), &go[n * out_img..][..out_img]).expect("g_n");
+        let g_flat = go.image(g, n, gbuf);
+        let g_n = ArrayView2::from_shape((g.k, pos), g_flat).expect("g_n");
         let cols: &[T] = match kept {
             Kept::Input(x) => {
                 let (cols, xpad) = cols_buf.split_at_mut(ckk * pos);
@@ -235,7 +246,7 @@ pub(super) fn backward_chunk<T: Scalar>(
         let beta = if n == first { T::zero() } else { T::one() };
         gemm(T::one(), g_n, cols_v.t(), beta, dw.view_mut());
         // db_k += Σ_p g_n[k, p]
-        let g_rows = go[n * out_img..][..out_img].chunks_exact(pos);
+        let g_rows = g_flat.chunks_exact(pos);
         for (b, row) in db.iter_mut().zip(g_rows) {
             *b = *b + sum(row);
         }

@@ -14,6 +14,10 @@
 //!   image: long copies instead of im2col's short rows, long adds instead of col2im's, and a
 //!   training pass keeps only the padded images (see `shifted.rs`).
 //!
+//! The `conv2d_relu_avg_pool2d_*` ops (`fused.rs`) run the same kernels with a ReLU and an
+//! average pool applied to each image's output inside the pass, and in backward build each
+//! image's output gradient from the pooled gradient just before it is used.
+//!
 //! Bias gradient, for all: `db_k = Σ_{n,i,j} g[n,k,i,j]`. [`Conv2dMethod::choose`] (forward)
 //! and [`Conv2dMethod::choose_backward`] are the one place where the method is picked; the
 //! `_with` entry points take it explicitly.
@@ -36,12 +40,20 @@
 mod direct;
 #[cfg(target_arch = "x86_64")]
 mod direct_avx2;
+mod fused;
 mod im2col;
 mod shifted;
 
+pub use fused::{
+    conv2d_relu_avg_pool2d_backward_into, conv2d_relu_avg_pool2d_backward_into_cached,
+    conv2d_relu_avg_pool2d_into, conv2d_relu_avg_pool2d_into_caching, ReluPoolOut,
+};
+
 use crate::parallel::{with_standard_slice_mut, PAR_MIN_WORK};
+use crate::pool::Geometry as PoolGeometry;
 use crate::shape::{check_shape, Expected};
-use crate::Scalar;
+use crate::{Pool2dParams, Scalar};
+use fused::GradOut;
 use ndarray::{Array1, Array4, ArrayView1, ArrayView4, ArrayViewMut1, ArrayViewMut4};
 use rayon::iter::Either;
 use rayon::prelude::*;
@@ -100,7 +112,8 @@ impl Conv2dParams {
 /// It holds, for each batch chunk (see the module docs), the method's scratch (im2col: one
 /// column buffer of `c·kh·kw × oh·ow`, plus in backward a second one for the column gradient;
 /// direct: one image's zero-bordered rows) and, in backward, the chunk's partial weight and
-/// bias gradients. Keep one workspace per layer (or one for the whole network, it grows to the
+/// bias gradients (and for the fused `conv2d_relu_avg_pool2d_backward_*`, one image's output
+/// gradient). Keep one workspace per layer (or one for the whole network, it grows to the
 /// largest need): after the first batch the `_into` forms allocate nothing.
 #[derive(Debug, Default, Clone)]
 pub struct Conv2dWorkspace<T> {
@@ -625,29 +638,46 @@ pub fn conv2d_into_with<T: Scalar>(
 ) {
     let g = Geometry::new("conv2d", input.dim(), weight.dim(), params);
     method.check("conv2d", &g);
+    forward_ws(&g, method, input, weight, bias, out, None, ws);
+}
+
+/// The forward pass by `method` with scratch from `ws` (nothing kept for backward), and the
+/// fused ReLU and pool when `epi` is given.
+#[allow(clippy::too_many_arguments)]
+#[track_caller]
+fn forward_ws<T: Scalar>(
+    g: &Geometry,
+    method: Conv2dMethod,
+    input: ArrayView4<'_, T>,
+    weight: ArrayView4<'_, T>,
+    bias: Option<ArrayView1<'_, T>>,
+    out: ArrayViewMut4<'_, T>,
+    epi: Option<ReluPoolOut<'_, T>>,
+    ws: &mut Conv2dWorkspace<T>,
+) {
     let scratch = match method {
         Conv2dMethod::Im2col => {
             // One column buffer per chunk, rebuilt for each of its images, then one padded
             // image each.
             let cols_len = g.ckk() * g.positions();
-            let slots = ws.slots(g.chunks, cols_len + im2col::pad_len(&g));
+            let slots = ws.slots(g.chunks, cols_len + im2col::pad_len(g));
             let (cols, pads) = slots.split_at_mut(g.chunks * cols_len);
             Scratch::Im2col(cols, 0, pads)
         }
         Conv2dMethod::Direct => {
             // One padded image per chunk, reused for each of its images, then the weights.
-            let img = direct::image_len(&g);
-            let slots = ws.slots(g.chunks, img + direct::weights_len(&g));
+            let img = direct::image_len(g);
+            let slots = ws.slots(g.chunks, img + direct::weights_len(g));
             let (images, wts) = slots.split_at_mut(g.chunks * img);
             Scratch::Direct(images, 0, wts)
         }
         Conv2dMethod::Shifted => {
             // One padded image per chunk, reused for each of its images.
-            let images = ws.slots(g.chunks, shifted::image_len(&g));
+            let images = ws.slots(g.chunks, shifted::image_len(g));
             Scratch::Shifted(images, 0)
         }
     };
-    forward(&g, input, weight, bias, out, scratch);
+    forward(g, input, weight, bias, out, scratch, epi);
 }
 
 /// Like [`conv2d_into`], but keeps in `cache` what the backward pass reads of every image (the
@@ -681,13 +711,28 @@ pub fn conv2d_into_caching<T: Scalar>(
     cache: &mut Conv2dCache<T>,
 ) {
     let g = Geometry::new("conv2d", input.dim(), weight.dim(), params);
-    let method = Conv2dMethod::choose(g.input_dim(), g.weight_dim(), params);
+    forward_caching(&g, input, weight, bias, out, None, cache);
+}
+
+/// The forward pass by [`Conv2dMethod::choose`]'s method, keeping in `cache` what the backward
+/// pass reads, and the fused ReLU and pool when `epi` is given.
+#[track_caller]
+fn forward_caching<T: Scalar>(
+    g: &Geometry,
+    input: ArrayView4<'_, T>,
+    weight: ArrayView4<'_, T>,
+    bias: Option<ArrayView1<'_, T>>,
+    out: ArrayViewMut4<'_, T>,
+    epi: Option<ReluPoolOut<'_, T>>,
+    cache: &mut Conv2dCache<T>,
+) {
+    let method = Conv2dMethod::choose(g.input_dim(), g.weight_dim(), g.p);
     cache.filled_for = None;
     // What the backward pass reads, kept for each image, then per-chunk scratch.
-    let img = kept_per_image(&g, method);
+    let img = kept_per_image(g, method);
     let pads_len = match method {
-        Conv2dMethod::Im2col => im2col::pad_len(&g),
-        Conv2dMethod::Direct => direct::weights_len(&g),
+        Conv2dMethod::Im2col => im2col::pad_len(g),
+        Conv2dMethod::Direct => direct::weights_len(g),
         Conv2dMethod::Shifted => 0,
     };
     if cache.kept.len() < g.n * img {
@@ -704,9 +749,9 @@ pub fn conv2d_into_caching<T: Scalar>(
         Conv2dMethod::Direct => Scratch::Direct(kept, img, pads),
         Conv2dMethod::Shifted => Scratch::Shifted(kept, img),
     };
-    forward(&g, input, weight, bias, out, scratch);
+    forward(g, input, weight, bias, out, scratch, epi);
     cache.method = method;
-    cache.filled_for = Some((g.input_dim(), g.weight_dim(), params));
+    cache.filled_for = Some((g.input_dim(), g.weight_dim(), g.p));
 }
 
 /// Scalars a caching forward pass keeps per image for `method`'s backward pass: the im2col
@@ -734,7 +779,8 @@ enum Scratch<'a, T> {
     Shifted(&'a mut [T], usize),
 }
 
-/// The forward pass: checks the output and bias, makes the operands contiguous, runs the method.
+/// The forward pass: checks the outputs and bias, makes the operands contiguous, runs the
+/// method (with the fused ReLU and pool when `epi` is given).
 #[track_caller]
 fn forward<T: Scalar>(
     g: &Geometry,
@@ -743,11 +789,13 @@ fn forward<T: Scalar>(
     bias: Option<ArrayView1<'_, T>>,
     out: ArrayViewMut4<'_, T>,
     scratch: Scratch<'_, T>,
+    epi: Option<ReluPoolOut<'_, T>>,
 ) {
     check_shape("conv2d", "out", Expected::Shape(g.output_dim()), out.dim());
     if let Some(b) = bias {
         check_shape("conv2d", "bias length", Expected::Shape(g.k), b.len());
     }
+    let pool = epi.as_ref().map(|e| e.check(g));
     if g.n == 0 {
         return;
     }
@@ -755,16 +803,24 @@ fn forward<T: Scalar>(
     let x = input.as_slice().expect("standard layout");
     let weight = weight.as_standard_layout();
     let w = weight.as_slice().expect("standard layout");
-    with_standard_slice_mut(out, |y| match scratch {
+    let run = |y: &mut [T], epi: Option<fused::Epilogue<'_, T>>| match scratch {
         Scratch::Im2col(cols, img_stride, pads) => {
-            im2col::forward(g, x, w, bias, y, (cols, img_stride), pads)
+            im2col::forward(g, x, w, bias, y, (cols, img_stride), pads, epi)
         }
         Scratch::Direct(images, img_stride, wts) => {
-            direct::forward(g, x, w, bias, y, (images, img_stride), wts)
+            direct::forward(g, x, w, bias, y, (images, img_stride), wts, epi)
         }
         Scratch::Shifted(images, img_stride) => {
-            shifted::forward(g, x, w, bias, y, (images, img_stride))
+            shifted::forward(g, x, w, bias, y, (images, img_stride), epi)
         }
+    };
+    with_standard_slice_mut(out, |y| match (epi, pool) {
+        (Some(e), Some(pool)) => with_standard_slice_mut(e.relu, |relu| {
+            with_standard_slice_mut(e.pooled, |pooled| {
+                run(y, Some(fused::Epilogue { relu, pooled, pool }))
+            })
+        }),
+        _ => run(y, None),
     });
 }
 
@@ -904,7 +960,8 @@ pub fn conv2d_backward_into_with<T: Scalar>(
     let input = input.as_standard_layout();
     let x = input.as_slice().expect("standard layout");
     let grads = (grad_input, grad_weight, grad_bias);
-    backward(&g, method, Kept::Input(x), weight, grad_out, grads, ws);
+    let upstream = Upstream::Conv(grad_out);
+    backward(&g, method, Kept::Input(x), weight, upstream, grads, ws);
 }
 
 /// Like [`conv2d_backward_into`], reading what [`conv2d_into_caching`] kept in `cache` (the
@@ -944,24 +1001,35 @@ pub fn conv2d_backward_into_cached<T: Scalar>(
     grad_bias: Option<ArrayViewMut1<'_, T>>,
     ws: &mut Conv2dWorkspace<T>,
 ) {
-    let op = "conv2d_backward_cached";
+    let (g, kept) = cached_kept("conv2d_backward_cached", cache, weight.dim(), params);
+    let grads = (grad_input, grad_weight, grad_bias);
+    let upstream = Upstream::Conv(grad_out);
+    backward(&g, cache.method, kept, weight, upstream, grads, ws);
+}
+
+/// The geometry `cache` was filled for and what it kept, checked against `weight` and `params`.
+#[track_caller]
+fn cached_kept<'c, T: Scalar>(
+    op: &str,
+    cache: &'c Conv2dCache<T>,
+    weight: (usize, usize, usize, usize),
+    params: Conv2dParams,
+) -> (Geometry, Kept<'c, T>) {
     let (input_dim, weight_dim, cached_params) = cache
         .filled_for
         .unwrap_or_else(|| panic!("{op}: the cache holds no columns (run conv2d_into_caching)"));
     assert!(
-        weight_dim == weight.dim() && cached_params == params,
+        weight_dim == weight && cached_params == params,
         "{op}: the cache was filled for weight {weight_dim:?} and {cached_params:?}, \
-         not weight {:?} and {params:?}",
-        weight.dim()
+         not weight {weight:?} and {params:?}"
     );
-    let g = Geometry::new(op, input_dim, weight.dim(), params);
+    let g = Geometry::new(op, input_dim, weight, params);
     let all = &cache.kept[..g.n * kept_per_image(&g, cache.method)];
     let kept = match cache.method {
         Conv2dMethod::Im2col => Kept::Columns(all),
         Conv2dMethod::Direct | Conv2dMethod::Shifted => Kept::Images(all),
     };
-    let grads = (grad_input, grad_weight, grad_bias);
-    backward(&g, cache.method, kept, weight, grad_out, grads, ws);
+    (g, kept)
 }
 
 /// What the backward pass reads of the forward pass's input.
@@ -982,6 +1050,20 @@ type GradsMut<'a, T> = (
     Option<ArrayViewMut1<'a, T>>,
 );
 
+/// The upstream gradient of a backward pass, as the caller gives it.
+#[derive(Clone, Copy)]
+enum Upstream<'a, T> {
+    /// dL/d(convolution output), `[n, k, oh, ow]`.
+    Conv(ArrayView4<'a, T>),
+    /// dL/d(pooled output) `[n, k, poh, pow]` of the fused ReLU and average pool, with the
+    /// ReLU output `[n, k, oh, ow]` (see `fused.rs`).
+    ReluAvgPool {
+        grad: ArrayView4<'a, T>,
+        relu: ArrayView4<'a, T>,
+        pool: Pool2dParams,
+    },
+}
+
 /// The backward pass: checks the shapes, runs every chunk of the method (each writes its
 /// partial weight and bias gradients after its scratch, in its own slot of `ws`), then adds
 /// the partials in chunk order.
@@ -991,17 +1073,39 @@ fn backward<T: Scalar>(
     method: Conv2dMethod,
     kept: Kept<'_, T>,
     weight: ArrayView4<'_, T>,
-    grad_out: ArrayView4<'_, T>,
+    upstream: Upstream<'_, T>,
     (grad_input, grad_weight, grad_bias): GradsMut<'_, T>,
     ws: &mut Conv2dWorkspace<T>,
 ) {
     let op = "conv2d_backward";
-    check_shape(
-        op,
-        "grad_out",
-        Expected::Shape(g.output_dim()),
-        grad_out.dim(),
-    );
+    let (grad, relu) = match &upstream {
+        Upstream::Conv(grad_out) => {
+            let want = Expected::Shape(g.output_dim());
+            check_shape(op, "grad_out", want, grad_out.dim());
+            (grad_out.as_standard_layout(), None)
+        }
+        Upstream::ReluAvgPool { grad, relu, pool } => {
+            let op = "conv2d_relu_avg_pool2d_backward";
+            let pool = PoolGeometry::new(op, g.output_dim(), *pool);
+            let want = Expected::Shape(pool.output_dim(g.n, g.k));
+            check_shape(op, "grad_pooled", want, grad.dim());
+            let want = Expected::Shape(g.output_dim());
+            check_shape(op, "relu_out", want, relu.dim());
+            (
+                grad.as_standard_layout(),
+                Some((relu.as_standard_layout(), pool)),
+            )
+        }
+    };
+    let grad = grad.as_slice().expect("standard layout");
+    let go = match &relu {
+        None => GradOut::Conv(grad),
+        Some((relu, pool)) => GradOut::ReluAvgPool {
+            grad,
+            relu: relu.as_slice().expect("standard layout"),
+            pool: *pool,
+        },
+    };
     check_shape(
         op,
         "grad_weight",
@@ -1014,25 +1118,30 @@ fn backward<T: Scalar>(
     if let Some(gb) = &grad_bias {
         check_shape(op, "grad_bias length", Expected::Shape(g.k), gb.len());
     }
-    let grad_out = grad_out.as_standard_layout();
-    let go = grad_out.as_slice().expect("standard layout");
     let weight = weight.as_standard_layout();
     let w = weight.as_slice().expect("standard layout");
 
+    // Each slot: the image gradient `go` builds (if it does), the method's scratch, then the
+    // chunk's partial weight and bias gradients.
+    let gbuf_len = go.scratch_len(g);
     let im2col_scratch = im2col::backward_scratch(g, kept, grad_input.is_some());
-    let scratch = match method {
-        Conv2dMethod::Im2col => im2col_scratch.0 + im2col_scratch.1,
-        Conv2dMethod::Direct => direct::backward_scratch(g, kept),
-        Conv2dMethod::Shifted => shifted::backward_scratch(g, kept),
-    };
+    let scratch = gbuf_len
+        + match method {
+            Conv2dMethod::Im2col => im2col_scratch.0 + im2col_scratch.1,
+            Conv2dMethod::Direct => direct::backward_scratch(g, kept),
+            Conv2dMethod::Shifted => shifted::backward_scratch(g, kept),
+        };
     let slot = scratch + g.k * g.ckk() + g.k;
     let slots = ws.slots(g.chunks, slot);
-    let chunk = |chunk: usize, s: &mut [T], gi: Option<&mut [T]>| match method {
-        Conv2dMethod::Im2col => {
-            im2col::backward_chunk(g, kept, w, go, chunk, s, im2col_scratch, gi)
+    let chunk = |chunk: usize, s: &mut [T], gi: Option<&mut [T]>| {
+        let (gbuf, s) = s.split_at_mut(gbuf_len);
+        match method {
+            Conv2dMethod::Im2col => {
+                im2col::backward_chunk(g, kept, w, (go, gbuf), chunk, s, im2col_scratch, gi)
+            }
+            Conv2dMethod::Direct => direct::backward_chunk(g, kept, w, (go, gbuf), chunk, s, gi),
+            Conv2dMethod::Shifted => shifted::backward_chunk(g, kept, w, (go, gbuf), chunk, s, gi),
         }
-        Conv2dMethod::Direct => direct::backward_chunk(g, kept, w, go, chunk, s, gi),
-        Conv2dMethod::Shifted => shifted::backward_chunk(g, kept, w, go, chunk, s, gi),
     };
     match grad_input {
         Some(gi) => {

@@ -21,6 +21,7 @@
 //! (a training forward keeps only the padded images). The zero gradient of the wide columns
 //! adds exact zeros, so every sum has the same terms, in the same order, as im2col's.
 
+use super::fused::{epilogue_chunks, Epilogue, GradOut};
 use super::{copy_row, pad_planes, Geometry, Kept};
 use crate::matmul::{with_thread_buffer, ThreadBuffer};
 use crate::parallel::sum;
@@ -84,7 +85,8 @@ fn build_wide<T: Scalar>(g: &Geometry, img: &[T], wide: &mut [T]) {
 /// The forward pass over contiguous `x` (`[n, c, h, w]`), `w` (`[k, c·kh·kw]`) and `y`
 /// (`[n, k, oh, ow]`). `images` holds one slot per chunk, where image `i` of the chunk is
 /// padded at `i·img_stride` (0: one buffer reused; [`image_len`]: every image kept, for the
-/// backward pass).
+/// backward pass). With `epi`, each image's output then goes through the fused ReLU and pool
+/// while in cache.
 pub(super) fn forward<T: Scalar>(
     g: &Geometry,
     x: &[T],
@@ -92,6 +94,7 @@ pub(super) fn forward<T: Scalar>(
     bias: Option<ArrayView1<'_, T>>,
     y: &mut [T],
     (images, img_stride): (&mut [T], usize),
+    epi: Option<Epilogue<'_, T>>,
 ) {
     let (in_img, out_img) = (g.c * g.h * g.w, g.k * g.positions());
     let slot_len = if img_stride == 0 {
@@ -101,15 +104,19 @@ pub(super) fn forward<T: Scalar>(
     };
     y.par_chunks_mut(g.per_chunk * out_img)
         .zip(images.par_chunks_mut(slot_len))
+        .zip(epilogue_chunks(g, epi))
         .enumerate()
         .with_min_len(g.min_chunks_per_task())
-        .for_each(|(chunk, (y, slot))| {
+        .for_each(|(chunk, ((y, slot), mut epi))| {
             with_wide(g, |scratch| {
                 for (i, y_n) in y.chunks_exact_mut(out_img).enumerate() {
                     let n = chunk * g.per_chunk + i;
                     let img = &mut slot[i * img_stride..][..image_len(g)];
                     pad_planes(g, &x[n * in_img..][..in_img], img);
                     forward_image(g, w, bias, img, scratch, y_n);
+                    if let Some(epi) = epi.as_mut() {
+                        epi.image(i, y_n);
+                    }
                 }
             })
         });
@@ -153,17 +160,18 @@ fn forward_image<T: Scalar>(
 
 /// One chunk of the backward pass: overwrites the chunk's partial weight and bias gradients
 /// (`[k, c·kh·kw]` then `[k]`, after the [`backward_scratch`] in `slot`), summed over its images
-/// in order, and, when `gi` is given, its images' input gradients.
+/// in order, and, when `gi` is given, its images' input gradients. `gbuf` is where `go` builds
+/// an image's output gradient when it must ([`GradOut::scratch_len`]).
 pub(super) fn backward_chunk<T: Scalar>(
     g: &Geometry,
     kept: Kept<'_, T>,
     w: &[T],
-    go: &[T],
+    (go, gbuf): (GradOut<'_, T>, &mut [T]),
     chunk: usize,
     slot: &mut [T],
     mut gi: Option<&mut [T]>,
 ) {
-    let (in_img, out_img) = (g.c * g.h * g.w, g.k * g.positions());
+    let in_img = g.c * g.h * g.w;
     let (image, part) = slot.split_at_mut(backward_scratch(g, kept));
     let (dw, db) = part.split_at_mut(g.k * g.ckk());
     db.fill(T::zero());
@@ -179,7 +187,7 @@ pub(super) fn backward_chunk<T: Scalar>(
                 Kept::Images(all) => &all[n * image_len(g)..][..image_len(g)],
                 Kept::Columns(_) => unreachable!("the shifted method never keeps columns"),
             };
-            let g_n = &go[n * out_img..][..out_img];
+            let g_n = go.image(g, n, gbuf);
             // The chunk's first image overwrites stale scratch.
             let beta = if n == first { T::zero() } else { T::one() };
             let dx = gi
