@@ -524,7 +524,7 @@ mod tests {
     fn the_fused_blocks_equal_the_layers_one_by_one() {
         let rng = &mut ChaCha8Rng::seed_from_u64(5);
         let mut model = LeNet5::new(LeNet5Config::default(), rng);
-        // 1 image (serial) and 45 (chunked, parallel; conv2 keeps nothing: over 4 MB)
+        // 1 image (serial) and 45 (chunked, parallel)
         for n in [1, 45] {
             let x = Array4::from_shape_simple_fn((n, 1, 28, 28), || rng.gen_range(-1.0..1.0));
             let gl = ndarray::Array2::from_shape_simple_fn((n, 10), || rng.gen_range(-1.0..1.0));
