@@ -15,6 +15,7 @@
 //! | --- | --- | --- |
 //! | [`matmul`](mod@matmul) | [`gemm`], [`matmul`](fn@matmul), [`matmul_into`] | products with `.t()` views |
 //! | [`conv2d`](mod@conv2d) | [`conv2d`](fn@conv2d), [`conv2d_into`] | [`conv2d_backward`], [`conv2d_backward_into`] |
+//! | [`conv2d`](mod@conv2d), fused with ReLU and 2×2 average pool | [`conv2d_relu_avg_pool2d_into`] (+ `_caching`) | [`conv2d_relu_avg_pool2d_backward_into`] (+ `_cached`) |
 //! | [`pool`] | [`avg_pool2d`], [`max_pool2d`] (+ `_into`) | [`avg_pool2d_backward`], [`max_pool2d_backward`] (+ `_into`) |
 //! | [`linear`](mod@linear) | [`linear`](fn@linear), [`linear_into`] | [`linear_backward`], [`linear_backward_into`] |
 //! | [`activation`] | [`relu`], [`tanh`], [`sigmoid`] (+ `_into`, `_inplace`) | `*_backward` (+ `_into`, `_inplace`) |
