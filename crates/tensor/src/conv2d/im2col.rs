@@ -3,7 +3,7 @@
 //! scatters column gradients back with col2im.
 
 use super::fused::{epilogue_chunks, Epilogue, GradOut};
-use super::{copy_row, pad_planes, valid_range, Geometry, Kept};
+use super::{copy_row, pad_planes, start_from_bias, valid_range, Geometry, Kept};
 use crate::parallel::sum;
 use crate::{gemm, Scalar};
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2};
@@ -164,22 +164,9 @@ pub(super) fn forward<T: Scalar>(
                 let cols = &mut slot[i * img_stride..][..ckk * pos];
                 im2col_padded(g, &x[n * in_img..][..in_img], xpad, cols);
                 let cols = ArrayView2::from_shape((ckk, pos), &*cols).expect("cols");
-                let mut y_n = ArrayViewMut2::from_shape((g.k, pos), y_n).expect("y_n");
                 // y_n = W·cols (+ b): start from the bias and let gemm accumulate on top.
-                let beta = match bias {
-                    Some(b) => {
-                        for (row, &bk) in y_n
-                            .as_slice_mut()
-                            .expect("contiguous")
-                            .chunks_exact_mut(pos)
-                            .zip(b.iter())
-                        {
-                            row.fill(bk);
-                        }
-                        T::one()
-                    }
-                    None => T::zero(),
-                };
+                let beta = start_from_bias(y_n, pos, bias);
+                let mut y_n = ArrayViewMut2::from_shape((g.k, pos), y_n).expect("y_n");
                 gemm(T::one(), w2, cols, beta, y_n.view_mut());
                 if let Some(epi) = epi.as_mut() {
                     epi.image(i, y_n.as_slice().expect("contiguous"));

@@ -421,6 +421,21 @@ fn pad_planes<T: Scalar>(g: &Geometry, x: &[T], xpad: &mut [T]) {
     }
 }
 
+/// Starts the rows of one image's output (`[k, len]`, row `k` in `rows[k·len..]`) from the
+/// bias, for a product that then accumulates on top: returns the `beta` to give `gemm` (1 with a
+/// bias, 0 without, when the rows are left as they are).
+fn start_from_bias<T: Scalar>(rows: &mut [T], len: usize, bias: Option<ArrayView1<'_, T>>) -> T {
+    match bias {
+        Some(b) => {
+            for (row, &bk) in rows.chunks_exact_mut(len).zip(b.iter()) {
+                row.fill(bk);
+            }
+            T::one()
+        }
+        None => T::zero(),
+    }
+}
+
 /// Output indices `j` whose input index `j·s + v − p` lies in `0..len`, as a range `j0..j1`
 /// within `0..out` (empty when the whole row falls in the padding).
 fn valid_range(out: usize, s: usize, v: usize, p: usize, len: usize) -> (usize, usize) {

@@ -22,7 +22,7 @@
 //! adds exact zeros, so every sum has the same terms, in the same order, as im2col's.
 
 use super::fused::{epilogue_chunks, Epilogue, GradOut};
-use super::{copy_row, pad_planes, Geometry, Kept};
+use super::{copy_row, pad_planes, start_from_bias, Geometry, Kept};
 use crate::matmul::{with_thread_buffer, ThreadBuffer};
 use crate::parallel::sum;
 use crate::{gemm, Scalar};
@@ -58,11 +58,23 @@ fn with_wide<T: Scalar, R>(g: &Geometry, f: impl FnOnce(&mut [T]) -> R) -> R {
     with_thread_buffer(&WIDE, len, len, f)
 }
 
-/// Per-chunk scratch of the backward pass: the padded image, when rebuilt from the input.
+/// Per-chunk scratch of the backward pass: the padded image, when rebuilt from a padded input
+/// (an unpadded one is read in place).
 pub(super) fn backward_scratch<T>(g: &Geometry, kept: Kept<'_, T>) -> usize {
     match kept {
-        Kept::Input(_) => image_len(g),
+        Kept::Input(_) => g.padded_len(),
         Kept::Columns(_) | Kept::Images(_) => 0,
+    }
+}
+
+/// The padded planes of image `x_n`: `x_n` itself without padding, else its copy in `pad`.
+fn planes<'a, T: Scalar>(g: &Geometry, x_n: &'a [T], pad: &'a mut [T]) -> &'a [T] {
+    if g.padded_len() == 0 {
+        x_n
+    } else {
+        let pad = &mut pad[..image_len(g)];
+        pad_planes(g, x_n, pad);
+        pad
     }
 }
 
@@ -111,8 +123,15 @@ pub(super) fn forward<T: Scalar>(
             with_wide(g, |scratch| {
                 for (i, y_n) in y.chunks_exact_mut(out_img).enumerate() {
                     let n = chunk * g.per_chunk + i;
-                    let img = &mut slot[i * img_stride..][..image_len(g)];
-                    pad_planes(g, &x[n * in_img..][..in_img], img);
+                    let x_n = &x[n * in_img..][..in_img];
+                    let img = if img_stride == 0 {
+                        planes(g, x_n, slot)
+                    } else {
+                        // Kept for the backward pass, padded or not.
+                        let kept = &mut slot[i * img_stride..][..image_len(g)];
+                        pad_planes(g, x_n, kept);
+                        kept
+                    };
                     forward_image(g, w, bias, img, scratch, y_n);
                     if let Some(epi) = epi.as_mut() {
                         epi.image(i, y_n);
@@ -135,15 +154,7 @@ fn forward_image<T: Scalar>(
     let (wide, y_wide) = scratch.split_at_mut(ckk * cols);
     build_wide(g, img, wide);
     // Start from the bias and let gemm accumulate on top (as im2col does).
-    let beta = match bias {
-        Some(b) => {
-            for (row, &bk) in y_wide.chunks_exact_mut(cols).zip(b.iter()) {
-                row.fill(bk);
-            }
-            T::one()
-        }
-        None => T::zero(),
-    };
+    let beta = start_from_bias(y_wide, cols, bias);
     let w2 = ArrayView2::from_shape((g.k, ckk), w).expect("weight is [k, c·kh·kw]");
     let wide = ArrayView2::from_shape((ckk, cols), &*wide).expect("wide");
     let mut yw = ArrayViewMut2::from_shape((g.k, cols), &mut *y_wide).expect("y_wide");
@@ -180,10 +191,7 @@ pub(super) fn backward_chunk<T: Scalar>(
     with_wide(g, |scratch| {
         for n in first..last {
             let img: &[T] = match kept {
-                Kept::Input(x) => {
-                    pad_planes(g, &x[n * in_img..][..in_img], image);
-                    image
-                }
+                Kept::Input(x) => planes(g, &x[n * in_img..][..in_img], &mut *image),
                 Kept::Images(all) => &all[n * image_len(g)..][..image_len(g)],
                 Kept::Columns(_) => unreachable!("the shifted method never keeps columns"),
             };
