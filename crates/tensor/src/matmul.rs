@@ -94,8 +94,8 @@ mod source;
 mod transpose_avx2;
 
 pub use dispatch::GemmKernel;
+pub(crate) use pack::pack_b_lines;
 pub(crate) use scratch::{with_thread_buffer, ThreadBuffer};
-#[allow(unused_imports)] // The crate's implicit-GEMM convolution is the user.
 pub(crate) use source::{MatrixB, PackB};
 
 use crate::shape::{check_shape, Expected};
@@ -234,19 +234,29 @@ impl Route {
         b: &ArrayView2<'_, T>,
     ) -> Route {
         let contiguous_k = a.strides()[1] == 1 && b.strides()[0] == 1;
-        if TypeId::of::<T>() != TypeId::of::<f32>() || !contiguous_k {
-            return Route::Packed;
+        if contiguous_k && dot_route_pays::<T>(kernel, a.nrows(), b.ncols()) {
+            Route::Dot
+        } else {
+            Route::Packed
         }
-        let small = a.nrows().min(b.ncols());
-        match kernel {
-            // 16-lane dot products beat transposing both operands at every LeNet shape.
-            GemmKernel::Avx512 => Route::Dot,
-            // With 8 lanes the packed route (with the 8 × 8 tile for this layout up to 128
-            // rows) wins unless one side is very short (measured on the LeNet shapes: e.g.
-            // 16×150×100 and 32×84×120 packed, 6×25×784 and 32×10×84 dot).
-            GemmKernel::Avx2 if small <= 12 => Route::Dot,
-            _ => Route::Packed,
-        }
+    }
+}
+
+/// Whether an `m × n` product in the `A·Bᵀ` layout (A's rows and B's columns contiguous) goes
+/// the dot route on `kernel`: the one place this is decided, also asked by callers that can
+/// supply B's columns either way (the shifted convolution's weight gradient).
+pub(crate) fn dot_route_pays<T: Scalar>(kernel: GemmKernel, m: usize, n: usize) -> bool {
+    if TypeId::of::<T>() != TypeId::of::<f32>() {
+        return false;
+    }
+    match kernel {
+        // 16-lane dot products beat transposing both operands at every LeNet shape.
+        GemmKernel::Avx512 => true,
+        // With 8 lanes the packed route (with the 8 × 8 tile for this layout up to 128
+        // rows) wins unless one side is very short (measured on the LeNet shapes: e.g.
+        // 16×150×100 and 32×84×120 packed, 6×25×784 and 32×10×84 dot).
+        GemmKernel::Avx2 => m.min(n) <= 12,
+        _ => false,
     }
 }
 
@@ -306,7 +316,6 @@ fn gemm_on_threads<T: Scalar>(
 /// # Panics
 /// If the shapes do not agree (`a` is `[m, k]`, `b.dim()` is `(k, n)`, `c` is `[m, n]`), or if
 /// this CPU does not support `kernel`.
-#[allow(dead_code)] // The crate's implicit-GEMM convolution is its caller.
 #[track_caller]
 pub(crate) fn gemm_packed_b<T: Scalar>(
     kernel: GemmKernel,
@@ -438,7 +447,7 @@ unsafe fn gemm_packed<T: Scalar>(
                     run::<f32, kernel_avx512::Avx512>(threads, alpha, a, &b, b_in_place, beta, c)
                 }
                 #[cfg(target_arch = "x86_64")]
-                GemmKernel::Avx2 if avx2_narrow_pays(a, b_in_place) => {
+                GemmKernel::Avx2 if avx2_narrow_pays(a, &b) => {
                     run::<f32, kernel_avx2::Avx2Narrow>(threads, alpha, a, &b, b_in_place, beta, c)
                 }
                 GemmKernel::Avx2 => {
@@ -467,13 +476,12 @@ unsafe fn gemm_packed<T: Scalar>(
     }
 }
 
-/// Whether an f32 product on the AVX2 packed route takes the 8 × 8 tile: B is a matrix with
-/// contiguous columns (the `A·Bᵀ` layout) and C has at most `NARROW_MAX_M` rows. Sources that
-/// pack B themselves always get the 6 × 16 tile that [`tile_shape`] reports.
+/// Whether an f32 product on the AVX2 packed route takes the 8 × 8 tile: B has contiguous
+/// columns (the `A·Bᵀ` layout, [`PackB::columns_contiguous`]) and C has at most
+/// `NARROW_MAX_M` rows. Other products get the 6 × 16 tile that [`tile_shape`] reports.
 #[cfg(target_arch = "x86_64")]
-fn avx2_narrow_pays(a: MatRef<f32>, b_in_place: Option<MatRef<f32>>) -> bool {
-    let column_major = b_in_place.is_some_and(|b| b.rs == 1 && b.cs != 1);
-    column_major && a.rows <= kernel_avx2::NARROW_MAX_M
+fn avx2_narrow_pays(a: MatRef<f32>, b: &dyn PackB<f32>) -> bool {
+    b.columns_contiguous() && a.rows <= kernel_avx2::NARROW_MAX_M
 }
 
 /// `C = beta·C` (the product term is zero); with `beta == 0` the old contents are ignored.
@@ -538,9 +546,9 @@ mod tests {
             let a = values(m, k, 1);
             let b_row = values(k, n, 2);
             let b_col = b_row.t().as_standard_layout().into_owned();
-            let (ad, bd) = (MatRef::from_view(&a.view()), MatRef::from_view(&b_col.t()));
+            let (ad, bt) = (MatRef::from_view(&a.view()), b_col.t());
             assert!(
-                k == 1 || avx2_narrow_pays(ad, Some(bd)),
+                k == 1 || avx2_narrow_pays(ad, &MatrixB::new(&bt)),
                 "{m}x{n}x{k}: narrow tile expected"
             );
             assert_eq!(

@@ -23,9 +23,10 @@
 
 use super::fused::{epilogue_chunks, Epilogue, GradOut};
 use super::{copy_row, pad_planes, start_from_bias, Geometry, Kept};
-use crate::matmul::{with_thread_buffer, ThreadBuffer};
+use crate::matmul::{dot_route_pays, gemm_packed_b, pack_b_lines, with_thread_buffer};
+use crate::matmul::{PackB, ThreadBuffer};
 use crate::parallel::sum;
-use crate::{gemm, Scalar};
+use crate::{gemm, GemmKernel, Scalar};
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -210,6 +211,31 @@ pub(super) fn backward_chunk<T: Scalar>(
     })
 }
 
+/// `wideᵀ` (`[L, c·kh·kw]`) as a gemm B operand packed straight from the padded planes `img`:
+/// its column `(c, u, v)` is the line `plane_c[u·wp + v ..][..L]` ([`build_wide`]'s row), so
+/// the weight gradient needs no wide copy.
+struct WideT<'a, T> {
+    g: &'a Geometry,
+    img: &'a [T],
+}
+
+impl<T: Scalar> PackB<T> for WideT<'_, T> {
+    fn dim(&self) -> (usize, usize) {
+        (wide_cols(self.g), self.g.ckk())
+    }
+
+    fn columns_contiguous(&self) -> bool {
+        true
+    }
+
+    fn pack(&self, pc: usize, kc: usize, jc: usize, nc: usize, nr: usize, dst: &mut [T]) {
+        let (g, wp, plane) = (self.g, padded_width(self.g), self.img.len() / self.g.c);
+        let kk = g.kh * g.kw;
+        let start = |j: usize| (j / kk) * plane + (j % kk / g.kw) * wp + j % g.kw;
+        pack_b_lines(self.img, start, (pc, kc), (jc, nc), nr, dst);
+    }
+}
+
 /// One image's weight gradient, `dw = g_wide·wideᵀ + beta·dw`, and, when `dx` is given, its
 /// input gradient (overwritten).
 fn backward_image<T: Scalar>(
@@ -222,14 +248,28 @@ fn backward_image<T: Scalar>(
     dx: Option<&mut [T]>,
 ) {
     let (ckk, cols) = (g.ckk(), wide_cols(g));
-    let (wide, rest) = scratch.split_at_mut(ckk * cols);
-    let (g_wide, rest) = rest.split_at_mut(g.k * cols);
-    build_wide(g, img, wide);
+    let (g_wide, rest) = scratch.split_at_mut(g.k * cols);
     widen_grad(g, g_n, g_wide);
-    let wide = ArrayView2::from_shape((ckk, cols), &*wide).expect("wide");
     let g_wide = ArrayView2::from_shape((g.k, cols), &*g_wide).expect("g_wide");
     let mut dw = ArrayViewMut2::from_shape((g.k, ckk), dw).expect("dW part");
-    gemm(T::one(), g_wide, wide.t(), beta, dw.view_mut());
+    let kernel = GemmKernel::active();
+    if dot_route_pays::<T>(kernel, g.k, ckk) {
+        // The dot route reads wideᵀ's columns in place: build them.
+        let wide = &mut rest[..ckk * cols];
+        build_wide(g, img, wide);
+        let wide = ArrayView2::from_shape((ckk, cols), &*wide).expect("wide");
+        gemm(T::one(), g_wide, wide.t(), beta, dw.view_mut());
+    } else {
+        // Packed route: wideᵀ's panels straight from the image.
+        gemm_packed_b(
+            kernel,
+            T::one(),
+            g_wide,
+            &WideT { g, img },
+            beta,
+            dw.view_mut(),
+        );
+    }
     if let Some(dx) = dx {
         let (dwide, dimg) = rest.split_at_mut(ckk * cols);
         let w2 = ArrayView2::from_shape((g.k, ckk), w).expect("weight is [k, c·kh·kw]");
@@ -276,6 +316,52 @@ fn unwiden_input_grad<T: Scalar>(g: &Geometry, dwide: &[T], dimg: &mut [T], dx: 
     for (p, dx_c) in dimg.chunks_exact(plane).zip(dx.chunks_exact_mut(g.h * g.w)) {
         for (r, dx_row) in dx_c.chunks_exact_mut(g.w).enumerate() {
             copy_row(dx_row, &p[(r + ph) * wp + pw..][..g.w]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matmul::MatrixB;
+    use crate::Conv2dParams;
+    use ndarray::Array2;
+
+    /// Packing `wideᵀ` straight from the image ([`WideT`]) gives the weight gradient the same
+    /// bits as packing the built wide matrix's `.t()` view, on every kernel, including edge
+    /// panels (`c·kh·kw` not a multiple of the panel width) and padded planes.
+    #[test]
+    fn weight_grad_packed_from_the_image_equals_the_built_wide_matrix() {
+        let cases = [
+            ((6, 14, 14), (16, 5, 5), 0),
+            ((3, 9, 7), (5, 3, 2), 1),
+            ((1, 12, 10), (7, 4, 3), 2),
+        ];
+        for ((c, h, w), (k, kh, kw), pad) in cases {
+            let p = Conv2dParams {
+                stride: (1, 1),
+                padding: (pad, pad),
+            };
+            let g = Geometry::new("test", (1, c, h, w), (k, c, kh, kw), p);
+            let img: Vec<f32> = (0..image_len(&g))
+                .map(|i| ((i * 7919) % 113) as f32 / 17.0 - 3.0)
+                .collect();
+            let (ckk, cols) = (g.ckk(), wide_cols(&g));
+            let mut wide = vec![0.0; ckk * cols];
+            build_wide(&g, &img, &mut wide);
+            let wide = ArrayView2::from_shape((ckk, cols), &wide[..]).unwrap();
+            let g_wide =
+                Array2::from_shape_fn((k, cols), |(a, q)| ((a * 31 + q) % 13) as f32 - 6.0);
+            let dw0 = Array2::from_shape_fn((k, ckk), |(a, j)| ((a + 3 * j) % 7) as f32 / 8.0);
+            for kernel in GemmKernel::all_supported() {
+                let (mut want, mut got) = (dw0.clone(), dw0.clone());
+                let wide_t = wide.t();
+                let built = MatrixB::new(&wide_t);
+                gemm_packed_b(kernel, 1.0, g_wide.view(), &built, 1.0, want.view_mut());
+                let from_image = WideT { g: &g, img: &img };
+                gemm_packed_b(kernel, 1.0, g_wide.view(), &from_image, 1.0, got.view_mut());
+                assert!(got == want, "{} {c}x{h}x{w}, k {k}", kernel.name());
+            }
         }
     }
 }

@@ -32,7 +32,7 @@ pub(super) unsafe fn pack_a<T: Scalar>(src: MatRef<T>, mr: usize, dst: &mut [T])
             unsafe { copy_steps(blk.ptr, blk.cs, kc, mr, panel) };
         } else {
             // Row-major A, an edge panel or general strides: interleave the rows (a transpose).
-            unsafe { interleave(blk.ptr, blk.rs, blk.cs, kc, mr, rows, panel) };
+            unsafe { interleave(&line_starts(blk.ptr, blk.rs, rows), blk.cs, kc, mr, panel) };
         }
     }
 }
@@ -58,7 +58,7 @@ pub(super) unsafe fn pack_b<T: Scalar>(src: MatRef<T>, nr: usize, dst: &mut [T])
         } else {
             // Column-major B (a `.t()` view), an edge panel or general strides: interleave the
             // columns.
-            unsafe { interleave(blk.ptr, blk.cs, blk.rs, kc, nr, cols, panel) };
+            unsafe { interleave(&line_starts(blk.ptr, blk.cs, cols), blk.rs, kc, nr, panel) };
         }
     }
 }
@@ -118,40 +118,110 @@ unsafe fn copy_steps_n<T: Scalar, const W: usize>(
     }
 }
 
-/// Interleaves `lines` source lines into a `w`-wide panel and zero-fills the rest (on AVX2, full
-/// f32 panels of contiguous lines go through [`transpose_avx2`]):
-/// `panel[p · w + l] = src[l · line + p · step]` for `l < lines`, `0` for `lines <= l < w`,
+/// The widest panel (AVX-512's `NR` for f32): how many line starts [`interleave`] takes.
+const MAX_W: usize = 32;
+
+/// Where the first `lines` lines start, `src + l · line`.
+///
+/// # Safety
+/// `1 <= lines <= MAX_W`, and every `src + l · line` (`l < lines`) is inside one allocation.
+unsafe fn line_starts<T>(src: *const T, line: isize, lines: usize) -> LineStarts<T> {
+    assert!(
+        lines <= MAX_W,
+        "a panel of {lines} lines is wider than {MAX_W}"
+    );
+    // SAFETY: each offset is one of the lines' (contract); the unused entries repeat the last.
+    let starts = std::array::from_fn(|l| unsafe { src.offset(l.min(lines - 1) as isize * line) });
+    LineStarts { starts, lines }
+}
+
+/// The start of each source line of one panel, at most [`MAX_W`].
+struct LineStarts<T> {
+    starts: [*const T; MAX_W],
+    lines: usize,
+}
+
+impl<T> std::ops::Deref for LineStarts<T> {
+    type Target = [*const T];
+    fn deref(&self) -> &[*const T] {
+        &self.starts[..self.lines]
+    }
+}
+
+/// Packs the `kc × nc` block at `(pc, jc)` of a B whose column `j` is a contiguous line of
+/// `src`, `B[p, j] = src[start(j) + p]`, into `nr`-column panels, zero-padded as [`pack_b`]
+/// does: for sources whose columns are windows of one buffer, e.g. the shifted convolution's
+/// columns read straight from an image.
+///
+/// # Panics
+/// If a line `start(j) + pc .. + kc` (`jc <= j < jc + nc`) leaves `src`, if `nr` is over 32, or
+/// if `dst` is shorter than `nc.div_ceil(nr) · nr · kc`.
+pub(crate) fn pack_b_lines<T: Scalar>(
+    src: &[T],
+    start: impl Fn(usize) -> usize,
+    (pc, kc): (usize, usize),
+    (jc, nc): (usize, usize),
+    nr: usize,
+    dst: &mut [T],
+) {
+    assert!(nr <= MAX_W, "a panel of {nr} lines is wider than {MAX_W}");
+    let dst = &mut dst[..nc.div_ceil(nr) * nr * kc];
+    for (jp, panel) in dst.chunks_exact_mut(nr * kc).enumerate() {
+        let j0 = jc + jp * nr;
+        let lines = nr.min(jc + nc - j0);
+        let mut starts = LineStarts {
+            starts: [src.as_ptr(); MAX_W],
+            lines,
+        };
+        for (l, s) in starts.starts[..lines].iter_mut().enumerate() {
+            let first = start(j0 + l) + pc;
+            assert!(
+                first + kc <= src.len(),
+                "column {} leaves the source",
+                j0 + l
+            );
+            // SAFETY: `first` is inside `src` (asserted, with its kc elements).
+            *s = unsafe { src.as_ptr().add(first) };
+        }
+        // SAFETY: every line holds kc readable elements (asserted); 1 <= lines <= nr; the
+        // panel is kc · nr long.
+        unsafe { interleave(&starts, 1, kc, nr, panel) };
+    }
+}
+
+/// Interleaves the source lines starting at `starts` into a `w`-wide panel and zero-fills the
+/// rest (on AVX2, full f32 panels of contiguous lines go through [`transpose_avx2`]):
+/// `panel[p · w + l] = starts[l][p · step]` for `l < starts.len()`, `0` for the other `l < w`,
 /// `p < kc`.
 ///
 /// # Safety
-/// `1 <= lines <= w`; every `src + l · line + p · step` (`l < lines`, `p < kc`) is readable;
+/// `1 <= starts.len() <= w`; every `starts[l] + p · step` (`p < kc`) is readable;
 /// `panel.len() == kc · w`.
 unsafe fn interleave<T: Scalar>(
-    src: *const T,
-    line: isize,
+    starts: &[*const T],
     step: isize,
     kc: usize,
     w: usize,
-    lines: usize,
     panel: &mut [T],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if step == 1 && lines == w && transpose_avx2::handles(w) && transpose_avx2::available() {
+    if step == 1 && starts.len() == w && transpose_avx2::handles(w) && transpose_avx2::available() {
         if let Some(panel) = T::as_f32_slice_mut(panel) {
-            // SAFETY: `T` is f32 (the cast slice exists), so `src` points at f32 lines; AVX2 is
+            // SAFETY: `T` is f32 (the cast slice exists), so the lines are f32; AVX2 is
             // available and `w` handled (checked); the rest is the forwarded contract.
-            return unsafe { transpose_avx2::interleave_lines(src.cast(), line, kc, w, panel) };
+            let starts =
+                unsafe { std::slice::from_raw_parts(starts.as_ptr().cast(), starts.len()) };
+            return unsafe { transpose_avx2::interleave_lines(starts, kc, w, panel) };
         }
     }
     // SAFETY (all arms): forwarded contract.
     unsafe {
-        with_width!(w, interleave_n(src, line, step, kc, lines, panel), {
+        with_width!(w, interleave_n(starts, step, kc, panel), {
             for (p, out) in panel.chunks_exact_mut(w).enumerate() {
                 for (l, x) in out.iter_mut().enumerate() {
-                    *x = if l < lines {
-                        *src.offset(l as isize * line + p as isize * step)
-                    } else {
-                        T::zero()
+                    *x = match starts.get(l) {
+                        Some(s) => *s.offset(p as isize * step),
+                        None => T::zero(),
                     };
                 }
             }
@@ -165,18 +235,15 @@ unsafe fn interleave<T: Scalar>(
 /// As for [`interleave`] with `w == W`.
 #[inline(always)]
 unsafe fn interleave_n<T: Scalar, const W: usize>(
-    src: *const T,
-    line: isize,
+    starts: &[*const T],
     step: isize,
     kc: usize,
-    lines: usize,
     panel: &mut [T],
 ) {
+    let lines = starts.len();
     // Missing lines start at the last real one, so that every pointer stays inside the source;
     // they are never read.
-    let starts: [*const T; W] =
-        // SAFETY: line min(l, lines - 1) starts inside the source (forwarded contract).
-        std::array::from_fn(|l| unsafe { src.offset(l.min(lines - 1) as isize * line) });
+    let starts: [*const T; W] = std::array::from_fn(|l| starts[l.min(lines - 1)]);
     let panel = &mut panel[..kc * W];
     if lines == W {
         for (p, out) in panel.chunks_exact_mut(W).enumerate() {

@@ -28,6 +28,13 @@ pub(crate) trait PackB<T> {
     /// Writes the `kc × nc` block at `(pc, jc)` into `dst` as `nr`-column panels (see above).
     /// Called with `pc + kc <= k`, `jc + nc <= n`, `kc, nc >= 1`.
     fn pack(&self, pc: usize, kc: usize, jc: usize, nc: usize, nr: usize, dst: &mut [T]);
+
+    /// Whether B's columns are contiguous lines in memory (B is the transpose of row-major
+    /// data, as in `A·Bᵀ`): packing then interleaves lines, and the AVX2 path may pick its
+    /// 8 × 8 tile, which interleaves 8 lines per panel instead of 16.
+    fn columns_contiguous(&self) -> bool {
+        false
+    }
 }
 
 /// A matrix view as a [`PackB`]: the ordinary packing, for any strides.
@@ -68,6 +75,10 @@ impl<T: Scalar> PackB<T> for MatrixB<'_, T> {
         (self.m.rows, self.m.cols)
     }
 
+    fn columns_contiguous(&self) -> bool {
+        self.m.rs == 1 && self.m.cs != 1
+    }
+
     fn pack(&self, pc: usize, kc: usize, jc: usize, nc: usize, nr: usize, dst: &mut [T]) {
         assert!(pc + kc <= self.m.rows && jc + nc <= self.m.cols);
         // SAFETY: the block is inside the matrix (asserted), which the view borrowed for 'a
@@ -99,6 +110,10 @@ impl<T> PackB<f32> for AsF32<'_, T> {
         let dst =
             unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<T>(), dst.len()) };
         self.0.pack(pc, kc, jc, nc, nr, dst);
+    }
+
+    fn columns_contiguous(&self) -> bool {
+        self.0.columns_contiguous()
     }
 }
 

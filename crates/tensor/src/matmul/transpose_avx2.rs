@@ -27,23 +27,22 @@ pub(super) fn handles(w: usize) -> bool {
     w >= 2 && (w.is_multiple_of(8) || w < 8)
 }
 
-/// `panel[p · w + l] = src[l · line + p]` for `l < w`, `p < kc`: `w` contiguous source lines
+/// `panel[p · w + l] = starts[l][p]` for `l < w`, `p < kc`: `w` contiguous source lines
 /// interleaved into a full panel. Panels of 8, 16, … lines go eight lines at a time; a
 /// narrower one (MR = 6) loads its last line again to fill eight lanes and lets each step's
 /// store run into the next step, which the next store then overwrites.
 ///
 /// # Safety
-/// The CPU supports AVX2; [`handles`]`(w)`; every `src + l · line + p` (`l < w`, `p < kc`) is
+/// The CPU supports AVX2; [`handles`]`(w)`; every `starts[l] + p` (`l < w`, `p < kc`) is
 /// readable; `panel.len() == kc · w`.
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn interleave_lines(
-    src: *const f32,
-    line: isize,
+    starts: &[*const f32],
     kc: usize,
     w: usize,
     panel: &mut [f32],
 ) {
-    assert!(handles(w) && panel.len() == kc * w);
+    assert!(handles(w) && starts.len() == w && panel.len() == kc * w);
     let out = panel.as_mut_ptr();
     // A group of 8 steps goes with vectors while its last store ends inside the panel: always
     // for w a multiple of 8; for w < 8 that store spills 8 − w values into the steps after the
@@ -57,7 +56,7 @@ pub(super) unsafe fn interleave_lines(
             unsafe {
                 let rows: [__m256; 8] = std::array::from_fn(|l| {
                     let l = (l0 + l).min(w - 1);
-                    _mm256_loadu_ps(src.offset(l as isize * line).add(p0))
+                    _mm256_loadu_ps(starts[l].add(p0))
                 });
                 for (t, v) in transpose8(rows).into_iter().enumerate() {
                     _mm256_storeu_ps(out.add((p0 + t) * w + l0), v);
@@ -69,7 +68,7 @@ pub(super) unsafe fn interleave_lines(
     for p in p0..kc {
         for l in 0..w {
             // SAFETY: step p of line l is readable (contract).
-            panel[p * w + l] = unsafe { *src.offset(l as isize * line).add(p) };
+            panel[p * w + l] = unsafe { *starts[l].add(p) };
         }
     }
 }
@@ -121,16 +120,15 @@ mod tests {
             eprintln!("skipped: this CPU has no AVX2");
             return;
         }
-        let line = 37; // lines longer than kc, so a read past step kc would show
+        let line = 37usize; // lines longer than kc, so a read past step kc would show
         let src: Vec<f32> = (0..40 * line).map(|v| v as f32).collect();
         for w in (1..=40).filter(|&w| handles(w)) {
-            for kc in 0..=line as usize {
-                let want: Vec<f32> = (0..kc * w)
-                    .map(|i| src[(i % w) * line as usize + i / w])
-                    .collect();
+            for kc in 0..=line {
+                let want: Vec<f32> = (0..kc * w).map(|i| src[(i % w) * line + i / w]).collect();
                 let mut got = vec![f32::NAN; kc * w];
+                let starts: Vec<_> = (0..w).map(|l| src[l * line..].as_ptr()).collect();
                 // SAFETY: AVX2 checked above; lines 0..w of `src` hold `line >= kc` steps.
-                unsafe { interleave_lines(src.as_ptr(), line, kc, w, &mut got) };
+                unsafe { interleave_lines(&starts, kc, w, &mut got) };
                 assert_eq!(got, want, "w {w}, kc {kc}");
             }
         }
