@@ -124,14 +124,17 @@ const MAX_W: usize = 32;
 /// Where the first `lines` lines start, `src + l · line`.
 ///
 /// # Safety
-/// `1 <= lines <= MAX_W`, and every `src + l · line` (`l < lines`) is inside one allocation.
+/// `lines <= MAX_W`, and every `src + l · line` (`l < lines`) is inside one allocation.
 unsafe fn line_starts<T>(src: *const T, line: isize, lines: usize) -> LineStarts<T> {
     assert!(
         lines <= MAX_W,
         "a panel of {lines} lines is wider than {MAX_W}"
     );
-    // SAFETY: each offset is one of the lines' (contract); the unused entries repeat the last.
-    let starts = std::array::from_fn(|l| unsafe { src.offset(l.min(lines - 1) as isize * line) });
+    let mut starts = [src; MAX_W];
+    for (l, s) in starts[..lines].iter_mut().enumerate() {
+        // SAFETY: line l starts inside the source (contract).
+        *s = unsafe { src.offset(l as isize * line) };
+    }
     LineStarts { starts, lines }
 }
 
