@@ -393,6 +393,7 @@ pub(super) fn weight_grad_rows_fma(g: &Geometry, img: &[f32], g_n: &[f32], lanes
 
 #[cfg(test)]
 mod tests {
+    use super::super::taps::same_bits;
     use super::super::tests::pseudo;
     use super::*;
     use crate::Conv2dParams;
@@ -457,11 +458,10 @@ mod tests {
                 let rows = &img[ph * row_stride(&g)..];
                 forward_image(isa, &g, rows, &wt, Some(ArrayView1::from(&b)), &mut y);
                 let want = chain(&g, &x, &wts, &b, isa != GemmKernel::Portable);
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(
-                    bits(&y),
-                    bits(&want),
-                    "{isa:?}, k {k} {h}×{w} {kh}×{kw} {p:?}"
+                same_bits(
+                    &y,
+                    &want,
+                    &format!("{isa:?}, k {k} {h}×{w} {kh}×{kw} {p:?}"),
                 );
             }
         }

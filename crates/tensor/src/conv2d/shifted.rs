@@ -308,6 +308,7 @@ fn unwiden_input_grad<T: Scalar>(g: &Geometry, dwide: &[T], dimg: &mut [T], dx: 
 
 #[cfg(test)]
 mod tests {
+    use super::super::taps::same_bits;
     use super::super::tests::pseudo;
     use super::*;
     use crate::{gemm_with_kernel, Conv2dParams};
@@ -385,9 +386,9 @@ mod tests {
                     let mut y = vec![f32::NAN; k * g.positions()];
                     let bv = bias.map(ArrayView1::from);
                     forward_image(isa, &g, (&wt, bv), img, &mut y_wide, &mut y);
-                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     let at = format!("{isa:?}, c {c} k {k} {h}×{w} kernel {kh}×{kw} pad {p:?}");
-                    assert_eq!(bits(&y), bits(&want), "{at}, bias {}", bias.is_some());
+                    let at = format!("{at}, bias {}", bias.is_some());
+                    same_bits(&y, &want, &at);
                 }
             }
         }

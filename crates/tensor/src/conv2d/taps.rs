@@ -230,3 +230,16 @@ pub(super) fn forward_fma<const KB: usize>(
 ) {
     columns::<f32, KB, 16, true>(blk, y)
 }
+
+/// Asserts that `ours` and `want` hold the same bits, naming the first output that differs.
+#[cfg(test)]
+pub(super) fn same_bits(ours: &[f32], want: &[f32], what: &str) {
+    assert_eq!(ours.len(), want.len(), "{what}: lengths");
+    let differ = ours
+        .iter()
+        .zip(want)
+        .position(|(a, b)| a.to_bits() != b.to_bits());
+    if let Some(i) = differ {
+        panic!("{what}: output {i} is {:e}, not {:e}", ours[i], want[i]);
+    }
+}

@@ -173,7 +173,7 @@ unsafe fn store<const KB: usize, const V: usize, const MASK: bool>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::taps::{forward_fma, Taps};
+    use super::super::taps::{forward_fma, same_bits, Taps};
     use super::*;
 
     /// The intrinsics and the generic fused code give the same bits, with the bias first, last
@@ -214,12 +214,8 @@ mod tests {
                     // SAFETY: AVX2 and FMA were detected; the buffers have the sizes asked.
                     unsafe { forward::<6>(&blk, (&mut ours, n + 1, kb)) };
                     forward_fma::<6>(&blk, (&mut generic, n + 1, kb));
-                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                    assert_eq!(
-                        bits(&ours),
-                        bits(&generic),
-                        "taps {taps:?}, n {n}, kb {kb}, bias {bias:?} {at:?}"
-                    );
+                    let what = format!("taps {taps:?}, n {n}, kb {kb}, bias {bias:?} {at:?}");
+                    same_bits(&ours, &generic, &what);
                 }
             }
         }
