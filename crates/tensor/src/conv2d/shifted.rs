@@ -15,6 +15,11 @@
 //! input grad    dwide  = Wᵀ · g_wide             dplane_c[u·wp + v + q] += dwide[(c,u,v), q]
 //! ```
 //!
+//! The forward pass does not build `wide`: `y_wide[k, q] = Σ_{c,u,v} W[k, (c,u,v)] ·
+//! plane_c[u·wp + v + q] + b[k]` is the stride-1 taps kernel (`taps.rs`) reading the planes in
+//! place, in `gemm`'s order (from 0 over `(c, u, v)` ascending, then the bias), so with the
+//! same bits as `W · wide + b` when `c·kh·kw` is within gemm's depth block of 256.
+//!
 //! It costs `L / (oh·ow)` times im2col's multiply-adds (136/100 for LeNet-5's conv2) and
 //! saves what the profile showed to be dearer: im2col's and col2im's `oh` short rows per column
 //! row, and the batch's columns streamed through memory from the forward to the backward pass
@@ -35,8 +40,8 @@ use std::cell::RefCell;
 const KB: usize = 6;
 
 thread_local! {
-    /// This thread's wide matrices ([`with_wide`]): one set per thread, not per batch chunk,
-    /// so that they stay in the core's cache from one image to the next.
+    /// This thread's scratch ([`with_wide`]): one per thread, not per batch chunk, so that it
+    /// stays in the core's cache from one image to the next.
     static WIDE: ThreadBuffer = const { RefCell::new(Vec::new()) };
 }
 
