@@ -4,13 +4,13 @@
 //! Each image is first copied into zero-bordered rows of [`row_stride`] scalars ([`pad_image`]:
 //! `ph` zero rows, then per image row `pw` zeros, the row, zeros; then `ph` zero rows), a few KB
 //! reused for every image of a chunk, or kept for the backward pass in training: then kernel
-//! column `v` of the output columns `j0..j0+FW` reads the contiguous `row[j0+v .. j0+v+FW]`,
+//! column `v` of the output columns `j0..j0+m` reads the contiguous `row[j0+v .. j0+v+m]`,
 //! with no border cases.
 //!
-//! * forward: `y[k,i,j] = b[k] + Σ_{u,v} w[k,u,v] · x[i+u−ph, j+v−pw]`. Per output row `i`, a
-//!   block of [`KB`] channels × `FW` columns stays in registers for the whole `(u, v)` sum:
-//!   every input vector loaded is used `KB` times, every weight is broadcast over `FW` lanes.
-//!   Only the kernel rows whose input row lies inside the image are visited.
+//! * forward: `y[k,i,j] = b[k] + Σ_{u,v} w[k,u,v] · x[i+u−ph, j+v−pw]`. Per output row `i` and
+//!   block of [`KB`] channels, the stride-1 taps kernel (`taps.rs`, shared with the shifted
+//!   method) runs over the row's `ow` outputs with the taps `(u, v)` at `(i+u−ph)·row_stride + v`,
+//!   from the bias; only the kernel rows whose input row lies inside the image are visited.
 //! * weight and bias gradients: `dw[k,u,v] = Σ_{i,j} g[k,i,j] · x[i+u−ph, j+v−pw]` and
 //!   `db[k] = Σ_{i,j} g[k,i,j]`, with the output columns in the [`L`] vector lanes: for a block
 //!   of [`GK`] channels × [`GV`] kernel columns, `GK·GV` accumulators run over the whole
@@ -22,24 +22,25 @@
 //!   `dx[i+u−ph, j+v−pw] += w[k,u,v] · g[k,i,j]` over the valid `i`, `j`. LeNet-5 never asks for
 //!   it (conv1 is the first layer); it keeps the method complete.
 //!
-//! The kernels are plain Rust over fixed-size arrays, compiled three times — for AVX-512, for
-//! AVX2 + FMA (with fused multiply-adds) and for the baseline target (separate multiply and
-//! add) — and picked at run time like `gemm`'s, by [`GemmKernel::active`]; the `f32` weight
-//! gradient on AVX2 is written in intrinsics (`direct_avx2.rs`) with the same bits as the
-//! generic fused code. Results may differ between these paths in the last bits, never between
+//! The backward kernels are plain Rust over fixed-size arrays, compiled three times — for
+//! AVX-512, for AVX2 + FMA (with fused multiply-adds) and for the baseline target (separate
+//! multiply and add) — and picked at run time like `gemm`'s, by [`GemmKernel::active`] (the
+//! forward kernel likewise); the `f32` weight gradient on AVX2 is written in intrinsics
+//! (`direct_avx2.rs`) with the same bits as the generic fused code. Results may differ between these paths in the last bits, never between
 //! runs or thread counts.
 
 #[cfg(target_arch = "x86_64")]
 use super::direct_avx2;
 use super::fused::{epilogue_chunks, Epilogue, GradOut};
+use super::taps::{self, block_bias, regroup_weights, BiasAt, Block, Taps};
 use super::{copy_row, valid_range, Geometry, Kept};
 use crate::parallel::sum;
 use crate::{GemmKernel, Scalar};
 use ndarray::ArrayView1;
 use rayon::prelude::*;
 
-/// Output channels computed together in the forward pass: with `FW` = 2 vectors of columns,
-/// 12 accumulator registers (of AVX2's 16, AVX-512's 32), and LeNet-5's conv1 is one block.
+/// Output channels computed together in the forward pass: with 2 vectors of outputs, 12
+/// accumulator registers (of AVX2's 16), and LeNet-5's conv1 is one block.
 const KB: usize = 6;
 /// Output channels per weight-gradient block.
 pub(super) const GK: usize = 2;
@@ -49,16 +50,10 @@ pub(super) const GK: usize = 2;
 pub(super) const GV: usize = 5;
 /// Output columns per weight-gradient step: one AVX2 vector of `f32`.
 pub(super) const L: usize = 8;
-/// Widest forward column block (AVX-512: 2 × 16 lanes); the rows are padded for it.
-const MAX_FW: usize = 32;
-
-/// Length of one zero-bordered row: what the forward pass reads (every column block of `ow`,
-/// rounded up to [`MAX_FW`], plus the `kw − 1` columns its last window reaches past it) and
-/// what the weight gradient reads ([`grad_stride`] columns, plus `kw` rounded up to [`GV`]).
+/// Length of one zero-bordered row: what the weight gradient reads ([`grad_stride`] columns,
+/// plus `kw` rounded up to [`GV`]), more than the `ow + kw − 1` that the forward pass reads.
 pub(super) fn row_stride(g: &Geometry) -> usize {
-    let forward = g.ow.next_multiple_of(MAX_FW) + g.kw - 1;
-    let weight_grad = grad_stride(g) + g.kw.next_multiple_of(GV) - 1;
-    forward.max(weight_grad)
+    grad_stride(g) + g.kw.next_multiple_of(GV) - 1
 }
 
 /// Row length of one channel of the widened output gradient: `ow` rounded up to [`L`].
@@ -69,7 +64,7 @@ pub(super) fn grad_stride(g: &Geometry) -> usize {
 /// Scalars of per-chunk scratch of the forward pass besides the image: the weights regrouped
 /// by [`regroup_weights`].
 pub(super) fn weights_len(g: &Geometry) -> usize {
-    g.k.next_multiple_of(KB) * g.kh * g.kw
+    taps::weights_len::<KB>(g.k, g.kh * g.kw)
 }
 
 /// Scalars of per-chunk scratch of the backward pass: one image's zero-bordered rows
@@ -106,20 +101,6 @@ pub(super) fn pad_image<T: Scalar>(g: &Geometry, x: &[T], img: &mut [T]) {
         dst[pw + g.w..].fill(T::zero());
     }
     below.fill(T::zero());
-}
-
-/// Writes `w` (`[k, kh, kw]`) as `[k/KB, kh, kw, KB]` into `wt`: the [`KB`] weights that one
-/// input vector meets are adjacent, read with no index arithmetic in the inner loop. A short
-/// last block repeats channel `k − 1` (computed, not stored).
-fn regroup_weights<T: Scalar>(g: &Geometry, w: &[T], wt: &mut [T]) {
-    let kk = g.kh * g.kw;
-    for (k0, block) in (0..g.k).step_by(KB).zip(wt.chunks_exact_mut(KB * kk)) {
-        for (uv, lanes) in block.chunks_exact_mut(KB).enumerate() {
-            for (b, l) in lanes.iter_mut().enumerate() {
-                *l = w[(k0 + b).min(g.k - 1) * kk + uv];
-            }
-        }
-    }
 }
 
 /// `a·b + c`, fused when the instruction set has it.
@@ -163,7 +144,7 @@ pub(super) fn forward<T: Scalar>(
         .zip(epilogue_chunks(g, epi))
         .with_min_len(g.min_chunks_per_task())
         .for_each(|((((y, x), slot), wt), mut epi)| {
-            regroup_weights(g, w, wt);
+            regroup_weights::<T, KB>(w, g.kh * g.kw, wt);
             let images = y.chunks_exact_mut(out_img).zip(x.chunks_exact(in_img));
             for (i, (y_n, x_n)) in images.enumerate() {
                 let image = &mut slot[i * img_stride..][..img];
@@ -176,55 +157,12 @@ pub(super) fn forward<T: Scalar>(
         });
 }
 
-/// One image's output from its zero-bordered rows and regrouped weights, on `isa`.
+/// One image's output from its zero-bordered rows (from the first image row on) and the
+/// weights regrouped by [`regroup_weights`], on `isa`: per output row `i` and block of [`KB`]
+/// channels, one [`taps::forward`] run over the `ow` outputs, from the bias, with the taps
+/// `(u, v)` of the kernel rows whose input row is inside the image, at `(i+u−ph)·row_stride + v`.
 fn forward_image<T: Scalar>(
     isa: GemmKernel,
-    g: &Geometry,
-    rows: &[T],
-    w: &[T],
-    bias: Option<ArrayView1<'_, T>>,
-    y: &mut [T],
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f")]
-        fn avx512<T: Scalar>(
-            g: &Geometry,
-            r: &[T],
-            w: &[T],
-            b: Option<ArrayView1<'_, T>>,
-            y: &mut [T],
-        ) {
-            forward_rows::<T, 32, true>(g, r, w, b, y)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        fn avx2<T: Scalar>(
-            g: &Geometry,
-            r: &[T],
-            w: &[T],
-            b: Option<ArrayView1<'_, T>>,
-            y: &mut [T],
-        ) {
-            forward_rows::<T, 16, true>(g, r, w, b, y)
-        }
-        match isa {
-            // SAFETY: `GemmKernel::active` only returns a path the CPU supports (run-time check).
-            GemmKernel::Avx512 => return unsafe { avx512(g, rows, w, bias, y) },
-            // SAFETY: as above; the AVX2 path requires AVX2 and FMA.
-            GemmKernel::Avx2 => return unsafe { avx2(g, rows, w, bias, y) },
-            GemmKernel::Portable => {}
-        }
-    }
-    let _ = isa;
-    forward_rows::<T, 8, false>(g, rows, w, bias, y)
-}
-
-/// `y[k,i,j] = b[k] + Σ_{u,v} w[k,u,v] · rows[i+u−ph][j+v]` for one image, in blocks of [`KB`]
-/// channels × `FW` columns held in registers for the whole `(u, v)` sum. Loop order: output
-/// row, channel block, column block, then kernel row and column (only the kernel rows whose
-/// input row is inside the image). `wt` holds the weights as [`regroup_weights`] wrote them.
-#[inline(always)]
-fn forward_rows<T: Scalar, const FW: usize, const FMA: bool>(
     g: &Geometry,
     rows: &[T],
     wt: &[T],
@@ -236,29 +174,24 @@ fn forward_rows<T: Scalar, const FW: usize, const FMA: bool>(
         // kernel rows u with 0 ≤ i + u − ph < h
         let u0 = ph.saturating_sub(i).min(g.kh);
         let u1 = (g.h + ph).saturating_sub(i).min(g.kh).max(u0);
+        let taps = Taps {
+            planes: 1,
+            plane: 0,
+            rows: u1 - u0,
+            row: s,
+            cols: g.kw,
+        };
         for (k0, wt) in (0..g.k).step_by(KB).zip(wt.chunks_exact(KB * kk)) {
-            let b0: [T; KB] =
-                std::array::from_fn(|b| bias.map_or(T::zero(), |bv| bv[(k0 + b).min(g.k - 1)]));
-            for j0 in (0..g.ow).step_by(FW) {
-                let mut acc: [[T; FW]; KB] = std::array::from_fn(|b| [b0[b]; FW]);
-                for u in u0..u1 {
-                    let row = &rows[(i + u - ph) * s + j0..][..FW + g.kw - 1];
-                    let w_u = &wt[u * g.kw * KB..][..g.kw * KB];
-                    // kw windows of FW columns, each with its KB weights: no index checks here
-                    for (xs, wv) in row.windows(FW).zip(w_u.chunks_exact(KB)) {
-                        let xs: &[T; FW] = xs.try_into().expect("FW scalars");
-                        for (a, &wv) in acc.iter_mut().zip(wv) {
-                            for (a, &x) in a.iter_mut().zip(xs) {
-                                *a = madd::<T, FMA>(wv, x, *a);
-                            }
-                        }
-                    }
-                }
-                let n = FW.min(g.ow - j0);
-                for (b, a) in acc.iter().enumerate().take(g.k - k0) {
-                    copy_row(&mut y[(k0 + b) * plane + i * g.ow + j0..][..n], &a[..n]);
-                }
-            }
+            let blk = Block::<T, KB> {
+                taps,
+                src: &rows[(i + u0).saturating_sub(ph) * s..],
+                wt: &wt[u0 * g.kw * KB..],
+                bias: block_bias(bias, k0),
+                at: BiasAt::First,
+                n: g.ow,
+            };
+            let out = &mut y[k0 * plane + i * g.ow..];
+            taps::forward(isa, &blk, (out, plane, KB.min(g.k - k0)));
         }
     }
 }
@@ -456,4 +389,81 @@ fn input_grad_image<T: Scalar>(g: &Geometry, w: &[T], g_n: &[T], dx: &mut [T]) {
 #[cfg(test)]
 pub(super) fn weight_grad_rows_fma(g: &Geometry, img: &[f32], g_n: &[f32], lanes: &mut [f32]) {
     weight_grad_rows::<f32, true>(g, img, g_n, lanes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::taps::same_bits;
+    use super::super::tests::pseudo;
+    use super::*;
+    use crate::Conv2dParams;
+
+    /// `y[k,i,j]` as one chain from the bias over the kernel rows inside the image and every
+    /// kernel column (zeros in the padding), `u` then `v` ascending: fused (`FMA`) or not.
+    fn chain(g: &Geometry, x: &[f32], w: &[f32], b: &[f32], fma: bool) -> Vec<f32> {
+        let (ph, pw) = g.p.padding;
+        let mut y = Vec::new();
+        for k in 0..g.k {
+            for i in 0..g.oh {
+                for j in 0..g.ow {
+                    let mut acc = b[k];
+                    for u in (0..g.kh).filter(|&u| (ph..g.h + ph).contains(&(i + u))) {
+                        for v in 0..g.kw {
+                            let col = (j + v).checked_sub(pw).filter(|&c| c < g.w);
+                            let xv = col.map_or(0.0, |c| x[(i + u - ph) * g.w + c]);
+                            let wv = w[(k * g.kh + u) * g.kw + v];
+                            acc = if fma {
+                                wv.mul_add(xv, acc)
+                            } else {
+                                wv * xv + acc
+                            };
+                        }
+                    }
+                    y.push(acc);
+                }
+            }
+        }
+        y
+    }
+
+    /// The forward pass gives the bits of the chain above (fused on AVX2, not on the portable
+    /// path): LeNet-5's conv1, a short channel block, rows that end mid-vector and output rows
+    /// whose kernel reads only padding.
+    #[test]
+    fn forward_is_one_chain_per_output_from_the_bias() {
+        let isas = [GemmKernel::Avx2, GemmKernel::Portable].into_iter();
+        for isa in isas.filter(|i| i.is_supported()) {
+            for &(k, h, w, kh, kw, ph, pw) in &[
+                (6, 28, 28, 5, 5, 2, 2),
+                (7, 9, 11, 3, 7, 1, 3),
+                (2, 4, 19, 1, 2, 3, 0),
+            ] {
+                let p = Conv2dParams {
+                    stride: (1, 1),
+                    padding: (ph, pw),
+                };
+                let g = Geometry::new("t", (1, 1, h, w), (k, 1, kh, kw), p);
+                let f32s =
+                    |a: ndarray::Array4<f64>| a.mapv(|v| v as f32).into_raw_vec_and_offset().0;
+                let (x, wts) = (
+                    f32s(pseudo((1, 1, h, w), 3)),
+                    f32s(pseudo((k, 1, kh, kw), 4)),
+                );
+                let b: Vec<f32> = (0..k).map(|i| i as f32 * 0.375 - 1.0).collect();
+                let mut img = vec![f32::NAN; image_len(&g)];
+                pad_image(&g, &x, &mut img);
+                let mut wt = vec![f32::NAN; weights_len(&g)];
+                regroup_weights::<f32, KB>(&wts, kh * kw, &mut wt);
+                let mut y = vec![f32::NAN; k * g.positions()];
+                let rows = &img[ph * row_stride(&g)..];
+                forward_image(isa, &g, rows, &wt, Some(ArrayView1::from(&b)), &mut y);
+                let want = chain(&g, &x, &wts, &b, isa != GemmKernel::Portable);
+                same_bits(
+                    &y,
+                    &want,
+                    &format!("{isa:?}, k {k} {h}×{w} {kh}×{kw} {p:?}"),
+                );
+            }
+        }
+    }
 }

@@ -43,6 +43,9 @@ mod direct_avx2;
 mod fused;
 mod im2col;
 mod shifted;
+mod taps;
+#[cfg(target_arch = "x86_64")]
+mod taps_avx2;
 
 pub use fused::{
     conv2d_relu_avg_pool2d_backward_into, conv2d_relu_avg_pool2d_backward_into_cached,

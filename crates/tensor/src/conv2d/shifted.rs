@@ -15,6 +15,11 @@
 //! input grad    dwide  = Wᵀ · g_wide             dplane_c[u·wp + v + q] += dwide[(c,u,v), q]
 //! ```
 //!
+//! The forward pass does not build `wide`: `y_wide[k, q] = Σ_{c,u,v} W[k, (c,u,v)] ·
+//! plane_c[u·wp + v + q] + b[k]` is the stride-1 taps kernel (`taps.rs`) reading the planes in
+//! place, in `gemm`'s order (from 0 over `(c, u, v)` ascending, then the bias), so with the
+//! same bits as `W · wide + b` when `c·kh·kw` is within gemm's depth block of 256.
+//!
 //! It costs `L / (oh·ow)` times im2col's multiply-adds (136/100 for LeNet-5's conv2) and
 //! saves what the profile showed to be dearer: im2col's and col2im's `oh` short rows per column
 //! row, and the batch's columns streamed through memory from the forward to the backward pass
@@ -22,7 +27,8 @@
 //! adds exact zeros, so every sum has the same terms, in the same order, as im2col's.
 
 use super::fused::{epilogue_chunks, Epilogue, GradOut};
-use super::{copy_row, pad_planes, start_from_bias, Geometry, Kept};
+use super::taps::{self, block_bias, regroup_weights, BiasAt, Block, Taps};
+use super::{copy_row, pad_planes, Geometry, Kept};
 use crate::matmul::{dot_route_pays, gemm_packed_b, pack_b_lines, with_thread_buffer};
 use crate::matmul::{PackB, ThreadBuffer};
 use crate::parallel::sum;
@@ -31,9 +37,12 @@ use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
+/// Output channels per block of the forward pass's taps kernel.
+const KB: usize = 6;
+
 thread_local! {
-    /// This thread's wide matrices ([`with_wide`]): one set per thread, not per batch chunk,
-    /// so that they stay in the core's cache from one image to the next.
+    /// This thread's scratch ([`with_wide`]): one per thread, not per batch chunk, so that it
+    /// stays in the core's cache from one image to the next.
     static WIDE: ThreadBuffer = const { RefCell::new(Vec::new()) };
 }
 
@@ -52,10 +61,13 @@ pub(super) fn image_len(g: &Geometry) -> usize {
     g.c * (g.h + 2 * g.p.padding.0) * padded_width(g)
 }
 
-/// Calls `f` with this thread's scratch for the wide matrices: room for `wide`, `y_wide` or
-/// `g_wide`, `dwide` and one padded input gradient (what the backward pass needs, the most).
+/// Calls `f` with this thread's scratch: room for the forward pass's regrouped weights and
+/// `y_wide`, and for the backward pass's `wide`, `g_wide`, `dwide` and one padded input
+/// gradient.
 fn with_wide<T: Scalar, R>(g: &Geometry, f: impl FnOnce(&mut [T]) -> R) -> R {
-    let len = (2 * g.ckk() + g.k) * wide_cols(g) + image_len(g);
+    let forward = taps::weights_len::<KB>(g.k, g.ckk()) + g.k * wide_cols(g);
+    let backward = (2 * g.ckk() + g.k) * wide_cols(g) + image_len(g);
+    let len = forward.max(backward);
     with_thread_buffer(&WIDE, len, len, f)
 }
 
@@ -115,6 +127,7 @@ pub(super) fn forward<T: Scalar>(
     } else {
         g.per_chunk * img_stride
     };
+    let isa = GemmKernel::active();
     y.par_chunks_mut(g.per_chunk * out_img)
         .zip(images.par_chunks_mut(slot_len))
         .zip(epilogue_chunks(g, epi))
@@ -122,6 +135,9 @@ pub(super) fn forward<T: Scalar>(
         .with_min_len(g.min_chunks_per_task())
         .for_each(|(chunk, ((y, slot), mut epi))| {
             with_wide(g, |scratch| {
+                let (wt, rest) = scratch.split_at_mut(taps::weights_len::<KB>(g.k, g.ckk()));
+                regroup_weights::<T, KB>(w, g.ckk(), wt);
+                let y_wide = &mut rest[..g.k * wide_cols(g)];
                 for (i, y_n) in y.chunks_exact_mut(out_img).enumerate() {
                     let n = chunk * g.per_chunk + i;
                     let x_n = &x[n * in_img..][..in_img];
@@ -133,7 +149,7 @@ pub(super) fn forward<T: Scalar>(
                         pad_planes(g, x_n, kept);
                         kept
                     };
-                    forward_image(g, w, bias, img, scratch, y_n);
+                    forward_image(isa, g, (wt, bias), img, y_wide, y_n);
                     if let Some(epi) = epi.as_mut() {
                         epi.image(i, y_n);
                     }
@@ -142,24 +158,39 @@ pub(super) fn forward<T: Scalar>(
         });
 }
 
-/// One image: `y_wide = W·wide (+ b)`, then its output columns into `y_n` (`[k, oh·ow]`).
+/// One image's output `y_n` (`[k, oh·ow]`) from its padded planes `img` and the weights
+/// regrouped by [`regroup_weights`], on `isa`: per block of [`KB`] channels, one
+/// [`taps::forward`] run over the `L` wide columns, `y_wide[k, q] = Σ_{c,u,v} w[k,c,u,v] ·
+/// plane_c[u·wp + v + q] + b[k]` (bias last: the bits of `gemm`'s `W·wide + b`), then the
+/// output columns `j < ow` of each row of `y_wide` into `y_n`.
 fn forward_image<T: Scalar>(
+    isa: GemmKernel,
     g: &Geometry,
-    w: &[T],
-    bias: Option<ArrayView1<'_, T>>,
+    (wt, bias): (&[T], Option<ArrayView1<'_, T>>),
     img: &[T],
-    scratch: &mut [T],
+    y_wide: &mut [T],
     y_n: &mut [T],
 ) {
     let (ckk, cols, wp) = (g.ckk(), wide_cols(g), padded_width(g));
-    let (wide, y_wide) = scratch.split_at_mut(ckk * cols);
-    build_wide(g, img, wide);
-    // Start from the bias and let gemm accumulate on top (as im2col does).
-    let beta = start_from_bias(y_wide, cols, bias);
-    let w2 = ArrayView2::from_shape((g.k, ckk), w).expect("weight is [k, c·kh·kw]");
-    let wide = ArrayView2::from_shape((ckk, cols), &*wide).expect("wide");
-    let mut yw = ArrayViewMut2::from_shape((g.k, cols), &mut *y_wide).expect("y_wide");
-    gemm(T::one(), w2, wide, beta, yw.view_mut());
+    let taps = Taps {
+        planes: g.c,
+        plane: img.len() / g.c,
+        rows: g.kh,
+        row: wp,
+        cols: g.kw,
+    };
+    for (k0, wt) in (0..g.k).step_by(KB).zip(wt.chunks_exact(KB * ckk)) {
+        let blk = Block::<T, KB> {
+            taps,
+            src: img,
+            wt,
+            bias: block_bias(bias, k0),
+            at: BiasAt::Last,
+            n: cols,
+        };
+        let out = &mut y_wide[k0 * cols..];
+        taps::forward(isa, &blk, (out, cols, KB.min(g.k - k0)));
+    }
     for (y_k, yw_k) in y_n
         .chunks_exact_mut(g.positions())
         .zip(y_wide.chunks_exact(cols))
@@ -322,10 +353,93 @@ fn unwiden_input_grad<T: Scalar>(g: &Geometry, dwide: &[T], dimg: &mut [T], dx: 
 
 #[cfg(test)]
 mod tests {
+    use super::super::taps::same_bits;
+    use super::super::tests::pseudo;
     use super::*;
     use crate::matmul::MatrixB;
-    use crate::Conv2dParams;
+    use crate::{gemm_with_kernel, Conv2dParams};
     use ndarray::Array2;
+
+    /// One image's output the way the forward pass computed it before the taps kernel:
+    /// `y_wide = W·wide + b` by `gemm` on `isa` (each output summed over `p` ascending from 0,
+    /// then `1·acc + 1·b`), then the output columns.
+    fn by_gemm(
+        isa: GemmKernel,
+        g: &Geometry,
+        w: &[f32],
+        b: Option<&[f32]>,
+        img: &[f32],
+    ) -> Vec<f32> {
+        let (ckk, cols) = (g.ckk(), wide_cols(g));
+        let mut wide = vec![f32::NAN; ckk * cols];
+        build_wide(g, img, &mut wide);
+        let mut y_wide = vec![f32::NAN; g.k * cols];
+        let beta = match b {
+            Some(b) => {
+                for (row, &bk) in y_wide.chunks_exact_mut(cols).zip(b) {
+                    row.fill(bk);
+                }
+                1.0
+            }
+            None => 0.0,
+        };
+        let w2 = ArrayView2::from_shape((g.k, ckk), w).unwrap();
+        let wide = ArrayView2::from_shape((ckk, cols), &wide[..]).unwrap();
+        let yw = ArrayViewMut2::from_shape((g.k, cols), &mut y_wide[..]).unwrap();
+        gemm_with_kernel(isa, 1.0, w2, wide, beta, yw);
+        let wp = padded_width(g);
+        let at = |k: usize, i: usize, j: usize| y_wide[k * cols + i * wp + j];
+        let (oh, ow) = (g.oh, g.ow);
+        (0..g.k)
+            .flat_map(|k| (0..oh).flat_map(move |i| (0..ow).map(move |j| (k, i, j))))
+            .map(|(k, i, j)| at(k, i, j))
+            .collect()
+    }
+
+    /// The taps forward pass gives the same bits as the `gemm` formulation, on the AVX2 path
+    /// and the portable one: LeNet-5's conv2 (read in place) and shapes with channel counts
+    /// that are not a multiple of the block, wide rows that end mid-vector and padding, with
+    /// and without a bias.
+    #[test]
+    fn forward_equals_the_gemm_of_the_wide_matrix_bit_for_bit() {
+        let isas = [GemmKernel::Avx2, GemmKernel::Portable].into_iter();
+        for isa in isas.filter(|i| i.is_supported()) {
+            for &(c, k, h, w, kh, kw, ph, pw) in &[
+                (6, 16, 14, 14, 5, 5, 0, 0),
+                (3, 7, 9, 11, 3, 4, 1, 2),
+                (1, 5, 6, 5, 2, 3, 0, 1),
+                (4, 13, 8, 20, 5, 3, 2, 0),
+                (2, 1, 3, 3, 3, 3, 0, 0),
+            ] {
+                let p = Conv2dParams {
+                    stride: (1, 1),
+                    padding: (ph, pw),
+                };
+                let g = Geometry::new("t", (1, c, h, w), (k, c, kh, kw), p);
+                let f32s =
+                    |a: ndarray::Array4<f64>| a.mapv(|v| v as f32).into_raw_vec_and_offset().0;
+                let (x, wts) = (
+                    f32s(pseudo((1, c, h, w), 1)),
+                    f32s(pseudo((k, c, kh, kw), 2)),
+                );
+                let b: Vec<f32> = (0..k).map(|i| i as f32 * 0.375 - 1.0).collect();
+                let mut pad = vec![f32::NAN; image_len(&g)];
+                let img = planes(&g, &x, &mut pad);
+                let mut wt = vec![f32::NAN; taps::weights_len::<KB>(k, g.ckk())];
+                regroup_weights::<f32, KB>(&wts, g.ckk(), &mut wt);
+                for bias in [Some(&b[..]), None] {
+                    let want = by_gemm(isa, &g, &wts, bias, img);
+                    let mut y_wide = vec![f32::NAN; k * wide_cols(&g)];
+                    let mut y = vec![f32::NAN; k * g.positions()];
+                    let bv = bias.map(ArrayView1::from);
+                    forward_image(isa, &g, (&wt, bv), img, &mut y_wide, &mut y);
+                    let at = format!("{isa:?}, c {c} k {k} {h}×{w} kernel {kh}×{kw} pad {p:?}");
+                    let at = format!("{at}, bias {}", bias.is_some());
+                    same_bits(&y, &want, &at);
+                }
+            }
+        }
+    }
 
     /// Packing `wideᵀ` straight from the image ([`WideT`]) gives the weight gradient the same
     /// bits as packing the built wide matrix's `.t()` view, on every kernel, including edge
