@@ -9,11 +9,51 @@
 //! Every function panics if a kernel or stride is 0, the window does not fit the input, or an
 //! output/gradient array does not have the shape the op produces.
 
+use crate::activation::{relu_bwd, relu_fwd};
 use crate::parallel::{with_standard_slice_mut, PAR_MIN_WORK};
 use crate::shape::{check_shape, Expected};
-use crate::Scalar;
+use crate::{GemmKernel, Scalar};
 use ndarray::{Array4, ArrayView4, ArrayViewMut4};
 use rayon::prelude::*;
+
+/// Whether [`vectorized!`] kernels run their AVX2 build: when the process's kernel choice
+/// ([`GemmKernel::active`]) is a vector one and the CPU has AVX2; else the baseline build (what
+/// `LENET_GEMM_KERNEL=portable` forces).
+fn avx2_enabled() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        GemmKernel::active() != GemmKernel::Portable && std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `vectorized!(fn name = body(args))` defines `name`, which runs the `#[inline(always)]` plain
+/// Rust kernel `body` compiled for AVX2 when [`avx2_enabled`], else for the baseline target:
+/// the compiler vectorises it for whichever it gets. The kernels use IEEE `+`, `·` and
+/// comparisons only (Rust never fuses a multiply-add on its own), so both builds give the same
+/// bits.
+macro_rules! vectorized {
+    ($(#[$m:meta])* fn $name:ident = $body:ident($($arg:ident: $ty:ty),* $(,)?)) => {
+        $(#[$m])*
+        fn $name<T: Scalar>($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                fn avx2<T: Scalar>($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                if avx2_enabled() {
+                    // SAFETY: the CPU supports AVX2 (checked by `avx2_enabled`).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
 
 /// Window size and stride of a pooling op, each as (height, width).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -132,6 +172,11 @@ impl Geometry {
         &a[p * plane_len..][..plane_len]
     }
 
+    /// LeNet's pool: 2×2 windows with stride 2, which have their own kernels.
+    fn is_2x2(&self) -> bool {
+        self.p == Pool2dParams::square(2)
+    }
+
     /// Index in the input plane of window (i, j)'s top-left corner.
     fn corner(&self, i: usize, j: usize) -> usize {
         i * self.p.stride.0 * self.w + j * self.p.stride.1
@@ -187,15 +232,81 @@ fn spread_window_rows<T: Scalar>(girow: &mut [T], grow: &[T], area: T, kw: usize
 
 /// Overwrites the input-gradient plane `gi` with the output-gradient plane `go` spread over
 /// the windows: `gi[i·sh+u, j·sw+v] += go[i, j] / area` for every window `(i, j)` and every
-/// `(u, v)` in it, starting from 0. The one spread of average pooling's backward passes.
-fn spread_plane<T: Scalar>(gi: &mut [T], go: &[T], g: &Geometry, area: T) {
+/// `(u, v)` in it, starting from 0. The one spread of average pooling's backward passes; then
+/// masked by `relu_output` (`[y > 0]`) when it is given. The 2×2 stride-2 case is
+/// [`spread_2x2`].
+fn spread_plane<T: Scalar>(gi: &mut [T], go: &[T], g: &Geometry, relu_output: Option<&[T]>) {
+    if g.is_2x2() {
+        return spread_2x2(gi, go, relu_output, g.w, g.ow);
+    }
+    spread_windows(gi, go, g);
+    if let Some(y) = relu_output {
+        for (d, &y) in gi.iter_mut().zip(y) {
+            *d = relu_bwd(y, *d);
+        }
+    }
+}
+
+/// The general spread: zero-fill, then every window adds its share row by row (windows may
+/// overlap, so inputs sum several shares).
+fn spread_windows<T: Scalar>(gi: &mut [T], go: &[T], g: &Geometry) {
     let (kh, kw) = g.p.kernel;
     let (sh, sw) = g.p.stride;
+    let area = T::from_f64((kh * kw) as f64);
     gi.fill(T::zero());
     for (i, grow) in go.chunks_exact(g.ow).enumerate() {
         for u in 0..kh {
             let girow = &mut gi[(i * sh + u) * g.w..][..g.w];
             spread_window_rows(girow, grow, area, kw, sw);
+        }
+    }
+}
+
+// 2×2 windows with stride 2 tile the plane: input (2i+u, 2j+v) is in window (i, j) only, so
+// it gets exactly one share, 0 + g[i,j]/4 (the general loop's sum from 0; x/4 = x·¼ exactly),
+// and the last row/column left over by an odd size gets none.
+/// [`spread_windows`] (then the ReLU mask `relu_bwd(y, ·)` if `relu_output` is given) for 2×2
+/// windows with stride 2: each element of `gi` (`[h, w]`) written once, no zero-fill pass.
+#[inline(always)]
+fn spread_2x2_body<T: Scalar>(
+    gi: &mut [T],
+    go: &[T],
+    relu_output: Option<&[T]>,
+    w: usize,
+    ow: usize,
+) {
+    let covered = go.len() / ow * 2 * w; // rows 0..2·oh
+    let (pairs, rest) = gi.split_at_mut(covered);
+    rest.fill(T::zero());
+    for (r, girow) in pairs.chunks_exact_mut(w).enumerate() {
+        let (body, tail) = girow.split_at_mut(2 * ow);
+        tail.fill(T::zero());
+        let grow = &go[r / 2 * ow..][..ow];
+        let yrow = relu_output.map(|y| &y[r * w..][..2 * ow]);
+        match ow {
+            8.. => spread_2x2_row::<T, 8>(body, grow, yrow),
+            4.. => spread_2x2_row::<T, 4>(body, grow, yrow),
+            _ => spread_2x2_row::<T, 1>(body, grow, yrow),
+        }
+    }
+}
+
+/// One input-gradient row of [`spread_2x2_body`]: `girow[2j + v] = 0 + grow[j]·¼`, masked by
+/// `relu_bwd(yrow[2j + v], ·)` if the ReLU output row is given; `B` windows at a time.
+#[inline(always)]
+fn spread_2x2_row<T: Scalar, const B: usize>(girow: &mut [T], grow: &[T], yrow: Option<&[T]>) {
+    let quarter = T::from_f64(0.25);
+    let share = |g: T| T::zero() + g * quarter;
+    for j in block_starts::<B>(grow.len()) {
+        let (d, g) = (girow[2 * j..][..2 * B].chunks_exact_mut(2), &grow[j..][..B]);
+        match yrow {
+            Some(y) => {
+                for ((d, y), &g) in d.zip(y[2 * j..][..2 * B].chunks_exact(2)).zip(g) {
+                    d[0] = relu_bwd(y[0], share(g));
+                    d[1] = relu_bwd(y[1], share(g));
+                }
+            }
+            None => d.zip(g).for_each(|(d, &g)| d.fill(share(g))),
         }
     }
 }
@@ -257,28 +368,25 @@ pub fn avg_pool2d_into<T: Scalar>(
 
 /// Average-pools one input plane `x` (`[h, w]`) into the output plane `y` (`[oh, ow]`): the one
 /// average-pool kernel, also run per image by the fused convolution
-/// ([`conv2d_relu_avg_pool2d_into_caching`](crate::conv2d_relu_avg_pool2d_into_caching)).
+/// ([`relu_avg_pool_image`]). The 2×2 stride-2 case is [`avg_pool_2x2`].
 pub(crate) fn avg_pool_plane<T: Scalar>(g: &Geometry, x: &[T], y: &mut [T]) {
+    if g.is_2x2() {
+        avg_pool_2x2(x, g.w, y, g.ow);
+    } else {
+        avg_pool_windows(g, x, y);
+    }
+}
+
+/// The general average pool of one plane, output row by output row: window row u of every
+/// window is added at once, from 0, then the sums are divided by kh·kw.
+fn avg_pool_windows<T: Scalar>(g: &Geometry, x: &[T], y: &mut [T]) {
     let (kh, kw) = g.p.kernel;
     let (sh, sw) = g.p.stride;
-    let w = g.w;
     let area = T::from_f64((kh * kw) as f64);
-    if (kh, kw, sh, sw) == (2, 2, 2, 2) {
-        // LeNet's pool: the whole window in registers, summed in the general order.
-        for (i, yrow) in y.chunks_exact_mut(g.ow).enumerate() {
-            let r0 = x[2 * i * w..][..w].chunks_exact(2);
-            let r1 = x[(2 * i + 1) * w..][..w].chunks_exact(2);
-            for ((y, a), b) in yrow.iter_mut().zip(r0).zip(r1) {
-                *y = (T::zero() + a[0] + a[1] + b[0] + b[1]) / area;
-            }
-        }
-        return;
-    }
-    // Output row by output row: window row u of every window is added at once.
     for (i, yrow) in y.chunks_exact_mut(g.ow).enumerate() {
         yrow.fill(T::zero());
         for u in 0..kh {
-            let xrow = &x[(i * sh + u) * w..][..w];
+            let xrow = &x[(i * sh + u) * g.w..][..g.w];
             add_window_rows(yrow, xrow, kw, sw);
         }
         for y in yrow.iter_mut() {
@@ -286,6 +394,96 @@ pub(crate) fn avg_pool_plane<T: Scalar>(g: &Geometry, x: &[T], y: &mut [T]) {
         }
     }
 }
+
+/// LeNet's pool, 2×2 windows with stride 2, over the plane `x` (`[h, w]`, rows 2i and 2i+1
+/// pooled into row i of `y`): `y[i, j] = ((((0 + a0) + a1) + b0) + b1) · ¼` with `a`, `b` the
+/// two rows' columns 2j, 2j+1 — the general loop's order (from 0, window row by window row),
+/// and x/4 = x·¼ exactly, so it gives the same bits. The last row/column of an odd size is in
+/// no window.
+#[inline(always)]
+fn avg_pool_2x2_body<T: Scalar>(x: &[T], w: usize, y: &mut [T], ow: usize) {
+    for (pair, yrow) in x.chunks_exact(2 * w).zip(y.chunks_exact_mut(ow)) {
+        let (a, b) = pair.split_at(w);
+        match ow {
+            8.. => avg_pool_2x2_row::<T, 8>(a, b, yrow),
+            4.. => avg_pool_2x2_row::<T, 4>(a, b, yrow),
+            _ => avg_pool_2x2_row::<T, 1>(a, b, yrow),
+        }
+    }
+}
+
+/// Starts of the blocks of `B` that cover `0..n` (`n ≥ B`), the last one moved back to end at
+/// `n`: a block overlapping the one before recomputes a few outputs, to the same values. So
+/// the 2×2 kernels run whole vectors only, with no scalar remainder on LeNet's narrow rows (5
+/// and 14 outputs: blocks of 4 at 0, 1; of 8 at 0, 6).
+#[inline(always)]
+fn block_starts<const B: usize>(n: usize) -> impl Iterator<Item = usize> {
+    (0..n).step_by(B).map(move |j| j.min(n - B))
+}
+
+/// One output row of [`avg_pool_2x2_body`] from input rows `a` and `b`, `B` outputs at a time.
+#[inline(always)]
+fn avg_pool_2x2_row<T: Scalar, const B: usize>(a: &[T], b: &[T], yrow: &mut [T]) {
+    for j in block_starts::<B>(yrow.len()) {
+        let (a, b) = (&a[2 * j..][..2 * B], &b[2 * j..][..2 * B]);
+        avg_pool_2x2_block(a, b, &mut yrow[j..][..B]);
+    }
+}
+
+/// `y[j] = ((((0 + a[2j]) + a[2j+1]) + b[2j]) + b[2j+1]) · ¼` for every `j < y.len()`.
+#[inline(always)]
+fn avg_pool_2x2_block<T: Scalar>(a: &[T], b: &[T], y: &mut [T]) {
+    let quarter = T::from_f64(0.25);
+    let (a, b) = (a.chunks_exact(2), b.chunks_exact(2));
+    for ((y, a), b) in y.iter_mut().zip(a).zip(b) {
+        *y = (T::zero() + a[0] + a[1] + b[0] + b[1]) * quarter;
+    }
+}
+
+/// For one image's convolution output `y` (`k` planes of `[h, w]`): the ReLU output `r =
+/// relu(y)` and, plane by plane while it is in L1, its average pool `z` (`k` planes of `[oh,
+/// ow]`). What [`relu`](crate::relu) then [`avg_pool2d`] compute, to the bit.
+pub(crate) fn relu_avg_pool_image<T: Scalar>(g: &Geometry, y: &[T], r: &mut [T], z: &mut [T]) {
+    if g.is_2x2() {
+        relu_avg_pool_2x2(y, r, z, g.in_plane(), g.w, g.ow);
+        return;
+    }
+    let planes = r
+        .chunks_exact_mut(g.in_plane())
+        .zip(z.chunks_exact_mut(g.out_plane()));
+    for ((r, z), y) in planes.zip(y.chunks_exact(g.in_plane())) {
+        r.iter_mut().zip(y).for_each(|(r, &y)| *r = relu_fwd(y));
+        avg_pool_windows(g, r, z);
+    }
+}
+
+/// [`relu_avg_pool_image`] for 2×2 windows with stride 2, planes of `plane` elements `w` wide:
+/// each plane rectified, then pooled while in L1.
+#[inline(always)]
+fn relu_avg_pool_2x2_body<T: Scalar>(
+    y: &[T],
+    r: &mut [T],
+    z: &mut [T],
+    plane: usize,
+    w: usize,
+    ow: usize,
+) {
+    let planes = r
+        .chunks_exact_mut(plane)
+        .zip(z.chunks_exact_mut(plane / w / 2 * ow));
+    for ((r, z), y) in planes.zip(y.chunks_exact(plane)) {
+        r.iter_mut().zip(y).for_each(|(r, &y)| *r = relu_fwd(y));
+        avg_pool_2x2_body(r, w, z, ow);
+    }
+}
+
+vectorized!(fn avg_pool_2x2 = avg_pool_2x2_body(x: &[T], w: usize, y: &mut [T], ow: usize));
+vectorized!(fn relu_avg_pool_2x2 = relu_avg_pool_2x2_body(
+    y: &[T], r: &mut [T], z: &mut [T], plane: usize, w: usize, ow: usize,
+));
+vectorized!(fn spread_2x2 = spread_2x2_body(
+    gi: &mut [T], go: &[T], relu_output: Option<&[T]>, w: usize, ow: usize,
+));
 
 // ∂y[i,j]/∂x[i·sh+u, j·sw+v] = 1/(kh·kw) for every (u, v) in the window, so each input gets
 // g[i,j]/(kh·kw) from every window that covers it (a sum where windows overlap).
@@ -337,11 +535,9 @@ pub fn avg_pool2d_backward_into<T: Scalar>(
     check_shape("avg_pool2d_backward", "grad_out", expected, grad_out.dim());
     let grad_out = grad_out.as_standard_layout();
     let go = grad_out.as_slice().expect("standard layout");
-    let (kh, kw) = params.kernel;
-    let area = T::from_f64((kh * kw) as f64);
     with_standard_slice_mut(grad_input, |gi| {
         g.for_each_plane(gi, g.in_plane(), |p, gi| {
-            spread_plane(gi, Geometry::plane(go, p, g.out_plane()), &g, area);
+            spread_plane(gi, Geometry::plane(go, p, g.out_plane()), &g, None);
         });
     });
 }
@@ -408,12 +604,7 @@ pub(crate) fn avg_pool_relu_backward_plane<T: Scalar>(
     y: &[T],
     gi: &mut [T],
 ) {
-    let (kh, kw) = g.p.kernel;
-    spread_plane(gi, go, g, T::from_f64((kh * kw) as f64));
-    // relu' = [y > 0] (NaN and 0 pass no gradient), as in relu_backward
-    for (d, &y) in gi.iter_mut().zip(y) {
-        *d = if y > T::zero() { *d } else { T::zero() };
-    }
+    spread_plane(gi, go, g, Some(y));
 }
 
 // ---------------------------------------------------------------------------------------------
