@@ -959,6 +959,99 @@ mod tests {
         assert_eq!(out_t.view().permuted_axes([0, 1, 3, 2]), avg_pool2d(xt, p));
     }
 
+    /// Every value kind the 2×2 kernels must treat as the general loop does: both signs, both
+    /// zeros (`0 + -0 = +0`), NaN (propagated forward, masked backward) and subnormals.
+    fn special_f32() -> impl proptest::strategy::Strategy<Value = f32> {
+        use proptest::prelude::*;
+        prop_oneof![
+            6 => -2.0_f32..2.0,
+            1 => Just(0.0),
+            1 => Just(-0.0),
+            1 => Just(f32::NAN),
+            1 => Just(-1e-40),
+        ]
+    }
+
+    /// `planes` planes of `h`×`w` (even and odd sizes: 1-, 4- and 8-wide blocks, dropped last
+    /// row/column) with their values.
+    fn planes_2x2() -> impl proptest::strategy::Strategy<Value = (usize, usize, usize, Vec<f32>)> {
+        use proptest::prelude::*;
+        (1..4_usize, 2..12_usize, 2..22_usize).prop_flat_map(|(p, h, w)| {
+            let values = proptest::collection::vec(special_f32(), p * h * w);
+            (Just(p), Just(h), Just(w), values)
+        })
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|v| v.to_bits()).collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(200))]
+
+        /// The 2×2 stride-2 forward kernels (baseline build, the run-time choice, fused with
+        /// the ReLU) give the bits of the general window loop.
+        #[test]
+        fn avg_pool_2x2_equals_the_window_loop((planes, h, w, x) in planes_2x2()) {
+            let g = Geometry::new("test", (1, planes, h, w), Pool2dParams::square(2));
+            let (pin, pout) = (g.in_plane(), g.out_plane());
+            let r: Vec<f32> = x.iter().map(|&v| relu_fwd(v)).collect();
+            for (x, name) in [(&x, "raw"), (&r, "relu")] {
+                let mut want = vec![f32::NAN; planes * pout];
+                let mut fast = vec![f32::NAN; planes * pout];
+                let mut baseline = vec![f32::NAN; planes * pout];
+                for p in 0..planes {
+                    let (x, o) = (&x[p * pin..][..pin], p * pout..(p + 1) * pout);
+                    avg_pool_windows(&g, x, &mut want[o.clone()]);
+                    avg_pool_plane(&g, x, &mut fast[o.clone()]);
+                    avg_pool_2x2_body(x, w, &mut baseline[o], g.ow);
+                }
+                proptest::prop_assert_eq!(bits(&fast), bits(&want), "{} {:?}", name, (h, w));
+                proptest::prop_assert_eq!(bits(&baseline), bits(&want), "{}", name);
+            }
+            // fused: from the convolution output x, the ReLU output and its pool
+            let (mut fr, mut fz) = (vec![f32::NAN; x.len()], vec![f32::NAN; planes * pout]);
+            relu_avg_pool_image(&g, &x, &mut fr, &mut fz);
+            let mut want = vec![0.0; planes * pout];
+            for (r, z) in r.chunks_exact(pin).zip(want.chunks_exact_mut(pout)) {
+                avg_pool_windows(&g, r, z);
+            }
+            proptest::prop_assert_eq!(bits(&fr), bits(&r));
+            proptest::prop_assert_eq!(bits(&fz), bits(&want));
+        }
+
+        /// The 2×2 stride-2 backward spread (single write, ReLU mask fused; baseline build and
+        /// the run-time choice) gives the bits of zero-fill + general spread (+ mask).
+        #[test]
+        fn spread_2x2_equals_the_window_loop((planes, h, w, y) in planes_2x2(), seed: u64) {
+            let g = Geometry::new("test", (1, planes, h, w), Pool2dParams::square(2));
+            let (pin, pout) = (g.in_plane(), g.out_plane());
+            // the output gradient: the input values reused, shuffled by the seed
+            let go: Vec<f32> = (0..planes * pout)
+                .map(|i| y[(i * 7 + seed as usize % 13) % y.len()])
+                .collect();
+            for mask in [None, Some(&y[..])] {
+                let mut want = vec![f32::NAN; y.len()];
+                let mut fast = vec![f32::NAN; y.len()];
+                let mut baseline = vec![f32::NAN; y.len()];
+                for p in 0..planes {
+                    let (i, go) = (p * pin..(p + 1) * pin, &go[p * pout..][..pout]);
+                    let m = mask.map(|y| &y[i.clone()]);
+                    spread_windows(&mut want[i.clone()], go, &g);
+                    if let Some(m) = m {
+                        let want = &mut want[i.clone()];
+                        want.iter_mut().zip(m).for_each(|(d, &y)| *d = relu_bwd(y, *d));
+                    }
+                    spread_plane(&mut fast[i.clone()], go, &g, m);
+                    spread_2x2_body(&mut baseline[i], go, m, w, g.ow);
+                }
+                let masked = mask.is_some();
+                proptest::prop_assert_eq!(bits(&fast), bits(&want), "mask {} {:?}", masked, (h, w));
+                proptest::prop_assert_eq!(bits(&baseline), bits(&want), "mask {}", masked);
+            }
+        }
+    }
+
     #[test]
     #[should_panic(
         expected = "max_pool2d: a (3, 3) window with stride (1, 1) does not fit an input of 2×5"
