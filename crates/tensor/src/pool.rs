@@ -12,22 +12,17 @@
 use crate::activation::{relu_bwd, relu_fwd};
 use crate::parallel::{with_standard_slice_mut, PAR_MIN_WORK};
 use crate::shape::{check_shape, Expected};
-use crate::{GemmKernel, Scalar};
+use crate::Scalar;
 use ndarray::{Array4, ArrayView4, ArrayViewMut4};
 use rayon::prelude::*;
 
 /// Whether [`vectorized!`] kernels run their AVX2 build: when the process's kernel choice
-/// ([`GemmKernel::active`]) is a vector one and the CPU has AVX2; else the baseline build (what
-/// `LENET_GEMM_KERNEL=portable` forces).
+/// ([`GemmKernel::active`](crate::GemmKernel::active)) is a vector one and the CPU has AVX2;
+/// else the baseline build (what `LENET_GEMM_KERNEL=portable` forces).
+#[cfg(target_arch = "x86_64")]
 fn avx2_enabled() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        GemmKernel::active() != GemmKernel::Portable && std::arch::is_x86_feature_detected!("avx2")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    use crate::GemmKernel;
+    GemmKernel::active() != GemmKernel::Portable && std::arch::is_x86_feature_detected!("avx2")
 }
 
 /// `vectorized!(fn name = body(args))` defines `name`, which runs the `#[inline(always)]` plain
