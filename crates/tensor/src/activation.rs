@@ -34,7 +34,7 @@ pub(crate) fn relu_fwd<T: Scalar>(x: T) -> T {
 }
 
 // dy/dx = 1 where x > 0, else 0; and x > 0 exactly where y > 0, so the mask comes from y.
-fn relu_bwd<T: Scalar>(y: T, g: T) -> T {
+pub(crate) fn relu_bwd<T: Scalar>(y: T, g: T) -> T {
     if y > T::zero() {
         g
     } else {

@@ -9,11 +9,46 @@
 //! Every function panics if a kernel or stride is 0, the window does not fit the input, or an
 //! output/gradient array does not have the shape the op produces.
 
+use crate::activation::{relu_bwd, relu_fwd};
 use crate::parallel::{with_standard_slice_mut, PAR_MIN_WORK};
 use crate::shape::{check_shape, Expected};
 use crate::Scalar;
 use ndarray::{Array4, ArrayView4, ArrayViewMut4};
 use rayon::prelude::*;
+
+/// Whether [`vectorized!`] kernels run their AVX2 build: when the process's kernel choice
+/// ([`GemmKernel::active`](crate::GemmKernel::active)) is a vector one and the CPU has AVX2;
+/// else the baseline build (what `LENET_GEMM_KERNEL=portable` forces).
+#[cfg(target_arch = "x86_64")]
+fn avx2_enabled() -> bool {
+    use crate::GemmKernel;
+    GemmKernel::active() != GemmKernel::Portable && std::arch::is_x86_feature_detected!("avx2")
+}
+
+/// `vectorized!(fn name = body(args))` defines `name`, which runs the `#[inline(always)]` plain
+/// Rust kernel `body` compiled for AVX2 when [`avx2_enabled`], else for the baseline target:
+/// the compiler vectorises it for whichever it gets. The kernels use IEEE `+`, `·` and
+/// comparisons only (Rust never fuses a multiply-add on its own), so both builds give the same
+/// bits.
+macro_rules! vectorized {
+    ($(#[$m:meta])* fn $name:ident = $body:ident($($arg:ident: $ty:ty),* $(,)?)) => {
+        $(#[$m])*
+        fn $name<T: Scalar>($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                fn avx2<T: Scalar>($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                if avx2_enabled() {
+                    // SAFETY: the CPU supports AVX2 (checked by `avx2_enabled`).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
 
 /// Window size and stride of a pooling op, each as (height, width).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -132,6 +167,11 @@ impl Geometry {
         &a[p * plane_len..][..plane_len]
     }
 
+    /// LeNet's pool: 2×2 windows with stride 2, which have their own kernels.
+    fn is_2x2(&self) -> bool {
+        self.p == Pool2dParams::square(2)
+    }
+
     /// Index in the input plane of window (i, j)'s top-left corner.
     fn corner(&self, i: usize, j: usize) -> usize {
         i * self.p.stride.0 * self.w + j * self.p.stride.1
@@ -187,15 +227,81 @@ fn spread_window_rows<T: Scalar>(girow: &mut [T], grow: &[T], area: T, kw: usize
 
 /// Overwrites the input-gradient plane `gi` with the output-gradient plane `go` spread over
 /// the windows: `gi[i·sh+u, j·sw+v] += go[i, j] / area` for every window `(i, j)` and every
-/// `(u, v)` in it, starting from 0. The one spread of average pooling's backward passes.
-fn spread_plane<T: Scalar>(gi: &mut [T], go: &[T], g: &Geometry, area: T) {
+/// `(u, v)` in it, starting from 0. The one spread of average pooling's backward passes; then
+/// masked by `relu_output` (`[y > 0]`) when it is given. The 2×2 stride-2 case is
+/// [`spread_2x2`].
+fn spread_plane<T: Scalar>(gi: &mut [T], go: &[T], g: &Geometry, relu_output: Option<&[T]>) {
+    if g.is_2x2() {
+        return spread_2x2(gi, go, relu_output, g.w, g.ow);
+    }
+    spread_windows(gi, go, g);
+    if let Some(y) = relu_output {
+        for (d, &y) in gi.iter_mut().zip(y) {
+            *d = relu_bwd(y, *d);
+        }
+    }
+}
+
+/// The general spread: zero-fill, then every window adds its share row by row (windows may
+/// overlap, so inputs sum several shares).
+fn spread_windows<T: Scalar>(gi: &mut [T], go: &[T], g: &Geometry) {
     let (kh, kw) = g.p.kernel;
     let (sh, sw) = g.p.stride;
+    let area = T::from_f64((kh * kw) as f64);
     gi.fill(T::zero());
     for (i, grow) in go.chunks_exact(g.ow).enumerate() {
         for u in 0..kh {
             let girow = &mut gi[(i * sh + u) * g.w..][..g.w];
             spread_window_rows(girow, grow, area, kw, sw);
+        }
+    }
+}
+
+// 2×2 windows with stride 2 tile the plane: input (2i+u, 2j+v) is in window (i, j) only, so
+// it gets exactly one share, 0 + g[i,j]/4 (the general loop's sum from 0; x/4 = x·¼ exactly),
+// and the last row/column left over by an odd size gets none.
+/// [`spread_windows`] (then the ReLU mask `relu_bwd(y, ·)` if `relu_output` is given) for 2×2
+/// windows with stride 2: each element of `gi` (`[h, w]`) written once, no zero-fill pass.
+#[inline(always)]
+fn spread_2x2_body<T: Scalar>(
+    gi: &mut [T],
+    go: &[T],
+    relu_output: Option<&[T]>,
+    w: usize,
+    ow: usize,
+) {
+    let covered = go.len() / ow * 2 * w; // rows 0..2·oh
+    let (pairs, rest) = gi.split_at_mut(covered);
+    rest.fill(T::zero());
+    for (r, girow) in pairs.chunks_exact_mut(w).enumerate() {
+        let (body, tail) = girow.split_at_mut(2 * ow);
+        tail.fill(T::zero());
+        let grow = &go[r / 2 * ow..][..ow];
+        let yrow = relu_output.map(|y| &y[r * w..][..2 * ow]);
+        match ow {
+            8.. => spread_2x2_row::<T, 8>(body, grow, yrow),
+            4.. => spread_2x2_row::<T, 4>(body, grow, yrow),
+            _ => spread_2x2_row::<T, 1>(body, grow, yrow),
+        }
+    }
+}
+
+/// One input-gradient row of [`spread_2x2_body`]: `girow[2j + v] = 0 + grow[j]·¼`, masked by
+/// `relu_bwd(yrow[2j + v], ·)` if the ReLU output row is given; `B` windows at a time.
+#[inline(always)]
+fn spread_2x2_row<T: Scalar, const B: usize>(girow: &mut [T], grow: &[T], yrow: Option<&[T]>) {
+    let quarter = T::from_f64(0.25);
+    let share = |g: T| T::zero() + g * quarter;
+    for j in block_starts::<B>(grow.len()) {
+        let (d, g) = (girow[2 * j..][..2 * B].chunks_exact_mut(2), &grow[j..][..B]);
+        match yrow {
+            Some(y) => {
+                for ((d, y), &g) in d.zip(y[2 * j..][..2 * B].chunks_exact(2)).zip(g) {
+                    d[0] = relu_bwd(y[0], share(g));
+                    d[1] = relu_bwd(y[1], share(g));
+                }
+            }
+            None => d.zip(g).for_each(|(d, &g)| d.fill(share(g))),
         }
     }
 }
@@ -257,28 +363,25 @@ pub fn avg_pool2d_into<T: Scalar>(
 
 /// Average-pools one input plane `x` (`[h, w]`) into the output plane `y` (`[oh, ow]`): the one
 /// average-pool kernel, also run per image by the fused convolution
-/// ([`conv2d_relu_avg_pool2d_into_caching`](crate::conv2d_relu_avg_pool2d_into_caching)).
+/// ([`relu_avg_pool_image`]). The 2×2 stride-2 case is [`avg_pool_2x2`].
 pub(crate) fn avg_pool_plane<T: Scalar>(g: &Geometry, x: &[T], y: &mut [T]) {
+    if g.is_2x2() {
+        avg_pool_2x2(x, g.w, y, g.ow);
+    } else {
+        avg_pool_windows(g, x, y);
+    }
+}
+
+/// The general average pool of one plane, output row by output row: window row u of every
+/// window is added at once, from 0, then the sums are divided by kh·kw.
+fn avg_pool_windows<T: Scalar>(g: &Geometry, x: &[T], y: &mut [T]) {
     let (kh, kw) = g.p.kernel;
     let (sh, sw) = g.p.stride;
-    let w = g.w;
     let area = T::from_f64((kh * kw) as f64);
-    if (kh, kw, sh, sw) == (2, 2, 2, 2) {
-        // LeNet's pool: the whole window in registers, summed in the general order.
-        for (i, yrow) in y.chunks_exact_mut(g.ow).enumerate() {
-            let r0 = x[2 * i * w..][..w].chunks_exact(2);
-            let r1 = x[(2 * i + 1) * w..][..w].chunks_exact(2);
-            for ((y, a), b) in yrow.iter_mut().zip(r0).zip(r1) {
-                *y = (T::zero() + a[0] + a[1] + b[0] + b[1]) / area;
-            }
-        }
-        return;
-    }
-    // Output row by output row: window row u of every window is added at once.
     for (i, yrow) in y.chunks_exact_mut(g.ow).enumerate() {
         yrow.fill(T::zero());
         for u in 0..kh {
-            let xrow = &x[(i * sh + u) * w..][..w];
+            let xrow = &x[(i * sh + u) * g.w..][..g.w];
             add_window_rows(yrow, xrow, kw, sw);
         }
         for y in yrow.iter_mut() {
@@ -286,6 +389,96 @@ pub(crate) fn avg_pool_plane<T: Scalar>(g: &Geometry, x: &[T], y: &mut [T]) {
         }
     }
 }
+
+/// LeNet's pool, 2×2 windows with stride 2, over the plane `x` (`[h, w]`, rows 2i and 2i+1
+/// pooled into row i of `y`): `y[i, j] = ((((0 + a0) + a1) + b0) + b1) · ¼` with `a`, `b` the
+/// two rows' columns 2j, 2j+1 — the general loop's order (from 0, window row by window row),
+/// and x/4 = x·¼ exactly, so it gives the same bits. The last row/column of an odd size is in
+/// no window.
+#[inline(always)]
+fn avg_pool_2x2_body<T: Scalar>(x: &[T], w: usize, y: &mut [T], ow: usize) {
+    for (pair, yrow) in x.chunks_exact(2 * w).zip(y.chunks_exact_mut(ow)) {
+        let (a, b) = pair.split_at(w);
+        match ow {
+            8.. => avg_pool_2x2_row::<T, 8>(a, b, yrow),
+            4.. => avg_pool_2x2_row::<T, 4>(a, b, yrow),
+            _ => avg_pool_2x2_row::<T, 1>(a, b, yrow),
+        }
+    }
+}
+
+/// Starts of the blocks of `B` that cover `0..n` (`n ≥ B`), the last one moved back to end at
+/// `n`: a block overlapping the one before recomputes a few outputs, to the same values. So
+/// the 2×2 kernels run whole vectors only, with no scalar remainder on LeNet's narrow rows (5
+/// and 14 outputs: blocks of 4 at 0, 1; of 8 at 0, 6).
+#[inline(always)]
+fn block_starts<const B: usize>(n: usize) -> impl Iterator<Item = usize> {
+    (0..n).step_by(B).map(move |j| j.min(n - B))
+}
+
+/// One output row of [`avg_pool_2x2_body`] from input rows `a` and `b`, `B` outputs at a time.
+#[inline(always)]
+fn avg_pool_2x2_row<T: Scalar, const B: usize>(a: &[T], b: &[T], yrow: &mut [T]) {
+    for j in block_starts::<B>(yrow.len()) {
+        let (a, b) = (&a[2 * j..][..2 * B], &b[2 * j..][..2 * B]);
+        avg_pool_2x2_block(a, b, &mut yrow[j..][..B]);
+    }
+}
+
+/// `y[j] = ((((0 + a[2j]) + a[2j+1]) + b[2j]) + b[2j+1]) · ¼` for every `j < y.len()`.
+#[inline(always)]
+fn avg_pool_2x2_block<T: Scalar>(a: &[T], b: &[T], y: &mut [T]) {
+    let quarter = T::from_f64(0.25);
+    let (a, b) = (a.chunks_exact(2), b.chunks_exact(2));
+    for ((y, a), b) in y.iter_mut().zip(a).zip(b) {
+        *y = (T::zero() + a[0] + a[1] + b[0] + b[1]) * quarter;
+    }
+}
+
+/// For one image's convolution output `y` (`k` planes of `[h, w]`): the ReLU output `r =
+/// relu(y)` and, plane by plane while it is in L1, its average pool `z` (`k` planes of `[oh,
+/// ow]`). What [`relu`](crate::relu) then [`avg_pool2d`] compute, to the bit.
+pub(crate) fn relu_avg_pool_image<T: Scalar>(g: &Geometry, y: &[T], r: &mut [T], z: &mut [T]) {
+    if g.is_2x2() {
+        relu_avg_pool_2x2(y, r, z, g.in_plane(), g.w, g.ow);
+        return;
+    }
+    let planes = r
+        .chunks_exact_mut(g.in_plane())
+        .zip(z.chunks_exact_mut(g.out_plane()));
+    for ((r, z), y) in planes.zip(y.chunks_exact(g.in_plane())) {
+        r.iter_mut().zip(y).for_each(|(r, &y)| *r = relu_fwd(y));
+        avg_pool_windows(g, r, z);
+    }
+}
+
+/// [`relu_avg_pool_image`] for 2×2 windows with stride 2, planes of `plane` elements `w` wide:
+/// each plane rectified, then pooled while in L1.
+#[inline(always)]
+fn relu_avg_pool_2x2_body<T: Scalar>(
+    y: &[T],
+    r: &mut [T],
+    z: &mut [T],
+    plane: usize,
+    w: usize,
+    ow: usize,
+) {
+    let planes = r
+        .chunks_exact_mut(plane)
+        .zip(z.chunks_exact_mut(plane / w / 2 * ow));
+    for ((r, z), y) in planes.zip(y.chunks_exact(plane)) {
+        r.iter_mut().zip(y).for_each(|(r, &y)| *r = relu_fwd(y));
+        avg_pool_2x2_body(r, w, z, ow);
+    }
+}
+
+vectorized!(fn avg_pool_2x2 = avg_pool_2x2_body(x: &[T], w: usize, y: &mut [T], ow: usize));
+vectorized!(fn relu_avg_pool_2x2 = relu_avg_pool_2x2_body(
+    y: &[T], r: &mut [T], z: &mut [T], plane: usize, w: usize, ow: usize,
+));
+vectorized!(fn spread_2x2 = spread_2x2_body(
+    gi: &mut [T], go: &[T], relu_output: Option<&[T]>, w: usize, ow: usize,
+));
 
 // ∂y[i,j]/∂x[i·sh+u, j·sw+v] = 1/(kh·kw) for every (u, v) in the window, so each input gets
 // g[i,j]/(kh·kw) from every window that covers it (a sum where windows overlap).
@@ -337,11 +530,9 @@ pub fn avg_pool2d_backward_into<T: Scalar>(
     check_shape("avg_pool2d_backward", "grad_out", expected, grad_out.dim());
     let grad_out = grad_out.as_standard_layout();
     let go = grad_out.as_slice().expect("standard layout");
-    let (kh, kw) = params.kernel;
-    let area = T::from_f64((kh * kw) as f64);
     with_standard_slice_mut(grad_input, |gi| {
         g.for_each_plane(gi, g.in_plane(), |p, gi| {
-            spread_plane(gi, Geometry::plane(go, p, g.out_plane()), &g, area);
+            spread_plane(gi, Geometry::plane(go, p, g.out_plane()), &g, None);
         });
     });
 }
@@ -408,12 +599,7 @@ pub(crate) fn avg_pool_relu_backward_plane<T: Scalar>(
     y: &[T],
     gi: &mut [T],
 ) {
-    let (kh, kw) = g.p.kernel;
-    spread_plane(gi, go, g, T::from_f64((kh * kw) as f64));
-    // relu' = [y > 0] (NaN and 0 pass no gradient), as in relu_backward
-    for (d, &y) in gi.iter_mut().zip(y) {
-        *d = if y > T::zero() { *d } else { T::zero() };
-    }
+    spread_plane(gi, go, g, Some(y));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -766,6 +952,99 @@ mod tests {
         let out_view = out_t.view_mut().permuted_axes([0, 1, 3, 2]);
         avg_pool2d_into(xt, p, out_view);
         assert_eq!(out_t.view().permuted_axes([0, 1, 3, 2]), avg_pool2d(xt, p));
+    }
+
+    /// Every value kind the 2×2 kernels must treat as the general loop does: both signs, both
+    /// zeros (`0 + -0 = +0`), NaN (propagated forward, masked backward) and subnormals.
+    fn special_f32() -> impl proptest::strategy::Strategy<Value = f32> {
+        use proptest::prelude::*;
+        prop_oneof![
+            6 => -2.0_f32..2.0,
+            1 => Just(0.0),
+            1 => Just(-0.0),
+            1 => Just(f32::NAN),
+            1 => Just(-1e-40),
+        ]
+    }
+
+    /// `planes` planes of `h`×`w` (even and odd sizes: 1-, 4- and 8-wide blocks, dropped last
+    /// row/column) with their values.
+    fn planes_2x2() -> impl proptest::strategy::Strategy<Value = (usize, usize, usize, Vec<f32>)> {
+        use proptest::prelude::*;
+        (1..4_usize, 2..12_usize, 2..22_usize).prop_flat_map(|(p, h, w)| {
+            let values = proptest::collection::vec(special_f32(), p * h * w);
+            (Just(p), Just(h), Just(w), values)
+        })
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|v| v.to_bits()).collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(200))]
+
+        /// The 2×2 stride-2 forward kernels (baseline build, the run-time choice, fused with
+        /// the ReLU) give the bits of the general window loop.
+        #[test]
+        fn avg_pool_2x2_equals_the_window_loop((planes, h, w, x) in planes_2x2()) {
+            let g = Geometry::new("test", (1, planes, h, w), Pool2dParams::square(2));
+            let (pin, pout) = (g.in_plane(), g.out_plane());
+            let r: Vec<f32> = x.iter().map(|&v| relu_fwd(v)).collect();
+            for (x, name) in [(&x, "raw"), (&r, "relu")] {
+                let mut want = vec![f32::NAN; planes * pout];
+                let mut fast = vec![f32::NAN; planes * pout];
+                let mut baseline = vec![f32::NAN; planes * pout];
+                for p in 0..planes {
+                    let (x, o) = (&x[p * pin..][..pin], p * pout..(p + 1) * pout);
+                    avg_pool_windows(&g, x, &mut want[o.clone()]);
+                    avg_pool_plane(&g, x, &mut fast[o.clone()]);
+                    avg_pool_2x2_body(x, w, &mut baseline[o], g.ow);
+                }
+                proptest::prop_assert_eq!(bits(&fast), bits(&want), "{} {:?}", name, (h, w));
+                proptest::prop_assert_eq!(bits(&baseline), bits(&want), "{}", name);
+            }
+            // fused: from the convolution output x, the ReLU output and its pool
+            let (mut fr, mut fz) = (vec![f32::NAN; x.len()], vec![f32::NAN; planes * pout]);
+            relu_avg_pool_image(&g, &x, &mut fr, &mut fz);
+            let mut want = vec![0.0; planes * pout];
+            for (r, z) in r.chunks_exact(pin).zip(want.chunks_exact_mut(pout)) {
+                avg_pool_windows(&g, r, z);
+            }
+            proptest::prop_assert_eq!(bits(&fr), bits(&r));
+            proptest::prop_assert_eq!(bits(&fz), bits(&want));
+        }
+
+        /// The 2×2 stride-2 backward spread (single write, ReLU mask fused; baseline build and
+        /// the run-time choice) gives the bits of zero-fill + general spread (+ mask).
+        #[test]
+        fn spread_2x2_equals_the_window_loop((planes, h, w, y) in planes_2x2(), seed: u64) {
+            let g = Geometry::new("test", (1, planes, h, w), Pool2dParams::square(2));
+            let (pin, pout) = (g.in_plane(), g.out_plane());
+            // the output gradient: the input values reused, shuffled by the seed
+            let go: Vec<f32> = (0..planes * pout)
+                .map(|i| y[(i * 7 + seed as usize % 13) % y.len()])
+                .collect();
+            for mask in [None, Some(&y[..])] {
+                let mut want = vec![f32::NAN; y.len()];
+                let mut fast = vec![f32::NAN; y.len()];
+                let mut baseline = vec![f32::NAN; y.len()];
+                for p in 0..planes {
+                    let (i, go) = (p * pin..(p + 1) * pin, &go[p * pout..][..pout]);
+                    let m = mask.map(|y| &y[i.clone()]);
+                    spread_windows(&mut want[i.clone()], go, &g);
+                    if let Some(m) = m {
+                        let want = &mut want[i.clone()];
+                        want.iter_mut().zip(m).for_each(|(d, &y)| *d = relu_bwd(y, *d));
+                    }
+                    spread_plane(&mut fast[i.clone()], go, &g, m);
+                    spread_2x2_body(&mut baseline[i], go, m, w, g.ow);
+                }
+                let masked = mask.is_some();
+                proptest::prop_assert_eq!(bits(&fast), bits(&want), "mask {} {:?}", masked, (h, w));
+                proptest::prop_assert_eq!(bits(&baseline), bits(&want), "mask {}", masked);
+            }
+        }
     }
 
     #[test]

@@ -18,8 +18,7 @@ use super::{
     backward, cached_kept, forward_caching, forward_ws, Conv2dCache, Conv2dMethod, Conv2dParams,
     Conv2dWorkspace, Geometry, Kept, Upstream,
 };
-use crate::activation::relu_fwd;
-use crate::pool::{avg_pool_plane, avg_pool_relu_backward_plane, Geometry as PoolGeometry};
+use crate::pool::{avg_pool_relu_backward_plane, relu_avg_pool_image, Geometry as PoolGeometry};
 use crate::shape::{check_shape, Expected};
 use crate::{Pool2dParams, Scalar};
 use ndarray::{ArrayView1, ArrayView4, ArrayViewMut1, ArrayViewMut4};
@@ -286,16 +285,10 @@ impl<T: Scalar> EpilogueChunk<'_, T> {
     /// For image `i` of the chunk, from its convolution output `y_n` (`[k, oh, ow]`): the ReLU
     /// output `r = max(y_n, 0)` and, plane by plane, its average pool.
     pub(super) fn image(&mut self, i: usize, y_n: &[T]) {
-        let (pin, pout) = (self.pool.in_plane(), self.pool.out_plane());
+        let k = y_n.len() / self.pool.in_plane();
         let r = &mut self.relu[i * y_n.len()..][..y_n.len()];
-        for (r, &y) in r.iter_mut().zip(y_n) {
-            *r = relu_fwd(y);
-        }
-        let k = y_n.len() / pin;
-        let z = &mut self.pooled[i * k * pout..][..k * pout];
-        for (r, z) in r.chunks_exact(pin).zip(z.chunks_exact_mut(pout)) {
-            avg_pool_plane(&self.pool, r, z);
-        }
+        let z = &mut self.pooled[i * k * self.pool.out_plane()..][..k * self.pool.out_plane()];
+        relu_avg_pool_image(&self.pool, y_n, r, z);
     }
 }
 
