@@ -18,7 +18,9 @@
 //! The forward pass does not build `wide`: `y_wide[k, q] = Σ_{c,u,v} W[k, (c,u,v)] ·
 //! plane_c[u·wp + v + q] + b[k]` is the stride-1 taps kernel (`taps.rs`) reading the planes in
 //! place, in `gemm`'s order (from 0 over `(c, u, v)` ascending, then the bias), so with the
-//! same bits as `W · wide + b` when `c·kh·kw` is within gemm's depth block of 256.
+//! same bits as `W · wide + b` when `c·kh·kw` is within gemm's depth block of 256. Nor does
+//! the weight gradient: gemm packs `wideᵀ`'s panels straight from the image lines ([`WideT`]),
+//! except on gemm's dot route, which reads a built `wide` in place.
 //!
 //! It costs `L / (oh·ow)` times im2col's multiply-adds (136/100 for LeNet-5's conv2) and
 //! saves what the profile showed to be dearer: im2col's and col2im's `oh` short rows per column
@@ -62,11 +64,11 @@ pub(super) fn image_len(g: &Geometry) -> usize {
 }
 
 /// Calls `f` with this thread's scratch: room for the forward pass's regrouped weights and
-/// `y_wide`, and for the backward pass's `wide`, `g_wide`, `dwide` and one padded input
-/// gradient.
+/// `y_wide`, and for the backward pass's `g_wide`, then `wide` (dot route only) or `dwide`, and
+/// one padded input gradient.
 fn with_wide<T: Scalar, R>(g: &Geometry, f: impl FnOnce(&mut [T]) -> R) -> R {
     let forward = taps::weights_len::<KB>(g.k, g.ckk()) + g.k * wide_cols(g);
-    let backward = (2 * g.ckk() + g.k) * wide_cols(g) + image_len(g);
+    let backward = (g.ckk() + g.k) * wide_cols(g) + image_len(g);
     let len = forward.max(backward);
     with_thread_buffer(&WIDE, len, len, f)
 }
