@@ -119,6 +119,15 @@ impl Case {
         self.forward_flops() * if self.l.grad_input { 2 } else { 1 }
     }
 
+    /// Flops of the forward pass, or of the backward pass when `backward`.
+    fn flops(&self, backward: bool) -> u64 {
+        if backward {
+            self.backward_flops()
+        } else {
+            self.forward_flops()
+        }
+    }
+
     fn ours_forward(&mut self) {
         let p = self.params();
         conv2d_into(
@@ -402,11 +411,7 @@ fn bench_methods(cr: &mut Criterion) {
             for backward in [false, true] {
                 let op = if backward { "backward" } else { "forward" };
                 let mut group = cr.benchmark_group(format!("conv2d/{}_{op}_method", l.name));
-                group.throughput(Throughput::Elements(if backward {
-                    case.backward_flops()
-                } else {
-                    case.forward_flops()
-                }));
+                group.throughput(Throughput::Elements(case.flops(backward)));
                 for (m, name) in methods(l) {
                     group.bench_function(BenchmarkId::new(name, &label), |b| match backward {
                         false => b.iter(|| case.method_forward(m)),
@@ -432,11 +437,7 @@ fn methods_summary(threads: usize) {
         for n in [32, 256] {
             let mut case = Case::new(l, n);
             for backward in [false, true] {
-                let flops = if backward {
-                    case.backward_flops()
-                } else {
-                    case.forward_flops()
-                } as f64;
+                let flops = case.flops(backward) as f64;
                 let run = |c: &mut Case, side: usize| match backward {
                     false => c.method_forward(ms[side].0),
                     true => c.method_backward(ms[side].0),
@@ -477,11 +478,7 @@ fn summary(threads: usize) {
         for n in [32, 256] {
             let mut case = Case::new(l, n);
             for backward in [false, true] {
-                let flops = if backward {
-                    case.backward_flops()
-                } else {
-                    case.forward_flops()
-                } as f64;
+                let flops = case.flops(backward) as f64;
                 let run = |c: &mut Case, side: usize| match (side, backward) {
                     (0, false) => c.ours_forward(),
                     (0, true) => c.ours_backward(),

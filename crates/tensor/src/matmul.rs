@@ -23,8 +23,8 @@
 //!   zero-padded, whatever the source strides, so the micro-kernel reads contiguous memory;
 //! - `source`: where B's panels come from. Inside the crate, B is anything implementing the
 //!   `PackB` trait — a matrix view (`MatrixB`, the packing above) or a caller that writes the
-//!   `KC × NR` panels itself, e.g. from image windows for an implicit-GEMM convolution
-//!   (`gemm_packed_b`; `tile_shape` gives the running kernel's `MR × NR`). The trait is safe:
+//!   `KC × NR` panels itself, e.g. the shifted convolution's weight gradient, which packs
+//!   image lines (`gemm_packed_b`; the driver passes the running kernel's `NR`). The trait is safe:
 //!   it writes into an ordinary slice, so a wrong implementation gives wrong numbers, never
 //!   undefined behaviour;
 //! - `kernel_*`: the micro-kernels, which keep an `MR × NR` tile of C in registers for the whole
@@ -311,7 +311,7 @@ fn gemm_on_threads<T: Scalar>(
 
 /// `C = alpha·A·B + beta·C` on the calling thread, B's panels written by `b` (e.g. straight from
 /// image windows, for an implicit-GEMM convolution): the packed route with a caller-supplied B.
-/// Makes no rayon call. `b` packs `nr`-column panels with `nr` from [`tile_shape`].
+/// Makes no rayon call. `b` packs panels as wide as the `nr` the driver passes it.
 ///
 /// # Panics
 /// If the shapes do not agree (`a` is `[m, k]`, `b.dim()` is `(k, n)`, `c` is `[m, n]`), or if
@@ -371,9 +371,11 @@ fn finished_without_product<T: Scalar>(
     false
 }
 
-/// `(MR, NR)`: the tile of the micro-kernel that runs `T` products on `kernel`'s packed route.
-/// A [`PackB`] source writes panels `NR` columns wide.
-#[allow(dead_code)] // The crate's implicit-GEMM convolution is its caller.
+/// `(MR, NR)`: the tile of the micro-kernel that runs `T` products on `kernel`'s packed route,
+/// for a [`PackB`] source whose columns are not contiguous (one that reports
+/// [`PackB::columns_contiguous`] may get the AVX2 8 × 8 tile for short products); the driver
+/// always passes the running `NR` to [`PackB::pack`].
+#[allow(dead_code)] // Only the tests ask: sources read `nr` from `pack`.
 pub(crate) fn tile_shape<T: Scalar>(kernel: GemmKernel) -> (usize, usize) {
     fn shape<U, K: MicroKernel<U>>() -> (usize, usize) {
         (K::MR, K::NR)

@@ -130,11 +130,7 @@ pub(super) fn forward<T: Scalar>(
     epi: Option<Epilogue<'_, T>>,
 ) {
     let (in_img, out_img, img) = (g.h * g.w, g.k * g.positions(), image_len(g));
-    let slot_len = if img_stride == 0 {
-        img
-    } else {
-        g.per_chunk * img_stride
-    };
+    let slot_len = g.slot_len(img, img_stride);
     let top = g.p.padding.0 * row_stride(g);
     let isa = GemmKernel::active();
     y.par_chunks_mut(g.per_chunk * out_img)

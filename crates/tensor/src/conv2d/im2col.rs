@@ -147,11 +147,7 @@ pub(super) fn forward<T: Scalar>(
     let (ckk, pos) = (g.ckk(), g.positions());
     let w2 = ArrayView2::from_shape((g.k, ckk), w).expect("weight is [k, c·kh·kw]");
     let (in_img, out_img) = (g.c * g.h * g.w, g.k * pos);
-    let slot_len = if img_stride == 0 {
-        ckk * pos
-    } else {
-        g.per_chunk * img_stride
-    };
+    let slot_len = g.slot_len(ckk * pos, img_stride);
     y.par_chunks_mut(g.per_chunk * out_img)
         .zip(cols.par_chunks_mut(slot_len))
         .zip(pads.par_chunks_mut(pad_len(g)))

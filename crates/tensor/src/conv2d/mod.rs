@@ -366,6 +366,17 @@ impl Geometry {
     fn weight_dim(&self) -> (usize, usize, usize, usize) {
         (self.k, self.c, self.kh, self.kw)
     }
+    /// Length of one chunk's slot of per-image scratch: `one` scalars reused for every image
+    /// when `img_stride` is 0, else one `img_stride` per image of the chunk (kept for the
+    /// backward pass).
+    fn slot_len(&self, one: usize, img_stride: usize) -> usize {
+        if img_stride == 0 {
+            one
+        } else {
+            self.per_chunk * img_stride
+        }
+    }
+
     /// Smallest number of chunks per rayon task: all of them (serial, on the calling thread)
     /// when the whole convolution is too small to pay for threads.
     fn min_chunks_per_task(&self) -> usize {

@@ -93,19 +93,24 @@ fn planes<'a, T: Scalar>(g: &Geometry, x_n: &'a [T], pad: &'a mut [T]) -> &'a [T
     }
 }
 
+/// The taps `(c, u, v)` over `g.c` padded planes of `plane` scalars: tap `(c, u, v)` starts
+/// row `(c, u, v)` of `wide` at `c·plane + u·wp + v` (the one place this offset is derived).
+fn tap_grid(g: &Geometry, plane: usize) -> Taps {
+    Taps {
+        planes: g.c,
+        plane,
+        rows: g.kh,
+        row: padded_width(g),
+        cols: g.kw,
+    }
+}
+
 /// Fills `wide` (`[c·kh·kw, L]`) from the padded planes `img`: row `(c, u, v)` is
 /// `plane_c[u·wp + v ..][..L]`.
 fn build_wide<T: Scalar>(g: &Geometry, img: &[T], wide: &mut [T]) {
-    let (wp, cols) = (padded_width(g), wide_cols(g));
-    let plane = img.len() / g.c;
-    let mut rows = wide.chunks_exact_mut(cols);
-    for p in img.chunks_exact(plane) {
-        for u in 0..g.kh {
-            for v in 0..g.kw {
-                let row = rows.next().expect("wide has c·kh·kw rows");
-                copy_row(row, &p[u * wp + v..][..cols]);
-            }
-        }
+    let (taps, cols) = (tap_grid(g, img.len() / g.c), wide_cols(g));
+    for (t, row) in wide.chunks_exact_mut(cols).enumerate() {
+        copy_row(row, &img[taps.offset(t)..][..cols]);
     }
 }
 
@@ -124,11 +129,7 @@ pub(super) fn forward<T: Scalar>(
     epi: Option<Epilogue<'_, T>>,
 ) {
     let (in_img, out_img) = (g.c * g.h * g.w, g.k * g.positions());
-    let slot_len = if img_stride == 0 {
-        image_len(g)
-    } else {
-        g.per_chunk * img_stride
-    };
+    let slot_len = g.slot_len(image_len(g), img_stride);
     let isa = GemmKernel::active();
     y.par_chunks_mut(g.per_chunk * out_img)
         .zip(images.par_chunks_mut(slot_len))
@@ -174,13 +175,7 @@ fn forward_image<T: Scalar>(
     y_n: &mut [T],
 ) {
     let (ckk, cols, wp) = (g.ckk(), wide_cols(g), padded_width(g));
-    let taps = Taps {
-        planes: g.c,
-        plane: img.len() / g.c,
-        rows: g.kh,
-        row: wp,
-        cols: g.kw,
-    };
+    let taps = tap_grid(g, img.len() / g.c);
     for (k0, wt) in (0..g.k).step_by(KB).zip(wt.chunks_exact(KB * ckk)) {
         let blk = Block::<T, KB> {
             taps,
@@ -262,10 +257,8 @@ impl<T: Scalar> PackB<T> for WideT<'_, T> {
     }
 
     fn pack(&self, pc: usize, kc: usize, jc: usize, nc: usize, nr: usize, dst: &mut [T]) {
-        let (g, wp, plane) = (self.g, padded_width(self.g), self.img.len() / self.g.c);
-        let kk = g.kh * g.kw;
-        let start = |j: usize| (j / kk) * plane + (j % kk / g.kw) * wp + j % g.kw;
-        pack_b_lines(self.img, start, (pc, kc), (jc, nc), nr, dst);
+        let taps = tap_grid(self.g, self.img.len() / self.g.c);
+        pack_b_lines(self.img, |j| taps.offset(j), (pc, kc), (jc, nc), nr, dst);
     }
 }
 
@@ -335,15 +328,10 @@ fn unwiden_input_grad<T: Scalar>(g: &Geometry, dwide: &[T], dimg: &mut [T], dx: 
     let (ph, pw) = g.p.padding;
     dimg.fill(T::zero());
     let plane = dimg.len() / g.c;
-    let mut rows = dwide.chunks_exact(cols);
-    for p in dimg.chunks_exact_mut(plane) {
-        for u in 0..g.kh {
-            for v in 0..g.kw {
-                let row = rows.next().expect("dwide has c·kh·kw rows");
-                for (d, &s) in p[u * wp + v..][..cols].iter_mut().zip(row) {
-                    *d = *d + s;
-                }
-            }
+    let taps = tap_grid(g, plane);
+    for (t, row) in dwide.chunks_exact(cols).enumerate() {
+        for (d, &s) in dimg[taps.offset(t)..][..cols].iter_mut().zip(row) {
+            *d = *d + s;
         }
     }
     for (p, dx_c) in dimg.chunks_exact(plane).zip(dx.chunks_exact_mut(g.h * g.w)) {

@@ -41,6 +41,12 @@ impl Taps {
         self.planes * self.rows * self.cols
     }
 
+    /// The input offset of tap `t` (numbered in the grid's order), `c·plane + u·row + v`.
+    pub(super) fn offset(&self, t: usize) -> usize {
+        let (c, uv) = (t / (self.rows * self.cols), t % (self.rows * self.cols));
+        c * self.plane + uv / self.cols * self.row + uv % self.cols
+    }
+
     /// The source scalars that `n` outputs read: the last tap's offset plus `n` (0 without
     /// taps).
     pub(super) fn reach(&self, n: usize) -> usize {

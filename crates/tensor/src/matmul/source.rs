@@ -1,7 +1,7 @@
 //! Where the packed route gets B's panels from: [`PackB`], implemented by a plain matrix
 //! ([`MatrixB`]) and, inside the crate, by anything else that can write B's `KC × NR` panels
-//! directly — e.g. image windows for an implicit-GEMM convolution, which never materialises the
-//! im2col matrix.
+//! directly — e.g. the shifted convolution's `wideᵀ`, packed straight from image lines so that
+//! the column matrix is never built.
 
 use super::layout::MatRef;
 use super::pack::pack_b;
@@ -15,8 +15,7 @@ use std::marker::PhantomData;
 /// The driver asks for the block of rows `pc..pc + kc` and columns `jc..jc + nc` and hands a
 /// buffer of `nc.div_ceil(nr) · nr · kc` elements: the implementor writes it as `nr`-column
 /// panels, element `(p, j)` of the block at `dst[(j / nr) · kc · nr + p · nr + j % nr]`, and
-/// writes zeros in the columns of the last panel past `nc`. `nr` is the running kernel's `NR`
-/// ([`tile_shape`](super::tile_shape)).
+/// writes zeros in the columns of the last panel past `nc`. `nr` is the running kernel's `NR`.
 ///
 /// The trait is safe: `dst` is an ordinary slice and a wrong implementation gives wrong numbers,
 /// never undefined behaviour. The buffer holds leftovers of earlier calls, so every element must
