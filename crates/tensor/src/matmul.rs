@@ -97,6 +97,8 @@ pub use dispatch::GemmKernel;
 pub(crate) use pack::pack_b_lines;
 pub(crate) use scratch::{with_thread_buffer, ThreadBuffer};
 pub(crate) use source::{MatrixB, PackB};
+#[cfg(target_arch = "x86_64")]
+pub(crate) use transpose_avx2::transpose8;
 
 use crate::shape::{check_shape, Expected};
 use crate::Scalar;

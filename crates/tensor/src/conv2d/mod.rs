@@ -42,6 +42,8 @@ mod direct;
 mod direct_avx2;
 mod fused;
 mod im2col;
+#[cfg(target_arch = "x86_64")]
+mod lanes_avx2;
 mod shifted;
 mod taps;
 #[cfg(target_arch = "x86_64")]

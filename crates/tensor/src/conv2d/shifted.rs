@@ -18,7 +18,10 @@
 //! The forward pass does not build `wide`: `y_wide[k, q] = Σ_{c,u,v} W[k, (c,u,v)] ·
 //! plane_c[u·wp + v + q] + b[k]` is the stride-1 taps kernel (`taps.rs`) reading the planes in
 //! place, in `gemm`'s order (from 0 over `(c, u, v)` ascending, then the bias), so with the
-//! same bits as `W · wide + b` when `c·kh·kw` is within gemm's depth block of 256. Nor does
+//! same bits as `W · wide + b` when `c·kh·kw` is within gemm's depth block of 256. On the AVX2
+//! path with whole blocks of 16 channels, the lanes kernel (`lanes_avx2.rs`, output channels
+//! in the vector lanes) computes the same chains for the real outputs only, skipping the wide
+//! columns ([`ForwardKernel`]). Nor does
 //! the weight gradient: gemm packs `wideᵀ`'s panels straight from the image lines ([`WideT`]),
 //! except on gemm's dot route, which reads a built `wide` in place.
 //!
@@ -29,6 +32,8 @@
 //! adds exact zeros, so every sum has the same terms, in the same order, as im2col's.
 
 use super::fused::{epilogue_chunks, Epilogue, GradOut};
+#[cfg(target_arch = "x86_64")]
+use super::lanes_avx2;
 use super::taps::{self, block_bias, regroup_weights, BiasAt, Block, Taps};
 use super::{copy_row, pad_planes, Geometry, Kept};
 use crate::matmul::{dot_route_pays, gemm_packed_b, pack_b_lines, with_thread_buffer};
@@ -131,6 +136,7 @@ pub(super) fn forward<T: Scalar>(
     let (in_img, out_img) = (g.c * g.h * g.w, g.k * g.positions());
     let slot_len = g.slot_len(image_len(g), img_stride);
     let isa = GemmKernel::active();
+    let kernel = ForwardKernel::choose(isa, g, bias);
     y.par_chunks_mut(g.per_chunk * out_img)
         .zip(images.par_chunks_mut(slot_len))
         .zip(epilogue_chunks(g, epi))
@@ -138,8 +144,8 @@ pub(super) fn forward<T: Scalar>(
         .with_min_len(g.min_chunks_per_task())
         .for_each(|(chunk, ((y, slot), mut epi))| {
             with_wide(g, |scratch| {
-                let (wt, rest) = scratch.split_at_mut(taps::weights_len::<KB>(g.k, g.ckk()));
-                regroup_weights::<T, KB>(w, g.ckk(), wt);
+                let (wt, rest) = scratch.split_at_mut(kernel.weights_len(g));
+                kernel.regroup(g, w, wt);
                 let y_wide = &mut rest[..g.k * wide_cols(g)];
                 for (i, y_n) in y.chunks_exact_mut(out_img).enumerate() {
                     let n = chunk * g.per_chunk + i;
@@ -152,7 +158,7 @@ pub(super) fn forward<T: Scalar>(
                         pad_planes(g, x_n, kept);
                         kept
                     };
-                    forward_image(isa, g, (wt, bias), img, y_wide, y_n);
+                    forward_image((kernel, isa), g, (wt, bias), img, y_wide, y_n);
                     if let Some(epi) = epi.as_mut() {
                         epi.image(i, y_n);
                     }
@@ -161,12 +167,77 @@ pub(super) fn forward<T: Scalar>(
         });
 }
 
+/// The kernel of the forward pass, chosen once per call ([`ForwardKernel::choose`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ForwardKernel {
+    /// [`taps::forward`] over the `L` wide columns, in blocks of [`KB`] channels: any scalar,
+    /// any path.
+    Taps,
+    /// `lanes_avx2::forward` over the `oh·ow` real outputs, 8 channels per vector: `f32` on
+    /// the AVX2 path when the channels come in whole blocks of 8 and the output rows hold a
+    /// run of 8 (LeNet-5's conv2: 16 channels, rows of 10).
+    Lanes,
+}
+
+impl ForwardKernel {
+    /// Lanes where it runs, else taps. Both give the same bits.
+    fn choose<T: Scalar>(isa: GemmKernel, g: &Geometry, bias: Option<ArrayView1<'_, T>>) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if isa == GemmKernel::Avx2
+            && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+            && g.k.is_multiple_of(lanes_avx2::KB)
+            && g.ow >= lanes_avx2::RUN
+            && bias.is_none_or(|b| b.as_slice().is_some())
+            && lanes_avx2::available()
+        {
+            return ForwardKernel::Lanes;
+        }
+        let _ = (isa, g, bias);
+        ForwardKernel::Taps
+    }
+
+    /// Scalars of the weights regrouped for this kernel.
+    fn weights_len(self, g: &Geometry) -> usize {
+        match self {
+            ForwardKernel::Taps => taps::weights_len::<KB>(g.k, g.ckk()),
+            ForwardKernel::Lanes => g.k * g.ckk(),
+        }
+    }
+
+    /// Regroups `w` (`[k, c·kh·kw]`) tap-major in this kernel's channel blocks.
+    fn regroup<T: Scalar>(self, g: &Geometry, w: &[T], wt: &mut [T]) {
+        match self {
+            ForwardKernel::Taps => regroup_weights::<T, KB>(w, g.ckk(), wt),
+            #[cfg(target_arch = "x86_64")]
+            ForwardKernel::Lanes => regroup_weights::<T, { lanes_avx2::KB }>(w, g.ckk(), wt),
+            #[cfg(not(target_arch = "x86_64"))]
+            ForwardKernel::Lanes => unreachable!("the lanes kernel is x86-64 only"),
+        }
+    }
+}
+
 /// One image's output `y_n` (`[k, oh·ow]`) from its padded planes `img` and the weights
-/// regrouped by [`regroup_weights`], on `isa`: per block of [`KB`] channels, one
-/// [`taps::forward`] run over the `L` wide columns, `y_wide[k, q] = Σ_{c,u,v} w[k,c,u,v] ·
-/// plane_c[u·wp + v + q] + b[k]` (bias last: the bits of `gemm`'s `W·wide + b`), then the
-/// output columns `j < ow` of each row of `y_wide` into `y_n`.
+/// regrouped by [`ForwardKernel::regroup`]: `y[k, i, j] = Σ_{c,u,v} w[k,c,u,v] ·
+/// plane_c[(i+u)·wp + j+v] + b[k]`, summed from 0 in tap order with the bias last (the bits of
+/// `gemm`'s `W·wide + b`), by `kernel`.
 fn forward_image<T: Scalar>(
+    (kernel, isa): (ForwardKernel, GemmKernel),
+    g: &Geometry,
+    (wt, bias): (&[T], Option<ArrayView1<'_, T>>),
+    img: &[T],
+    y_wide: &mut [T],
+    y_n: &mut [T],
+) {
+    match kernel {
+        ForwardKernel::Taps => forward_image_taps(isa, g, (wt, bias), img, y_wide, y_n),
+        ForwardKernel::Lanes => forward_image_lanes(g, (wt, bias), img, y_n),
+    }
+}
+
+/// [`forward_image`] by the taps kernel: per block of [`KB`] channels, one [`taps::forward`]
+/// run over the `L` wide columns into `y_wide`, then the output columns `j < ow` of each row
+/// of `y_wide` into `y_n`.
+fn forward_image_taps<T: Scalar>(
     isa: GemmKernel,
     g: &Geometry,
     (wt, bias): (&[T], Option<ArrayView1<'_, T>>),
@@ -196,6 +267,40 @@ fn forward_image<T: Scalar>(
             copy_row(y_row, &yw_row[..g.ow]);
         }
     }
+}
+
+/// [`forward_image`] by the lanes kernel, straight into `y_n` (`f32` only).
+fn forward_image_lanes<T: Scalar>(
+    g: &Geometry,
+    (wt, bias): (&[T], Option<ArrayView1<'_, T>>),
+    img: &[T],
+    y_n: &mut [T],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let f32s = |s| T::as_f32_slice(s).expect("the lanes kernel runs on f32");
+        let bias = bias.map(|b| f32s(b.to_slice().expect("a contiguous bias (choose)")));
+        let lanes = lanes_avx2::Lanes {
+            taps: tap_grid(g, img.len() / g.c),
+            out: lanes_avx2::OutGrid {
+                oh: g.oh,
+                ow: g.ow,
+                wp: padded_width(g),
+            },
+            src: f32s(img),
+            wt: f32s(&wt[..g.k * g.ckk()]),
+            bias,
+        };
+        let y_n = T::as_f32_slice_mut(y_n).expect("the lanes kernel runs on f32");
+        lanes_avx2::forward(&lanes, y_n);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!(
+        "the lanes kernel is x86-64 only: {g:?} {} {} {}",
+        wt.len(),
+        img.len(),
+        y_n.len()
+    );
 }
 
 /// One chunk of the backward pass: overwrites the chunk's partial weight and bias gradients
@@ -386,10 +491,11 @@ mod tests {
             .collect()
     }
 
-    /// The taps forward pass gives the same bits as the `gemm` formulation, on the AVX2 path
-    /// and the portable one: LeNet-5's conv2 (read in place) and shapes with channel counts
-    /// that are not a multiple of the block, wide rows that end mid-vector and padding, with
-    /// and without a bias.
+    /// Both forward kernels give the same bits as the `gemm` formulation, on the AVX2 path and
+    /// the portable one: LeNet-5's conv2 (read in place) and shapes with channel counts that
+    /// are or are not a multiple of either kernel's block, wide rows that end mid-vector,
+    /// output counts that end mid-run (fewer than one run, too) and padding, with and without
+    /// a bias.
     #[test]
     fn forward_equals_the_gemm_of_the_wide_matrix_bit_for_bit() {
         let isas = [GemmKernel::Avx2, GemmKernel::Portable].into_iter();
@@ -397,8 +503,14 @@ mod tests {
             for &(c, k, h, w, kh, kw, ph, pw) in &[
                 (6, 16, 14, 14, 5, 5, 0, 0),
                 (3, 7, 9, 11, 3, 4, 1, 2),
+                (3, 8, 9, 11, 3, 4, 1, 2),
                 (1, 5, 6, 5, 2, 3, 0, 1),
+                (2, 24, 3, 9, 2, 2, 0, 0),
+                (2, 8, 3, 4, 2, 2, 0, 0),
+                (2, 32, 5, 8, 2, 3, 0, 0),
+                (3, 16, 4, 9, 2, 2, 0, 1),
                 (4, 13, 8, 20, 5, 3, 2, 0),
+                (4, 16, 8, 20, 5, 3, 2, 0),
                 (2, 1, 3, 3, 3, 3, 0, 0),
             ] {
                 let p = Conv2dParams {
@@ -406,27 +518,46 @@ mod tests {
                     padding: (ph, pw),
                 };
                 let g = Geometry::new("t", (1, c, h, w), (k, c, kh, kw), p);
-                let f32s =
-                    |a: ndarray::Array4<f64>| a.mapv(|v| v as f32).into_raw_vec_and_offset().0;
-                let (x, wts) = (
-                    f32s(pseudo((1, c, h, w), 1)),
-                    f32s(pseudo((k, c, kh, kw), 2)),
-                );
-                let b: Vec<f32> = (0..k).map(|i| i as f32 * 0.375 - 1.0).collect();
-                let mut pad = vec![f32::NAN; image_len(&g)];
-                let img = planes(&g, &x, &mut pad);
-                let mut wt = vec![f32::NAN; taps::weights_len::<KB>(k, g.ckk())];
-                regroup_weights::<f32, KB>(&wts, g.ckk(), &mut wt);
-                for bias in [Some(&b[..]), None] {
-                    let want = by_gemm(isa, &g, &wts, bias, img);
-                    let mut y_wide = vec![f32::NAN; k * wide_cols(&g)];
-                    let mut y = vec![f32::NAN; k * g.positions()];
-                    let bv = bias.map(ArrayView1::from);
-                    forward_image(isa, &g, (&wt, bv), img, &mut y_wide, &mut y);
-                    let at = format!("{isa:?}, c {c} k {k} {h}×{w} kernel {kh}×{kw} pad {p:?}");
-                    let at = format!("{at}, bias {}", bias.is_some());
-                    same_bits(&y, &want, &at);
-                }
+                let at = format!("{isa:?}, c {c} k {k} {h}×{w} kernel {kh}×{kw} pad {p:?}");
+                forward_case(isa, &g, &at);
+            }
+        }
+    }
+
+    /// One shape of [`forward_equals_the_gemm_of_the_wide_matrix_bit_for_bit`]: the taps
+    /// kernel, and the lanes kernel where it runs, against [`by_gemm`].
+    fn forward_case(isa: GemmKernel, g: &Geometry, at: &str) {
+        let f32s = |a: ndarray::Array4<f64>| a.mapv(|v| v as f32).into_raw_vec_and_offset().0;
+        let (x, wts) = (
+            f32s(pseudo(g.input_dim(), 1)),
+            f32s(pseudo(g.weight_dim(), 2)),
+        );
+        let b: Vec<f32> = (0..g.k).map(|i| i as f32 * 0.375 - 1.0).collect();
+        let mut pad = vec![f32::NAN; image_len(g)];
+        let img = planes(g, &x, &mut pad);
+        let chosen = ForwardKernel::choose::<f32>(isa, g, None);
+        let lanes_runs = chosen == ForwardKernel::Lanes;
+        let fits = g.k.is_multiple_of(16) && g.ow >= 6;
+        assert_eq!(
+            lanes_runs,
+            isa == GemmKernel::Avx2 && fits,
+            "{at}: {chosen:?}"
+        );
+        let kernels = [ForwardKernel::Taps, ForwardKernel::Lanes];
+        for kernel in kernels
+            .into_iter()
+            .filter(|&k| k == ForwardKernel::Taps || lanes_runs)
+        {
+            let mut wt = vec![f32::NAN; kernel.weights_len(g)];
+            kernel.regroup(g, &wts, &mut wt);
+            for bias in [Some(&b[..]), None] {
+                let want = by_gemm(isa, g, &wts, bias, img);
+                let mut y_wide = vec![f32::NAN; g.k * wide_cols(g)];
+                let mut y = vec![f32::NAN; g.k * g.positions()];
+                let bv = bias.map(ArrayView1::from);
+                forward_image((kernel, isa), g, (&wt, bv), img, &mut y_wide, &mut y);
+                let at = format!("{at}, {kernel:?}, bias {}", bias.is_some());
+                same_bits(&y, &want, &at);
             }
         }
     }

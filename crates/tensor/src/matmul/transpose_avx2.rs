@@ -77,7 +77,7 @@ pub(super) unsafe fn interleave_lines(
 /// Three rounds: pairs of rows interleaved, then pairs of pairs, then the 128-bit halves.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+pub(crate) fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
     // a0 b0 a1 b1 | a4 b4 a5 b5,  a2 b2 a3 b3 | a6 b6 a7 b7, and the same for c/d, e/f, g/h
     let ab_lo = _mm256_unpacklo_ps(r[0], r[1]);
     let ab_hi = _mm256_unpackhi_ps(r[0], r[1]);
