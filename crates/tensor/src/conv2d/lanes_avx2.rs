@@ -1,5 +1,6 @@
-//! A stride-1 forward kernel with the output channels in the vector lanes, for `f32` on AVX2 +
-//! FMA: for a block of 16 channels `k0 + b` and a run of 6 outputs `p = i·ow + j`,
+//! Stride-1 convolution kernels with the output channels in the vector lanes, for `f32` on
+//! AVX2 + FMA. The forward pass: for a block of 16 channels `k0 + b` and a run of 6 outputs
+//! `p = i·ow + j`,
 //!
 //! ```text
 //! y[k0+b][p] = Σ_t wt[t][b] · src[base_p + off_t]  (+ bias[k0+b])    base_p = i·wp + j
@@ -13,11 +14,17 @@
 //! each half is transposed in registers (6 outputs × 8 channels, as an 8×8 block) and stored
 //! as 8 channel rows of 6 consecutive outputs.
 //!
+//! The weight gradient (`dW[o][t] = Σ_p g[o][p] · src[base_p + off_t]`, [`weight_grad`]) is
+//! the same loop with taps and outputs in each other's place: 12 accumulators hold 6 taps of
+//! one kernel row × 16 channels, and each output is two loads of its 16 channels' gradient
+//! (from an outputs-major copy) and 6 broadcast inputs.
+//!
 //! Against the taps kernel (`taps.rs`), which puts a run of outputs in the lanes, this one
 //! visits only real outputs: the taps kernel runs over the shifted method's wide columns (136
 //! per 100 outputs in LeNet-5's conv2) and over whole blocks of 6 channels (18 for 16). Each
 //! output is the same chain, from 0 over the taps in order and the bias added last, so the two
-//! give the same bits.
+//! give the same bits; and each weight's gradient is `gemm`'s chain over the outputs in order
+//! (without the wide columns' exact zeros), added to the sum so far as `gemm` adds it.
 
 #![cfg(target_arch = "x86_64")]
 
@@ -208,4 +215,189 @@ unsafe fn run<const FIRST: usize>(
         }
     }
     acc
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weight gradient: the same chains with taps and outputs in each other's place.
+
+/// One image's weight-gradient work, `dwt[t][o] (+)= Σ_p gt[p][o] · src[base_p + off_t]`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct WeightGrad<'a> {
+    pub(super) taps: Taps,
+    pub(super) out: OutGrid,
+    pub(super) src: &'a [f32],
+    /// The output gradient, outputs-major: `[oh·ow, k]` ([`outputs_major`]).
+    pub(super) gt: &'a [f32],
+}
+
+/// Taps per block of the weight gradient: at most one row `(c, u)` of the kernel, so that the
+/// block's inputs are one contiguous run for every output.
+const TAPS_RUN: usize = 6;
+
+/// The weight gradient of one image, tap-major: `dwt[t][o] = Σ_p gt[p][o] ·
+/// src[base_p + off_t]`, summed from 0 over the outputs in order, then added to `dwt` when
+/// `add` (`acc + old`, the order of `gemm`'s `1·acc + 1·c`).
+///
+/// # Panics
+/// Without AVX2 + FMA, or if a buffer is shorter than the taps, outputs or channels need.
+pub(super) fn weight_grad(l: &WeightGrad<'_>, dwt: &mut [f32], add: bool) {
+    assert!(available(), "the lanes kernel needs AVX2 and FMA");
+    let (taps, out) = (l.taps.len(), l.out);
+    assert!(out.oh > 0 && out.ow > 0 && taps > 0, "outputs and taps");
+    assert!(
+        out.wp >= out.ow,
+        "planes at least as wide as the output rows"
+    );
+    let k = l.gt.len() / out.positions();
+    assert!(k > 0 && k.is_multiple_of(KB), "whole blocks of 16 channels");
+    assert_eq!(l.gt.len(), k * out.positions(), "output gradient length");
+    assert_eq!(dwt.len(), taps * k, "weight gradient length");
+    let last_base = out.base(out.positions() - 1);
+    assert!(
+        l.src.len() >= l.taps.reach(last_base + 1),
+        "taps read past the source"
+    );
+    // SAFETY: AVX2 + FMA are available, and the bounds were asserted above.
+    unsafe { weight_grad_avx2(l, dwt, add, k) }
+}
+
+/// # Safety
+/// AVX2 + FMA are available; the bounds asserted by [`weight_grad`].
+#[target_feature(enable = "avx2,fma")]
+unsafe fn weight_grad_avx2(l: &WeightGrad<'_>, dwt: &mut [f32], add: bool, k: usize) {
+    let t = l.taps;
+    for k0 in (0..k).step_by(KB) {
+        for row in 0..t.planes * t.rows {
+            let (c, u) = (row / t.rows, row % t.rows);
+            for v0 in (0..t.cols).step_by(TAPS_RUN) {
+                let n = (t.cols - v0).min(TAPS_RUN);
+                let x = l.src.as_ptr().wrapping_add(c * t.plane + u * t.row + v0);
+                let gt = l.gt.as_ptr().wrapping_add(k0);
+                // SAFETY: the block's taps, read at every output's base, are inside `src`
+                // (the last output's reach was asserted); `gt` holds k per output.
+                let acc = unsafe { tap_run_n(n, l.out, x, (gt, k)) };
+                let first = (row * t.cols + v0) * k + k0;
+                for (j, acc) in acc.iter().enumerate().take(n) {
+                    let dst = &mut dwt[first + j * k..][..KB];
+                    // SAFETY: dst holds the 16 scalars loaded and stored.
+                    unsafe { add_store(acc, dst, add) };
+                }
+            }
+        }
+    }
+}
+
+/// `dst = acc (+ dst)` for one tap's 16 channels.
+///
+/// # Safety
+/// `dst` holds 16 scalars (checked by the slice), and AVX2 is available.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn add_store(acc: &[__m256; NV], dst: &mut [f32], add: bool) {
+    let dst = &mut dst[..KB];
+    for (h, &a) in acc.iter().enumerate() {
+        // SAFETY: lanes h·8 .. h·8 + 8 of the 16-scalar `dst`.
+        unsafe {
+            let p = dst.as_mut_ptr().add(h * LANES);
+            let v = if add {
+                _mm256_add_ps(a, _mm256_loadu_ps(p))
+            } else {
+                a
+            };
+            _mm256_storeu_ps(p, v);
+        }
+    }
+}
+
+/// [`tap_run`] with its tap count `n ≤ 6` as a constant.
+///
+/// # Safety
+/// As [`tap_run`].
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tap_run_n(
+    n: usize,
+    out: OutGrid,
+    x: *const f32,
+    gt: (*const f32, usize),
+) -> [[__m256; NV]; TAPS_RUN] {
+    // SAFETY: the caller's contract.
+    unsafe {
+        match n {
+            1 => tap_run::<1>(out, x, gt),
+            2 => tap_run::<2>(out, x, gt),
+            3 => tap_run::<3>(out, x, gt),
+            4 => tap_run::<4>(out, x, gt),
+            5 => tap_run::<5>(out, x, gt),
+            _ => tap_run::<6>(out, x, gt),
+        }
+    }
+}
+
+/// `acc[v][h][b] = Σ_p gt[p][8h + b] · x[base_p + v]` for `v < N`, over the outputs `p` in
+/// order (the first `N` of the 6 accumulators; the rest stay 0).
+///
+/// # Safety
+/// `x[base_p + v]` is readable for every output `p` and `v < N`, and `gt[p·k ..][..16]` for
+/// every `p`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn tap_run<const N: usize>(
+    out: OutGrid,
+    x: *const f32,
+    (gt, k): (*const f32, usize),
+) -> [[__m256; NV]; TAPS_RUN] {
+    let mut acc = [[_mm256_setzero_ps(); NV]; TAPS_RUN];
+    for i in 0..out.oh {
+        for j in 0..out.ow {
+            // SAFETY: the contract.
+            unsafe {
+                let g = gt.add((i * out.ow + j) * k);
+                let g = [_mm256_loadu_ps(g), _mm256_loadu_ps(g.add(LANES))];
+                let x = x.add(i * out.wp + j);
+                for (v, acc) in acc.iter_mut().enumerate().take(N) {
+                    let xv = _mm256_broadcast_ss(&*x.add(v));
+                    for (a, &g) in acc.iter_mut().zip(&g) {
+                        *a = _mm256_fmadd_ps(g, xv, *a);
+                    }
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// Writes `src` (`[rows, cols]`) transposed into `dst` (`[cols, rows]`), in 8×8 register
+/// blocks where they fit.
+pub(super) fn outputs_major(src: &[f32], rows: usize, dst: &mut [f32]) {
+    assert!(available(), "the lanes kernel needs AVX2 and FMA");
+    assert_eq!(src.len(), dst.len(), "same length");
+    let cols = src.len() / rows.max(1);
+    assert_eq!(src.len(), rows * cols, "whole rows");
+    // SAFETY: AVX2 is available; every access below is a checked slice.
+    unsafe { transpose_avx2(src, (rows, cols), dst) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn transpose_avx2(src: &[f32], (rows, cols): (usize, usize), dst: &mut [f32]) {
+    let (full_r, full_c) = (rows / LANES * LANES, cols / LANES * LANES);
+    for r0 in (0..full_r).step_by(LANES) {
+        for c0 in (0..full_c).step_by(LANES) {
+            let block: [__m256; LANES] = std::array::from_fn(|r| {
+                let s = &src[(r0 + r) * cols + c0..][..LANES];
+                // SAFETY: s holds the 8 scalars loaded.
+                unsafe { _mm256_loadu_ps(s.as_ptr()) }
+            });
+            for (c, v) in transpose8(block).into_iter().enumerate() {
+                let d = &mut dst[(c0 + c) * rows + r0..][..LANES];
+                // SAFETY: d holds the 8 scalars stored.
+                unsafe { _mm256_storeu_ps(d.as_mut_ptr(), v) };
+            }
+        }
+    }
+    // The edges: rows past the last block of 8, and columns past the last block of 8.
+    for r in 0..rows {
+        let from = if r < full_r { full_c } else { 0 };
+        for c in from..cols {
+            dst[c * rows + r] = src[r * cols + c];
+        }
+    }
 }

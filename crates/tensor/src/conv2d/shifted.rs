@@ -18,14 +18,16 @@
 //! The forward pass does not build `wide`: `y_wide[k, q] = Σ_{c,u,v} W[k, (c,u,v)] ·
 //! plane_c[u·wp + v + q] + b[k]` is the stride-1 taps kernel (`taps.rs`) reading the planes in
 //! place, in `gemm`'s order (from 0 over `(c, u, v)` ascending, then the bias), so with the
-//! same bits as `W · wide + b` when `c·kh·kw` is within gemm's depth block of 256. On the AVX2
-//! path with whole blocks of 16 channels, the lanes kernel (`lanes_avx2.rs`, output channels
-//! in the vector lanes) computes the same chains for the real outputs only, skipping the wide
-//! columns ([`ForwardKernel`]). Nor does
+//! same bits as `W · wide + b` when `c·kh·kw` is within gemm's depth block of 256. Nor does
 //! the weight gradient: gemm packs `wideᵀ`'s panels straight from the image lines ([`WideT`]),
 //! except on gemm's dot route, which reads a built `wide` in place.
 //!
-//! It costs `L / (oh·ow)` times im2col's multiply-adds (136/100 for LeNet-5's conv2) and
+//! On the AVX2 path with whole blocks of 16 channels ([`Kernels`]), the forward pass and the
+//! weight gradient run the lanes kernels instead (`lanes_avx2.rs`, 16 output channels in two
+//! vectors): the same chains as above, over the `oh·ow` real outputs only, so without the wide
+//! columns' multiply-adds, the `y_wide` copy or the transposing pack of `wideᵀ`.
+//!
+//! The wide kernels cost `L / (oh·ow)` times im2col's multiply-adds (136/100 for LeNet-5's conv2) and
 //! saves what the profile showed to be dearer: im2col's and col2im's `oh` short rows per column
 //! row, and the batch's columns streamed through memory from the forward to the backward pass
 //! (a training forward keeps only the padded images). The zero gradient of the wide columns
@@ -38,7 +40,7 @@ use super::taps::{self, block_bias, regroup_weights, BiasAt, Block, Taps};
 use super::{copy_row, pad_planes, Geometry, Kept};
 use crate::matmul::{dot_route_pays, gemm_packed_b, pack_b_lines, with_thread_buffer};
 use crate::matmul::{PackB, ThreadBuffer};
-use crate::parallel::sum;
+use crate::parallel::sum as sum_of;
 use crate::{gemm, GemmKernel, Scalar};
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
@@ -69,13 +71,18 @@ pub(super) fn image_len(g: &Geometry) -> usize {
 }
 
 /// Calls `f` with this thread's scratch: room for the forward pass's regrouped weights and
-/// `y_wide`, and for the backward pass's `g_wide`, then `wide` (dot route only) or `dwide`, and
-/// one padded input gradient.
+/// `y_wide`, and for the backward pass's [`WeightGradSum`] buffers, `g_wide`, then `wide` (dot
+/// route only) or `dwide`, and one padded input gradient.
 fn with_wide<T: Scalar, R>(g: &Geometry, f: impl FnOnce(&mut [T]) -> R) -> R {
     let forward = taps::weights_len::<KB>(g.k, g.ckk()) + g.k * wide_cols(g);
-    let backward = (g.ckk() + g.k) * wide_cols(g) + image_len(g);
-    let len = forward.max(backward);
+    let len = forward.max(backward_len(g));
     with_thread_buffer(&WIDE, len, len, f)
+}
+
+/// Thread scratch of the backward pass: [`WeightGradSum`]'s buffers, `g_wide`, `wide` or
+/// `dwide`, and one padded input gradient.
+fn backward_len(g: &Geometry) -> usize {
+    WeightGradSum::<f32>::scratch_len(g) + (g.ckk() + g.k) * wide_cols(g) + image_len(g)
 }
 
 /// Per-chunk scratch of the backward pass: the padded image, when rebuilt from a padded input
@@ -136,7 +143,7 @@ pub(super) fn forward<T: Scalar>(
     let (in_img, out_img) = (g.c * g.h * g.w, g.k * g.positions());
     let slot_len = g.slot_len(image_len(g), img_stride);
     let isa = GemmKernel::active();
-    let kernel = ForwardKernel::choose(isa, g, bias);
+    let kernel = Kernels::choose(isa, g, bias);
     y.par_chunks_mut(g.per_chunk * out_img)
         .zip(images.par_chunks_mut(slot_len))
         .zip(epilogue_chunks(g, epi))
@@ -167,20 +174,23 @@ pub(super) fn forward<T: Scalar>(
         });
 }
 
-/// The kernel of the forward pass, chosen once per call ([`ForwardKernel::choose`]).
+/// The kernels of the forward pass and of the weight gradient, chosen in one place
+/// ([`Kernels::choose`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ForwardKernel {
-    /// [`taps::forward`] over the `L` wide columns, in blocks of [`KB`] channels: any scalar,
-    /// any path.
-    Taps,
-    /// `lanes_avx2::forward` over the `oh·ow` real outputs, 8 channels per vector: `f32` on
-    /// the AVX2 path when the channels come in whole blocks of 8 and the output rows hold a
-    /// run of 8 (LeNet-5's conv2: 16 channels, rows of 10).
+enum Kernels {
+    /// Over the `L` wide columns: the forward pass by [`taps::forward`] in blocks of [`KB`]
+    /// channels, the weight gradient by `gemm`. Any scalar, any path.
+    Wide,
+    /// Over the `oh·ow` real outputs, 16 channels in two vectors (`lanes_avx2.rs`): `f32` on
+    /// the AVX2 path when the channels come in whole blocks of 16 and the output rows hold a
+    /// run of 6 (LeNet-5's conv2: 16 channels, rows of 10).
     Lanes,
 }
 
-impl ForwardKernel {
-    /// Lanes where it runs, else taps. Both give the same bits.
+impl Kernels {
+    /// Lanes where they run, else wide. Both give the same bits (the weight gradient: when
+    /// gemm sums each product in one depth block, as it does up to `L` = 256). `bias` is the
+    /// forward pass's (the lanes kernel reads it as a slice); the backward pass passes `None`.
     fn choose<T: Scalar>(isa: GemmKernel, g: &Geometry, bias: Option<ArrayView1<'_, T>>) -> Self {
         #[cfg(target_arch = "x86_64")]
         if isa == GemmKernel::Avx2
@@ -190,38 +200,38 @@ impl ForwardKernel {
             && bias.is_none_or(|b| b.as_slice().is_some())
             && lanes_avx2::available()
         {
-            return ForwardKernel::Lanes;
+            return Kernels::Lanes;
         }
         let _ = (isa, g, bias);
-        ForwardKernel::Taps
+        Kernels::Wide
     }
 
-    /// Scalars of the weights regrouped for this kernel.
+    /// Scalars of the weights regrouped for this forward kernel.
     fn weights_len(self, g: &Geometry) -> usize {
         match self {
-            ForwardKernel::Taps => taps::weights_len::<KB>(g.k, g.ckk()),
-            ForwardKernel::Lanes => g.k * g.ckk(),
+            Kernels::Wide => taps::weights_len::<KB>(g.k, g.ckk()),
+            Kernels::Lanes => g.k * g.ckk(),
         }
     }
 
-    /// Regroups `w` (`[k, c·kh·kw]`) tap-major in this kernel's channel blocks.
+    /// Regroups `w` (`[k, c·kh·kw]`) tap-major in this forward kernel's channel blocks.
     fn regroup<T: Scalar>(self, g: &Geometry, w: &[T], wt: &mut [T]) {
         match self {
-            ForwardKernel::Taps => regroup_weights::<T, KB>(w, g.ckk(), wt),
+            Kernels::Wide => regroup_weights::<T, KB>(w, g.ckk(), wt),
             #[cfg(target_arch = "x86_64")]
-            ForwardKernel::Lanes => regroup_weights::<T, { lanes_avx2::KB }>(w, g.ckk(), wt),
+            Kernels::Lanes => regroup_weights::<T, { lanes_avx2::KB }>(w, g.ckk(), wt),
             #[cfg(not(target_arch = "x86_64"))]
-            ForwardKernel::Lanes => unreachable!("the lanes kernel is x86-64 only"),
+            Kernels::Lanes => unreachable!("the lanes kernel is x86-64 only"),
         }
     }
 }
 
 /// One image's output `y_n` (`[k, oh·ow]`) from its padded planes `img` and the weights
-/// regrouped by [`ForwardKernel::regroup`]: `y[k, i, j] = Σ_{c,u,v} w[k,c,u,v] ·
+/// regrouped by [`Kernels::regroup`]: `y[k, i, j] = Σ_{c,u,v} w[k,c,u,v] ·
 /// plane_c[(i+u)·wp + j+v] + b[k]`, summed from 0 in tap order with the bias last (the bits of
 /// `gemm`'s `W·wide + b`), by `kernel`.
 fn forward_image<T: Scalar>(
-    (kernel, isa): (ForwardKernel, GemmKernel),
+    (kernel, isa): (Kernels, GemmKernel),
     g: &Geometry,
     (wt, bias): (&[T], Option<ArrayView1<'_, T>>),
     img: &[T],
@@ -229,8 +239,8 @@ fn forward_image<T: Scalar>(
     y_n: &mut [T],
 ) {
     match kernel {
-        ForwardKernel::Taps => forward_image_taps(isa, g, (wt, bias), img, y_wide, y_n),
-        ForwardKernel::Lanes => forward_image_lanes(g, (wt, bias), img, y_n),
+        Kernels::Wide => forward_image_taps(isa, g, (wt, bias), img, y_wide, y_n),
+        Kernels::Lanes => forward_image_lanes(g, (wt, bias), img, y_n),
     }
 }
 
@@ -322,7 +332,9 @@ pub(super) fn backward_chunk<T: Scalar>(
     db.fill(T::zero());
     let first = chunk * g.per_chunk;
     let last = (first + g.per_chunk).min(g.n);
+    let kernels = Kernels::choose::<T>(GemmKernel::active(), g, None);
     with_wide(g, |scratch| {
+        let (mut sum, scratch) = WeightGradSum::new(kernels, g, scratch);
         for n in first..last {
             let img: &[T] = match kept {
                 Kept::Input(x) => planes(g, &x[n * in_img..][..in_img], &mut *image),
@@ -330,18 +342,58 @@ pub(super) fn backward_chunk<T: Scalar>(
                 Kept::Columns(_) => unreachable!("the shifted method never keeps columns"),
             };
             let g_n = go.image(g, n, gbuf);
-            // The chunk's first image overwrites stale scratch.
-            let beta = if n == first { T::zero() } else { T::one() };
             let dx = gi
                 .as_deref_mut()
                 .map(|gi| &mut gi[(n - first) * in_img..][..in_img]);
-            backward_image(g, w, img, g_n, scratch, (dw, beta), dx);
+            // The chunk's first image overwrites stale scratch.
+            backward_image(g, w, img, g_n, scratch, (&mut sum, dw, n == first), dx);
             // db_k += Σ_{i,j} g_n[k, i, j]
             for (b, row) in db.iter_mut().zip(g_n.chunks_exact(g.positions())) {
-                *b = *b + sum(row);
+                *b = *b + sum_of(row);
             }
         }
+        sum.finish(g, dw);
     })
+}
+
+/// Where the images' weight gradients are summed: by `gemm` straight into the chunk's `dw`
+/// (`[k, c·kh·kw]`), or by the lanes kernel into `dwt` (`[c·kh·kw, k]`, tap-major: each tap's
+/// 16 channels are one pair of vectors), copied into `dw` transposed when the chunk ends; `gt`
+/// holds each image's output gradient outputs-major (`[oh·ow, k]`) for it.
+enum WeightGradSum<'a, T> {
+    Gemm,
+    Lanes { dwt: &'a mut [T], gt: &'a mut [T] },
+}
+
+impl<'a, T: Scalar> WeightGradSum<'a, T> {
+    /// The sum for `kernels`, with its buffers taken from the front of `scratch`; the rest of
+    /// `scratch`.
+    fn new(kernels: Kernels, g: &Geometry, scratch: &'a mut [T]) -> (Self, &'a mut [T]) {
+        match kernels {
+            Kernels::Wide => (WeightGradSum::Gemm, scratch),
+            Kernels::Lanes => {
+                let (dwt, rest) = scratch.split_at_mut(g.ckk() * g.k);
+                let (gt, rest) = rest.split_at_mut(g.positions() * g.k);
+                (WeightGradSum::Lanes { dwt, gt }, rest)
+            }
+        }
+    }
+
+    /// Scratch these buffers take: [`Kernels::Lanes`]'s `dwt` and `gt`.
+    fn scratch_len(g: &Geometry) -> usize {
+        (g.ckk() + g.positions()) * g.k
+    }
+
+    /// Leaves the chunk's weight gradient in `dw`.
+    fn finish(&self, g: &Geometry, dw: &mut [T]) {
+        if let WeightGradSum::Lanes { dwt, .. } = self {
+            for (t, row) in dwt.chunks_exact(g.k).enumerate() {
+                for (o, &v) in row.iter().enumerate() {
+                    dw[o * g.ckk() + t] = v;
+                }
+            }
+        }
+    }
 }
 
 /// `wideᵀ` (`[L, c·kh·kw]`) as a gemm B operand packed straight from the padded planes `img`:
@@ -367,21 +419,54 @@ impl<T: Scalar> PackB<T> for WideT<'_, T> {
     }
 }
 
-/// One image's weight gradient, `dw = g_wide·wideᵀ + beta·dw`, and, when `dx` is given, its
-/// input gradient (overwritten).
+/// One image's weight gradient, added to the chunk's `sum` (overwriting it when `first`), and,
+/// when `dx` is given, its input gradient (overwritten).
 fn backward_image<T: Scalar>(
     g: &Geometry,
     w: &[T],
     img: &[T],
     g_n: &[T],
     scratch: &mut [T],
-    (dw, beta): (&mut [T], T),
+    (sum, dw, first): (&mut WeightGradSum<'_, T>, &mut [T], bool),
     dx: Option<&mut [T]>,
 ) {
     let (ckk, cols) = (g.ckk(), wide_cols(g));
     let (g_wide, rest) = scratch.split_at_mut(g.k * cols);
-    widen_grad(g, g_n, g_wide);
-    let g_wide = ArrayView2::from_shape((g.k, cols), &*g_wide).expect("g_wide");
+    let widened = match sum {
+        WeightGradSum::Gemm => {
+            widen_grad(g, g_n, g_wide);
+            let beta = if first { T::zero() } else { T::one() };
+            gemm_weight_grad(g, img, g_wide, rest, (dw, beta));
+            true
+        }
+        WeightGradSum::Lanes { dwt, gt } => {
+            lanes_weight_grad(g, img, g_n, (dwt, gt), !first);
+            false
+        }
+    };
+    if let Some(dx) = dx {
+        if !widened {
+            widen_grad(g, g_n, g_wide);
+        }
+        let (dwide, dimg) = rest.split_at_mut(ckk * cols);
+        let w2 = ArrayView2::from_shape((g.k, ckk), w).expect("weight is [k, c·kh·kw]");
+        let g_wide = ArrayView2::from_shape((g.k, cols), &*g_wide).expect("g_wide");
+        let mut dwide_v = ArrayViewMut2::from_shape((ckk, cols), &mut *dwide).expect("dwide");
+        gemm(T::one(), w2.t(), g_wide, T::zero(), dwide_v.view_mut());
+        unwiden_input_grad(g, dwide, &mut dimg[..image_len(g)], dx);
+    }
+}
+
+/// `dw = g_wide·wideᵀ + beta·dw` by `gemm`, with `wide` built in `rest` on gemm's dot route.
+fn gemm_weight_grad<T: Scalar>(
+    g: &Geometry,
+    img: &[T],
+    g_wide: &[T],
+    rest: &mut [T],
+    (dw, beta): (&mut [T], T),
+) {
+    let (ckk, cols) = (g.ckk(), wide_cols(g));
+    let g_wide = ArrayView2::from_shape((g.k, cols), g_wide).expect("g_wide");
     let mut dw = ArrayViewMut2::from_shape((g.k, ckk), dw).expect("dW part");
     let kernel = GemmKernel::active();
     if dot_route_pays::<T>(kernel, g.k, ckk) {
@@ -401,13 +486,43 @@ fn backward_image<T: Scalar>(
             dw.view_mut(),
         );
     }
-    if let Some(dx) = dx {
-        let (dwide, dimg) = rest.split_at_mut(ckk * cols);
-        let w2 = ArrayView2::from_shape((g.k, ckk), w).expect("weight is [k, c·kh·kw]");
-        let mut dwide_v = ArrayViewMut2::from_shape((ckk, cols), &mut *dwide).expect("dwide");
-        gemm(T::one(), w2.t(), g_wide, T::zero(), dwide_v.view_mut());
-        unwiden_input_grad(g, dwide, &mut dimg[..image_len(g)], dx);
+}
+
+/// `dwt[t][o] = Σ_p g_n[o][p] · img[base_p + off_t] (+ dwt[t][o] when add)` by the lanes
+/// kernel, with `g_n` copied outputs-major into `gt` first (`f32` only).
+fn lanes_weight_grad<T: Scalar>(
+    g: &Geometry,
+    img: &[T],
+    g_n: &[T],
+    (dwt, gt): (&mut [T], &mut [T]),
+    add: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let f32s = |s| T::as_f32_slice(s).expect("the lanes kernel runs on f32");
+        let gt = T::as_f32_slice_mut(gt).expect("the lanes kernel runs on f32");
+        lanes_avx2::outputs_major(f32s(g_n), g.k, gt);
+        let wg = lanes_avx2::WeightGrad {
+            taps: tap_grid(g, img.len() / g.c),
+            out: lanes_avx2::OutGrid {
+                oh: g.oh,
+                ow: g.ow,
+                wp: padded_width(g),
+            },
+            src: f32s(img),
+            gt,
+        };
+        let dwt = T::as_f32_slice_mut(dwt).expect("the lanes kernel runs on f32");
+        lanes_avx2::weight_grad(&wg, dwt, add);
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!(
+        "the lanes kernel is x86-64 only: {g:?} {} {} {} {} {add}",
+        img.len(),
+        g_n.len(),
+        dwt.len(),
+        gt.len()
+    );
 }
 
 /// `g_wide` (`[k, L]`): `g_n[k, i, j]` at `i·wp + j`, zero in the wide columns `j ≥ ow`.
@@ -535,18 +650,18 @@ mod tests {
         let b: Vec<f32> = (0..g.k).map(|i| i as f32 * 0.375 - 1.0).collect();
         let mut pad = vec![f32::NAN; image_len(g)];
         let img = planes(g, &x, &mut pad);
-        let chosen = ForwardKernel::choose::<f32>(isa, g, None);
-        let lanes_runs = chosen == ForwardKernel::Lanes;
+        let chosen = Kernels::choose::<f32>(isa, g, None);
+        let lanes_runs = chosen == Kernels::Lanes;
         let fits = g.k.is_multiple_of(16) && g.ow >= 6;
         assert_eq!(
             lanes_runs,
             isa == GemmKernel::Avx2 && fits,
             "{at}: {chosen:?}"
         );
-        let kernels = [ForwardKernel::Taps, ForwardKernel::Lanes];
+        let kernels = [Kernels::Wide, Kernels::Lanes];
         for kernel in kernels
             .into_iter()
-            .filter(|&k| k == ForwardKernel::Taps || lanes_runs)
+            .filter(|&k| k == Kernels::Wide || lanes_runs)
         {
             let mut wt = vec![f32::NAN; kernel.weights_len(g)];
             kernel.regroup(g, &wts, &mut wt);
@@ -598,5 +713,65 @@ mod tests {
                 assert!(got == want, "{} {c}x{h}x{w}, k {k}", kernel.name());
             }
         }
+    }
+
+    /// The lanes weight gradient (summed tap-major, then transposed) gives the same bits as
+    /// `gemm`'s on the AVX2 path, over three images of a chunk (the first overwrites stale
+    /// scratch), with the input gradient on the same path: LeNet-5's conv2, padding, rows that
+    /// end mid-run, more than 6 taps per kernel row, and 32 channels.
+    #[test]
+    fn weight_grad_by_lanes_equals_gemm_bit_for_bit() {
+        if !GemmKernel::Avx2.is_supported() {
+            eprintln!("skipped: this CPU has no AVX2 + FMA");
+            return;
+        }
+        let cases = [
+            ((6, 14, 14), (16, 5, 5), 0),
+            ((3, 9, 8), (16, 3, 2), 1),
+            ((2, 6, 12), (32, 2, 7), 0),
+        ];
+        for ((c, h, w), (k, kh, kw), pad) in cases {
+            let p = Conv2dParams {
+                stride: (1, 1),
+                padding: (pad, pad),
+            };
+            let g = Geometry::new("test", (3, c, h, w), (k, c, kh, kw), p);
+            assert_eq!(
+                Kernels::choose::<f32>(GemmKernel::Avx2, &g, None),
+                Kernels::Lanes
+            );
+            let at = format!("{c}x{h}x{w}, k {k} {kh}x{kw}, pad {pad}");
+            let (gemm_dw, gemm_dx) = chunk_grads(&g, Kernels::Wide);
+            let (lanes_dw, lanes_dx) = chunk_grads(&g, Kernels::Lanes);
+            same_bits(&lanes_dw, &gemm_dw, &format!("dW, {at}"));
+            same_bits(&lanes_dx, &gemm_dx, &format!("dx, {at}"));
+        }
+    }
+
+    /// The weight gradient of `g.n` pseudo-random images and output gradients summed by
+    /// `kernels` (from a stale, NaN-filled start), and the last image's input gradient.
+    fn chunk_grads(g: &Geometry, kernels: Kernels) -> (Vec<f32>, Vec<f32>) {
+        let val = |i: usize, m: usize| ((i * 7919 + m) % 113) as f32 / 17.0 - 3.0;
+        let w: Vec<f32> = (0..g.k * g.ckk()).map(|i| val(i, 5)).collect();
+        let mut scratch = vec![f32::NAN; backward_len(g)];
+        let (mut sum, rest) = WeightGradSum::new(kernels, g, &mut scratch);
+        let mut dw = vec![f32::NAN; g.k * g.ckk()];
+        let mut dx = vec![f32::NAN; g.c * g.h * g.w];
+        for n in 0..g.n {
+            let img: Vec<f32> = (0..image_len(g)).map(|i| val(i, n)).collect();
+            let g_n: Vec<f32> = (0..g.k * g.positions()).map(|i| val(i, 40 + n)).collect();
+            let first = n == 0;
+            backward_image(
+                g,
+                &w,
+                &img,
+                &g_n,
+                rest,
+                (&mut sum, &mut dw, first),
+                Some(&mut dx),
+            );
+        }
+        sum.finish(g, &mut dw);
+        (dw, dx)
     }
 }
