@@ -226,7 +226,7 @@ pub(super) struct WeightGrad<'a> {
     pub(super) taps: Taps,
     pub(super) out: OutGrid,
     pub(super) src: &'a [f32],
-    /// The output gradient, outputs-major: `[oh·ow, k]` ([`outputs_major`]).
+    /// The output gradient, outputs-major: `[oh·ow, k]` ([`transpose`]d).
     pub(super) gt: &'a [f32],
 }
 
@@ -367,37 +367,39 @@ unsafe fn tap_run<const N: usize>(
 
 /// Writes `src` (`[rows, cols]`) transposed into `dst` (`[cols, rows]`), in 8×8 register
 /// blocks where they fit.
-pub(super) fn outputs_major(src: &[f32], rows: usize, dst: &mut [f32]) {
+pub(super) fn transpose(src: &[f32], rows: usize, dst: &mut [f32]) {
     assert!(available(), "the lanes kernel needs AVX2 and FMA");
     assert_eq!(src.len(), dst.len(), "same length");
     let cols = src.len() / rows.max(1);
     assert_eq!(src.len(), rows * cols, "whole rows");
-    // SAFETY: AVX2 is available; every access below is a checked slice.
-    unsafe { transpose_avx2(src, (rows, cols), dst) }
+    // SAFETY: AVX2 is available; both buffers hold rows·cols scalars.
+    unsafe { transpose_avx2(src.as_ptr(), (rows, cols), dst.as_mut_ptr()) }
 }
 
+/// # Safety
+/// AVX2 is available; `src` and `dst` hold `rows·cols` scalars.
 #[target_feature(enable = "avx2,fma")]
-fn transpose_avx2(src: &[f32], (rows, cols): (usize, usize), dst: &mut [f32]) {
+unsafe fn transpose_avx2(src: *const f32, (rows, cols): (usize, usize), dst: *mut f32) {
     let (full_r, full_c) = (rows / LANES * LANES, cols / LANES * LANES);
-    for r0 in (0..full_r).step_by(LANES) {
-        for c0 in (0..full_c).step_by(LANES) {
-            let block: [__m256; LANES] = std::array::from_fn(|r| {
-                let s = &src[(r0 + r) * cols + c0..][..LANES];
-                // SAFETY: s holds the 8 scalars loaded.
-                unsafe { _mm256_loadu_ps(s.as_ptr()) }
-            });
-            for (c, v) in transpose8(block).into_iter().enumerate() {
-                let d = &mut dst[(c0 + c) * rows + r0..][..LANES];
-                // SAFETY: d holds the 8 scalars stored.
-                unsafe { _mm256_storeu_ps(d.as_mut_ptr(), v) };
+    // SAFETY (every access): row r < rows and column c < cols of the `rows × cols` source,
+    // column c < cols and row r < rows of the `cols × rows` destination.
+    unsafe {
+        for r0 in (0..full_r).step_by(LANES) {
+            for c0 in (0..full_c).step_by(LANES) {
+                let block: [__m256; LANES] =
+                    std::array::from_fn(|r| _mm256_loadu_ps(src.add((r0 + r) * cols + c0)));
+                for (c, v) in transpose8(block).into_iter().enumerate() {
+                    _mm256_storeu_ps(dst.add((c0 + c) * rows + r0), v);
+                }
             }
         }
-    }
-    // The edges: rows past the last block of 8, and columns past the last block of 8.
-    for r in 0..rows {
-        let from = if r < full_r { full_c } else { 0 };
-        for c in from..cols {
-            dst[c * rows + r] = src[r * cols + c];
+        // The edges: columns past the last block of 8 in the block rows, then the rows past
+        // the last block of 8.
+        for r in 0..rows {
+            let from = if r < full_r { full_c } else { 0 };
+            for c in from..cols {
+                *dst.add(c * rows + r) = *src.add(r * cols + c);
+            }
         }
     }
 }

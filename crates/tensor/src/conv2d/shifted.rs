@@ -386,13 +386,13 @@ impl<'a, T: Scalar> WeightGradSum<'a, T> {
 
     /// Leaves the chunk's weight gradient in `dw`.
     fn finish(&self, g: &Geometry, dw: &mut [T]) {
+        #[cfg(target_arch = "x86_64")]
         if let WeightGradSum::Lanes { dwt, .. } = self {
-            for (t, row) in dwt.chunks_exact(g.k).enumerate() {
-                for (o, &v) in row.iter().enumerate() {
-                    dw[o * g.ckk() + t] = v;
-                }
-            }
+            let dwt = T::as_f32_slice(dwt).expect("the lanes kernel runs on f32");
+            let dw = T::as_f32_slice_mut(dw).expect("the lanes kernel runs on f32");
+            lanes_avx2::transpose(dwt, g.ckk(), dw);
         }
+        let _ = (g, dw);
     }
 }
 
@@ -501,7 +501,7 @@ fn lanes_weight_grad<T: Scalar>(
     {
         let f32s = |s| T::as_f32_slice(s).expect("the lanes kernel runs on f32");
         let gt = T::as_f32_slice_mut(gt).expect("the lanes kernel runs on f32");
-        lanes_avx2::outputs_major(f32s(g_n), g.k, gt);
+        lanes_avx2::transpose(f32s(g_n), g.k, gt);
         let wg = lanes_avx2::WeightGrad {
             taps: tap_grid(g, img.len() / g.c),
             out: lanes_avx2::OutGrid {
