@@ -94,6 +94,8 @@ mod source;
 mod transpose_avx2;
 
 pub use dispatch::GemmKernel;
+#[cfg(target_arch = "x86_64")]
+pub(crate) use kernel_avx2::store_first;
 pub(crate) use pack::pack_b_lines;
 pub(crate) use scratch::{with_thread_buffer, ThreadBuffer};
 pub(crate) use source::{MatrixB, PackB};

@@ -29,7 +29,7 @@
 #![cfg(target_arch = "x86_64")]
 
 use super::taps::Taps;
-use crate::matmul::transpose8;
+use crate::matmul::{store_first, transpose8};
 use std::arch::x86_64::*;
 
 /// Output channels per block: two vectors' lanes.
@@ -138,7 +138,6 @@ unsafe fn forward_avx2(l: &Lanes<'_>, y: &mut [f32], k: usize) {
 /// Adds the bias to `acc` and stores `acc[j][h]` lane `b` at `y[(8h + b)·stride + j]`.
 #[target_feature(enable = "avx2,fma")]
 fn store(acc: [[__m256; NV]; RUN], bias: Option<&[f32]>, (y, stride): (&mut [f32], usize)) {
-    let keep = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0); // the RUN = 6 outputs
     for h in 0..NV {
         let mut rows = [_mm256_setzero_ps(); LANES];
         for (r, a) in rows.iter_mut().zip(&acc) {
@@ -151,8 +150,9 @@ fn store(acc: [[__m256; NV]; RUN], bias: Option<&[f32]>, (y, stride): (&mut [f32
         }
         for (b, outs) in transpose8(rows).into_iter().enumerate() {
             let dst = &mut y[(h * LANES + b) * stride..][..RUN];
-            // SAFETY: `keep` selects the first RUN lanes, and dst holds RUN scalars.
-            unsafe { _mm256_maskstore_ps(dst.as_mut_ptr(), keep, outs) };
+            // SAFETY: dst holds the RUN scalars stored (in pieces: a masked store is slow on
+            // AMD cores).
+            unsafe { store_first(dst.as_mut_ptr(), outs, RUN) };
         }
     }
 }

@@ -40,6 +40,8 @@
 mod direct;
 #[cfg(target_arch = "x86_64")]
 mod direct_avx2;
+#[cfg(target_arch = "x86_64")]
+mod dwide_avx2;
 mod fused;
 mod im2col;
 #[cfg(target_arch = "x86_64")]

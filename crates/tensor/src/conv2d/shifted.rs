@@ -25,7 +25,10 @@
 //! On the AVX2 path with whole blocks of 16 channels ([`Kernels`]), the forward pass and the
 //! weight gradient run the lanes kernels instead (`lanes_avx2.rs`, 16 output channels in two
 //! vectors): the same chains as above, over the `oh·ow` real outputs only, so without the wide
-//! columns' multiply-adds, the `y_wide` copy or the transposing pack of `wideᵀ`.
+//! columns' multiply-adds, the `y_wide` copy or the transposing pack of `wideᵀ`. The input
+//! gradient's `dwide` is then made 6 rows at a time by a register-blocked kernel
+//! (`dwide_avx2.rs`: at depth `k` = 16 a `gemm` spends its time packing and writing tiles) and
+//! added to the planes while in L1, in the same order.
 //!
 //! The wide kernels cost `L / (oh·ow)` times im2col's multiply-adds (136/100 for LeNet-5's conv2) and
 //! saves what the profile showed to be dearer: im2col's and col2im's `oh` short rows per column
@@ -34,10 +37,10 @@
 //! adds exact zeros, so every sum has the same terms, in the same order, as im2col's.
 
 use super::fused::{epilogue_chunks, Epilogue, GradOut};
-#[cfg(target_arch = "x86_64")]
-use super::lanes_avx2;
 use super::taps::{self, block_bias, regroup_weights, BiasAt, Block, Taps};
 use super::{copy_row, pad_planes, Geometry, Kept};
+#[cfg(target_arch = "x86_64")]
+use super::{dwide_avx2, lanes_avx2};
 use crate::matmul::{dot_route_pays, gemm_packed_b, pack_b_lines, with_thread_buffer};
 use crate::matmul::{PackB, ThreadBuffer};
 use crate::parallel::sum as sum_of;
@@ -181,9 +184,11 @@ enum Kernels {
     /// Over the `L` wide columns: the forward pass by [`taps::forward`] in blocks of [`KB`]
     /// channels, the weight gradient by `gemm`. Any scalar, any path.
     Wide,
-    /// Over the `oh·ow` real outputs, 16 channels in two vectors (`lanes_avx2.rs`): `f32` on
-    /// the AVX2 path when the channels come in whole blocks of 16 and the output rows hold a
-    /// run of 6 (LeNet-5's conv2: 16 channels, rows of 10).
+    /// `f32` on the AVX2 path when the channels come in whole blocks of 16 and the output rows
+    /// hold a run of 6 (LeNet-5's conv2: 16 channels, rows of 10): the forward pass and the
+    /// weight gradient over the `oh·ow` real outputs, 16 channels in two vectors
+    /// (`lanes_avx2.rs`), and the input gradient's `Wᵀ·g_wide` 6 rows at a time in registers
+    /// (`dwide_avx2.rs`).
     Lanes,
 }
 
@@ -449,11 +454,16 @@ fn backward_image<T: Scalar>(
             widen_grad(g, g_n, g_wide);
         }
         let (dwide, dimg) = rest.split_at_mut(ckk * cols);
+        let dimg = &mut dimg[..image_len(g)];
+        if let WeightGradSum::Lanes { .. } = sum {
+            input_grad_by_rows(g, (w, g_wide), dwide, dimg, dx);
+            return;
+        }
         let w2 = ArrayView2::from_shape((g.k, ckk), w).expect("weight is [k, c·kh·kw]");
         let g_wide = ArrayView2::from_shape((g.k, cols), &*g_wide).expect("g_wide");
         let mut dwide_v = ArrayViewMut2::from_shape((ckk, cols), &mut *dwide).expect("dwide");
         gemm(T::one(), w2.t(), g_wide, T::zero(), dwide_v.view_mut());
-        unwiden_input_grad(g, dwide, &mut dimg[..image_len(g)], dx);
+        unwiden_input_grad(g, dwide, dimg, dx);
     }
 }
 
@@ -544,21 +554,73 @@ fn widen_grad<T: Scalar>(g: &Geometry, g_n: &[T], g_wide: &mut [T]) {
 /// padded planes `dimg` at the offset it was read from, then overwrites `dx` (`[c, h, w]`)
 /// with the planes' inner part.
 fn unwiden_input_grad<T: Scalar>(g: &Geometry, dwide: &[T], dimg: &mut [T], dx: &mut [T]) {
-    let (wp, cols) = (padded_width(g), wide_cols(g));
-    let (ph, pw) = g.p.padding;
     dimg.fill(T::zero());
-    let plane = dimg.len() / g.c;
-    let taps = tap_grid(g, plane);
-    for (t, row) in dwide.chunks_exact(cols).enumerate() {
+    add_wide_rows(g, 0, dwide, dimg);
+    inner_to_dx(g, dimg, dx);
+}
+
+/// Adds rows `t0, t0 + 1, …` of `dwide` (`rows`, `[n, L]`), in order, into the padded planes
+/// `dimg` at the offsets they were read from: `dplane_c[u·wp + v + q] += dwide[(c,u,v), q]`.
+fn add_wide_rows<T: Scalar>(g: &Geometry, t0: usize, rows: &[T], dimg: &mut [T]) {
+    let taps = tap_grid(g, dimg.len() / g.c);
+    let cols = wide_cols(g);
+    for (t, row) in (t0..).zip(rows.chunks_exact(cols)) {
         for (d, &s) in dimg[taps.offset(t)..][..cols].iter_mut().zip(row) {
             *d = *d + s;
         }
     }
+}
+
+/// Overwrites `dx` (`[c, h, w]`) with the inner part of the padded planes `dimg`.
+fn inner_to_dx<T: Scalar>(g: &Geometry, dimg: &[T], dx: &mut [T]) {
+    let (ph, pw) = g.p.padding;
+    let (wp, plane) = (padded_width(g), dimg.len() / g.c);
     for (p, dx_c) in dimg.chunks_exact(plane).zip(dx.chunks_exact_mut(g.h * g.w)) {
         for (r, dx_row) in dx_c.chunks_exact_mut(g.w).enumerate() {
             copy_row(dx_row, &p[(r + ph) * wp + pw..][..g.w]);
         }
     }
+}
+
+/// [`unwiden_input_grad`] of `dwide = Wᵀ·g_wide` with `dwide` made 6 rows at a time by the
+/// AVX2 kernel (`dwide_avx2.rs`) into `rows` and added at once, in the same order (`f32`
+/// only).
+fn input_grad_by_rows<T: Scalar>(
+    g: &Geometry,
+    (w, g_wide): (&[T], &[T]),
+    rows: &mut [T],
+    dimg: &mut [T],
+    dx: &mut [T],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let f32s = |s| T::as_f32_slice(s).expect("the dwide kernel runs on f32");
+        let (ckk, cols) = (g.ckk(), wide_cols(g));
+        let op = dwide_avx2::Operands {
+            w: f32s(w),
+            taps: ckk,
+            g_wide: f32s(g_wide),
+            cols,
+        };
+        dimg.fill(T::zero());
+        for t0 in (0..ckk).step_by(dwide_avx2::TB) {
+            let n = dwide_avx2::TB.min(ckk - t0);
+            let rows = &mut rows[..n * cols];
+            let out = T::as_f32_slice_mut(rows).expect("the dwide kernel runs on f32");
+            dwide_avx2::rows(&op, t0, n, out);
+            add_wide_rows(g, t0, rows, dimg);
+        }
+        inner_to_dx(g, dimg, dx);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!(
+        "the dwide kernel is x86-64 only: {g:?} {} {} {} {} {}",
+        w.len(),
+        g_wide.len(),
+        rows.len(),
+        dimg.len(),
+        dx.len()
+    );
 }
 
 #[cfg(test)]
@@ -715,12 +777,12 @@ mod tests {
         }
     }
 
-    /// The lanes weight gradient (summed tap-major, then transposed) gives the same bits as
-    /// `gemm`'s on the AVX2 path, over three images of a chunk (the first overwrites stale
-    /// scratch), with the input gradient on the same path: LeNet-5's conv2, padding, rows that
-    /// end mid-run, more than 6 taps per kernel row, and 32 channels.
+    /// The lanes weight gradient (summed tap-major, then transposed) and the input gradient by
+    /// rows of `dwide` give the same bits as `gemm`'s on the AVX2 path, over three images of a
+    /// chunk (the first overwrites stale scratch): LeNet-5's conv2, padding, rows that end
+    /// mid-run, wide rows that end mid-vector, more than 6 taps per kernel row, 32 channels.
     #[test]
-    fn weight_grad_by_lanes_equals_gemm_bit_for_bit() {
+    fn backward_by_lanes_equals_gemm_bit_for_bit() {
         if !GemmKernel::Avx2.is_supported() {
             eprintln!("skipped: this CPU has no AVX2 + FMA");
             return;

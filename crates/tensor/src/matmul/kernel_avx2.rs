@@ -307,7 +307,7 @@ unsafe fn store_rows<const R: usize, const NV: usize, const BETA: bool>(
 /// `dst..dst + n` is writable; AVX2.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn store_first(dst: *mut f32, x: __m256, n: usize) {
+pub(crate) unsafe fn store_first(dst: *mut f32, x: __m256, n: usize) {
     let (mut part, mut done) = (_mm256_castps256_ps128(x), 0);
     // SAFETY (each store): lanes done..done + width < n of `dst` are writable.
     unsafe {
