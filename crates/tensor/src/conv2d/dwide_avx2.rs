@@ -13,8 +13,8 @@
 
 #![cfg(target_arch = "x86_64")]
 
-use super::lanes_avx2::available;
 use crate::matmul::store_first;
+use crate::GemmKernel;
 use std::arch::x86_64::*;
 
 /// Taps per block: the rows computed together.
@@ -36,7 +36,10 @@ pub(super) struct Operands<'a> {
 /// # Panics
 /// Without AVX2 + FMA, or if the operands' lengths do not agree or the rows are out of range.
 pub(super) fn rows(op: &Operands<'_>, t0: usize, n: usize, out: &mut [f32]) {
-    assert!(available(), "the dwide kernel needs AVX2 and FMA");
+    assert!(
+        GemmKernel::Avx2.is_supported(),
+        "the dwide kernel needs AVX2 and FMA"
+    );
     let k = op.w.len() / op.taps.max(1);
     assert!(
         op.taps > 0 && op.cols > 0 && k > 0,

@@ -30,6 +30,7 @@
 
 use super::taps::Taps;
 use crate::matmul::{store_first, transpose8};
+use crate::GemmKernel;
 use std::arch::x86_64::*;
 
 /// Output channels per block: two vectors' lanes.
@@ -72,18 +73,16 @@ pub(super) struct Lanes<'a> {
     pub(super) bias: Option<&'a [f32]>,
 }
 
-/// Whether this CPU runs the kernel (AVX2 and FMA).
-pub(super) fn available() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-}
-
 /// Writes the image's outputs `y[k][p]` (`[k, oh·ow]`, `k = wt.len() / (16·taps)`).
 ///
 /// # Panics
 /// Without AVX2 + FMA, if the output rows are narrower than a run (`ow < 6`), or if a buffer
 /// is shorter than the taps, weights or outputs need.
 pub(super) fn forward(l: &Lanes<'_>, y: &mut [f32]) {
-    assert!(available(), "the lanes kernel needs AVX2 and FMA");
+    assert!(
+        GemmKernel::Avx2.is_supported(),
+        "the lanes kernel needs AVX2 and FMA"
+    );
     let (taps, out) = (l.taps.len(), l.out);
     let k = l.wt.len() / (KB * taps.max(1)) * KB;
     assert!(
@@ -241,7 +240,10 @@ const TAPS_RUN: usize = 6;
 /// # Panics
 /// Without AVX2 + FMA, or if a buffer is shorter than the taps, outputs or channels need.
 pub(super) fn weight_grad(l: &WeightGrad<'_>, dwt: &mut [f32], add: bool) {
-    assert!(available(), "the lanes kernel needs AVX2 and FMA");
+    assert!(
+        GemmKernel::Avx2.is_supported(),
+        "the lanes kernel needs AVX2 and FMA"
+    );
     let (taps, out) = (l.taps.len(), l.out);
     assert!(out.oh > 0 && out.ow > 0 && taps > 0, "outputs and taps");
     assert!(
@@ -368,7 +370,10 @@ unsafe fn tap_run<const N: usize>(
 /// Writes `src` (`[rows, cols]`) transposed into `dst` (`[cols, rows]`), in 8×8 register
 /// blocks where they fit.
 pub(super) fn transpose(src: &[f32], rows: usize, dst: &mut [f32]) {
-    assert!(available(), "the lanes kernel needs AVX2 and FMA");
+    assert!(
+        GemmKernel::Avx2.is_supported(),
+        "the lanes kernel needs AVX2 and FMA"
+    );
     assert_eq!(src.len(), dst.len(), "same length");
     let cols = src.len() / rows.max(1);
     assert_eq!(src.len(), rows * cols, "whole rows");

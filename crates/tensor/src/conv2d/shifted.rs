@@ -85,7 +85,13 @@ fn with_wide<T: Scalar, R>(g: &Geometry, f: impl FnOnce(&mut [T]) -> R) -> R {
 /// Thread scratch of the backward pass: [`WeightGradSum`]'s buffers, `g_wide`, `wide` or
 /// `dwide`, and one padded input gradient.
 fn backward_len(g: &Geometry) -> usize {
-    WeightGradSum::<f32>::scratch_len(g) + (g.ckk() + g.k) * wide_cols(g) + image_len(g)
+    let (dwt, gt) = lanes_sum_lens(g);
+    dwt + gt + (g.ckk() + g.k) * wide_cols(g) + image_len(g)
+}
+
+/// Lengths of [`WeightGradSum::Lanes`]'s `dwt` (`[c·kh·kw, k]`) and `gt` (`[oh·ow, k]`).
+fn lanes_sum_lens(g: &Geometry) -> (usize, usize) {
+    (g.ckk() * g.k, g.positions() * g.k)
 }
 
 /// Per-chunk scratch of the backward pass: the padded image, when rebuilt from a padded input
@@ -203,7 +209,6 @@ impl Kernels {
             && g.k.is_multiple_of(lanes_avx2::KB)
             && g.ow >= lanes_avx2::RUN
             && bias.is_none_or(|b| b.as_slice().is_some())
-            && lanes_avx2::available()
         {
             return Kernels::Lanes;
         }
@@ -377,16 +382,12 @@ impl<'a, T: Scalar> WeightGradSum<'a, T> {
         match kernels {
             Kernels::Wide => (WeightGradSum::Gemm, scratch),
             Kernels::Lanes => {
-                let (dwt, rest) = scratch.split_at_mut(g.ckk() * g.k);
-                let (gt, rest) = rest.split_at_mut(g.positions() * g.k);
+                let (dwt_len, gt_len) = lanes_sum_lens(g);
+                let (dwt, rest) = scratch.split_at_mut(dwt_len);
+                let (gt, rest) = rest.split_at_mut(gt_len);
                 (WeightGradSum::Lanes { dwt, gt }, rest)
             }
         }
-    }
-
-    /// Scratch these buffers take: [`Kernels::Lanes`]'s `dwt` and `gt`.
-    fn scratch_len(g: &Geometry) -> usize {
-        (g.ckk() + g.positions()) * g.k
     }
 
     /// Leaves the chunk's weight gradient in `dw`.
@@ -437,34 +438,28 @@ fn backward_image<T: Scalar>(
 ) {
     let (ckk, cols) = (g.ckk(), wide_cols(g));
     let (g_wide, rest) = scratch.split_at_mut(g.k * cols);
-    let widened = match sum {
+    let gemm_sum = matches!(sum, WeightGradSum::Gemm);
+    if gemm_sum || dx.is_some() {
+        widen_grad(g, g_n, g_wide);
+    }
+    match sum {
         WeightGradSum::Gemm => {
-            widen_grad(g, g_n, g_wide);
             let beta = if first { T::zero() } else { T::one() };
             gemm_weight_grad(g, img, g_wide, rest, (dw, beta));
-            true
         }
-        WeightGradSum::Lanes { dwt, gt } => {
-            lanes_weight_grad(g, img, g_n, (dwt, gt), !first);
-            false
-        }
-    };
-    if let Some(dx) = dx {
-        if !widened {
-            widen_grad(g, g_n, g_wide);
-        }
-        let (dwide, dimg) = rest.split_at_mut(ckk * cols);
-        let dimg = &mut dimg[..image_len(g)];
-        if let WeightGradSum::Lanes { .. } = sum {
-            input_grad_by_rows(g, (w, g_wide), dwide, dimg, dx);
-            return;
-        }
-        let w2 = ArrayView2::from_shape((g.k, ckk), w).expect("weight is [k, c·kh·kw]");
-        let g_wide = ArrayView2::from_shape((g.k, cols), &*g_wide).expect("g_wide");
-        let mut dwide_v = ArrayViewMut2::from_shape((ckk, cols), &mut *dwide).expect("dwide");
-        gemm(T::one(), w2.t(), g_wide, T::zero(), dwide_v.view_mut());
-        unwiden_input_grad(g, dwide, dimg, dx);
+        WeightGradSum::Lanes { dwt, gt } => lanes_weight_grad(g, img, g_n, (dwt, gt), !first),
     }
+    let Some(dx) = dx else { return };
+    let (dwide, dimg) = rest.split_at_mut(ckk * cols);
+    let dimg = &mut dimg[..image_len(g)];
+    if !gemm_sum {
+        return input_grad_by_rows(g, (w, g_wide), dwide, dimg, dx);
+    }
+    let w2 = ArrayView2::from_shape((g.k, ckk), w).expect("weight is [k, c·kh·kw]");
+    let g_wide = ArrayView2::from_shape((g.k, cols), &*g_wide).expect("g_wide");
+    let mut dwide_v = ArrayViewMut2::from_shape((ckk, cols), &mut *dwide).expect("dwide");
+    gemm(T::one(), w2.t(), g_wide, T::zero(), dwide_v.view_mut());
+    unwiden_input_grad(g, dwide, dimg, dx);
 }
 
 /// `dw = g_wide·wideᵀ + beta·dw` by `gemm`, with `wide` built in `rest` on gemm's dot route.
@@ -739,6 +734,21 @@ mod tests {
         }
     }
 
+    /// The stride-1 geometry of `n` images `c×h×w`, `k` kernels `kh×kw`, padding `pad` on
+    /// every side.
+    fn stride1(
+        n: usize,
+        (c, h, w): (usize, usize, usize),
+        (k, kh, kw): (usize, usize, usize),
+        pad: usize,
+    ) -> Geometry {
+        let p = Conv2dParams {
+            stride: (1, 1),
+            padding: (pad, pad),
+        };
+        Geometry::new("test", (n, c, h, w), (k, c, kh, kw), p)
+    }
+
     /// Packing `wideᵀ` straight from the image ([`WideT`]) gives the weight gradient the same
     /// bits as packing the built wide matrix's `.t()` view, on every kernel, including edge
     /// panels (`c·kh·kw` not a multiple of the panel width) and padded planes.
@@ -750,11 +760,7 @@ mod tests {
             ((1, 12, 10), (7, 4, 3), 2),
         ];
         for ((c, h, w), (k, kh, kw), pad) in cases {
-            let p = Conv2dParams {
-                stride: (1, 1),
-                padding: (pad, pad),
-            };
-            let g = Geometry::new("test", (1, c, h, w), (k, c, kh, kw), p);
+            let g = stride1(1, (c, h, w), (k, kh, kw), pad);
             let img: Vec<f32> = (0..image_len(&g))
                 .map(|i| ((i * 7919) % 113) as f32 / 17.0 - 3.0)
                 .collect();
@@ -793,11 +799,7 @@ mod tests {
             ((2, 6, 12), (32, 2, 7), 0),
         ];
         for ((c, h, w), (k, kh, kw), pad) in cases {
-            let p = Conv2dParams {
-                stride: (1, 1),
-                padding: (pad, pad),
-            };
-            let g = Geometry::new("test", (3, c, h, w), (k, c, kh, kw), p);
+            let g = stride1(3, (c, h, w), (k, kh, kw), pad);
             assert_eq!(
                 Kernels::choose::<f32>(GemmKernel::Avx2, &g, None),
                 Kernels::Lanes
