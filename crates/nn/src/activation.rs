@@ -31,6 +31,35 @@ impl ActivationKind {
     }
 }
 
+impl ActivationKind {
+    /// `out = f(input)` for arrays of one shape.
+    pub(crate) fn apply<D: Dimension>(
+        self,
+        input: ArrayView<'_, f32, D>,
+        out: ArrayViewMut<'_, f32, D>,
+    ) {
+        match self {
+            ActivationKind::Relu => tensor::relu_into(input, out),
+            ActivationKind::Tanh => tensor::tanh_into(input, out),
+            ActivationKind::Sigmoid => tensor::sigmoid_into(input, out),
+        }
+    }
+
+    /// dL/dinput from the activation's `output` and the upstream gradient `grad_out`.
+    pub(crate) fn backward<D: Dimension>(
+        self,
+        output: ArrayView<'_, f32, D>,
+        grad_out: ArrayView<'_, f32, D>,
+        grad_input: ArrayViewMut<'_, f32, D>,
+    ) {
+        match self {
+            ActivationKind::Relu => tensor::relu_backward_into(output, grad_out, grad_input),
+            ActivationKind::Tanh => tensor::tanh_backward_into(output, grad_out, grad_input),
+            ActivationKind::Sigmoid => tensor::sigmoid_backward_into(output, grad_out, grad_input),
+        }
+    }
+}
+
 impl std::str::FromStr for ActivationKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -56,8 +85,8 @@ impl std::fmt::Display for ActivationKind {
 #[derive(Debug, Clone)]
 pub struct Activation<D: Dimension> {
     kind: ActivationKind,
-    output: Buffer<D>,
-    grad_input: Buffer<D>,
+    pub(crate) output: Buffer<D>,
+    pub(crate) grad_input: Buffer<D>,
 }
 
 impl<D: Dimension> Activation<D> {
@@ -78,12 +107,7 @@ impl<D: Dimension> Activation<D> {
     /// Applies the activation to `input`; the layer keeps the output.
     pub fn forward(&mut self, input: ArrayView<'_, f32, D>) -> ArrayView<'_, f32, D> {
         self.output.set_dim(input.raw_dim());
-        let out = self.output.view_mut();
-        match self.kind {
-            ActivationKind::Relu => tensor::relu_into(input, out),
-            ActivationKind::Tanh => tensor::tanh_into(input, out),
-            ActivationKind::Sigmoid => tensor::sigmoid_into(input, out),
-        }
+        self.kind.apply(input, self.output.view_mut());
         self.output.view()
     }
 
@@ -105,13 +129,8 @@ impl<D: Dimension> Activation<D> {
     /// If `grad_out` is not shaped like the last output.
     pub fn backward(&mut self, grad_out: ArrayView<'_, f32, D>) -> ArrayView<'_, f32, D> {
         self.grad_input.set_dim(self.output.dim());
-        let y = self.output.view();
         let g = self.grad_input.view_mut();
-        match self.kind {
-            ActivationKind::Relu => tensor::relu_backward_into(y, grad_out, g),
-            ActivationKind::Tanh => tensor::tanh_backward_into(y, grad_out, g),
-            ActivationKind::Sigmoid => tensor::sigmoid_backward_into(y, grad_out, g),
-        }
+        self.kind.backward(self.output.view(), grad_out, g);
         self.grad_input.view()
     }
 

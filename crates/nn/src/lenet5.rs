@@ -8,6 +8,7 @@
 
 use crate::activation::{Activation, ActivationKind};
 use crate::conv2d::Conv2d;
+use crate::fc_shards::FcShards;
 use crate::flatten::Flatten;
 use crate::linear::Linear;
 use crate::param::{ParamMut, ParamRef};
@@ -236,6 +237,9 @@ pub struct LeNet5 {
     fc2: Linear,
     act4: Activation<Ix2>,
     fc3: Linear,
+    /// The fully connected layers' gradient slots, one per row shard after the first
+    /// ([`FcShards`]).
+    fc_slots: Vec<f32>,
 }
 
 /// Views of every intermediate result of the last forward pass (names follow the reference
@@ -297,6 +301,7 @@ impl LeNet5 {
             fc2,
             act4: Activation::new(config.activation),
             fc3,
+            fc_slots: Vec::new(),
         }
     }
 
@@ -337,11 +342,13 @@ impl LeNet5 {
         );
         let x = conv_act_pool(pass, &mut self.conv2, &mut self.act2, &mut self.pool2, x);
         let x = self.flatten.forward(x);
-        let x = self.fc1.forward(x);
-        let x = self.act3.forward(x);
-        let x = self.fc2.forward(x);
-        let x = self.act4.forward(x);
-        self.fc3.forward(x)
+        FcShards {
+            fc: [&mut self.fc1, &mut self.fc2, &mut self.fc3],
+            act: [&mut self.act3, &mut self.act4],
+            slots: &mut self.fc_slots,
+        }
+        .forward(x);
+        self.fc3.output()
     }
 
     /// The logits of the last forward pass.
@@ -380,12 +387,13 @@ impl LeNet5 {
         grad_input: bool,
     ) {
         // Each layer's forward input is the previous layer's kept output.
-        self.fc3.backward(self.act4.output(), grad_logits, true);
-        let g = self.act4.backward(self.fc3.grad_input());
-        self.fc2.backward(self.act3.output(), g, true);
-        let g = self.act3.backward(self.fc2.grad_input());
         let flat = self.flatten.forward(self.pool2.output());
-        self.fc1.backward(flat, g, true);
+        FcShards {
+            fc: [&mut self.fc1, &mut self.fc2, &mut self.fc3],
+            act: [&mut self.act3, &mut self.act4],
+            slots: &mut self.fc_slots,
+        }
+        .backward(flat, grad_logits);
         let g = self
             .flatten
             .backward(self.fc1.grad_input(), self.pool2.output().dim());

@@ -27,6 +27,7 @@ pub mod checkpoint;
 pub mod conv2d;
 pub mod data;
 pub mod evaluate;
+mod fc_shards;
 pub mod flatten;
 pub mod init;
 pub mod inspect;

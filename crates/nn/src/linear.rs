@@ -11,9 +11,9 @@ use tensor::{linear_backward_into, linear_into};
 /// A fully connected layer with bias.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    wb: WeightBias<2>,
-    output: Buffer<Ix2>,
-    grad_input: Buffer<Ix2>,
+    pub(crate) wb: WeightBias<2>,
+    pub(crate) output: Buffer<Ix2>,
+    pub(crate) grad_input: Buffer<Ix2>,
 }
 
 impl Linear {
