@@ -263,39 +263,29 @@ fn backward_shard(
     [gi3, ga2, gi2, ga1, gi1]: [&mut [f32]; 5],
     [dw1, db1, dw2, db2, dw3, db3]: [&mut [f32]; 6],
 ) {
-    let [h1, _, h2, _, out] = p.widths();
-    let fin = p.w[0].ncols();
-    let (a1, a2) = (rows(a1, h1), rows(a2, h2));
-    let (w1, w2, w3) = (p.w[0], p.w[1], p.w[2]);
-    let gi = Some(rows_mut(gi3, h2));
-    linear_backward_into(
-        a2,
-        w3,
-        rows(g, out),
-        gi,
-        rows_mut(dw3, h2),
-        Some(db3.into()),
-    );
-    p.act.backward(a2, rows(gi3, h2), rows_mut(ga2, h2));
-    let gi = Some(rows_mut(gi2, h1));
-    linear_backward_into(
-        a1,
-        w2,
-        rows(ga2, h2),
-        gi,
-        rows_mut(dw2, h1),
-        Some(db2.into()),
-    );
-    p.act.backward(a1, rows(gi2, h1), rows_mut(ga1, h1));
-    let (x, gi) = (rows(x, fin), Some(rows_mut(gi1, fin)));
-    linear_backward_into(
-        x,
-        w1,
-        rows(ga1, h1),
-        gi,
-        rows_mut(dw1, fin),
-        Some(db1.into()),
-    );
+    let [h1, _, h2, _, _] = p.widths();
+    let [w1, w2, w3] = p.w;
+    layer_backward(a2, w3, g, gi3, [dw3, db3]);
+    p.act
+        .backward(rows(a2, h2), rows(gi3, h2), rows_mut(ga2, h2));
+    layer_backward(a1, w2, ga2, gi2, [dw2, db2]);
+    p.act
+        .backward(rows(a1, h1), rows(gi2, h1), rows_mut(ga1, h1));
+    layer_backward(x, w1, ga1, gi1, [dw1, db1]);
+}
+
+/// One layer's backward pass on a shard: from its input rows `x` and output-gradient rows `g`,
+/// its input-gradient rows into `gi` and its weight and bias gradients into `dw`, `db`.
+fn layer_backward(
+    x: &[f32],
+    w: ArrayView2<'_, f32>,
+    g: &[f32],
+    gi: &mut [f32],
+    [dw, db]: [&mut [f32]; 2],
+) {
+    let (fout, fin) = w.dim();
+    let (x, g, gi) = (rows(x, fin), rows(g, fout), rows_mut(gi, fin));
+    linear_backward_into(x, w, g, Some(gi), rows_mut(dw, fin), Some(db.into()));
 }
 
 #[cfg(test)]
