@@ -32,7 +32,7 @@ const MAX_SHARDS: usize = 4;
 
 /// Rows per shard for a batch of `n` (a function of `n` alone): batch 32 is two shards of
 /// 16, batch 256 four of 64, anything below 32 one shard.
-fn shard_rows(n: usize) -> usize {
+pub(crate) fn shard_rows(n: usize) -> usize {
     let shards = (n / MIN_ROWS).clamp(1, MAX_SHARDS);
     n.div_ceil(shards).max(1)
 }
@@ -117,9 +117,11 @@ fn split_mut<const N: usize>(mut s: &mut [f32], lens: [usize; N]) -> [&mut [f32]
 }
 
 impl FcShards<'_> {
-    /// The forward pass of `x` (`[n, in]`, contiguous): every layer's output for all rows,
-    /// kept in the layers' buffers as [`Linear::forward`] and [`Activation::forward`] keep it.
-    pub(crate) fn forward(self, x: ArrayView2<'_, f32>) {
+    /// The forward pass of `x` (`[n, in]`, contiguous) in shards of `r` rows (the last one
+    /// shorter): every layer's output for all rows, kept in the layers' buffers as
+    /// [`Linear::forward`] and [`Activation::forward`] keep it. Each row's outputs are the same
+    /// whatever `r` is, except that a product of at most 12 rows may take gemm's other route.
+    pub(crate) fn forward(self, x: ArrayView2<'_, f32>, r: usize) {
         let n = x.nrows();
         let x = x.as_slice().expect("fc1's input is contiguous");
         let [fc1, fc2, fc3] = self.fc;
@@ -137,7 +139,6 @@ impl FcShards<'_> {
             buf.set_dim(Ix2(n, widths.next().expect("five widths")));
             buf.as_mut_slice()
         });
-        let r = shard_rows(n);
         if r >= n {
             return forward_shard(p, x, [h1, a1, h2, a2, y]);
         }
@@ -378,7 +379,7 @@ mod tests {
                     .unwrap();
                 let mut got = start.clone();
                 pool.install(|| {
-                    shards(&mut got).forward(x.view());
+                    shards(&mut got).forward(x.view(), shard_rows(n));
                     shards(&mut got).backward(x.view(), g.view());
                 });
                 let slots = n.div_ceil(shard_rows(n)) - 1;

@@ -8,7 +8,7 @@
 
 use crate::activation::{Activation, ActivationKind};
 use crate::conv2d::Conv2d;
-use crate::fc_shards::FcShards;
+use crate::fc_shards::{shard_rows, FcShards};
 use crate::flatten::Flatten;
 use crate::linear::Linear;
 use crate::param::{ParamMut, ParamRef};
@@ -333,6 +333,14 @@ impl LeNet5 {
 
     /// The one forward pass of [`LeNet5::forward`] and [`LeNet5::forward_inference`].
     fn forward_pass(&mut self, input: ArrayView4<'_, f32>, pass: Pass) -> ArrayView2<'_, f32> {
+        self.convolutions(input, pass);
+        let (x, fc) = self.fc_parts();
+        fc.forward(x, shard_rows(x.nrows()));
+        self.fc3.output()
+    }
+
+    /// Both `conv → act → pool` blocks: pool2's output is fc1's input.
+    fn convolutions(&mut self, input: ArrayView4<'_, f32>, pass: Pass) {
         let x = conv_act_pool(
             pass,
             &mut self.conv1,
@@ -340,15 +348,34 @@ impl LeNet5 {
             &mut self.pool1,
             input,
         );
-        let x = conv_act_pool(pass, &mut self.conv2, &mut self.act2, &mut self.pool2, x);
-        let x = self.flatten.forward(x);
-        FcShards {
+        conv_act_pool(pass, &mut self.conv2, &mut self.act2, &mut self.pool2, x);
+    }
+
+    /// The first half of [`LeNet5::forward_inference`]: the convolution blocks, up to fc1's
+    /// input `[n, c2·5·5]` (pool2's output, flattened).
+    pub(crate) fn features_inference(&mut self, input: ArrayView4<'_, f32>) -> ArrayView2<'_, f32> {
+        self.convolutions(input, Pass::Inference);
+        self.flatten.forward(self.pool2.output())
+    }
+
+    /// The second half: the logits of `features` (fc1's input rows, as
+    /// [`LeNet5::features_inference`] gives them), all rows in one product per layer on the
+    /// calling thread. The evaluator gathers the features of several shards for it.
+    pub(crate) fn classify(&mut self, features: ArrayView2<'_, f32>) -> ArrayView2<'_, f32> {
+        let (_, fc) = self.fc_parts();
+        fc.forward(features, features.nrows());
+        self.fc3.output()
+    }
+
+    /// pool2's flattened output and the fully connected layers, borrowed apart.
+    fn fc_parts(&mut self) -> (ArrayView2<'_, f32>, FcShards<'_>) {
+        let x = self.flatten.forward(self.pool2.output());
+        let fc = FcShards {
             fc: [&mut self.fc1, &mut self.fc2, &mut self.fc3],
             act: [&mut self.act3, &mut self.act4],
             slots: &mut self.fc_slots,
-        }
-        .forward(x);
-        self.fc3.output()
+        };
+        (x, fc)
     }
 
     /// The logits of the last forward pass.
@@ -387,13 +414,8 @@ impl LeNet5 {
         grad_input: bool,
     ) {
         // Each layer's forward input is the previous layer's kept output.
-        let flat = self.flatten.forward(self.pool2.output());
-        FcShards {
-            fc: [&mut self.fc1, &mut self.fc2, &mut self.fc3],
-            act: [&mut self.act3, &mut self.act4],
-            slots: &mut self.fc_slots,
-        }
-        .backward(flat, grad_logits);
+        let (flat, fc) = self.fc_parts();
+        fc.backward(flat, grad_logits);
         let g = self
             .flatten
             .backward(self.fc1.grad_input(), self.pool2.output().dim());
