@@ -117,13 +117,14 @@ fn split_mut<const N: usize>(mut s: &mut [f32], lens: [usize; N]) -> [&mut [f32]
 }
 
 impl FcShards<'_> {
-    /// The forward pass of `x` (`[n, in]`, contiguous) in shards of `r` rows (the last one
+    /// The forward pass of `x` (`[n, in]`) in shards of `r` rows (the last one
     /// shorter): every layer's output for all rows, kept in the layers' buffers as
     /// [`Linear::forward`] and [`Activation::forward`] keep it. Each row's outputs are the same
     /// whatever `r` is, except that a product of at most 12 rows may take gemm's other route.
     pub(crate) fn forward(self, x: ArrayView2<'_, f32>, r: usize) {
         let n = x.nrows();
-        let x = x.as_slice().expect("fc1's input is contiguous");
+        let x = x.as_standard_layout();
+        let x = x.as_slice().expect("standard layout");
         let [fc1, fc2, fc3] = self.fc;
         let [act3, act4] = self.act;
         let (p, _) = split_params([&mut fc1.wb, &mut fc2.wb, &mut fc3.wb], act3.kind());
@@ -174,10 +175,9 @@ impl FcShards<'_> {
     /// layers' buffers (fc1's is dL/dx) as [`Linear::backward`] and [`Activation::backward`] do.
     pub(crate) fn backward(self, x: ArrayView2<'_, f32>, grad_y: ArrayView2<'_, f32>) {
         let n = x.nrows();
-        let x = x.as_slice().expect("fc1's input is contiguous");
-        let g = grad_y
-            .as_slice()
-            .expect("the logits' gradient is contiguous");
+        let (x, g) = (x.as_standard_layout(), grad_y.as_standard_layout());
+        let (x, g) = (x.as_slice(), g.as_slice());
+        let (x, g) = (x.expect("standard layout"), g.expect("standard layout"));
         let [fc1, fc2, fc3] = self.fc;
         let [act3, act4] = self.act;
         let (p, first) = split_params([&mut fc1.wb, &mut fc2.wb, &mut fc3.wb], act3.kind());
@@ -378,9 +378,11 @@ mod tests {
                     .build()
                     .unwrap();
                 let mut got = start.clone();
+                // the gradient handed over column-major: any layout is read correctly
+                let g_cols = g.t().as_standard_layout().into_owned();
                 pool.install(|| {
                     shards(&mut got).forward(x.view(), shard_rows(n));
-                    shards(&mut got).backward(x.view(), g.view());
+                    shards(&mut got).backward(x.view(), g_cols.t());
                 });
                 let slots = n.div_ceil(shard_rows(n)) - 1;
                 assert!(got.2.len() >= slots * 59_134, "n = {n}: {slots} slots");
