@@ -229,9 +229,21 @@ unsafe fn tile_rn<A: ARows<f32>, const R: usize, const NV: usize>(
         (ap, bp) = (ap.ahead(4), bp.wrapping_offset(4 * b_ks));
     }
 
-    // The sums leave the registers through a local copy, in one straight run of stores: the
-    // branchy write-out below then indexes memory, not the accumulators, which keeps them in
-    // registers for the whole `k` loop.
+    if csc == 1 && cols == NV * LANES {
+        // A full tile of a row-major C: straight from the registers, every index a constant.
+        // SAFETY: row-major C covers R × NV·8 (tile contract).
+        unsafe {
+            if beta == 0.0 {
+                store_full::<R, NV, false>(&acc, alpha, beta, c, rsc)
+            } else {
+                store_full::<R, NV, true>(&acc, alpha, beta, c, rsc)
+            }
+        }
+        return;
+    }
+    // Edge tiles and strided C: the sums leave the registers through a local copy, in one
+    // straight run of stores: the branchy write-out below then indexes memory, not the
+    // accumulators, which keeps them in registers for the whole `k` loop.
     let mut sums = [[0.0f32; 16]; 8];
     for r in 0..R {
         for v in 0..NV {
@@ -251,6 +263,42 @@ unsafe fn tile_rn<A: ARows<f32>, const R: usize, const NV: usize>(
             store_rows::<R, NV, false>(&sums, alpha, beta, c, rsc, cols)
         } else {
             store_rows::<R, NV, true>(&sums, alpha, beta, c, rsc, cols)
+        }
+    }
+}
+
+/// Writes `alpha · acc + beta · C` (`BETA`), or `alpha · acc` (not `BETA`: C is not read), into
+/// a full `R × NV·8` tile of a row-major C: one vector store per row and vector, the same
+/// roundings as [`store_rows`]. `alpha == 1` skips its product, which is exact.
+///
+/// # Safety
+/// `c + r · rsc + j` is writable for `r < R`, `j < NV · 8`; AVX2.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn store_full<const R: usize, const NV: usize, const BETA: bool>(
+    acc: &[[__m256; NV]; R],
+    alpha: f32,
+    beta: f32,
+    c: *mut f32,
+    rsc: isize,
+) {
+    let (alpha_v, beta_v) = (_mm256_set1_ps(alpha), _mm256_set1_ps(beta));
+    let scale = alpha != 1.0;
+    for (r, row) in acc.iter().enumerate() {
+        for (v, &sum) in row.iter().enumerate() {
+            // SAFETY: element (r, v·8..v·8 + 8) is inside the tile.
+            unsafe {
+                let cp = c.offset(r as isize * rsc).add(v * LANES);
+                let mut x = if scale {
+                    _mm256_mul_ps(alpha_v, sum)
+                } else {
+                    sum
+                };
+                if BETA {
+                    x = _mm256_add_ps(x, _mm256_mul_ps(beta_v, _mm256_loadu_ps(cp)));
+                }
+                _mm256_storeu_ps(cp, x);
+            }
         }
     }
 }
