@@ -8,8 +8,11 @@
 //! starts. A row strip of tiles runs in one call (`strip_r`), so shallow products pay the
 //! dispatch once per strip. Edge tiles are compiled per row count (`R`) and vector count
 //! (`NV`); partial columns use masked loads, and stores of 4, 2 and 1 lanes (masked stores are
-//! slow on AMD cores). Every element of C gets the same chain of fused multiply-adds in either
-//! shape, so the choice never changes a bit.
+//! slow on AMD cores). A row-major C is written straight from the accumulators when the tile is
+//! full or one vector wide (every index a constant); other tiles, and a strided C, go through a
+//! local copy of the sums (a write-out that indexes the accumulators at run time spills them
+//! out of the `k` loop's registers). Every element of C gets the same chain of fused
+//! multiply-adds in either shape, so the choice never changes a bit.
 
 use super::kernel::{with_a_rows, write_tile, ARows, ATile, BPanels, MicroKernel, Panel};
 use std::arch::x86_64::*;
@@ -229,9 +232,23 @@ unsafe fn tile_rn<A: ARows<f32>, const R: usize, const NV: usize>(
         (ap, bp) = (ap.ahead(4), bp.wrapping_offset(4 * b_ks));
     }
 
-    // The sums leave the registers through a local copy, in one straight run of stores: the
-    // branchy write-out below then indexes memory, not the accumulators, which keeps them in
-    // registers for the whole `k` loop.
+    if csc == 1 && (cols == NV * LANES || NV == 1) {
+        // A full tile of a row-major C, or one vector wide: straight from the registers, every
+        // index a constant.
+        let last = cols - (NV - 1) * LANES;
+        // SAFETY: row-major C covers R × cols (tile contract).
+        unsafe {
+            if beta == 0.0 {
+                store_acc::<R, NV, false>(&acc, alpha, beta, c, rsc, last)
+            } else {
+                store_acc::<R, NV, true>(&acc, alpha, beta, c, rsc, last)
+            }
+        }
+        return;
+    }
+    // Edge tiles and strided C: the sums leave the registers through a local copy, in one
+    // straight run of stores: the branchy write-out below then indexes memory, not the
+    // accumulators, which keeps them in registers for the whole `k` loop.
     let mut sums = [[0.0f32; 16]; 8];
     for r in 0..R {
         for v in 0..NV {
@@ -251,6 +268,60 @@ unsafe fn tile_rn<A: ARows<f32>, const R: usize, const NV: usize>(
             store_rows::<R, NV, false>(&sums, alpha, beta, c, rsc, cols)
         } else {
             store_rows::<R, NV, true>(&sums, alpha, beta, c, rsc, cols)
+        }
+    }
+}
+
+/// Writes `alpha · acc + beta · C` (`BETA`), or `alpha · acc` (not `BETA`: C is not read), into
+/// the `R × cols` tile of a row-major C whose last vector has `last` live lanes (`cols =
+/// (NV − 1)·8 + last`, `1 <= last <= 8`), straight from the accumulators: one vector store per
+/// row and vector (a partial one in pieces, see [`store_first`]), the same roundings as
+/// [`store_rows`]. `alpha == 1` skips its product, which is exact.
+///
+/// # Safety
+/// `c + r · rsc + j` is writable for `r < R`, `j < (NV − 1) · 8 + last`; AVX2.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn store_acc<const R: usize, const NV: usize, const BETA: bool>(
+    acc: &[[__m256; NV]; R],
+    alpha: f32,
+    beta: f32,
+    c: *mut f32,
+    rsc: isize,
+    last: usize,
+) {
+    let (alpha_v, beta_v) = (_mm256_set1_ps(alpha), _mm256_set1_ps(beta));
+    let scale = alpha != 1.0;
+    // Lane l of the last vector is live when l < last (sign bit set in the mask).
+    let mask = _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(last as i32),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    );
+    for (r, row) in acc.iter().enumerate() {
+        for (v, &sum) in row.iter().enumerate() {
+            // SAFETY: the lanes read and written (all 8, or the `last` live ones of the last
+            // vector) are columns of row r inside the tile.
+            unsafe {
+                let cp = c.offset(r as isize * rsc).add(v * LANES);
+                let mut x = if scale {
+                    _mm256_mul_ps(alpha_v, sum)
+                } else {
+                    sum
+                };
+                if v + 1 == NV && last < LANES {
+                    // Only the live lanes are read (masked load) and written.
+                    if BETA {
+                        let old = _mm256_maskload_ps(cp, mask);
+                        x = _mm256_add_ps(x, _mm256_mul_ps(beta_v, old));
+                    }
+                    store_first(cp, x, last);
+                    continue;
+                }
+                if BETA {
+                    x = _mm256_add_ps(x, _mm256_mul_ps(beta_v, _mm256_loadu_ps(cp)));
+                }
+                _mm256_storeu_ps(cp, x);
+            }
         }
     }
 }
