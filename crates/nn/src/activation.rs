@@ -29,9 +29,7 @@ impl ActivationKind {
             ActivationKind::Sigmoid => "sigmoid",
         }
     }
-}
 
-impl ActivationKind {
     /// `out = f(input)` for arrays of one shape.
     pub(crate) fn apply<D: Dimension>(
         self,

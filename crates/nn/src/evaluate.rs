@@ -46,7 +46,7 @@ pub struct Evaluator {
 struct Worker {
     model: LeNet5,
     tally: Tally,
-    /// `[FC_BLOCK, c2·5·5]`, grown on first use.
+    /// `[FC_BLOCK, c2·5·5]`.
     features: Vec<f32>,
 }
 
@@ -129,10 +129,12 @@ impl Evaluator {
         let threads = rayon::current_num_threads().max(1);
         let config = model.config();
         if self.workers.len() != threads || self.workers[0].model.config() != config {
+            // fc1.weight is [h1, c2·5·5]: a block's features are FC_BLOCK rows of its width
+            let width = config.param_shapes()[4][1];
             let worker = |_| Worker {
                 model: LeNet5::zeros(config),
                 tally: Tally::default(),
-                features: Vec::new(),
+                features: vec![0.0; FC_BLOCK * width],
             };
             self.workers = (0..threads).map(worker).collect();
         }
@@ -170,17 +172,14 @@ impl Worker {
     /// connected layers once; each shard's summed loss into `losses`, predictions into the tally.
     fn block(&mut self, images: &[f32], labels: &[usize], losses: &mut [f64]) {
         let n = labels.len();
-        let mut width = 0;
-        for (i, x) in images.chunks(SHARD * IMAGE_LEN).enumerate() {
+        let width = self.features.len() / FC_BLOCK;
+        let rows = self.features.chunks_exact_mut(SHARD * width);
+        for (x, rows) in images.chunks(SHARD * IMAGE_LEN).zip(rows) {
             let x = ArrayView4::from_shape((x.len() / IMAGE_LEN, 1, IMAGE_SIZE, IMAGE_SIZE), x)
                 .expect("a shard of the batch buffer");
             let f = self.model.features_inference(x);
             let f = f.as_slice().expect("pool2's output is contiguous");
-            width = f.len() / x.dim().0;
-            if self.features.len() < FC_BLOCK * width {
-                self.features.resize(FC_BLOCK * width, 0.0);
-            }
-            self.features[i * SHARD * width..][..f.len()].copy_from_slice(f);
+            rows[..f.len()].copy_from_slice(f);
         }
         let features = ArrayView2::from_shape((n, width), &self.features[..n * width])
             .expect("the block's features");

@@ -66,6 +66,11 @@ impl Params<'_> {
         let [b1, b2, b3] = self.b.map(|b| b.len());
         [w1, b1, w2, b2, w3, b3]
     }
+
+    /// Scalars of one shard's gradient slot: the six gradients end to end.
+    fn slot_len(&self) -> usize {
+        self.grad_lens().iter().sum()
+    }
 }
 
 /// Splits each layer's parameters into what every shard reads (weights and biases, as
@@ -200,14 +205,11 @@ impl FcShards<'_> {
         if r >= n {
             return backward_shard(p, ins, outs, first);
         }
-        let lens = p.grad_lens();
-        let slot = lens.iter().sum::<usize>();
-        let shards = n.div_ceil(r);
-        if self.slots.len() < (shards - 1) * slot {
-            self.slots.resize((shards - 1) * slot, 0.0);
+        let len = (n.div_ceil(r) - 1) * p.slot_len();
+        if self.slots.len() < len {
+            self.slots.resize(len, 0.0);
         }
-        let slots = &mut self.slots[..(shards - 1) * slot];
-        backward_sharded(p, r, ins, outs, first, slots, lens);
+        backward_sharded(p, r, ins, outs, first, &mut self.slots[..len]);
     }
 }
 
@@ -219,9 +221,8 @@ fn backward_sharded(
     r: usize,
     [x, a1, a2, g]: [&[f32]; 4],
     [gi3, ga2, gi2, ga1, gi1]: [&mut [f32]; 5],
-    first: [&mut [f32]; 6],
+    mut first: [&mut [f32]; 6],
     slots: &mut [f32],
-    lens: [usize; 6],
 ) {
     let [h1, _, h2, _, out] = p.widths();
     let fin = p.w[0].ncols();
@@ -238,8 +239,7 @@ fn backward_sharded(
         ga1.par_chunks_mut(r * h1),
         gi1.par_chunks_mut(r * fin),
     );
-    let slot = lens.iter().sum::<usize>();
-    let mut first = first;
+    let (lens, slot) = (p.grad_lens(), p.slot_len());
     let reborrowed = first.each_mut().map(|s| &mut **s);
     let grads =
         rayon::iter::once(reborrowed).chain(slots.par_chunks_mut(slot).map(|s| split_mut(s, lens)));
@@ -385,7 +385,12 @@ mod tests {
                     shards(&mut got).backward(x.view(), g_cols.t());
                 });
                 let slots = n.div_ceil(shard_rows(n)) - 1;
-                assert!(got.2.len() >= slots * 59_134, "n = {n}: {slots} slots");
+                let slot: usize = got
+                    .0
+                    .iter()
+                    .map(|l| l.weight().len() + l.bias().len())
+                    .sum();
+                assert!(got.2.len() >= slots * slot, "n = {n}: {slots} slots");
                 by_threads.push(results(&got));
             }
             assert!(

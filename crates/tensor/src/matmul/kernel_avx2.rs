@@ -274,9 +274,8 @@ unsafe fn tile_rn<A: ARows<f32>, const R: usize, const NV: usize>(
 
 /// Writes `alpha · acc + beta · C` (`BETA`), or `alpha · acc` (not `BETA`: C is not read), into
 /// the `R × cols` tile of a row-major C whose last vector has `last` live lanes (`cols =
-/// (NV − 1)·8 + last`, `1 <= last <= 8`), straight from the accumulators: one vector store per
-/// row and vector (a partial one in pieces, see [`store_first`]), the same roundings as
-/// [`store_rows`]. `alpha == 1` skips its product, which is exact.
+/// (NV − 1)·8 + last`, `1 <= last <= 8`), straight from the accumulators: one [`store_vector`]
+/// per row and vector.
 ///
 /// # Safety
 /// `c + r · rsc + j` is writable for `r < R`, `j < (NV − 1) · 8 + last`; AVX2.
@@ -290,44 +289,20 @@ unsafe fn store_acc<const R: usize, const NV: usize, const BETA: bool>(
     rsc: isize,
     last: usize,
 ) {
-    let (alpha_v, beta_v) = (_mm256_set1_ps(alpha), _mm256_set1_ps(beta));
-    let scale = alpha != 1.0;
-    // Lane l of the last vector is live when l < last (sign bit set in the mask).
-    let mask = _mm256_cmpgt_epi32(
-        _mm256_set1_epi32(last as i32),
-        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-    );
     for (r, row) in acc.iter().enumerate() {
         for (v, &sum) in row.iter().enumerate() {
-            // SAFETY: the lanes read and written (all 8, or the `last` live ones of the last
-            // vector) are columns of row r inside the tile.
+            let live = if v + 1 == NV { last } else { LANES };
+            // SAFETY: the `live` lanes are columns of row r inside the tile.
             unsafe {
                 let cp = c.offset(r as isize * rsc).add(v * LANES);
-                let mut x = if scale {
-                    _mm256_mul_ps(alpha_v, sum)
-                } else {
-                    sum
-                };
-                if v + 1 == NV && last < LANES {
-                    // Only the live lanes are read (masked load) and written.
-                    if BETA {
-                        let old = _mm256_maskload_ps(cp, mask);
-                        x = _mm256_add_ps(x, _mm256_mul_ps(beta_v, old));
-                    }
-                    store_first(cp, x, last);
-                    continue;
-                }
-                if BETA {
-                    x = _mm256_add_ps(x, _mm256_mul_ps(beta_v, _mm256_loadu_ps(cp)));
-                }
-                _mm256_storeu_ps(cp, x);
+                store_vector::<BETA>(cp, sum, alpha, beta, live);
             }
         }
     }
 }
 
 /// Writes `alpha · sums + beta · C` (`BETA`), or `alpha · sums` (not `BETA`: C is not read),
-/// into the `R × cols` tile of a row-major C: one (masked) vector store per row and vector.
+/// into the `R × cols` tile of a row-major C: one [`store_vector`] per row and vector.
 ///
 /// # Safety
 /// `c + r · rsc + j` is writable for `r < R`, `j < cols`, `cols <= NV · 8`; AVX2.
@@ -341,33 +316,57 @@ unsafe fn store_rows<const R: usize, const NV: usize, const BETA: bool>(
     rsc: isize,
     cols: usize,
 ) {
-    let (alpha_v, beta_v) = (_mm256_set1_ps(alpha), _mm256_set1_ps(beta));
-    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for v in 0..NV {
-        let left = (cols - v * LANES).min(LANES) as i32;
-        // Lane l is live when l < left (sign bit set in the mask).
-        let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(left), lane);
+        let live = (cols - v * LANES).min(LANES);
         for (r, sum) in sums.iter().enumerate().take(R) {
-            // SAFETY: the live lanes are exactly the tile's columns j < cols of row r; the
-            // others are neither read (masked load) nor written. Masked stores are microcoded
-            // and slow on AMD cores: a partial vector is written in pieces of 4, 2 and 1.
+            // SAFETY: the `live` lanes are exactly the tile's columns j < cols of row r, and
+            // row r of `sums` has 16 ≥ NV · 8 floats.
             unsafe {
+                let x = _mm256_loadu_ps(sum.as_ptr().add(v * LANES));
                 let cp = c.offset(r as isize * rsc).add(v * LANES);
-                let mut x = _mm256_mul_ps(alpha_v, _mm256_loadu_ps(sum.as_ptr().add(v * LANES)));
-                if left == LANES as i32 {
-                    if BETA {
-                        x = _mm256_add_ps(x, _mm256_mul_ps(beta_v, _mm256_loadu_ps(cp)));
-                    }
-                    _mm256_storeu_ps(cp, x);
-                } else {
-                    if BETA {
-                        let old = _mm256_maskload_ps(cp, mask);
-                        x = _mm256_add_ps(x, _mm256_mul_ps(beta_v, old));
-                    }
-                    store_first(cp, x, left as usize);
-                }
+                store_vector::<BETA>(cp, x, alpha, beta, live);
             }
         }
+    }
+}
+
+/// Writes `alpha · x + beta · C` (`BETA`), or `alpha · x` (not `BETA`: C is not read), to the
+/// first `live` lanes (`1 <= live <= 8`) of `dst`. `alpha == 1` skips its product, which is
+/// exact. A partial vector reads C under a mask and is written in pieces of 4, 2 and 1 lanes
+/// ([`store_first`]): masked stores are microcoded and slow on AMD cores.
+///
+/// # Safety
+/// `dst..dst + live` is readable (with `BETA`) and writable; AVX2.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn store_vector<const BETA: bool>(
+    dst: *mut f32,
+    x: __m256,
+    alpha: f32,
+    beta: f32,
+    live: usize,
+) {
+    let mut x = match alpha == 1.0 {
+        true => x,
+        false => _mm256_mul_ps(_mm256_set1_ps(alpha), x),
+    };
+    let beta_v = _mm256_set1_ps(beta);
+    // SAFETY: only lanes below `live` of `dst` are read or written.
+    unsafe {
+        if live == LANES {
+            if BETA {
+                x = _mm256_add_ps(x, _mm256_mul_ps(beta_v, _mm256_loadu_ps(dst)));
+            }
+            _mm256_storeu_ps(dst, x);
+            return;
+        }
+        if BETA {
+            let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            // Lane l is live when l < live (sign bit set in the mask).
+            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(live as i32), lane);
+            x = _mm256_add_ps(x, _mm256_mul_ps(beta_v, _mm256_maskload_ps(dst, mask)));
+        }
+        store_first(dst, x, live);
     }
 }
 
