@@ -22,10 +22,10 @@
 //!   `dx[i+u−ph, j+v−pw] += w[k,u,v] · g[k,i,j]` over the valid `i`, `j`. LeNet-5 never asks for
 //!   it (conv1 is the first layer); it keeps the method complete.
 //!
-//! The backward kernels are plain Rust over fixed-size arrays, compiled three times — for
-//! AVX-512, for AVX2 + FMA (with fused multiply-adds) and for the baseline target (separate
-//! multiply and add) — and picked at run time like `gemm`'s, by [`GemmKernel::active`] (the
-//! forward kernel likewise); the `f32` weight gradient on AVX2 is written in intrinsics
+//! The backward kernels are plain Rust over fixed-size arrays, compiled twice — for AVX2 + FMA
+//! (with fused multiply-adds; an AVX-512 CPU runs this build) and for the baseline target
+//! (separate multiply and add) — and picked at run time like `gemm`'s, by [`GemmKernel::active`]
+//! (the forward kernel likewise); the `f32` weight gradient on AVX2 is written in intrinsics
 //! (`direct_avx2.rs`) with the same bits as the generic fused code. Results may differ between these paths in the last bits, never between
 //! runs or thread counts.
 
@@ -242,9 +242,9 @@ pub(super) fn backward_chunk<T: Scalar>(
 
 /// Adds one image's weight and bias gradients, lane by lane (lane `l` sums the output columns
 /// `j ≡ l mod L`), to `lanes` ([`lanes_len`]), on `isa`: `Σ_{i,j} g[k,i,j] · img[i+u][j+v]`
-/// for `dw[k,u,v]` and `Σ_{i,j} g[k,i,j]` for `db[k]`. Every fused path (AVX2 `f32`
-/// intrinsics, the generic code compiled for AVX2 or AVX-512) sums each lane in the same order
-/// with the same roundings, so they give the same bits.
+/// for `dw[k,u,v]` and `Σ_{i,j} g[k,i,j]` for `db[k]`. Both fused paths (AVX2 `f32`
+/// intrinsics, the generic code compiled for AVX2) sum each lane in the same order with the
+/// same roundings, so they give the same bits.
 fn weight_grad_image<T: Scalar>(
     isa: GemmKernel,
     g: &Geometry,
@@ -254,10 +254,6 @@ fn weight_grad_image<T: Scalar>(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
-        #[target_feature(enable = "avx512f")]
-        fn avx512<T: Scalar>(g: &Geometry, img: &[T], g_n: &[T], lanes: &mut [T]) {
-            weight_grad_rows::<T, true>(g, img, g_n, lanes)
-        }
         #[target_feature(enable = "avx2,fma")]
         fn avx2<T: Scalar>(g: &Geometry, img: &[T], g_n: &[T], lanes: &mut [T]) {
             if let (Some(img), Some(g_n)) = (T::as_f32_slice(img), T::as_f32_slice(g_n)) {
@@ -267,10 +263,10 @@ fn weight_grad_image<T: Scalar>(
             weight_grad_rows::<T, true>(g, img, g_n, lanes)
         }
         match isa {
-            // SAFETY: `GemmKernel::active` only returns a path the CPU supports (run-time check).
-            GemmKernel::Avx512 => return unsafe { avx512(g, img, g_n, lanes) },
-            // SAFETY: as above; the AVX2 path requires AVX2 and FMA.
-            GemmKernel::Avx2 => return unsafe { avx2(g, img, g_n, lanes) },
+            // SAFETY: `GemmKernel::active` only returns a path the CPU supports (run-time check),
+            // and AVX-512F implies AVX2 + FMA: an AVX-512 CPU runs the AVX2 kernel (no AVX-512
+            // build of it has been measured faster).
+            GemmKernel::Avx512 | GemmKernel::Avx2 => return unsafe { avx2(g, img, g_n, lanes) },
             GemmKernel::Portable => {}
         }
     }
@@ -427,8 +423,7 @@ mod tests {
     /// whose kernel reads only padding.
     #[test]
     fn forward_is_one_chain_per_output_from_the_bias() {
-        let isas = [GemmKernel::Avx2, GemmKernel::Portable].into_iter();
-        for isa in isas.filter(|i| i.is_supported()) {
+        for isa in GemmKernel::all_supported() {
             for &(k, h, w, kh, kw, ph, pw) in &[
                 (6, 28, 28, 5, 5, 2, 2),
                 (7, 9, 11, 3, 7, 1, 3),

@@ -44,7 +44,7 @@ use super::{dwide_avx2, lanes_avx2};
 use crate::matmul::{dot_route_pays, gemm_packed_b, pack_b_lines, with_thread_buffer};
 use crate::matmul::{PackB, ThreadBuffer};
 use crate::parallel::sum as sum_of;
-use crate::{gemm, GemmKernel, Scalar};
+use crate::{gemm_with_kernel, GemmKernel, Scalar};
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -190,7 +190,7 @@ enum Kernels {
     /// Over the `L` wide columns: the forward pass by [`taps::forward`] in blocks of [`KB`]
     /// channels, the weight gradient by `gemm`. Any scalar, any path.
     Wide,
-    /// `f32` on the AVX2 path when the channels come in whole blocks of 16 and the output rows
+    /// `f32` on the AVX2 path (and on AVX-512 CPUs, which have AVX2 + FMA) when the channels come in whole blocks of 16 and the output rows
     /// hold a run of 6 (LeNet-5's conv2: 16 channels, rows of 10): the forward pass and the
     /// weight gradient over the `oh·ow` real outputs, 16 channels in two vectors
     /// (`lanes_avx2.rs`), and the input gradient's `Wᵀ·g_wide` 6 rows at a time in registers
@@ -204,7 +204,7 @@ impl Kernels {
     /// forward pass's (the lanes kernel reads it as a slice); the backward pass passes `None`.
     fn choose<T: Scalar>(isa: GemmKernel, g: &Geometry, bias: Option<ArrayView1<'_, T>>) -> Self {
         #[cfg(target_arch = "x86_64")]
-        if isa == GemmKernel::Avx2
+        if matches!(isa, GemmKernel::Avx2 | GemmKernel::Avx512)
             && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
             && g.k.is_multiple_of(lanes_avx2::KB)
             && g.ow >= lanes_avx2::RUN
@@ -342,9 +342,10 @@ pub(super) fn backward_chunk<T: Scalar>(
     db.fill(T::zero());
     let first = chunk * g.per_chunk;
     let last = (first + g.per_chunk).min(g.n);
-    let kernels = Kernels::choose::<T>(GemmKernel::active(), g, None);
+    let isa = GemmKernel::active();
+    let kernels = Kernels::choose::<T>(isa, g, None);
     with_wide(g, |scratch| {
-        let (mut sum, scratch) = WeightGradSum::new(kernels, g, scratch);
+        let (mut sum, scratch) = WeightGradSum::new((kernels, isa), g, scratch);
         for n in first..last {
             let img: &[T] = match kept {
                 Kept::Input(x) => planes(g, &x[n * in_img..][..in_img], &mut *image),
@@ -371,16 +372,20 @@ pub(super) fn backward_chunk<T: Scalar>(
 /// 16 channels are one pair of vectors), copied into `dw` transposed when the chunk ends; `gt`
 /// holds each image's output gradient outputs-major (`[oh·ow, k]`) for it.
 enum WeightGradSum<'a, T> {
-    Gemm,
+    Gemm(GemmKernel),
     Lanes { dwt: &'a mut [T], gt: &'a mut [T] },
 }
 
 impl<'a, T: Scalar> WeightGradSum<'a, T> {
-    /// The sum for `kernels`, with its buffers taken from the front of `scratch`; the rest of
-    /// `scratch`.
-    fn new(kernels: Kernels, g: &Geometry, scratch: &'a mut [T]) -> (Self, &'a mut [T]) {
+    /// The sum for `kernels` (by `gemm` on `isa` when wide), with its buffers taken from the
+    /// front of `scratch`; the rest of `scratch`.
+    fn new(
+        (kernels, isa): (Kernels, GemmKernel),
+        g: &Geometry,
+        scratch: &'a mut [T],
+    ) -> (Self, &'a mut [T]) {
         match kernels {
-            Kernels::Wide => (WeightGradSum::Gemm, scratch),
+            Kernels::Wide => (WeightGradSum::Gemm(isa), scratch),
             Kernels::Lanes => {
                 let (dwt_len, gt_len) = lanes_sum_lens(g);
                 let (dwt, rest) = scratch.split_at_mut(dwt_len);
@@ -438,32 +443,36 @@ fn backward_image<T: Scalar>(
 ) {
     let (ckk, cols) = (g.ckk(), wide_cols(g));
     let (g_wide, rest) = scratch.split_at_mut(g.k * cols);
-    let gemm_sum = matches!(sum, WeightGradSum::Gemm);
-    if gemm_sum || dx.is_some() {
+    let gemm_on = match sum {
+        WeightGradSum::Gemm(isa) => Some(*isa),
+        WeightGradSum::Lanes { .. } => None,
+    };
+    if gemm_on.is_some() || dx.is_some() {
         widen_grad(g, g_n, g_wide);
     }
     match sum {
-        WeightGradSum::Gemm => {
+        WeightGradSum::Gemm(isa) => {
             let beta = if first { T::zero() } else { T::one() };
-            gemm_weight_grad(g, img, g_wide, rest, (dw, beta));
+            gemm_weight_grad(*isa, g, img, g_wide, rest, (dw, beta));
         }
         WeightGradSum::Lanes { dwt, gt } => lanes_weight_grad(g, img, g_n, (dwt, gt), !first),
     }
     let Some(dx) = dx else { return };
     let (dwide, dimg) = rest.split_at_mut(ckk * cols);
     let dimg = &mut dimg[..image_len(g)];
-    if !gemm_sum {
+    let Some(isa) = gemm_on else {
         return input_grad_by_rows(g, (w, g_wide), dwide, dimg, dx);
-    }
+    };
     let w2 = ArrayView2::from_shape((g.k, ckk), w).expect("weight is [k, c·kh·kw]");
     let g_wide = ArrayView2::from_shape((g.k, cols), &*g_wide).expect("g_wide");
     let mut dwide_v = ArrayViewMut2::from_shape((ckk, cols), &mut *dwide).expect("dwide");
-    gemm(T::one(), w2.t(), g_wide, T::zero(), dwide_v.view_mut());
+    gemm_with_kernel(isa, T::one(), w2.t(), g_wide, T::zero(), dwide_v.view_mut());
     unwiden_input_grad(g, dwide, dimg, dx);
 }
 
 /// `dw = g_wide·wideᵀ + beta·dw` by `gemm`, with `wide` built in `rest` on gemm's dot route.
 fn gemm_weight_grad<T: Scalar>(
+    kernel: GemmKernel,
     g: &Geometry,
     img: &[T],
     g_wide: &[T],
@@ -473,13 +482,12 @@ fn gemm_weight_grad<T: Scalar>(
     let (ckk, cols) = (g.ckk(), wide_cols(g));
     let g_wide = ArrayView2::from_shape((g.k, cols), g_wide).expect("g_wide");
     let mut dw = ArrayViewMut2::from_shape((g.k, ckk), dw).expect("dW part");
-    let kernel = GemmKernel::active();
     if dot_route_pays::<T>(kernel, g.k, ckk) {
         // The dot route reads wideᵀ's columns in place: build them.
         let wide = &mut rest[..ckk * cols];
         build_wide(g, img, wide);
         let wide = ArrayView2::from_shape((ckk, cols), &*wide).expect("wide");
-        gemm(T::one(), g_wide, wide.t(), beta, dw.view_mut());
+        gemm_with_kernel(kernel, T::one(), g_wide, wide.t(), beta, dw.view_mut());
     } else {
         // Packed route: wideᵀ's panels straight from the image.
         gemm_packed_b(
@@ -624,7 +632,7 @@ mod tests {
     use super::super::tests::pseudo;
     use super::*;
     use crate::matmul::MatrixB;
-    use crate::{gemm_with_kernel, Conv2dParams};
+    use crate::Conv2dParams;
     use ndarray::Array2;
 
     /// One image's output the way the forward pass computed it before the taps kernel:
@@ -663,15 +671,14 @@ mod tests {
             .collect()
     }
 
-    /// Both forward kernels give the same bits as the `gemm` formulation, on the AVX2 path and
-    /// the portable one: LeNet-5's conv2 (read in place) and shapes with channel counts that
+    /// Both forward kernels give the same bits as the `gemm` formulation, on every path the CPU
+    /// has: LeNet-5's conv2 (read in place) and shapes with channel counts that
     /// are or are not a multiple of either kernel's block, wide rows that end mid-vector,
     /// output counts that end mid-run (fewer than one run, too) and padding, with and without
     /// a bias.
     #[test]
     fn forward_equals_the_gemm_of_the_wide_matrix_bit_for_bit() {
-        let isas = [GemmKernel::Avx2, GemmKernel::Portable].into_iter();
-        for isa in isas.filter(|i| i.is_supported()) {
+        for isa in GemmKernel::all_supported() {
             for &(c, k, h, w, kh, kw, ph, pw) in &[
                 (6, 16, 14, 14, 5, 5, 0, 0),
                 (3, 7, 9, 11, 3, 4, 1, 2),
@@ -712,7 +719,7 @@ mod tests {
         let fits = g.k.is_multiple_of(16) && g.ow >= 6;
         assert_eq!(
             lanes_runs,
-            isa == GemmKernel::Avx2 && fits,
+            isa != GemmKernel::Portable && fits,
             "{at}: {chosen:?}"
         );
         let kernels = [Kernels::Wide, Kernels::Lanes];
@@ -784,7 +791,7 @@ mod tests {
     }
 
     /// The lanes weight gradient (summed tap-major, then transposed) and the input gradient by
-    /// rows of `dwide` give the same bits as `gemm`'s on the AVX2 path, over three images of a
+    /// rows of `dwide` give the same bits as `gemm`'s on the AVX2 kernel, over three images of a
     /// chunk (the first overwrites stale scratch): LeNet-5's conv2, padding, rows that end
     /// mid-run, wide rows that end mid-vector, more than 6 taps per kernel row, 32 channels.
     #[test]
@@ -807,6 +814,11 @@ mod tests {
             let at = format!("{c}x{h}x{w}, k {k} {kh}x{kw}, pad {pad}");
             let (gemm_dw, gemm_dx) = chunk_grads(&g, Kernels::Wide);
             let (lanes_dw, lanes_dx) = chunk_grads(&g, Kernels::Lanes);
+            assert_eq!(
+                Kernels::choose::<f32>(GemmKernel::Avx512, &g, None),
+                Kernels::Lanes,
+                "{at}: an AVX-512 CPU runs the lanes kernels too"
+            );
             same_bits(&lanes_dw, &gemm_dw, &format!("dW, {at}"));
             same_bits(&lanes_dx, &gemm_dx, &format!("dx, {at}"));
         }
@@ -818,7 +830,8 @@ mod tests {
         let val = |i: usize, m: usize| ((i * 7919 + m) % 113) as f32 / 17.0 - 3.0;
         let w: Vec<f32> = (0..g.k * g.ckk()).map(|i| val(i, 5)).collect();
         let mut scratch = vec![f32::NAN; backward_len(g)];
-        let (mut sum, rest) = WeightGradSum::new(kernels, g, &mut scratch);
+        // The AVX2 gemm: the lanes kernels sum in its order (AVX-512's dot route does not).
+        let (mut sum, rest) = WeightGradSum::new((kernels, GemmKernel::Avx2), g, &mut scratch);
         let mut dw = vec![f32::NAN; g.k * g.ckk()];
         let mut dx = vec![f32::NAN; g.c * g.h * g.w];
         for n in 0..g.n {
