@@ -5,7 +5,7 @@
 //! Criterion reports each product's rate in elements/s where one "element" is one flop
 //! (`2·m·n·k` per product), i.e. read `Gelem/s` as GFLOP/s. After the criterion groups a short
 //! summary table prints both rates and the ratio ours/ndarray per shape (from interleaved timing
-//! runs, so machine noise hits both sides alike). `LENET_GEMM_KERNEL=portable|avx2|avx512`
+//! runs, so machine noise hits both sides alike). `LENET_KERNEL=portable|avx2|avx512`
 //! selects the kernel; the summary names the one that ran. `MATMUL_SUMMARY_ONLY=1` skips the
 //! criterion runs and prints only the table.
 //!

@@ -10,7 +10,7 @@
 //! samples of about 50 ms each, after a warm-up). `infer` runs nn's `Evaluator` (batch 1000, as
 //! PyTorch's reference) over the 10,000 test images of the folder and prints
 //! `infer THREADS KERNEL IMAGES/s` (median of 5 passes after one warm-up pass). The kernel path
-//! follows `LENET_GEMM_KERNEL`.
+//! follows `LENET_KERNEL`.
 
 use lenet_benches::{median_secs, pool, random};
 use mnist::Split;

@@ -14,8 +14,8 @@ both sides alike):
 
 The epochs and inference use --threads threads (default 2) on both sides. Our side runs the
 release `lenet` binary (`lenet train`) and the `ours` example of the benches crate
-(benches/examples/ours.rs), both built here with cargo; LENET_GEMM_KERNEL (or --kernel) picks
-our gemm path. PyTorch's LeNet-5 is the reference model: conv(1->6, 5x5, pad 2), ReLU, 2x2
+(benches/examples/ours.rs), both built here with cargo; LENET_KERNEL (or --kernel) picks
+our kernel tier. PyTorch's LeNet-5 is the reference model: conv(1->6, 5x5, pad 2), ReLU, 2x2
 average pool, conv(6->16, 5x5), ReLU, pool, 400->120->84->10 with ReLU, cross-entropy; the data
 preloaded as float32 pixels/255, reshuffled each epoch, in a plain Python loop.
 
@@ -236,7 +236,7 @@ def main():
 
     env = dict(os.environ)
     if args.kernel:
-        env["LENET_GEMM_KERNEL"] = args.kernel
+        env["LENET_KERNEL"] = args.kernel
     lenet, ours = cargo_build(args.skip_build, "epochs" in groups)
     kernel = run_line([ours, "sgemm", "1", "64"], env).split()[3]
     test = load_split(args.data, "t10k") if groups & {"epochs", "inference"} else None

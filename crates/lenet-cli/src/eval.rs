@@ -41,6 +41,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         let mut json: serde_json::Value =
             serde_json::from_str(&confusion.to_json(kind.dir_name(), &names))?;
         json["images_per_second"] = images_per_second.round().into();
+        json["kernels"] = tensor::Tier::active().name().into();
         outln!("{json}")?;
     } else {
         if args.model.is_none() {
@@ -53,13 +54,14 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             )?;
         }
         outln!(
-            "{} test set: accuracy {:.2}% ({}/{}), loss {:.4}, {:.0} images/s",
+            "{} test set: accuracy {:.2}% ({}/{}), loss {:.4}, {:.0} images/s ({} kernels)",
             kind.display_name(),
             100.0 * eval.accuracy,
             eval.correct,
             eval.total,
             eval.loss,
-            images_per_second
+            images_per_second,
+            tensor::Tier::active().name()
         )?;
         outln!()?;
         outln!("{}", confusion.to_table(&names).trim_end_matches('\n'))?;

@@ -1,8 +1,8 @@
 //! Sanity limits checked before any work starts: the thread count against the cores, the batch
-//! size against the memory, and `LENET_GEMM_KERNEL` against the kernels that exist.
+//! size against the memory, and `LENET_KERNEL` against the kernel tiers that exist.
 
 use anyhow::{bail, Result};
-use tensor::GemmKernel;
+use tensor::Tier;
 
 /// Most worker threads per core: more only adds scheduling overhead.
 pub const THREADS_PER_CORE: usize = 8;
@@ -19,22 +19,10 @@ pub fn max_threads() -> usize {
     THREADS_PER_CORE * cores
 }
 
-/// Refuses a `LENET_GEMM_KERNEL` that names no kernel (the kernel dispatch ignores unknown
-/// names and would silently use the best kernel).
-pub fn check_gemm_kernel() -> Result<()> {
-    let Ok(value) = std::env::var("LENET_GEMM_KERNEL") else {
-        return Ok(());
-    };
-    let wanted = value.trim().to_ascii_lowercase();
-    let names = [GemmKernel::Portable, GemmKernel::Avx2, GemmKernel::Avx512].map(|k| k.name());
-    if wanted.is_empty() || names.contains(&wanted.as_str()) {
-        return Ok(());
-    }
-    bail!(
-        "LENET_GEMM_KERNEL={value:?} is not a kernel: use one of {} (or unset it for the \
-         fastest one this CPU supports)",
-        names.join(", ")
-    )
+/// Refuses a `LENET_KERNEL` (or `LENET_GEMM_KERNEL`) that names no tier (the kernels ignore
+/// unknown names and would silently run the best tier).
+pub fn check_kernel_tier() -> Result<()> {
+    Tier::from_env().map(|_| ()).map_err(anyhow::Error::msg)
 }
 
 /// Refuses a batch whose training buffers (activations, gradients, im2col) would not fit in

@@ -35,7 +35,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
 fn main() -> ExitCode {
     let cli = parse();
-    let result = limits::check_gemm_kernel().and_then(|()| match &cli.command {
+    let result = limits::check_kernel_tier().and_then(|()| match &cli.command {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Predict(a) => predict::run(a),

@@ -335,7 +335,7 @@ fn header(
 ) -> String {
     format!(
         "LeNet-5 ({}, {} pooling) on {}: {} training, {} validation, {} test images; \
-         batch {}, lr {} ({}), momentum {}{}, weight decay {}, seed {}{}, {}",
+         batch {}, lr {} ({}), momentum {}{}, weight decay {}, seed {}{}, {}, {} kernels",
         c.model.activation.name(),
         c.model.pooling.name(),
         kind.display_name(),
@@ -354,7 +354,8 @@ fn header(
         } else {
             ""
         },
-        threads(rayon::current_num_threads())
+        threads(rayon::current_num_threads()),
+        tensor::Tier::active().name()
     )
 }
 

@@ -9,8 +9,8 @@
 // The polynomial coefficients are Cephes' published values, kept digit for digit.
 #![allow(clippy::excessive_precision)]
 
-/// `y[i] = f(x[i])`, compiled for the widest vector unit the CPU has (AVX-512, AVX2 or the
-/// x86-64 baseline), chosen at run time. `f` uses plain IEEE operations (no fused multiply-add),
+/// `y[i] = f(x[i])`, compiled for AVX2 and for the x86-64 baseline, the build of the active
+/// tier ([`Build::active`](crate::tier::Build)) chosen at run time. `f` uses plain IEEE operations (no fused multiply-add),
 /// so every path gives the same bits.
 pub(crate) fn map_f32(y: &mut [f32], x: &[f32], f: impl Fn(f32) -> f32 + Copy) {
     #[inline(always)]
@@ -19,20 +19,12 @@ pub(crate) fn map_f32(y: &mut [f32], x: &[f32], f: impl Fn(f32) -> f32 + Copy) {
     }
     #[cfg(target_arch = "x86_64")]
     {
-        #[target_feature(enable = "avx512f")]
-        fn avx512(y: &mut [f32], x: &[f32], f: impl Fn(f32) -> f32) {
-            body(y, x, f)
-        }
         #[target_feature(enable = "avx2")]
         fn avx2(y: &mut [f32], x: &[f32], f: impl Fn(f32) -> f32) {
             body(y, x, f)
         }
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked just above).
-            return unsafe { avx512(y, x, f) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
+        if crate::tier::Build::active() == crate::tier::Build::Avx2 {
+            // SAFETY: the active tier is one the CPU has, and the AVX2 build needs no more.
             return unsafe { avx2(y, x, f) };
         }
     }
@@ -47,20 +39,12 @@ pub(crate) fn map_f32_inplace(a: &mut [f32], f: impl Fn(f32) -> f32 + Copy) {
     }
     #[cfg(target_arch = "x86_64")]
     {
-        #[target_feature(enable = "avx512f")]
-        fn avx512(a: &mut [f32], f: impl Fn(f32) -> f32) {
-            body(a, f)
-        }
         #[target_feature(enable = "avx2")]
         fn avx2(a: &mut [f32], f: impl Fn(f32) -> f32) {
             body(a, f)
         }
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked just above).
-            return unsafe { avx512(a, f) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
+        if crate::tier::Build::active() == crate::tier::Build::Avx2 {
+            // SAFETY: the active tier is one the CPU has, and the AVX2 build needs no more.
             return unsafe { avx2(a, f) };
         }
     }

@@ -58,6 +58,7 @@ mod parallel;
 pub mod pool;
 mod scalar;
 mod shape;
+mod tier;
 
 pub use activation::*;
 pub use conv2d::*;
@@ -66,3 +67,4 @@ pub use loss::*;
 pub use matmul::*;
 pub use pool::*;
 pub use scalar::Scalar;
+pub use tier::{Tier, TIER_ENV};

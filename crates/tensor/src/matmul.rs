@@ -38,7 +38,6 @@
 //!   of row-major arrays, as in linear layers and convolution weight gradients) skip packing
 //!   altogether: a 4 × 4 (AVX-512) or 3 × 4 (AVX2) tile of dot products read straight from the
 //!   operands. AVX2 takes this route only when C has at most 12 rows or columns;
-//! - `dispatch`: picks the kernel from the CPU's features at run time ([`GemmKernel`]);
 //! - `parallel`: splits products above about 8 megaflops over rayon's threads, by rows or
 //!   columns of C — never along `k` — so results are bit-identical for any thread count. On
 //!   the packed route the threads share one packed copy of each B block (each packing a run of
@@ -55,8 +54,8 @@
 //! | `avx2` (AVX2+FMA)  | 6 × 16, 8 × 8  | 256  | 168               | 4096                   |
 //! | `portable`         | 4 × 8          | 256  | 168               | 4096                   |
 //!
-//! `f64` (used for gradient checks) runs the portable kernel's source compiled for the selected
-//! instruction set: 8 × 16 tiles with AVX-512, 6 × 8 with AVX2, 4 × 4 on the baseline target.
+//! `f64` (used for gradient checks) runs the portable kernel's source compiled for AVX2 (6 × 8
+//! tiles, on the AVX2 and AVX-512 tiers) or for the baseline target (4 × 4).
 //! It rounds every product and sum separately, so f64 results are the same on every path.
 //!
 //! # Determinism
@@ -67,13 +66,11 @@
 //!
 //! # Choosing the kernel
 //! The release build targets baseline x86-64; the SIMD kernels are compiled with
-//! `#[target_feature]` and called only after run-time detection. Set
-//! `LENET_GEMM_KERNEL=portable|avx2|avx512` to force a path for the whole process (an
-//! unsupported choice falls back to the best supported one), call [`gemm_kernel_name`] to see
-//! which one runs, or pass a kernel explicitly with [`gemm_with_kernel`].
+//! `#[target_feature]` and called only on a [`Tier`] the CPU has. `LENET_KERNEL=portable|avx2`
+//! lowers the tier for the whole process (it can never raise it), [`gemm_kernel_name`] says
+//! which one runs, and [`gemm_with_kernel`] takes a tier explicitly.
 
 mod cache;
-mod dispatch;
 #[cfg(target_arch = "x86_64")]
 mod dot_avx2;
 #[cfg(target_arch = "x86_64")]
@@ -88,26 +85,29 @@ mod kernel_portable;
 mod layout;
 mod pack;
 mod parallel;
+mod plan;
 mod scratch;
 mod source;
 #[cfg(target_arch = "x86_64")]
 mod transpose_avx2;
 
-pub use dispatch::GemmKernel;
 #[cfg(target_arch = "x86_64")]
 pub(crate) use kernel_avx2::store_first;
 pub(crate) use pack::pack_b_lines;
+use plan::Tile;
+pub(crate) use plan::{route, Route};
 pub(crate) use scratch::{with_thread_buffer, ThreadBuffer};
 pub(crate) use source::{MatrixB, PackB};
 #[cfg(target_arch = "x86_64")]
 pub(crate) use transpose_avx2::transpose8;
 
 use crate::shape::{check_shape, Expected};
-use crate::Scalar;
+use crate::tier::Needs;
+use crate::{Scalar, Tier};
 use kernel::MicroKernel;
 use kernel_portable::Portable;
 #[cfg(target_arch = "x86_64")]
-use kernel_portable::{PortableAvx2, PortableAvx512};
+use kernel_portable::PortableAvx2;
 use layout::{MatMut, MatRef};
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Zip};
 use source::AsF32;
@@ -124,7 +124,7 @@ use std::any::TypeId;
 /// either way the result is bit-identical (the same inputs in the same layouts always give the
 /// same bits; a different layout of an operand — or, with the AVX2 kernel, the size of an
 /// `A·Bᵀ` product — may change the summation order and so the last bits). Uses the kernel
-/// [`GemmKernel::active`] reports.
+/// [`Tier::active`] reports.
 ///
 /// ```
 /// use ndarray::array;
@@ -148,17 +148,17 @@ pub fn gemm<T: Scalar>(
     beta: T,
     c: ArrayViewMut2<'_, T>,
 ) {
-    gemm_with_kernel(GemmKernel::active(), alpha, a, b, beta, c);
+    gemm_with_kernel(Tier::active(), alpha, a, b, beta, c);
 }
 
 /// [`gemm`] with an explicit micro-kernel family, for tests and benchmarks that compare paths.
 ///
 /// # Panics
 /// If the shapes do not agree (see [`gemm`]), or if this CPU does not support `kernel`
-/// (see [`GemmKernel::is_supported`]).
+/// (see [`Tier::is_supported`]).
 #[track_caller]
 pub fn gemm_with_kernel<T: Scalar>(
-    kernel: GemmKernel,
+    kernel: Tier,
     alpha: T,
     a: ArrayView2<'_, T>,
     b: ArrayView2<'_, T>,
@@ -187,22 +187,22 @@ pub enum Parallelism {
 ///
 /// ```
 /// use ndarray::array;
-/// use tensor::{gemm_with, GemmKernel, Parallelism};
+/// use tensor::{gemm_with, Tier, Parallelism};
 ///
 /// let a = array![[1.0f32, 2.0], [3.0, 4.0]];
 /// let mut c = ndarray::Array2::<f32>::zeros((2, 2));
 /// // c = a·aᵀ, computed on this thread only.
-/// let kernel = GemmKernel::active();
+/// let kernel = Tier::active();
 /// gemm_with(kernel, Parallelism::CallingThread, 1.0, a.view(), a.t(), 0.0, c.view_mut());
 /// assert_eq!(c, array![[5.0, 11.0], [11.0, 25.0]]);
 /// ```
 ///
 /// # Panics
 /// If the shapes do not agree (see [`gemm`]), or if this CPU does not support `kernel`
-/// (see [`GemmKernel::is_supported`]).
+/// (see [`Tier::is_supported`]).
 #[track_caller]
 pub fn gemm_with<T: Scalar>(
-    kernel: GemmKernel,
+    kernel: Tier,
     parallelism: Parallelism,
     alpha: T,
     a: ArrayView2<'_, T>,
@@ -213,67 +213,24 @@ pub fn gemm_with<T: Scalar>(
     if finished_without_product(kernel, a.dim(), b.dim(), alpha, beta, c.view_mut()) {
         return;
     }
-    let route = Route::choose::<T>(kernel, &a, &b);
+    let a_b_transposed = a.strides()[1] == 1 && b.strides()[0] == 1;
+    let route = plan::route::<T>(kernel, a.nrows(), b.ncols(), a_b_transposed);
     match parallelism {
         Parallelism::Rayon => parallel::gemm_split(kernel, route, alpha, a, b, beta, c),
         Parallelism::CallingThread => gemm_on_threads(kernel, 1, route, alpha, a, b, beta, c),
     }
 }
 
-/// How a product is computed. Chosen once per call, before any split over threads, so that
-/// every piece of C is summed the same way.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Route {
-    /// Pack A and B into panels, then run the register-tiled micro-kernel.
-    Packed,
-    /// `A·Bᵀ` layout (A's rows and B's columns contiguous, f32, SIMD kernel): unpacked
-    /// dot-product tiles.
-    Dot,
-}
-
-impl Route {
-    fn choose<T: Scalar>(
-        kernel: GemmKernel,
-        a: &ArrayView2<'_, T>,
-        b: &ArrayView2<'_, T>,
-    ) -> Route {
-        let contiguous_k = a.strides()[1] == 1 && b.strides()[0] == 1;
-        if contiguous_k && dot_route_pays::<T>(kernel, a.nrows(), b.ncols()) {
-            Route::Dot
-        } else {
-            Route::Packed
-        }
-    }
-}
-
-/// Whether an `m × n` product in the `A·Bᵀ` layout (A's rows and B's columns contiguous) goes
-/// the dot route on `kernel`: the one place this is decided, also asked by callers that can
-/// supply B's columns either way (the shifted convolution's weight gradient).
-pub(crate) fn dot_route_pays<T: Scalar>(kernel: GemmKernel, m: usize, n: usize) -> bool {
-    if TypeId::of::<T>() != TypeId::of::<f32>() {
-        return false;
-    }
-    match kernel {
-        // 16-lane dot products beat transposing both operands at every LeNet shape.
-        GemmKernel::Avx512 => true,
-        // With 8 lanes the packed route (with the 8 × 8 tile for this layout up to 128
-        // rows) wins unless one side is very short (measured on the LeNet shapes: e.g.
-        // 16×150×100 and 32×84×120 packed, 6×25×784 and 32×10×84 dot).
-        GemmKernel::Avx2 => m.min(n) <= 12,
-        _ => false,
-    }
-}
-
 /// The name of the micro-kernel family [`gemm`] uses in this process: `"avx512"`, `"avx2"` or
 /// `"portable"`.
 pub fn gemm_kernel_name() -> &'static str {
-    GemmKernel::active().name()
+    Tier::active().name()
 }
 
 /// Runs one (piece of a) product: the dot route on the calling thread, the packed one on
 /// `threads` threads (the current rayon pool when above 1). Shapes are checked and non-empty.
 fn gemm_on_threads<T: Scalar>(
-    kernel: GemmKernel,
+    kernel: Tier,
     threads: usize,
     route: Route,
     alpha: T,
@@ -283,7 +240,8 @@ fn gemm_on_threads<T: Scalar>(
     mut c: ArrayViewMut2<'_, T>,
 ) {
     let (ad, cd) = (MatRef::from_view(&a), MatMut::from_view(&mut c));
-    if route == Route::Dot {
+    if let Route::Dot(tier) = route {
+        debug_assert!(route.needs() <= kernel, "{route:?} on {kernel:?}");
         let bd = MatRef::from_view(&b);
         debug_assert!(TypeId::of::<T>() == TypeId::of::<f32>() && ad.cs == 1 && bd.rs == 1);
         let (ad, bd, cd) = (ad.cast::<f32>(), bd.cast::<f32>(), cd.cast::<f32>());
@@ -293,13 +251,13 @@ fn gemm_on_threads<T: Scalar>(
         // readable through their shared views, C writable through the unique `c` borrow held
         // for the call; shapes are checked and non-empty; A's rows and B's columns are
         // contiguous (the Dot route's condition). The kernels run only on a CPU that supports
-        // them (`kernel.is_supported()` was asserted by the caller).
+        // them (`kernel.is_supported()` was asserted by the caller, and `route` needs no more).
         unsafe {
-            match kernel {
+            match tier {
                 #[cfg(target_arch = "x86_64")]
-                GemmKernel::Avx512 => dot_avx512::gemm_dot(alpha, ad, bd, beta, cd),
+                Tier::Avx512 => dot_avx512::gemm_dot(alpha, ad, bd, beta, cd),
                 #[cfg(target_arch = "x86_64")]
-                GemmKernel::Avx2 => dot_avx2::gemm_dot(alpha, ad, bd, beta, cd),
+                Tier::Avx2 => dot_avx2::gemm_dot(alpha, ad, bd, beta, cd),
                 _ => unreachable!("the dot route needs a SIMD kernel"),
             }
         }
@@ -322,7 +280,7 @@ fn gemm_on_threads<T: Scalar>(
 /// this CPU does not support `kernel`.
 #[track_caller]
 pub(crate) fn gemm_packed_b<T: Scalar>(
-    kernel: GemmKernel,
+    kernel: Tier,
     alpha: T,
     a: ArrayView2<'_, T>,
     b: &dyn PackB<T>,
@@ -345,7 +303,7 @@ pub(crate) fn gemm_packed_b<T: Scalar>(
 /// `alpha = 0` (then `C = beta·C`).
 #[track_caller]
 fn finished_without_product<T: Scalar>(
-    kernel: GemmKernel,
+    kernel: Tier,
     (m, k): (usize, usize),
     (k2, n): (usize, usize),
     alpha: T,
@@ -375,27 +333,24 @@ fn finished_without_product<T: Scalar>(
     false
 }
 
-/// `(MR, NR)`: the tile of the micro-kernel that runs `T` products on `kernel`'s packed route,
-/// for a [`PackB`] source whose columns are not contiguous (one that reports
-/// [`PackB::columns_contiguous`] may get the AVX2 8 × 8 tile for short products); the driver
-/// always passes the running `NR` to [`PackB::pack`].
+/// `(MR, NR)`: the tile that runs `T` products on `kernel`'s packed route for a [`PackB`]
+/// source whose columns are not contiguous; the driver always passes the running `NR` to
+/// [`PackB::pack`].
 #[allow(dead_code)] // Only the tests ask: sources read `nr` from `pack`.
-pub(crate) fn tile_shape<T: Scalar>(kernel: GemmKernel) -> (usize, usize) {
+pub(crate) fn tile_shape<T: Scalar>(kernel: Tier) -> (usize, usize) {
     fn shape<U, K: MicroKernel<U>>() -> (usize, usize) {
         (K::MR, K::NR)
     }
-    // Mirrors the choice in `gemm_packed` (a unit test checks the two agree).
-    let f32_kernel = TypeId::of::<T>() == TypeId::of::<f32>();
-    match kernel {
+    match plan::tile::<T>(kernel, usize::MAX, false) {
         #[cfg(target_arch = "x86_64")]
-        GemmKernel::Avx512 if f32_kernel => shape::<f32, kernel_avx512::Avx512>(),
+        Tile::Avx512 => shape::<f32, kernel_avx512::Avx512>(),
         #[cfg(target_arch = "x86_64")]
-        GemmKernel::Avx512 => shape::<T, PortableAvx512<8, 16>>(),
+        Tile::Avx2 => shape::<f32, kernel_avx2::Avx2>(),
         #[cfg(target_arch = "x86_64")]
-        GemmKernel::Avx2 if f32_kernel => shape::<f32, kernel_avx2::Avx2>(),
+        Tile::Avx2Narrow => shape::<f32, kernel_avx2::Avx2Narrow>(),
         #[cfg(target_arch = "x86_64")]
-        GemmKernel::Avx2 => shape::<T, PortableAvx2<6, 8>>(),
-        _ if f32_kernel => shape::<f32, Portable<4, 8>>(),
+        Tile::PortableAvx2 => shape::<T, PortableAvx2<6, 8>>(),
+        _ if TypeId::of::<T>() == TypeId::of::<f32>() => shape::<f32, Portable<4, 8>>(),
         _ => shape::<T, Portable<4, 4>>(),
     }
 }
@@ -407,7 +362,7 @@ pub(crate) fn tile_shape<T: Scalar>(kernel: GemmKernel) -> (usize, usize) {
 /// The contract of `driver::gemm_serial` (shapes, readable A, writable unaliased C, `b_in_place`
 /// describing B), and `kernel` is supported by this CPU.
 unsafe fn gemm_packed<T: Scalar>(
-    kernel: GemmKernel,
+    kernel: Tier,
     threads: usize,
     alpha: T,
     a: MatRef<T>,
@@ -438,56 +393,46 @@ unsafe fn gemm_packed<T: Scalar>(
             }
         }
     }
+    let tile = plan::tile::<T>(kernel, a.rows, b.columns_contiguous());
+    debug_assert!(tile.needs() <= kernel, "{tile:?} on {kernel:?}");
     if TypeId::of::<T>() == TypeId::of::<f32>() {
         let (a, c) = (a.cast::<f32>(), c.cast::<f32>());
         let b_in_place = b_in_place.map(MatRef::cast::<f32>);
         let b = AsF32::new(b);
         // `to_f32` is exact here: T is f32.
         let (alpha, beta) = (alpha.to_f32().unwrap(), beta.to_f32().unwrap());
-        // SAFETY: T is f32, so the descriptors keep pointing at valid f32 data; the rest is the
-        // caller's contract.
+        // SAFETY: T is f32, so the descriptors keep pointing at valid f32 data; the tile needs
+        // no more than `kernel` (the plan); the rest is the caller's contract.
         unsafe {
-            match kernel {
+            match tile {
                 #[cfg(target_arch = "x86_64")]
-                GemmKernel::Avx512 => {
+                Tile::Avx512 => {
                     run::<f32, kernel_avx512::Avx512>(threads, alpha, a, &b, b_in_place, beta, c)
                 }
                 #[cfg(target_arch = "x86_64")]
-                GemmKernel::Avx2 if avx2_narrow_pays(a, &b) => {
+                Tile::Avx2Narrow => {
                     run::<f32, kernel_avx2::Avx2Narrow>(threads, alpha, a, &b, b_in_place, beta, c)
                 }
-                GemmKernel::Avx2 => {
+                #[cfg(target_arch = "x86_64")]
+                Tile::Avx2 => {
                     run::<f32, kernel_avx2::Avx2>(threads, alpha, a, &b, b_in_place, beta, c)
                 }
                 _ => run::<f32, Portable<4, 8>>(threads, alpha, a, &b, b_in_place, beta, c),
             }
         }
     } else {
-        // f64 (or another Scalar): the portable tile, compiled for the selected instruction set.
-        // SAFETY: the caller's contract; each variant runs only on a CPU that supports its
-        // instruction set.
+        // f64 (or another Scalar): the portable tile, compiled for the tier's instruction set.
+        // SAFETY: the caller's contract; the tile needs no more than `kernel` (the plan).
         unsafe {
-            match kernel {
+            match tile {
                 #[cfg(target_arch = "x86_64")]
-                GemmKernel::Avx512 => {
-                    run::<T, PortableAvx512<8, 16>>(threads, alpha, a, b, b_in_place, beta, c)
-                }
-                #[cfg(target_arch = "x86_64")]
-                GemmKernel::Avx2 => {
+                Tile::PortableAvx2 => {
                     run::<T, PortableAvx2<6, 8>>(threads, alpha, a, b, b_in_place, beta, c)
                 }
                 _ => run::<T, Portable<4, 4>>(threads, alpha, a, b, b_in_place, beta, c),
             }
         }
     }
-}
-
-/// Whether an f32 product on the AVX2 packed route takes the 8 × 8 tile: B has contiguous
-/// columns (the `A·Bᵀ` layout, [`PackB::columns_contiguous`]) and C has at most
-/// `NARROW_MAX_M` rows. Other products get the 6 × 16 tile that [`tile_shape`] reports.
-#[cfg(target_arch = "x86_64")]
-fn avx2_narrow_pays(a: MatRef<f32>, b: &dyn PackB<f32>) -> bool {
-    b.columns_contiguous() && a.rows <= kernel_avx2::NARROW_MAX_M
 }
 
 /// `C = beta·C` (the product term is zero); with `beta == 0` the old contents are ignored.
@@ -544,7 +489,7 @@ mod tests {
     /// with edge tiles in both directions, several KC blocks, beta ≠ 0 and a strided C.
     #[test]
     fn avx2_tile_shapes_give_the_same_bits() {
-        if !GemmKernel::Avx2.is_supported() {
+        if !Tier::Avx2.is_supported() {
             eprintln!("skipped: this CPU has no AVX2+FMA");
             return;
         }
@@ -553,20 +498,18 @@ mod tests {
             let b_row = values(k, n, 2);
             let b_col = b_row.t().as_standard_layout().into_owned();
             let (ad, bt) = (MatRef::from_view(&a.view()), b_col.t());
+            let contiguous = MatrixB::new(&bt).columns_contiguous();
             assert!(
-                k == 1 || avx2_narrow_pays(ad, &MatrixB::new(&bt)),
+                k == 1 || plan::tile::<f32>(Tier::Avx2, ad.rows, contiguous) == Tile::Avx2Narrow,
                 "{m}x{n}x{k}: narrow tile expected"
             );
-            assert_eq!(
-                Route::choose(GemmKernel::Avx2, &a.view(), &b_col.t()),
-                Route::Packed
-            );
+            assert_eq!(plan::route::<f32>(Tier::Avx2, m, n, true), Route::Packed);
             let c0 = values(n, m, 3);
             let run = |b: ArrayView2<'_, f32>| {
                 let mut c = c0.clone();
                 let par = Parallelism::CallingThread;
                 gemm_with(
-                    GemmKernel::Avx2,
+                    Tier::Avx2,
                     par,
                     0.75,
                     a.view(),

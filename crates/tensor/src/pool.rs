@@ -16,13 +16,10 @@ use crate::Scalar;
 use ndarray::{Array4, ArrayView4, ArrayViewMut4};
 use rayon::prelude::*;
 
-/// Whether [`vectorized!`] kernels run their AVX2 build: when the process's kernel choice
-/// ([`GemmKernel::active`](crate::GemmKernel::active)) is a vector one and the CPU has AVX2;
-/// else the baseline build (what `LENET_GEMM_KERNEL=portable` forces).
+/// Whether [`vectorized!`] kernels run their AVX2 build ([`Build::active`](crate::tier::Build)).
 #[cfg(target_arch = "x86_64")]
 fn avx2_enabled() -> bool {
-    use crate::GemmKernel;
-    GemmKernel::active() != GemmKernel::Portable && std::arch::is_x86_feature_detected!("avx2")
+    crate::tier::Build::active() == crate::tier::Build::Avx2
 }
 
 /// `vectorized!(fn name = body(args))` defines `name`, which runs the `#[inline(always)]` plain

@@ -14,8 +14,8 @@ use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tensor::{
-    gemm, gemm_kernel_name, gemm_with, gemm_with_kernel, matmul, matmul_into, GemmKernel,
-    Parallelism, Scalar,
+    gemm, gemm_kernel_name, gemm_with, gemm_with_kernel, matmul, matmul_into, Parallelism, Scalar,
+    Tier,
 };
 
 /// Counts the heap allocations each thread makes, to prove gemm allocates nothing per call.
@@ -192,7 +192,7 @@ fn check<T: Scalar>(
 /// One product in one set of layouts with one kernel, checked against `want`.
 #[allow(clippy::too_many_arguments)]
 fn run_case<T: Scalar>(
-    kernel: GemmKernel,
+    kernel: Tier,
     (alpha, beta): (T, T),
     (a, b, c0): (&Array2<T>, &Array2<T>, &Array2<T>),
     (la, lb, lc): (Layout, Layout, Layout),
@@ -243,7 +243,7 @@ fn small_shapes_all_transposes<T: Scalar>() {
                 case += 1;
                 let (alpha, beta) = (T::from_f64(al), T::from_f64(be));
                 let (want, scale) = reference(alpha, &a, &b, beta, &c0);
-                for kernel in GemmKernel::all_supported() {
+                for kernel in Tier::available() {
                     for la in [Layout::RowMajor, Layout::Transposed] {
                         for lb in [Layout::RowMajor, Layout::Transposed] {
                             run_case(
@@ -295,7 +295,7 @@ fn large_shapes_all_layouts<T: Scalar>() {
         let (al, be) = ALPHA_BETA[case % ALPHA_BETA.len()];
         let (alpha, beta) = (T::from_f64(al), T::from_f64(be));
         let (want, scale) = reference(alpha, &a, &b, beta, &c0);
-        for kernel in GemmKernel::all_supported() {
+        for kernel in Tier::available() {
             for (i, &la) in LAYOUTS.iter().enumerate() {
                 for (j, &lb) in LAYOUTS.iter().enumerate() {
                     // C cycles through its layouts too (strided C takes the kernels' spill path).
@@ -343,7 +343,7 @@ fn wide_products_cross_column_blocks() {
             random::<f32>(m, n, &mut rng),
         );
         let (want, scale) = reference(1.0, &a, &b, 1.0, &c0);
-        for kernel in GemmKernel::all_supported() {
+        for kernel in Tier::available() {
             for lb in [Layout::RowMajor, Layout::Transposed] {
                 let layouts = (Layout::RowMajor, lb, Layout::RowMajor);
                 run_case(kernel, (1.0, 1.0), (&a, &b, &c0), layouts, &want, &scale);
@@ -380,7 +380,7 @@ fn small_k_products_every_layout() {
             case += 1;
             let (alpha, beta) = (al as f32, be as f32);
             let (want, scale) = reference(alpha, &a, &b, beta, &c0);
-            for kernel in GemmKernel::all_supported() {
+            for kernel in Tier::available() {
                 for (i, &la) in a_layouts.iter().enumerate() {
                     for (j, &lb) in b_layouts.iter().enumerate() {
                         let lc = [Layout::RowMajor, Layout::Transposed][(i + j) % 2];
@@ -430,7 +430,7 @@ fn lenet_shapes_every_kernel() {
         };
         for (alpha, beta) in [(1.0, 0.0), (1.0, 1.0)] {
             let (want, scale) = reference(alpha, &a, &b, beta, &c0);
-            for kernel in GemmKernel::all_supported() {
+            for kernel in Tier::available() {
                 run_case(
                     kernel,
                     (alpha, beta),
@@ -446,7 +446,7 @@ fn lenet_shapes_every_kernel() {
 
 #[test]
 fn empty_dimensions() {
-    for kernel in GemmKernel::all_supported() {
+    for kernel in Tier::available() {
         // k == 0: C = beta·C, and with beta == 0 even a NaN C becomes zero.
         let (a, b) = (Array2::<f32>::zeros((3, 0)), Array2::<f32>::zeros((0, 4)));
         let mut c = Array2::from_elem((3, 4), 2.0f32);
@@ -536,12 +536,12 @@ fn mismatched_output_panics() {
 #[test]
 fn kernel_name_is_the_active_kernel() {
     let name = gemm_kernel_name();
-    assert_eq!(name, GemmKernel::active().name());
+    assert_eq!(name, Tier::active().name());
     assert!(["portable", "avx2", "avx512"].contains(&name), "{name}");
-    assert!(GemmKernel::active().is_supported());
+    assert!(Tier::active().is_supported());
     println!(
         "gemm kernel in use: {name}; supported: {:?}",
-        GemmKernel::all_supported()
+        Tier::available()
     );
 }
 
@@ -563,7 +563,7 @@ fn parallel_results_are_bit_identical() {
             .filter(|(p, q)| p.to_bits() != q.to_bits())
             .count()
     };
-    for kernel in GemmKernel::all_supported() {
+    for kernel in Tier::available() {
         for (layout, b) in [("row-major B", b_row.view()), ("column-major B", b_col.t())] {
             let what = format!("{} {layout}", kernel.name());
             let run = || {
@@ -584,7 +584,7 @@ fn parallel_results_are_bit_identical() {
             // Row blocks computed as separate products. Same bits as long as they take the same
             // route: always except AVX2 with column-major B, which picks its unpacked dot route
             // for small products only.
-            if kernel == GemmKernel::Avx2 && layout == "column-major B" {
+            if kernel == Tier::Avx2 && layout == "column-major B" {
                 continue;
             }
             let mut pieces = Array2::<f32>::from_elem((m, n), f32::NAN);
@@ -623,7 +623,7 @@ fn calling_thread_results_are_bit_identical_to_parallel() {
         let b_col = b_row.t().as_standard_layout().into_owned();
         let c0 = random::<f32>(m, n, &mut rng);
         let (want, scale) = reference(0.5, &a, &b_row, -1.5, &c0);
-        for kernel in GemmKernel::all_supported() {
+        for kernel in Tier::available() {
             for b in [b_row.view(), b_col.t()] {
                 let what = format!("{} {m}x{n}x{k} B strides {:?}", kernel.name(), b.strides());
                 let run = |parallelism| {
@@ -662,7 +662,7 @@ fn broadcast_operands() {
         &Array2::zeros((19, 41)),
     );
     let (a_owned, b_col_major) = (a.to_owned(), b.t().as_standard_layout().into_owned());
-    for kernel in GemmKernel::all_supported() {
+    for kernel in Tier::available() {
         for (a, b) in [(a, b), (a, b_col_major.t()), (a_owned.view(), b)] {
             let mut c = Array2::from_elem((19, 41), f32::NAN);
             gemm_with_kernel(kernel, 1.0, a, b, 0.0, c.view_mut());
@@ -683,7 +683,7 @@ fn no_allocation_per_call() {
         (256, 120, 400, true),
         (256, 400, 120, false),
     ];
-    for kernel in GemmKernel::all_supported() {
+    for kernel in Tier::available() {
         for &(m, n, k, tb) in &shapes {
             let a = random::<f32>(m, k, &mut rng);
             let b = if tb {
@@ -725,7 +725,7 @@ fn f64_results_are_identical_on_every_path() {
         random::<f64>(45, 70, &mut rng),
         random::<f64>(70, 53, &mut rng),
     );
-    let results: Vec<Array2<f64>> = GemmKernel::all_supported()
+    let results: Vec<Array2<f64>> = Tier::available()
         .into_iter()
         .map(|kernel| {
             let mut c = Array2::zeros((45, 53));
@@ -761,7 +761,7 @@ proptest! {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let (a, b, c0) = (random::<f32>(m, k, &mut rng), random::<f32>(k, n, &mut rng), random::<f32>(m, n, &mut rng));
         let (alpha, beta) = (ALPHA_BETA[ab].0 as f32, ALPHA_BETA[ab].1 as f32);
-        let kernels = GemmKernel::all_supported();
+        let kernels = Tier::available();
         let kernel = kernels[kernel % kernels.len()];
         let (want, scale) = reference(alpha, &a, &b, beta, &c0);
         run_case(kernel, (alpha, beta), (&a, &b, &c0), (LAYOUTS[la], LAYOUTS[lb], LAYOUTS[lc]), &want, &scale);

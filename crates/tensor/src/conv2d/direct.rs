@@ -24,7 +24,7 @@
 //!
 //! The backward kernels are plain Rust over fixed-size arrays, compiled twice — for AVX2 + FMA
 //! (with fused multiply-adds; an AVX-512 CPU runs this build) and for the baseline target
-//! (separate multiply and add) — and picked at run time like `gemm`'s, by [`GemmKernel::active`]
+//! (separate multiply and add) — and picked at run time like `gemm`'s, by [`Tier::active`]
 //! (the forward kernel likewise); the `f32` weight gradient on AVX2 is written in intrinsics
 //! (`direct_avx2.rs`) with the same bits as the generic fused code. Results may differ between these paths in the last bits, never between
 //! runs or thread counts.
@@ -35,7 +35,7 @@ use super::fused::{epilogue_chunks, Epilogue, GradOut};
 use super::taps::{self, block_bias, regroup_weights, BiasAt, Block, Taps};
 use super::{copy_row, valid_range, Geometry, Kept};
 use crate::parallel::sum;
-use crate::{GemmKernel, Scalar};
+use crate::{Scalar, Tier};
 use ndarray::ArrayView1;
 use rayon::prelude::*;
 
@@ -132,7 +132,7 @@ pub(super) fn forward<T: Scalar>(
     let (in_img, out_img, img) = (g.h * g.w, g.k * g.positions(), image_len(g));
     let slot_len = g.slot_len(img, img_stride);
     let top = g.p.padding.0 * row_stride(g);
-    let isa = GemmKernel::active();
+    let isa = Tier::active();
     y.par_chunks_mut(g.per_chunk * out_img)
         .zip(x.par_chunks(g.per_chunk * in_img))
         .zip(images.par_chunks_mut(slot_len))
@@ -158,7 +158,7 @@ pub(super) fn forward<T: Scalar>(
 /// channels, one [`taps::forward`] run over the `ow` outputs, from the bias, with the taps
 /// `(u, v)` of the kernel rows whose input row is inside the image, at `(i+u−ph)·row_stride + v`.
 fn forward_image<T: Scalar>(
-    isa: GemmKernel,
+    isa: Tier,
     g: &Geometry,
     rows: &[T],
     wt: &[T],
@@ -213,7 +213,7 @@ pub(super) fn backward_chunk<T: Scalar>(
     mut gi: Option<&mut [T]>,
 ) {
     let in_img = g.h * g.w;
-    let isa = GemmKernel::active();
+    let isa = Tier::active();
     let (scratch, rest) = slot.split_at_mut(backward_scratch(g, kept) - lanes_len(g));
     let (lanes, part) = rest.split_at_mut(lanes_len(g));
     lanes.fill(T::zero());
@@ -245,13 +245,7 @@ pub(super) fn backward_chunk<T: Scalar>(
 /// for `dw[k,u,v]` and `Σ_{i,j} g[k,i,j]` for `db[k]`. Both fused paths (AVX2 `f32`
 /// intrinsics, the generic code compiled for AVX2) sum each lane in the same order with the
 /// same roundings, so they give the same bits.
-fn weight_grad_image<T: Scalar>(
-    isa: GemmKernel,
-    g: &Geometry,
-    img: &[T],
-    g_n: &[T],
-    lanes: &mut [T],
-) {
+fn weight_grad_image<T: Scalar>(isa: Tier, g: &Geometry, img: &[T], g_n: &[T], lanes: &mut [T]) {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx2,fma")]
@@ -262,12 +256,10 @@ fn weight_grad_image<T: Scalar>(
             }
             weight_grad_rows::<T, true>(g, img, g_n, lanes)
         }
-        match isa {
-            // SAFETY: `GemmKernel::active` only returns a path the CPU supports (run-time check),
-            // and AVX-512F implies AVX2 + FMA: an AVX-512 CPU runs the AVX2 kernel (no AVX-512
-            // build of it has been measured faster).
-            GemmKernel::Avx512 | GemmKernel::Avx2 => return unsafe { avx2(g, img, g_n, lanes) },
-            GemmKernel::Portable => {}
+        if crate::tier::Build::on(isa) == crate::tier::Build::Avx2 {
+            // SAFETY: `isa` is a tier the CPU has (the caller's), and the AVX2 build needs no
+            // more than it.
+            return unsafe { avx2(g, img, g_n, lanes) };
         }
     }
     let _ = isa;
@@ -423,7 +415,7 @@ mod tests {
     /// whose kernel reads only padding.
     #[test]
     fn forward_is_one_chain_per_output_from_the_bias() {
-        for isa in GemmKernel::all_supported() {
+        for isa in Tier::available() {
             for &(k, h, w, kh, kw, ph, pw) in &[
                 (6, 28, 28, 5, 5, 2, 2),
                 (7, 9, 11, 3, 7, 1, 3),
@@ -448,7 +440,7 @@ mod tests {
                 let mut y = vec![f32::NAN; k * g.positions()];
                 let rows = &img[ph * row_stride(&g)..];
                 forward_image(isa, &g, rows, &wt, Some(ArrayView1::from(&b)), &mut y);
-                let want = chain(&g, &x, &wts, &b, isa != GemmKernel::Portable);
+                let want = chain(&g, &x, &wts, &b, isa != Tier::Portable);
                 same_bits(
                     &y,
                     &want,

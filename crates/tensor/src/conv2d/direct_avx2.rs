@@ -137,7 +137,7 @@ mod tests {
     /// blocks (kw = 5, 7) and rows that end mid-vector (ow = 28, 11).
     #[test]
     fn intrinsics_equal_the_generic_fused_code_bit_for_bit() {
-        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+        if !crate::Tier::Avx2.is_supported() {
             eprintln!("skipped: this CPU has no AVX2 + FMA");
             return;
         }

@@ -14,7 +14,7 @@
 #![cfg(target_arch = "x86_64")]
 
 use crate::matmul::store_first;
-use crate::GemmKernel;
+use crate::Tier;
 use std::arch::x86_64::*;
 
 /// Taps per block: the rows computed together.
@@ -37,7 +37,7 @@ pub(super) struct Operands<'a> {
 /// Without AVX2 + FMA, or if the operands' lengths do not agree or the rows are out of range.
 pub(super) fn rows(op: &Operands<'_>, t0: usize, n: usize, out: &mut [f32]) {
     assert!(
-        GemmKernel::Avx2.is_supported(),
+        Tier::Avx2.is_supported(),
         "the dwide kernel needs AVX2 and FMA"
     );
     let k = op.w.len() / op.taps.max(1);

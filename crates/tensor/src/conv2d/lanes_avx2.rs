@@ -30,7 +30,7 @@
 
 use super::taps::Taps;
 use crate::matmul::{store_first, transpose8};
-use crate::GemmKernel;
+use crate::Tier;
 use std::arch::x86_64::*;
 
 /// Output channels per block: two vectors' lanes.
@@ -80,7 +80,7 @@ pub(super) struct Lanes<'a> {
 /// is shorter than the taps, weights or outputs need.
 pub(super) fn forward(l: &Lanes<'_>, y: &mut [f32]) {
     assert!(
-        GemmKernel::Avx2.is_supported(),
+        Tier::Avx2.is_supported(),
         "the lanes kernel needs AVX2 and FMA"
     );
     let (taps, out) = (l.taps.len(), l.out);
@@ -241,7 +241,7 @@ const TAPS_RUN: usize = 6;
 /// Without AVX2 + FMA, or if a buffer is shorter than the taps, outputs or channels need.
 pub(super) fn weight_grad(l: &WeightGrad<'_>, dwt: &mut [f32], add: bool) {
     assert!(
-        GemmKernel::Avx2.is_supported(),
+        Tier::Avx2.is_supported(),
         "the lanes kernel needs AVX2 and FMA"
     );
     let (taps, out) = (l.taps.len(), l.out);
@@ -371,7 +371,7 @@ unsafe fn tap_run<const N: usize>(
 /// blocks where they fit.
 pub(super) fn transpose(src: &[f32], rows: usize, dst: &mut [f32]) {
     assert!(
-        GemmKernel::Avx2.is_supported(),
+        Tier::Avx2.is_supported(),
         "the lanes kernel needs AVX2 and FMA"
     );
     assert_eq!(src.len(), dst.len(), "same length");

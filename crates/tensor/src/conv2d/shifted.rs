@@ -41,10 +41,10 @@ use super::taps::{self, block_bias, regroup_weights, BiasAt, Block, Taps};
 use super::{copy_row, pad_planes, Geometry, Kept};
 #[cfg(target_arch = "x86_64")]
 use super::{dwide_avx2, lanes_avx2};
-use crate::matmul::{dot_route_pays, gemm_packed_b, pack_b_lines, with_thread_buffer};
+use crate::matmul::{gemm_packed_b, pack_b_lines, route, with_thread_buffer, Route};
 use crate::matmul::{PackB, ThreadBuffer};
 use crate::parallel::sum as sum_of;
-use crate::{gemm_with_kernel, GemmKernel, Scalar};
+use crate::{gemm_with_kernel, Scalar, Tier};
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -151,7 +151,7 @@ pub(super) fn forward<T: Scalar>(
 ) {
     let (in_img, out_img) = (g.c * g.h * g.w, g.k * g.positions());
     let slot_len = g.slot_len(image_len(g), img_stride);
-    let isa = GemmKernel::active();
+    let isa = Tier::active();
     let kernel = Kernels::choose(isa, g, bias);
     y.par_chunks_mut(g.per_chunk * out_img)
         .zip(images.par_chunks_mut(slot_len))
@@ -198,13 +198,22 @@ enum Kernels {
     Lanes,
 }
 
+impl crate::tier::Needs for Kernels {
+    fn needs(&self) -> Tier {
+        match self {
+            Kernels::Wide => Tier::Portable,
+            Kernels::Lanes => Tier::Avx2,
+        }
+    }
+}
+
 impl Kernels {
     /// Lanes where they run, else wide. Both give the same bits (the weight gradient: when
     /// gemm sums each product in one depth block, as it does up to `L` = 256). `bias` is the
     /// forward pass's (the lanes kernel reads it as a slice); the backward pass passes `None`.
-    fn choose<T: Scalar>(isa: GemmKernel, g: &Geometry, bias: Option<ArrayView1<'_, T>>) -> Self {
+    fn choose<T: Scalar>(isa: Tier, g: &Geometry, bias: Option<ArrayView1<'_, T>>) -> Self {
         #[cfg(target_arch = "x86_64")]
-        if matches!(isa, GemmKernel::Avx2 | GemmKernel::Avx512)
+        if crate::tier::Build::on(isa) == crate::tier::Build::Avx2
             && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
             && g.k.is_multiple_of(lanes_avx2::KB)
             && g.ow >= lanes_avx2::RUN
@@ -241,7 +250,7 @@ impl Kernels {
 /// plane_c[(i+u)·wp + j+v] + b[k]`, summed from 0 in tap order with the bias last (the bits of
 /// `gemm`'s `W·wide + b`), by `kernel`.
 fn forward_image<T: Scalar>(
-    (kernel, isa): (Kernels, GemmKernel),
+    (kernel, isa): (Kernels, Tier),
     g: &Geometry,
     (wt, bias): (&[T], Option<ArrayView1<'_, T>>),
     img: &[T],
@@ -258,7 +267,7 @@ fn forward_image<T: Scalar>(
 /// run over the `L` wide columns into `y_wide`, then the output columns `j < ow` of each row
 /// of `y_wide` into `y_n`.
 fn forward_image_taps<T: Scalar>(
-    isa: GemmKernel,
+    isa: Tier,
     g: &Geometry,
     (wt, bias): (&[T], Option<ArrayView1<'_, T>>),
     img: &[T],
@@ -342,7 +351,7 @@ pub(super) fn backward_chunk<T: Scalar>(
     db.fill(T::zero());
     let first = chunk * g.per_chunk;
     let last = (first + g.per_chunk).min(g.n);
-    let isa = GemmKernel::active();
+    let isa = Tier::active();
     let kernels = Kernels::choose::<T>(isa, g, None);
     with_wide(g, |scratch| {
         let (mut sum, scratch) = WeightGradSum::new((kernels, isa), g, scratch);
@@ -372,7 +381,7 @@ pub(super) fn backward_chunk<T: Scalar>(
 /// 16 channels are one pair of vectors), copied into `dw` transposed when the chunk ends; `gt`
 /// holds each image's output gradient outputs-major (`[oh·ow, k]`) for it.
 enum WeightGradSum<'a, T> {
-    Gemm(GemmKernel),
+    Gemm(Tier),
     Lanes { dwt: &'a mut [T], gt: &'a mut [T] },
 }
 
@@ -380,7 +389,7 @@ impl<'a, T: Scalar> WeightGradSum<'a, T> {
     /// The sum for `kernels` (by `gemm` on `isa` when wide), with its buffers taken from the
     /// front of `scratch`; the rest of `scratch`.
     fn new(
-        (kernels, isa): (Kernels, GemmKernel),
+        (kernels, isa): (Kernels, Tier),
         g: &Geometry,
         scratch: &'a mut [T],
     ) -> (Self, &'a mut [T]) {
@@ -472,7 +481,7 @@ fn backward_image<T: Scalar>(
 
 /// `dw = g_wide·wideᵀ + beta·dw` by `gemm`, with `wide` built in `rest` on gemm's dot route.
 fn gemm_weight_grad<T: Scalar>(
-    kernel: GemmKernel,
+    kernel: Tier,
     g: &Geometry,
     img: &[T],
     g_wide: &[T],
@@ -482,7 +491,7 @@ fn gemm_weight_grad<T: Scalar>(
     let (ckk, cols) = (g.ckk(), wide_cols(g));
     let g_wide = ArrayView2::from_shape((g.k, cols), g_wide).expect("g_wide");
     let mut dw = ArrayViewMut2::from_shape((g.k, ckk), dw).expect("dW part");
-    if dot_route_pays::<T>(kernel, g.k, ckk) {
+    if let Route::Dot(_) = route::<T>(kernel, g.k, ckk, true) {
         // The dot route reads wideᵀ's columns in place: build them.
         let wide = &mut rest[..ckk * cols];
         build_wide(g, img, wide);
@@ -638,13 +647,7 @@ mod tests {
     /// One image's output the way the forward pass computed it before the taps kernel:
     /// `y_wide = W·wide + b` by `gemm` on `isa` (each output summed over `p` ascending from 0,
     /// then `1·acc + 1·b`), then the output columns.
-    fn by_gemm(
-        isa: GemmKernel,
-        g: &Geometry,
-        w: &[f32],
-        b: Option<&[f32]>,
-        img: &[f32],
-    ) -> Vec<f32> {
+    fn by_gemm(isa: Tier, g: &Geometry, w: &[f32], b: Option<&[f32]>, img: &[f32]) -> Vec<f32> {
         let (ckk, cols) = (g.ckk(), wide_cols(g));
         let mut wide = vec![f32::NAN; ckk * cols];
         build_wide(g, img, &mut wide);
@@ -678,7 +681,7 @@ mod tests {
     /// a bias.
     #[test]
     fn forward_equals_the_gemm_of_the_wide_matrix_bit_for_bit() {
-        for isa in GemmKernel::all_supported() {
+        for isa in Tier::available() {
             for &(c, k, h, w, kh, kw, ph, pw) in &[
                 (6, 16, 14, 14, 5, 5, 0, 0),
                 (3, 7, 9, 11, 3, 4, 1, 2),
@@ -703,9 +706,40 @@ mod tests {
         }
     }
 
+    /// On every tier, whatever this machine has, for LeNet-5's conv2 and shapes around the
+    /// lanes kernel's limits: the kernels need no more than the tier, the lanes kernels run
+    /// from the AVX2 tier up (measured faster than wide columns + gemm on Zen 3), and the
+    /// AVX-512 tier runs the AVX2 tier's (no AVX-512 kernel of this method exists yet).
+    #[test]
+    fn every_tier_runs_what_it_has_and_nothing_slower() {
+        for (c, k, h, w) in [
+            (6, 16, 14, 14),
+            (6, 16, 5, 5),
+            (3, 15, 9, 9),
+            (2, 32, 6, 12),
+        ] {
+            for n in [1, 32, 256] {
+                let g = stride1(n, (c, h, w), (k, 5, 5), 0);
+                let what = format!("conv {c}→{k} on {h}×{w}, batch {n}");
+                let lanes = [Kernels::Lanes];
+                crate::tier::check_plan(&what, |t| Kernels::choose::<f32>(t, &g, None), &lanes);
+                crate::tier::check_plan(&what, |t| Kernels::choose::<f64>(t, &g, None), &[]);
+            }
+        }
+        let conv2 = stride1(32, (6, 14, 14), (16, 5, 5), 0);
+        assert_eq!(
+            Kernels::choose::<f32>(Tier::Avx512, &conv2, None),
+            Kernels::Lanes
+        );
+        assert_eq!(
+            Kernels::choose::<f32>(Tier::Portable, &conv2, None),
+            Kernels::Wide
+        );
+    }
+
     /// One shape of [`forward_equals_the_gemm_of_the_wide_matrix_bit_for_bit`]: the taps
     /// kernel, and the lanes kernel where it runs, against [`by_gemm`].
-    fn forward_case(isa: GemmKernel, g: &Geometry, at: &str) {
+    fn forward_case(isa: Tier, g: &Geometry, at: &str) {
         let f32s = |a: ndarray::Array4<f64>| a.mapv(|v| v as f32).into_raw_vec_and_offset().0;
         let (x, wts) = (
             f32s(pseudo(g.input_dim(), 1)),
@@ -719,7 +753,7 @@ mod tests {
         let fits = g.k.is_multiple_of(16) && g.ow >= 6;
         assert_eq!(
             lanes_runs,
-            isa != GemmKernel::Portable && fits,
+            isa != Tier::Portable && fits,
             "{at}: {chosen:?}"
         );
         let kernels = [Kernels::Wide, Kernels::Lanes];
@@ -778,7 +812,7 @@ mod tests {
             let g_wide =
                 Array2::from_shape_fn((k, cols), |(a, q)| ((a * 31 + q) % 13) as f32 - 6.0);
             let dw0 = Array2::from_shape_fn((k, ckk), |(a, j)| ((a + 3 * j) % 7) as f32 / 8.0);
-            for kernel in GemmKernel::all_supported() {
+            for kernel in Tier::available() {
                 let (mut want, mut got) = (dw0.clone(), dw0.clone());
                 let wide_t = wide.t();
                 let built = MatrixB::new(&wide_t);
@@ -796,7 +830,7 @@ mod tests {
     /// mid-run, wide rows that end mid-vector, more than 6 taps per kernel row, 32 channels.
     #[test]
     fn backward_by_lanes_equals_gemm_bit_for_bit() {
-        if !GemmKernel::Avx2.is_supported() {
+        if !Tier::Avx2.is_supported() {
             eprintln!("skipped: this CPU has no AVX2 + FMA");
             return;
         }
@@ -807,15 +841,12 @@ mod tests {
         ];
         for ((c, h, w), (k, kh, kw), pad) in cases {
             let g = stride1(3, (c, h, w), (k, kh, kw), pad);
-            assert_eq!(
-                Kernels::choose::<f32>(GemmKernel::Avx2, &g, None),
-                Kernels::Lanes
-            );
+            assert_eq!(Kernels::choose::<f32>(Tier::Avx2, &g, None), Kernels::Lanes);
             let at = format!("{c}x{h}x{w}, k {k} {kh}x{kw}, pad {pad}");
             let (gemm_dw, gemm_dx) = chunk_grads(&g, Kernels::Wide);
             let (lanes_dw, lanes_dx) = chunk_grads(&g, Kernels::Lanes);
             assert_eq!(
-                Kernels::choose::<f32>(GemmKernel::Avx512, &g, None),
+                Kernels::choose::<f32>(Tier::Avx512, &g, None),
                 Kernels::Lanes,
                 "{at}: an AVX-512 CPU runs the lanes kernels too"
             );
@@ -831,7 +862,7 @@ mod tests {
         let w: Vec<f32> = (0..g.k * g.ckk()).map(|i| val(i, 5)).collect();
         let mut scratch = vec![f32::NAN; backward_len(g)];
         // The AVX2 gemm: the lanes kernels sum in its order (AVX-512's dot route does not).
-        let (mut sum, rest) = WeightGradSum::new((kernels, GemmKernel::Avx2), g, &mut scratch);
+        let (mut sum, rest) = WeightGradSum::new((kernels, Tier::Avx2), g, &mut scratch);
         let mut dw = vec![f32::NAN; g.k * g.ckk()];
         let mut dx = vec![f32::NAN; g.c * g.h * g.w];
         for n in 0..g.n {

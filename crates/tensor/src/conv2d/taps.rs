@@ -15,13 +15,13 @@
 //!
 //! The generic code here (fixed arrays of `KB × FW` accumulators) is compiled for AVX2 + FMA
 //! (fused multiply-adds) and for the baseline target (separate multiply and add), picked at run
-//! time by [`GemmKernel::active`] like `gemm`'s kernels (an AVX-512 CPU runs the AVX2 build);
+//! time by [`Tier::active`] like `gemm`'s kernels (an AVX-512 CPU runs the AVX2 build);
 //! `f32` on AVX2 runs the intrinsics of `taps_avx2.rs`, which keep every accumulator in a
 //! register and give the same bits as the generic fused code.
 
 #[cfg(target_arch = "x86_64")]
 use super::taps_avx2;
-use crate::{GemmKernel, Scalar};
+use crate::{Scalar, Tier};
 use ndarray::ArrayView1;
 
 /// The input offsets `c·plane + u·row + v` of the taps, for `c < planes`, `u < rows`,
@@ -110,7 +110,7 @@ pub(super) fn block_bias<T: Scalar, const KB: usize>(
 /// # Panics
 /// If `src` is shorter than the taps reach, `wt` than `taps·KB` or `y` than the outputs.
 pub(super) fn forward<T: Scalar, const KB: usize>(
-    isa: GemmKernel,
+    isa: Tier,
     blk: &Block<'_, T, KB>,
     (y, stride, kb): (&mut [T], usize, usize),
 ) {
@@ -138,12 +138,10 @@ pub(super) fn forward<T: Scalar, const KB: usize>(
             }
             columns::<T, KB, 16, true>(b, y)
         }
-        match isa {
-            // SAFETY: `GemmKernel::active` only returns a path the CPU supports (run-time check),
-            // and AVX-512F implies AVX2 + FMA. No AVX-512 build of this kernel has been measured
-            // faster, so an AVX-512 CPU runs the AVX2 one.
-            GemmKernel::Avx512 | GemmKernel::Avx2 => return unsafe { avx2(blk, (y, stride, kb)) },
-            GemmKernel::Portable => {}
+        if crate::tier::Build::on(isa) == crate::tier::Build::Avx2 {
+            // SAFETY: `isa` is a tier the CPU has (the caller's), and the AVX2 build needs no
+            // more than it.
+            return unsafe { avx2(blk, (y, stride, kb)) };
         }
     }
     let _ = isa;

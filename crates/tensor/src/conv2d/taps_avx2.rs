@@ -181,7 +181,7 @@ mod tests {
     /// ends exactly at the last tap's reach (a read past it would panic in the generic code).
     #[test]
     fn intrinsics_equal_the_generic_fused_code_bit_for_bit() {
-        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+        if !crate::Tier::Avx2.is_supported() {
             eprintln!("skipped: this CPU has no AVX2 + FMA");
             return;
         }

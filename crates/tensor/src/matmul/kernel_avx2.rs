@@ -18,20 +18,16 @@ use super::kernel::{with_a_rows, write_tile, ARows, ATile, BPanels, MicroKernel,
 use std::arch::x86_64::*;
 
 /// The AVX2+FMA f32 kernel with a 6 × 16 tile (twelve accumulators): the general choice.
-/// Only used after `GemmKernel::Avx2.is_supported()`, as is [`Avx2Narrow`].
+/// Only used after `Tier::Avx2.is_supported()`, as is [`Avx2Narrow`].
 #[derive(Debug)]
 pub(super) struct Avx2;
 
 /// The same kernel with an 8 × 8 tile (eight accumulators; one B vector and eight broadcasts
 /// per step, which Zen 3's three load ports sustain). Chosen for `A·Bᵀ` products (B
-/// column-major) up to [`NARROW_MAX_M`] rows: packing B interleaves 8 columns instead of 16,
+/// column-major) up to `plan::NARROW_MAX_M` rows: packing B interleaves 8 columns instead of 16,
 /// and the LeNet sizes (multiples of 8, or 4) leave fewer partial tiles.
 #[derive(Debug)]
 pub(super) struct Avx2Narrow;
-
-/// Rows of C up to which `A·Bᵀ` products use [`Avx2Narrow`]; measured on the LeNet shapes
-/// (Zen 3): e.g. 1.4× the 6 × 16 tile at 32×84×120, equal at 256×84×120.
-pub(super) const NARROW_MAX_M: usize = 128;
 
 const LANES: usize = 8;
 

@@ -9,7 +9,7 @@
 use super::kernel::{with_a_rows, write_tile, ARows, ATile, MicroKernel, Panel};
 use std::arch::x86_64::*;
 
-/// Marker for the AVX-512F f32 kernel; only used after `GemmKernel::Avx512.is_supported()`.
+/// Marker for the AVX-512F f32 kernel; only used after `Tier::Avx512.is_supported()`.
 #[derive(Debug)]
 pub(super) struct Avx512;
 

@@ -13,15 +13,10 @@ use crate::Scalar;
 #[derive(Debug)]
 pub(super) struct Portable<const MR: usize, const NR: usize>;
 
-/// The portable tile compiled for AVX2 (f64 on AVX2 machines).
+/// The portable tile compiled for AVX2 (f64 on the AVX2 and AVX-512 tiers).
 #[cfg(target_arch = "x86_64")]
 #[derive(Debug)]
 pub(super) struct PortableAvx2<const MR: usize, const NR: usize>;
-
-/// The portable tile compiled for AVX-512F (f64 on AVX-512 machines).
-#[cfg(target_arch = "x86_64")]
-#[derive(Debug)]
-pub(super) struct PortableAvx512<const MR: usize, const NR: usize>;
 
 /// Implements [`MicroKernel`] for a portable-kernel marker whose `tile` calls `$body`.
 macro_rules! portable_kernel {
@@ -56,8 +51,6 @@ macro_rules! portable_kernel {
 portable_kernel!(Portable, tile_baseline);
 #[cfg(target_arch = "x86_64")]
 portable_kernel!(PortableAvx2, tile_avx2);
-#[cfg(target_arch = "x86_64")]
-portable_kernel!(PortableAvx512, tile_avx512);
 
 /// Defines `$name`: the portable tile compiled under the given attributes (a target feature,
 /// or none for the baseline), so that one source is vectorised for each instruction set.
@@ -95,11 +88,6 @@ tile_for_target!(
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     tile_avx2
-);
-tile_for_target!(
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    tile_avx512
 );
 
 /// The portable tile itself, inlined into each wrapper so it is vectorised for that target.

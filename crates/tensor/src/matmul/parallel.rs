@@ -7,9 +7,9 @@
 //! `driver`), so the result is bit-identical to the serial one for any number of threads and
 //! any scheduling.
 
-use super::dispatch::GemmKernel;
 use super::{gemm_on_threads, Route};
 use crate::Scalar;
+use crate::Tier;
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 
 /// Products under this many flops (`2·m·n·k`, about 40 µs of one core) stay on the calling
@@ -32,7 +32,7 @@ fn cut(len: usize, align: usize) -> usize {
 
 /// `C = alpha·A·B + beta·C`, in parallel when large enough.
 pub(super) fn gemm_split<T: Scalar>(
-    kernel: GemmKernel,
+    kernel: Tier,
     route: Route,
     alpha: T,
     a: ArrayView2<'_, T>,
@@ -59,7 +59,7 @@ pub(super) fn gemm_split<T: Scalar>(
 }
 
 fn split<T: Scalar>(
-    kernel: GemmKernel,
+    kernel: Tier,
     route: Route,
     alpha: T,
     a: ArrayView2<'_, T>,

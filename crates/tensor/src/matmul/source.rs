@@ -119,7 +119,8 @@ impl<T> PackB<f32> for AsF32<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matmul::{gemm_packed_b, gemm_with, tile_shape, GemmKernel, Parallelism};
+    use crate::matmul::{gemm_packed_b, gemm_with, tile_shape, Parallelism};
+    use crate::Tier;
     use ndarray::Array2;
     use std::cell::Cell;
 
@@ -171,7 +172,7 @@ mod tests {
             let b = Array2::from_shape_fn((k, n), |(p, j)| Formula::at::<T>(p, j));
             let c0 = Array2::from_shape_fn((m, n), |(i, j)| Formula::at::<T>(j, i));
             let (alpha, beta) = (T::from(0.5).unwrap(), T::from(-2.0).unwrap());
-            for kernel in GemmKernel::all_supported() {
+            for kernel in Tier::available() {
                 let mut want = c0.clone();
                 let par = Parallelism::CallingThread;
                 gemm_with(

@@ -13,13 +13,12 @@
 //! It moves data only, so it gives the same panel as `pack::interleave`, bit for bit
 //! (unit test below).
 
-use super::dispatch::GemmKernel;
 use std::arch::x86_64::*;
 
-/// Whether packing may call [`interleave_lines`]: the process runs a SIMD kernel path, which the
-/// CPU supports (`LENET_GEMM_KERNEL=portable` keeps packing in plain Rust too).
+/// Whether packing may call [`interleave_lines`]: on the AVX2 tier and above (the portable tier
+/// keeps packing in plain Rust too).
 pub(super) fn available() -> bool {
-    GemmKernel::active() != GemmKernel::Portable && is_x86_feature_detected!("avx2")
+    crate::tier::Build::active() == crate::tier::Build::Avx2
 }
 
 /// Whether [`interleave_lines`] handles a panel `w` lines wide.
@@ -116,7 +115,7 @@ mod tests {
 
     #[test]
     fn equals_the_scalar_interleave_for_every_width_and_depth() {
-        if !is_x86_feature_detected!("avx2") {
+        if !crate::Tier::Avx2.is_supported() {
             eprintln!("skipped: this CPU has no AVX2");
             return;
         }
