@@ -35,7 +35,9 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
 fn main() -> ExitCode {
     let cli = parse();
-    let result = limits::check_gemm_kernel().and_then(|()| match &cli.command {
+    let result = limits::check_gemm_kernel()
+        .and_then(|()| limits::check_rayon_threads())
+        .and_then(|()| match &cli.command {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Predict(a) => predict::run(a),
@@ -50,7 +52,7 @@ fn main() -> ExitCode {
         Err(err) if out::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             // `{:#}` prints the whole cause chain: "error: what failed: why: root cause".
-            eprintln!("error: {err:#}");
+            crate::errln!("error: {err:#}");
             ExitCode::FAILURE
         }
     }

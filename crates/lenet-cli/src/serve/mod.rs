@@ -41,15 +41,13 @@ async fn serve(bind: SocketAddr, state: Arc<AppState>) -> Result<()> {
         .local_addr()
         .context("cannot read the bound address")?;
     if !addr.ip().is_loopback() {
-        eprintln!(
+        crate::errln!(
             "warning: listening on {addr}, which other machines may reach: anyone who can \
              connect can use this server"
         );
     }
     // Tests and scripts read this line to learn the port (with --bind 127.0.0.1:0).
-    println!("lenet serve: open http://{addr}/ in a browser (Ctrl-C to stop)");
-    use std::io::Write as _;
-    std::io::stdout().flush().ok();
+    crate::outln!("lenet serve: open http://{addr}/ in a browser (Ctrl-C to stop)")?;
     axum::serve(listener, router(state))
         .await
         .context("the server stopped with an error")
