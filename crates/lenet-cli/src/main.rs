@@ -38,14 +38,14 @@ fn main() -> ExitCode {
     let result = limits::check_gemm_kernel()
         .and_then(|()| limits::check_rayon_threads())
         .and_then(|()| match &cli.command {
-        Command::Train(a) => train::run(a),
-        Command::Eval(a) => eval::run(a),
-        Command::Predict(a) => predict::run(a),
-        Command::Download(a) => download::run(a),
-        Command::Serve(a) => serve::run(a),
-        Command::Summary(a) => summary::run(a),
-        Command::Visualize(a) => visualize::run(a),
-    });
+            Command::Train(a) => train::run(a),
+            Command::Eval(a) => eval::run(a),
+            Command::Predict(a) => predict::run(a),
+            Command::Download(a) => download::run(a),
+            Command::Serve(a) => serve::run(a),
+            Command::Summary(a) => summary::run(a),
+            Command::Visualize(a) => visualize::run(a),
+        });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         // A closed pipe (`lenet ... | head`) ends quietly, as other Unix tools do.

@@ -139,6 +139,7 @@ fn bad_requests_get_a_json_error_and_a_4xx() {
         );
         status
     };
+    let photo = jpeg(&one(64, 64));
     let cases: Vec<(&str, &str, Vec<u8>, &[u16])> = vec![
         (
             "not an image",
@@ -151,6 +152,12 @@ fn bad_requests_get_a_json_error_and_a_4xx() {
             "truncated PNG",
             "image/png",
             png(&one(40, 40))[..60].to_vec(),
+            &[400],
+        ),
+        (
+            "truncated JPEG",
+            "image/jpeg",
+            photo[..photo.len() * 2 / 3].to_vec(),
             &[400],
         ),
         ("empty body", "image/png", Vec::new(), &[400, 415]),

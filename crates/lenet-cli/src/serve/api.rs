@@ -184,7 +184,9 @@ fn prepare(bytes: &[u8]) -> Result<Vec<f32>, ApiError> {
     preprocess::digit_input(bytes).map_err(|err| {
         let status = match err {
             ImageError::UnknownFormat => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ImageError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ImageError::TooLarge { .. } | ImageError::TooMuchMemory { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ImageError::Corrupt(_) | ImageError::Empty => StatusCode::BAD_REQUEST,
             ImageError::NoDigit => StatusCode::UNPROCESSABLE_ENTITY,
         };

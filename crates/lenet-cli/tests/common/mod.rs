@@ -102,6 +102,23 @@ pub fn jpeg(img: &GrayImage) -> Vec<u8> {
     bytes
 }
 
+/// `jpeg` with an EXIF segment (APP1) recording `orientation` (1–8) and holding a thumbnail
+/// (a whole JPEG, end marker included), as a phone writes a photo: the pixels as the sensor
+/// saw them, and how to turn them upright.
+pub fn with_orientation(jpeg_data: &[u8], orientation: u16) -> Vec<u8> {
+    let mut exif = b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01".to_vec(); // TIFF header, 1 entry
+    exif.extend_from_slice(&[0x01, 0x12, 0, 3, 0, 0, 0, 1]); // Orientation, SHORT, count 1
+    exif.extend_from_slice(&orientation.to_be_bytes());
+    exif.extend_from_slice(&[0, 0, 0, 0, 0, 0]); // padding, no next IFD
+    exif.extend_from_slice(&jpeg(&GrayImage::from_pixel(8, 8, Luma([128]))));
+    let mut out = jpeg_data[..2].to_vec();
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(&(exif.len() as u16 + 2).to_be_bytes());
+    out.extend_from_slice(&exif);
+    out.extend_from_slice(&jpeg_data[2..]);
+    out
+}
+
 /// POSTs `body` with `content_type`; the status and the JSON answer (4xx/5xx included).
 pub fn post(url: &str, content_type: &str, body: &[u8]) -> (u16, serde_json::Value) {
     let result = ureq::post(url)
