@@ -25,7 +25,7 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_CONNECTIONS: usize = 512;
 /// Files kept free for everything else: the listener, the runtime, refusals in progress.
 const RESERVED_FILES: usize = 64;
-/// Most connections over the cap being answered 503 at once; more are closed unanswered.
+/// Most connections over the cap kept for a second after their 503 (see [`refuse`]).
 const MAX_REFUSALS: usize = 32;
 
 /// Accepts and serves connections until the process is stopped.
@@ -43,8 +43,8 @@ pub async fn serve(listener: TcpListener, app: Router) {
         };
         if let Ok(permit) = Arc::clone(&open).try_acquire_owned() {
             tokio::spawn(connection(stream, app.clone(), permit));
-        } else if let Ok(permit) = Arc::clone(&refusals).try_acquire_owned() {
-            tokio::spawn(refuse(stream, cap, permit));
+        } else {
+            refuse(stream, cap, &refusals);
         }
     }
 }
@@ -60,23 +60,45 @@ async fn connection(stream: TcpStream, app: Router, _permit: OwnedSemaphorePermi
     drop(served);
 }
 
-/// Answers 503 on a connection over the cap, then reads what the client sends for up to a
-/// second before closing (closing with unread data would reset the connection before the
-/// client reads the answer).
-async fn refuse(stream: TcpStream, cap: usize, _permit: OwnedSemaphorePermit) {
-    let body = format!(
-        "{{\"error\":\"the server is busy ({cap} connections open, its limit): try again in {} s\"}}",
-        super::api::RETRY_AFTER_SECONDS
-    );
-    let head = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: \
-         {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        super::api::RETRY_AFTER_SECONDS,
-        body.len()
-    );
+/// Answers 503 on a connection over the cap: whatever the client has sent is read, the answer
+/// written and the sending side shut, all without waiting. Then, while fewer than
+/// [`MAX_REFUSALS`] are doing so, what the client sends is read for up to a second before the
+/// connection closes (closing with unread data would reset it, and the client might lose the
+/// answer); otherwise it closes at once.
+fn refuse(stream: TcpStream, cap: usize, refusals: &Arc<Semaphore>) {
+    use std::io::{Read, Write};
+    let Ok(mut std_stream) = stream.into_std() else {
+        return;
+    };
+    let mut scratch = [0u8; 4096];
+    while matches!(std_stream.read(&mut scratch), Ok(n) if n > 0) {}
     // A fresh socket's buffer takes these few bytes at once.
-    let _ = stream.try_write(format!("{head}{body}").as_bytes());
-    let drain = async {
+    let _ = std_stream.write_all(busy_answer(cap).as_bytes());
+    let _ = std_stream.shutdown(std::net::Shutdown::Write);
+    if let Ok(permit) = Arc::clone(refusals).try_acquire_owned() {
+        if let Ok(stream) = TcpStream::from_std(std_stream) {
+            tokio::spawn(drain(stream, permit));
+        }
+    }
+}
+
+/// The 503 answer of a connection over the cap.
+fn busy_answer(cap: usize) -> String {
+    let retry = super::api::RETRY_AFTER_SECONDS;
+    let body = format!(
+        "{{\"error\":\"the server is busy ({cap} connections open, its limit): try again in \
+         {retry} s\"}}"
+    );
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         retry-after: {retry}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Reads and drops what the client sends until it closes, for up to a second.
+async fn drain(stream: TcpStream, _permit: OwnedSemaphorePermit) {
+    let read_all = async {
         let mut buf = [0u8; 4096];
         while stream.readable().await.is_ok() {
             match stream.try_read(&mut buf) {
@@ -86,7 +108,7 @@ async fn refuse(stream: TcpStream, cap: usize, _permit: OwnedSemaphorePermit) {
             }
         }
     };
-    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), read_all).await;
 }
 
 /// After a failed accept: out of files (or memory) lasts a while, so wait a little instead of
