@@ -38,7 +38,7 @@ pub fn fetch(kind: DatasetKind, dir: &Path) -> Result<Vec<mnist::FileReport>> {
 pub fn ensure(kind: DatasetKind, data_dir: Option<&Path>) -> Result<PathBuf> {
     let dir = mnist::resolve_data_dir(kind, data_dir);
     if !all_present(kind, &dir) {
-        eprintln!(
+        crate::errln!(
             "{} is not (completely) in {}: downloading it",
             kind.display_name(),
             dir.display()

@@ -13,7 +13,7 @@ pub fn run(args: &DataArgs) -> Result<()> {
     let reports = data::fetch(kind, &dir)?;
     for r in &reports {
         for f in &r.failed_mirrors {
-            eprintln!("warning: {}: {} failed: {}", r.name, f.url, f.reason);
+            crate::errln!("warning: {}: {} failed: {}", r.name, f.url, f.reason);
         }
         match &r.status {
             FileStatus::AlreadyPresent => {

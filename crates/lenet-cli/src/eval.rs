@@ -68,7 +68,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     }
     if let Some(png) = &args.png {
         crate::visualize::confusion_png(&confusion, png)?;
-        eprintln!("wrote the confusion matrix to {}", png.display());
+        crate::errln!("wrote the confusion matrix to {}", png.display());
     }
     if let (Some(notes), Some(path)) = (&args.record, &args.model) {
         let mut entries = notes.clone();
@@ -93,7 +93,7 @@ fn actual_dataset(
 ) -> DatasetKind {
     let kind = data::identify_test_set(dir).unwrap_or(assumed);
     if kind != assumed {
-        eprintln!(
+        crate::errln!(
             "warning: the test set in {} is {}'s, not {}'s",
             dir.display(),
             kind.display_name(),
@@ -105,7 +105,7 @@ fn actual_dataset(
             Some(path) => path.display().to_string(),
             None => "the built-in model".to_string(),
         };
-        eprintln!(
+        crate::errln!(
             "warning: {model} was trained on {}, evaluated here on {}",
             trained.display_name(),
             kind.display_name()

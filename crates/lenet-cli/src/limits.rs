@@ -1,5 +1,6 @@
-//! Sanity limits checked before any work starts: the thread count against the cores, the batch
-//! size against the memory, and `LENET_KERNEL` against the kernel tiers that exist.
+//! Sanity limits checked before any work starts: the thread count (`--threads` and
+//! `RAYON_NUM_THREADS`) against the cores, the batch size against the memory, and
+//! `LENET_KERNEL` against the kernel tiers that exist.
 
 use anyhow::{bail, Result};
 use tensor::Tier;
@@ -17,6 +18,23 @@ pub const BYTES_PER_IMAGE: u64 = 256 * 1024;
 pub fn max_threads() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     THREADS_PER_CORE * cores
+}
+
+/// Refuses a `RAYON_NUM_THREADS` above [`max_threads`], the cap `--threads` has: every
+/// command's worker pool defaults to that many threads. Values rayon ignores (0, not a number)
+/// are left to it.
+pub fn check_rayon_threads() -> Result<()> {
+    let Ok(value) = std::env::var("RAYON_NUM_THREADS") else {
+        return Ok(());
+    };
+    let max = max_threads();
+    match value.trim().parse::<usize>() {
+        Ok(n) if n > max => bail!(
+            "RAYON_NUM_THREADS={n} is more than {THREADS_PER_CORE} threads per core of this \
+             machine: use at most {max} (or unset it for one thread per core)"
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// Refuses a `LENET_KERNEL` (or `LENET_GEMM_KERNEL`) that names no tier (the kernels ignore

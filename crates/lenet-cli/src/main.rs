@@ -35,22 +35,24 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
 fn main() -> ExitCode {
     let cli = parse();
-    let result = limits::check_kernel_tier().and_then(|()| match &cli.command {
-        Command::Train(a) => train::run(a),
-        Command::Eval(a) => eval::run(a),
-        Command::Predict(a) => predict::run(a),
-        Command::Download(a) => download::run(a),
-        Command::Serve(a) => serve::run(a),
-        Command::Summary(a) => summary::run(a),
-        Command::Visualize(a) => visualize::run(a),
-    });
+    let result = limits::check_kernel_tier()
+        .and_then(|()| limits::check_rayon_threads())
+        .and_then(|()| match &cli.command {
+            Command::Train(a) => train::run(a),
+            Command::Eval(a) => eval::run(a),
+            Command::Predict(a) => predict::run(a),
+            Command::Download(a) => download::run(a),
+            Command::Serve(a) => serve::run(a),
+            Command::Summary(a) => summary::run(a),
+            Command::Visualize(a) => visualize::run(a),
+        });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         // A closed pipe (`lenet ... | head`) ends quietly, as other Unix tools do.
         Err(err) if out::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             // `{:#}` prints the whole cause chain: "error: what failed: why: root cause".
-            eprintln!("error: {err:#}");
+            crate::errln!("error: {err:#}");
             ExitCode::FAILURE
         }
     }

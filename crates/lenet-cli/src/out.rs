@@ -1,5 +1,5 @@
-//! Standard output that reports failures instead of panicking (`println!` panics when stdout
-//! is a closed pipe or a full disk).
+//! Standard output and standard error that never panic (`println!` and `eprintln!` panic when
+//! their stream is a closed pipe or a full disk).
 //!
 //! Every subcommand prints through [`outln!`](crate::outln), which returns a `Result`. A
 //! closed pipe (`lenet eval ... | head -1`) ends the program quietly with success, as other
@@ -7,6 +7,11 @@
 //! is an `error:`. A long job that must finish its work whatever happens to stdout (`train`,
 //! whose point is the saved weights) prints through [`Deferred`] instead, which keeps the
 //! first failure for the end.
+//!
+//! Errors, warnings and notes go to stderr through [`errln!`](crate::errln), which ignores a
+//! failed write: with stderr gone there is nowhere left to report it, and the exit code still
+//! tells what happened (`lenet predict x.png 2>&1 | head -c 10` ends with the code it would
+//! have had).
 
 use std::fmt;
 use std::io::{self, Write};
@@ -40,6 +45,23 @@ macro_rules! outln {
     };
     ($($arg:tt)*) => {
         $crate::out::line(format_args!($($arg)*))
+    };
+}
+
+/// Writes one line to stderr, ignoring a failure (see the module documentation).
+pub fn err_line(args: fmt::Arguments<'_>) {
+    let mut err = io::stderr().lock();
+    let _ = err
+        .write_fmt(args)
+        .and_then(|()| err.write_all(b"\n"))
+        .and_then(|()| err.flush());
+}
+
+/// `eprintln!` that never panics: a line that cannot be written to stderr is dropped.
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::out::err_line(format_args!($($arg)*))
     };
 }
 

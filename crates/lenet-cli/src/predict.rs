@@ -44,7 +44,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
                 crate::outln!("{}: {}", path.display(), line.join("  "))?;
             }
             Err(err) => {
-                eprintln!("error: {err:#}");
+                crate::errln!("error: {err:#}");
                 failed += 1;
             }
         }

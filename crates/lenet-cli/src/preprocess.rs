@@ -14,7 +14,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use image::imageops::{self, FilterType};
-use image::{DynamicImage, GrayImage, ImageFormat, ImageReader, Limits, Luma};
+use image::{DynamicImage, GrayImage, ImageDecoder, ImageFormat, ImageReader, Limits, Luma};
 
 /// Side of the output image.
 pub const SIZE: u32 = 28;
@@ -25,8 +25,9 @@ const FIT: u32 = 20;
 const INK_THRESHOLD: u8 = 40;
 /// Largest accepted width and height, in pixels, read from the header before any pixel is decoded.
 pub const MAX_SIDE: u32 = 4096;
-/// Most bytes the decoder may allocate: a `MAX_SIDE`² RGBA image with 16-bit channels.
-const MAX_ALLOC: u64 = MAX_SIDE as u64 * MAX_SIDE as u64 * 8;
+/// Most bytes the decoded pixels may take: a `MAX_SIDE`² image of 8-bit RGBA (or 16-bit gray
+/// and alpha). A decode holds about twice this at its peak (the pixels and their grayscale).
+pub const MAX_ALLOC: u64 = MAX_SIDE as u64 * MAX_SIDE as u64 * 4;
 /// Largest image file `load_digit` reads.
 pub const MAX_FILE_BYTES: u64 = 64 << 20;
 
@@ -41,6 +42,11 @@ pub enum ImageError {
         width: u32,
         /// Height in the header.
         height: u32,
+    },
+    /// The decoded pixels would take more than [`MAX_ALLOC`] bytes; nothing was decoded.
+    TooMuchMemory {
+        /// Bytes the decoded pixels need.
+        needed: u64,
     },
     /// A PNG or JPEG whose data cannot be decoded (truncated, bad checksum, ...).
     Corrupt(String),
@@ -58,6 +64,13 @@ impl fmt::Display for ImageError {
                 f,
                 "the image is {width}×{height} pixels; at most {MAX_SIDE}×{MAX_SIDE} are accepted"
             ),
+            ImageError::TooMuchMemory { needed } => write!(
+                f,
+                "the decoded image would take {} MiB; at most {} MiB are accepted (a \
+                 {MAX_SIDE}×{MAX_SIDE} image of 8-bit RGBA)",
+                needed.div_ceil(1 << 20),
+                MAX_ALLOC >> 20
+            ),
             ImageError::Corrupt(why) => write!(f, "corrupt image data: {why}"),
             ImageError::Empty => write!(f, "the image is empty (0 pixels)"),
             ImageError::NoDigit => write!(
@@ -70,29 +83,90 @@ impl fmt::Display for ImageError {
 
 impl std::error::Error for ImageError {}
 
-/// Decodes a PNG or JPEG to grayscale, compositing any transparency onto white paper.
+/// Decodes a PNG or JPEG to grayscale, turned upright as its EXIF orientation says (phones
+/// store a photo as the sensor saw it and record the turn), with any transparency composited
+/// onto white paper.
 ///
-/// The dimensions are read from the header first: images wider or taller than [`MAX_SIDE`] are
-/// refused before their pixels are decoded, and the decoder's allocations are capped.
+/// Nothing is decoded before these checks: the dimensions from the header (at most
+/// [`MAX_SIDE`] a side), the memory the decoded pixels need (at most [`MAX_ALLOC`] bytes), and
+/// for a JPEG that its data reaches the end-of-image marker (the decoder would fill a missing
+/// end with gray).
 pub fn decode_image(bytes: &[u8]) -> Result<GrayImage, ImageError> {
-    let reader = || -> Result<ImageReader<Cursor<&[u8]>>, ImageError> {
-        let mut r = ImageReader::new(Cursor::new(bytes))
-            .with_guessed_format()
-            .map_err(|e| ImageError::Corrupt(e.to_string()))?;
-        if !matches!(r.format(), Some(ImageFormat::Png | ImageFormat::Jpeg)) {
-            return Err(ImageError::UnknownFormat);
-        }
-        let mut limits = Limits::default();
-        limits.max_alloc = Some(MAX_ALLOC);
-        r.limits(limits);
-        Ok(r)
-    };
-    let (width, height) = reader()?.into_dimensions().map_err(corrupt)?;
+    let mut reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| ImageError::Corrupt(e.to_string()))?;
+    match reader.format() {
+        Some(ImageFormat::Png) => {}
+        Some(ImageFormat::Jpeg) => check_jpeg_complete(bytes)?,
+        _ => return Err(ImageError::UnknownFormat),
+    }
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(MAX_ALLOC);
+    reader.limits(limits);
+    let mut decoder = reader.into_decoder().map_err(corrupt)?;
+    let (width, height) = decoder.dimensions();
     if width > MAX_SIDE || height > MAX_SIDE {
         return Err(ImageError::TooLarge { width, height });
     }
-    let image = reader()?.decode().map_err(corrupt)?;
+    if decoder.total_bytes() > MAX_ALLOC {
+        return Err(ImageError::TooMuchMemory {
+            needed: decoder.total_bytes(),
+        });
+    }
+    let orientation = decoder.orientation().map_err(corrupt)?;
+    let mut image = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
+    image.apply_orientation(orientation);
     Ok(on_white(&image))
+}
+
+/// Refuses a JPEG whose data stops before its end-of-image marker. Walks the markers from the
+/// start: segments are skipped by their length (so an EXIF thumbnail's own end marker does
+/// not count), the entropy-coded data after a start-of-scan up to the next marker.
+fn check_jpeg_complete(bytes: &[u8]) -> Result<(), ImageError> {
+    let truncated = || {
+        ImageError::Corrupt("the JPEG data ends before its end-of-image marker (truncated)".into())
+    };
+    let mut pos = 2; // after the start-of-image marker
+    loop {
+        // A marker is 0xFF (possibly repeated as fill) and a code; stray bytes are skipped, as
+        // decoders do.
+        pos += bytes
+            .get(pos..)
+            .unwrap_or(&[])
+            .iter()
+            .position(|&b| b == 0xFF)
+            .ok_or_else(truncated)?;
+        while bytes.get(pos) == Some(&0xFF) {
+            pos += 1;
+        }
+        let marker = *bytes.get(pos).ok_or_else(truncated)?;
+        pos += 1;
+        match marker {
+            0xD9 => return Ok(()),
+            0x01 | 0xD0..=0xD7 => continue, // no length follows
+            _ => {}
+        }
+        let length = bytes.get(pos..pos + 2).ok_or_else(truncated)?;
+        pos += usize::from(u16::from_be_bytes([length[0], length[1]]));
+        if pos > bytes.len() {
+            return Err(truncated());
+        }
+        if marker == 0xDA {
+            pos = scan_end(bytes, pos).ok_or_else(truncated)?;
+        }
+    }
+}
+
+/// Where the entropy-coded data from `pos` ends: at the next marker other than a stuffed zero
+/// (FF 00) or a restart (FF D0–D7); `None` if the data runs out first.
+fn scan_end(bytes: &[u8], mut pos: usize) -> Option<usize> {
+    loop {
+        let at = pos + bytes.get(pos..)?.iter().position(|&b| b == 0xFF)?;
+        match *bytes.get(at + 1)? {
+            0x00 | 0xD0..=0xD7 => pos = at + 2,
+            _ => return Some(at),
+        }
+    }
 }
 
 fn corrupt(e: image::ImageError) -> ImageError {
@@ -429,6 +503,98 @@ mod tests {
         let input = digit_input(&png).unwrap();
         assert_eq!(input.len(), 784);
         assert_eq!(input, to_input(&to_mnist(&drawing(120, 100)).unwrap()));
+    }
+
+    /// `img` as a JPEG of quality 95.
+    fn jpeg_bytes(img: &GrayImage) -> Vec<u8> {
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95)
+            .encode_image(img)
+            .unwrap();
+        out
+    }
+
+    /// `jpeg` with an EXIF segment (APP1) that records `orientation` (1–8) and holds a
+    /// thumbnail (a whole JPEG, end marker included), as a phone writes it.
+    fn with_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
+        let mut exif = b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01".to_vec(); // TIFF header, 1 entry
+        exif.extend_from_slice(&[0x01, 0x12, 0, 3, 0, 0, 0, 1]); // Orientation, SHORT, count 1
+        exif.extend_from_slice(&orientation.to_be_bytes());
+        exif.extend_from_slice(&[0, 0, 0, 0, 0, 0]); // padding, no next IFD
+        exif.extend_from_slice(&jpeg_bytes(&GrayImage::from_pixel(8, 8, Luma([128]))));
+        let mut out = jpeg[..2].to_vec();
+        out.extend_from_slice(&[0xFF, 0xE1]);
+        out.extend_from_slice(&(exif.len() as u16 + 2).to_be_bytes());
+        out.extend_from_slice(&exif);
+        out.extend_from_slice(&jpeg[2..]);
+        out
+    }
+
+    /// Mean absolute difference of two images of the same size.
+    fn mean_diff(a: &GrayImage, b: &GrayImage) -> f64 {
+        assert_eq!(a.dimensions(), b.dimensions());
+        let sum: u64 = a
+            .pixels()
+            .zip(b.pixels())
+            .map(|(p, q)| u64::from(p[0].abs_diff(q[0])))
+            .sum();
+        sum as f64 / f64::from(a.width() * a.height())
+    }
+
+    #[test]
+    fn a_truncated_jpeg_is_refused_wherever_it_is_cut() {
+        let jpeg = jpeg_bytes(&drawing(120, 100));
+        assert!(decode_image(&jpeg).is_ok());
+        // Data after the end marker (as some cameras append) is not a truncation.
+        assert!(decode_image(&[jpeg.as_slice(), b"trailer"].concat()).is_ok());
+        // A phone photo: its EXIF segment ends with a thumbnail's own end marker.
+        let photo = with_orientation(&jpeg, 1);
+        for cut in (3..photo.len()).step_by(7).chain([photo.len() - 1]) {
+            let err = decode_image(&photo[..cut]).unwrap_err();
+            assert!(
+                matches!(err, ImageError::Corrupt(_)),
+                "cut at {cut}: {err:?}"
+            );
+        }
+        let err = decode_image(&photo[..photo.len() * 2 / 3]).unwrap_err();
+        assert!(err.to_string().contains("truncated"), "{err}");
+    }
+
+    #[test]
+    fn the_exif_orientation_turns_the_photo_upright() {
+        let upright = drawing(120, 100);
+        // What the sensor stored, for each orientation the EXIF data may record.
+        let stored = [
+            (1, upright.clone()),
+            (3, imageops::rotate180(&upright)),
+            (6, imageops::rotate270(&upright)),
+            (8, imageops::rotate90(&upright)),
+            (2, imageops::flip_horizontal(&upright)),
+        ];
+        for (orientation, pixels) in stored {
+            let jpeg = with_orientation(&jpeg_bytes(&pixels), orientation);
+            let decoded = decode_image(&jpeg).unwrap();
+            assert_eq!(
+                decoded.dimensions(),
+                (120, 100),
+                "orientation {orientation}"
+            );
+            let diff = mean_diff(&decoded, &upright);
+            assert!(diff < 4.0, "orientation {orientation}: differs by {diff}");
+        }
+    }
+
+    #[test]
+    fn an_image_too_large_for_memory_is_refused_before_decoding() {
+        // 4096×4096 16-bit RGB: within the side limit, but 96 MiB of pixels.
+        let img = image::ImageBuffer::<image::Rgb<u16>, _>::new(MAX_SIDE, MAX_SIDE);
+        let png = png_bytes(&DynamicImage::ImageRgb16(img));
+        let err = decode_image(&png).unwrap_err();
+        assert_eq!(err, ImageError::TooMuchMemory { needed: 96 << 20 });
+        assert!(
+            err.to_string().contains("96 MiB") && err.to_string().contains("64 MiB"),
+            "{err}"
+        );
     }
 
     #[test]

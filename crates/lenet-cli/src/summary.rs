@@ -14,12 +14,17 @@ use crate::model_source::LoadedModel;
 pub fn run(args: &SummaryArgs) -> Result<()> {
     let loaded = LoadedModel::load(args.model.as_deref())?;
     let config = loaded.model.config();
-    println!(
+    crate::outln!(
         "LeNet-5 from {} ({} activation, {} pooling, {} and {} channels)",
-        loaded.source, config.activation, config.pooling, config.c1, config.c2
-    );
-    println!();
-    print!("{}", table(&nn::inspect::layer_table(&config)));
+        loaded.source,
+        config.activation,
+        config.pooling,
+        config.c1,
+        config.c2
+    )?;
+    crate::outln!()?;
+    let table = table(&nn::inspect::layer_table(&config));
+    crate::outln!("{}", table.trim_end_matches('\n'))?;
     Ok(())
 }
 

@@ -244,7 +244,7 @@ fn resume(args: &TrainArgs, path: &Path) -> Result<(Trainer, RunSettings)> {
         None => RunSettings::of(args),
     };
     if args.save.is_none() {
-        eprintln!("warning: --resume without --save: the continued run will not be saved");
+        crate::errln!("warning: --resume without --save: the continued run will not be saved");
     }
     check_saved_pair(args, &trainer);
     trainer.set_epochs(args.epochs);
@@ -290,7 +290,7 @@ fn check_saved_pair(args: &TrainArgs, trainer: &Trainer) {
         return;
     };
     if epochs != trainer.epochs_done() {
-        eprintln!(
+        crate::errln!(
             "warning: {} holds the weights of epoch {epochs}, the training state those of epoch \
              {} (a save was interrupted): resuming from the state; the weights are rewritten \
              after the next epoch",

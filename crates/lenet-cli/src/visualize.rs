@@ -39,7 +39,7 @@ pub fn run(args: &VisualizeArgs) -> Result<()> {
         written.extend(write_feature_maps(&loaded.model, input, &args.out)?);
     }
     for path in written {
-        println!("wrote {path}");
+        crate::outln!("wrote {path}")?;
     }
     Ok(())
 }

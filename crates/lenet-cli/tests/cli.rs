@@ -851,6 +851,32 @@ fn closed_or_full_stdout_is_not_a_panic() {
     run_full(&eval);
 }
 
+/// A closed stderr (`lenet predict x.png 2>&1 | head -c 10`, `lenet download 2>&1 | head -4`)
+/// does not turn an error into a panic: the command ends with the code it would have had.
+#[cfg(unix)]
+#[test]
+fn closed_stderr_is_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.png");
+    std::fs::write(&garbage, b"not an image").unwrap();
+    let data = dir.path().join("data");
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+    let cases: [&[&std::ffi::OsStr]; 2] = [
+        &[os("predict"), garbage.as_os_str()],
+        &[os("download"), os("--data-dir"), data.as_os_str()],
+    ];
+    for args in cases {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader); // stdout and stderr share one pipe whose reader is gone
+        let status = std_lenet(args)
+            .stdout(writer.try_clone().unwrap())
+            .stderr(writer)
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(1), "{args:?}: {status:?}");
+    }
+}
+
 /// FIFOs as --model or --resume fail at once instead of waiting for a writer.
 #[cfg(unix)]
 #[test]
@@ -1003,6 +1029,13 @@ fn limits_are_checked_naming_the_flag() {
         let stderr = fails(lenet().args(["train", flag, value]));
         assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
     }
+    // One cap for both ways of asking for threads: the environment cannot bypass --threads'.
+    let stderr = fails(lenet().env("RAYON_NUM_THREADS", "1000").args(["summary"]));
+    assert!(
+        stderr.contains("RAYON_NUM_THREADS=1000") && stderr.contains("at most"),
+        "{stderr}"
+    );
+    succeeds(lenet().env("RAYON_NUM_THREADS", "2").args(["summary"]));
     for var in ["LENET_KERNEL", "LENET_GEMM_KERNEL"] {
         let stderr = fails(lenet().env(var, "bogus").args(["train"]));
         assert!(

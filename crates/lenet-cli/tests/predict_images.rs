@@ -1,6 +1,8 @@
 //! `lenet predict` with several images, some of them bad: every good image still gets its line,
 //! every bad one is reported with its name and reason, and the exit status says something failed.
 
+mod common;
+
 use std::path::Path;
 
 use assert_cmd::Command;
@@ -92,6 +94,46 @@ fn a_fifo_is_not_read_as_an_image() {
     assert!(!out.status.success());
     assert!(
         stderr.contains("pipe.png") && stderr.contains("not a regular file"),
+        "{stderr}"
+    );
+}
+
+/// A phone photo of a 7 taken sideways: the pixels stored turned a quarter, the EXIF orientation
+/// saying to turn them back. It reads as the upright file does; a truncated copy is refused.
+#[test]
+fn a_sideways_phone_photo_is_read_upright_and_a_truncated_one_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/handwriting/neat_7_0.png");
+    let seven = image::open(source).unwrap().to_luma8();
+    let upright = dir.path().join("upright.jpg");
+    std::fs::write(&upright, common::jpeg(&seven)).unwrap();
+    // Orientation 6: turn the stored pixels 90° clockwise to show them.
+    let stored = common::jpeg(&image::imageops::rotate270(&seven));
+    let sideways = dir.path().join("sideways.jpg");
+    std::fs::write(&sideways, common::with_orientation(&stored, 6)).unwrap();
+    let out = lenet()
+        .arg("predict")
+        .args([&upright, &sideways])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].contains("upright.jpg: 7 ("), "{stdout}");
+    assert!(lines[1].contains("sideways.jpg: 7 ("), "{stdout}");
+
+    let photo = std::fs::read(&sideways).unwrap();
+    let cut = dir.path().join("cut.jpg");
+    std::fs::write(&cut, &photo[..photo.len() / 2]).unwrap();
+    let out = lenet().arg("predict").arg(&cut).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cut.jpg") && stderr.contains("truncated"),
         "{stderr}"
     );
 }

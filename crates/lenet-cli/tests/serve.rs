@@ -1,5 +1,7 @@
-//! `lenet serve` over real HTTP on loopback: the page, the API's answers, its errors, and a load
-//! test (1,000 predictions from 32 concurrent clients).
+//! `lenet serve` over real HTTP on loopback: the page, the API's answers, its errors, a load
+//! test (1,000 predictions from 32 concurrent clients), and the server's limits: uploads judged
+//! by their headers, the Host check, the memory of concurrent large decodes, and idle or slow
+//! connections under a lowered limit on open files.
 
 mod common;
 
@@ -139,6 +141,7 @@ fn bad_requests_get_a_json_error_and_a_4xx() {
         );
         status
     };
+    let photo = jpeg(&one(64, 64));
     let cases: Vec<(&str, &str, Vec<u8>, &[u16])> = vec![
         (
             "not an image",
@@ -151,6 +154,12 @@ fn bad_requests_get_a_json_error_and_a_4xx() {
             "truncated PNG",
             "image/png",
             png(&one(40, 40))[..60].to_vec(),
+            &[400],
+        ),
+        (
+            "truncated JPEG",
+            "image/jpeg",
+            photo[..photo.len() * 2 / 3].to_vec(),
             &[400],
         ),
         ("empty body", "image/png", Vec::new(), &[400, 415]),
@@ -183,13 +192,13 @@ fn bad_requests_get_a_json_error_and_a_4xx() {
     // A body over 2 MB: refused from its Content-Length, and while reading a chunked one.
     let big = vec![0u8; 2 * 1024 * 1024 + 1];
     let head = format!(
-        "POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         big.len()
     );
     let (status, body) = raw(&server.url, &head, &big);
     assert_eq!(status, 413, "{body}");
     assert!(body.contains("\"error\""), "{body}");
-    let chunked = "POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    let chunked = "POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
     let mut chunks = Vec::new();
     for _ in 0..3 {
         chunks.extend_from_slice(format!("{:x}\r\n", 1024 * 1024).as_bytes());
@@ -263,4 +272,259 @@ fn load_1000_predictions_from_32_clients() {
         pct(0.50).as_secs_f64() * 1e3,
         pct(0.99).as_secs_f64() * 1e3,
     );
+}
+
+// ---- the server's limits ----
+
+/// The status code of an HTTP answer's first line.
+fn status_code(answer: &[u8]) -> u16 {
+    let text = String::from_utf8_lossy(answer);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"))
+}
+
+/// Sends `head` (request line and headers, no body) on `stream` and returns the first answer's
+/// status code, which must come within `wait`.
+fn first_status(stream: &mut TcpStream, head: &str, wait: Duration) -> u16 {
+    stream.set_read_timeout(Some(wait)).unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut buf = [0u8; 1024];
+    let n = stream
+        .read(&mut buf)
+        .unwrap_or_else(|e| panic!("no answer within {wait:?} to {head:?}: {e}"));
+    status_code(&buf[..n])
+}
+
+/// Request headers of an upload of `length` bytes of `kind`, plus `extra` header lines.
+fn upload_head(kind: &str, length: usize, extra: &str) -> String {
+    format!(
+        "POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {kind}\r\n\
+         Content-Length: {length}\r\n{extra}\r\n"
+    )
+}
+
+/// An upload is judged by its headers before its body is read: a Content-Length over the
+/// limit is a 413 (no `100 Continue` first), a wrong Content-Type a 415; neither waits for the
+/// body, which is never sent here.
+#[test]
+fn uploads_are_judged_by_their_headers_before_the_body() {
+    let server = Server::start(Some(random_model()));
+    let connect = || TcpStream::connect(server.addr()).unwrap();
+    let wait = Duration::from_secs(5);
+    let expect = "Expect: 100-continue\r\n";
+    let big = upload_head("image/png", 3_000_000, expect);
+    assert_eq!(first_status(&mut connect(), &big, wait), 413);
+    let text = upload_head("text/plain", 1000, "");
+    assert_eq!(first_status(&mut connect(), &text, wait), 415);
+    let text = upload_head("text/plain", 1000, expect);
+    assert_eq!(first_status(&mut connect(), &text, wait), 415);
+    // An upload that passes gets its `100 Continue`, then its answer once the body has come.
+    let mut stream = connect();
+    let body = png(&one(40, 40));
+    let head = upload_head("image/png", body.len(), expect);
+    assert_eq!(first_status(&mut stream, &head, wait), 100);
+    stream.write_all(&body).unwrap();
+    let mut answer = [0u8; 64];
+    let n = stream.read(&mut answer).unwrap();
+    assert_eq!(status_code(&answer[..n]), 200);
+}
+
+/// DNS rebinding: a page on another origin reaching 127.0.0.1 still sends its own name as Host,
+/// and a server on loopback answers only its loopback names.
+#[test]
+fn only_loopback_host_names_are_served() {
+    let server = Server::start(Some(random_model()));
+    let port = server.addr().rsplit(':').next().unwrap();
+    let get = |host: &str| {
+        let head = format!("GET /api/model HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        raw(&server.url, &head, b"")
+    };
+    for host in [
+        "localhost".to_string(),
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        "[::1]".to_string(),
+        format!("[::1]:{port}"),
+    ] {
+        let (status, body) = get(&host);
+        assert_eq!(status, 200, "{host}: {body}");
+    }
+    for host in [
+        "evil.example".to_string(),
+        format!("evil.example:{port}"),
+        "127.0.0.1.evil.example".to_string(),
+    ] {
+        let (status, body) = get(&host);
+        assert_eq!(status, 421, "{host}: {body}");
+        let error: Value = serde_json::from_str(&body).unwrap();
+        let message = error["error"].as_str().unwrap();
+        assert!(
+            message.contains(&host) && message.contains("localhost"),
+            "{message}"
+        );
+    }
+    // A POST from such a page is refused before its body is read.
+    let (status, _) = raw(
+        &server.url,
+        "POST /api/predict HTTP/1.1\r\nHost: evil.example\r\nContent-Type: image/png\r\nContent-Length: 5\r\nConnection: close\r\n\r\n",
+        b"hello",
+    );
+    assert_eq!(status, 421);
+}
+
+/// `img` as an 8-bit RGBA PNG.
+fn rgba_png(img: &image::GrayImage) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    image::DynamicImage::ImageLuma8(img.clone())
+        .to_rgba8()
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .unwrap();
+    bytes
+}
+
+/// 32 clients upload the largest image accepted (4096×4096 8-bit RGBA, 64 MiB of pixels) at
+/// once: each is decoded or answered 503 with `Retry-After` within seconds, and the server's
+/// peak resident memory stays within what its few decode slots need (unbounded, 32 decodes at
+/// once took 3.4 GB). A 16-bit RGB image of that size (96 MiB) is refused before decoding.
+#[cfg(target_os = "linux")]
+#[test]
+fn concurrent_large_decodes_stay_within_bounded_memory() {
+    const CLIENTS: usize = 32;
+    /// Resident memory of a decode at its peak: the 64 MiB of pixels and their grayscale copies
+    /// (about 120 MB measured), with margin.
+    const MB_PER_DECODE: u64 = 160;
+    /// The server's own memory (model, runtime, small buffers), with margin.
+    const MB_BASE: u64 = 100;
+    // The server decodes one image per core, at most 4.
+    let slots = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4) as u64;
+    let server = Server::start(Some(random_model()));
+    let url = format!("{}/api/predict", server.url);
+    let body = rgba_png(&one(4096, 4096));
+    let answers: Vec<(u16, Option<String>, Value, Duration)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let (url, body) = (&url, &body);
+                s.spawn(move || {
+                    let started = Instant::now();
+                    let response = match ureq::post(url)
+                        .set("Content-Type", "image/png")
+                        .send_bytes(body)
+                    {
+                        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+                        Err(e) => panic!("request failed: {e}"),
+                    };
+                    let status = response.status();
+                    let retry = response.header("Retry-After").map(str::to_string);
+                    let json: Value =
+                        serde_json::from_str(&response.into_string().unwrap()).unwrap();
+                    (status, retry, json, started.elapsed())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let peak_mb = server.status_kb("VmHWM") / 1024;
+    let done = answers.iter().filter(|a| a.0 == 200).count();
+    let busy: Vec<_> = answers.iter().filter(|a| a.0 == 503).collect();
+    let slowest = answers.iter().map(|a| a.3).max().unwrap();
+    println!(
+        "{CLIENTS} concurrent 4096×4096 RGBA uploads: {done} decoded, {} answered 503, slowest \
+         answer {:.1} s, server peak resident memory {peak_mb} MB",
+        busy.len(),
+        slowest.as_secs_f64()
+    );
+    assert_eq!(done + busy.len(), CLIENTS, "other answers: {answers:?}");
+    assert!(done >= 1, "nothing was decoded");
+    for (_, retry, json, _) in &busy {
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert!(json["error"].as_str().unwrap().contains("busy"), "{json}");
+    }
+    assert!(slowest < Duration::from_secs(15), "{slowest:?}");
+    let bound = MB_BASE + slots * MB_PER_DECODE;
+    assert!(
+        peak_mb < bound,
+        "peak {peak_mb} MB, expected under {bound} MB"
+    );
+
+    let rgb16 = image::DynamicImage::ImageRgb16(image::ImageBuffer::new(4096, 4096));
+    let mut bytes = Vec::new();
+    rgb16
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .unwrap();
+    let (status, r) = post(&url, "image/png", &bytes);
+    assert_eq!(status, 413, "{r}");
+    assert!(r["error"].as_str().unwrap().contains("96 MiB"), "{r}");
+}
+
+/// With its limit on open files lowered to 128, the server is flooded with connections that
+/// send nothing, one that stops in its headers and one that stops in its body. New clients are
+/// still answered at once (503 while the cap is reached), the idle and slow connections are
+/// closed by the header timeout (10 s) and the body timeout (20 s), and then new clients are
+/// served again. Without the cap and timeouts the flood held every file for good.
+#[cfg(target_os = "linux")]
+#[test]
+fn idle_and_slow_connections_cannot_lock_out_new_clients() {
+    const FILES: u32 = 128;
+    const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    let server = Server::start_with_file_limit(Some(random_model()), FILES);
+    let url = format!("{}/api/predict", server.url);
+    let connect = || TcpStream::connect(server.addr()).unwrap();
+    let opened = Instant::now();
+    let mut slow_header = connect();
+    slow_header
+        .write_all(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .unwrap();
+    let mut slow_body = connect();
+    slow_body
+        .write_all(upload_head("image/png", 1000, "").as_bytes())
+        .unwrap();
+    slow_body.write_all(&[0u8; 10]).unwrap();
+    let mut idle: Vec<TcpStream> = (0..FILES + 50).map(|_| connect()).collect();
+
+    // Answered at once, not left hanging: 503 over the cap (or 200 if a place is free).
+    let head = "GET /api/model HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    let status = first_status(&mut connect(), head, Duration::from_secs(3));
+    assert!([503, 200].contains(&status), "{status}");
+
+    // The header timeout closes the idle connections and the one stuck in its headers.
+    std::thread::sleep((HEADER_TIMEOUT + Duration::from_secs(2)).saturating_sub(opened.elapsed()));
+    for (what, stream) in [("idle", &mut idle[0]), ("slow header", &mut slow_header)] {
+        assert!(
+            closed_within(stream, Duration::from_secs(3)),
+            "the {what} connection is still open"
+        );
+    }
+    let (status, r) = post(&url, "image/png", &png(&one(50, 50)));
+    assert_eq!(status, 200, "{r}");
+
+    // The body timeout answers the upload stuck in its body.
+    let status = first_status(&mut slow_body, "", Duration::from_secs(15));
+    assert_eq!(status, 408);
+    drop(idle);
+}
+
+/// True if the server closes `stream` within `wait` (after any answer it sends first).
+fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) => {
+                use std::io::ErrorKind::{TimedOut, WouldBlock};
+                return !matches!(e.kind(), WouldBlock | TimedOut);
+            }
+        }
+    }
 }

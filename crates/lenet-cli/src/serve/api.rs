@@ -1,41 +1,74 @@
 //! The JSON API: `POST /api/predict`, `GET /api/model`, and the JSON errors.
 //!
-//! An upload is checked in this order, each failure a 4xx with `{"error": "..."}`: its body at
-//! most [`MAX_BODY`] bytes (413, from Content-Length before reading, else while reading), its
-//! Content-Type `image/png` or `image/jpeg` (415), then the image is prepared exactly as
-//! `lenet predict` prepares a file (see [`prepare`]).
+//! An upload is checked in this order, each failure a JSON `{"error": "..."}`, and the body is
+//! read only once the headers pass:
+//!
+//! 1. its Content-Length at most [`MAX_BODY`] bytes (413, before any byte of the body is read
+//!    or `100 Continue` sent);
+//! 2. its Content-Type `image/png` or `image/jpeg` (415);
+//! 3. a free upload slot, one of [`MAX_UPLOADS`] (else 503 with `Retry-After`);
+//! 4. the body itself, within [`BODY_TIMEOUT`] (408) and [`MAX_BODY`] bytes as it comes (413,
+//!    for a chunked body);
+//! 5. a free decode slot, one per core up to [`MAX_DECODES`], within [`DECODE_WAIT`] (else 503
+//!    with `Retry-After`);
+//! 6. the image, prepared exactly as `lenet predict` prepares a file (see [`prepare`]).
+//!
+//! So the server holds at most [`MAX_UPLOADS`] bodies and decodes at most [`MAX_DECODES`]
+//! images at a time, each within `preprocess::MAX_ALLOC` bytes of pixels.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
-use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ndarray::{Array4, ArrayView2, ArrayView3, Axis};
 use serde::Serialize;
 use serde_json::{json, Value};
+use tokio::sync::Semaphore;
 
 use crate::model_source::LoadedModel;
 use crate::preprocess;
 
-/// Largest accepted request body: 2 MB.
+/// Largest accepted request body: 2 MiB.
 pub const MAX_BODY: usize = 2 * 1024 * 1024;
+/// Most uploads past their header checks at once (reading, waiting or decoding): at most
+/// this many bodies of up to [`MAX_BODY`] bytes are held.
+pub const MAX_UPLOADS: usize = 64;
+/// Most images decoded at once (fewer on a machine with fewer cores): each may take about twice
+/// `preprocess::MAX_ALLOC` bytes at its peak.
+pub const MAX_DECODES: usize = 4;
+/// How long a received upload waits for a decode slot before it is answered 503.
+pub const DECODE_WAIT: Duration = Duration::from_secs(2);
+/// How long the body of an upload may take to arrive, from the end of its headers.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(20);
+/// The `Retry-After` of a 503 answer, in seconds.
+pub const RETRY_AFTER_SECONDS: u32 = 1;
 
-/// What the handlers share: the model and its precomputed description.
+/// What the handlers share: the model, its precomputed description, and the slots that bound
+/// the uploads held and the images decoded at once.
 #[derive(Debug)]
 pub struct AppState {
     loaded: LoadedModel,
     /// The `GET /api/model` answer, built once.
     model_json: Value,
+    uploads: Arc<Semaphore>,
+    decodes: Arc<Semaphore>,
 }
 
 impl AppState {
     /// Wraps a loaded model.
     pub fn new(loaded: LoadedModel) -> AppState {
         let model_json = describe(&loaded);
-        AppState { loaded, model_json }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        AppState {
+            loaded,
+            model_json,
+            uploads: Arc::new(Semaphore::new(MAX_UPLOADS)),
+            decodes: Arc::new(Semaphore::new(cores.clamp(1, MAX_DECODES))),
+        }
     }
 }
 
@@ -49,48 +82,117 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+    /// An error with this status and message.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             message: message.into(),
         }
     }
+
+    /// A 503: the server is at its limit of `what`; the client may retry after
+    /// [`RETRY_AFTER_SECONDS`] (sent as `Retry-After`).
+    pub fn busy(what: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the server is busy ({what}): try again in {RETRY_AFTER_SECONDS} s"),
+        )
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        let mut response = (self.status, Json(json!({ "error": self.message }))).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
+        response
     }
 }
 
-/// `POST /api/predict`. The body limit is the router's `DefaultBodyLimit` of [`MAX_BODY`]: a
-/// larger body (by its Content-Length, or once that many bytes have come) is a 413 rejection.
-pub async fn predict(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    if let Err(err) = check_content_type(headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes())) {
-        return err.into_response();
+/// `POST /api/predict`: the checks of the module documentation, then the prediction.
+pub async fn predict(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    match answer(state, request).await {
+        Ok(prediction) => Json(prediction).into_response(),
+        Err(err) => err.into_response(),
     }
-    let bytes = match body {
-        Ok(bytes) => bytes,
-        Err(rejection) => {
-            let message = match rejection.status() {
-                StatusCode::PAYLOAD_TOO_LARGE => {
-                    format!("the body is larger than the limit of {MAX_BODY} bytes")
-                }
-                _ => format!("cannot read the body: {}", rejection.body_text()),
-            };
-            return ApiError::new(rejection.status(), message).into_response();
-        }
+}
+
+async fn answer(state: Arc<AppState>, request: Request) -> Result<Prediction, ApiError> {
+    let (parts, body) = request.into_parts();
+    check_length(&parts.headers)?;
+    check_content_type(
+        parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.as_bytes()),
+    )?;
+    let upload = Arc::clone(&state.uploads)
+        .try_acquire_owned()
+        .map_err(|_| ApiError::busy(&format!("{MAX_UPLOADS} uploads in progress")))?;
+    let bytes = read_body(body).await?;
+    let decode = tokio::time::timeout(DECODE_WAIT, Arc::clone(&state.decodes).acquire_owned())
+        .await
+        .map_err(|_| ApiError::busy("every decode slot stayed taken"))?
+        .expect("the decode slots are never closed");
+    let job = tokio::task::spawn_blocking(move || {
+        let _slots = (upload, decode);
+        predict_bytes(&state, &bytes)
+    });
+    job.await.unwrap_or_else(|_| {
+        Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the prediction failed",
+        ))
+    })
+}
+
+/// Refuses a Content-Length over [`MAX_BODY`] from the header alone.
+fn check_length(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_LENGTH) else {
+        return Ok(()); // chunked: counted while reading
     };
-    let job = tokio::task::spawn_blocking(move || predict_bytes(&state, &bytes));
-    match job.await {
-        Ok(Ok(answer)) => Json(answer).into_response(),
-        Ok(Err(err)) => err.into_response(),
-        Err(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the prediction failed")
-            .into_response(),
+    match value.to_str().ok().and_then(|v| v.parse::<u64>().ok()) {
+        Some(length) if length <= MAX_BODY as u64 => Ok(()),
+        Some(length) => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is {length} bytes, more than the limit of {MAX_BODY} bytes"),
+        )),
+        None => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("Content-Length must be a number of bytes, found {value:?}"),
+        )),
+    }
+}
+
+/// The whole body: at most [`MAX_BODY`] bytes, arrived within [`BODY_TIMEOUT`].
+async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    let read = axum::body::to_bytes(body, MAX_BODY);
+    match tokio::time::timeout(BODY_TIMEOUT, read).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(err)) => {
+            let source = std::error::Error::source(&err);
+            if source.is_some_and(|e| e.is::<http_body_util::LengthLimitError>()) {
+                Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the body is larger than the limit of {MAX_BODY} bytes"),
+                ))
+            } else {
+                Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the body: {err}"),
+                ))
+            }
+        }
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )),
     }
 }
 
@@ -184,7 +286,9 @@ fn prepare(bytes: &[u8]) -> Result<Vec<f32>, ApiError> {
     preprocess::digit_input(bytes).map_err(|err| {
         let status = match err {
             ImageError::UnknownFormat => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ImageError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ImageError::TooLarge { .. } | ImageError::TooMuchMemory { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ImageError::Corrupt(_) | ImageError::Empty => StatusCode::BAD_REQUEST,
             ImageError::NoDigit => StatusCode::UNPROCESSABLE_ENTITY,
         };

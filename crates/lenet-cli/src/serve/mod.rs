@@ -4,16 +4,19 @@
 //! Routes: `GET /` the page (HTML, CSS and JS built into the binary), `POST /api/predict` a PNG
 //! or JPEG in, the prediction and every layer's output out, `GET /api/model` the layer table,
 //! the dataset, the recorded accuracy and the learned filters. Anything else gets a JSON error
-//! (404, 405); see [`api`] for the checks on uploaded images.
+//! (404, 405); see [`api`] for the checks on uploaded images and the bounds on uploads and
+//! decodes, [`conn`] for the connection timeouts and cap, and [`host`] for the Host check of a
+//! server bound to loopback.
 
 mod api;
+mod conn;
+mod host;
 mod page;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 
@@ -40,33 +43,34 @@ async fn serve(bind: SocketAddr, state: Arc<AppState>) -> Result<()> {
     let addr = listener
         .local_addr()
         .context("cannot read the bound address")?;
-    if !addr.ip().is_loopback() {
-        eprintln!(
+    let loopback = addr.ip().is_loopback();
+    if !loopback {
+        crate::errln!(
             "warning: listening on {addr}, which other machines may reach: anyone who can \
              connect can use this server"
         );
     }
     // Tests and scripts read this line to learn the port (with --bind 127.0.0.1:0).
-    println!("lenet serve: open http://{addr}/ in a browser (Ctrl-C to stop)");
-    use std::io::Write as _;
-    std::io::stdout().flush().ok();
-    axum::serve(listener, router(state))
-        .await
-        .context("the server stopped with an error")
+    crate::outln!("lenet serve: open http://{addr}/ in a browser (Ctrl-C to stop)")?;
+    conn::serve(listener, router(state, loopback)).await;
+    Ok(())
 }
 
-/// The application: every route, with JSON errors for unknown paths and wrong methods.
-pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+/// The application: every route, with JSON errors for unknown paths and wrong methods; bound
+/// to `loopback`, only requests with a loopback Host (see [`host`]).
+pub fn router(state: Arc<AppState>, loopback: bool) -> Router {
+    let app = Router::new()
         .route("/", get(page::index))
-        .route(
-            "/api/predict",
-            post(api::predict).layer(DefaultBodyLimit::max(api::MAX_BODY)),
-        )
+        .route("/api/predict", post(api::predict))
         .route("/api/model", get(api::model))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
-        .with_state(state)
+        .with_state(state);
+    if loopback {
+        app.layer(axum::middleware::from_fn(host::loopback_only))
+    } else {
+        app
+    }
 }
 
 #[cfg(test)]

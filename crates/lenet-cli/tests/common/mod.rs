@@ -20,7 +20,21 @@ impl Server {
     /// Starts `lenet serve --bind 127.0.0.1:0` with `model` (the built-in one when `None`) and
     /// waits for the line that names its address.
     pub fn start(model: Option<&Path>) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lenet"));
+        Server::spawn(Command::new(env!("CARGO_BIN_EXE_lenet")), model)
+    }
+
+    /// As [`Server::start`], with the process's limit on open files lowered to `files`
+    /// (`ulimit -n` in a shell that then becomes the server).
+    pub fn start_with_file_limit(model: Option<&Path>, files: u32) -> Server {
+        let mut shell = Command::new("sh");
+        shell
+            .arg("-c")
+            .arg(format!("ulimit -n {files} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_lenet"));
+        Server::spawn(shell, model)
+    }
+
+    fn spawn(mut cmd: Command, model: Option<&Path>) -> Server {
         cmd.args(["serve", "--bind", "127.0.0.1:0"]);
         if let Some(m) = model {
             cmd.arg("--model").arg(m);
@@ -42,6 +56,22 @@ impl Server {
             .to_string();
         assert!(url.starts_with("http://127.0.0.1:"), "{url}");
         Server { child, url }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+
+    /// A field of the server's /proc/PID/status in kB (`VmHWM`: its peak resident memory).
+    #[cfg(target_os = "linux")]
+    pub fn status_kb(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(&format!("{field}:")))
+            .unwrap_or_else(|| panic!("no {field} in {status}"));
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 }
 
@@ -100,6 +130,23 @@ pub fn jpeg(img: &GrayImage) -> Vec<u8> {
     )
     .unwrap();
     bytes
+}
+
+/// `jpeg` with an EXIF segment (APP1) recording `orientation` (1–8) and holding a thumbnail
+/// (a whole JPEG, end marker included), as a phone writes a photo: the pixels as the sensor
+/// saw them, and how to turn them upright.
+pub fn with_orientation(jpeg_data: &[u8], orientation: u16) -> Vec<u8> {
+    let mut exif = b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01".to_vec(); // TIFF header, 1 entry
+    exif.extend_from_slice(&[0x01, 0x12, 0, 3, 0, 0, 0, 1]); // Orientation, SHORT, count 1
+    exif.extend_from_slice(&orientation.to_be_bytes());
+    exif.extend_from_slice(&[0, 0, 0, 0, 0, 0]); // padding, no next IFD
+    exif.extend_from_slice(&jpeg(&GrayImage::from_pixel(8, 8, Luma([128]))));
+    let mut out = jpeg_data[..2].to_vec();
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(&(exif.len() as u16 + 2).to_be_bytes());
+    out.extend_from_slice(&exif);
+    out.extend_from_slice(&jpeg_data[2..]);
+    out
 }
 
 /// POSTs `body` with `content_type`; the status and the JSON answer (4xx/5xx included).
