@@ -22,7 +22,10 @@ preloaded as float32 pixels/255, reshuffled each epoch, in a plain Python loop.
 Kept out of CI (it needs torch). Usage, from anywhere inside the repository:
 
   python3 benches/scripts/compare.py --data "$LENET_DATA_DIR" [--rounds 3] [--threads 2]
-        [--kernel avx2] [--only sgemm,inference] [--skip-build]
+        [--kernel avx2|all] [--only sgemm,inference] [--skip-build]
+
+--kernel all runs every tier the CPU has side by side (each round rotates which side goes
+first) and adds the default tier's speed against the fastest tier per row.
 
 --data is the folder holding fashion-mnist/ (default: $LENET_DATA_DIR).
 """
@@ -218,6 +221,72 @@ def torch_sgemm(size, threads):
 # ---------------------------------------------------------------------------------------------
 
 
+def our_tiers(ours, kernel_arg):
+    """[(label, env)] of our sides: each tier the CPU has for `--kernel all` (asked of the
+    `ours` example, which names the tier a LENET_KERNEL value gives), else the one named (or
+    the default). The last label of `all` is the default: the highest tier."""
+    base = dict(os.environ)
+    base.pop("LENET_GEMM_KERNEL", None)
+    if kernel_arg != "all":
+        env = dict(base)
+        if kernel_arg:
+            env["LENET_KERNEL"] = kernel_arg
+        return [(run_line([ours, "sgemm", "1", "64"], env).split()[3], env)]
+    sides = []
+    for name in ("portable", "avx2", "avx512"):
+        env = dict(base, LENET_KERNEL=name)
+        got = run_line([ours, "sgemm", "1", "64"], env).split()[3]
+        if got == name:
+            sides.append((name, env))
+        else:
+            print(f"compare.py: this CPU has no {name} tier (LENET_KERNEL={name} runs {got})",
+                  file=sys.stderr)
+    return sides
+
+
+def row_functions(args, lenet, ours, env, train, test):
+    """{row: (our function, PyTorch's function)} for the groups asked for."""
+    groups = set((args.only or "epochs,inference,sgemm").split(","))
+    t, rows = args.threads, {}
+    if "epochs" in groups:
+        rows["epoch b32"] = (lambda: ours_epoch(lenet, env, args.data, 32, 0.01, 0.0, t),
+                             lambda: torch_epoch(train, test, 32, 0.01, 0.0, t))
+        rows["epoch b256"] = (lambda: ours_epoch(lenet, env, args.data, 256, 0.05, 0.9, t),
+                              lambda: torch_epoch(train, test, 256, 0.05, 0.9, t))
+    if "inference" in groups:
+        rows["inference"] = (lambda: ours_example(ours, env, "infer", t,
+                                                  os.path.join(args.data, "fashion-mnist")),
+                             lambda: torch_inference(test, t))
+    if "sgemm" in groups:
+        for n in (1, 2):
+            rows[f"sgemm {n}t"] = (lambda n=n: ours_example(ours, env, "sgemm", n, args.size),
+                                   lambda n=n: torch_sgemm(args.size, n))
+    return rows
+
+
+def print_table(args, labels, results):
+    """One line per row: each side's median, default/PyTorch, default/fastest of our tiers."""
+    default = labels[-2]  # our highest tier; the last label is pytorch
+    print(f"\nCPU: {cpu_model()} ({os.cpu_count()} logical CPUs); torch {torch.__version__}; "
+          f"our tiers: {', '.join(labels[:-1])} (default {default}); "
+          f"medians of {args.rounds} alternated rounds")
+    head = "".join(f"{lab:>11}" for lab in labels)
+    print(f"{'row':<16} {'unit':<9}{head} {'default/pytorch':>16} {'default/best tier':>18}")
+    for row in ROWS:
+        if row not in results:
+            continue
+        med = {lab: statistics.median(v) for lab, v in results[row].items()}
+        seconds = row.startswith("epoch")
+        unit = "s" if seconds else ("images/s" if row == "inference" else "GFLOP/s")
+        speed = (lambda a, b: b / a) if seconds else (lambda a, b: a / b)
+        best = min if seconds else max
+        fastest = best(med[lab] for lab in labels[:-1])
+        label = row if not row.startswith("sgemm") else f"sgemm {args.size}^3 {row[-2:]}"
+        cells = "".join(f"{med[lab]:>11.2f}" for lab in labels)
+        print(f"{label:<16} {unit:<9}{cells} {speed(med[default], med['pytorch']):>15.2f}x"
+              f" {speed(med[default], fastest):>17.2f}x")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=os.environ.get("LENET_DATA_DIR"),
@@ -225,7 +294,8 @@ def main():
     p.add_argument("--rounds", type=int, default=3, help="rounds per row (default 3)")
     p.add_argument("--threads", type=int, default=2,
                    help="threads of the epochs and inference (default 2)")
-    p.add_argument("--kernel", help="our gemm path: avx512, avx2 or portable (default: best)")
+    p.add_argument("--kernel", help="our kernel tier: avx512, avx2, portable, or all (every "
+                   "tier the CPU has, alternated in each round); default: the best")
     p.add_argument("--size", type=int, default=512, help="sgemm size (default 512)")
     p.add_argument("--only", help="comma-separated subset of: epochs,inference,sgemm")
     p.add_argument("--skip-build", action="store_true", help="use the binaries already built")
@@ -234,52 +304,29 @@ def main():
     if groups & {"epochs", "inference"} and not args.data:
         sys.exit("compare.py: pass --data or set LENET_DATA_DIR")
 
-    env = dict(os.environ)
-    if args.kernel:
-        env["LENET_KERNEL"] = args.kernel
     lenet, ours = cargo_build(args.skip_build, "epochs" in groups)
-    kernel = run_line([ours, "sgemm", "1", "64"], env).split()[3]
+    tiers = our_tiers(ours, args.kernel)
     test = load_split(args.data, "t10k") if groups & {"epochs", "inference"} else None
     train = load_split(args.data, "train") if "epochs" in groups else None
 
-    t = args.threads
-    sides = {}  # row -> (our function, PyTorch's function)
-    if "epochs" in groups:
-        sides["epoch b32"] = (lambda: ours_epoch(lenet, env, args.data, 32, 0.01, 0.0, t),
-                              lambda: torch_epoch(train, test, 32, 0.01, 0.0, t))
-        sides["epoch b256"] = (lambda: ours_epoch(lenet, env, args.data, 256, 0.05, 0.9, t),
-                               lambda: torch_epoch(train, test, 256, 0.05, 0.9, t))
-    if "inference" in groups:
-        sides["inference"] = (lambda: ours_example(ours, env, "infer", t,
-                                                   os.path.join(args.data, "fashion-mnist")),
-                              lambda: torch_inference(test, t))
-    if "sgemm" in groups:
-        for n in (1, 2):
-            sides[f"sgemm {n}t"] = (
-                lambda n=n: ours_example(ours, env, "sgemm", n, args.size),
-                lambda n=n: torch_sgemm(args.size, n))
-
-    results = {row: ([], []) for row in sides}
+    # sides[row] = [(label, function)]: our tiers, then PyTorch.
+    sides = {}
+    for label, env in tiers:
+        for row, (f_ours, f_torch) in row_functions(args, lenet, ours, env, train, test).items():
+            sides.setdefault(row, []).append((label, f_ours))
+            if label == tiers[-1][0]:
+                sides[row].append(("pytorch", f_torch))
+    labels = [label for label, _ in tiers] + ["pytorch"]
+    results = {row: {lab: [] for lab in labels} for row in sides}
     for r in range(args.rounds):
-        for row, (f_ours, f_torch) in sides.items():
-            order = [(0, f_ours), (1, f_torch)] if r % 2 == 0 else [(1, f_torch), (0, f_ours)]
-            for side, f in order:
-                results[row][side].append(f())
-            print(f"round {r + 1}/{args.rounds} {row}: ours {results[row][0][-1]:.3f}, "
-                  f"pytorch {results[row][1][-1]:.3f}", file=sys.stderr)
-
-    print(f"\nCPU: {cpu_model()} ({os.cpu_count()} logical CPUs); torch {torch.__version__}; "
-          f"our gemm kernel: {kernel}; medians of {args.rounds} alternated rounds")
-    print(f"{'row':<16} {'unit':<9} {'ours':>10} {'pytorch':>10} {'ours/pytorch speed':>19}")
-    for row in ROWS:
-        if row not in results:
-            continue
-        o, pt = (statistics.median(v) for v in results[row])
-        seconds = row.startswith("epoch")
-        unit = "s" if seconds else ("images/s" if row == "inference" else "GFLOP/s")
-        speed = pt / o if seconds else o / pt
-        label = row if not row.startswith("sgemm") else f"sgemm {args.size}^3 {row[-2:]}"
-        print(f"{label:<16} {unit:<9} {o:>10.2f} {pt:>10.2f} {speed:>18.2f}x")
+        for row, fs in sides.items():
+            # Alternate: every round starts with another side.
+            k = r % len(fs)
+            for label, f in fs[k:] + fs[:k]:
+                results[row][label].append(f())
+            got = ", ".join(f"{lab} {results[row][lab][-1]:.3f}" for lab in labels)
+            print(f"round {r + 1}/{args.rounds} {row}: {got}", file=sys.stderr)
+    print_table(args, labels, results)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ pub enum Command {
     Summary(SummaryArgs),
     /// Write the learned filters, and the feature maps of an image, as PNG grids.
     Visualize(VisualizeArgs),
+    /// Time a training step and inference on every kernel tier this CPU has.
+    Bench(BenchArgs),
 }
 
 /// Which dataset to use.
@@ -245,6 +247,17 @@ pub struct SummaryArgs {
     /// Weights written by `lenet train --save`.
     #[arg(long, value_name = "FILE")]
     pub model: Option<PathBuf>,
+}
+
+/// Flags of `lenet bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Rounds: every tier is measured once per round, the tiers taking turns.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub rounds: u32,
+    /// Measure this process's tier only and print one line (what each round runs).
+    #[arg(long, hide = true)]
+    pub measure: bool,
 }
 
 /// Flags of `lenet visualize`.

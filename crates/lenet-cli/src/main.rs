@@ -8,6 +8,7 @@
 //! memory and kernel checks).
 
 mod args;
+mod bench;
 mod builtin;
 mod confusion;
 mod data;
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
             Command::Serve(a) => serve::run(a),
             Command::Summary(a) => summary::run(a),
             Command::Visualize(a) => visualize::run(a),
+            Command::Bench(a) => bench::run(a),
         });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1197,3 +1197,48 @@ fn resume_explains_weights_older_than_the_state() {
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     assert_eq!(header.metadata().as_ref().unwrap()["epochs_done"], "3");
 }
+
+/// `lenet bench` measures every tier the CPU has (one column each, the picked one starred, the
+/// figures positive) and `LENET_KERNEL` moves the star down; a tier list that the table does
+/// not match, a missing figure or a wrong star fails.
+#[test]
+fn bench_times_every_tier_and_marks_the_picked_one() {
+    let tiers: Vec<&str> = tensor::Tier::available()
+        .into_iter()
+        .map(|t| t.name())
+        .collect();
+    for (env, picked) in [
+        (None, *tiers.last().unwrap()),
+        (Some("portable"), "portable"),
+    ] {
+        let mut cmd = lenet();
+        cmd.env_remove("LENET_KERNEL")
+            .env_remove("LENET_GEMM_KERNEL");
+        if let Some(v) = env {
+            cmd.env("LENET_KERNEL", v);
+        }
+        let out = succeeds(cmd.args(["bench", "--rounds", "1"]));
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].starts_with("CPU: "), "{out}");
+        assert!(
+            lines[0].contains(&format!("this binary runs {picked}")),
+            "{out}"
+        );
+        let header: Vec<&str> = lines[1].split_whitespace().collect();
+        let want: Vec<String> = tiers
+            .iter()
+            .map(|t| format!("{t}{}", if *t == picked { "*" } else { "" }))
+            .collect();
+        assert_eq!(header, want, "{out}");
+        for row in &lines[2..5] {
+            let figures: Vec<f64> = row
+                .split_whitespace()
+                .rev()
+                .take(tiers.len())
+                .map(|f| f.parse().unwrap())
+                .collect();
+            assert!(figures.iter().all(|&f| f > 0.0), "{row}");
+        }
+    }
+    fails(lenet().args(["bench", "--rounds", "0"]));
+}
