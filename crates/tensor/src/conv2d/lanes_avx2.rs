@@ -51,12 +51,12 @@ pub(super) struct OutGrid {
 }
 
 impl OutGrid {
-    fn positions(&self) -> usize {
+    pub(super) fn positions(&self) -> usize {
         self.oh * self.ow
     }
 
     /// Where output `p` (numbered `i·ow + j`) starts reading: `i·wp + j`.
-    fn base(&self, p: usize) -> usize {
+    pub(super) fn base(&self, p: usize) -> usize {
         p / self.ow * self.wp + p % self.ow
     }
 }

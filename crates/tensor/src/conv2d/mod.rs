@@ -46,6 +46,8 @@ mod fused;
 mod im2col;
 #[cfg(target_arch = "x86_64")]
 mod lanes_avx2;
+#[cfg(target_arch = "x86_64")]
+mod lanes_avx512;
 mod shifted;
 mod taps;
 #[cfg(target_arch = "x86_64")]

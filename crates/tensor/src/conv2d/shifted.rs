@@ -40,7 +40,7 @@ use super::fused::{epilogue_chunks, Epilogue, GradOut};
 use super::taps::{self, block_bias, regroup_weights, BiasAt, Block, Taps};
 use super::{copy_row, pad_planes, Geometry, Kept};
 #[cfg(target_arch = "x86_64")]
-use super::{dwide_avx2, lanes_avx2};
+use super::{dwide_avx2, lanes_avx2, lanes_avx512};
 use crate::matmul::{gemm_packed_b, pack_b_lines, route, with_thread_buffer, Route};
 use crate::matmul::{PackB, ThreadBuffer};
 use crate::parallel::sum as sum_of;
@@ -190,12 +190,16 @@ enum Kernels {
     /// Over the `L` wide columns: the forward pass by [`taps::forward`] in blocks of [`KB`]
     /// channels, the weight gradient by `gemm`. Any scalar, any path.
     Wide,
-    /// `f32` on the AVX2 path (and on AVX-512 CPUs, which have AVX2 + FMA) when the channels come in whole blocks of 16 and the output rows
-    /// hold a run of 6 (LeNet-5's conv2: 16 channels, rows of 10): the forward pass and the
-    /// weight gradient over the `oh·ow` real outputs, 16 channels in two vectors
+    /// `f32` from the AVX2 tier up when the channels come in whole blocks of 16 and the output
+    /// rows hold a run of 6 (LeNet-5's conv2: 16 channels, rows of 10): the forward pass and
+    /// the weight gradient over the `oh·ow` real outputs, 16 channels in two vectors
     /// (`lanes_avx2.rs`), and the input gradient's `Wᵀ·g_wide` 6 rows at a time in registers
     /// (`dwide_avx2.rs`).
     Lanes,
+    /// [`Kernels::Lanes`] with the forward pass at 16 lanes (`lanes_avx512.rs`: 16 channels in
+    /// one vector, runs of 10 outputs), on the AVX-512 tier when the rows hold a run of 10;
+    /// the same bits.
+    Lanes16,
 }
 
 impl crate::tier::Needs for Kernels {
@@ -203,6 +207,7 @@ impl crate::tier::Needs for Kernels {
         match self {
             Kernels::Wide => Tier::Portable,
             Kernels::Lanes => Tier::Avx2,
+            Kernels::Lanes16 => Tier::Avx512,
         }
     }
 }
@@ -219,7 +224,11 @@ impl Kernels {
             && g.ow >= lanes_avx2::RUN
             && bias.is_none_or(|b| b.as_slice().is_some())
         {
-            return Kernels::Lanes;
+            return if isa >= Tier::Avx512 && g.ow >= lanes_avx512::RUN {
+                Kernels::Lanes16
+            } else {
+                Kernels::Lanes
+            };
         }
         let _ = (isa, g, bias);
         Kernels::Wide
@@ -229,7 +238,7 @@ impl Kernels {
     fn weights_len(self, g: &Geometry) -> usize {
         match self {
             Kernels::Wide => taps::weights_len::<KB>(g.k, g.ckk()),
-            Kernels::Lanes => g.k * g.ckk(),
+            Kernels::Lanes | Kernels::Lanes16 => g.k * g.ckk(),
         }
     }
 
@@ -238,9 +247,11 @@ impl Kernels {
         match self {
             Kernels::Wide => regroup_weights::<T, KB>(w, g.ckk(), wt),
             #[cfg(target_arch = "x86_64")]
-            Kernels::Lanes => regroup_weights::<T, { lanes_avx2::KB }>(w, g.ckk(), wt),
+            Kernels::Lanes | Kernels::Lanes16 => {
+                regroup_weights::<T, { lanes_avx2::KB }>(w, g.ckk(), wt)
+            }
             #[cfg(not(target_arch = "x86_64"))]
-            Kernels::Lanes => unreachable!("the lanes kernel is x86-64 only"),
+            Kernels::Lanes | Kernels::Lanes16 => unreachable!("the lanes kernels are x86-64 only"),
         }
     }
 }
@@ -259,7 +270,8 @@ fn forward_image<T: Scalar>(
 ) {
     match kernel {
         Kernels::Wide => forward_image_taps(isa, g, (wt, bias), img, y_wide, y_n),
-        Kernels::Lanes => forward_image_lanes(g, (wt, bias), img, y_n),
+        Kernels::Lanes => forward_image_lanes(false, g, (wt, bias), img, y_n),
+        Kernels::Lanes16 => forward_image_lanes(true, g, (wt, bias), img, y_n),
     }
 }
 
@@ -298,8 +310,10 @@ fn forward_image_taps<T: Scalar>(
     }
 }
 
-/// [`forward_image`] by the lanes kernel, straight into `y_n` (`f32` only).
+/// [`forward_image`] by the lanes kernel (at 16 lanes when `wide`), straight into `y_n`
+/// (`f32` only).
 fn forward_image_lanes<T: Scalar>(
+    wide: bool,
     g: &Geometry,
     (wt, bias): (&[T], Option<ArrayView1<'_, T>>),
     img: &[T],
@@ -321,11 +335,15 @@ fn forward_image_lanes<T: Scalar>(
             bias,
         };
         let y_n = T::as_f32_slice_mut(y_n).expect("the lanes kernel runs on f32");
-        lanes_avx2::forward(&lanes, y_n);
+        if wide {
+            lanes_avx512::forward(&lanes, y_n);
+        } else {
+            lanes_avx2::forward(&lanes, y_n);
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!(
-        "the lanes kernel is x86-64 only: {g:?} {} {} {}",
+        "the lanes kernel is x86-64 only: {wide} {g:?} {} {} {}",
         wt.len(),
         img.len(),
         y_n.len()
@@ -395,7 +413,7 @@ impl<'a, T: Scalar> WeightGradSum<'a, T> {
     ) -> (Self, &'a mut [T]) {
         match kernels {
             Kernels::Wide => (WeightGradSum::Gemm(isa), scratch),
-            Kernels::Lanes => {
+            Kernels::Lanes | Kernels::Lanes16 => {
                 let (dwt_len, gt_len) = lanes_sum_lens(g);
                 let (dwt, rest) = scratch.split_at_mut(dwt_len);
                 let (gt, rest) = rest.split_at_mut(gt_len);
@@ -721,7 +739,7 @@ mod tests {
             for n in [1, 32, 256] {
                 let g = stride1(n, (c, h, w), (k, 5, 5), 0);
                 let what = format!("conv {c}→{k} on {h}×{w}, batch {n}");
-                let lanes = [Kernels::Lanes];
+                let lanes = [Kernels::Lanes, Kernels::Lanes16];
                 crate::tier::check_plan(&what, |t| Kernels::choose::<f32>(t, &g, None), &lanes);
                 crate::tier::check_plan(&what, |t| Kernels::choose::<f64>(t, &g, None), &[]);
             }
@@ -729,6 +747,10 @@ mod tests {
         let conv2 = stride1(32, (6, 14, 14), (16, 5, 5), 0);
         assert_eq!(
             Kernels::choose::<f32>(Tier::Avx512, &conv2, None),
+            Kernels::Lanes16
+        );
+        assert_eq!(
+            Kernels::choose::<f32>(Tier::Avx2, &conv2, None),
             Kernels::Lanes
         );
         assert_eq!(
@@ -749,18 +771,15 @@ mod tests {
         let mut pad = vec![f32::NAN; image_len(g)];
         let img = planes(g, &x, &mut pad);
         let chosen = Kernels::choose::<f32>(isa, g, None);
-        let lanes_runs = chosen == Kernels::Lanes;
         let fits = g.k.is_multiple_of(16) && g.ow >= 6;
-        assert_eq!(
-            lanes_runs,
-            isa != Tier::Portable && fits,
-            "{at}: {chosen:?}"
-        );
-        let kernels = [Kernels::Wide, Kernels::Lanes];
-        for kernel in kernels
-            .into_iter()
-            .filter(|&k| k == Kernels::Wide || lanes_runs)
-        {
+        let want = match isa {
+            Tier::Portable => Kernels::Wide,
+            _ if !fits => Kernels::Wide,
+            Tier::Avx512 if g.ow >= 10 => Kernels::Lanes16,
+            _ => Kernels::Lanes,
+        };
+        assert_eq!(chosen, want, "{at}");
+        for kernel in [Kernels::Wide, chosen] {
             let mut wt = vec![f32::NAN; kernel.weights_len(g)];
             kernel.regroup(g, &wts, &mut wt);
             for bias in [Some(&b[..]), None] {
@@ -845,9 +864,9 @@ mod tests {
             let at = format!("{c}x{h}x{w}, k {k} {kh}x{kw}, pad {pad}");
             let (gemm_dw, gemm_dx) = chunk_grads(&g, Kernels::Wide);
             let (lanes_dw, lanes_dx) = chunk_grads(&g, Kernels::Lanes);
-            assert_eq!(
+            assert_ne!(
                 Kernels::choose::<f32>(Tier::Avx512, &g, None),
-                Kernels::Lanes,
+                Kernels::Wide,
                 "{at}: an AVX-512 CPU runs the lanes kernels too"
             );
             same_bits(&lanes_dw, &gemm_dw, &format!("dW, {at}"));
