@@ -12,7 +12,7 @@
 
 #![cfg(target_arch = "x86_64")]
 
-use super::lanes_avx2::{Lanes, OutGrid, KB};
+use super::lanes_avx2::{Lanes, KB};
 use super::taps::Taps;
 use crate::Tier;
 use std::arch::x86_64::*;
@@ -161,7 +161,7 @@ unsafe fn run<const FIRST: usize>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::lanes_avx2;
+    use super::super::lanes_avx2::{self, OutGrid};
     use super::*;
 
     /// The 16-lane kernel gives the AVX2 kernel's bits: LeNet-5's conv2 (6 → 16 channels,
