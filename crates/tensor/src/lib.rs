@@ -58,6 +58,7 @@ mod parallel;
 pub mod pool;
 mod scalar;
 mod shape;
+mod simd;
 mod tier;
 
 pub use activation::*;

@@ -51,7 +51,7 @@ mod lanes_avx512;
 mod shifted;
 mod taps;
 #[cfg(target_arch = "x86_64")]
-mod taps_avx2;
+mod taps_simd;
 
 pub use fused::{
     conv2d_relu_avg_pool2d_backward_into, conv2d_relu_avg_pool2d_backward_into_cached,

@@ -16,11 +16,11 @@
 //! The generic code here (fixed arrays of `KB × FW` accumulators) is compiled for AVX2 + FMA
 //! (fused multiply-adds) and for the baseline target (separate multiply and add), picked at run
 //! time by [`Tier::active`] like `gemm`'s kernels (an AVX-512 CPU runs the AVX2 build);
-//! `f32` on AVX2 runs the intrinsics of `taps_avx2.rs`, which keep every accumulator in a
+//! `f32` on AVX2 runs the intrinsics of `taps_simd.rs`, which keep every accumulator in a
 //! register and give the same bits as the generic fused code.
 
 #[cfg(target_arch = "x86_64")]
-use super::taps_avx2;
+use super::taps_simd;
 use crate::{Scalar, Tier};
 use ndarray::ArrayView1;
 
@@ -125,27 +125,66 @@ pub(super) fn forward<T: Scalar, const KB: usize>(
     );
     #[cfg(target_arch = "x86_64")]
     {
+        use std::arch::x86_64::{__m256, __m512};
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        fn avx512<T: Scalar, const KB: usize>(b: &Block<'_, T, KB>, y: (&mut [T], usize, usize)) {
+            let blk = taps_simd::as_f32(b).expect("the plan runs f32 only at 16 lanes");
+            let y = (T::as_f32_slice_mut(y.0).expect("f32"), y.1, y.2);
+            // SAFETY: the bounds asserted by `forward`, and AVX-512F is enabled here.
+            unsafe { taps_simd::forward::<__m512, KB>(&blk, y) }
+        }
         #[target_feature(enable = "avx2,fma")]
         fn avx2<T: Scalar, const KB: usize>(b: &Block<'_, T, KB>, y: (&mut [T], usize, usize)) {
-            if let Some(blk) = taps_avx2::as_f32(b) {
-                let y = (
-                    T::as_f32_slice_mut(y.0).expect("f32 like the source"),
-                    y.1,
-                    y.2,
-                );
+            if let Some(blk) = taps_simd::as_f32(b) {
+                let y = (T::as_f32_slice_mut(y.0).expect("f32"), y.1, y.2);
                 // SAFETY: the bounds asserted by `forward`, and AVX2 + FMA are enabled here.
-                return unsafe { taps_avx2::forward(&blk, y) };
+                return unsafe { taps_simd::forward::<__m256, KB>(&blk, y) };
             }
             columns::<T, KB, 16, true>(b, y)
         }
-        if crate::tier::Build::on(isa) == crate::tier::Build::Avx2 {
-            // SAFETY: `isa` is a tier the CPU has (the caller's), and the AVX2 build needs no
-            // more than it.
-            return unsafe { avx2(blk, (y, stride, kb)) };
+        // SAFETY: `isa` is a tier the CPU has (the caller's), and the plan's kernel needs no
+        // more than it.
+        match plan::<T>(isa) {
+            TapsKernel::Avx512 => return unsafe { avx512(blk, (y, stride, kb)) },
+            TapsKernel::Avx2 => return unsafe { avx2(blk, (y, stride, kb)) },
+            TapsKernel::Baseline => {}
         }
     }
     let _ = isa;
     columns::<T, KB, 8, false>(blk, (y, stride, kb))
+}
+
+/// The kernels of [`forward`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum TapsKernel {
+    /// The generic code compiled for the baseline target (separate multiply and add).
+    Baseline,
+    /// `f32`: the vector kernel at 8 lanes (`taps_simd.rs`); other scalars: the generic code
+    /// compiled for AVX2 + FMA. The same bits.
+    Avx2,
+    /// `f32`: the vector kernel at 16 lanes, the same bits as at 8.
+    Avx512,
+}
+
+impl crate::tier::Needs for TapsKernel {
+    fn needs(&self) -> Tier {
+        match self {
+            TapsKernel::Baseline => Tier::Portable,
+            TapsKernel::Avx2 => Tier::Avx2,
+            TapsKernel::Avx512 => Tier::Avx512,
+        }
+    }
+}
+
+/// The kernel [`forward`] runs for `T` on `tier`: 16 lanes for `f32` on AVX-512 (measured
+/// faster there: docs/performance.md), the AVX2 build from the AVX2 tier up otherwise.
+pub(super) fn plan<T: Scalar>(tier: Tier) -> TapsKernel {
+    let f32s = std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>();
+    match tier {
+        Tier::Avx512 if f32s => TapsKernel::Avx512,
+        Tier::Avx512 | Tier::Avx2 => TapsKernel::Avx2,
+        Tier::Portable => TapsKernel::Baseline,
+    }
 }
 
 /// The outputs in column blocks of `FW`, then of 8, then one by one (never reading past the
@@ -242,4 +281,17 @@ pub(super) fn same_bits(ours: &[f32], want: &[f32], what: &str) {
     if let Some(i) = differ {
         panic!("{what}: output {i} is {:e}, not {:e}", ours[i], want[i]);
     }
+}
+
+/// On every tier, whatever this machine has: the taps kernel needs no more than the tier, the
+/// 16-lane `f32` kernel runs on AVX-512 only (measured faster there), other scalars keep the
+/// AVX2 build.
+#[test]
+fn every_tier_runs_what_it_has_and_nothing_slower() {
+    use crate::tier::check_plan;
+    let measured = [TapsKernel::Avx2, TapsKernel::Avx512];
+    check_plan("taps, f32", plan::<f32>, &measured);
+    check_plan("taps, f64", plan::<f64>, &[TapsKernel::Avx2]);
+    assert_eq!(plan::<f32>(Tier::Avx512), TapsKernel::Avx512);
+    assert_eq!(plan::<f64>(Tier::Avx512), TapsKernel::Avx2);
 }

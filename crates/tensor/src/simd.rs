@@ -1,0 +1,144 @@
+//! The thin per-tier layer under the kernels written once for any vector width: an `f32`
+//! vector type per tier (`__m256` for AVX2 + FMA, `__m512` for AVX-512F) with the handful of
+//! operations the kernels use. A kernel generic over [`F32s`] is instantiated inside a
+//! `#[target_feature]` function of the matching tier; the methods here are `#[inline(always)]`,
+//! so each intrinsic lands in that function's body, compiled for its instruction set.
+//!
+//! # Safety
+//! Every method is `unsafe`: it may only run on a CPU of the vector's tier (the caller's
+//! `#[target_feature]` function was entered after `Tier::is_supported`), and the pointer
+//! methods read or write `LANES` scalars (or the lanes a mask selects) at the pointer.
+
+#![cfg(target_arch = "x86_64")]
+
+use std::arch::x86_64::*;
+
+/// A vector of `f32` lanes.
+pub(crate) trait F32s: Copy {
+    /// Lanes per vector.
+    const LANES: usize;
+    /// Which lanes a masked load or store touches.
+    type Mask: Copy;
+    /// The first `n` lanes (`1 ≤ n ≤ LANES`).
+    unsafe fn first(n: usize) -> Self::Mask;
+    /// All lanes 0.
+    unsafe fn zero() -> Self;
+    /// All lanes `x`.
+    unsafe fn splat(x: f32) -> Self;
+    /// `LANES` scalars from `p`.
+    unsafe fn load(p: *const f32) -> Self;
+    /// The lanes `m` selects from `p`, the others 0 (nothing else is read).
+    unsafe fn load_masked(p: *const f32, m: Self::Mask) -> Self;
+    /// Writes every lane to `p`.
+    unsafe fn store(self, p: *mut f32);
+    /// Writes the lanes `m` selects to `p` (nothing else is written).
+    unsafe fn store_masked(self, p: *mut f32, m: Self::Mask);
+    /// `a·b + c`, rounded once.
+    unsafe fn mul_add(a: Self, b: Self, c: Self) -> Self;
+    /// `a + b`.
+    unsafe fn add(a: Self, b: Self) -> Self;
+}
+
+impl F32s for __m256 {
+    const LANES: usize = 8;
+    type Mask = __m256i;
+
+    #[inline(always)]
+    unsafe fn first(n: usize) -> __m256i {
+        // SAFETY: the trait's contract: the CPU has the vector's tier.
+        unsafe {
+            let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lane)
+        }
+    }
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        // SAFETY: the trait's contract: the CPU has the vector's tier.
+        unsafe { _mm256_setzero_ps() }
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self {
+        // SAFETY: the trait's contract: the CPU has the vector's tier.
+        unsafe { _mm256_set1_ps(x) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        // SAFETY: the trait's contract.
+        unsafe { _mm256_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn load_masked(p: *const f32, m: __m256i) -> Self {
+        // SAFETY: the trait's contract.
+        unsafe { _mm256_maskload_ps(p, m) }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        // SAFETY: the trait's contract.
+        unsafe { _mm256_storeu_ps(p, self) }
+    }
+    #[inline(always)]
+    unsafe fn store_masked(self, p: *mut f32, m: __m256i) {
+        // SAFETY: the trait's contract.
+        unsafe { _mm256_maskstore_ps(p, m, self) }
+    }
+    #[inline(always)]
+    unsafe fn mul_add(a: Self, b: Self, c: Self) -> Self {
+        // SAFETY: the trait's contract: the CPU has the vector's tier.
+        unsafe { _mm256_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: Self, b: Self) -> Self {
+        // SAFETY: the trait's contract: the CPU has the vector's tier.
+        unsafe { _mm256_add_ps(a, b) }
+    }
+}
+
+impl F32s for __m512 {
+    const LANES: usize = 16;
+    type Mask = __mmask16;
+
+    #[inline(always)]
+    unsafe fn first(n: usize) -> __mmask16 {
+        ((1u32 << n) - 1) as __mmask16
+    }
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        // SAFETY: the trait's contract: the CPU has the vector's tier.
+        unsafe { _mm512_setzero_ps() }
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self {
+        // SAFETY: the trait's contract: the CPU has the vector's tier.
+        unsafe { _mm512_set1_ps(x) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        // SAFETY: the trait's contract.
+        unsafe { _mm512_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn load_masked(p: *const f32, m: __mmask16) -> Self {
+        // SAFETY: the trait's contract (masked-off lanes are not read).
+        unsafe { _mm512_maskz_loadu_ps(m, p) }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        // SAFETY: the trait's contract.
+        unsafe { _mm512_storeu_ps(p, self) }
+    }
+    #[inline(always)]
+    unsafe fn store_masked(self, p: *mut f32, m: __mmask16) {
+        // SAFETY: the trait's contract (masked-off lanes are not written).
+        unsafe { _mm512_mask_storeu_ps(p, m, self) }
+    }
+    #[inline(always)]
+    unsafe fn mul_add(a: Self, b: Self, c: Self) -> Self {
+        // SAFETY: the trait's contract: the CPU has the vector's tier.
+        unsafe { _mm512_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: Self, b: Self) -> Self {
+        // SAFETY: the trait's contract: the CPU has the vector's tier.
+        unsafe { _mm512_add_ps(a, b) }
+    }
+}
