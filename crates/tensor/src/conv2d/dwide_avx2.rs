@@ -147,3 +147,52 @@ unsafe fn run<const N: usize, const V: usize, const MASK: bool>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every row count (1–6, each arm of [`rows`]) at column counts that end on a run of 16, on
+    /// a vector of 8 and mid-vector, at the last rows of `W` (a block wider than asked reads past
+    /// `W` and writes past `out`): each value is the chain `Σ_o W[o][t]·g[o][q]` of fused
+    /// multiply-adds in `o` order, and the scalars after `out` in its buffer keep their
+    /// sentinel.
+    #[test]
+    fn every_row_count_and_tail_writes_exactly_its_rows() {
+        if !Tier::Avx2.is_supported() {
+            eprintln!("skipped: this CPU has no AVX2 + FMA");
+            return;
+        }
+        const SENTINEL: f32 = -7777.0;
+        let val = |i: usize, m: usize| ((i * 7919 + m) % 113) as f32 / 17.0 - 3.0;
+        for (k, taps) in [(16, 8), (1, 6), (3, 7)] {
+            for cols in [1, 7, 8, 9, 16, 17, 23, 40] {
+                let w: Vec<f32> = (0..k * taps).map(|i| val(i, 1)).collect();
+                let g_wide: Vec<f32> = (0..k * cols).map(|i| val(i, 2)).collect();
+                let op = Operands {
+                    w: &w,
+                    taps,
+                    g_wide: &g_wide,
+                    cols,
+                };
+                for n in 1..=TB.min(taps) {
+                    let t0 = taps - n;
+                    let mut buf = vec![SENTINEL; (n + 2) * cols];
+                    rows(&op, t0, n, &mut buf[..n * cols]);
+                    let at = format!("k {k}, taps {taps}, cols {cols}, rows {t0}+{n}");
+                    for j in 0..n {
+                        for q in 0..cols {
+                            let want = (0..k).fold(0.0f32, |acc, o| {
+                                w[o * taps + t0 + j].mul_add(g_wide[o * cols + q], acc)
+                            });
+                            let got = buf[j * cols + q];
+                            assert_eq!(got.to_bits(), want.to_bits(), "{at}: ({j}, {q})");
+                        }
+                    }
+                    let tail = &buf[n * cols..];
+                    assert!(tail.iter().all(|&v| v == SENTINEL), "{at}: wrote past out");
+                }
+            }
+        }
+    }
+}

@@ -759,6 +759,22 @@ mod tests {
         );
     }
 
+    /// A thread's backward scratch for LeNet-5's conv2 (at any batch: it is per image) stays
+    /// within 128 KiB, the size the kernels assume stays in cache: the wide gradient and
+    /// `dwide` rows, the lanes sums and one padded image, about 114 KB. A length formula that
+    /// multiplies where it should add grows it by orders of magnitude and fails here.
+    #[test]
+    fn the_backward_scratch_stays_small() {
+        for n in [1, 32, 256] {
+            let g = stride1(n, (6, 14, 14), (16, 5, 5), 0);
+            let bytes = backward_len(&g) * std::mem::size_of::<f32>();
+            assert!(
+                bytes <= 128 << 10,
+                "batch {n}: {bytes} bytes of scratch per thread"
+            );
+        }
+    }
+
     /// One shape of [`forward_equals_the_gemm_of_the_wide_matrix_bit_for_bit`]: the taps
     /// kernel, and the lanes kernel where it runs, against [`by_gemm`].
     fn forward_case(isa: Tier, g: &Geometry, at: &str) {
