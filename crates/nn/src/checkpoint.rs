@@ -73,6 +73,18 @@ pub enum CheckpointError {
         /// The tensor's name.
         name: String,
     },
+    /// The convolutions' shapes ask for more channels than a model may have
+    /// ([`MAX_CHANNELS`](crate::lenet5::MAX_CHANNELS)).
+    #[error(
+        "{}: the tensors conv1.weight and conv2.weight give a model too wide to load: {why}",
+        .path.display()
+    )]
+    TooWide {
+        /// The file.
+        path: PathBuf,
+        /// Which channel count, and the limit.
+        why: String,
+    },
     /// A tensor has the wrong shape.
     #[error("{}: tensor {name:?} has shape {found:?}, expected {expected:?}", .path.display())]
     WrongShape {
@@ -402,11 +414,16 @@ impl LeNet5 {
 
     fn from_tensor_file(file: &TensorFile) -> Result<LeNet5, CheckpointError> {
         let config = match file.meta(CONFIG_KEY) {
-            Some(_) => file.meta_parse(CONFIG_KEY, "a LeNet-5 config in JSON", |s| {
-                serde_json::from_str::<LeNet5Config>(s)
-                    .ok()
-                    .filter(|c| c.c1 > 0 && c.c2 > 0)
-            })?,
+            Some(raw) => {
+                let config = file.meta_parse(CONFIG_KEY, "a LeNet-5 config in JSON", |s| {
+                    serde_json::from_str::<LeNet5Config>(s).ok()
+                })?;
+                // Checked before anything is sized by it.
+                config
+                    .check()
+                    .map_err(|why| file.bad_meta(CONFIG_KEY, &why, Some(raw)))?;
+                config
+            }
             None => {
                 let mut config = LeNet5Config::default();
                 if let Some(&[c1, ..]) = file.shape("conv1.weight") {
@@ -415,6 +432,10 @@ impl LeNet5 {
                 if let Some(&[c2, ..]) = file.shape("conv2.weight") {
                     config.c2 = c2.max(1);
                 }
+                config.check().map_err(|why| CheckpointError::TooWide {
+                    path: file.path.clone(),
+                    why,
+                })?;
                 config
             }
         };

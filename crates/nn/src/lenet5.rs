@@ -83,7 +83,24 @@ impl Default for LeNet5Config {
     }
 }
 
+/// Most channels either convolution may have, whatever the model comes from (a training
+/// config, a weights or state file, the web page): it bounds the memory a model needs before
+/// anything is sized by it. At 256 and 256 channels the parameters take 10 MB and one image's
+/// activations about 3 MB; 1,024 channels made a 117 MB weights file hold the server at 1.5 GB.
+pub const MAX_CHANNELS: usize = 256;
+
 impl LeNet5Config {
+    /// Checks both channel counts against [`MAX_CHANNELS`]: an error names the field, its value
+    /// and the accepted range.
+    pub fn check(&self) -> Result<(), String> {
+        for (name, c) in [("c1", self.c1), ("c2", self.c2)] {
+            if !(1..=MAX_CHANNELS).contains(&c) {
+                return Err(format!("{name} must be in 1..={MAX_CHANNELS}, got {c}"));
+            }
+        }
+        Ok(())
+    }
+
     /// (in channels, out channels, stride and padding) of conv1 and conv2.
     fn convs(&self) -> [(usize, usize, Conv2dParams); 2] {
         [

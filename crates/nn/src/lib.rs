@@ -51,7 +51,9 @@ pub use conv2d::Conv2d;
 pub use data::{split_indices, BatchSource, InMemorySource, Subset, IMAGE_LEN};
 pub use evaluate::{evaluate, Evaluator};
 pub use flatten::Flatten;
-pub use lenet5::{LeNet5, LeNet5Activations, LeNet5Config, IMAGE_SIZE, NUM_CLASSES, PARAM_NAMES};
+pub use lenet5::{
+    LeNet5, LeNet5Activations, LeNet5Config, IMAGE_SIZE, MAX_CHANNELS, NUM_CLASSES, PARAM_NAMES,
+};
 pub use linear::Linear;
 pub use loss::{argmax, count_correct, cross_entropy_loss, softmax, SoftmaxCrossEntropy};
 pub use metrics::{EpochMetrics, Evaluation};

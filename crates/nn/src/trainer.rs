@@ -30,9 +30,6 @@ const DATA_STREAM: u64 = 1;
 /// Largest accepted batch size (training or evaluation).
 pub const MAX_BATCH: usize = 1 << 16;
 
-/// Largest accepted channel count of a convolution.
-pub const MAX_CHANNELS: usize = 1024;
-
 /// Everything that defines a training run. [`TrainConfig::default`] is the tuned default of
 /// `lenet train` (see its docs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -115,13 +112,8 @@ impl TrainConfig {
                 return bad(field, format!("must be in 1..={MAX_BATCH}, got {value}"));
             }
         }
-        for (name, c) in [("c1", self.model.c1), ("c2", self.model.c2)] {
-            if !(1..=MAX_CHANNELS).contains(&c) {
-                return bad(
-                    "model",
-                    format!("{name} must be in 1..={MAX_CHANNELS}, got {c}"),
-                );
-            }
+        if let Err(why) = self.model.check() {
+            return bad("model", why);
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad(

@@ -259,13 +259,12 @@ fn bad_config_metadata_is_a_typed_error() {
     );
 }
 
-#[test]
-fn metadata_cannot_make_the_loader_allocate_a_huge_model() {
-    // A config claiming 100k channels: the shapes are checked against the file before any
-    // model is allocated (else this would try to allocate ~1 TB and abort).
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("liar.safetensors");
-    let t = raw_tensors(&model(LeNet5Config::default(), 1));
+/// A safetensors file of `tensors` with `lenet5_config` metadata `config` (when given).
+fn write_with_config(
+    path: &Path,
+    t: &[(String, Dtype, Vec<usize>, Vec<u8>)],
+    config: Option<&str>,
+) {
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = t
         .iter()
         .map(|(n, d, s, b)| {
@@ -275,26 +274,62 @@ fn metadata_cannot_make_the_loader_allocate_a_huge_model() {
             )
         })
         .collect();
-    let meta: HashMap<String, String> = [(
-        "lenet5_config".to_string(),
-        r#"{"activation":"relu","pooling":"avg","c1":100000,"c2":100000}"#.to_string(),
-    )]
-    .into();
-    std::fs::write(&path, safetensors::serialize(views, &Some(meta)).unwrap()).unwrap();
-    let err = LeNet5::from_weights_file(&path).unwrap_err();
-    match &err {
-        CheckpointError::WrongShape {
-            name,
-            expected,
-            found,
-            ..
-        } => {
-            assert_eq!(name, "conv1.weight");
-            assert_eq!(expected, &vec![100000, 1, 5, 5]);
-            assert_eq!(found, &vec![6, 1, 5, 5]);
+    let meta: Option<HashMap<String, String>> =
+        config.map(|c| [("lenet5_config".to_string(), c.to_string())].into());
+    std::fs::write(path, safetensors::serialize(views, &meta).unwrap()).unwrap();
+}
+
+#[test]
+fn metadata_cannot_make_the_loader_allocate_a_huge_model() {
+    // Configs claiming 100k channels, one past the limit, or a c2 whose fc1 width overflows:
+    // refused from the metadata, naming the field and the limit, before anything is sized by
+    // them (100k channels would ask for ~1 TB; the overflow would panic).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("liar.safetensors");
+    let t = raw_tensors(&model(LeNet5Config::default(), 1));
+    let too_wide = nn::MAX_CHANNELS + 1;
+    for (c1, c2, field) in [
+        (100_000, 100_000, "c1"),
+        (6, too_wide, "c2"),
+        (6, usize::MAX / 3, "c2"),
+    ] {
+        let config = format!(r#"{{"activation":"relu","pooling":"avg","c1":{c1},"c2":{c2}}}"#);
+        write_with_config(&path, &t, Some(&config));
+        let err = LeNet5::from_weights_file(&path).unwrap_err();
+        match &err {
+            CheckpointError::BadMetadata { key, expected, .. } => {
+                assert_eq!(key, "lenet5_config");
+                let limit = format!("{field} must be in 1..={}", nn::MAX_CHANNELS);
+                assert!(expected.contains(&limit), "{expected}");
+            }
+            other => panic!("expected BadMetadata, got {other:?}"),
         }
-        other => panic!("expected WrongShape, got {other:?}"),
     }
+}
+
+#[test]
+fn shapes_cannot_make_the_loader_build_a_huge_model() {
+    // A file without a config (as PyTorch writes it) whose conv1.weight has one channel more
+    // than a model may: refused from the header's shape, naming the tensors and the limit.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wide.safetensors");
+    let c1 = nn::MAX_CHANNELS + 1;
+    let bytes = vec![0u8; c1 * 25 * 4];
+    let t = vec![(
+        "conv1.weight".to_string(),
+        Dtype::F32,
+        vec![c1, 1, 5, 5],
+        bytes,
+    )];
+    write_with_config(&path, &t, None);
+    let err = LeNet5::from_weights_file(&path).unwrap_err();
+    assert!(matches!(err, CheckpointError::TooWide { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("conv1.weight")
+            && text.contains(&format!("c1 must be in 1..={}", nn::MAX_CHANNELS)),
+        "{text}"
+    );
 }
 
 #[test]
