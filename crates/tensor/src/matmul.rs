@@ -34,10 +34,10 @@
 //!   two tile shapes from one source: 6 × 16, and 8 × 8 for `A·Bᵀ` products of up to 128 rows
 //!   (fewer columns to interleave when packing a column-major B, fewer partial tiles at the
 //!   LeNet sizes); every element gets the same chain of FMAs in both;
-//! - `dot_avx512`, `dot_avx2`: products whose A rows and B columns are both contiguous (`x·Wᵀ`
-//!   of row-major arrays, as in linear layers and convolution weight gradients) skip packing
-//!   altogether: a 4 × 4 (AVX-512) or 3 × 4 (AVX2) tile of dot products read straight from the
-//!   operands. AVX2 takes this route only when C has at most 12 rows or columns;
+//! - `dot`: products whose A rows and B columns are both contiguous (`x·Wᵀ` of row-major
+//!   arrays, as in linear layers and convolution weight gradients) skip packing altogether: a
+//!   4 × 4 (AVX-512) or 3 × 4 (AVX2) tile of dot products read straight from the operands,
+//!   one source for both widths. AVX2 takes this route only when C has at most 12 rows or columns;
 //! - `parallel`: splits products above about 8 megaflops over rayon's threads, by rows or
 //!   columns of C — never along `k` — so results are bit-identical for any thread count. On
 //!   the packed route the threads share one packed copy of each B block (each packing a run of
@@ -72,9 +72,7 @@
 
 mod cache;
 #[cfg(target_arch = "x86_64")]
-mod dot_avx2;
-#[cfg(target_arch = "x86_64")]
-mod dot_avx512;
+mod dot;
 mod driver;
 mod kernel;
 #[cfg(target_arch = "x86_64")]
@@ -255,9 +253,9 @@ fn gemm_on_threads<T: Scalar>(
         unsafe {
             match tier {
                 #[cfg(target_arch = "x86_64")]
-                Tier::Avx512 => dot_avx512::gemm_dot(alpha, ad, bd, beta, cd),
+                Tier::Avx512 => dot::gemm_dot_avx512(alpha, ad, bd, beta, cd),
                 #[cfg(target_arch = "x86_64")]
-                Tier::Avx2 => dot_avx2::gemm_dot(alpha, ad, bd, beta, cd),
+                Tier::Avx2 => dot::gemm_dot_avx2(alpha, ad, bd, beta, cd),
                 _ => unreachable!("the dot route needs a SIMD kernel"),
             }
         }
