@@ -11,10 +11,11 @@ use crate::args::EvalArgs;
 use crate::builtin::{self, keys};
 use crate::confusion::Confusion;
 use crate::data::{self, SplitSource};
-use crate::{model_file, outln};
+use crate::{model_file, outln, outputs};
 
 /// Runs `lenet eval`.
 pub fn run(args: &EvalArgs) -> Result<()> {
+    check_outputs(args)?;
     let (model, recorded) = builtin::model_or_builtin(args.model.as_deref())?;
     // The dataset: the flag, else the one the model was trained on, else MNIST.
     let assumed = match args.data.dataset {
@@ -112,4 +113,18 @@ fn actual_dataset(
         );
     }
     kind
+}
+
+/// The --png picture must be writable and not the --model file.
+fn check_outputs(args: &EvalArgs) -> Result<()> {
+    let Some(png) = &args.png else {
+        return Ok(());
+    };
+    outputs::check_writable("--png", png)?;
+    let inputs: Vec<(&str, &Path)> = args
+        .model
+        .iter()
+        .map(|m| ("--model", m.as_path()))
+        .collect();
+    outputs::check_distinct(&[("--png", png.as_path())], &inputs)
 }

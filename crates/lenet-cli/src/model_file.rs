@@ -46,11 +46,6 @@ pub fn metadata_of(bytes: &[u8]) -> Option<HashMap<String, String>> {
     Some(header.metadata().clone().unwrap_or_default())
 }
 
-/// The number of completed epochs recorded in weights saved by `lenet train --save`.
-pub fn recorded_epochs(path: &Path) -> Option<usize> {
-    metadata(path)?.get(nn::EPOCHS_DONE_KEY)?.parse().ok()
-}
-
 /// The dataset named by a metadata map, if any.
 pub fn dataset_in(metadata: &HashMap<String, String>) -> Option<DatasetKind> {
     let name = metadata.get(DATASET_KEY)?;
