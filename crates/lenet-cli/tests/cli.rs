@@ -1411,6 +1411,49 @@ fn one_run_per_saved_pair() {
     );
 }
 
+/// D16, D17: `eval --record` refuses the tool's own keys (naming the key) and a file that a
+/// training run is saving to (its lock is held); the file is left as it is.
+#[test]
+fn eval_record_writes_only_notes_about_the_bytes_it_evaluated() {
+    let data = synthetic_dir();
+    let out = tempfile::tempdir().unwrap();
+    let weights = out.path().join("w.safetensors");
+    succeeds(quick_train(data.path(), "1").arg("--save").arg(&weights));
+    let before = std::fs::read(&weights).unwrap();
+    let eval = |notes: &[&str]| {
+        let mut cmd = lenet();
+        cmd.args(["eval", "--model"])
+            .arg(&weights)
+            .arg("--data-dir")
+            .arg(data.path())
+            .arg("--record")
+            .args(notes);
+        cmd
+    };
+    for key in [
+        "lenet5_config",
+        "dataset",
+        "format",
+        "epochs_done",
+        "lenet_run_id",
+    ] {
+        let note = format!("{key}=x");
+        let stderr = fails(&mut eval(&[note.as_str()]));
+        assert!(stderr.contains(&format!("{key:?}")), "{key}: {stderr}");
+    }
+    let held = hold_lock(&weights);
+    let stderr = fails(&mut eval(&["seed=1"]));
+    assert!(stderr.contains("another lenet run"), "{stderr}");
+    drop(held);
+    assert_eq!(std::fs::read(&weights).unwrap(), before);
+    succeeds(&mut eval(&["seed=1"]));
+    let bytes = std::fs::read(&weights).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = header.metadata().as_ref().unwrap();
+    assert_eq!(meta["seed"], "1");
+    assert!(meta.contains_key("test_accuracy"), "{meta:?}");
+}
+
 /// D2: saving through a symbolic link writes the file it points to (the link stays) and keeps
 /// that file's mode.
 #[cfg(unix)]
