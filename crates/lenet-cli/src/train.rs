@@ -282,13 +282,8 @@ fn resume(args: &TrainArgs, path: &Path) -> Result<(Trainer, RunSettings, String
         );
     }
     let metadata = model_file::metadata(path).unwrap_or_default();
-    let recorded = metadata
-        .get(RUN_KEY)
-        .and_then(|r| serde_json::from_str::<RunSettings>(r).ok());
-    let settings = match recorded {
-        Some(r) => check_run_settings(args, r, path)?,
-        None => RunSettings::of(args),
-    };
+    let recorded = recorded_settings(&metadata, path)?;
+    let settings = check_run_settings(args, recorded, path)?;
     if args.save.is_none() {
         crate::errln!("warning: --resume without --save: the continued run will not be saved");
     }
@@ -300,6 +295,36 @@ fn resume(args: &TrainArgs, path: &Path) -> Result<(Trainer, RunSettings, String
     check_saved_pair(args, &trainer, &run_id, path)?;
     trainer.set_epochs(args.epochs);
     Ok((trainer, settings, run_id))
+}
+
+/// The data settings recorded in a training state (key [`RUN_KEY`]), each field checked: a
+/// missing or malformed entry is an error naming the file, the key and what was expected (the
+/// run's images cannot be told without it), never a run on other data or a panic.
+fn recorded_settings(metadata: &HashMap<String, String>, path: &Path) -> Result<RunSettings> {
+    let bad = |found: &str, why: &str| {
+        anyhow::anyhow!(
+            "{}: metadata {RUN_KEY:?}: expected the run's data settings as JSON \
+             {{\"dataset\": \"mnist\" or \"fashion-mnist\", \"limit\": null or N >= 1, \
+             \"val_split\": F in [0, 1)}}, found {found} ({why})",
+            path.display()
+        )
+    };
+    let raw = metadata.get(RUN_KEY).ok_or_else(|| {
+        bad(
+            "nothing",
+            "the file does not say which images the run trained on",
+        )
+    })?;
+    let settings: RunSettings =
+        serde_json::from_str(raw).map_err(|e| bad(&format!("{raw:?}"), &e.to_string()))?;
+    if !(0.0..1.0).contains(&settings.val_split) {
+        let why = format!("val_split {} is outside [0, 1)", settings.val_split);
+        return Err(bad(&format!("{raw:?}"), &why));
+    }
+    if settings.limit == Some(0) {
+        return Err(bad(&format!("{raw:?}"), "limit 0 leaves no image"));
+    }
+    Ok(settings)
 }
 
 /// The recorded data settings, after checking that no flag asks for others.

@@ -1482,3 +1482,60 @@ fn saving_through_a_link_keeps_the_link_and_the_mode() {
     assert_eq!(mode, 0o600);
 }
 
+// ---- the state file's own fields, validated (issue 20, section B) ----
+
+/// Rewrites the metadata entry `key` of the safetensors file at `path` (`None`: removes it).
+fn set_metadata(path: &Path, key: &str, value: Option<&str>) {
+    let bytes = std::fs::read(path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut meta = header.metadata().clone().unwrap();
+    match value {
+        Some(v) => meta.insert(key.to_string(), v.to_string()),
+        None => meta.remove(key),
+    };
+    std::fs::write(
+        path,
+        safetensors::serialize(file.tensors(), &Some(meta)).unwrap(),
+    )
+    .unwrap();
+}
+
+/// D7, D8: a state whose `lenet_run` is missing, malformed or holds a `val_split` outside
+/// [0, 1) is refused naming the file, the key and the value: never a panic, never a run on
+/// all the images instead of the recorded subset.
+#[test]
+fn resume_validates_the_recorded_data_settings() {
+    let data = synthetic_dir();
+    let out = tempfile::tempdir().unwrap();
+    let weights = out.path().join("w.safetensors");
+    let state = out.path().join("w.state.safetensors");
+    succeeds(
+        quick_train(data.path(), "1")
+            .args(["--limit", "200", "--val-split", "0.25", "--save"])
+            .arg(&weights),
+    );
+    let good = std::fs::read(&state).unwrap();
+    let run = |v: f64| format!(r#"{{"dataset":"mnist","limit":200,"val_split":{v}}}"#);
+    for (value, shown) in [
+        (Some(run(1.5)), "1.5"),
+        (Some(run(1.0)), "val_split 1 "),
+        (Some(run(-0.5)), "-0.5"),
+        (
+            Some(r#"{"dataset":"mnist","limit":0,"val_split":0.25}"#.to_string()),
+            "limit 0",
+        ),
+        (Some("{".to_string()), "\"{\""),
+        (None, "found nothing"),
+    ] {
+        std::fs::write(&state, &good).unwrap();
+        set_metadata(&state, "lenet_run", value.as_deref());
+        let stderr =
+            refused_before_training(quick_train(data.path(), "2").arg("--resume").arg(&state));
+        assert!(
+            stderr.contains("\"lenet_run\"") && stderr.contains(shown),
+            "{value:?}: {stderr}"
+        );
+        assert!(stderr.contains("w.state.safetensors"), "{stderr}");
+    }
+}
