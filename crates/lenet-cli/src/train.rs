@@ -465,7 +465,7 @@ fn check_outputs(args: &TrainArgs) -> Result<()> {
         ("--save", args.save.as_deref()),
         (
             "--save's training state",
-            state.as_deref().filter(|s| !continued(*s)),
+            state.as_deref().filter(|s| !continued(s)),
         ),
         ("--plot", args.plot.as_deref()),
         ("--metrics", args.metrics.as_deref()),
