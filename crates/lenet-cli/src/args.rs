@@ -126,7 +126,8 @@ pub struct TrainArgs {
     pub threads: Option<usize>,
     /// Save the weights (safetensors, PyTorch state_dict names) here after every epoch: the best
     /// validation epoch's with --val-split, else the latest. The full training state goes next to
-    /// it, in NAME.state.safetensors, for --resume.
+    /// it, in NAME.state.safetensors (other names than *.safetensors: FILE.state.safetensors),
+    /// for --resume. The run holds FILE.lock meanwhile: one run at a time saves to a name.
     #[arg(long, value_name = "FILE.safetensors")]
     pub save: Option<PathBuf>,
     /// Continue a run from a NAME.state.safetensors file written by --save. Its saved settings
@@ -204,8 +205,9 @@ pub struct EvalArgs {
     #[arg(long, value_name = "FILE")]
     pub model: Option<PathBuf>,
     /// Record the measured test accuracy (keys test_accuracy, test_correct) and these KEY=VALUE
-    /// notes in the metadata of the --model file (how the built-in model is documented).
-    #[arg(long, value_name = "KEY=VALUE", num_args = 0.., requires = "model", value_parser = key_value)]
+    /// notes in the metadata of the --model file (how the built-in model is documented). The
+    /// keys lenet itself uses (format, lenet5_config, dataset, …) are refused.
+    #[arg(long, value_name = "KEY=VALUE", num_args = 0.., requires = "model", value_parser = note)]
     pub record: Option<Vec<(String, String)>>,
     /// Dataset and data location.
     #[command(flatten)]
@@ -375,6 +377,19 @@ fn key_value(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("expected KEY=VALUE, found {s:?}")),
     }
+}
+
+/// A `--record` note: KEY=VALUE whose key is not one of the tool's own
+/// ([`crate::model_file::reserved_keys`]).
+fn note(s: &str) -> Result<(String, String), String> {
+    let (key, value) = key_value(s)?;
+    if crate::model_file::reserved_keys().contains(&key.as_str()) {
+        return Err(format!(
+            "the key {key:?} is lenet's own (it decides how the file is read or records what \
+             eval measures): choose another name"
+        ));
+    }
+    Ok((key, value))
 }
 
 /// A value in [0, 1): momentum and the validation fraction.

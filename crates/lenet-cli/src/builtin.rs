@@ -72,13 +72,23 @@ pub fn model() -> Result<LeNet5> {
 /// The model at `path`, or the built-in one without a path, with the dataset recorded in it.
 pub fn model_or_builtin(path: Option<&Path>) -> Result<(LeNet5, Option<DatasetKind>)> {
     match path {
-        Some(path) => {
-            let model = LeNet5::from_weights_file(path)
-                .with_context(|| format!("cannot load the model {}", path.display()))?;
-            Ok((model, model_file::recorded_dataset(path)))
-        }
+        Some(path) => read_model(path).map(|(model, dataset, _)| (model, dataset)),
         None => Ok((model()?, model_file::dataset_in(&metadata()))),
     }
+}
+
+/// The model in the file at `path`, read once, with the dataset recorded in it and the bytes
+/// it was loaded from.
+pub fn read_model(path: &Path) -> Result<(LeNet5, Option<DatasetKind>, Vec<u8>)> {
+    let load = || {
+        let bytes = nn::checkpoint::read_checkpoint(path)?;
+        let model = LeNet5::from_weights_bytes(&bytes, &path.display().to_string())?;
+        Ok::<_, nn::CheckpointError>((model, bytes))
+    };
+    let (model, bytes) =
+        load().with_context(|| format!("cannot load the model {}", path.display()))?;
+    let dataset = model_file::metadata_of(&bytes).and_then(|m| model_file::dataset_in(&m));
+    Ok((model, dataset, bytes))
 }
 
 #[cfg(test)]

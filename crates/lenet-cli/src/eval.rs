@@ -11,11 +11,28 @@ use crate::args::EvalArgs;
 use crate::builtin::{self, keys};
 use crate::confusion::Confusion;
 use crate::data::{self, SplitSource};
-use crate::{model_file, outln};
+use crate::{model_file, outln, outputs};
 
 /// Runs `lenet eval`.
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let (model, recorded) = builtin::model_or_builtin(args.model.as_deref())?;
+    check_outputs(args)?;
+    // --record: no training run may save to the file until the notes are in (a run that holds
+    // the lock now is refused here).
+    let _lock = match (&args.record, &args.model) {
+        (Some(_), Some(path)) => Some(outputs::lock("--model", path)?),
+        _ => None,
+    };
+    // The file is read once: the notes go into the very bytes evaluated.
+    let (model, recorded, read) = match &args.model {
+        Some(path) => {
+            let (model, dataset, bytes) = builtin::read_model(path)?;
+            (model, dataset, Some(bytes))
+        }
+        None => {
+            let (model, dataset) = builtin::model_or_builtin(None)?;
+            (model, dataset, None)
+        }
+    };
     // The dataset: the flag, else the one the model was trained on, else MNIST.
     let assumed = match args.data.dataset {
         Some(d) => data::kind(d),
@@ -70,16 +87,31 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         crate::visualize::confusion_png(&confusion, png)?;
         crate::errln!("wrote the confusion matrix to {}", png.display());
     }
-    if let (Some(notes), Some(path)) = (&args.record, &args.model) {
+    if let (Some(notes), Some(path), Some(read)) = (&args.record, &args.model, &read) {
         let mut entries = notes.clone();
         entries.push((keys::TEST_ACCURACY.into(), format!("{:.4}", eval.accuracy)));
         entries.push((
             keys::TEST_CORRECT.into(),
             format!("{}/{}", eval.correct, eval.total),
         ));
-        model_file::record_metadata(path, &entries)?;
+        model_file::record_metadata(path, read, &entries)?;
     }
     Ok(())
+}
+
+/// The --png picture must be writable and neither the --model file nor the file --record
+/// writes (the same one).
+fn check_outputs(args: &EvalArgs) -> Result<()> {
+    let Some(png) = &args.png else {
+        return Ok(());
+    };
+    outputs::check_writable("--png", png)?;
+    let inputs: Vec<(&str, &Path)> = args
+        .model
+        .iter()
+        .map(|m| ("--model", m.as_path()))
+        .collect();
+    outputs::check_distinct(&[("--png", png.as_path())], &inputs)
 }
 
 /// The dataset the files in `dir` really are (recognised by checksum, else `assumed`), with a

@@ -4,7 +4,8 @@
 //! `train`, `eval`, `predict`, `download` (the subcommands), `report` (progress bar and epoch
 //! lines), `metrics` (JSONL), `plot` (SVG), `confusion` (the matrix), `preprocess` (photos to
 //! MNIST-style 28×28 images), `model_file` (the dataset recorded in a weights file), `builtin`
-//! (the model built into the binary), `out` (printing without panicking) and `limits` (thread,
+//! (the model built into the binary), `out` (printing without panicking), `outputs` (the checks
+//! every output passes before any work: no collisions, writable, locked) and `limits` (thread,
 //! memory and kernel checks).
 
 mod args;
@@ -19,6 +20,7 @@ mod metrics;
 mod model_file;
 mod model_source;
 mod out;
+mod outputs;
 mod plot;
 mod predict;
 mod preprocess;

@@ -18,17 +18,35 @@ pub fn dataset_entry(kind: DatasetKind) -> (String, String) {
     (DATASET_KEY.to_string(), kind.dir_name().to_string())
 }
 
-/// Adds (or replaces) `entries` in the metadata of the safetensors file at `path`, rewriting it
-/// atomically; the tensors are kept as they are.
-pub fn record_metadata(path: &Path, entries: &[(String, String)]) -> Result<()> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let tensors = SafeTensors::deserialize(&bytes)
+/// Keys that the tool itself writes and reads, which notes may not replace: they decide how the
+/// file is read (`format`, the model config, the dataset), tie a saved pair together (the
+/// run, the weights' name, the epochs) or hold what `eval --record` measures.
+pub fn reserved_keys() -> Vec<&'static str> {
+    let mut keys = nn::STATE_KEYS.to_vec();
+    keys.extend([
+        DATASET_KEY,
+        crate::train::RUN_KEY,
+        crate::train::RUN_ID_KEY,
+        crate::train::WEIGHTS_KEY,
+        crate::builtin::keys::TEST_ACCURACY,
+        crate::builtin::keys::TEST_CORRECT,
+    ]);
+    keys
+}
+
+/// Adds (or replaces) `entries` in the metadata of the safetensors file at `path`, whose
+/// content was `read`: the new file is made from those bytes and replaces the file only if it
+/// still holds them (see [`nn::replace_if_unchanged`]), so notes about what was read never
+/// land in another version of the file. The tensors are kept as they are.
+pub fn record_metadata(path: &Path, read: &[u8], entries: &[(String, String)]) -> Result<()> {
+    let tensors = SafeTensors::deserialize(read)
         .with_context(|| format!("{} is not a safetensors file", path.display()))?;
-    let mut metadata = metadata_of(&bytes).unwrap_or_default();
+    let mut metadata = metadata_of(read).unwrap_or_default();
     metadata.extend(entries.iter().cloned());
     let out = safetensors::serialize(tensors.tensors(), &Some(metadata))
         .with_context(|| format!("cannot rewrite {}", path.display()))?;
-    nn::write_atomic(path, &out).with_context(|| format!("cannot write {}", path.display()))
+    nn::replace_if_unchanged(path, read, &out)
+        .with_context(|| format!("cannot record in {}", path.display()))
 }
 
 /// The `__metadata__` of a safetensors file (`None` if it cannot be read; callers that need
@@ -46,26 +64,19 @@ pub fn metadata_of(bytes: &[u8]) -> Option<HashMap<String, String>> {
     Some(header.metadata().clone().unwrap_or_default())
 }
 
-/// The number of completed epochs recorded in weights saved by `lenet train --save`.
-pub fn recorded_epochs(path: &Path) -> Option<usize> {
-    metadata(path)?.get(nn::EPOCHS_DONE_KEY)?.parse().ok()
-}
-
 /// The dataset named by a metadata map, if any.
 pub fn dataset_in(metadata: &HashMap<String, String>) -> Option<DatasetKind> {
     let name = metadata.get(DATASET_KEY)?;
     DatasetKind::ALL.into_iter().find(|k| k.dir_name() == name)
 }
 
-/// The dataset recorded in the file, if any (unreadable files give `None`: loading the
-/// weights reports those errors properly).
-pub fn recorded_dataset(path: &Path) -> Option<DatasetKind> {
-    dataset_in(&metadata(path)?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn recorded_dataset(path: &Path) -> Option<DatasetKind> {
+        dataset_in(&metadata(path)?)
+    }
 
     #[test]
     fn dataset_round_trips_and_weights_survive() {
@@ -92,7 +103,8 @@ mod tests {
         model.set_param("fc3.bias", &[0.5; 10]);
         model.save_weights(&path).unwrap();
         let entries = [("test_accuracy".to_string(), "0.9948".to_string())];
-        record_metadata(&path, &entries).unwrap();
+        let read = std::fs::read(&path).unwrap();
+        record_metadata(&path, &read, &entries).unwrap();
         let meta = metadata(&path).unwrap();
         assert_eq!(meta["test_accuracy"], "0.9948");
         assert!(
@@ -101,5 +113,23 @@ mod tests {
         );
         let back = nn::LeNet5::from_weights_file(&path).unwrap();
         assert_eq!(back.param("fc3.bias").unwrap().value, &[0.5; 10]);
+    }
+
+    /// Notes are about the bytes that were read: a file saved again in between (a training
+    /// run's next epoch) is left as that run wrote it.
+    #[test]
+    fn notes_never_land_in_a_file_changed_since_it_was_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        let mut model = nn::LeNet5::zeros(nn::LeNet5Config::default());
+        model.save_weights(&path).unwrap();
+        let read = std::fs::read(&path).unwrap();
+        model.set_param("fc3.bias", &[0.25; 10]);
+        model.save_weights(&path).unwrap();
+        let newer = std::fs::read(&path).unwrap();
+        let entries = [("test_accuracy".to_string(), "0.5".to_string())];
+        let err = record_metadata(&path, &read, &entries).unwrap_err();
+        assert!(format!("{err:#}").contains("changed"), "{err:#}");
+        assert_eq!(std::fs::read(&path).unwrap(), newer);
     }
 }

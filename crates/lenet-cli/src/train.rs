@@ -24,7 +24,7 @@ use crate::data::{self, SplitSource};
 use crate::metrics::MetricsWriter;
 use crate::out::Deferred;
 use crate::report::{epoch_line, Progress};
-use crate::{model_file, plot};
+use crate::{model_file, outputs, plot};
 
 /// Runs `lenet train`.
 pub fn run(args: &TrainArgs) -> Result<()> {
@@ -77,16 +77,48 @@ pub fn config(args: &TrainArgs) -> TrainConfig {
     c
 }
 
-/// `NAME.state.safetensors` next to `NAME.safetensors`: the full training state for --resume.
+/// The training state file that goes with the weights file `weights`, next to it:
+/// `NAME.safetensors` → `NAME.state.safetensors`; any other name gets `.state.safetensors`
+/// appended whole (`w.bin` → `w.bin.state.safetensors`), so that `w.safetensors` and `w.bin`
+/// keep states of their own. Built from the name's bytes, so names that are not UTF-8 stay
+/// apart. (`w` and `w.safetensors` still share one: the state records its weights' name,
+/// [`WEIGHTS_KEY`], and [`check_outputs`] refuses to replace another name's state.)
 pub fn state_path(weights: &Path) -> PathBuf {
-    let stem = weights.file_stem().unwrap_or_default().to_string_lossy();
-    weights.with_file_name(format!("{stem}.state.safetensors"))
+    let stem = match weights.extension() {
+        Some(ext) if ext == "safetensors" => weights.file_stem(),
+        _ => weights.file_name(),
+    };
+    let mut name = stem.unwrap_or_default().to_os_string();
+    name.push(".state.safetensors");
+    weights.with_file_name(name)
+}
+
+/// Metadata key, in both files of a saved pair, of the weights' file name.
+pub const WEIGHTS_KEY: &str = "lenet_weights";
+
+/// Metadata key, in both files of a saved pair, of the run that saved them: a new run draws
+/// one, a resumed run keeps its state's. Resume refuses weights saved by another run.
+pub const RUN_ID_KEY: &str = "lenet_run_id";
+
+/// The file name of `weights` as recorded under [`WEIGHTS_KEY`] (bytes that are not UTF-8
+/// escaped, so that different names stay different).
+fn weights_name(weights: &Path) -> String {
+    let name = weights.file_name().unwrap_or_default();
+    match name.to_str() {
+        Some(s) => s.to_string(),
+        None => name.as_encoded_bytes().escape_ascii().to_string(),
+    }
 }
 
 fn train(args: &TrainArgs) -> Result<()> {
     // The run first: a bad resume file or output path fails before the data is read.
-    let (mut trainer, settings, out) = start(args)?;
+    let (mut trainer, settings, run_id, out) = start(args)?;
     check_outputs(args)?;
+    // Held to the end of the run: a second run saving to the same name is refused.
+    let _lock = match &args.save {
+        Some(p) => Some(outputs::lock("--save", p)?),
+        None => None,
+    };
     crate::limits::check_batch_memory(trainer.config().batch_size)?;
     let kind = settings.dataset;
     let dataset = data::load(kind, args.data.data_dir.as_deref())?;
@@ -94,7 +126,7 @@ fn train(args: &TrainArgs) -> Result<()> {
     let test = SplitSource(&dataset.test);
     let (train_set, val_set) = split(all_train, &settings, trainer.config().seed)?;
 
-    let mut run = Run::new(args, settings, &trainer, out)?;
+    let mut run = Run::new(args, settings, run_id, &trainer, out)?;
     run.out.line(format_args!(
         "{}",
         header(
@@ -160,23 +192,25 @@ impl RunSettings {
     }
 }
 
-/// A new trainer, or the resumed one with its recorded settings (see [`resume`]).
-fn start(args: &TrainArgs) -> Result<(Trainer, RunSettings, Deferred)> {
+/// A new trainer with a new run id, or the resumed one with its recorded settings and run id
+/// (see [`resume`]).
+fn start(args: &TrainArgs) -> Result<(Trainer, RunSettings, String, Deferred)> {
     let mut out = Deferred::default();
     match &args.resume {
         Some(path) => {
-            let (trainer, settings) = resume(args, path)?;
+            let (trainer, settings, run_id) = resume(args, path)?;
             out.line(format_args!(
                 "resuming {} after epoch {} of {}",
                 path.display(),
                 trainer.epochs_done(),
                 args.epochs
             ));
-            Ok((trainer, settings, out))
+            Ok((trainer, settings, run_id, out))
         }
         None => {
             let trainer = Trainer::new(config(args)).context("invalid training settings")?;
-            Ok((trainer, RunSettings::of(args), out))
+            let run_id = nn::guard::random_id();
+            Ok((trainer, RunSettings::of(args), run_id, out))
         }
     }
 }
@@ -220,12 +254,22 @@ fn flag(id: &str) -> String {
     format!("--{}", id.replace('_', "-"))
 }
 
-/// Loads a training state. The run keeps every setting it was started with: a flag given with
-/// another value is refused, naming it (only `--epochs` may change); `--dataset`, `--limit`
-/// and `--val-split` default to the recorded ones.
-fn resume(args: &TrainArgs, path: &Path) -> Result<(Trainer, RunSettings)> {
+/// Loads a training state and its run id. The run keeps every setting it was started with: a
+/// flag given with another value is refused, naming it (only `--epochs` may change, and only
+/// to more than the epochs done); `--dataset`, `--limit` and `--val-split` default to the
+/// recorded ones.
+fn resume(args: &TrainArgs, path: &Path) -> Result<(Trainer, RunSettings, String)> {
     let mut trainer = Trainer::load_training_state(path)
         .with_context(|| format!("cannot resume from {}", path.display()))?;
+    anyhow::ensure!(
+        args.epochs > trainer.epochs_done(),
+        "--epochs {}: {} has {} epochs done already, so there is nothing to train; with \
+         --resume, --epochs is the total: give more than {}",
+        args.epochs,
+        path.display(),
+        trainer.epochs_done(),
+        trainer.epochs_done()
+    );
     let ours = config(args);
     for id in RECORDED_FLAGS.iter().filter(|id| args.given(id)) {
         let (given, recorded) = (setting(&ours, id), setting(trainer.config(), id));
@@ -237,18 +281,50 @@ fn resume(args: &TrainArgs, path: &Path) -> Result<(Trainer, RunSettings)> {
             path.display()
         );
     }
-    let recorded = model_file::metadata(path)
-        .and_then(|m| serde_json::from_str::<RunSettings>(m.get(RUN_KEY)?).ok());
-    let settings = match recorded {
-        Some(r) => check_run_settings(args, r, path)?,
-        None => RunSettings::of(args),
-    };
+    let metadata = model_file::metadata(path).unwrap_or_default();
+    let recorded = recorded_settings(&metadata, path)?;
+    let settings = check_run_settings(args, recorded, path)?;
     if args.save.is_none() {
         crate::errln!("warning: --resume without --save: the continued run will not be saved");
     }
-    check_saved_pair(args, &trainer);
+    // A state saved before run ids existed starts a new one.
+    let run_id = metadata
+        .get(RUN_ID_KEY)
+        .cloned()
+        .unwrap_or_else(nn::guard::random_id);
+    check_saved_pair(args, &trainer, &run_id, path)?;
     trainer.set_epochs(args.epochs);
-    Ok((trainer, settings))
+    Ok((trainer, settings, run_id))
+}
+
+/// The data settings recorded in a training state (key [`RUN_KEY`]), each field checked: a
+/// missing or malformed entry is an error naming the file, the key and what was expected (the
+/// run's images cannot be told without it), never a run on other data or a panic.
+fn recorded_settings(metadata: &HashMap<String, String>, path: &Path) -> Result<RunSettings> {
+    let bad = |found: &str, why: &str| {
+        anyhow::anyhow!(
+            "{}: metadata {RUN_KEY:?}: expected the run's data settings as JSON \
+             {{\"dataset\": \"mnist\" or \"fashion-mnist\", \"limit\": null or N >= 1, \
+             \"val_split\": F in [0, 1)}}, found {found} ({why})",
+            path.display()
+        )
+    };
+    let raw = metadata.get(RUN_KEY).ok_or_else(|| {
+        bad(
+            "nothing",
+            "the file does not say which images the run trained on",
+        )
+    })?;
+    let settings: RunSettings =
+        serde_json::from_str(raw).map_err(|e| bad(&format!("{raw:?}"), &e.to_string()))?;
+    if !(0.0..1.0).contains(&settings.val_split) {
+        let why = format!("val_split {} is outside [0, 1)", settings.val_split);
+        return Err(bad(&format!("{raw:?}"), &why));
+    }
+    if settings.limit == Some(0) {
+        return Err(bad(&format!("{raw:?}"), "limit 0 leaves no image"));
+    }
+    Ok(settings)
 }
 
 /// The recorded data settings, after checking that no flag asks for others.
@@ -281,15 +357,31 @@ fn check_run_settings(args: &TrainArgs, recorded: RunSettings, path: &Path) -> R
     Ok(recorded)
 }
 
-/// Explains a weights file that does not belong to the state being resumed (a crash between
-/// the two renames of a save): the state is complete, and the weights are rewritten after the
-/// next epoch.
-fn check_saved_pair(args: &TrainArgs, trainer: &Trainer) {
-    let Some(weights) = &args.save else { return };
-    let Some(epochs) = model_file::recorded_epochs(weights) else {
-        return;
+/// Checks the weights file that `--save` will replace against the state being resumed. Weights
+/// saved by another run (another run id: two runs saved to one name) are refused. Weights of
+/// another epoch of this run (a crash between the two renames of a save) are explained: the
+/// state is complete, and the weights are rewritten after the next epoch.
+fn check_saved_pair(args: &TrainArgs, trainer: &Trainer, run_id: &str, state: &Path) -> Result<()> {
+    let Some(weights) = &args.save else {
+        return Ok(());
     };
-    if epochs != trainer.epochs_done() {
+    let Some(meta) = model_file::metadata(weights) else {
+        return Ok(());
+    };
+    if let Some(theirs) = meta.get(RUN_ID_KEY).filter(|id| *id != run_id) {
+        anyhow::bail!(
+            "{} was saved by run {theirs}, the training state {} by run {run_id}: two runs \
+             saved to the same name, and the pair is mixed; resume with a --save name of its \
+             own, or move {} away",
+            weights.display(),
+            state.display(),
+            weights.display()
+        );
+    }
+    let epochs = meta
+        .get(nn::EPOCHS_DONE_KEY)
+        .and_then(|e| e.parse::<usize>().ok());
+    if let Some(epochs) = epochs.filter(|&e| e != trainer.epochs_done()) {
         crate::errln!(
             "warning: {} holds the weights of epoch {epochs}, the training state those of epoch \
              {} (a save was interrupted): resuming from the state; the weights are rewritten \
@@ -298,6 +390,7 @@ fn check_saved_pair(args: &TrainArgs, trainer: &Trainer) {
             trainer.epochs_done()
         );
     }
+    Ok(())
 }
 
 /// The training and validation sets: --limit keeps the first N images; --val-split then holds
@@ -359,63 +452,52 @@ fn header(
     )
 }
 
-/// Fails now rather than after the first epoch if an output cannot be written: its folder
-/// does not exist or is not a folder, it exists and is not a regular file (a device, a FIFO:
-/// replacing /dev/null is not what anyone wants), or the folder is not writable.
+/// Fails now rather than after the first epoch if an output cannot be written (see
+/// [`outputs::check_writable`]), if two outputs are one file, if an output is the `--resume`
+/// file (except the state of `--save`, which a resumed run continues), or if the state file
+/// belongs to weights of another name.
 fn check_outputs(args: &TrainArgs) -> Result<()> {
     let state = args.save.as_deref().map(state_path);
-    let outputs = [
+    let resume = args.resume.as_deref();
+    let continued = |s: &Path| resume.is_some_and(|r| nn::guard::same_file(s, r));
+    let mut outs: Vec<(&str, &Path)> = Vec::new();
+    let named = [
         ("--save", args.save.as_deref()),
-        ("--save", state.as_deref()),
+        (
+            "--save's training state",
+            state.as_deref().filter(|s| !continued(s)),
+        ),
         ("--plot", args.plot.as_deref()),
         ("--metrics", args.metrics.as_deref()),
     ];
-    for (flag, path) in outputs {
+    for (flag, path) in named {
         if let Some(p) = path {
-            check_output(flag, p)?;
+            outputs::check_writable(flag, p)?;
+            outs.push((flag, p));
         }
     }
-    Ok(())
+    let inputs: Vec<(&str, &Path)> = resume.map(|r| ("--resume", r)).into_iter().collect();
+    outputs::check_distinct(&outs, &inputs)?;
+    match (&args.save, &state) {
+        (Some(weights), Some(state)) => check_state_owner(weights, state),
+        _ => Ok(()),
+    }
 }
 
-fn check_output(flag: &str, p: &Path) -> Result<()> {
-    let dir = p
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    match std::fs::metadata(dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            anyhow::bail!(
-                "{flag} {}: the folder {} does not exist",
-                p.display(),
-                dir.display()
-            )
-        }
-        Err(e) => anyhow::bail!("{flag} {}: cannot use {}: {e}", p.display(), dir.display()),
-        Ok(m) if !m.is_dir() => {
-            anyhow::bail!("{flag} {}: {} is not a folder", p.display(), dir.display())
-        }
-        Ok(_) => {}
+/// Refuses to replace a training state saved for weights of another name (`w` and
+/// `w.safetensors` share `w.state.safetensors`).
+fn check_state_owner(weights: &Path, state: &Path) -> Result<()> {
+    let owner = model_file::metadata(state).and_then(|m| m.get(WEIGHTS_KEY).cloned());
+    let ours = weights_name(weights);
+    match owner {
+        Some(owner) if owner != ours => anyhow::bail!(
+            "--save {}: {} is the training state of the weights {owner:?}, not of {ours:?}: \
+             refusing to replace it; choose another --save name",
+            weights.display(),
+            state.display()
+        ),
+        _ => Ok(()),
     }
-    if let Some(kind) = std::fs::metadata(p)
-        .ok()
-        .and_then(|m| nn::checkpoint::not_regular(&m))
-    {
-        anyhow::bail!(
-            "{flag} {}: exists and is not a regular file ({kind}): refusing to replace it",
-            p.display()
-        );
-    }
-    let probe = dir.join(format!(".lenet-write-test-{}", std::process::id()));
-    std::fs::File::create(&probe).with_context(|| {
-        format!(
-            "{flag} {}: cannot write in the folder {}",
-            p.display(),
-            dir.display()
-        )
-    })?;
-    std::fs::remove_file(&probe).ok();
-    Ok(())
 }
 
 /// The training loop's observer: the progress bar, and after each epoch the saves, the
@@ -424,6 +506,7 @@ fn check_output(flag: &str, p: &Path) -> Result<()> {
 struct Run<'a> {
     args: &'a TrainArgs,
     settings: RunSettings,
+    run_id: String,
     title: String,
     progress: Progress,
     metrics: Option<MetricsWriter>,
@@ -435,6 +518,7 @@ impl<'a> Run<'a> {
     fn new(
         args: &'a TrainArgs,
         settings: RunSettings,
+        run_id: String,
         trainer: &Trainer,
         out: Deferred,
     ) -> Result<Self> {
@@ -448,6 +532,7 @@ impl<'a> Run<'a> {
         Ok(Run {
             args,
             settings,
+            run_id,
             title: format!("LeNet-5 on {}", settings.dataset.display_name()),
             progress: Progress::new(args.epochs),
             metrics,
@@ -459,7 +544,7 @@ impl<'a> Run<'a> {
     fn after_epoch(&mut self, trainer: &Trainer) -> Result<()> {
         let m = trainer.history().last().expect("an epoch has ended");
         if let Some(p) = &self.args.save {
-            save(trainer, p, &self.settings)?;
+            save(trainer, p, &self.settings, &self.run_id)?;
         }
         if let Some(w) = &mut self.metrics {
             w.write(m).context("cannot write the metrics file")?;
@@ -557,14 +642,16 @@ fn schedule_name(s: &LrSchedule) -> String {
 }
 
 /// Writes the weights worth keeping and the full training state as one pair (see
-/// [`Trainer::save_with_weights`]), both tagged with the dataset, the state also with the
-/// [`RunSettings`].
-fn save(trainer: &Trainer, path: &Path, settings: &RunSettings) -> Result<()> {
+/// [`Trainer::save_with_weights`]), both tagged with the dataset, the [`RunSettings`], the
+/// weights' name and the run id.
+fn save(trainer: &Trainer, path: &Path, settings: &RunSettings, run_id: &str) -> Result<()> {
     let state = state_path(path);
     let run = serde_json::to_string(settings).expect("settings serialise");
     let extra: HashMap<String, String> = [
         model_file::dataset_entry(settings.dataset),
         (RUN_KEY.to_string(), run),
+        (WEIGHTS_KEY.to_string(), weights_name(path)),
+        (RUN_ID_KEY.to_string(), run_id.to_string()),
     ]
     .into();
     trainer
@@ -631,6 +718,33 @@ mod tests {
             Path::new("/x/lenet.state.safetensors")
         );
         assert_eq!(state_path(Path::new("w")), Path::new("w.state.safetensors"));
+    }
+
+    /// Weights of different names get states of their own: another extension, or bytes that
+    /// are not UTF-8 (which a lossy conversion would merge into one U+FFFD name).
+    #[cfg(unix)]
+    #[test]
+    fn different_weights_names_get_different_states() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        let (a, b) = (
+            Path::new(OsStr::from_bytes(b"/x/w\xff.safetensors")),
+            Path::new(OsStr::from_bytes(b"/x/w\xfe.safetensors")),
+        );
+        assert_ne!(state_path(a), state_path(b));
+        assert_eq!(
+            state_path(a).as_os_str().as_bytes(),
+            b"/x/w\xff.state.safetensors"
+        );
+        assert_ne!(
+            state_path(Path::new("model.safetensors")),
+            state_path(Path::new("model.bin"))
+        );
+        assert_eq!(
+            state_path(Path::new("model.bin")),
+            Path::new("model.bin.state.safetensors")
+        );
+        assert_ne!(weights_name(a), weights_name(b));
     }
 
     #[test]

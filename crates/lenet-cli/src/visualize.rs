@@ -34,6 +34,7 @@ pub fn run(args: &VisualizeArgs) -> Result<()> {
     };
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create the folder {}", args.out.display()))?;
+    check_outputs(args)?;
     let mut written = write_filters(&loaded.model, &args.out)?;
     if let Some(input) = input {
         written.extend(write_feature_maps(&loaded.model, input, &args.out)?);
@@ -42,6 +43,27 @@ pub fn run(args: &VisualizeArgs) -> Result<()> {
         crate::outln!("wrote {path}")?;
     }
     Ok(())
+}
+
+/// The pictures `run` writes into --out must be neither the --model file nor the image.
+fn check_outputs(args: &VisualizeArgs) -> Result<()> {
+    let mut names = vec!["conv1_filters.png", "conv2_filters.png"];
+    if args.image.is_some() {
+        names.extend([
+            "input.png",
+            "conv1.png",
+            "pool1.png",
+            "conv2.png",
+            "pool2.png",
+        ]);
+    }
+    let paths: Vec<_> = names.iter().map(|n| args.out.join(n)).collect();
+    let outs: Vec<(&str, &Path)> = paths.iter().map(|p| ("--out", p.as_path())).collect();
+    let inputs: Vec<(&str, &Path)> = [("--model", &args.model), ("IMAGE", &args.image)]
+        .into_iter()
+        .filter_map(|(flag, p)| p.as_deref().map(|p| (flag, p)))
+        .collect();
+    crate::outputs::check_distinct(&outs, &inputs)
 }
 
 /// `conv1_filters.png` and `conv2_filters.png`: one column per output channel, one row per

@@ -1241,4 +1241,345 @@ fn bench_times_every_tier_and_marks_the_picked_one() {
         }
     }
     fails(lenet().args(["bench", "--rounds", "0"]));
+
+// ---- one guard for every output (issue 20, section A) ----
+
+/// Runs `cmd`, expects a clean failure before the first epoch, returns stderr.
+fn refused_before_training(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(epoch_lines(&stdout).is_empty(), "trained first: {stdout}");
+    fails(cmd)
+}
+
+/// D5: two outputs that are one file (by name, through a link, or the state of --save), an
+/// output that is an input, and a state that belongs to weights of another name are refused
+/// before training, naming both flags; the file that would have been destroyed is intact.
+#[cfg(unix)]
+#[test]
+fn outputs_that_are_one_file_are_refused() {
+    let data = synthetic_dir();
+    let out = tempfile::tempdir().unwrap();
+    let p = |name: &str| out.path().join(name);
+    good_checkpoint(&p("w.safetensors"));
+    let weights = std::fs::read(p("w.safetensors")).unwrap();
+    std::os::unix::fs::symlink("w.safetensors", p("link.svg")).unwrap();
+    for (flag, other, names) in [
+        ("--plot", "w.safetensors", ["--plot", "--save"]),
+        ("--plot", "link.svg", ["--plot", "--save"]),
+        (
+            "--metrics",
+            "w.state.safetensors",
+            ["--metrics", "training state"],
+        ),
+    ] {
+        let stderr = refused_before_training(
+            quick_train(data.path(), "1")
+                .arg("--save")
+                .arg(p("w.safetensors"))
+                .arg(flag)
+                .arg(p(other)),
+        );
+        for name in names {
+            assert!(stderr.contains(name), "{flag} {other}: {stderr}");
+        }
+        assert_eq!(std::fs::read(p("w.safetensors")).unwrap(), weights);
+    }
+
+    // An output onto the --resume file; the state of --save may be it (the run continues).
+    succeeds(
+        quick_train(data.path(), "1")
+            .arg("--save")
+            .arg(p("r.safetensors")),
+    );
+    let state = std::fs::read(p("r.state.safetensors")).unwrap();
+    let stderr = refused_before_training(
+        quick_train(data.path(), "2")
+            .arg("--resume")
+            .arg(p("r.state.safetensors"))
+            .arg("--metrics")
+            .arg(p("r.state.safetensors")),
+    );
+    assert!(
+        stderr.contains("--metrics") && stderr.contains("--resume"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(p("r.state.safetensors")).unwrap(), state);
+
+    // eval --png onto its --model.
+    let stderr = fails(
+        lenet()
+            .args(["eval", "--model"])
+            .arg(p("w.safetensors"))
+            .arg("--png")
+            .arg(p("w.safetensors"))
+            .arg("--data-dir")
+            .arg(data.path()),
+    );
+    assert!(
+        stderr.contains("--png") && stderr.contains("--model"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(p("w.safetensors")).unwrap(), weights);
+}
+
+/// D5, D4: weights of different names keep states of their own (`model.bin` its
+/// `model.bin.state.safetensors`); `model` and `model.safetensors`, which share one name for
+/// their state, are refused instead of replacing the other's.
+#[test]
+fn each_weights_name_keeps_its_own_state() {
+    let data = synthetic_dir();
+    let out = tempfile::tempdir().unwrap();
+    let p = |name: &str| out.path().join(name);
+    succeeds(
+        quick_train(data.path(), "1")
+            .arg("--save")
+            .arg(p("model.safetensors")),
+    );
+    let state = std::fs::read(p("model.state.safetensors")).unwrap();
+    succeeds(
+        quick_train(data.path(), "1")
+            .arg("--save")
+            .arg(p("model.bin")),
+    );
+    assert!(p("model.bin.state.safetensors").exists());
+    assert_eq!(std::fs::read(p("model.state.safetensors")).unwrap(), state);
+    let stderr =
+        refused_before_training(quick_train(data.path(), "1").arg("--save").arg(p("model")));
+    assert!(
+        stderr.contains("model.state.safetensors") && stderr.contains("model.safetensors"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(p("model.state.safetensors")).unwrap(), state);
+}
+
+/// D3: a legal 230-byte name saves with its 248-byte state (temporary names do not grow with
+/// the target's); a name whose state file would pass the 255-byte limit fails before
+/// training, naming that file.
+#[test]
+fn long_names_are_checked_before_training() {
+    let data = synthetic_dir();
+    let out = tempfile::tempdir().unwrap();
+    let long = out.path().join("w".repeat(230));
+    succeeds(quick_train(data.path(), "1").arg("--save").arg(&long));
+    assert!(long.exists());
+    assert!(out
+        .path()
+        .join(format!("{}.state.safetensors", "w".repeat(230)))
+        .exists());
+    let too_long = out
+        .path()
+        .join(format!("{}.safetensors", "v".repeat(250 - 12)));
+    let stderr =
+        refused_before_training(quick_train(data.path(), "1").arg("--save").arg(&too_long));
+    assert!(
+        stderr.contains("training state") && stderr.contains("too long"),
+        "{stderr}"
+    );
+}
+
+/// D9: --resume with --epochs at or below the epochs done trains nothing: refused, naming
+/// --epochs and the epochs done; the files are left as they are.
+#[test]
+fn resume_without_epochs_left_is_refused() {
+    let data = synthetic_dir();
+    let out = tempfile::tempdir().unwrap();
+    let weights = out.path().join("w.safetensors");
+    let state = out.path().join("w.state.safetensors");
+    succeeds(quick_train(data.path(), "2").arg("--save").arg(&weights));
+    let before = std::fs::read(&weights).unwrap();
+    for epochs in ["1", "2"] {
+        let stderr = fails(
+            quick_train(data.path(), epochs)
+                .arg("--resume")
+                .arg(&state)
+                .arg("--save")
+                .arg(&weights),
+        );
+        assert!(
+            stderr.contains(&format!("--epochs {epochs}")) && stderr.contains("2 epochs done"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(std::fs::read(&weights).unwrap(), before);
+}
+
+/// Holds `<file>.lock` as a running `lenet train --save file` does.
+fn hold_lock(file: &Path) -> std::fs::File {
+    let lock = std::fs::File::create(format!("{}.lock", file.display())).unwrap();
+    lock.try_lock().unwrap();
+    lock
+}
+
+/// D20: a second run saving to the same name is refused while the first holds the lock;
+/// weights saved by another run (a mixed pair) are refused on resume, naming both runs.
+#[test]
+fn one_run_per_saved_pair() {
+    let data = synthetic_dir();
+    let out = tempfile::tempdir().unwrap();
+    let p = |name: &str| out.path().join(name);
+    let held = hold_lock(&p("w.safetensors"));
+    let stderr = refused_before_training(
+        quick_train(data.path(), "1")
+            .arg("--save")
+            .arg(p("w.safetensors")),
+    );
+    assert!(
+        stderr.contains("another lenet run") && stderr.contains("w.safetensors.lock"),
+        "{stderr}"
+    );
+    assert!(!p("w.safetensors").exists());
+    drop(held);
+
+    succeeds(
+        quick_train(data.path(), "1")
+            .arg("--save")
+            .arg(p("a.safetensors")),
+    );
+    succeeds(
+        quick_train(data.path(), "1")
+            .arg("--save")
+            .arg(p("b.safetensors")),
+    );
+    std::fs::copy(p("b.safetensors"), p("a.safetensors")).unwrap();
+    let stderr = fails(
+        quick_train(data.path(), "2")
+            .arg("--resume")
+            .arg(p("a.state.safetensors"))
+            .arg("--save")
+            .arg(p("a.safetensors")),
+    );
+    assert!(
+        stderr.contains("saved by run") && stderr.contains("a.safetensors"),
+        "{stderr}"
+    );
+}
+
+/// D16, D17: `eval --record` refuses the tool's own keys (naming the key) and a file that a
+/// training run is saving to (its lock is held); the file is left as it is.
+#[test]
+fn eval_record_writes_only_notes_about_the_bytes_it_evaluated() {
+    let data = synthetic_dir();
+    let out = tempfile::tempdir().unwrap();
+    let weights = out.path().join("w.safetensors");
+    succeeds(quick_train(data.path(), "1").arg("--save").arg(&weights));
+    let before = std::fs::read(&weights).unwrap();
+    let eval = |notes: &[&str]| {
+        let mut cmd = lenet();
+        cmd.args(["eval", "--model"])
+            .arg(&weights)
+            .arg("--data-dir")
+            .arg(data.path())
+            .arg("--record")
+            .args(notes);
+        cmd
+    };
+    for key in [
+        "lenet5_config",
+        "dataset",
+        "format",
+        "epochs_done",
+        "lenet_run_id",
+    ] {
+        let note = format!("{key}=x");
+        let stderr = fails(&mut eval(&[note.as_str()]));
+        assert!(stderr.contains(&format!("{key:?}")), "{key}: {stderr}");
+    }
+    let held = hold_lock(&weights);
+    let stderr = fails(&mut eval(&["seed=1"]));
+    assert!(stderr.contains("another lenet run"), "{stderr}");
+    drop(held);
+    assert_eq!(std::fs::read(&weights).unwrap(), before);
+    succeeds(&mut eval(&["seed=1"]));
+    let bytes = std::fs::read(&weights).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = header.metadata().as_ref().unwrap();
+    assert_eq!(meta["seed"], "1");
+    assert!(meta.contains_key("test_accuracy"), "{meta:?}");
+}
+
+/// D2: saving through a symbolic link writes the file it points to (the link stays) and keeps
+/// that file's mode.
+#[cfg(unix)]
+#[test]
+fn saving_through_a_link_keeps_the_link_and_the_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let data = synthetic_dir();
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("real.safetensors");
+    good_checkpoint(&target);
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let link = out.path().join("link.safetensors");
+    std::os::unix::fs::symlink("real.safetensors", &link).unwrap();
+    let before = std::fs::read(&target).unwrap();
+    succeeds(quick_train(data.path(), "1").arg("--save").arg(&link));
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_ne!(
+        std::fs::read(&target).unwrap(),
+        before,
+        "the target kept its old bytes"
+    );
+    let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+// ---- the state file's own fields, validated (issue 20, section B) ----
+
+/// Rewrites the metadata entry `key` of the safetensors file at `path` (`None`: removes it).
+fn set_metadata(path: &Path, key: &str, value: Option<&str>) {
+    let bytes = std::fs::read(path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut meta = header.metadata().clone().unwrap();
+    match value {
+        Some(v) => meta.insert(key.to_string(), v.to_string()),
+        None => meta.remove(key),
+    };
+    std::fs::write(
+        path,
+        safetensors::serialize(file.tensors(), &Some(meta)).unwrap(),
+    )
+    .unwrap();
+}
+
+/// D7, D8: a state whose `lenet_run` is missing, malformed or holds a `val_split` outside
+/// [0, 1) is refused naming the file, the key and the value: never a panic, never a run on
+/// all the images instead of the recorded subset.
+#[test]
+fn resume_validates_the_recorded_data_settings() {
+    let data = synthetic_dir();
+    let out = tempfile::tempdir().unwrap();
+    let weights = out.path().join("w.safetensors");
+    let state = out.path().join("w.state.safetensors");
+    succeeds(
+        quick_train(data.path(), "1")
+            .args(["--limit", "200", "--val-split", "0.25", "--save"])
+            .arg(&weights),
+    );
+    let good = std::fs::read(&state).unwrap();
+    let run = |v: f64| format!(r#"{{"dataset":"mnist","limit":200,"val_split":{v}}}"#);
+    for (value, shown) in [
+        (Some(run(1.5)), "1.5"),
+        (Some(run(1.0)), "val_split 1 "),
+        (Some(run(-0.5)), "-0.5"),
+        (
+            Some(r#"{"dataset":"mnist","limit":0,"val_split":0.25}"#.to_string()),
+            "limit 0",
+        ),
+        (Some("{".to_string()), "\"{\""),
+        (None, "found nothing"),
+    ] {
+        std::fs::write(&state, &good).unwrap();
+        set_metadata(&state, "lenet_run", value.as_deref());
+        let stderr =
+            refused_before_training(quick_train(data.path(), "2").arg("--resume").arg(&state));
+        assert!(
+            stderr.contains("\"lenet_run\"") && stderr.contains(shown),
+            "{value:?}: {stderr}"
+        );
+        assert!(stderr.contains("w.state.safetensors"), "{stderr}");
+    }
 }

@@ -3,18 +3,19 @@
 //! For each file of a dataset: if a copy in the folder already has the right SHA-256 (of its
 //! uncompressed content), nothing is fetched. Otherwise the mirrors are tried in order, each up to
 //! `1 + retries` times with doubling backoff for transient failures (network errors, 5xx, 429).
-//! The body streams into a partial file of this download's own (`NAME.<pid>-<n>.part`, so two
-//! downloads into one folder never write the same file) while being hashed (decompressed on the
+//! The body streams into a partial file of this download's own (`NAME.<pid>-<random>.part`,
+//! created exclusively under an unpredictable name, so two downloads into one folder never write
+//! the same file and a link planted there is never followed; the partial files of downloads
+//! whose process is gone are removed first) while being hashed (decompressed on the
 //! fly if it is gzip, so a re-compressed copy still matches); only a verified, synced partial
 //! file is renamed to `NAME`, and the bytes then under `NAME` are hashed once more. A wrong
 //! checksum, a 404 or a mirror too slow to finish (under `min_throughput`, or past the
 //! `deadline`) fails that mirror at once and the next one is tried. A mirror that cannot be
 //! connected to at all is skipped for the remaining files of the same call.
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use flate2::read::MultiGzDecoder;
@@ -326,6 +327,7 @@ impl<'a> Fetcher<'a> {
             source,
         })?;
         let final_path = dir.join(&spec.name);
+        remove_stale_parts(dir, &spec.name);
         let part = part_path(dir, &spec.name);
 
         let mut failures = Vec::new();
@@ -379,6 +381,8 @@ impl<'a> Fetcher<'a> {
                 Err(AttemptError::Transient(_) | AttemptError::Unreachable(_))
                     if attempt < attempts =>
                 {
+                    // The next attempt creates the partial file anew (exclusively).
+                    let _ = fs::remove_file(part);
                     std::thread::sleep(wait);
                     wait = wait.saturating_mul(2);
                 }
@@ -425,7 +429,7 @@ impl<'a> Fetcher<'a> {
                 source,
             })
         };
-        let mut file = File::create(part).map_err(|e| local("cannot create the file", e))?;
+        let mut file = create_new(part).map_err(|e| local("cannot create the file", e))?;
         let progress = progress_bar(self.options.progress, length, &spec.name, url);
         let mut tee = Tee {
             inner: response.into_reader().take(max + 1),
@@ -452,12 +456,48 @@ impl<'a> Fetcher<'a> {
     }
 }
 
-/// A name for one download's partial file of `name` in `dir` that no other download uses, even
-/// in the same process: two `lenet download` into one folder each write their own.
+/// A name for one download's partial file of `name` in `dir` that no other download uses and
+/// nobody can guess: `NAME.<pid>-<16 random hex digits>.part`.
 fn part_path(dir: &Path, name: &str) -> PathBuf {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    dir.join(format!("{name}.{}-{n}.part", std::process::id()))
+    let random: u64 = rand::random();
+    dir.join(format!("{name}.{}-{random:016x}.part", std::process::id()))
+}
+
+/// Opens `path` for writing only if nothing is there (`O_CREAT | O_EXCL`): an existing file or
+/// a symbolic link, even a dangling one, is an error and is not touched.
+fn create_new(path: &Path) -> io::Result<File> {
+    OpenOptions::new().write(true).create_new(true).open(path)
+}
+
+/// Removes the partial files of `name` in `dir` (`NAME.<pid>-….part`) left by downloads whose
+/// process is no longer running. Best effort: errors are ignored, and nothing is removed where
+/// liveness is unknown (only Linux's `/proc` tells).
+fn remove_stale_parts(dir: &Path, name: &str) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!("{name}.");
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(middle) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|n| n.strip_suffix(".part"))
+        else {
+            continue;
+        };
+        let pid = middle.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(process_is_gone) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// True if no process `pid` runs (only known on Linux; elsewhere: false, keep the file).
+fn process_is_gone(pid: u32) -> bool {
+    cfg!(target_os = "linux")
+        && Path::new("/proc/self").exists()
+        && !Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Renames the verified partial file to `final_path`, then checks the bytes now under that name:

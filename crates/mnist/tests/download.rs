@@ -633,3 +633,70 @@ fn a_mirror_past_the_deadline_is_given_up_for_the_next() {
     assert!(reason.contains("deadline"), "{reason}");
     assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
 }
+
+// ---- partial files: exclusive, unpredictable, and cleaned up after dead processes ----
+
+/// Issue 20, D1: partial files of a download whose process is gone (killed mid-body) are
+/// removed by the next download into the folder; those of a running process stay.
+#[cfg(target_os = "linux")]
+#[test]
+fn partial_files_of_dead_processes_are_removed() {
+    let f = files();
+    let server = Server::start(good_mirror(&f));
+    let dir = tempfile::tempdir().unwrap();
+    let name = &f.specs[0].name;
+    // Above Linux's largest possible pid (2^22), so never a running process.
+    let dead = dir.path().join(format!("{name}.4194305-0.part"));
+    let dead_random = dir
+        .path()
+        .join(format!("{name}.4194305-0123456789abcdef.part"));
+    let alive = dir
+        .path()
+        .join(format!("{name}.{}-999.part", std::process::id()));
+    for p in [&dead, &dead_random, &alive] {
+        std::fs::write(p, b"half a download").unwrap();
+    }
+    ensure_dataset(
+        DatasetKind::Mnist,
+        dir.path(),
+        &options(&f, &[&server.base]),
+    )
+    .unwrap();
+    assert!(
+        !dead.exists() && !dead_random.exists(),
+        "{:?}",
+        dir_entries(dir.path())
+    );
+    assert!(alive.exists());
+}
+
+/// Issue 20, D6: links planted at every partial-file name a pid and a counter predict are
+/// never opened: their target keeps its bytes.
+#[cfg(unix)]
+#[test]
+fn planted_links_at_guessable_partial_names_are_not_followed() {
+    let f = files();
+    let server = Server::start(good_mirror(&f));
+    let dir = tempfile::tempdir().unwrap();
+    let victim_dir = tempfile::tempdir().unwrap();
+    let victim = victim_dir.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    let pid = std::process::id();
+    for spec in &f.specs {
+        for n in 0..256 {
+            let link = dir.path().join(format!("{}.{pid}-{n}.part", spec.name));
+            std::os::unix::fs::symlink(&victim, link).unwrap();
+        }
+    }
+    ensure_dataset(
+        DatasetKind::Mnist,
+        dir.path(),
+        &options(&f, &[&server.base]),
+    )
+    .unwrap();
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert_eq!(
+        read_uncompressed(&dir.path().join(&f.specs[0].name)),
+        f.images
+    );
+}

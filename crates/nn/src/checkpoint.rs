@@ -123,6 +123,36 @@ pub enum CheckpointError {
     },
 }
 
+/// The content of the checkpoint file at `path`, read once: it must be a regular file (reading
+/// a FIFO would wait forever for a writer) of at most [`MAX_FILE_BYTES`]. Loading these bytes
+/// with [`LeNet5::from_weights_bytes`] evaluates exactly what was read, however the file
+/// changes afterwards.
+pub fn read_checkpoint(path: &Path) -> Result<Vec<u8>, CheckpointError> {
+    let io = |error| CheckpointError::Io {
+        path: path.to_path_buf(),
+        error,
+    };
+    // The type first: opening a FIFO for reading would wait forever for a writer.
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if let Some(kind) = not_regular(&meta) {
+        return Err(CheckpointError::NotRegularFile {
+            path: path.to_path_buf(),
+            kind,
+        });
+    }
+    let size = meta.len();
+    if size > MAX_FILE_BYTES {
+        return Err(CheckpointError::NotSafetensors {
+            path: path.to_path_buf(),
+            reason: format!(
+                "the file has {size} bytes, more than any LeNet-5 checkpoint \
+                 (limit {MAX_FILE_BYTES} bytes)"
+            ),
+        });
+    }
+    std::fs::read(path).map_err(io)
+}
+
 /// A safetensors file read into memory and validated.
 pub(crate) struct TensorFile {
     path: PathBuf,
@@ -134,30 +164,7 @@ pub(crate) struct TensorFile {
 impl TensorFile {
     /// Reads and validates `path`.
     pub(crate) fn open(path: &Path) -> Result<Self, CheckpointError> {
-        let io = |error| CheckpointError::Io {
-            path: path.to_path_buf(),
-            error,
-        };
-        // The type first: opening a FIFO for reading would wait forever for a writer.
-        let meta = std::fs::metadata(path).map_err(io)?;
-        if let Some(kind) = not_regular(&meta) {
-            return Err(CheckpointError::NotRegularFile {
-                path: path.to_path_buf(),
-                kind,
-            });
-        }
-        let size = meta.len();
-        if size > MAX_FILE_BYTES {
-            return Err(CheckpointError::NotSafetensors {
-                path: path.to_path_buf(),
-                reason: format!(
-                    "the file has {size} bytes, more than any LeNet-5 checkpoint \
-                     (limit {MAX_FILE_BYTES} bytes)"
-                ),
-            });
-        }
-        let bytes = std::fs::read(path).map_err(io)?;
-        Self::from_bytes(path, bytes)
+        Self::from_bytes(path, read_checkpoint(path)?)
     }
 
     /// Validates `bytes`, a safetensors file's content; `path` names it in errors.

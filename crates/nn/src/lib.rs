@@ -16,7 +16,8 @@
 //! Files: layers (`conv2d`, `linear`, `activation`, `pool`, `flatten`), the model (`lenet5`),
 //! `loss`, `sgd`, `schedule`, `data`, `augment`, `evaluate`, `metrics`, `trainer`, `inspect`
 //! (every layer's output and the layer table), `checkpoint` (PyTorch-loadable weights),
-//! `resume` (training state) and `atomic` (crash-safe writes).
+//! `resume` (training state), `atomic` (crash-safe writes) and `guard` (checks before writing:
+//! one file under two names, names too long, one run per saved pair).
 #![deny(missing_docs)]
 
 pub mod activation;
@@ -29,6 +30,7 @@ pub mod data;
 pub mod evaluate;
 mod fc_shards;
 pub mod flatten;
+pub mod guard;
 pub mod init;
 pub mod inspect;
 pub mod lenet5;
@@ -43,7 +45,7 @@ pub mod sgd;
 pub mod trainer;
 
 pub use activation::{Activation, ActivationKind};
-pub use atomic::{write_atomic, write_atomic_all};
+pub use atomic::{replace_if_unchanged, write_atomic, write_atomic_all};
 pub use augment::{AugmentConfig, Augmenter};
 pub use buffer::Buffer;
 pub use checkpoint::CheckpointError;
@@ -59,7 +61,7 @@ pub use loss::{argmax, count_correct, cross_entropy_loss, softmax, SoftmaxCrossE
 pub use metrics::{EpochMetrics, Evaluation};
 pub use param::{ParamMut, ParamRef};
 pub use pool::{Pool2d, PoolKind};
-pub use resume::EPOCHS_DONE_KEY;
+pub use resume::{EPOCHS_DONE_KEY, STATE_KEYS};
 pub use schedule::LrSchedule;
 pub use sgd::{Sgd, SgdConfig};
 pub use trainer::{BestModel, FitOutcome, TrainConfig, TrainError, TrainObserver, Trainer};

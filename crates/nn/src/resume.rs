@@ -23,6 +23,25 @@ const BEST_PREFIX: &str = "best.";
 /// Metadata key of the completed epochs, in the state file and in the weights saved with it.
 pub const EPOCHS_DONE_KEY: &str = "epochs_done";
 
+/// Every metadata key a training state file uses for itself (notes added to a file must not
+/// replace them).
+pub const STATE_KEYS: [&str; 14] = [
+    "format",
+    "train_config",
+    crate::checkpoint::CONFIG_KEY,
+    EPOCHS_DONE_KEY,
+    "sgd_steps",
+    "rng_seed",
+    "rng_stream",
+    "rng_word_pos",
+    "epochs_since_best",
+    "stopped_early",
+    "best_epoch",
+    "best_val_loss_bits",
+    "best_val_accuracy_bits",
+    "history",
+];
+
 /// The 32-byte seed as 64 hex digits (two big-endian u128).
 fn seed_to_hex(seed: &[u8; 32]) -> String {
     let half = |b: &[u8]| u128::from_be_bytes(b.try_into().expect("16 bytes"));
