@@ -1241,6 +1241,7 @@ fn bench_times_every_tier_and_marks_the_picked_one() {
         }
     }
     fails(lenet().args(["bench", "--rounds", "0"]));
+}
 
 // ---- one guard for every output (issue 20, section A) ----
 
