@@ -15,7 +15,8 @@
 //!
 //! Files: layers (`conv2d`, `linear`, `activation`, `pool`, `flatten`), the model (`lenet5`),
 //! `loss`, `sgd`, `schedule`, `data`, `augment`, `evaluate`, `metrics`, `trainer`, `inspect`
-//! (every layer's output and the layer table), `checkpoint` (PyTorch-loadable weights),
+//! (every layer's output and the layer table), `explain` (saliency maps and adversarial
+//! examples from the input gradient), `checkpoint` (PyTorch-loadable weights),
 //! `resume` (training state) and `atomic` (crash-safe writes).
 #![deny(missing_docs)]
 
@@ -27,6 +28,7 @@ pub mod checkpoint;
 pub mod conv2d;
 pub mod data;
 pub mod evaluate;
+pub mod explain;
 mod fc_shards;
 pub mod flatten;
 pub mod init;
