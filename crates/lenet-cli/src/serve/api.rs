@@ -325,11 +325,6 @@ pub struct Layers {
     pub logits: Vec<f32>,
 }
 
-/// The whole prediction for one uploaded image (the body, already size-checked).
-pub fn predict_bytes(state: &AppState, bytes: &[u8]) -> Result<Prediction, ApiError> {
-    predict_body(state, BodyKind::Image, bytes, false)
-}
-
 /// The prediction for a body of `kind` (already size-checked): an image, or the JSON model
 /// input; with `explain`, with the saliency map.
 fn predict_body(
@@ -454,6 +449,11 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use rand::SeedableRng;
+
+    /// The whole prediction for one uploaded image.
+    fn predict_bytes(state: &AppState, bytes: &[u8]) -> Result<Prediction, ApiError> {
+        predict_body(state, BodyKind::Image, bytes, false)
+    }
 
     fn state() -> &'static AppState {
         static STATE: std::sync::OnceLock<AppState> = std::sync::OnceLock::new();

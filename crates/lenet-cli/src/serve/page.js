@@ -70,8 +70,9 @@ function paintGrey(canvas, rows) {
   g.putImageData(img, 0, 0);
 }
 
-// The saliency map as a see-through overlay: transparent where it is 0, opaque orange-yellow
-// at its maximum.
+// The saliency map as a see-through overlay: transparent where it is 0, rising steeply to
+// opaque orange-yellow at its maximum, so that the input shows through all but the most salient
+// pixels.
 function paintSaliency(canvas, rows) {
   const values = flat(rows);
   const top = Math.max(...values) || 1;
@@ -80,7 +81,7 @@ function paintSaliency(canvas, rows) {
   values.forEach((v, i) => {
     const t = v / top;
     const [r, gg, b] = interpolate([[230, 60, 20], [255, 230, 60]], t);
-    img.data.set([r, gg, b, Math.round(235 * Math.sqrt(t))], 4 * i);
+    img.data.set([r, gg, b, Math.round(235 * t ** 1.5)], 4 * i);
   });
   g.putImageData(img, 0, 0);
 }
