@@ -668,7 +668,7 @@ fn adversarial_examples_stay_within_epsilon_and_fool_the_built_in_model() {
             assert_eq!(shape(&a[field]), vec![28, 28], "{field}");
         }
         let (x, adv, delta) = (
-            numbers(&input),
+            numbers(input),
             numbers(&a["adversarial"]),
             numbers(&a["perturbation"]),
         );

@@ -181,7 +181,7 @@ where
         .expect("the work slots are never closed");
     let job = tokio::task::spawn_blocking(move || {
         let _slots = (upload, work);
-        job(&*state, kind, &bytes[..])
+        job(&state, kind, &bytes)
     });
     job.await.unwrap_or_else(|_| {
         Err(ApiError::new(
