@@ -160,7 +160,9 @@ function render(r) {
   paintGrey($("input28"), r.input);
   if (r.saliency) paintSaliency($("saliency28"), r.saliency);
   $("fool").disabled = false;
-  if ($("fool-status").textContent === "Draw a digit first.") $("fool-status").textContent = "";
+  $("fool-status").textContent = document.body.dataset.adversarial
+    ? "The input has changed: press Fool it to search again."
+    : "";
 
   const names = classNames(r.probabilities);
   $("prediction").textContent = names[r.prediction];
