@@ -14,7 +14,8 @@ use serde_json::{Map, Value};
 use super::api::ApiError;
 
 /// Most gradient steps one adversarial search may take. A step is one forward and one backward
-/// pass of one image (about 0.3 ms), so a search holds a work slot for well under a second.
+/// pass of one image (about 0.12 ms), so a search holds a work slot for at most about 25 ms
+/// (measured: 200 steps answered in 25 ms on loopback).
 pub const MAX_STEPS: usize = 200;
 
 /// What `"input"` must be.
