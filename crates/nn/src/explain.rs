@@ -17,7 +17,7 @@
 //!
 //! With ReLU and average pooling the network is piecewise linear in x, so this is the exact slope
 //! of z_c wherever no ReLU switches on or off: a central finite difference agrees with it up to
-//! f32 rounding (the tests check every pixel).
+//! f32 rounding (the tests check every pixel whose small change switches no ReLU).
 //!
 //! # Fooling the network: targeted iterative FGSM
 //!
