@@ -1,6 +1,7 @@
 //! The page of `lenet serve` in a real browser: Debian's headless Chromium driven through
 //! WebDriver (chromedriver). It draws a "1" and a "7" with pointer strokes on the canvas, checks
-//! that each is the top prediction and that every feature-map picture has been drawn, and saves
+//! that each is the top prediction, that every feature-map picture and the saliency overlay have
+//! been drawn, runs the "Fool it" panel on the "7" and checks its three pictures, and saves
 //! screenshots (1280×800 and a 390×844 phone viewport) under target/tmp/browser/.
 //!
 //! It needs the `chromium` and `chromium-driver` packages (`.ci/run` installs them) and FAILS when
@@ -258,6 +259,48 @@ impl Browser {
         )
     }
 
+    /// Whether the canvas `#id` holds a picture: some pixel not fully transparent, and more
+    /// than one colour among them.
+    fn canvas_drawn(&self, id: &str) -> bool {
+        let js = format!(
+            "const c = document.getElementById('{id}');
+             const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+             let seen = null, varied = false, visible = false;
+             for (let i = 0; i < d.length; i += 4) {{
+               if (d[i + 3] > 0) visible = true;
+               const px = d.slice(i, i + 4).join();
+               if (seen === null) seen = px; else if (px !== seen) varied = true;
+             }}
+             return visible && varied;"
+        );
+        self.script(&js).as_bool().unwrap()
+    }
+
+    /// Clicks "Fool it" and waits for the adversarial answer; the status line shown.
+    fn fool(&self) -> String {
+        let count = || {
+            self.script("return Number(document.body.dataset.adversarial || 0)")
+                .as_u64()
+                .unwrap()
+        };
+        let before = count();
+        let button = self.element("#fool")[ELEMENT].as_str().unwrap().to_string();
+        self.call("POST", &format!("/element/{button}/click"), json!({}));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while count() == before {
+            let status = self.script("return document.getElementById('fool-status').textContent");
+            assert!(
+                Instant::now() < deadline,
+                "no adversarial answer arrived; status: {status}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.script("return document.getElementById('fool-status').textContent")
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     fn screenshot(&self, path: &Path) {
         let data = self.call("GET", "/screenshot", Value::Null);
         let png = base64::engine::general_purpose::STANDARD
@@ -339,6 +382,20 @@ fn draw_digits_in_headless_chromium() {
         json!({}),
     );
     check_digit(&browser, "pen", SEVEN, "7", &dir.join("seven-1280x800.png"));
+    assert!(
+        browser.canvas_drawn("saliency28"),
+        "the saliency overlay is blank"
+    );
+
+    // Fool it: make the "7" read as a 3 (the panel's default target) within ε = 0.2.
+    let status = browser.fool();
+    println!("fool it: {status}");
+    for canvas in ["adv-original", "adv-change", "adv-result"] {
+        assert!(browser.canvas_drawn(canvas), "{canvas} is blank ({status})");
+    }
+    let bars = browser.script("return document.querySelectorAll('#adv-bars .bar').length");
+    assert_eq!(bars, 10, "{status}");
+    assert!(status.starts_with("Now read as 3"), "{status}");
     browser.full_page_screenshot(1280, false, &dir.join("seven-1280-full.png"));
 
     // The file picker: a PNG of a "1" sent as it is.

@@ -1,7 +1,8 @@
 //! `lenet serve` over real HTTP on loopback: the page, the API's answers, its errors, a load
-//! test (1,000 predictions from 32 concurrent clients), and the server's limits: uploads judged
-//! by their headers, the Host check, the memory of concurrent large decodes, and idle or slow
-//! connections under a lowered limit on open files.
+//! test (1,000 predictions from 32 concurrent clients), the server's limits (uploads judged by
+//! their headers, the Host check, the memory of concurrent large decodes, and idle or slow
+//! connections under a lowered limit on open files), and the teaching API: the JSON model input,
+//! the saliency map of `?explain=true`, `/api/adversarial` and the checks on every JSON field.
 
 mod common;
 
@@ -10,6 +11,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::{answer, jpeg, one, png, post, random_model, Server};
+use rand::SeedableRng;
 use serde_json::Value;
 
 fn shape(v: &Value) -> Vec<usize> {
@@ -527,4 +529,347 @@ fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
             }
         }
     }
+}
+
+// ---- teaching: the saliency map and adversarial examples ----
+
+/// POSTs `body` as JSON; the status and the JSON answer.
+fn post_json(url: &str, body: &Value) -> (u16, Value) {
+    post(url, "application/json", body.to_string().as_bytes())
+}
+
+/// The model inputs the built-in model receives for the handwriting set's "neat" digits 0-9
+/// (the server's own preprocessing of the PNGs), with their labels.
+fn handwriting_inputs(server: &Server) -> Vec<(usize, Value)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/handwriting");
+    let url = format!("{}/api/predict", server.url);
+    (0..10)
+        .map(|d| {
+            let png = std::fs::read(dir.join(format!("neat_{d}_0.png"))).unwrap();
+            let (status, r) = post(&url, "image/png", &png);
+            assert_eq!(status, 200, "{r}");
+            (d, r["input"].clone())
+        })
+        .collect()
+}
+
+fn blank_input() -> Value {
+    serde_json::json!(vec![vec![0.0; 28]; 28])
+}
+
+#[test]
+fn predict_takes_the_model_input_as_json_and_explains_on_request() {
+    let server = Server::start(None);
+    let url = format!("{}/api/predict", server.url);
+    let image = png(&one(120, 100));
+    let (_, from_png) = post(&url, "image/png", &image);
+    assert!(
+        from_png.get("saliency").is_none(),
+        "saliency only on request"
+    );
+
+    // The input the PNG became, sent back as JSON, is used as it is: same input, same answer.
+    let body = serde_json::json!({ "input": from_png["input"] });
+    let (status, from_json) = post_json(&url, &body);
+    assert_eq!(status, 200, "{from_json}");
+    assert_eq!(from_json["input"], from_png["input"]);
+    assert_eq!(from_json["prediction"], from_png["prediction"]);
+    assert_eq!(from_json["probabilities"], from_png["probabilities"]);
+    assert_eq!(shape(&from_json["layers"]["conv1"]), vec![6, 28, 28]);
+
+    for (kind, body) in [
+        ("application/json", body.to_string().into_bytes()),
+        ("image/png", image),
+    ] {
+        let (status, r) = post(&format!("{url}?explain=true"), kind, &body);
+        assert_eq!(status, 200, "{kind}: {r}");
+        assert_eq!(shape(&r["saliency"]), vec![28, 28], "{kind}");
+        let s = numbers(&r["saliency"]);
+        assert!(s.iter().all(|&v| v >= 0.0 && v.is_finite()), "{kind}");
+        assert!(
+            s.iter().any(|&v| v > 0.0),
+            "{kind}: an all-zero saliency map"
+        );
+    }
+    let (status, r) = post(
+        &format!("{url}?explain=false"),
+        "image/png",
+        &png(&one(50, 50)),
+    );
+    assert_eq!(status, 200);
+    assert!(r.get("saliency").is_none());
+}
+
+/// The most salient pixels of a digit matter more to its logit than random ones: set to 0
+/// through the JSON input, the 20 most salient change the predicted class's logit more than 20
+/// random pixels do, on average over the handwriting set's "neat" digits.
+#[test]
+fn masking_the_most_salient_pixels_moves_the_logit_more_than_random_ones() {
+    const MASKED: usize = 20;
+    const DRAWS: usize = 10;
+    let server = Server::start(None);
+    let url = format!("{}/api/predict", server.url);
+    let logit = |input: &[f64], class: usize| {
+        let rows: Vec<&[f64]> = input.chunks(28).collect();
+        let (status, r) = post_json(&url, &serde_json::json!({ "input": rows }));
+        assert_eq!(status, 200, "{r}");
+        numbers(&r["layers"]["logits"])[class]
+    };
+    let masked = |input: &[f64], which: &[usize]| {
+        let mut x = input.to_vec();
+        which.iter().for_each(|&p| x[p] = 0.0);
+        x
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let (mut salient, mut random) = (0.0, 0.0);
+    let inputs = handwriting_inputs(&server);
+    for (_, input) in &inputs {
+        let (_, r) = post_json(
+            &format!("{url}?explain=true"),
+            &serde_json::json!({ "input": input }),
+        );
+        let (x, s) = (numbers(input), numbers(&r["saliency"]));
+        let class = r["prediction"].as_u64().unwrap() as usize;
+        let before = logit(&x, class);
+        let mut order: Vec<usize> = (0..784).collect();
+        order.sort_by(|&a, &b| s[b].total_cmp(&s[a]));
+        salient += (logit(&masked(&x, &order[..MASKED]), class) - before).abs();
+        for _ in 0..DRAWS {
+            let which = rand::seq::index::sample(&mut rng, 784, MASKED).into_vec();
+            random += (logit(&masked(&x, &which), class) - before).abs() / DRAWS as f64;
+        }
+    }
+    let n = inputs.len() as f64;
+    println!(
+        "handwriting digits: masking the {MASKED} most salient pixels changes the logit by {:.3} \
+         on average, {MASKED} random pixels by {:.3}",
+        salient / n,
+        random / n
+    );
+    assert!(salient > 2.0 * random, "{salient} vs {random}");
+}
+
+#[test]
+fn adversarial_examples_stay_within_epsilon_and_fool_the_built_in_model() {
+    let server = Server::start(None);
+    let url = format!("{}/api/adversarial", server.url);
+    let epsilon = 0.25;
+    let (mut searches, mut reached, mut steps) = (0, 0, 0);
+    let inputs = handwriting_inputs(&server);
+    let searches_of = inputs
+        .iter()
+        .flat_map(|(d, input)| [3, 5, 7].map(|k| ((d + k) % 10, input)));
+    for (target, input) in searches_of {
+        let body =
+            serde_json::json!({"input": input, "target": target, "epsilon": epsilon, "steps": 100});
+        let (status, a) = post_json(&url, &body);
+        assert_eq!(status, 200, "{a}");
+        for field in ["adversarial", "perturbation"] {
+            assert_eq!(shape(&a[field]), vec![28, 28], "{field}");
+        }
+        let (x, adv, delta) = (
+            numbers(input),
+            numbers(&a["adversarial"]),
+            numbers(&a["perturbation"]),
+        );
+        assert!(adv.iter().all(|v| (0.0..=1.0).contains(v)));
+        for i in 0..784 {
+            assert!((adv[i] - x[i] - delta[i]).abs() < 1e-6);
+            assert!(
+                delta[i].abs() <= epsilon + 1e-6,
+                "pixel {i} moved by {}",
+                delta[i]
+            );
+        }
+        let p = numbers(&a["probabilities"]);
+        assert_eq!(p.len(), 10);
+        let prediction = a["prediction"].as_u64().unwrap() as usize;
+        assert_eq!(a["reached"], prediction == target);
+        // The adversarial image, sent to /api/predict, reads as the search says.
+        let (_, check) = post_json(
+            &format!("{}/api/predict", server.url),
+            &serde_json::json!({ "input": a["adversarial"] }),
+        );
+        assert_eq!(check["prediction"], prediction);
+        searches += 1;
+        if a["reached"] == true {
+            reached += 1;
+            steps += a["steps_taken"].as_u64().unwrap();
+        }
+    }
+    println!(
+        "adversarial search, ε = {epsilon}: reached {reached}/{searches}, {:.1} steps on average",
+        steps as f64 / reached.max(1) as f64
+    );
+    assert!(
+        reached * 5 >= searches * 4,
+        "reached only {reached}/{searches}"
+    );
+}
+
+/// Every field of a JSON body is checked: a clear JSON error, naming the field and the value
+/// expected, with a 400 for a body that is not JSON and a 422 for a wrong field.
+#[test]
+fn json_bodies_are_checked_field_by_field() {
+    let server = Server::start(Some(random_model()));
+    let predict = format!("{}/api/predict", server.url);
+    let adversarial = format!("{}/api/adversarial", server.url);
+    let ok =
+        || serde_json::json!({"input": blank_input(), "target": 3, "epsilon": 0.1, "steps": 10});
+    let with = |field: &str, v: Value| {
+        let mut b = ok();
+        b[field] = v;
+        b.to_string()
+    };
+    let without = |field: &str| {
+        let mut b = ok();
+        b.as_object_mut().unwrap().remove(field);
+        b.to_string()
+    };
+    let mut short_row = vec![vec![0.0; 28]; 28];
+    short_row[5].push(0.0);
+    let mut out_of_range = vec![vec![0.0; 28]; 28];
+    out_of_range[2][7] = 1.01;
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        (
+            "not JSON",
+            "{\"input\": [".to_string(),
+            400,
+            "not valid JSON",
+        ),
+        ("NaN", "{\"input\": NaN}".to_string(), 400, "finite"),
+        ("1e999", "{\"input\": [[1e999]]}".to_string(), 400, "finite"),
+        ("not an object", "[]".to_string(), 422, "JSON object"),
+        (
+            "unknown field",
+            with("epsilonn", serde_json::json!(0.1)),
+            422,
+            "\"epsilonn\"",
+        ),
+        ("no input", without("input"), 422, "missing field \"input\""),
+        (
+            "27 rows",
+            with("input", serde_json::json!(vec![vec![0.0; 28]; 27])),
+            422,
+            "27 rows",
+        ),
+        (
+            "29 in a row",
+            with("input", serde_json::json!(short_row)),
+            422,
+            "29 numbers in row 5",
+        ),
+        (
+            "1.01",
+            with("input", serde_json::json!(out_of_range)),
+            422,
+            "\"input\"[2][7] must be a number in [0, 1], found 1.01",
+        ),
+        (
+            "string pixel",
+            with("input", serde_json::json!([["a"]])),
+            422,
+            "\"input\"",
+        ),
+        (
+            "no target",
+            without("target"),
+            422,
+            "missing field \"target\"",
+        ),
+        (
+            "target 10",
+            with("target", serde_json::json!(10)),
+            422,
+            "\"target\" must be an integer from 0 to 9, found 10",
+        ),
+        (
+            "target -1",
+            with("target", serde_json::json!(-1)),
+            422,
+            "\"target\"",
+        ),
+        (
+            "no epsilon",
+            without("epsilon"),
+            422,
+            "missing field \"epsilon\"",
+        ),
+        (
+            "epsilon 0",
+            with("epsilon", serde_json::json!(0)),
+            422,
+            "\"epsilon\" must be a number in (0, 1], found 0",
+        ),
+        (
+            "epsilon 2",
+            with("epsilon", serde_json::json!(2)),
+            422,
+            "\"epsilon\"",
+        ),
+        ("no steps", without("steps"), 422, "missing field \"steps\""),
+        (
+            "steps 0",
+            with("steps", serde_json::json!(0)),
+            422,
+            "\"steps\" must be an integer from 1 to 200, found 0",
+        ),
+        (
+            "steps 201",
+            with("steps", serde_json::json!(201)),
+            422,
+            "\"steps\"",
+        ),
+        (
+            "steps 1.5",
+            with("steps", serde_json::json!(1.5)),
+            422,
+            "\"steps\"",
+        ),
+        (
+            "step_size 0",
+            with("step_size", serde_json::json!(0)),
+            422,
+            "\"step_size\"",
+        ),
+    ];
+    for (what, body, status, message) in cases {
+        let (got, r) = post(&adversarial, "application/json", body.as_bytes());
+        let error = r["error"].as_str().unwrap_or_else(|| panic!("{what}: {r}"));
+        assert_eq!(got, status, "{what}: {error}");
+        assert!(error.contains(message), "{what}: {error}");
+    }
+    // /api/predict takes only "input" in JSON, and its query only explain=true|false.
+    let (status, r) = post_json(&predict, &ok());
+    assert_eq!(status, 422, "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("unknown field"),
+        "{r}"
+    );
+    for query in ["explain=yes", "explain", "verbose=true"] {
+        let body = serde_json::json!({ "input": blank_input() });
+        let (status, r) = post_json(&format!("{predict}?{query}"), &body);
+        assert_eq!(status, 400, "{query}: {r}");
+        assert!(
+            r["error"].as_str().unwrap().contains("explain"),
+            "{query}: {r}"
+        );
+    }
+    // /api/adversarial takes JSON only, and only by POST.
+    let (status, r) = post(&adversarial, "image/png", &png(&one(40, 40)));
+    assert_eq!(status, 415, "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("application/json"),
+        "{r}"
+    );
+    let (status, _) = answer(ureq::get(&adversarial).call());
+    assert_eq!(status, 405);
+    // And a valid search is answered.
+    let (status, r) = post(
+        &adversarial,
+        "application/json",
+        ok().to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{r}");
+    assert!(r["steps_taken"].as_u64().unwrap() <= 10);
 }

@@ -523,6 +523,29 @@ impl LeNet5 {
     }
 }
 
+/// For the saliency tests ([`crate::explain`]): a backward pass that forgets one term.
+#[cfg(test)]
+impl LeNet5 {
+    /// dL/dinput `[n, 1, 28, 28]` for `grad_logits` with conv1's output channel `k` left out of
+    /// the last step (its output gradient zeroed before conv1's backward), after a forward pass
+    /// on `input`: what a backward pass missing that channel's contribution would give.
+    pub(crate) fn input_gradient_without_conv1_channel(
+        &mut self,
+        input: ArrayView4<'_, f32>,
+        grad_logits: ArrayView2<'_, f32>,
+        k: usize,
+    ) -> ndarray::Array4<f32> {
+        self.forward(input);
+        self.backward(input, grad_logits, false);
+        // conv2's input gradient is dL/d(pool1 output); back through pool1 and act1 by hand.
+        let g = pool_act_backward(&mut self.pool1, &mut self.act1, self.conv2.grad_input());
+        let mut g = g.to_owned();
+        g.index_axis_mut(ndarray::Axis(1), k).fill(0.0);
+        self.conv1.backward(input, g.view(), true);
+        self.conv1.grad_input().to_owned()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,9 +15,10 @@
 //!
 //! Files: layers (`conv2d`, `linear`, `activation`, `pool`, `flatten`), the model (`lenet5`),
 //! `loss`, `sgd`, `schedule`, `data`, `augment`, `evaluate`, `metrics`, `trainer`, `inspect`
-//! (every layer's output and the layer table), `checkpoint` (PyTorch-loadable weights),
-//! `resume` (training state), `atomic` (crash-safe writes) and `guard` (checks before writing:
-//! one file under two names, names too long, one run per saved pair).
+//! (every layer's output and the layer table), `explain` (saliency maps and adversarial
+//! examples from the input gradient), `checkpoint` (PyTorch-loadable weights), `resume`
+//! (training state), `atomic` (crash-safe writes) and `guard` (checks before writing: one file
+//! under two names, names too long, one run per saved pair).
 #![deny(missing_docs)]
 
 pub mod activation;
@@ -28,6 +29,7 @@ pub mod checkpoint;
 pub mod conv2d;
 pub mod data;
 pub mod evaluate;
+pub mod explain;
 mod fc_shards;
 pub mod flatten;
 pub mod guard;

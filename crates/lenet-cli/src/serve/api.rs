@@ -1,17 +1,20 @@
-//! The JSON API: `POST /api/predict`, `GET /api/model`, and the JSON errors.
+//! The JSON API: `POST /api/predict`, `POST /api/adversarial`, `GET /api/model`, and the JSON
+//! errors.
 //!
-//! An upload is checked in this order, each failure a JSON `{"error": "..."}`, and the body is
-//! read only once the headers pass:
+//! An upload (the body of either POST) is checked in this order, each failure a JSON
+//! `{"error": "..."}`, and the body is read only once the headers pass:
 //!
 //! 1. its Content-Length at most [`MAX_BODY`] bytes (413, before any byte of the body is read
 //!    or `100 Continue` sent);
-//! 2. its Content-Type `image/png` or `image/jpeg` (415);
+//! 2. its Content-Type: `image/png`, `image/jpeg` or `application/json` for `/api/predict`,
+//!    `application/json` for `/api/adversarial` (415);
 //! 3. a free upload slot, one of [`MAX_UPLOADS`] (else 503 with `Retry-After`);
 //! 4. the body itself, within [`BODY_TIMEOUT`] (408) and [`MAX_BODY`] bytes as it comes (413,
 //!    for a chunked body);
-//! 5. a free decode slot, one per core up to [`MAX_DECODES`], within [`DECODE_WAIT`] (else 503
-//!    with `Retry-After`);
-//! 6. the image, prepared exactly as `lenet predict` prepares a file (see [`prepare`]).
+//! 5. a free work slot, one per core up to [`MAX_DECODES`], within [`DECODE_WAIT`] (else 503
+//!    with `Retry-After`): a slot is held while an image is decoded or gradients are computed;
+//! 6. the content: an image prepared exactly as `lenet predict` prepares a file (see
+//!    [`prepare`]), or a JSON body with every field checked (see [`input`]).
 //!
 //! So the server holds at most [`MAX_UPLOADS`] bodies and decodes at most [`MAX_DECODES`]
 //! images at a time, each within `preprocess::MAX_ALLOC` bytes of pixels.
@@ -29,6 +32,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
+use super::{input, teach};
 use crate::model_source::LoadedModel;
 use crate::preprocess;
 
@@ -37,10 +41,10 @@ pub const MAX_BODY: usize = 2 * 1024 * 1024;
 /// Most uploads past their header checks at once (reading, waiting or decoding): at most
 /// this many bodies of up to [`MAX_BODY`] bytes are held.
 pub const MAX_UPLOADS: usize = 64;
-/// Most images decoded at once (fewer on a machine with fewer cores): each may take about twice
-/// `preprocess::MAX_ALLOC` bytes at its peak.
+/// Most images decoded (or gradient computations run) at once, fewer on a machine with fewer
+/// cores: a decode may take about twice `preprocess::MAX_ALLOC` bytes at its peak.
 pub const MAX_DECODES: usize = 4;
-/// How long a received upload waits for a decode slot before it is answered 503.
+/// How long a received upload waits for a work slot before it is answered 503.
 pub const DECODE_WAIT: Duration = Duration::from_secs(2);
 /// How long the body of an upload may take to arrive, from the end of its headers.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -48,14 +52,14 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(20);
 pub const RETRY_AFTER_SECONDS: u32 = 1;
 
 /// What the handlers share: the model, its precomputed description, and the slots that bound
-/// the uploads held and the images decoded at once.
+/// the uploads held and the work (decodes, gradients) done at once.
 #[derive(Debug)]
 pub struct AppState {
     loaded: LoadedModel,
     /// The `GET /api/model` answer, built once.
     model_json: Value,
     uploads: Arc<Semaphore>,
-    decodes: Arc<Semaphore>,
+    work: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -67,8 +71,18 @@ impl AppState {
             loaded,
             model_json,
             uploads: Arc::new(Semaphore::new(MAX_UPLOADS)),
-            decodes: Arc::new(Semaphore::new(cores.clamp(1, MAX_DECODES))),
+            work: Arc::new(Semaphore::new(cores.clamp(1, MAX_DECODES))),
         }
+    }
+
+    /// The served model.
+    pub fn model(&self) -> &nn::LeNet5 {
+        &self.loaded.model
+    }
+
+    /// Its class names.
+    pub fn class_names(&self) -> Vec<String> {
+        self.loaded.class_names()
     }
 }
 
@@ -112,39 +126,67 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `POST /api/predict`: the checks of the module documentation, then the prediction.
+/// `POST /api/predict`: the checks of the module documentation, then the prediction of an image
+/// or, as JSON `{"input": 28 rows of 28}`, of the model input itself; with `?explain=true`,
+/// also the saliency map.
 pub async fn predict(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    match answer(state, request).await {
-        Ok(prediction) => Json(prediction).into_response(),
+    let explain = match teach::explain_flag(request.uri().query()) {
+        Ok(explain) => explain,
+        Err(err) => return err.into_response(),
+    };
+    let accepted = &[BodyKind::Image, BodyKind::Json];
+    let job = move |state: &AppState, kind: BodyKind, body: &[u8]| {
+        predict_body(state, kind, body, explain)
+    };
+    respond(upload(state, request, accepted, job).await)
+}
+
+/// `POST /api/adversarial`: the checks of the module documentation, then the search
+/// ([`teach::adversarial`]).
+pub async fn adversarial(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let job = |state: &AppState, _: BodyKind, body: &[u8]| teach::adversarial(state, body);
+    respond(upload(state, request, &[BodyKind::Json], job).await)
+}
+
+fn respond<T: Serialize>(result: Result<T, ApiError>) -> Response {
+    match result {
+        Ok(answer) => Json(answer).into_response(),
         Err(err) => err.into_response(),
     }
 }
 
-async fn answer(state: Arc<AppState>, request: Request) -> Result<Prediction, ApiError> {
+/// Steps 1 to 5 of the module documentation for `request`, whose Content-Type must be one of
+/// `accepted`; then `job` on the body, on a blocking thread, holding both slots.
+async fn upload<T, F>(
+    state: Arc<AppState>,
+    request: Request,
+    accepted: &'static [BodyKind],
+    job: F,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&AppState, BodyKind, &[u8]) -> Result<T, ApiError> + Send + 'static,
+{
     let (parts, body) = request.into_parts();
     check_length(&parts.headers)?;
-    check_content_type(
-        parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .map(|v| v.as_bytes()),
-    )?;
+    let content_type = parts.headers.get(header::CONTENT_TYPE);
+    let kind = body_kind(content_type.map(|v| v.as_bytes()), accepted)?;
     let upload = Arc::clone(&state.uploads)
         .try_acquire_owned()
         .map_err(|_| ApiError::busy(&format!("{MAX_UPLOADS} uploads in progress")))?;
     let bytes = read_body(body).await?;
-    let decode = tokio::time::timeout(DECODE_WAIT, Arc::clone(&state.decodes).acquire_owned())
+    let work = tokio::time::timeout(DECODE_WAIT, Arc::clone(&state.work).acquire_owned())
         .await
-        .map_err(|_| ApiError::busy("every decode slot stayed taken"))?
-        .expect("the decode slots are never closed");
+        .map_err(|_| ApiError::busy("every work slot stayed taken"))?
+        .expect("the work slots are never closed");
     let job = tokio::task::spawn_blocking(move || {
-        let _slots = (upload, decode);
-        predict_bytes(&state, &bytes)
+        let _slots = (upload, work);
+        job(&state, kind, &bytes)
     });
     job.await.unwrap_or_else(|_| {
         Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "the prediction failed",
+            "the computation failed",
         ))
     })
 }
@@ -196,12 +238,35 @@ async fn read_body(body: Body) -> Result<Bytes, ApiError> {
     }
 }
 
-/// The Content-Type must be `image/png` or `image/jpeg` (parameters after `;` are ignored).
-pub fn check_content_type(value: Option<&[u8]>) -> Result<(), ApiError> {
+/// What a request body holds, as its Content-Type says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// `image/png` or `image/jpeg`: an image, prepared as `lenet predict` prepares a file.
+    Image,
+    /// `application/json`: fields checked by [`input`].
+    Json,
+}
+
+impl BodyKind {
+    fn media_types(self) -> &'static str {
+        match self {
+            BodyKind::Image => "image/png or image/jpeg",
+            BodyKind::Json => "application/json",
+        }
+    }
+}
+
+/// The kind of body a Content-Type announces, which must be one of `accepted` (parameters after
+/// `;` are ignored); else a 415 naming the accepted types.
+pub fn body_kind(value: Option<&[u8]>, accepted: &[BodyKind]) -> Result<BodyKind, ApiError> {
+    let expected: Vec<&str> = accepted.iter().map(|k| k.media_types()).collect();
     let unsupported = |found: &str| {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("Content-Type must be image/png or image/jpeg, found {found}"),
+            format!(
+                "Content-Type must be {}, found {found}",
+                expected.join(" or ")
+            ),
         )
     };
     let Some(value) = value else {
@@ -214,10 +279,13 @@ pub fn check_content_type(value: Option<&[u8]>) -> Result<(), ApiError> {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    match essence.as_str() {
-        "image/png" | "image/jpeg" => Ok(()),
-        _ => Err(unsupported(&format!("{text:?}"))),
-    }
+    let kind = match essence.as_str() {
+        "image/png" | "image/jpeg" => Some(BodyKind::Image),
+        "application/json" => Some(BodyKind::Json),
+        _ => None,
+    };
+    kind.filter(|k| accepted.contains(k))
+        .ok_or_else(|| unsupported(&format!("{text:?}")))
 }
 
 /// The `POST /api/predict` answer. Numbers are f32, printed in their shortest form.
@@ -233,6 +301,9 @@ pub struct Prediction {
     pub input: Vec<Vec<f32>>,
     /// Every layer's output for this image.
     pub layers: Layers,
+    /// With `?explain=true`: |∂ logit of the predicted class / ∂ input pixel|, 28 rows of 28.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub saliency: Option<Vec<Vec<f32>>>,
 }
 
 /// Layer outputs of one image: maps as `[channel][row][column]`, vectors as lists.
@@ -254,14 +325,34 @@ pub struct Layers {
     pub logits: Vec<f32>,
 }
 
-/// The whole prediction for one uploaded image (the body, already size-checked).
-pub fn predict_bytes(state: &AppState, bytes: &[u8]) -> Result<Prediction, ApiError> {
-    let x = Array4::from_shape_vec((1, 1, 28, 28), prepare(bytes)?).expect("28×28 input");
-    let out = nn::inspect::activations(&state.loaded.model, x.view());
+/// The prediction for a body of `kind` (already size-checked): an image, or the JSON model
+/// input; with `explain`, with the saliency map.
+fn predict_body(
+    state: &AppState,
+    kind: BodyKind,
+    body: &[u8],
+    explain: bool,
+) -> Result<Prediction, ApiError> {
+    let pixels = match kind {
+        BodyKind::Image => prepare(body)?,
+        BodyKind::Json => input::predict_input(body)?,
+    };
+    let x = Array4::from_shape_vec((1, 1, 28, 28), pixels).expect("28×28 input");
+    let mut prediction = prediction_for(state, x.view());
+    if explain {
+        let image = x.slice(ndarray::s![0, 0, .., ..]);
+        prediction.saliency = Some(teach::saliency(state, image, prediction.prediction));
+    }
+    Ok(prediction)
+}
+
+/// The prediction and every layer's output for the model input `x` (`[1, 1, 28, 28]`).
+fn prediction_for(state: &AppState, x: ndarray::ArrayView4<'_, f32>) -> Prediction {
+    let out = nn::inspect::activations(&state.loaded.model, x);
     let probabilities = nn::softmax(out.logits.view()).row(0).to_vec();
     let prediction = nn::argmax(probabilities.iter().copied());
     let first = |a: &ndarray::Array4<f32>| maps(a.index_axis(Axis(0), 0));
-    Ok(Prediction {
+    Prediction {
         prediction,
         label: state.loaded.class_names()[prediction].clone(),
         probabilities,
@@ -275,7 +366,8 @@ pub fn predict_bytes(state: &AppState, bytes: &[u8]) -> Result<Prediction, ApiEr
             fc2: out.fc2.row(0).to_vec(),
             logits: out.logits.row(0).to_vec(),
         },
-    })
+        saliency: None,
+    }
 }
 
 /// The network's input for an uploaded image, prepared exactly as `lenet predict` prepares a
@@ -302,7 +394,7 @@ fn maps(a: ArrayView3<'_, f32>) -> Vec<Vec<Vec<f32>>> {
 }
 
 /// `[h][w]` nested lists.
-fn rows(a: ArrayView2<'_, f32>) -> Vec<Vec<f32>> {
+pub(super) fn rows(a: ArrayView2<'_, f32>) -> Vec<Vec<f32>> {
     a.outer_iter().map(|row| row.to_vec()).collect()
 }
 
@@ -358,6 +450,11 @@ mod tests {
     use proptest::prelude::*;
     use rand::SeedableRng;
 
+    /// The whole prediction for one uploaded image.
+    fn predict_bytes(state: &AppState, bytes: &[u8]) -> Result<Prediction, ApiError> {
+        predict_body(state, BodyKind::Image, bytes, false)
+    }
+
     fn state() -> &'static AppState {
         static STATE: std::sync::OnceLock<AppState> = std::sync::OnceLock::new();
         STATE.get_or_init(|| {
@@ -412,15 +509,22 @@ mod tests {
 
     #[test]
     fn content_types() {
-        assert!(check_content_type(Some(b"image/png")).is_ok());
-        assert!(check_content_type(Some(b"IMAGE/JPEG; charset=binary")).is_ok());
+        let both = [BodyKind::Image, BodyKind::Json];
+        assert_eq!(body_kind(Some(b"image/png"), &both), Ok(BodyKind::Image));
+        let jpeg = body_kind(Some(b"IMAGE/JPEG; charset=binary"), &both);
+        assert_eq!(jpeg, Ok(BodyKind::Image));
+        let json = body_kind(Some(b"application/json; charset=utf-8"), &both);
+        assert_eq!(json, Ok(BodyKind::Json));
+        let err = body_kind(Some(b"image/png"), &[BodyKind::Json]).unwrap_err();
+        assert_eq!(err.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert!(err.message.contains("must be application/json"), "{err:?}");
         for bad in [&b"text/plain"[..], b"image/gif", b"", b"\xff\xfe"] {
             assert_eq!(
-                check_content_type(Some(bad)).unwrap_err().status,
+                body_kind(Some(bad), &both).unwrap_err().status,
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             );
         }
-        assert!(check_content_type(None).is_err());
+        assert!(body_kind(None, &both).is_err());
     }
 
     proptest! {
@@ -452,7 +556,7 @@ mod tests {
 
         #[test]
         fn any_content_type_is_checked_without_panic(value in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let _ = check_content_type(Some(&value));
+            let _ = body_kind(Some(&value), &[BodyKind::Image, BodyKind::Json]);
         }
     }
 }

@@ -2,16 +2,20 @@
 //! the network classify it, layer by layer.
 //!
 //! Routes: `GET /` the page (HTML, CSS and JS built into the binary), `POST /api/predict` a PNG
-//! or JPEG in, the prediction and every layer's output out, `GET /api/model` the layer table,
-//! the dataset, the recorded accuracy and the learned filters. Anything else gets a JSON error
-//! (404, 405); see [`api`] for the checks on uploaded images and the bounds on uploads and
-//! decodes, [`conn`] for the connection timeouts and cap, and [`host`] for the Host check of a
-//! server bound to loopback.
+//! or JPEG (or the model input as JSON) in, the prediction and every layer's output out, with
+//! `?explain=true` the saliency map too, `POST /api/adversarial` an image and a target class
+//! in, an adversarial example out (see [`teach`]), `GET /api/model` the layer table, the
+//! dataset, the recorded accuracy and the learned filters. Anything else gets a JSON error
+//! (404, 405); see [`api`] for the checks on uploads and the bounds on uploads and work,
+//! [`input`] for the checks on JSON bodies, [`conn`] for the connection timeouts and cap, and
+//! [`host`] for the Host check of a server bound to loopback.
 
 mod api;
 mod conn;
 mod host;
+mod input;
 mod page;
+mod teach;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -62,6 +66,7 @@ pub fn router(state: Arc<AppState>, loopback: bool) -> Router {
     let app = Router::new()
         .route("/", get(page::index))
         .route("/api/predict", post(api::predict))
+        .route("/api/adversarial", post(api::adversarial))
         .route("/api/model", get(api::model))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)

@@ -1,6 +1,8 @@
 "use strict";
-// The page of `lenet serve`: draw on #pad, send it as a PNG to /api/predict (debounced), and
-// draw what comes back: the 28×28 input, the probabilities and every layer's output.
+// The page of `lenet serve`: draw on #pad, send it as a PNG to /api/predict?explain=true
+// (debounced), and draw what comes back: the 28×28 input with its saliency map over it, the
+// probabilities and every layer's output. The "Fool it" panel sends that input to
+// /api/adversarial and shows the original, the change and the result.
 
 const DEBOUNCE_MS = 150;
 const INK_WIDTH = 20; // pixels of the 280×280 pad
@@ -13,6 +15,8 @@ let hasInk = false;
 let timer = null;
 let inFlight = false;
 let pending = null; // a Blob waiting for the request in flight
+let lastAnswer = null; // the last /api/predict answer
+const FOOL_STEPS = 100; // gradient steps of an adversarial search at most
 
 // ---------- colour maps ----------
 
@@ -54,6 +58,33 @@ function heatCanvas(rows, cols, values, colour) {
 }
 
 const flat = (a) => a.flat(Infinity);
+
+// Paints rows of values in [0, 1] as grey levels (0 black, 1 white) onto a 28×28 canvas.
+function paintGrey(canvas, rows) {
+  const g = canvas.getContext("2d");
+  const img = g.createImageData(canvas.width, canvas.height);
+  flat(rows).forEach((v, i) => {
+    const u = Math.round(255 * v);
+    img.data.set([u, u, u, 255], 4 * i);
+  });
+  g.putImageData(img, 0, 0);
+}
+
+// The saliency map as a see-through overlay: transparent where it is 0, rising steeply to
+// opaque orange-yellow at its maximum, so that the input shows through all but the most salient
+// pixels.
+function paintSaliency(canvas, rows) {
+  const values = flat(rows);
+  const top = Math.max(...values) || 1;
+  const g = canvas.getContext("2d");
+  const img = g.createImageData(canvas.width, canvas.height);
+  values.forEach((v, i) => {
+    const t = v / top;
+    const [r, gg, b] = interpolate([[230, 60, 20], [255, 230, 60]], t);
+    img.data.set([r, gg, b, Math.round(235 * t ** 1.5)], 4 * i);
+  });
+  g.putImageData(img, 0, 0);
+}
 
 // ---------- layer pictures ----------
 
@@ -122,19 +153,21 @@ function drawFilterBank(parent, key, caption, w, cell) {
 
 // ---------- the answer ----------
 
-function render(r) {
-  const g = $("input28").getContext("2d");
-  const img = g.createImageData(28, 28);
-  flat(r.input).forEach((v, i) => {
-    const u = Math.round(255 * v);
-    img.data.set([u, u, u, 255], 4 * i);
-  });
-  g.putImageData(img, 0, 0);
+const classNames = (p) => (model ? model.classes : p.map((_, i) => String(i)));
 
-  const names = model ? model.classes : r.probabilities.map((_, i) => String(i));
+function render(r) {
+  lastAnswer = r;
+  paintGrey($("input28"), r.input);
+  if (r.saliency) paintSaliency($("saliency28"), r.saliency);
+  $("fool").disabled = false;
+  $("fool-status").textContent = document.body.dataset.adversarial
+    ? "The input has changed: press Fool it to search again."
+    : "";
+
+  const names = classNames(r.probabilities);
   $("prediction").textContent = names[r.prediction];
   $("confidence").textContent = `${(100 * r.probabilities[r.prediction]).toFixed(1)}% sure`;
-  drawBars(r.probabilities, r.prediction, names);
+  drawBars($("bars"), r.probabilities, r.prediction, names);
 
   const act = model ? model.config.activation.replace("relu", "ReLU") : "activation";
   const pool = model ? `${model.config.pooling} pool 2×2` : "pool 2×2";
@@ -149,8 +182,7 @@ function render(r) {
   drawStrip(maps, "logits", `fc3 output (logits) — ${L.logits.length} values, one per class`, L.logits);
 }
 
-function drawBars(p, top, names) {
-  const bars = $("bars");
+function drawBars(bars, p, top, names) {
   bars.innerHTML = "";
   p.forEach((v, i) => {
     const bar = document.createElement("div");
@@ -172,7 +204,7 @@ async function send(blob) {
   if (inFlight) { pending = blob; return; }
   inFlight = true;
   try {
-    const res = await fetch("/api/predict", {
+    const res = await fetch("/api/predict?explain=true", {
       method: "POST",
       headers: { "Content-Type": blob.type || "application/octet-stream" },
       body: blob,
@@ -250,6 +282,69 @@ $("clear").addEventListener("click", () => {
   $("confidence").textContent = "draw something";
 });
 
+$("show-saliency").addEventListener("change", (e) => {
+  $("saliency28").hidden = !e.target.checked;
+});
+
+// ---------- fooling the network ----------
+
+function setupFoolPanel() {
+  const select = $("target");
+  for (let d = 0; d < 10; d++) select.add(new Option(String(d), String(d)));
+  select.value = "3";
+  const epsilon = $("epsilon");
+  const show = () => { $("epsilon-value").textContent = Number(epsilon.value).toFixed(2); };
+  epsilon.addEventListener("input", show);
+  show();
+  $("fool").addEventListener("click", fool);
+}
+
+async function fool() {
+  if (!lastAnswer) return;
+  const original = lastAnswer.input;
+  const request = {
+    input: original,
+    target: Number($("target").value),
+    epsilon: Number($("epsilon").value),
+    steps: FOOL_STEPS,
+  };
+  $("fool").disabled = true;
+  $("fool-status").textContent = "Searching…";
+  try {
+    const res = await fetch("/api/adversarial", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(request),
+    });
+    const body = await res.json();
+    if (!res.ok) throw new Error(body.error || `error ${res.status}`);
+    showAdversarial(original, request, body);
+    document.body.dataset.adversarial = String(Number(document.body.dataset.adversarial || 0) + 1);
+  } catch (e) {
+    $("fool-status").textContent = `The search failed: ${e.message}`;
+  } finally {
+    $("fool").disabled = false;
+  }
+}
+
+function showAdversarial(original, request, a) {
+  paintGrey($("adv-original"), original);
+  const change = heatCanvas(28, 28, flat(a.perturbation),
+    (v) => interpolate(DIVERGING, 0.5 + v / (2 * request.epsilon)));
+  $("adv-change").getContext("2d").drawImage(change, 0, 0);
+  paintGrey($("adv-result"), a.adversarial);
+  const names = classNames(a.probabilities);
+  $("adv-label").textContent = names[a.prediction];
+  drawBars($("adv-bars"), a.probabilities, a.prediction, names);
+  const eps = request.epsilon.toFixed(2);
+  const sure = `${(100 * a.probabilities[a.prediction]).toFixed(0)}%`;
+  $("fool-status").textContent = a.steps_taken === 0 && a.reached
+    ? `It already reads ${names[a.prediction]}: pick another class.`
+    : a.reached
+    ? `Now read as ${names[a.prediction]} (${sure}) after ${a.steps_taken} steps, no pixel changed by more than ${eps}.`
+    : `Not reached in ${a.steps_taken} steps with ε = ${eps}: still read as ${names[a.prediction]} (${sure}). Allow a larger ε.`;
+}
+
 // ---------- images from files ----------
 
 function useFile(file) {
@@ -311,6 +406,7 @@ function layerTable(m) {
 }
 
 clearPad();
+setupFoolPanel();
 fetch("/api/model")
   .then((r) => r.json())
   .then((m) => { model = m; describeModel(m); })

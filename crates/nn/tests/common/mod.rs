@@ -2,6 +2,8 @@
 //! place (a 5×2 grid), jittered by ±1 pixel, on uniform noise. Learnable in an epoch or two.
 #![allow(dead_code)]
 
+pub mod strokes;
+
 use nn::{InMemorySource, IMAGE_LEN, IMAGE_SIZE};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

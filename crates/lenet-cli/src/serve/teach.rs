@@ -1,0 +1,106 @@
+//! What the page teaches beyond the forward pass: why the network gives its answer (the saliency
+//! map of `POST /api/predict?explain=true`) and how it can be fooled (`POST /api/adversarial`).
+//! The math is `nn::explain`, on a copy of the served model (its forward and backward passes
+//! need buffers of their own); this module only reads the query, calls and serialises.
+
+use axum::http::StatusCode;
+use ndarray::{Array2, ArrayView2};
+use serde::Serialize;
+
+use super::api::{rows, ApiError, AppState};
+use super::input;
+
+/// `explain` from a query string such as `explain=true`: `true` or `false` (absent is false);
+/// any other parameter or value is a 400.
+pub fn explain_flag(query: Option<&str>) -> Result<bool, ApiError> {
+    let mut explain = false;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        explain = match (name, value) {
+            ("explain", "true") => true,
+            ("explain", "false") => false,
+            ("explain", other) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("explain must be true or false, found {other:?}"),
+                ))
+            }
+            (other, _) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown query parameter {other:?}: expected only explain=true"),
+                ))
+            }
+        };
+    }
+    Ok(explain)
+}
+
+/// The saliency map of `image` (28×28) for `class`: |∂ logit / ∂ pixel| as 28 rows of 28.
+pub fn saliency(state: &AppState, image: ArrayView2<'_, f32>, class: usize) -> Vec<Vec<f32>> {
+    let mut model = state.model().clone();
+    rows(nn::explain::saliency(&mut model, image, class).view())
+}
+
+/// The `POST /api/adversarial` answer.
+#[derive(Debug, Serialize)]
+pub struct Adversarial {
+    /// The changed image, 28 rows of 28 values in [0, 1].
+    pub adversarial: Vec<Vec<f32>>,
+    /// `adversarial − input`, every value within ±epsilon.
+    pub perturbation: Vec<Vec<f32>>,
+    /// The class probabilities for the changed image.
+    pub probabilities: Vec<f32>,
+    /// The class the network reads in it.
+    pub prediction: usize,
+    /// That class's name.
+    pub label: String,
+    /// Whether it is the target.
+    pub reached: bool,
+    /// Gradient steps taken.
+    pub steps_taken: usize,
+    /// The step size used (the default unless the request gave one).
+    pub step_size: f32,
+}
+
+/// The whole `POST /api/adversarial` answer for a body (already size-checked).
+pub fn adversarial(state: &AppState, body: &[u8]) -> Result<Adversarial, ApiError> {
+    let request = input::adversarial_request(body)?;
+    let image = Array2::from_shape_vec((28, 28), request.input).expect("784 checked pixels");
+    let mut model = state.model().clone();
+    let a = nn::explain::targeted_attack(&mut model, image.view(), &request.config);
+    Ok(Adversarial {
+        adversarial: rows(a.adversarial.view()),
+        perturbation: rows(a.perturbation.view()),
+        probabilities: a.probabilities,
+        prediction: a.prediction,
+        label: state.class_names()[a.prediction].clone(),
+        reached: a.reached,
+        steps_taken: a.steps_taken,
+        step_size: request.config.step_size,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_explain_flag() {
+        assert_eq!(explain_flag(None), Ok(false));
+        assert_eq!(explain_flag(Some("")), Ok(false));
+        assert_eq!(explain_flag(Some("explain=true")), Ok(true));
+        assert_eq!(explain_flag(Some("explain=false")), Ok(false));
+        for bad in [
+            "explain=yes",
+            "explain",
+            "explain=TRUE",
+            "explian=true",
+            "x=1",
+        ] {
+            let err = explain_flag(Some(bad)).unwrap_err();
+            assert_eq!(err.status, StatusCode::BAD_REQUEST, "{bad}");
+            assert!(err.message.contains("explain"), "{bad}: {}", err.message);
+        }
+    }
+}
