@@ -126,6 +126,20 @@ impl DatasetKind {
             .collect()
     }
 
+    /// The data set and file name whose uncompressed content has this SHA-256, if it is one of
+    /// the known files (MNIST's and Fashion-MNIST's eight).
+    pub fn identify(sha256: &str) -> Option<(DatasetKind, &'static str)> {
+        let names = [TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS];
+        [
+            (DatasetKind::Mnist, &MNIST_SHA256),
+            (DatasetKind::FashionMnist, &FASHION_SHA256),
+        ]
+        .into_iter()
+        .flat_map(|(kind, sums)| sums.iter().zip(names).map(move |(s, n)| (kind, *s, n)))
+        .find(|(_, s, _)| s.eq_ignore_ascii_case(sha256))
+        .map(|(kind, _, name)| (kind, name))
+    }
+
     /// The built-in mirror base URLs, tried in order (overridable with `LENET_MIRRORS`, see
     /// [`crate::mirrors_from_env`]).
     pub fn default_mirrors(self) -> &'static [&'static str] {
@@ -341,10 +355,31 @@ impl Dataset {
             let test = read(TEST_IMAGES, TEST_LABELS);
             (train.join().expect("reader thread panicked"), test)
         });
-        Ok(Dataset {
-            kind,
-            train: train?,
-            test: test?,
-        })
+        let (train, test) = (train?, test?);
+        for (split, name) in [(&train, TRAIN_LABELS), (&test, TEST_LABELS)] {
+            check_labels_belong_to(kind, split, &locate_file(dir, name))?;
+        }
+        Ok(Dataset { kind, train, test })
+    }
+}
+
+/// Refuses labels that are, bit for bit, the other data set's labels file (MNIST's digits in a
+/// Fashion-MNIST folder, or the reverse: the images would train under the wrong class names).
+/// The checksum is that of the IDX file the labels came from, rebuilt from its header and the
+/// labels in memory, so nothing is read again.
+fn check_labels_belong_to(kind: DatasetKind, split: &Split, file: &Path) -> Result<(), IdxError> {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(0x0000_0801u32.to_be_bytes());
+    hash.update((split.labels.len() as u32).to_be_bytes());
+    hash.update(split.labels.as_slice().expect("labels are contiguous"));
+    let sum: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    match DatasetKind::identify(&sum) {
+        Some((found, _)) if found != kind => Err(IdxError::OtherDataset {
+            file: file.display().to_string(),
+            expected: kind.display_name(),
+            found: found.display_name(),
+        }),
+        _ => Ok(()),
     }
 }

@@ -237,11 +237,24 @@ fn check_existing(dir: &Path, spec: &FileSpec) -> Result<Existing, DownloadError
     ensure_regular(&path).map_err(cannot_use)?;
     match sha256_of_uncompressed_file(&path) {
         Ok(sum) if sum == spec.sha256 => Ok(Existing::Verified(path)),
-        Ok(sum) => Ok(Existing::Wrong(format!(
-            "{} has SHA-256 (uncompressed) {sum}, expected {}",
-            path.display(),
-            spec.sha256
-        ))),
+        Ok(sum) => match (
+            DatasetKind::identify(&sum),
+            DatasetKind::identify(&spec.sha256),
+        ) {
+            (Some((found, name)), Some((expected, _))) if found != expected => {
+                Err(DownloadError::OtherDataset {
+                    path,
+                    expected: expected.display_name(),
+                    found: found.display_name(),
+                    name,
+                })
+            }
+            _ => Ok(Existing::Wrong(format!(
+                "{} has SHA-256 (uncompressed) {sum}, expected {}",
+                path.display(),
+                spec.sha256
+            ))),
+        },
         Err(e) => Ok(Existing::Wrong(format!("{}: {e}", path.display()))),
     }
 }

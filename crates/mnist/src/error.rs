@@ -167,6 +167,17 @@ pub enum IdxError {
         labels: usize,
     },
 
+    /// The labels file is, by its SHA-256, the other data set's.
+    #[error("{file}: holds the {found} labels, not {expected}'s: point the data folder at a {expected} copy (each data set needs its own folder)")]
+    OtherDataset {
+        /// The labels file.
+        file: String,
+        /// The data set asked for.
+        expected: &'static str,
+        /// The data set the file belongs to (by its SHA-256).
+        found: &'static str,
+    },
+
     /// The images are not of the size the dataset uses (28x28 for MNIST and Fashion-MNIST).
     #[error("{file}: field `rows x columns`: expected {expected_rows}x{expected_cols}, found {rows}x{cols}")]
     WrongImageSize {
@@ -229,6 +240,19 @@ pub enum DownloadError {
         expected: String,
         /// The SHA-256 it has.
         found: String,
+    },
+
+    /// A file in the folder is, by its SHA-256, another data set's: it is not replaced.
+    #[error("{path}: holds {found}'s {name}, not {expected}'s: it is not replaced. Give each data set its own folder (--data-dir)")]
+    OtherDataset {
+        /// The file.
+        path: PathBuf,
+        /// The data set being downloaded.
+        expected: &'static str,
+        /// The data set the file belongs to.
+        found: &'static str,
+        /// The file's name in that data set.
+        name: &'static str,
     },
 
     /// A local file system operation failed (creating the folder, writing, renaming), or a file

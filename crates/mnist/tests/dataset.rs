@@ -182,3 +182,52 @@ fn labels_out_of_range_are_rejected_by_load() {
     let err = Dataset::load(DatasetKind::Mnist, dir.path()).unwrap_err();
     assert!(matches!(err, IdxError::LabelOutOfRange { found: 11, .. }));
 }
+
+/// A folder given as Fashion-MNIST that holds MNIST's files (with the real data from
+/// `LENET_DATA_DIR`): loading refuses it by the labels' checksum instead of training digits
+/// under clothing names, and a download refuses to replace the files, leaving them as they were.
+#[test]
+fn another_data_sets_files_are_refused_not_used_or_replaced() {
+    let Some(root) = std::env::var_os("LENET_DATA_DIR") else {
+        eprintln!("skipped: LENET_DATA_DIR is not set (needs the real MNIST files)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mnist_dir = Path::new(&root).join("mnist");
+    for spec in DatasetKind::Mnist.files() {
+        let from = mnist::locate_file(&mnist_dir, &spec.name);
+        let to = dir.path().join(from.file_name().unwrap());
+        std::fs::copy(&from, &to).unwrap();
+    }
+    match Dataset::load(DatasetKind::FashionMnist, dir.path()) {
+        Err(IdxError::OtherDataset {
+            expected, found, ..
+        }) => {
+            assert_eq!((expected, found), ("Fashion-MNIST", "MNIST"));
+        }
+        other => panic!("expected OtherDataset, got {:?}", other.map(|d| d.kind)),
+    }
+    assert!(Dataset::load(DatasetKind::Mnist, dir.path()).is_ok());
+    let before: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let sizes = |paths: &[std::path::PathBuf]| -> Vec<u64> {
+        paths
+            .iter()
+            .map(|p| std::fs::metadata(p).unwrap().len())
+            .collect()
+    };
+    let sizes_before = sizes(&before);
+    let options = mnist::DownloadOptions {
+        mirrors: Some(vec!["http://127.0.0.1:9/".into()]),
+        ..Default::default()
+    };
+    let err = mnist::ensure_dataset(DatasetKind::FashionMnist, dir.path(), &options).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("holds MNIST's") && text.contains("not Fashion-MNIST's"),
+        "{text}"
+    );
+    assert_eq!(sizes(&before), sizes_before, "a file was replaced");
+}
