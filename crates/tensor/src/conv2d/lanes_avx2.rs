@@ -105,10 +105,10 @@ pub(super) fn forward(l: &Lanes<'_>, y: &mut [f32]) {
     unsafe { forward_avx2(l, y, k) }
 }
 
-/// Runs of 6 outputs from `p0 = 0` in steps of 6, the last one moved back to end at the last
-/// output (its first outputs are computed twice, with the same bits).
-fn runs(positions: usize) -> impl Iterator<Item = usize> {
-    (0..positions.div_ceil(RUN)).map(move |r| (r * RUN).min(positions - RUN))
+/// Runs of `run` outputs from `p0 = 0` in steps of `run`, the last one moved back to end at the
+/// last output (its first outputs are computed twice, with the same bits); `run ≤ positions`.
+pub(super) fn runs(positions: usize, run: usize) -> impl Iterator<Item = usize> {
+    (0..positions.div_ceil(run)).map(move |r| (r * run).min(positions - run))
 }
 
 /// # Safety
@@ -118,7 +118,7 @@ unsafe fn forward_avx2(l: &Lanes<'_>, y: &mut [f32], k: usize) {
     let (out, positions, taps) = (l.out, l.out.positions(), l.taps.len());
     for k0 in (0..k).step_by(KB) {
         let wt = l.wt[k0 * taps..][..KB * taps].as_ptr();
-        for p0 in runs(positions) {
+        for p0 in runs(positions, RUN) {
             // The run's outputs: `first` of them from row p0 / ow, the rest from the next row,
             // whose inputs start `wp − ow` further on than the row's end.
             let first = (out.ow - p0 % out.ow).min(RUN);

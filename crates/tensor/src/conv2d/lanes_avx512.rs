@@ -12,7 +12,7 @@
 
 #![cfg(target_arch = "x86_64")]
 
-use super::lanes_avx2::{Lanes, KB};
+use super::lanes_avx2::{runs, Lanes, KB};
 use super::taps::Taps;
 use crate::Tier;
 use std::arch::x86_64::*;
@@ -70,7 +70,7 @@ unsafe fn forward_avx512(l: &Lanes<'_>, y: &mut [f32], k: usize) {
             .bias
             .map(|b| unsafe { _mm512_loadu_ps(b[k0..][..KB].as_ptr()) });
         let y_k = &mut y[k0 * positions..][..KB * positions];
-        for p0 in runs(positions) {
+        for p0 in runs(positions, RUN) {
             let first = (out.ow - p0 % out.ow).min(RUN);
             let a = l.src.as_ptr().wrapping_add(out.base(p0));
             let b = a.wrapping_add(out.wp - out.ow);
@@ -89,12 +89,6 @@ unsafe fn forward_avx512(l: &Lanes<'_>, y: &mut [f32], k: usize) {
             }
         }
     }
-}
-
-/// Runs of [`RUN`] outputs from `p0 = 0` in steps of `RUN`, the last one moved back to end at
-/// the last output (its first outputs are computed twice, with the same bits).
-fn runs(positions: usize) -> impl Iterator<Item = usize> {
-    (0..positions.div_ceil(RUN)).map(move |r| (r * RUN).min(positions - RUN))
 }
 
 /// [`run`] with its `first` as a constant.
