@@ -25,8 +25,8 @@ use lenet_benches::{alternating_medians, conv_flops, pool, random, test_mode, th
 use ndarray::linalg::general_mat_mul;
 use ndarray::{s, Array1, Array2, Array4, ArrayView2, ArrayView3, ArrayViewMut3, Axis};
 use tensor::{
-    conv2d_backward_into, conv2d_backward_into_with, conv2d_into, conv2d_into_with,
-    gemm_kernel_name, Conv2dMethod, Conv2dParams, Conv2dWorkspace,
+    conv2d_backward_into, conv2d_backward_into_with, conv2d_into, conv2d_into_with, Conv2dMethod,
+    Conv2dParams, Conv2dWorkspace, Tier,
 };
 
 /// One LeNet-5 convolution at one batch size.
@@ -462,7 +462,7 @@ fn summary(threads: usize) {
     let one = pool(1);
     println!(
         "\nconv2d summary (gemm kernel: {}, GFLOP/s, medians of alternating runs)",
-        gemm_kernel_name()
+        Tier::active().name()
     );
     println!(
         "{:<16} {:>5} {:>9} {:>9} {:>9} {:>10} {:>10}",

@@ -19,7 +19,7 @@ use nn::{BatchSource, Evaluator, LeNet5, LeNet5Config};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::path::PathBuf;
-use tensor::gemm_kernel_name;
+use tensor::Tier;
 
 /// A u8 split seen as an nn batch source (pixels scaled to `p / 255`), like `lenet`'s own.
 struct Source(Split);
@@ -99,7 +99,7 @@ fn bench(cr: &mut Criterion, source: &Source) {
 fn summary(source: &Source, what: &str, threads: usize) {
     println!(
         "\nevaluation summary ({what}; gemm kernel: {}, {threads} threads, medians of 5 passes)",
-        gemm_kernel_name()
+        Tier::active().name()
     );
     println!(
         "{:<12} {:>10} {:>12} {:>9}",

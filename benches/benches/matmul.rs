@@ -21,7 +21,7 @@ use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::time::{Duration, Instant};
-use tensor::{gemm_kernel_name, matmul_into};
+use tensor::{matmul_into, Tier};
 
 /// One product `C[m, n] = op(A)·op(B)` with inner dimension `k`; `ta`/`tb` say whether the
 /// operand is a `.t()` view of a row-major array (as the layers pass them).
@@ -169,7 +169,7 @@ fn summary() {
     println!(
         "\nmatmul summary (kernel: {}, {} threads for ours, GFLOP/s, median of alternating 2 ms \
          batches)",
-        gemm_kernel_name(),
+        Tier::active().name(),
         rayon::current_num_threads()
     );
     println!(

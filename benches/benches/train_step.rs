@@ -15,7 +15,7 @@ use ndarray::ArrayView4;
 use nn::{LeNet5, LeNet5Config, Sgd, SgdConfig, SoftmaxCrossEntropy};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use tensor::gemm_kernel_name;
+use tensor::Tier;
 
 /// Model, loss, optimizer and one batch.
 struct Step {
@@ -75,7 +75,7 @@ fn bench(cr: &mut Criterion) {
 fn summary(threads: usize) {
     println!(
         "\ntrain step summary (gemm kernel: {}, {threads} threads, medians of 50 ms batches of steps)",
-        gemm_kernel_name()
+        Tier::active().name()
     );
     println!(
         "{:<8} {:>10} {:>10} {:>9} {:>16}",

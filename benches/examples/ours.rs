@@ -20,7 +20,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::path::Path;
 use std::process::ExitCode;
-use tensor::{gemm_kernel_name, matmul_into};
+use tensor::{matmul_into, Tier};
 
 /// A u8 split seen as an nn batch source (pixels scaled to `p / 255`).
 struct Source(Split);
@@ -73,7 +73,7 @@ fn run(args: &[String]) -> Result<String, String> {
         .and_then(|t| t.parse().ok())
         .filter(|&t| t > 0)
         .ok_or(usage)?;
-    let kernel = gemm_kernel_name();
+    let kernel = Tier::active().name();
     match (args[0].as_str(), args.get(2)) {
         ("sgemm", size) => {
             let size = size.map_or(Ok(512), |s| s.parse().map_err(|_| usage))?;

@@ -67,7 +67,7 @@
 //! # Choosing the kernel
 //! The release build targets baseline x86-64; the SIMD kernels are compiled with
 //! `#[target_feature]` and called only on a [`Tier`] the CPU has. `LENET_KERNEL=portable|avx2`
-//! lowers the tier for the whole process (it can never raise it), [`gemm_kernel_name`] says
+//! lowers the tier for the whole process (it can never raise it), [`Tier::active`] says
 //! which one runs, and [`gemm_with_kernel`] takes a tier explicitly.
 
 mod cache;
@@ -217,12 +217,6 @@ pub fn gemm_with<T: Scalar>(
         Parallelism::Rayon => parallel::gemm_split(kernel, route, alpha, a, b, beta, c),
         Parallelism::CallingThread => gemm_on_threads(kernel, 1, route, alpha, a, b, beta, c),
     }
-}
-
-/// The name of the micro-kernel family [`gemm`] uses in this process: `"avx512"`, `"avx2"` or
-/// `"portable"`.
-pub fn gemm_kernel_name() -> &'static str {
-    Tier::active().name()
 }
 
 /// Runs one (piece of a) product: the dot route on the calling thread, the packed one on
