@@ -11,6 +11,7 @@
 
 #![cfg(target_arch = "x86_64")]
 
+use crate::matmul::{store_first, transpose8};
 use std::arch::x86_64::*;
 
 /// A vector of `f32` lanes.
@@ -37,6 +38,12 @@ pub(crate) trait F32s: Copy {
     unsafe fn mul_add(a: Self, b: Self, c: Self) -> Self;
     /// `a + b`.
     unsafe fn add(a: Self, b: Self) -> Self;
+    /// Writes the first `n` lanes to `p` (`1 ≤ n ≤ LANES`; nothing else is written).
+    unsafe fn store_first(self, p: *mut f32, n: usize);
+    /// Writes lane `b` of `cols[j]` to `y[b·stride + j]` for every lane `b` and `j < N`: `N`
+    /// vectors stored as the columns of a `LANES × N` block (`N ≤ LANES`, and `LANES·stride`
+    /// fits in an `i32`).
+    unsafe fn store_columns<const N: usize>(cols: &[Self; N], y: *mut f32, stride: usize);
 }
 
 impl F32s for __m256 {
@@ -91,6 +98,35 @@ impl F32s for __m256 {
         // SAFETY: the trait's contract: the CPU has the vector's tier.
         unsafe { _mm256_add_ps(a, b) }
     }
+    #[inline(always)]
+    unsafe fn store_first(self, p: *mut f32, n: usize) {
+        // SAFETY: the trait's contract. In pieces: a masked store is slow on AMD cores.
+        unsafe {
+            match n {
+                8 => _mm256_storeu_ps(p, self),
+                _ => store_first(p, self, n),
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn store_columns<const N: usize>(cols: &[Self; N], y: *mut f32, stride: usize) {
+        // SAFETY: the trait's contract: the CPU has AVX2, and the block's rows b·stride ..
+        // b·stride + N are writable.
+        unsafe {
+            // An 8×8 transpose in registers, then N scalars of each row stored in pieces (a
+            // masked store is slow on AMD cores).
+            let mut rows = [_mm256_setzero_ps(); 8];
+            for (r, &c) in rows.iter_mut().zip(cols) {
+                *r = c;
+            }
+            for (b, row) in transpose8(rows).into_iter().enumerate() {
+                match N {
+                    8 => _mm256_storeu_ps(y.add(b * stride), row),
+                    _ => store_first(y.add(b * stride), row, N),
+                }
+            }
+        }
+    }
 }
 
 impl F32s for __m512 {
@@ -140,5 +176,22 @@ impl F32s for __m512 {
     unsafe fn add(a: Self, b: Self) -> Self {
         // SAFETY: the trait's contract: the CPU has the vector's tier.
         unsafe { _mm512_add_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn store_first(self, p: *mut f32, n: usize) {
+        // SAFETY: the trait's contract (masked-off lanes are not written).
+        unsafe { self.store_masked(p, Self::first(n)) }
+    }
+    #[inline(always)]
+    unsafe fn store_columns<const N: usize>(cols: &[Self; N], y: *mut f32, stride: usize) {
+        // SAFETY: the trait's contract: the CPU has AVX-512F, the offsets b·stride fit in an
+        // i32, and every lane's y[b·stride + j] is writable.
+        unsafe {
+            let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            let rows = _mm512_mullo_epi32(lane, _mm512_set1_epi32(stride as i32));
+            for (j, &c) in cols.iter().enumerate() {
+                _mm512_i32scatter_ps::<4>(y.add(j).cast(), rows, c);
+            }
+        }
     }
 }

@@ -41,13 +41,11 @@ mod direct;
 #[cfg(target_arch = "x86_64")]
 mod direct_avx2;
 #[cfg(target_arch = "x86_64")]
-mod dwide_avx2;
+mod dwide;
 mod fused;
 mod im2col;
 #[cfg(target_arch = "x86_64")]
-mod lanes_avx2;
-#[cfg(target_arch = "x86_64")]
-mod lanes_avx512;
+mod lanes;
 mod shifted;
 mod taps;
 #[cfg(target_arch = "x86_64")]

@@ -23,11 +23,11 @@
 //! except on gemm's dot route, which reads a built `wide` in place.
 //!
 //! On the AVX2 path with whole blocks of 16 channels ([`Kernels`]), the forward pass and the
-//! weight gradient run the lanes kernels instead (`lanes_avx2.rs`, 16 output channels in two
+//! weight gradient run the lanes kernels instead (`lanes.rs`, 16 output channels in two
 //! vectors): the same chains as above, over the `oh·ow` real outputs only, so without the wide
 //! columns' multiply-adds, the `y_wide` copy or the transposing pack of `wideᵀ`. The input
 //! gradient's `dwide` is then made 6 rows at a time by a register-blocked kernel
-//! (`dwide_avx2.rs`: at depth `k` = 16 a `gemm` spends its time packing and writing tiles) and
+//! (`dwide.rs`: at depth `k` = 16 a `gemm` spends its time packing and writing tiles) and
 //! added to the planes while in L1, in the same order.
 //!
 //! The wide kernels cost `L / (oh·ow)` times im2col's multiply-adds (136/100 for LeNet-5's conv2) and
@@ -36,11 +36,14 @@
 //! (a training forward keeps only the padded images). The zero gradient of the wide columns
 //! adds exact zeros, so every sum has the same terms, in the same order, as im2col's.
 
+#[cfg(target_arch = "x86_64")]
+#[cfg(target_arch = "x86_64")]
+use super::dwide;
 use super::fused::{epilogue_chunks, Epilogue, GradOut};
+#[cfg(target_arch = "x86_64")]
+use super::lanes::{self, Width};
 use super::taps::{self, block_bias, regroup_weights, BiasAt, Block, Taps};
 use super::{copy_row, pad_planes, Geometry, Kept};
-#[cfg(target_arch = "x86_64")]
-use super::{dwide_avx2, lanes_avx2, lanes_avx512};
 use crate::matmul::{gemm_packed_b, pack_b_lines, route, with_thread_buffer, Route};
 use crate::matmul::{PackB, ThreadBuffer};
 use crate::parallel::sum as sum_of;
@@ -192,13 +195,13 @@ enum Kernels {
     Wide,
     /// `f32` from the AVX2 tier up when the channels come in whole blocks of 16 and the output
     /// rows hold a run of 6 (LeNet-5's conv2: 16 channels, rows of 10): the forward pass and
-    /// the weight gradient over the `oh·ow` real outputs, 16 channels in two vectors
-    /// (`lanes_avx2.rs`), and the input gradient's `Wᵀ·g_wide` 6 rows at a time in registers
-    /// (`dwide_avx2.rs`).
+    /// the weight gradient over the `oh·ow` real outputs, 16 channels in two vectors of 8
+    /// (`lanes.rs`), and the input gradient's `Wᵀ·g_wide` 6 rows at a time in registers
+    /// (`dwide.rs`).
     Lanes,
-    /// [`Kernels::Lanes`] with the forward pass at 16 lanes (`lanes_avx512.rs`: 16 channels in
-    /// one vector, runs of 10 outputs), on the AVX-512 tier when the rows hold a run of 10;
-    /// the same bits.
+    /// [`Kernels::Lanes`] with the forward pass and the weight gradient at 16 lanes (`lanes.rs`:
+    /// 16 channels in one vector, forward runs of 10 outputs), on the AVX-512 tier when the
+    /// rows hold a run of 10; the same bits.
     Lanes16,
 }
 
@@ -220,11 +223,11 @@ impl Kernels {
         #[cfg(target_arch = "x86_64")]
         if crate::tier::Build::on(isa) == crate::tier::Build::Avx2
             && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
-            && g.k.is_multiple_of(lanes_avx2::KB)
-            && g.ow >= lanes_avx2::RUN
+            && g.k.is_multiple_of(lanes::KB)
+            && g.ow >= Width::Eight.run()
             && bias.is_none_or(|b| b.as_slice().is_some())
         {
-            return if isa >= Tier::Avx512 && g.ow >= lanes_avx512::RUN {
+            return if isa >= Tier::Avx512 && g.ow >= Width::Sixteen.run() {
                 Kernels::Lanes16
             } else {
                 Kernels::Lanes
@@ -232,6 +235,15 @@ impl Kernels {
         }
         let _ = (isa, g, bias);
         Kernels::Wide
+    }
+
+    /// The vector width of the lanes kernels.
+    #[cfg(target_arch = "x86_64")]
+    fn width(self) -> Width {
+        match self {
+            Kernels::Lanes16 => Width::Sixteen,
+            Kernels::Lanes | Kernels::Wide => Width::Eight,
+        }
     }
 
     /// Scalars of the weights regrouped for this forward kernel.
@@ -248,7 +260,7 @@ impl Kernels {
             Kernels::Wide => regroup_weights::<T, KB>(w, g.ckk(), wt),
             #[cfg(target_arch = "x86_64")]
             Kernels::Lanes | Kernels::Lanes16 => {
-                regroup_weights::<T, { lanes_avx2::KB }>(w, g.ckk(), wt)
+                regroup_weights::<T, { lanes::KB }>(w, g.ckk(), wt)
             }
             #[cfg(not(target_arch = "x86_64"))]
             Kernels::Lanes | Kernels::Lanes16 => unreachable!("the lanes kernels are x86-64 only"),
@@ -270,8 +282,7 @@ fn forward_image<T: Scalar>(
 ) {
     match kernel {
         Kernels::Wide => forward_image_taps(isa, g, (wt, bias), img, y_wide, y_n),
-        Kernels::Lanes => forward_image_lanes(false, g, (wt, bias), img, y_n),
-        Kernels::Lanes16 => forward_image_lanes(true, g, (wt, bias), img, y_n),
+        Kernels::Lanes | Kernels::Lanes16 => forward_image_lanes(kernel, g, (wt, bias), img, y_n),
     }
 }
 
@@ -310,10 +321,9 @@ fn forward_image_taps<T: Scalar>(
     }
 }
 
-/// [`forward_image`] by the lanes kernel (at 16 lanes when `wide`), straight into `y_n`
-/// (`f32` only).
+/// [`forward_image`] by the lanes kernel at `kernel`'s width, straight into `y_n` (`f32` only).
 fn forward_image_lanes<T: Scalar>(
-    wide: bool,
+    kernel: Kernels,
     g: &Geometry,
     (wt, bias): (&[T], Option<ArrayView1<'_, T>>),
     img: &[T],
@@ -323,9 +333,9 @@ fn forward_image_lanes<T: Scalar>(
     {
         let f32s = |s| T::as_f32_slice(s).expect("the lanes kernel runs on f32");
         let bias = bias.map(|b| f32s(b.to_slice().expect("a contiguous bias (choose)")));
-        let lanes = lanes_avx2::Lanes {
+        let lanes = lanes::Lanes {
             taps: tap_grid(g, img.len() / g.c),
-            out: lanes_avx2::OutGrid {
+            out: lanes::OutGrid {
                 oh: g.oh,
                 ow: g.ow,
                 wp: padded_width(g),
@@ -335,15 +345,11 @@ fn forward_image_lanes<T: Scalar>(
             bias,
         };
         let y_n = T::as_f32_slice_mut(y_n).expect("the lanes kernel runs on f32");
-        if wide {
-            lanes_avx512::forward(&lanes, y_n);
-        } else {
-            lanes_avx2::forward(&lanes, y_n);
-        }
+        lanes::forward(kernel.width(), &lanes, y_n);
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!(
-        "the lanes kernel is x86-64 only: {wide} {g:?} {} {} {}",
+        "the lanes kernel is x86-64 only: {kernel:?} {g:?} {} {} {}",
         wt.len(),
         img.len(),
         y_n.len()
@@ -400,7 +406,11 @@ pub(super) fn backward_chunk<T: Scalar>(
 /// holds each image's output gradient outputs-major (`[oh·ow, k]`) for it.
 enum WeightGradSum<'a, T> {
     Gemm(Tier),
-    Lanes { dwt: &'a mut [T], gt: &'a mut [T] },
+    Lanes {
+        kernels: Kernels,
+        dwt: &'a mut [T],
+        gt: &'a mut [T],
+    },
 }
 
 impl<'a, T: Scalar> WeightGradSum<'a, T> {
@@ -417,7 +427,7 @@ impl<'a, T: Scalar> WeightGradSum<'a, T> {
                 let (dwt_len, gt_len) = lanes_sum_lens(g);
                 let (dwt, rest) = scratch.split_at_mut(dwt_len);
                 let (gt, rest) = rest.split_at_mut(gt_len);
-                (WeightGradSum::Lanes { dwt, gt }, rest)
+                (WeightGradSum::Lanes { kernels, dwt, gt }, rest)
             }
         }
     }
@@ -428,7 +438,7 @@ impl<'a, T: Scalar> WeightGradSum<'a, T> {
         if let WeightGradSum::Lanes { dwt, .. } = self {
             let dwt = T::as_f32_slice(dwt).expect("the lanes kernel runs on f32");
             let dw = T::as_f32_slice_mut(dw).expect("the lanes kernel runs on f32");
-            lanes_avx2::transpose(dwt, g.ckk(), dw);
+            lanes::transpose(dwt, g.ckk(), dw);
         }
         let _ = (g, dw);
     }
@@ -470,9 +480,9 @@ fn backward_image<T: Scalar>(
 ) {
     let (ckk, cols) = (g.ckk(), wide_cols(g));
     let (g_wide, rest) = scratch.split_at_mut(g.k * cols);
-    let gemm_on = match sum {
-        WeightGradSum::Gemm(isa) => Some(*isa),
-        WeightGradSum::Lanes { .. } => None,
+    let (gemm_on, lanes_on) = match sum {
+        WeightGradSum::Gemm(isa) => (Some(*isa), None),
+        WeightGradSum::Lanes { kernels, .. } => (None, Some(*kernels)),
     };
     if gemm_on.is_some() || dx.is_some() {
         widen_grad(g, g_n, g_wide);
@@ -482,14 +492,17 @@ fn backward_image<T: Scalar>(
             let beta = if first { T::zero() } else { T::one() };
             gemm_weight_grad(*isa, g, img, g_wide, rest, (dw, beta));
         }
-        WeightGradSum::Lanes { dwt, gt } => lanes_weight_grad(g, img, g_n, (dwt, gt), !first),
+        WeightGradSum::Lanes { kernels, dwt, gt } => {
+            lanes_weight_grad(*kernels, g, (img, g_n), (dwt, gt), !first)
+        }
     }
     let Some(dx) = dx else { return };
     let (dwide, dimg) = rest.split_at_mut(ckk * cols);
     let dimg = &mut dimg[..image_len(g)];
-    let Some(isa) = gemm_on else {
-        return input_grad_by_rows(g, (w, g_wide), dwide, dimg, dx);
-    };
+    if let Some(kernels) = lanes_on {
+        return input_grad_by_rows(kernels, g, (w, g_wide), dwide, (dimg, dx));
+    }
+    let isa = gemm_on.expect("gemm when not lanes");
     let w2 = ArrayView2::from_shape((g.k, ckk), w).expect("weight is [k, c·kh·kw]");
     let g_wide = ArrayView2::from_shape((g.k, cols), &*g_wide).expect("g_wide");
     let mut dwide_v = ArrayViewMut2::from_shape((ckk, cols), &mut *dwide).expect("dwide");
@@ -529,11 +542,11 @@ fn gemm_weight_grad<T: Scalar>(
 }
 
 /// `dwt[t][o] = Σ_p g_n[o][p] · img[base_p + off_t] (+ dwt[t][o] when add)` by the lanes
-/// kernel, with `g_n` copied outputs-major into `gt` first (`f32` only).
+/// kernel at `kernels`' width, with `g_n` copied outputs-major into `gt` first (`f32` only).
 fn lanes_weight_grad<T: Scalar>(
+    kernels: Kernels,
     g: &Geometry,
-    img: &[T],
-    g_n: &[T],
+    (img, g_n): (&[T], &[T]),
     (dwt, gt): (&mut [T], &mut [T]),
     add: bool,
 ) {
@@ -541,10 +554,10 @@ fn lanes_weight_grad<T: Scalar>(
     {
         let f32s = |s| T::as_f32_slice(s).expect("the lanes kernel runs on f32");
         let gt = T::as_f32_slice_mut(gt).expect("the lanes kernel runs on f32");
-        lanes_avx2::transpose(f32s(g_n), g.k, gt);
-        let wg = lanes_avx2::WeightGrad {
+        lanes::transpose(f32s(g_n), g.k, gt);
+        let wg = lanes::WeightGrad {
             taps: tap_grid(g, img.len() / g.c),
-            out: lanes_avx2::OutGrid {
+            out: lanes::OutGrid {
                 oh: g.oh,
                 ow: g.ow,
                 wp: padded_width(g),
@@ -553,11 +566,11 @@ fn lanes_weight_grad<T: Scalar>(
             gt,
         };
         let dwt = T::as_f32_slice_mut(dwt).expect("the lanes kernel runs on f32");
-        lanes_avx2::weight_grad(&wg, dwt, add);
+        lanes::weight_grad(kernels.width(), &wg, dwt, add);
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!(
-        "the lanes kernel is x86-64 only: {g:?} {} {} {} {} {add}",
+        "the lanes kernel is x86-64 only: {kernels:?} {g:?} {} {} {} {} {add}",
         img.len(),
         g_n.len(),
         dwt.len(),
@@ -612,39 +625,41 @@ fn inner_to_dx<T: Scalar>(g: &Geometry, dimg: &[T], dx: &mut [T]) {
     }
 }
 
-/// [`unwiden_input_grad`] of `dwide = Wᵀ·g_wide` with `dwide` made 6 rows at a time by the
-/// AVX2 kernel (`dwide_avx2.rs`) into `rows` and added at once, in the same order (`f32`
-/// only).
+/// [`unwiden_input_grad`] of `dwide = Wᵀ·g_wide` with `dwide` made a block of rows at a time
+/// by the register-blocked kernel (`dwide.rs`) at `kernels`' width into `rows` and added at
+/// once, in the same order (`f32` only).
 fn input_grad_by_rows<T: Scalar>(
+    kernels: Kernels,
     g: &Geometry,
     (w, g_wide): (&[T], &[T]),
     rows: &mut [T],
-    dimg: &mut [T],
-    dx: &mut [T],
+    (dimg, dx): (&mut [T], &mut [T]),
 ) {
     #[cfg(target_arch = "x86_64")]
     {
         let f32s = |s| T::as_f32_slice(s).expect("the dwide kernel runs on f32");
         let (ckk, cols) = (g.ckk(), wide_cols(g));
-        let op = dwide_avx2::Operands {
+        let width = kernels.width();
+        let op = dwide::Operands {
             w: f32s(w),
             taps: ckk,
             g_wide: f32s(g_wide),
             cols,
         };
         dimg.fill(T::zero());
-        for t0 in (0..ckk).step_by(dwide_avx2::TB) {
-            let n = dwide_avx2::TB.min(ckk - t0);
+        let per_block = dwide::rows_per_block(width);
+        for t0 in (0..ckk).step_by(per_block) {
+            let n = per_block.min(ckk - t0);
             let rows = &mut rows[..n * cols];
             let out = T::as_f32_slice_mut(rows).expect("the dwide kernel runs on f32");
-            dwide_avx2::rows(&op, t0, n, out);
+            dwide::rows(width, &op, t0, n, out);
             add_wide_rows(g, t0, rows, dimg);
         }
         inner_to_dx(g, dimg, dx);
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!(
-        "the dwide kernel is x86-64 only: {g:?} {} {} {} {} {}",
+        "the dwide kernel is x86-64 only: {kernels:?} {g:?} {} {} {} {} {}",
         w.len(),
         g_wide.len(),
         rows.len(),
