@@ -75,11 +75,9 @@ mod cache;
 mod dot;
 mod driver;
 mod kernel;
-#[cfg(target_arch = "x86_64")]
-mod kernel_avx2;
-#[cfg(target_arch = "x86_64")]
-mod kernel_avx512;
 mod kernel_portable;
+#[cfg(target_arch = "x86_64")]
+mod kernel_simd;
 mod layout;
 mod pack;
 mod parallel;
@@ -89,8 +87,6 @@ mod source;
 #[cfg(target_arch = "x86_64")]
 mod transpose_avx2;
 
-#[cfg(target_arch = "x86_64")]
-pub(crate) use kernel_avx2::store_first;
 pub(crate) use pack::pack_b_lines;
 use plan::Tile;
 pub(crate) use plan::{route, Route};
@@ -335,11 +331,11 @@ pub(crate) fn tile_shape<T: Scalar>(kernel: Tier) -> (usize, usize) {
     }
     match plan::tile::<T>(kernel, usize::MAX, false) {
         #[cfg(target_arch = "x86_64")]
-        Tile::Avx512 => shape::<f32, kernel_avx512::Avx512>(),
+        Tile::Avx512 => shape::<f32, kernel_simd::Avx512>(),
         #[cfg(target_arch = "x86_64")]
-        Tile::Avx2 => shape::<f32, kernel_avx2::Avx2>(),
+        Tile::Avx2 => shape::<f32, kernel_simd::Avx2>(),
         #[cfg(target_arch = "x86_64")]
-        Tile::Avx2Narrow => shape::<f32, kernel_avx2::Avx2Narrow>(),
+        Tile::Avx2Narrow => shape::<f32, kernel_simd::Avx2Narrow>(),
         #[cfg(target_arch = "x86_64")]
         Tile::PortableAvx2 => shape::<T, PortableAvx2<6, 8>>(),
         _ if TypeId::of::<T>() == TypeId::of::<f32>() => shape::<f32, Portable<4, 8>>(),
@@ -399,15 +395,15 @@ unsafe fn gemm_packed<T: Scalar>(
             match tile {
                 #[cfg(target_arch = "x86_64")]
                 Tile::Avx512 => {
-                    run::<f32, kernel_avx512::Avx512>(threads, alpha, a, &b, b_in_place, beta, c)
+                    run::<f32, kernel_simd::Avx512>(threads, alpha, a, &b, b_in_place, beta, c)
                 }
                 #[cfg(target_arch = "x86_64")]
                 Tile::Avx2Narrow => {
-                    run::<f32, kernel_avx2::Avx2Narrow>(threads, alpha, a, &b, b_in_place, beta, c)
+                    run::<f32, kernel_simd::Avx2Narrow>(threads, alpha, a, &b, b_in_place, beta, c)
                 }
                 #[cfg(target_arch = "x86_64")]
                 Tile::Avx2 => {
-                    run::<f32, kernel_avx2::Avx2>(threads, alpha, a, &b, b_in_place, beta, c)
+                    run::<f32, kernel_simd::Avx2>(threads, alpha, a, &b, b_in_place, beta, c)
                 }
                 _ => run::<f32, Portable<4, 8>>(threads, alpha, a, &b, b_in_place, beta, c),
             }

@@ -11,7 +11,7 @@
 
 #![cfg(target_arch = "x86_64")]
 
-use crate::matmul::{store_first, transpose8};
+use crate::matmul::transpose8;
 use std::arch::x86_64::*;
 
 /// A vector of `f32` lanes.
@@ -38,6 +38,8 @@ pub(crate) trait F32s: Copy {
     unsafe fn mul_add(a: Self, b: Self, c: Self) -> Self;
     /// `a + b`.
     unsafe fn add(a: Self, b: Self) -> Self;
+    /// `a · b`.
+    unsafe fn mul(a: Self, b: Self) -> Self;
     /// Writes the first `n` lanes to `p` (`1 ≤ n ≤ LANES`; nothing else is written).
     unsafe fn store_first(self, p: *mut f32, n: usize);
     /// Writes lane `b` of `cols[j]` to `y[b·stride + j]` for every lane `b` and `j < N`: `N`
@@ -97,6 +99,11 @@ impl F32s for __m256 {
     unsafe fn add(a: Self, b: Self) -> Self {
         // SAFETY: the trait's contract: the CPU has the vector's tier.
         unsafe { _mm256_add_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn mul(a: Self, b: Self) -> Self {
+        // SAFETY: the trait's contract: the CPU has the vector's tier.
+        unsafe { _mm256_mul_ps(a, b) }
     }
     #[inline(always)]
     unsafe fn store_first(self, p: *mut f32, n: usize) {
@@ -178,6 +185,11 @@ impl F32s for __m512 {
         unsafe { _mm512_add_ps(a, b) }
     }
     #[inline(always)]
+    unsafe fn mul(a: Self, b: Self) -> Self {
+        // SAFETY: the trait's contract: the CPU has the vector's tier.
+        unsafe { _mm512_mul_ps(a, b) }
+    }
+    #[inline(always)]
     unsafe fn store_first(self, p: *mut f32, n: usize) {
         // SAFETY: the trait's contract (masked-off lanes are not written).
         unsafe { self.store_masked(p, Self::first(n)) }
@@ -192,6 +204,30 @@ impl F32s for __m512 {
             for (j, &c) in cols.iter().enumerate() {
                 _mm512_i32scatter_ps::<4>(y.add(j).cast(), rows, c);
             }
+        }
+    }
+}
+
+/// Writes the first `n` lanes of `x` (`1 ≤ n < 8`) to `dst`: a 4-, a 2- and a 1-lane store as
+/// needed, cheaper than a masked store on AMD cores.
+///
+/// # Safety
+/// `dst..dst + n` is writable; the CPU has AVX2.
+#[inline(always)]
+unsafe fn store_first(dst: *mut f32, x: __m256, n: usize) {
+    // SAFETY (each store): lanes done..done + width < n of `dst` are writable; AVX2.
+    unsafe {
+        let (mut part, mut done) = (_mm256_castps256_ps128(x), 0);
+        if n >= 4 {
+            _mm_storeu_ps(dst, part);
+            (part, done) = (_mm256_extractf128_ps::<1>(x), 4);
+        }
+        if n - done >= 2 {
+            _mm_store_sd(dst.add(done).cast(), _mm_castps_pd(part));
+            (part, done) = (_mm_movehl_ps(part, part), done + 2);
+        }
+        if n > done {
+            _mm_store_ss(dst.add(done), part);
         }
     }
 }

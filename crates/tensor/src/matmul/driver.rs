@@ -604,16 +604,16 @@ mod tests {
         in_place_matches_packing::<f64, Portable<4, 4>>("portable f64");
         #[cfg(target_arch = "x86_64")]
         {
-            use crate::matmul::{kernel_avx2, kernel_avx512};
+            use crate::matmul::kernel_simd;
             use crate::Tier;
             if Tier::Avx2.is_supported() {
-                in_place_matches_packing::<f32, kernel_avx2::Avx2>("avx2");
-                in_place_matches_packing::<f32, kernel_avx2::Avx2Narrow>("avx2 8x8");
+                in_place_matches_packing::<f32, kernel_simd::Avx2>("avx2");
+                in_place_matches_packing::<f32, kernel_simd::Avx2Narrow>("avx2 8x8");
             } else {
                 eprintln!("skipped avx2: this CPU has no AVX2+FMA");
             }
             if Tier::Avx512.is_supported() {
-                in_place_matches_packing::<f32, kernel_avx512::Avx512>("avx512");
+                in_place_matches_packing::<f32, kernel_simd::Avx512>("avx512");
             } else {
                 eprintln!("skipped avx512: this CPU has no AVX-512F");
             }
