@@ -110,7 +110,15 @@ fn page_training_gives_the_weights_of_lenet_train_bit_for_bit() {
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_lenet"))
         .env("LENET_DATA_DIR", root.path())
         .env("RAYON_NUM_THREADS", "2")
-        .args(["train", "--epochs", "2", "--batch-size", "16", "--lr", "0.02"])
+        .args([
+            "train",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "16",
+            "--lr",
+            "0.02",
+        ])
         .args(["--limit", "250", "--seed", "5", "--augment", "--save"])
         .arg(&saved)
         .stdout(std::process::Stdio::null())
@@ -122,7 +130,10 @@ fn page_training_gives_the_weights_of_lenet_train_bit_for_bit() {
     assert_eq!(ours.len(), 10);
     for ((name, a), (cli_name, b)) in ours.iter().zip(&cli) {
         assert_eq!(name, cli_name);
-        assert!(a == b, "{name}: the page's weights differ from lenet train's");
+        assert!(
+            a == b,
+            "{name}: the page's weights differ from lenet train's"
+        );
     }
     // Another seed gives other weights: the comparison can fail.
     let (status, _) = start(&server, &json!({"epochs": 1, "limit": 50, "seed": 6}));
@@ -148,19 +159,33 @@ fn one_run_at_a_time_with_events_replayed_and_a_stop() {
     assert_eq!(status, 202);
     let (status, err) = start(&server, &json!({"epochs": 1}));
     assert_eq!(status, 409, "{err}");
-    assert!(err["error"].as_str().unwrap().contains("stop it first"), "{err}");
+    assert!(
+        err["error"].as_str().unwrap().contains("stop it first"),
+        "{err}"
+    );
     let first = until(&stream, &["epoch"]);
     assert_eq!(first[0]["type"], "started", "{first:?}");
     let progress: Vec<&Value> = first.iter().filter(|e| e["type"] == "progress").collect();
     assert!(!progress.is_empty(), "{first:?}");
     for p in &progress {
-        assert!(p["loss"].as_f64().unwrap().is_finite() && p["images_per_second"].as_f64().unwrap() > 0.0);
+        assert!(
+            p["loss"].as_f64().unwrap().is_finite()
+                && p["images_per_second"].as_f64().unwrap() > 0.0
+        );
         assert_eq!(p["batches"], 38, "300 images in batches of 8");
     }
     let epoch = first.last().unwrap();
     let confusion = epoch["confusion"].as_array().unwrap();
-    let total: u64 = confusion.iter().flat_map(|r| r.as_array().unwrap()).map(|v| v.as_u64().unwrap()).sum();
-    assert_eq!((confusion.len(), total), (10, 100), "every test image counted once");
+    let total: u64 = confusion
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        (confusion.len(), total),
+        (10, 100),
+        "every test image counted once"
+    );
 
     // A page that opens later gets the history so far, from the start.
     let late = events(&server);
@@ -172,9 +197,15 @@ fn one_run_at_a_time_with_events_replayed_and_a_stop() {
     let blank = json!({"input": vec![vec![0.0; 28]; 28]});
     let url = format!("{}/api/predict?model=training", server.url);
     let (status, r) = post(&url, "application/json", blank.to_string().as_bytes());
-    assert_eq!((status, r["probabilities"].as_array().map(Vec::len)), (200, Some(10)), "{r}");
+    assert_eq!(
+        (status, r["probabilities"].as_array().map(Vec::len)),
+        (200, Some(10)),
+        "{r}"
+    );
 
-    let stop = ureq::post(&format!("{}/api/train/stop", server.url)).call().unwrap();
+    let stop = ureq::post(&format!("{}/api/train/stop", server.url))
+        .call()
+        .unwrap();
     assert_eq!(stop.status(), 202);
     let end = until(&stream, &["stopped", "done", "error"]);
     assert_eq!(end.last().unwrap()["type"], "stopped", "{end:?}");
@@ -200,7 +231,10 @@ fn bad_training_requests_are_refused_naming_the_field() {
         let (status, err) = start(&server, &body);
         assert_eq!(status, 400, "{body}: {err}");
         let message = err["error"].as_str().unwrap();
-        assert!(message.contains(&format!("\"{field}\"")), "{body}: {message}");
+        assert!(
+            message.contains(&format!("\"{field}\"")),
+            "{body}: {message}"
+        );
     }
     let (status, _) = post(&format!("{}/api/train", server.url), "text/plain", b"{}");
     assert_eq!(status, 415);
@@ -238,8 +272,14 @@ fn missing_data_is_said_and_downloaded_only_when_asked() {
     assert_eq!(data()["datasets"][0]["present"], false);
     let (status, err) = start(&server, &json!({"epochs": 1}));
     assert_eq!(status, 409, "{err}");
-    assert!(err["error"].as_str().unwrap().contains("download it first"), "{err}");
-    assert!(!root.path().join("mnist").exists(), "nothing downloaded without the click");
+    assert!(
+        err["error"].as_str().unwrap().contains("download it first"),
+        "{err}"
+    );
+    assert!(
+        !root.path().join("mnist").exists(),
+        "nothing downloaded without the click"
+    );
 
     let stream = events(&server);
     let url = format!("{}/api/data/download", server.url);
