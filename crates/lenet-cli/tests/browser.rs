@@ -524,6 +524,7 @@ fn train_in_the_page_and_hover_receptive_fields_in_headless_chromium() {
     // Train: one epoch on 2,000 images; the first curve point within 2 s of "Start".
     browser.script(
         "document.getElementById('t-epochs').value = 1;
+         document.getElementById('t-batch').value = 16;
          document.getElementById('t-limit').value = 2000;",
     );
     let loss_before = browser.picture("#loss-curve");
@@ -574,19 +575,16 @@ fn train_in_the_page_and_hover_receptive_fields_in_headless_chromium() {
         final_filters, first_filters,
         "the conv1 filters did not change"
     );
-    browser.element_screenshot("#train-panel", &dir.join("panel-train.png"));
 
     // Draw while it learns: the drawing is read by the weights just trained.
     browser.click("#which-training");
     let before = browser.predictions();
     browser.settled_prediction(before);
-    for panel in ["input-panel", "answer-panel", "fool-panel", "filters-panel"] {
-        browser.element_screenshot(
-            &format!("#{panel}"),
-            &dir.join(format!("panel-{panel}.png")),
-        );
-    }
+    // The whole page in the viewport first: an element screenshot shows only what is in view.
     browser.full_page_screenshot(1280, false, &dir.join("train-1280-full.png"));
+    for panel in ["input-panel", "train-panel", "fool-panel", "filters-panel"] {
+        browser.element_screenshot(&format!("#{panel}"), &dir.join(format!("{panel}.png")));
+    }
     browser.full_page_screenshot(390, true, &dir.join("train-390-full.png"));
     let overflow =
         browser.script("return document.documentElement.scrollWidth - window.innerWidth");
