@@ -18,7 +18,7 @@ pub fn kind(arg: DatasetArg) -> DatasetKind {
 }
 
 /// True if all four files of `kind` are in `dir` (gzip or unpacked).
-fn all_present(kind: DatasetKind, dir: &Path) -> bool {
+pub fn all_present(kind: DatasetKind, dir: &Path) -> bool {
     kind.files()
         .iter()
         .all(|f| mnist::locate_file(dir, &f.name).exists())
@@ -50,8 +50,12 @@ pub fn ensure(kind: DatasetKind, data_dir: Option<&Path>) -> Result<PathBuf> {
 
 /// Training and test sets of `kind` (see [`ensure`]).
 pub fn load(kind: DatasetKind, data_dir: Option<&Path>) -> Result<Dataset> {
-    let dir = ensure(kind, data_dir)?;
-    Dataset::load(kind, &dir)
+    read(kind, &ensure(kind, data_dir)?)
+}
+
+/// Training and test sets of `kind` from the files in `dir`, downloading nothing.
+pub fn read(kind: DatasetKind, dir: &Path) -> Result<Dataset> {
+    Dataset::load(kind, dir)
         .with_context(|| format!("cannot read {} from {}", kind.display_name(), dir.display()))
 }
 

@@ -183,7 +183,7 @@ mod dataset_name {
 
 impl RunSettings {
     /// The settings the flags give.
-    fn of(args: &TrainArgs) -> Self {
+    pub fn of(args: &TrainArgs) -> Self {
         RunSettings {
             dataset: data::kind(args.data.dataset.unwrap_or(crate::args::DatasetArg::Mnist)),
             limit: args.limit,
@@ -396,7 +396,7 @@ fn check_saved_pair(args: &TrainArgs, trainer: &Trainer, run_id: &str, state: &P
 /// The training and validation sets: --limit keeps the first N images; --val-split then holds
 /// out a random part of them, drawn from the run's seed (the saved one when resuming, so the
 /// split is the same again).
-fn split<'a>(
+pub fn split<'a>(
     all_train: SplitSource<'a>,
     settings: &RunSettings,
     seed: u64,

@@ -438,3 +438,155 @@ fn draw_digits_in_headless_chromium() {
     browser.full_page_screenshot(390, true, &dir.join("seven-390-full.png"));
     println!("browser test took {:.1} s", started.elapsed().as_secs_f64());
 }
+
+impl Browser {
+    /// Moves the mouse to the centre of the element `css`.
+    fn hover(&self, css: &str) {
+        let id = self.element(css)[ELEMENT].as_str().unwrap().to_string();
+        let origin = json!({ ELEMENT: id });
+        let move_ = json!({"type": "pointerMove", "origin": origin, "x": 0, "y": 0, "duration": 0});
+        let actions = json!({"actions": [{"type": "pointer", "id": "hover",
+            "parameters": {"pointerType": "mouse"}, "actions": [move_]}]});
+        self.call("POST", "/actions", actions);
+    }
+
+    fn click(&self, css: &str) {
+        let id = self.element(css)[ELEMENT].as_str().unwrap().to_string();
+        self.call("POST", &format!("/element/{id}/click"), json!({}));
+    }
+
+    /// A screenshot of the element `css` alone.
+    fn element_screenshot(&self, css: &str, path: &Path) {
+        let id = self.element(css)[ELEMENT].as_str().unwrap().to_string();
+        let data = self.call("GET", &format!("/element/{id}/screenshot"), Value::Null);
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(data.as_str().unwrap())
+            .unwrap();
+        std::fs::write(path, png).unwrap();
+        println!("screenshot: {}", path.display());
+    }
+
+    /// The picture on the canvas `css` as a data URL, to tell whether it changed.
+    fn picture(&self, css: &str) -> String {
+        let js =
+            format!("const c = document.querySelector('{css}'); return c ? c.toDataURL() : '';");
+        self.script(&js).as_str().unwrap().to_string()
+    }
+}
+
+/// The data root for the training test: `LENET_DATA_DIR` (the real MNIST) when set, else a
+/// synthetic dataset of 2,000 training images in a temporary folder.
+fn training_data() -> (std::ffi::OsString, Option<tempfile::TempDir>) {
+    if let Some(real) = std::env::var_os("LENET_DATA_DIR").filter(|v| !v.is_empty()) {
+        return (real, None);
+    }
+    println!("LENET_DATA_DIR is not set: training on a synthetic dataset");
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("mnist")).unwrap();
+    common::write_synthetic_dataset(&root.path().join("mnist"), 2000, 500);
+    (root.path().as_os_str().to_owned(), Some(root))
+}
+
+#[test]
+fn train_in_the_page_and_hover_receptive_fields_in_headless_chromium() {
+    let (root, _keep) = training_data();
+    let server = Server::start_with_env(&[("LENET_DATA_DIR", &root)]);
+    let browser = Browser::start();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    std::fs::create_dir_all(&dir).unwrap();
+    browser.call("POST", "/url", json!({"url": format!("{}/", server.url)}));
+    browser.wait_for_model();
+    check_digit(&browser, "pen", SEVEN, "7", &dir.join("train-seven.png"));
+
+    // Receptive field: the page's, for the unit at the centre of a conv2 map (10 × 10), is the
+    // one nn computes from the architecture.
+    browser.hover("#maps [data-layer=conv2] canvas");
+    let field = browser.script("return document.body.dataset.field || ''");
+    let field = field.as_str().unwrap();
+    let unit = field
+        .strip_prefix("conv2 ")
+        .and_then(|f| f.split(':').next())
+        .unwrap_or_else(|| panic!("no field shown: {field:?}"));
+    let (row, col) = unit.split_once(',').unwrap();
+    let (row, col): (usize, usize) = (row.parse().unwrap(), col.parse().unwrap());
+    assert!((4..=5).contains(&row) && (4..=5).contains(&col), "{field}");
+    let [[r0, r1], [c0, c1]] = nn::inspect::receptive_field("conv2", row, col).unwrap();
+    assert_eq!(field, format!("conv2 {row},{col}: {r0}-{r1},{c0}-{c1}"));
+    assert!(browser.canvas_drawn("rf28"), "no receptive field drawn");
+    browser.element_screenshot("#answer-panel", &dir.join("panel-answer-field.png"));
+    browser.element_screenshot("#maps-panel", &dir.join("panel-maps.png"));
+    browser.hover("#pad");
+    assert_eq!(
+        browser.script("return document.body.dataset.field || ''"),
+        ""
+    );
+
+    // Train: one epoch on 2,000 images; the first curve point within 2 s of "Start".
+    browser.script(
+        "document.getElementById('t-epochs').value = 1;
+         document.getElementById('t-batch').value = 16;
+         document.getElementById('t-limit').value = 2000;",
+    );
+    let loss_before = browser.picture("#loss-curve");
+    let clicked = Instant::now();
+    browser.click("#t-start");
+    let points = || browser.script("return Number(document.body.dataset.curvePoints || 0)");
+    while points().as_u64() == Some(0) {
+        assert!(
+            clicked.elapsed() < Duration::from_secs(10),
+            "no curve point"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let first_point = clicked.elapsed();
+    println!(
+        "first curve point {:.0} ms after Start",
+        first_point.as_secs_f64() * 1e3
+    );
+    assert!(first_point < Duration::from_secs(2), "{first_point:?}");
+    let first_filters = loop {
+        let picture = browser.picture("#train-filters [data-layer=tw1] canvas");
+        if !picture.is_empty() {
+            break picture;
+        }
+        assert!(
+            clicked.elapsed() < Duration::from_secs(30),
+            "no filters drawn"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let status = || browser.script("return document.getElementById('t-status').textContent");
+    while !status().as_str().unwrap().starts_with("Done") {
+        assert!(clicked.elapsed() < Duration::from_secs(120), "{}", status());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(700)); // the last filters fetch
+    println!("training: {}", status());
+    assert_ne!(
+        browser.picture("#loss-curve"),
+        loss_before,
+        "the loss curve is blank"
+    );
+    assert!(browser.canvas_drawn("acc-curve"));
+    let cells = browser.script("return document.querySelectorAll('#confusion td').length");
+    assert_eq!(cells, 100);
+    let final_filters = browser.picture("#train-filters [data-layer=tw1] canvas");
+    assert_ne!(
+        final_filters, first_filters,
+        "the conv1 filters did not change"
+    );
+
+    // Draw while it learns: the drawing is read by the weights just trained.
+    browser.click("#which-training");
+    let before = browser.predictions();
+    browser.settled_prediction(before);
+    // The whole page in the viewport first: an element screenshot shows only what is in view.
+    browser.full_page_screenshot(1280, false, &dir.join("train-1280-full.png"));
+    for panel in ["input-panel", "train-panel", "fool-panel", "filters-panel"] {
+        browser.element_screenshot(&format!("#{panel}"), &dir.join(format!("{panel}.png")));
+    }
+    browser.full_page_screenshot(390, true, &dir.join("train-390-full.png"));
+    let overflow =
+        browser.script("return document.documentElement.scrollWidth - window.innerWidth");
+    assert_eq!(overflow, 0, "the page is wider than a phone's viewport");
+}

@@ -5,12 +5,15 @@
 //! No test touches the network: every command gets LENET_MIRRORS pointing at a closed port on
 //! 127.0.0.1, so a download attempt fails at once.
 
+mod common;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use assert_cmd::Command;
+use common::write_synthetic_dataset;
 use safetensors::{tensor::TensorView, Dtype};
 
 /// The PyTorch state_dict of LeNet-5: names and shapes.
@@ -99,40 +102,6 @@ fn write_png(path: &Path) {
         image::Luma([if ink { 10 } else { 240 }])
     });
     img.save(path).unwrap();
-}
-
-/// Four raw (uncompressed) IDX files of a small synthetic dataset: class `c` is a bright
-/// square at a position that depends on `c`, so a few batches already learn something.
-fn write_synthetic_dataset(dir: &Path, train: usize, test: usize) {
-    let write = |images: &str, labels: &str, n: usize, offset: usize| {
-        let mut img = vec![0, 0, 8, 3];
-        img.extend((n as u32).to_be_bytes());
-        img.extend(28u32.to_be_bytes());
-        img.extend(28u32.to_be_bytes());
-        let mut lab = vec![0, 0, 8, 1];
-        lab.extend((n as u32).to_be_bytes());
-        for i in 0..n {
-            let c = (i + offset) % 10;
-            let mut pic = [0u8; 784];
-            let (r0, c0) = (4 + (c / 5) * 10, 2 + (c % 5) * 5);
-            for r in r0..r0 + 8 {
-                for col in c0..c0 + 4 {
-                    pic[r * 28 + col] = 200 + ((i * 7) % 55) as u8;
-                }
-            }
-            img.extend_from_slice(&pic);
-            lab.push(c as u8);
-        }
-        std::fs::write(dir.join(images), img).unwrap();
-        std::fs::write(dir.join(labels), lab).unwrap();
-    };
-    write(
-        "train-images-idx3-ubyte",
-        "train-labels-idx1-ubyte",
-        train,
-        0,
-    );
-    write("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", test, 3);
 }
 
 fn synthetic_dir() -> tempfile::TempDir {

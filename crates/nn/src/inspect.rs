@@ -199,9 +199,81 @@ pub fn layer_table(config: &LeNet5Config) -> Vec<LayerRow> {
     ]
 }
 
+/// How a layer of the feature extractor reads its input plane: a `kernel`×`kernel` window moved
+/// by `stride`, over the input padded by `padding` on each side. Composed from the input up,
+/// these give the receptive field of any unit (see [`receptive_field`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Window {
+    /// The layer (`conv1`, `pool1`, `conv2`, `pool2`).
+    pub name: &'static str,
+    /// Side of the window.
+    pub kernel: usize,
+    /// Step between two windows.
+    pub stride: usize,
+    /// Zero padding on each side of the input.
+    pub padding: usize,
+}
+
+/// The windows of the four layers that see planes, from the input up: conv1 (5×5, padding 2),
+/// pool1 (2×2, stride 2), conv2 (5×5), pool2 (2×2, stride 2), from the model's constants.
+pub fn windows() -> [Window; 4] {
+    let conv = |name, i: usize| Window {
+        name,
+        kernel: KERNEL,
+        stride: CONV_PARAMS[i].stride.0,
+        padding: CONV_PARAMS[i].padding.0,
+    };
+    let pool = |name| Window {
+        name,
+        kernel: POOL,
+        stride: POOL,
+        padding: 0,
+    };
+    [
+        conv("conv1", 0),
+        pool("pool1"),
+        conv("conv2", 1),
+        pool("pool2"),
+    ]
+}
+
+/// The input pixels that unit (`row`, `col`) of `layer`'s output sees: the inclusive ranges
+/// `[first, last]` of rows and of columns of the 28×28 input, clipped to the image (padding
+/// sees no pixel). `None` for a layer that is not one of [`windows`].
+pub fn receptive_field(layer: &str, row: usize, col: usize) -> Option<[[usize; 2]; 2]> {
+    let all = windows();
+    let depth = all.iter().position(|w| w.name == layer)? + 1;
+    let side = |unit: usize| {
+        // Walk down: output range [a, b] of a layer reads input [a·s − p, b·s − p + k − 1].
+        let (mut a, mut b) = (unit as isize, unit as isize);
+        for w in all[..depth].iter().rev() {
+            let (k, s, p) = (w.kernel as isize, w.stride as isize, w.padding as isize);
+            (a, b) = (a * s - p, b * s - p + k - 1);
+        }
+        let last = IMAGE_SIZE as isize - 1;
+        [a.clamp(0, last) as usize, b.clamp(0, last) as usize]
+    };
+    Some([side(row), side(col)])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn receptive_fields_grow_through_the_layers() {
+        // conv1 unit (10, 10) sees rows 8..=12 (5×5 around it, padding 2).
+        assert_eq!(receptive_field("conv1", 10, 10), Some([[8, 12], [8, 12]]));
+        // Corners are clipped to the image: padding sees no pixel.
+        assert_eq!(receptive_field("conv1", 0, 27), Some([[0, 2], [25, 27]]));
+        // pool1 unit i: conv1 units 2i, 2i+1 → input 2i−2 ..= 2i+3.
+        assert_eq!(receptive_field("pool1", 5, 5), Some([[8, 13], [8, 13]]));
+        // conv2 unit i: pool1 i..=i+4 → 14 input pixels, 2i−2 ..= 2i+11.
+        assert_eq!(receptive_field("conv2", 3, 4), Some([[4, 17], [6, 19]]));
+        // pool2 unit i: 16 input pixels, 4i−2 ..= 4i+13.
+        assert_eq!(receptive_field("pool2", 2, 4), Some([[6, 21], [14, 27]]));
+        assert_eq!(receptive_field("fc1", 0, 0), None);
+    }
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 

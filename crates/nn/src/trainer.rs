@@ -9,7 +9,7 @@
 use crate::augment::{AugmentConfig, Augmenter};
 use crate::data::{BatchSource, IMAGE_LEN};
 use crate::evaluate::Evaluator;
-use crate::lenet5::{LeNet5, LeNet5Config, IMAGE_SIZE};
+use crate::lenet5::{LeNet5, LeNet5Config, IMAGE_SIZE, NUM_CLASSES};
 use crate::loss::{count_correct, SoftmaxCrossEntropy};
 use crate::metrics::{EpochMetrics, Evaluation};
 use crate::schedule::LrSchedule;
@@ -174,6 +174,14 @@ pub enum TrainError {
     /// Early stopping was asked for without a validation set.
     #[error("early stopping needs a validation set (it never looks at the test set)")]
     EarlyStoppingWithoutValidation,
+    /// The observer's [`TrainObserver::batch_ended`] stopped the run in the middle of an epoch.
+    #[error("training was stopped at epoch {epoch}, batch {batch}")]
+    Stopped {
+        /// Epoch (from 1).
+        epoch: usize,
+        /// The last batch trained (from 1).
+        batch: usize,
+    },
 }
 
 /// Callbacks from the training loop, e.g. for a progress bar and per-epoch printing. Every
@@ -184,6 +192,14 @@ pub trait TrainObserver {
     /// Batch `batch` (from 1) of the epoch is done with mean loss `loss`. Called in the hot
     /// loop: keep it cheap and allocation-free if you care about speed.
     fn batch_finished(&mut self, _epoch: usize, _batch: usize, _loss: f32) {}
+    /// After [`TrainObserver::batch_finished`], the model as this batch left it: a chance to
+    /// copy its weights (e.g. to show the filters while they change). `ControlFlow::Break`
+    /// stops the run now, in the middle of the epoch: [`Trainer::fit`] returns
+    /// [`TrainError::Stopped`], and the model keeps the weights of the last batch. Called in
+    /// the hot loop, like `batch_finished`.
+    fn batch_ended(&mut self, _model: &LeNet5) -> ControlFlow<()> {
+        ControlFlow::Continue(())
+    }
     /// Training of the epoch is done; evaluation starts.
     fn evaluation_started(&mut self, _epoch: usize) {}
     /// The epoch is complete.
@@ -235,6 +251,8 @@ pub struct Trainer {
     pub(crate) epochs_since_best: usize,
     pub(crate) stopped_early: bool,
     loss: SoftmaxCrossEntropy,
+    /// The confusion matrix of the last epoch's test evaluation.
+    test_confusion: Option<[[u64; NUM_CLASSES]; NUM_CLASSES]>,
     augmenter: Option<Augmenter>,
     evaluator: Evaluator,
     order: Vec<usize>,
@@ -273,6 +291,7 @@ impl Trainer {
             epochs_since_best: 0,
             stopped_early: false,
             loss: SoftmaxCrossEntropy::new(),
+            test_confusion: None,
             order: Vec::new(),
             images: vec![0.0; bs * IMAGE_LEN],
             labels: vec![0; bs],
@@ -313,6 +332,12 @@ impl Trainer {
     /// Metrics of every completed epoch (including those before a resume).
     pub fn history(&self) -> &[EpochMetrics] {
         &self.history
+    }
+
+    /// `confusion[true_class][predicted_class]` of the test set after the last epoch trained by
+    /// this trainer (None before its first epoch, also after a resume).
+    pub fn test_confusion(&self) -> Option<&[[u64; NUM_CLASSES]; NUM_CLASSES]> {
+        self.test_confusion.as_ref()
     }
 
     /// Number of completed epochs.
@@ -426,10 +451,17 @@ impl Trainer {
             loss_sum += loss as f64 * nb as f64;
             correct += batch_correct;
             observer.batch_finished(epoch, b + 1, loss);
+            if observer.batch_ended(&self.model).is_break() {
+                return Err(TrainError::Stopped {
+                    epoch,
+                    batch: b + 1,
+                });
+            }
         }
 
         observer.evaluation_started(epoch);
         let test_eval = self.evaluator.evaluate(&self.model, test);
+        self.test_confusion = Some(test_eval.confusion);
         let val_eval = val.map(|v| self.evaluator.evaluate(&self.model, v));
         if let Some(v) = &val_eval {
             self.track_best(epoch, v);

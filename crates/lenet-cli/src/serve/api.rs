@@ -32,6 +32,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
+use super::training::{self, Training};
 use super::{input, teach};
 use crate::model_source::LoadedModel;
 use crate::preprocess;
@@ -56,6 +57,8 @@ pub const RETRY_AFTER_SECONDS: u32 = 1;
 #[derive(Debug)]
 pub struct AppState {
     loaded: LoadedModel,
+    /// Training in the page: the job slot, its events, the weights being trained.
+    pub training: Arc<Training>,
     /// The `GET /api/model` answer, built once.
     model_json: Value,
     uploads: Arc<Semaphore>,
@@ -69,6 +72,7 @@ impl AppState {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         AppState {
             loaded,
+            training: Arc::default(),
             model_json,
             uploads: Arc::new(Semaphore::new(MAX_UPLOADS)),
             work: Arc::new(Semaphore::new(cores.clamp(1, MAX_DECODES))),
@@ -130,15 +134,31 @@ impl IntoResponse for ApiError {
 /// or, as JSON `{"input": 28 rows of 28}`, of the model input itself; with `?explain=true`,
 /// also the saliency map.
 pub async fn predict(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    let explain = match teach::explain_flag(request.uri().query()) {
-        Ok(explain) => explain,
+    let query = match teach::predict_query(request.uri().query()) {
+        Ok(query) => query,
         Err(err) => return err.into_response(),
     };
     let accepted = &[BodyKind::Image, BodyKind::Json];
-    let job = move |state: &AppState, kind: BodyKind, body: &[u8]| {
-        predict_body(state, kind, body, explain)
-    };
+    let job =
+        move |state: &AppState, kind: BodyKind, body: &[u8]| predict_body(state, kind, body, query);
     respond(upload(state, request, accepted, job).await)
+}
+
+/// `POST /api/train`: the checks of the module documentation, then [`training::start`].
+pub async fn train(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let job = |state: &AppState, _: BodyKind, body: &[u8]| training::start(state, body);
+    upload(state, request, &[BodyKind::Json], job)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `POST /api/data/download`: the checks of the module documentation, then
+/// [`training::download`].
+pub async fn download(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let job = |state: &AppState, _: BodyKind, body: &[u8]| training::download(state, body);
+    upload(state, request, &[BodyKind::Json], job)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `POST /api/adversarial`: the checks of the module documentation, then the search
@@ -331,30 +351,50 @@ fn predict_body(
     state: &AppState,
     kind: BodyKind,
     body: &[u8],
-    explain: bool,
+    query: teach::PredictQuery,
 ) -> Result<Prediction, ApiError> {
     let pixels = match kind {
         BodyKind::Image => prepare(body)?,
         BodyKind::Json => input::predict_input(body)?,
     };
+    let (model, names) = if query.training {
+        let live = state.training.live().clone().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "model=training: no weights are being trained yet (start a run first)",
+            )
+        })?;
+        let names = live.dataset.class_names().map(String::from).to_vec();
+        (std::borrow::Cow::Owned(live.model), names)
+    } else {
+        (
+            std::borrow::Cow::Borrowed(state.model()),
+            state.class_names(),
+        )
+    };
     let x = Array4::from_shape_vec((1, 1, 28, 28), pixels).expect("28×28 input");
-    let mut prediction = prediction_for(state, x.view());
-    if explain {
+    let mut prediction = prediction_for(&model, &names, x.view());
+    if query.explain {
         let image = x.slice(ndarray::s![0, 0, .., ..]);
-        prediction.saliency = Some(teach::saliency(state, image, prediction.prediction));
+        prediction.saliency = Some(teach::saliency(&model, image, prediction.prediction));
     }
     Ok(prediction)
 }
 
-/// The prediction and every layer's output for the model input `x` (`[1, 1, 28, 28]`).
-fn prediction_for(state: &AppState, x: ndarray::ArrayView4<'_, f32>) -> Prediction {
-    let out = nn::inspect::activations(&state.loaded.model, x);
+/// The prediction of `model` (whose classes are `names`) and every layer's output for the
+/// model input `x` (`[1, 1, 28, 28]`).
+fn prediction_for(
+    model: &nn::LeNet5,
+    names: &[String],
+    x: ndarray::ArrayView4<'_, f32>,
+) -> Prediction {
+    let out = nn::inspect::activations(model, x);
     let probabilities = nn::softmax(out.logits.view()).row(0).to_vec();
     let prediction = nn::argmax(probabilities.iter().copied());
     let first = |a: &ndarray::Array4<f32>| maps(a.index_axis(Axis(0), 0));
     Prediction {
         prediction,
-        label: state.loaded.class_names()[prediction].clone(),
+        label: names[prediction].clone(),
         probabilities,
         input: rows(x.slice(ndarray::s![0, 0, .., ..])),
         layers: Layers {
@@ -425,6 +465,7 @@ fn describe(loaded: &LoadedModel) -> Value {
         "flops_note": "FLOPs per image = 2 × multiply-accumulates of the convolutions and linear \
                        layers (biases, activations and pooling are not counted)",
         "filters": { "conv1": filters("conv1.weight"), "conv2": filters("conv2.weight") },
+        "windows": nn::inspect::windows(),
     })
 }
 
@@ -452,7 +493,7 @@ mod tests {
 
     /// The whole prediction for one uploaded image.
     fn predict_bytes(state: &AppState, bytes: &[u8]) -> Result<Prediction, ApiError> {
-        predict_body(state, BodyKind::Image, bytes, false)
+        predict_body(state, BodyKind::Image, bytes, Default::default())
     }
 
     fn state() -> &'static AppState {

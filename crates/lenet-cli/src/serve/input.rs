@@ -4,7 +4,8 @@
 //! (a misspelt `"epsilon"` would otherwise be silently ignored).
 //!
 //! A body that is not JSON at all is a 400; a JSON body with a missing, mistyped, out-of-range
-//! or unknown field is a 422 whose message names the field and the value expected.
+//! or unknown field is a 422 whose message names the field and the value expected, except for
+//! `POST /api/train`, whose every refusal is a 400 naming the field (see [`train_args`]).
 
 use axum::http::StatusCode;
 use nn::explain::AttackConfig;
@@ -12,6 +13,8 @@ use nn::{IMAGE_SIZE, NUM_CLASSES};
 use serde_json::{Map, Value};
 
 use super::api::ApiError;
+use crate::args::{Cli, Command, TrainArgs};
+use clap::Parser;
 
 /// Most gradient steps one adversarial search may take. A step is one forward and one backward
 /// pass of one image (about 0.12 ms), so a search holds a work slot for at most about 25 ms
@@ -25,6 +28,21 @@ const INPUT: &str = "28 rows of 28 numbers in [0, 1]";
 const PREDICT_FIELDS: [&str; 1] = ["input"];
 /// The fields of a `POST /api/adversarial` body (`step_size` may be left out).
 const ADVERSARIAL_FIELDS: [&str; 5] = ["input", "target", "epsilon", "steps", "step_size"];
+
+/// The fields of a `POST /api/train` body, each the `lenet train` flag of the same name
+/// (`batch_size` is `--batch-size`); any may be left out for the flag's default.
+pub const TRAIN_FIELDS: [&str; 7] = [
+    "dataset",
+    "epochs",
+    "batch_size",
+    "lr",
+    "augment",
+    "limit",
+    "seed",
+];
+/// Most epochs of a run started from the page: its history, sent to every page that opens,
+/// stays small. Longer runs are for `lenet train`.
+pub const MAX_PAGE_EPOCHS: usize = 1000;
 
 /// A checked `POST /api/adversarial` body.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +76,99 @@ pub fn adversarial_request(body: &[u8]) -> Result<AdversarialRequest, ApiError> 
     }
     config.check().map_err(invalid)?;
     Ok(AdversarialRequest { input, config })
+}
+
+/// The `lenet train` flags of a `POST /api/train` body: each field of [`TRAIN_FIELDS`] becomes
+/// its flag and the whole is parsed by the command line's own parser, so every value is
+/// checked exactly as `lenet train` checks it. Any refusal is a 400 naming the field.
+pub fn train_args(body: &[u8]) -> Result<TrainArgs, ApiError> {
+    let bad_request = |e: ApiError| ApiError::new(StatusCode::BAD_REQUEST, e.message);
+    let fields = object(body, &TRAIN_FIELDS).map_err(bad_request)?;
+    let mut argv = vec!["lenet".to_string(), "train".to_string()];
+    for (field, value) in &fields {
+        // `--flag=value` keeps a value that starts with `-` a value.
+        let flag = format!("--{}", field.replace('_', "-"));
+        match (field.as_str(), value) {
+            ("augment", Value::Bool(on)) => argv.extend(on.then_some(flag)),
+            ("limit", Value::Null) => {}
+            ("dataset", Value::String(name)) => argv.push(format!("{flag}={name}")),
+            ("lr", Value::Number(n)) => argv.push(format!("{flag}={n}")),
+            ("epochs" | "batch_size" | "limit" | "seed", Value::Number(n)) if n.is_u64() => {
+                argv.push(format!("{flag}={n}"))
+            }
+            _ => {
+                let expected = train_field_type(field);
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("\"{field}\" must be {expected}, found {}", describe(value)),
+                ));
+            }
+        }
+    }
+    let cli = Cli::try_parse_from(&argv).map_err(|err| flag_error(&err))?;
+    let Command::Train(args) = cli.command else {
+        unreachable!("the arguments start with train")
+    };
+    if args.epochs > MAX_PAGE_EPOCHS {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "\"epochs\" must be at most {MAX_PAGE_EPOCHS} in the page, found {} (use lenet \
+                 train for longer runs)",
+                args.epochs
+            ),
+        ));
+    }
+    Ok(args)
+}
+
+/// The dataset of a `POST /api/data/download` body, `{"dataset": "mnist" or "fashion-mnist"}`
+/// (any refusal a 400, as for [`train_args`]).
+pub fn dataset(body: &[u8]) -> Result<mnist::DatasetKind, ApiError> {
+    let bad_request = |e: ApiError| ApiError::new(StatusCode::BAD_REQUEST, e.message);
+    let fields = object(body, &["dataset"]).map_err(bad_request)?;
+    let value = fields.get("dataset").unwrap_or(&Value::Null);
+    mnist::DatasetKind::ALL
+        .into_iter()
+        .find(|k| value.as_str() == Some(k.dir_name()))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "\"dataset\" must be {}, found {}",
+                    train_field_type("dataset"),
+                    describe(value)
+                ),
+            )
+        })
+}
+
+/// What a field of [`TRAIN_FIELDS`] holds, for messages.
+fn train_field_type(field: &str) -> &'static str {
+    match field {
+        "dataset" => "\"mnist\" or \"fashion-mnist\"",
+        "augment" => "true or false",
+        "lr" => "a number",
+        "limit" => "null or an integer of at least 1",
+        _ => "a whole number",
+    }
+}
+
+/// A 400 naming the field whose flag the command line's parser refused, with its reason.
+fn flag_error(err: &clap::Error) -> ApiError {
+    use clap::error::{ContextKind, ContextValue};
+    let flag = match err.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => arg.split([' ', '=']).next().unwrap_or("").to_string(),
+        _ => String::new(),
+    };
+    let field = flag.trim_start_matches("--").replace('-', "_");
+    let text = err.to_string();
+    let reason = text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim_start_matches("error: ");
+    ApiError::new(StatusCode::BAD_REQUEST, format!("\"{field}\": {reason}"))
 }
 
 /// A 422 with `message`.
@@ -318,5 +429,57 @@ mod tests {
             json!({"input": blank(), "explain": true}),
         )));
         assert!(m.contains("unknown field \"explain\""), "{m}");
+    }
+
+    #[test]
+    fn train_fields_become_the_flags_of_lenet_train() {
+        let body = json!({"dataset": "fashion-mnist", "epochs": 2, "batch_size": 32,
+                          "lr": 0.01, "augment": true, "limit": 500, "seed": 9});
+        let args = train_args(body.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            args.data.dataset,
+            Some(crate::args::DatasetArg::FashionMnist)
+        );
+        assert_eq!((args.epochs, args.batch_size, args.seed), (2, 32, 9));
+        assert_eq!((args.lr, args.augment, args.limit), (0.01, true, Some(500)));
+        let defaults = train_args(b"{}").unwrap();
+        assert_eq!(crate::train::config(&defaults), nn::TrainConfig::default());
+        assert_eq!(defaults.limit, None);
+    }
+
+    #[test]
+    fn bad_train_fields_are_named_in_a_400() {
+        for (body, field) in [
+            (json!({"epochs": 0}), "epochs"),
+            (json!({"epochs": 1001}), "epochs"),
+            (json!({"epochs": -1}), "epochs"),
+            (json!({"epochs": 1.5}), "epochs"),
+            (json!({"batch_size": "64"}), "batch_size"),
+            (json!({"lr": 1000.0}), "lr"),
+            (json!({"lr": 0}), "lr"),
+            (json!({"lr": null}), "lr"),
+            (json!({"limit": 0}), "limit"),
+            (json!({"seed": -3}), "seed"),
+            (json!({"augment": "yes"}), "augment"),
+            (json!({"dataset": "cifar"}), "dataset"),
+            (json!({"dataset": "--save=/tmp/x"}), "dataset"),
+            (json!({"threads": 2}), "threads"),
+        ] {
+            let err = train_args(body.to_string().as_bytes()).unwrap_err();
+            assert_eq!(err.status, StatusCode::BAD_REQUEST, "{body}");
+            assert!(
+                err.message.contains(&format!("\"{field}\"")),
+                "{body}: {}",
+                err.message
+            );
+        }
+        assert_eq!(
+            train_args(b"[1]").unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            train_args(b"{").unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
     }
 }

@@ -5,7 +5,9 @@
 //! or JPEG (or the model input as JSON) in, the prediction and every layer's output out, with
 //! `?explain=true` the saliency map too, `POST /api/adversarial` an image and a target class
 //! in, an adversarial example out (see [`teach`]), `GET /api/model` the layer table, the
-//! dataset, the recorded accuracy and the learned filters. Anything else gets a JSON error
+//! dataset, the recorded accuracy, the learned filters and the windows of the layers (for
+//! receptive fields); `/api/train…` and `/api/data…` train in the page (see [`training`]).
+//! `?model=training` predicts with the weights being trained. Anything else gets a JSON error
 //! (404, 405); see [`api`] for the checks on uploads and the bounds on uploads and work,
 //! [`input`] for the checks on JSON bodies, [`conn`] for the connection timeouts and cap, and
 //! [`host`] for the Host check of a server bound to loopback.
@@ -15,7 +17,9 @@ mod conn;
 mod host;
 mod input;
 mod page;
+mod run;
 mod teach;
+mod training;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -68,6 +72,12 @@ pub fn router(state: Arc<AppState>, loopback: bool) -> Router {
         .route("/api/predict", post(api::predict))
         .route("/api/adversarial", post(api::adversarial))
         .route("/api/model", get(api::model))
+        .route("/api/train", post(api::train))
+        .route("/api/train/stop", post(training::stop))
+        .route("/api/train/events", get(training::events))
+        .route("/api/train/weights", get(training::weights))
+        .route("/api/data", get(training::data_status))
+        .route("/api/data/download", post(api::download))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .with_state(state);

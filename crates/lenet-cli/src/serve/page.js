@@ -2,7 +2,10 @@
 // The page of `lenet serve`: draw on #pad, send it as a PNG to /api/predict?explain=true
 // (debounced), and draw what comes back: the 28×28 input with its saliency map over it, the
 // probabilities and every layer's output. The "Fool it" panel sends that input to
-// /api/adversarial and shows the original, the change and the result.
+// /api/adversarial and shows the original, the change and the result. Pointing at a unit of a
+// feature map shows its receptive field on the input. The "Watch it learn" panel starts a
+// training run (/api/train) and draws its events (/api/train/events): the loss and accuracy
+// curves, the confusion matrix and the filters as they change.
 
 const DEBOUNCE_MS = 150;
 const INK_WIDTH = 20; // pixels of the 280×280 pad
@@ -118,7 +121,52 @@ function drawMaps(parent, key, caption, maps, preferred) {
     const c = heatCanvas(m.length, m[0].length, flat(m), scale.colour);
     c.style.width = c.style.height = `${size}px`;
     grid.appendChild(c);
+    if (windowsUpTo(key)) watchUnits(c, key);
   }
+}
+
+// ---------- receptive fields ----------
+
+// The windows (kernel, stride, padding) of the layers from the input up to `layer`, as
+// /api/model describes them; null for a layer that has none (fc layers, filters).
+function windowsUpTo(layer) {
+  if (!model) return null;
+  const i = model.windows.findIndex((w) => w.name === layer);
+  return i < 0 ? null : model.windows.slice(0, i + 1);
+}
+
+// The input rows (or columns) [first, last] that unit `u` of `layer` sees: each window maps an
+// output range [a, b] to the input range [a·stride − padding, b·stride − padding + kernel − 1],
+// clipped to the 28 pixels of the image.
+function receptiveField(layer, u) {
+  let a = u, b = u;
+  for (const w of windowsUpTo(layer).reverse()) {
+    a = a * w.stride - w.padding;
+    b = b * w.stride - w.padding + w.kernel - 1;
+  }
+  return [Math.max(a, 0), Math.min(b, 27)];
+}
+
+function watchUnits(canvas, layer) {
+  canvas.addEventListener("pointermove", (e) => {
+    const r = canvas.getBoundingClientRect();
+    const col = Math.min(canvas.width - 1, Math.floor((e.clientX - r.left) * canvas.width / r.width));
+    const row = Math.min(canvas.height - 1, Math.floor((e.clientY - r.top) * canvas.height / r.height));
+    showField(layer, row, col);
+  });
+  canvas.addEventListener("pointerleave", () => showField(null));
+}
+
+function showField(layer, row, col) {
+  const g = $("rf28").getContext("2d");
+  g.clearRect(0, 0, 28, 28);
+  if (!layer) { $("rf-line").textContent = ""; delete document.body.dataset.field; return; }
+  const [r0, r1] = receptiveField(layer, row), [c0, c1] = receptiveField(layer, col);
+  g.fillStyle = "rgba(40, 220, 90, 0.45)";
+  g.fillRect(c0, r0, c1 - c0 + 1, r1 - r0 + 1);
+  $("rf-line").textContent = `${layer} unit (${row}, ${col}) sees input rows ${r0}–${r1}, ` +
+    `columns ${c0}–${c1}: ${r1 - r0 + 1} × ${c1 - c0 + 1} pixels`;
+  document.body.dataset.field = `${layer} ${row},${col}: ${r0}-${r1},${c0}-${c1}`;
 }
 
 // A vector as one strip of cells.
@@ -204,7 +252,7 @@ async function send(blob) {
   if (inFlight) { pending = blob; return; }
   inFlight = true;
   try {
-    const res = await fetch("/api/predict?explain=true", {
+    const res = await fetch(`/api/predict?explain=true&model=${whichModel()}`, {
       method: "POST",
       headers: { "Content-Type": blob.type || "application/octet-stream" },
       body: blob,
@@ -405,8 +453,187 @@ function layerTable(m) {
   $("flops-note").textContent = m.flops_note;
 }
 
+// ---------- training in the page ----------
+
+const train = { loss: [], smooth: null, acc: [], running: false, filtersAt: 0, predictAt: 0 };
+const SMOOTHING = 0.8; // exponential moving average of the batch losses
+const whichModel = () => document.querySelector("input[name=which]:checked").value;
+
+function trainStatus(text) { $("t-status").textContent = text; }
+
+// The curve of points [x, y] on `canvas`, x from 0 to xMax, y from 0 to yMax.
+function drawCurve(canvas, points, xMax, yMax, label) {
+  const g = canvas.getContext("2d"), w = canvas.width, h = canvas.height, m = 30;
+  g.clearRect(0, 0, w, h);
+  g.strokeStyle = "#dde1e8"; g.fillStyle = "#5c6577"; g.font = "11px sans-serif";
+  g.strokeRect(m, 6, w - m - 6, h - m - 6 + 6);
+  g.fillText(yMax.toPrecision(2), 2, 14);
+  g.fillText("0", 2, h - m + 4);
+  g.fillText(label, w / 2 - 20, h - 8);
+  if (!points.length) return;
+  g.strokeStyle = "#2f6fde"; g.lineWidth = 2;
+  g.beginPath();
+  points.forEach(([x, y], i) => {
+    const px = m + (w - m - 6) * x / xMax, py = h - m - (h - m - 6) * Math.min(y, yMax) / yMax;
+    if (i === 0) g.moveTo(px, py); else g.lineTo(px, py);
+    if (points.length === 1) { g.fillStyle = "#2f6fde"; g.fillRect(px - 2, py - 2, 4, 4); }
+  });
+  g.stroke();
+}
+
+function drawTraining() {
+  const epochs = train.epochs || 1;
+  const top = Math.max(2.5, ...train.loss.map((p) => p[1]));
+  drawCurve($("loss-curve"), train.loss, epochs, top, "epochs");
+  drawCurve($("acc-curve"), train.acc, epochs, 1, "epochs");
+  document.body.dataset.curvePoints = String(train.loss.length);
+}
+
+function drawConfusion(matrix, names) {
+  let html = "<table><tr><th></th>" + names.map((n, j) => `<th>${j}</th>`).join("") + "</tr>";
+  const top = Math.max(...matrix.flat()) || 1;
+  matrix.forEach((row, i) => {
+    html += `<tr><th>${i}</th>` + row.map((v, j) => {
+      const t = v / top, c = i === j ? `rgba(47,111,222,${t})` : `rgba(178,24,43,${Math.min(1, 4 * t)})`;
+      return `<td style="background:${c};color:${t > 0.5 ? "#fff" : "inherit"}">${v}</td>`;
+    }).join("") + "</tr>";
+  });
+  $("confusion").innerHTML = html + "</table>";
+}
+
+// The tensors of a safetensors file: name -> { shape, data (Float32Array) }.
+function readSafetensors(buffer) {
+  const n = Number(new DataView(buffer).getBigUint64(0, true));
+  const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buffer, 8, n)));
+  const tensors = {};
+  for (const [name, t] of Object.entries(header)) {
+    if (name === "__metadata__") continue;
+    const [a, b] = t.data_offsets;
+    tensors[name] = { shape: t.shape, data: new Float32Array(buffer.slice(8 + n + a, 8 + n + b)) };
+  }
+  return tensors;
+}
+
+// A flat array as nested arrays of `shape`.
+function nest(data, shape) {
+  if (shape.length === 1) return Array.from(data);
+  const step = data.length / shape[0];
+  return Array.from({ length: shape[0] }, (_, i) => nest(data.subarray(i * step, (i + 1) * step), shape.slice(1)));
+}
+
+// The filters of the weights being trained, fetched at most twice a second (and at the end).
+async function refreshFilters(force) {
+  const now = performance.now();
+  if (!force && now - train.filtersAt < 500) return;
+  train.filtersAt = now;
+  const res = await fetch("/api/train/weights");
+  if (!res.ok) return;
+  const t = readSafetensors(await res.arrayBuffer());
+  const w1 = nest(t["conv1.weight"].data, t["conv1.weight"].shape);
+  const w2 = nest(t["conv2.weight"].data, t["conv2.weight"].shape);
+  const f = $("train-filters");
+  drawMaps(f, "tw1", "conv1 filters being trained (red positive, blue negative)", w1.map((x) => x[0]), 48);
+  drawFilterBank(f, "tw2", "conv2 filters being trained: one column per output channel", w2, 5);
+  document.body.dataset.filterUpdates = String(Number(document.body.dataset.filterUpdates || 0) + 1);
+  $("t-weights").hidden = false;
+  $("which-training").disabled = false;
+  // Draw while it learns: the drawing is read again with the new weights.
+  if (whichModel() === "training" && hasInk && now - train.predictAt > 1000) {
+    train.predictAt = now;
+    pad.toBlob(send, "image/png");
+  }
+}
+
+function setRunning(running) {
+  train.running = running;
+  $("t-start").disabled = running;
+  $("t-stop").disabled = !running;
+}
+
+function onTrainEvent(e) {
+  const ev = JSON.parse(e.data);
+  const names = model ? model.classes : [...Array(10).keys()].map(String);
+  switch (ev.type) {
+    case "started":
+      Object.assign(train, { loss: [], acc: [], smooth: null, epochs: ev.settings.epochs, startedAt: performance.now() });
+      setRunning(true);
+      trainStatus(`Training on ${ev.settings.dataset}…`);
+      drawTraining();
+      break;
+    case "progress": {
+      train.smooth = train.smooth == null ? ev.loss : SMOOTHING * train.smooth + (1 - SMOOTHING) * ev.loss;
+      train.loss.push([ev.epoch - 1 + ev.batch / ev.batches, train.smooth]);
+      trainStatus(`Epoch ${ev.epoch}, batch ${ev.batch} of ${ev.batches}: loss ${train.smooth.toFixed(3)}, ` +
+        `${Math.round(ev.images_per_second).toLocaleString("en")} images/s`);
+      drawTraining();
+      refreshFilters(false);
+      break;
+    }
+    case "epoch":
+      train.acc.push([ev.epoch, ev.test_accuracy]);
+      drawTraining();
+      drawConfusion(ev.confusion, names);
+      refreshFilters(true);
+      break;
+    case "done": case "stopped": case "error":
+      setRunning(false);
+      trainStatus(ev.type === "done"
+        ? `Done: ${ev.epochs} epochs, test accuracy ${(100 * ev.test_accuracy).toFixed(2)}%.`
+        : ev.type === "stopped" ? "Stopped." : `Failed: ${ev.message}`);
+      refreshFilters(true);
+      loadDataStatus();
+      break;
+    case "download":
+      trainStatus(`Downloading ${ev.dataset}: file ${ev.index} of ${ev.files} (${ev.file})…`);
+      break;
+    case "downloaded":
+      trainStatus(`${ev.dataset} is ready in ${ev.dir}.`);
+      loadDataStatus();
+      break;
+  }
+}
+
+// Says when the chosen data set is missing, with a button to download it (never without it).
+async function loadDataStatus() {
+  const res = await fetch("/api/data");
+  const status = await res.json();
+  const chosen = status.datasets.find((d) => d.name === $("t-dataset").value);
+  const missing = chosen && !chosen.present;
+  $("t-data").hidden = !missing;
+  if (missing) $("t-data-text").textContent = `${chosen.display} is not in ${chosen.dir}. `;
+  $("t-start").disabled = missing || train.running;
+}
+
+function trainRequest() {
+  const num = (id) => Number($(id).value);
+  const body = { dataset: $("t-dataset").value, epochs: num("t-epochs"), batch_size: num("t-batch"),
+    lr: num("t-lr"), augment: $("t-augment").checked, seed: num("t-seed") };
+  body.limit = $("t-limit").value === "" ? null : num("t-limit");
+  return body;
+}
+
+async function postJson(url, body) {
+  const res = await fetch(url, { method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body || {}) });
+  if (!res.ok) trainStatus((await res.json()).error || `error ${res.status}`);
+}
+
+function setupTraining() {
+  $("train-form").addEventListener("submit", (e) => { e.preventDefault(); postJson("/api/train", trainRequest()); });
+  $("t-stop").addEventListener("click", () => postJson("/api/train/stop"));
+  $("t-download").addEventListener("click", () => postJson("/api/data/download", { dataset: $("t-dataset").value }));
+  $("t-dataset").addEventListener("change", loadDataStatus);
+  for (const r of document.querySelectorAll("input[name=which]")) {
+    r.addEventListener("change", () => { if (hasInk) pad.toBlob(send, "image/png"); });
+  }
+  new EventSource("/api/train/events").onmessage = onTrainEvent;
+  loadDataStatus();
+  drawTraining();
+}
+
 clearPad();
 setupFoolPanel();
+setupTraining();
 fetch("/api/model")
   .then((r) => r.json())
   .then((m) => { model = m; describeModel(m); })

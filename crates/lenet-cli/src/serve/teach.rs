@@ -10,35 +10,50 @@ use serde::Serialize;
 use super::api::{rows, ApiError, AppState};
 use super::input;
 
-/// `explain` from a query string such as `explain=true`: `true` or `false` (absent is false);
-/// any other parameter or value is a 400.
-pub fn explain_flag(query: Option<&str>) -> Result<bool, ApiError> {
-    let mut explain = false;
+/// The query of `POST /api/predict`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PredictQuery {
+    /// `explain=true`: add the saliency map.
+    pub explain: bool,
+    /// `model=training`: predict with the weights being trained in the page (`model=builtin`,
+    /// the default: with the served model).
+    pub training: bool,
+}
+
+/// The [`PredictQuery`] of a query string such as `explain=true&model=training`; any other
+/// parameter or value is a 400.
+pub fn predict_query(query: Option<&str>) -> Result<PredictQuery, ApiError> {
+    let mut q = PredictQuery::default();
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        explain = match (name, value) {
-            ("explain", "true") => true,
-            ("explain", "false") => false,
-            ("explain", other) => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("explain must be true or false, found {other:?}"),
-                ))
-            }
+        let bad = |expected: &str| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("{name} must be {expected}, found {value:?}"),
+            )
+        };
+        match (name, value) {
+            ("explain", "true" | "false") => q.explain = value == "true",
+            ("explain", _) => return Err(bad("true or false")),
+            ("model", "training" | "builtin") => q.training = value == "training",
+            ("model", _) => return Err(bad("training or builtin")),
             (other, _) => {
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
-                    format!("unknown query parameter {other:?}: expected only explain=true"),
+                    format!(
+                        "unknown query parameter {other:?}: expected only explain=true and \
+                         model=training"
+                    ),
                 ))
             }
-        };
+        }
     }
-    Ok(explain)
+    Ok(q)
 }
 
 /// The saliency map of `image` (28×28) for `class`: |∂ logit / ∂ pixel| as 28 rows of 28.
-pub fn saliency(state: &AppState, image: ArrayView2<'_, f32>, class: usize) -> Vec<Vec<f32>> {
-    let mut model = state.model().clone();
+pub fn saliency(model: &nn::LeNet5, image: ArrayView2<'_, f32>, class: usize) -> Vec<Vec<f32>> {
+    let mut model = model.clone();
     rows(nn::explain::saliency(&mut model, image, class).view())
 }
 
@@ -86,21 +101,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_explain_flag() {
-        assert_eq!(explain_flag(None), Ok(false));
-        assert_eq!(explain_flag(Some("")), Ok(false));
-        assert_eq!(explain_flag(Some("explain=true")), Ok(true));
-        assert_eq!(explain_flag(Some("explain=false")), Ok(false));
+    fn the_predict_query() {
+        let q = |explain, training| Ok(PredictQuery { explain, training });
+        assert_eq!(predict_query(None), q(false, false));
+        assert_eq!(predict_query(Some("")), q(false, false));
+        assert_eq!(predict_query(Some("explain=true")), q(true, false));
+        assert_eq!(predict_query(Some("explain=false")), q(false, false));
+        assert_eq!(predict_query(Some("model=training")), q(false, true));
+        let both = predict_query(Some("explain=true&model=builtin"));
+        assert_eq!(both, q(true, false));
         for bad in [
             "explain=yes",
             "explain",
             "explain=TRUE",
             "explian=true",
             "x=1",
+            "model=mine",
         ] {
-            let err = explain_flag(Some(bad)).unwrap_err();
+            let err = predict_query(Some(bad)).unwrap_err();
             assert_eq!(err.status, StatusCode::BAD_REQUEST, "{bad}");
-            assert!(err.message.contains("explain"), "{bad}: {}", err.message);
+            let named = err.message.contains("explain") || err.message.contains("model");
+            assert!(named, "{bad}: {}", err.message);
         }
     }
 }

@@ -23,6 +23,14 @@ impl Server {
         Server::spawn(Command::new(env!("CARGO_BIN_EXE_lenet")), model)
     }
 
+    /// As [`Server::start`] with the built-in model, with these environment variables (e.g.
+    /// `LENET_DATA_DIR`, `LENET_MIRRORS`).
+    pub fn start_with_env(env: &[(&str, &std::ffi::OsStr)]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lenet"));
+        cmd.envs(env.iter().copied());
+        Server::spawn(cmd, None)
+    }
+
     /// As [`Server::start`], with the process's limit on open files lowered to `files`
     /// (`ulimit -n` in a shell that then becomes the server).
     pub fn start_with_file_limit(model: Option<&Path>, files: u32) -> Server {
@@ -170,4 +178,38 @@ pub fn answer(result: Result<ureq::Response, ureq::Error>) -> (u16, serde_json::
     assert_eq!(kind, "application/json", "status {status}: {text}");
     let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
     (status, json)
+}
+
+/// Four raw (uncompressed) IDX files of a small synthetic dataset: class `c` is a bright
+/// square at a position that depends on `c`, so a few batches already learn something.
+pub fn write_synthetic_dataset(dir: &Path, train: usize, test: usize) {
+    let write = |images: &str, labels: &str, n: usize, offset: usize| {
+        let mut img = vec![0, 0, 8, 3];
+        img.extend((n as u32).to_be_bytes());
+        img.extend(28u32.to_be_bytes());
+        img.extend(28u32.to_be_bytes());
+        let mut lab = vec![0, 0, 8, 1];
+        lab.extend((n as u32).to_be_bytes());
+        for i in 0..n {
+            let c = (i + offset) % 10;
+            let mut pic = [0u8; 784];
+            let (r0, c0) = (4 + (c / 5) * 10, 2 + (c % 5) * 5);
+            for r in r0..r0 + 8 {
+                for col in c0..c0 + 4 {
+                    pic[r * 28 + col] = 200 + ((i * 7) % 55) as u8;
+                }
+            }
+            img.extend_from_slice(&pic);
+            lab.push(c as u8);
+        }
+        std::fs::write(dir.join(images), img).unwrap();
+        std::fs::write(dir.join(labels), lab).unwrap();
+    };
+    write(
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        train,
+        0,
+    );
+    write("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", test, 3);
 }
