@@ -2,7 +2,7 @@
 //! test (1,000 predictions from 32 concurrent clients), the server's limits (uploads judged by
 //! their headers, the Host check, the memory of concurrent large decodes, and idle or slow
 //! connections under a lowered limit on open files), and the teaching API: the JSON model input,
-//! the saliency map of `?explain=true`, `/api/adversarial` and the checks on every JSON field.
+//! the saliency map of `?explain=true`, `/api/fool` and the checks on every JSON field.
 
 mod common;
 
@@ -652,7 +652,7 @@ fn masking_the_most_salient_pixels_moves_the_logit_more_than_random_ones() {
 #[test]
 fn adversarial_examples_stay_within_epsilon_and_fool_the_built_in_model() {
     let server = Server::start(None);
-    let url = format!("{}/api/adversarial", server.url);
+    let url = format!("{}/api/fool", server.url);
     let epsilon = 0.25;
     let (mut searches, mut reached, mut steps) = (0, 0, 0);
     let inputs = handwriting_inputs(&server);
@@ -664,12 +664,12 @@ fn adversarial_examples_stay_within_epsilon_and_fool_the_built_in_model() {
             serde_json::json!({"input": input, "target": target, "epsilon": epsilon, "steps": 100});
         let (status, a) = post_json(&url, &body);
         assert_eq!(status, 200, "{a}");
-        for field in ["adversarial", "perturbation"] {
+        for field in ["input", "perturbation"] {
             assert_eq!(shape(&a[field]), vec![28, 28], "{field}");
         }
         let (x, adv, delta) = (
             numbers(input),
-            numbers(&a["adversarial"]),
+            numbers(&a["input"]),
             numbers(&a["perturbation"]),
         );
         assert!(adv.iter().all(|v| (0.0..=1.0).contains(v)));
@@ -684,17 +684,17 @@ fn adversarial_examples_stay_within_epsilon_and_fool_the_built_in_model() {
         let p = numbers(&a["probabilities"]);
         assert_eq!(p.len(), 10);
         let prediction = a["prediction"].as_u64().unwrap() as usize;
-        assert_eq!(a["reached"], prediction == target);
+        assert_eq!(a["fooled"], prediction == target);
         // The adversarial image, sent to /api/predict, reads as the search says.
         let (_, check) = post_json(
             &format!("{}/api/predict", server.url),
-            &serde_json::json!({ "input": a["adversarial"] }),
+            &serde_json::json!({ "input": a["input"] }),
         );
         assert_eq!(check["prediction"], prediction);
         searches += 1;
-        if a["reached"] == true {
+        if a["fooled"] == true {
             reached += 1;
-            steps += a["steps_taken"].as_u64().unwrap();
+            steps += a["steps"].as_u64().unwrap();
         }
     }
     println!(
@@ -713,7 +713,7 @@ fn adversarial_examples_stay_within_epsilon_and_fool_the_built_in_model() {
 fn json_bodies_are_checked_field_by_field() {
     let server = Server::start(Some(random_model()));
     let predict = format!("{}/api/predict", server.url);
-    let adversarial = format!("{}/api/adversarial", server.url);
+    let fool = format!("{}/api/fool", server.url);
     let ok =
         || serde_json::json!({"input": blank_input(), "target": 3, "epsilon": 0.1, "steps": 10});
     let with = |field: &str, v: Value| {
@@ -834,7 +834,7 @@ fn json_bodies_are_checked_field_by_field() {
         ),
     ];
     for (what, body, status, message) in cases {
-        let (got, r) = post(&adversarial, "application/json", body.as_bytes());
+        let (got, r) = post(&fool, "application/json", body.as_bytes());
         let error = r["error"].as_str().unwrap_or_else(|| panic!("{what}: {r}"));
         assert_eq!(got, status, "{what}: {error}");
         assert!(error.contains(message), "{what}: {error}");
@@ -855,21 +855,17 @@ fn json_bodies_are_checked_field_by_field() {
             "{query}: {r}"
         );
     }
-    // /api/adversarial takes JSON only, and only by POST.
-    let (status, r) = post(&adversarial, "image/png", &png(&one(40, 40)));
+    // /api/fool takes JSON only, and only by POST.
+    let (status, r) = post(&fool, "image/png", &png(&one(40, 40)));
     assert_eq!(status, 415, "{r}");
     assert!(
         r["error"].as_str().unwrap().contains("application/json"),
         "{r}"
     );
-    let (status, _) = answer(ureq::get(&adversarial).call());
+    let (status, _) = answer(ureq::get(&fool).call());
     assert_eq!(status, 405);
     // And a valid search is answered.
-    let (status, r) = post(
-        &adversarial,
-        "application/json",
-        ok().to_string().as_bytes(),
-    );
+    let (status, r) = post(&fool, "application/json", ok().to_string().as_bytes());
     assert_eq!(status, 200, "{r}");
-    assert!(r["steps_taken"].as_u64().unwrap() <= 10);
+    assert!(r["steps"].as_u64().unwrap() <= 10);
 }

@@ -1,4 +1,4 @@
-//! The JSON API: `POST /api/predict`, `POST /api/adversarial`, `GET /api/model`, and the JSON
+//! The JSON API: `POST /api/predict`, `POST /api/fool`, `GET /api/model`, and the JSON
 //! errors.
 //!
 //! An upload (the body of either POST) is checked in this order, each failure a JSON
@@ -7,7 +7,7 @@
 //! 1. its Content-Length at most [`MAX_BODY`] bytes (413, before any byte of the body is read
 //!    or `100 Continue` sent);
 //! 2. its Content-Type: `image/png`, `image/jpeg` or `application/json` for `/api/predict`,
-//!    `application/json` for `/api/adversarial` (415);
+//!    `application/json` for `/api/fool` (415);
 //! 3. a free upload slot, one of [`MAX_UPLOADS`] (else 503 with `Retry-After`);
 //! 4. the body itself, within [`BODY_TIMEOUT`] (408) and [`MAX_BODY`] bytes as it comes (413,
 //!    for a chunked body);
@@ -161,10 +161,10 @@ pub async fn download(State(state): State<Arc<AppState>>, request: Request) -> R
         .unwrap_or_else(IntoResponse::into_response)
 }
 
-/// `POST /api/adversarial`: the checks of the module documentation, then the search
-/// ([`teach::adversarial`]).
-pub async fn adversarial(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    let job = |state: &AppState, _: BodyKind, body: &[u8]| teach::adversarial(state, body);
+/// `POST /api/fool`: the checks of the module documentation, then the search
+/// ([`teach::fool`]).
+pub async fn fool(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let job = |state: &AppState, _: BodyKind, body: &[u8]| teach::fool(state, body);
     respond(upload(state, request, &[BodyKind::Json], job).await)
 }
 

@@ -1,4 +1,4 @@
-//! The JSON bodies of `POST /api/predict` (`{"input": …}`) and `POST /api/adversarial`, read
+//! The JSON bodies of `POST /api/predict` (`{"input": …}`) and `POST /api/fool`, read
 //! into checked values. Every field is checked as the command line checks its flags: present
 //! when required, of the right type, within its range; a field nobody asked for is refused too
 //! (a misspelt `"epsilon"` would otherwise be silently ignored).
@@ -26,7 +26,7 @@ const INPUT: &str = "28 rows of 28 numbers in [0, 1]";
 
 /// The fields of a `POST /api/predict` JSON body.
 const PREDICT_FIELDS: [&str; 1] = ["input"];
-/// The fields of a `POST /api/adversarial` body (`step_size` may be left out).
+/// The fields of a `POST /api/fool` body (`step_size` may be left out).
 const ADVERSARIAL_FIELDS: [&str; 5] = ["input", "target", "epsilon", "steps", "step_size"];
 
 /// The fields of a `POST /api/train` body, each the `lenet train` flag of the same name
@@ -44,7 +44,7 @@ pub const TRAIN_FIELDS: [&str; 7] = [
 /// stays small. Longer runs are for `lenet train`.
 pub const MAX_PAGE_EPOCHS: usize = 1000;
 
-/// A checked `POST /api/adversarial` body.
+/// A checked `POST /api/fool` body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdversarialRequest {
     /// The image, 28 rows of 28 values in [0, 1], row-major.
@@ -60,10 +60,10 @@ pub fn predict_input(body: &[u8]) -> Result<Vec<f32>, ApiError> {
     image(required(&fields, "input", INPUT)?)
 }
 
-/// A checked `POST /api/adversarial` body: `input` (28×28 in [0, 1]), `target` (0-9),
+/// A checked `POST /api/fool` body: `input` (28×28 in [0, 1]), `target` (0-9),
 /// `epsilon` (in (0, 1]), `steps` (1 to [`MAX_STEPS`]) and, optionally, `step_size` (in
 /// (0, 1]; by default [`AttackConfig::default_step_size`]).
-pub fn adversarial_request(body: &[u8]) -> Result<AdversarialRequest, ApiError> {
+pub fn fool_request(body: &[u8]) -> Result<AdversarialRequest, ApiError> {
     let fields = object(body, &ADVERSARIAL_FIELDS)?;
     let input = image(required(&fields, "input", INPUT)?)?;
     let target = integer(&fields, "target", 0, NUM_CLASSES - 1)?;
@@ -333,11 +333,11 @@ mod tests {
     #[test]
     fn adversarial_fields_and_the_default_step_size() {
         let request = json!({"input": blank(), "target": 3, "epsilon": 0.2, "steps": 50});
-        let r = adversarial_request(&body(request)).unwrap();
+        let r = fool_request(&body(request)).unwrap();
         assert_eq!(r.config, AttackConfig::new(3, 0.2, 50));
         let request =
             json!({"input": blank(), "target": 9, "epsilon": 1, "steps": 200, "step_size": 0.01});
-        let r = adversarial_request(&body(request)).unwrap();
+        let r = fool_request(&body(request)).unwrap();
         assert_eq!((r.config.target, r.config.steps), (9, 200));
         assert_eq!(r.config.step_size, 0.01);
     }
@@ -387,7 +387,7 @@ mod tests {
             (with("step_size", json!(-0.1)), "\"step_size\""),
         ];
         for (b, expected) in cases {
-            let (status, message) = refusal(adversarial_request(&b));
+            let (status, message) = refusal(fool_request(&b));
             let what = String::from_utf8_lossy(&b)
                 .chars()
                 .take(60)

@@ -3,7 +3,7 @@
 //!
 //! Routes: `GET /` the page (HTML, CSS and JS built into the binary), `POST /api/predict` a PNG
 //! or JPEG (or the model input as JSON) in, the prediction and every layer's output out, with
-//! `?explain=true` the saliency map too, `POST /api/adversarial` an image and a target class
+//! `?explain=true` the saliency map too, `POST /api/fool` an image and a target class
 //! in, an adversarial example out (see [`teach`]), `GET /api/model` the layer table, the
 //! dataset, the recorded accuracy, the learned filters and the windows of the layers (for
 //! receptive fields); `/api/train…` and `/api/data…` train in the page (see [`training`]).
@@ -70,7 +70,7 @@ pub fn router(state: Arc<AppState>, loopback: bool) -> Router {
     let app = Router::new()
         .route("/", get(page::index))
         .route("/api/predict", post(api::predict))
-        .route("/api/adversarial", post(api::adversarial))
+        .route("/api/fool", post(api::fool))
         .route("/api/model", get(api::model))
         .route("/api/train", post(api::train))
         .route("/api/train/stop", post(training::stop))

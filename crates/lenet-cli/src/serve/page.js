@@ -2,7 +2,7 @@
 // The page of `lenet serve`: draw on #pad, send it as a PNG to /api/predict?explain=true
 // (debounced), and draw what comes back: the 28×28 input with its saliency map over it, the
 // probabilities and every layer's output. The "Fool it" panel sends that input to
-// /api/adversarial and shows the original, the change and the result. Pointing at a unit of a
+// /api/fool and shows the original, the change and the result. Pointing at a unit of a
 // feature map shows its receptive field on the input. The "Watch it learn" panel starts a
 // training run (/api/train) and draws its events (/api/train/events): the loss and accuracy
 // curves, the confusion matrix and the filters as they change.
@@ -359,7 +359,7 @@ async function fool() {
   $("fool").disabled = true;
   $("fool-status").textContent = "Searching…";
   try {
-    const res = await fetch("/api/adversarial", {
+    const res = await fetch("/api/fool", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(request),
@@ -380,17 +380,17 @@ function showAdversarial(original, request, a) {
   const change = heatCanvas(28, 28, flat(a.perturbation),
     (v) => interpolate(DIVERGING, 0.5 + v / (2 * request.epsilon)));
   $("adv-change").getContext("2d").drawImage(change, 0, 0);
-  paintGrey($("adv-result"), a.adversarial);
+  paintGrey($("adv-result"), a.input);
   const names = classNames(a.probabilities);
   $("adv-label").textContent = names[a.prediction];
   drawBars($("adv-bars"), a.probabilities, a.prediction, names);
   const eps = request.epsilon.toFixed(2);
   const sure = `${(100 * a.probabilities[a.prediction]).toFixed(0)}%`;
-  $("fool-status").textContent = a.steps_taken === 0 && a.reached
+  $("fool-status").textContent = a.steps === 0 && a.fooled
     ? `It already reads ${names[a.prediction]}: pick another class.`
-    : a.reached
-    ? `Now read as ${names[a.prediction]} (${sure}) after ${a.steps_taken} steps, no pixel changed by more than ${eps}.`
-    : `Not reached in ${a.steps_taken} steps with ε = ${eps}: still read as ${names[a.prediction]} (${sure}). Allow a larger ε.`;
+    : a.fooled
+    ? `Now read as ${names[a.prediction]} (${sure}) after ${a.steps} steps, no pixel changed by more than ${eps}.`
+    : `Not reached in ${a.steps} steps with ε = ${eps}: still read as ${names[a.prediction]} (${sure}). Allow a larger ε.`;
 }
 
 // ---------- images from files ----------

@@ -1,5 +1,5 @@
 //! What the page teaches beyond the forward pass: why the network gives its answer (the saliency
-//! map of `POST /api/predict?explain=true`) and how it can be fooled (`POST /api/adversarial`).
+//! map of `POST /api/predict?explain=true`) and how it can be fooled (`POST /api/fool`).
 //! The math is `nn::explain`, on a copy of the served model (its forward and backward passes
 //! need buffers of their own); this module only reads the query, calls and serialises.
 
@@ -57,11 +57,11 @@ pub fn saliency(model: &nn::LeNet5, image: ArrayView2<'_, f32>, class: usize) ->
     rows(nn::explain::saliency(&mut model, image, class).view())
 }
 
-/// The `POST /api/adversarial` answer.
+/// The `POST /api/fool` answer.
 #[derive(Debug, Serialize)]
-pub struct Adversarial {
-    /// The changed image, 28 rows of 28 values in [0, 1].
-    pub adversarial: Vec<Vec<f32>>,
+pub struct Fooled {
+    /// The changed image (the adversarial example), 28 rows of 28 values in [0, 1].
+    pub input: Vec<Vec<f32>>,
     /// `adversarial − input`, every value within ±epsilon.
     pub perturbation: Vec<Vec<f32>>,
     /// The class probabilities for the changed image.
@@ -71,27 +71,27 @@ pub struct Adversarial {
     /// That class's name.
     pub label: String,
     /// Whether it is the target.
-    pub reached: bool,
+    pub fooled: bool,
     /// Gradient steps taken.
-    pub steps_taken: usize,
+    pub steps: usize,
     /// The step size used (the default unless the request gave one).
     pub step_size: f32,
 }
 
-/// The whole `POST /api/adversarial` answer for a body (already size-checked).
-pub fn adversarial(state: &AppState, body: &[u8]) -> Result<Adversarial, ApiError> {
-    let request = input::adversarial_request(body)?;
+/// The whole `POST /api/fool` answer for a body (already size-checked).
+pub fn fool(state: &AppState, body: &[u8]) -> Result<Fooled, ApiError> {
+    let request = input::fool_request(body)?;
     let image = Array2::from_shape_vec((28, 28), request.input).expect("784 checked pixels");
     let mut model = state.model().clone();
     let a = nn::explain::targeted_attack(&mut model, image.view(), &request.config);
-    Ok(Adversarial {
-        adversarial: rows(a.adversarial.view()),
+    Ok(Fooled {
+        input: rows(a.adversarial.view()),
         perturbation: rows(a.perturbation.view()),
         probabilities: a.probabilities,
         prediction: a.prediction,
         label: state.class_names()[a.prediction].clone(),
-        reached: a.reached,
-        steps_taken: a.steps_taken,
+        fooled: a.reached,
+        steps: a.steps_taken,
         step_size: request.config.step_size,
     })
 }
