@@ -48,24 +48,38 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
-pub mod activation;
-pub mod conv2d;
+mod activation;
+mod conv2d;
 mod fast_math;
-pub mod linear;
-pub mod loss;
-pub mod matmul;
+mod linear;
+mod loss;
+mod matmul;
 mod parallel;
-pub mod pool;
+mod pool;
 mod scalar;
 mod shape;
 mod simd;
 mod tier;
 
-pub use activation::*;
-pub use conv2d::*;
-pub use linear::*;
-pub use loss::*;
-pub use matmul::*;
-pub use pool::*;
+pub use activation::Activation;
+pub use conv2d::{conv2d, conv2d_backward, conv2d_backward_into, conv2d_into};
+pub use conv2d::{Conv2dGrads, Conv2dParams, Conv2dPlan};
+pub use linear::{linear, linear_backward, linear_backward_into, linear_into, LinearGrads};
+pub use loss::{cross_entropy, cross_entropy_backward, softmax_cross_entropy_into};
+pub use loss::{log_softmax, log_softmax_backward, log_softmax_backward_into, log_softmax_into};
+pub use matmul::{gemm, matmul};
+pub use pool::Pool2dParams;
+pub use pool::{avg_pool2d, avg_pool2d_backward, avg_pool2d_backward_into, avg_pool2d_into};
+pub use pool::{max_pool2d, max_pool2d_backward, max_pool2d_backward_into, max_pool2d_into};
 pub use scalar::Scalar;
-pub use tier::{Tier, TIER_ENV};
+pub use tier::Tier;
+
+/// Machinery for the repository's benchmarks and tests (the `bench-internals` feature): the
+/// convolution methods and the matrix product with its tier and threading forced. Not part of
+/// the API: it may change in any release.
+#[cfg(feature = "bench-internals")]
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::conv2d::Conv2dMethod;
+    pub use crate::matmul::{gemm_with, gemm_with_kernel, Parallelism};
+}

@@ -175,6 +175,7 @@ pub enum Parallelism {
     /// Only on the calling thread, with no rayon call at all: for callers that already run in
     /// parallel over a batch (one product per shard), where nested splitting would only add
     /// scheduling and a second copy of the packed operands.
+    #[cfg_attr(not(feature = "bench-internals"), allow(dead_code))]
     CallingThread,
 }
 
@@ -452,17 +453,8 @@ fn scale_c<T: Scalar>(beta: T, mut c: ArrayViewMut2<'_, T>) {
 #[track_caller]
 pub fn matmul<T: Scalar>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>) -> Array2<T> {
     let mut c = Array2::zeros((a.nrows(), b.ncols()));
-    matmul_into(a, b, c.view_mut());
+    gemm(T::one(), a, b, T::zero(), c.view_mut());
     c
-}
-
-/// Writes `a·b` into `c`, overwriting it.
-///
-/// # Panics
-/// If the shapes do not agree (see [`gemm`]).
-#[track_caller]
-pub fn matmul_into<T: Scalar>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>, c: ArrayViewMut2<'_, T>) {
-    gemm(T::one(), a, b, T::zero(), c);
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]
