@@ -1,11 +1,11 @@
 //! Times every LeNet-5 kernel, forward and backward, on one f32 batch.
 //!
 //! ```sh
-//! cargo run -p tensor --release --example lenet_layers -- 64         # batch size (default 64)
-//! cargo run -p tensor --release --example lenet_layers -- 64 conv2   # only lines naming "conv2"
+//! cargo run -p lenet-tensor --release --example lenet_layers -- 64         # batch size (default 64)
+//! cargo run -p lenet-tensor --release --example lenet_layers -- 64 conv2   # only lines naming "conv2"
 //! ```
 //!
-//! Each line is the median of 50 runs after 5 warm-up runs, with buffers and workspaces reused
+//! Each line is the median of 50 runs after 5 warm-up runs, with buffers and convolution plans reused
 //! as a training loop would.
 
 use ndarray::{Array1, Array2, Array4};

@@ -11,15 +11,19 @@
 //! Layouts follow PyTorch: activations are NCHW, convolution weights `[out, in, kh, kw]`, linear
 //! weights `[out, in]` with `y = x·Wᵀ + b`.
 //!
-//! | module | forward | backward |
+//! The whole API:
+//!
+//! | op | forward | backward |
 //! | --- | --- | --- |
-//! | [`matmul`](mod@matmul) | [`gemm`], [`matmul`](fn@matmul), [`matmul_into`] | products with `.t()` views |
-//! | [`conv2d`](mod@conv2d) | [`conv2d`](fn@conv2d), [`conv2d_into`] | [`conv2d_backward`], [`conv2d_backward_into`] |
-//! | [`conv2d`](mod@conv2d), fused with ReLU and 2×2 average pool | [`conv2d_relu_avg_pool2d_into`] (+ `_caching`) | [`conv2d_relu_avg_pool2d_backward_into`] (+ `_cached`) |
-//! | [`pool`] | [`avg_pool2d`], [`max_pool2d`] (+ `_into`) | [`avg_pool2d_backward`], [`max_pool2d_backward`] (+ `_into`) |
-//! | [`linear`](mod@linear) | [`linear`](fn@linear), [`linear_into`] | [`linear_backward`], [`linear_backward_into`] |
-//! | [`activation`] | [`relu`], [`tanh`], [`sigmoid`] (+ `_into`, `_inplace`) | `*_backward` (+ `_into`, `_inplace`) |
-//! | [`loss`] | [`log_softmax`], [`cross_entropy`] | [`log_softmax_backward`], [`cross_entropy_backward`], [`softmax_cross_entropy_into`] |
+//! | matrix product | [`matmul`], [`gemm`] (`c = α·a·b + β·c`) | products with `.t()` views |
+//! | convolution | [`conv2d`], [`conv2d_into`] | [`conv2d_backward`], [`conv2d_backward_into`] → [`Conv2dGrads`] |
+//! | convolution in a loop, optionally fused with ReLU + average pool | [`Conv2dPlan::forward_into`], [`Conv2dPlan::inference_into`] | [`Conv2dPlan::backward_into`] |
+//! | pooling | [`avg_pool2d`], [`avg_pool2d_into`], [`max_pool2d`], [`max_pool2d_into`] | [`avg_pool2d_backward`], [`avg_pool2d_backward_into`], [`max_pool2d_backward`], [`max_pool2d_backward_into`] |
+//! | linear | [`linear`], [`linear_into`] | [`linear_backward`], [`linear_backward_into`] → [`LinearGrads`] |
+//! | activations | [`Activation`]`::{Relu, Tanh, Sigmoid}`: `forward`, `forward_into` | `backward`, `backward_into`, `backward_inplace` |
+//! | loss | [`log_softmax`], [`log_softmax_into`], [`cross_entropy`] | [`log_softmax_backward`], [`log_softmax_backward_into`], [`cross_entropy_backward`]; both at once: [`softmax_cross_entropy_into`] |
+//! | parameters | [`Conv2dParams`] (stride, padding), [`Pool2dParams`] (window, stride) | |
+//! | element types, kernels | [`Scalar`] (`f32`, `f64`); [`Tier`] (the instruction set the kernels run, lowered by [`Tier::ENV`]) | |
 //!
 //! ```
 //! use ndarray::array;
@@ -35,7 +39,10 @@
 //!
 //! Inputs may be views of any strides (a non-contiguous input is copied once into a contiguous
 //! temporary); outputs in standard (row-major) layout — e.g. from `Array4::zeros` — are written in
-//! place, so with them the `_into` forms allocate nothing once a [`Conv2dWorkspace`] has grown.
+//! place, so with them the `_into` forms allocate nothing. Convolutions need scratch memory: the
+//! one-shot functions allocate it per call, a [`Conv2dPlan`] keeps it, so a training loop that
+//! keeps one plan per layer allocates nothing after its first batch (the example
+//! `examples/small_cnn.rs` trains a small CNN that way).
 //!
 //! Parallelism uses rayon's global pool (size it with `RAYON_NUM_THREADS` or
 //! `rayon::ThreadPoolBuilder`); every result is bit-identical whatever the number of threads.

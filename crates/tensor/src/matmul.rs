@@ -117,8 +117,7 @@ use std::any::TypeId;
 /// `alpha == 0` or an empty inner dimension (`k == 0`), `a` and `b` are not read and
 /// `c = beta * c`.
 ///
-/// Runs on the calling thread for small products and on rayon's pool above about 8 megaflops
-/// ([`gemm_with`] with [`Parallelism::CallingThread`] never leaves the calling thread);
+/// Runs on the calling thread for small products and on rayon's pool above about 8 megaflops;
 /// either way the result is bit-identical (the same inputs in the same layouts always give the
 /// same bits; a different layout of an operand — or, with the AVX2 kernel, the size of an
 /// `A·Bᵀ` product — may change the summation order and so the last bits). Uses the kernel
