@@ -185,7 +185,8 @@ pub enum Parallelism {
 ///
 /// ```
 /// use ndarray::array;
-/// use tensor::{gemm_with, Tier, Parallelism};
+/// use tensor::internals::{gemm_with, Parallelism};
+/// use tensor::Tier;
 ///
 /// let a = array![[1.0f32, 2.0], [3.0, 4.0]];
 /// let mut c = ndarray::Array2::<f32>::zeros((2, 2));
