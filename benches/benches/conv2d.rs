@@ -1,6 +1,6 @@
 //! LeNet-5's two convolutions, forward and backward, at batch 32 and 256, in steady state:
-//! `conv2d_into` / `conv2d_backward_into` with a reused `Conv2dWorkspace` and caller-owned
-//! outputs. Backward computes the weight and bias gradients, plus the input gradient for conv2
+//! a `Conv2dPlan`'s `inference_into` / `backward_into` (its scratch reused, nothing kept from
+//! forward to backward) with caller-owned outputs. Backward computes the weight and bias gradients, plus the input gradient for conv2
 //! only (conv1's input gradient is never needed in training).
 //!
 //! **Baseline** (in this file, timed in the same run): a straightforward im2col convolution on
@@ -8,11 +8,11 @@
 //! `general_mat_mul` (the `matrixmultiply` crate) for `W·cols`, `g·colsᵀ` and `Wᵀ·g`, then
 //! col2im — single-threaded, into preallocated buffers (no allocation in its loop either).
 //!
-//! **Methods**: the method `conv2d_into` and `conv2d_backward_into` pick for each layer
-//! (`Conv2dMethod::Direct` for conv1, one input channel; `Conv2dMethod::Shifted` for conv2,
-//! stride 1) against `Conv2dMethod::Im2col` on the same layer, forward and backward (as in
-//! training: weight and bias gradient, plus the input gradient for conv2), both through the
-//! `_with` entry points; the summary prints their alternating medians and the ratio.
+//! **Methods**: the method a plan picks for each layer (`Conv2dMethod::Direct` for conv1, one
+//! input channel; `Conv2dMethod::Shifted` for conv2, stride 1) against `Conv2dMethod::Im2col`
+//! on the same layer, forward and backward (as in training: weight and bias gradient, plus the
+//! input gradient for conv2), both forced on a plan (`Conv2dPlan::with_method`, the
+//! `bench-internals` feature); the summary prints their alternating medians and the ratio.
 //!
 //! Run: `cargo bench -p lenet-benches --bench conv2d -- --warm-up-time 1 --measurement-time 2`.
 //! Criterion reports elements/s with one element = one flop (read `Gelem/s` as GFLOP/s). A
@@ -24,10 +24,8 @@ use criterion::{black_box, BenchmarkId, Criterion, Throughput};
 use lenet_benches::{alternating_medians, conv_flops, pool, random, test_mode, threads};
 use ndarray::linalg::general_mat_mul;
 use ndarray::{s, Array1, Array2, Array4, ArrayView2, ArrayView3, ArrayViewMut3, Axis};
-use tensor::{
-    conv2d_backward_into, conv2d_backward_into_with, conv2d_into, conv2d_into_with, Conv2dMethod,
-    Conv2dParams, Conv2dWorkspace, Tier,
-};
+use tensor::internals::Conv2dMethod;
+use tensor::{Conv2dParams, Conv2dPlan, Tier};
 
 /// One LeNet-5 convolution at one batch size.
 #[derive(Clone, Copy)]
@@ -75,7 +73,9 @@ struct Case {
     gx: Array4<f32>,
     gw: Array4<f32>,
     gb: Array1<f32>,
-    ws: Conv2dWorkspace<f32>,
+    /// The plan the layer would get, then one per forced method (chosen method, im2col).
+    plan: Conv2dPlan<f32>,
+    forced: [(Conv2dMethod, Conv2dPlan<f32>); 2],
     base: Baseline,
 }
 
@@ -93,15 +93,19 @@ impl Case {
             gx: Array4::zeros((n, l.c, l.hw, l.hw)),
             gw: Array4::zeros((l.k, l.c, KS, KS)),
             gb: Array1::zeros(l.k),
-            ws: Conv2dWorkspace::new(),
+            plan: Conv2dPlan::new((l.k, l.c, KS, KS), Self::params_of(l)),
+            forced: methods(l).map(|(m, _)| {
+                let plan = Conv2dPlan::new((l.k, l.c, KS, KS), Self::params_of(l));
+                (m, plan.with_method(m))
+            }),
             base: Baseline::new(l, n),
         }
     }
 
-    fn params(&self) -> Conv2dParams {
+    fn params_of(l: Layer) -> Conv2dParams {
         Conv2dParams {
             stride: (1, 1),
-            padding: (self.l.pad, self.l.pad),
+            padding: (l.pad, l.pad),
         }
     }
 
@@ -129,69 +133,34 @@ impl Case {
     }
 
     fn ours_forward(&mut self) {
-        let p = self.params();
-        conv2d_into(
-            black_box(self.x.view()),
-            self.w.view(),
-            Some(self.b.view()),
-            p,
-            self.y.view_mut(),
-            &mut self.ws,
-        );
+        let (x, w, b) = (black_box(self.x.view()), self.w.view(), Some(self.b.view()));
+        self.plan.inference_into(x, w, b, self.y.view_mut(), None);
     }
 
     fn ours_backward(&mut self) {
-        let p = self.params();
-        let gx = if self.l.grad_input {
-            Some(self.gx.view_mut())
-        } else {
-            None
-        };
-        conv2d_backward_into(
-            black_box(self.x.view()),
-            self.w.view(),
-            self.g.view(),
-            p,
-            gx,
-            self.gw.view_mut(),
-            Some(self.gb.view_mut()),
-            &mut self.ws,
-        );
+        let gx = self.l.grad_input.then(|| self.gx.view_mut());
+        let grads = (gx, self.gw.view_mut(), Some(self.gb.view_mut()));
+        let (x, w) = (black_box(self.x.view()), self.w.view());
+        self.plan.backward_into(x, w, self.g.view(), None, grads);
     }
 
     /// Forward by a forced method.
     fn method_forward(&mut self, m: Conv2dMethod) {
-        let p = self.params();
-        conv2d_into_with(
-            m,
-            black_box(self.x.view()),
-            self.w.view(),
-            Some(self.b.view()),
-            p,
-            self.y.view_mut(),
-            &mut self.ws,
-        );
+        let (x, w, b) = (black_box(self.x.view()), self.w.view(), Some(self.b.view()));
+        let y = self.y.view_mut();
+        let i = self.forced.iter().position(|(fm, _)| *fm == m).unwrap();
+        self.forced[i].1.inference_into(x, w, b, y, None);
     }
 
     /// The training backward pass (as [`Case::ours_backward`]) by a forced method.
     fn method_backward(&mut self, m: Conv2dMethod) {
-        let p = self.params();
-        let gx = if self.l.grad_input {
-            Some(self.gx.view_mut())
-        } else {
-            None
-        };
-        conv2d_backward_into_with(
-            m,
-            black_box(self.x.view()),
-            self.w.view(),
-            self.g.view(),
-            p,
-            gx,
-            self.gw.view_mut(),
-            Some(self.gb.view_mut()),
-            &mut self.ws,
-        );
+        let gx = self.l.grad_input.then(|| self.gx.view_mut());
+        let grads = (gx, self.gw.view_mut(), Some(self.gb.view_mut()));
+        let (x, w) = (black_box(self.x.view()), self.w.view());
+        let i = self.forced.iter().position(|(fm, _)| *fm == m).unwrap();
+        self.forced[i]
+            .1
+            .backward_into(x, w, self.g.view(), None, grads);
     }
 
     fn base_forward(&mut self) {

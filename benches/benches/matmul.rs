@@ -1,4 +1,4 @@
-//! `tensor::matmul_into` against ndarray's `general_mat_mul` (the `matrixmultiply` crate) on
+//! `tensor::gemm` (α = 1, β = 0) against ndarray's `general_mat_mul` (the `matrixmultiply` crate) on
 //! the products LeNet-5 computes, plus 512³.
 //!
 //! Run: `cargo bench -p lenet-benches --bench matmul -- --warm-up-time 1 --measurement-time 3`.
@@ -21,7 +21,7 @@ use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::time::{Duration, Instant};
-use tensor::{matmul_into, Tier};
+use tensor::{gemm, Tier};
 
 /// One product `C[m, n] = op(A)·op(B)` with inner dimension `k`; `ta`/`tb` say whether the
 /// operand is a `.t()` view of a row-major array (as the layers pass them).
@@ -113,7 +113,7 @@ fn run_ours(o: &mut Operands) {
     let Operands { a, b, c, s } = o;
     let av = if s.ta { a.t() } else { a.view() };
     let bv = if s.tb { b.t() } else { b.view() };
-    matmul_into(black_box(av), black_box(bv), c.view_mut());
+    gemm(1.0, black_box(av), black_box(bv), 0.0, c.view_mut());
 }
 
 fn run_ndarray(o: &mut Operands) {

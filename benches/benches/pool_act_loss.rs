@@ -13,7 +13,7 @@ use lenet_benches::{median_secs, pool, random, test_mode, threads};
 use ndarray::{Array2, Array4};
 use tensor::{
     avg_pool2d_backward_into, avg_pool2d_into, max_pool2d_backward_into, max_pool2d_into,
-    relu_backward_into, relu_into, softmax_cross_entropy_into, Pool2dParams,
+    softmax_cross_entropy_into, Activation, Pool2dParams,
 };
 
 const BATCH: usize = 256;
@@ -100,10 +100,10 @@ fn passes() -> Vec<Pass> {
     }
     let e = (6 * 28 * 28 * BATCH) as u64;
     v.push(Pass::new("relu_fwd 6x28x28".into(), e, 8 * e, |b| {
-        relu_into(black_box(b.x[0].view()), b.relu_y.view_mut())
+        Activation::Relu.forward_into(black_box(b.x[0].view()), b.relu_y.view_mut())
     }));
     v.push(Pass::new("relu_bwd 6x28x28".into(), e, 12 * e, |b| {
-        relu_backward_into(
+        Activation::Relu.backward_into(
             black_box(b.relu_y.view()),
             b.x[0].view(),
             b.gx[0].view_mut(),

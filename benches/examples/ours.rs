@@ -5,7 +5,7 @@
 //! cargo run --release -p lenet-benches --example ours -- infer THREADS FASHION_MNIST_DIR
 //! ```
 //!
-//! `sgemm` times `tensor::matmul_into` on `SIZE³` f32 row-major operands (default 512) inside a
+//! `sgemm` times `tensor::gemm` (α = 1, β = 0) on `SIZE³` f32 row-major operands (default 512) inside a
 //! rayon pool of `THREADS` threads and prints `sgemm SIZE THREADS KERNEL GFLOP/s` (median of 15
 //! samples of about 50 ms each, after a warm-up). `infer` runs nn's `Evaluator` (batch 1000, as
 //! PyTorch's reference) over the 10,000 test images of the folder and prints
@@ -20,7 +20,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::path::Path;
 use std::process::ExitCode;
-use tensor::{matmul_into, Tier};
+use tensor::{gemm, Tier};
 
 /// A u8 split seen as an nn batch source (pixels scaled to `p / 255`).
 struct Source(Split);
@@ -40,7 +40,7 @@ fn sgemm(size: usize) -> f64 {
     let b: Array2<f32> = random((size, size), 2);
     let mut c = Array2::<f32>::zeros((size, size));
     let secs = median_secs(
-        &mut || matmul_into(a.view(), b.view(), c.view_mut()),
+        &mut || gemm(1.0, a.view(), b.view(), 0.0, c.view_mut()),
         15,
         0.05,
     );

@@ -9,7 +9,7 @@ both sides alike):
                  batch 32, SGD lr 0.01, no momentum, constant rate          [seconds]
   epoch b256     the same, batch 256, SGD lr 0.05, momentum 0.9 (classical) [seconds]
   inference      forward pass + argmax over the 10k test images, batch 1000 [images/s]
-  sgemm 512^3    C = A.B of 512x512 f32 matrices on 1 and 2 threads: tensor::matmul_into
+  sgemm 512^3    C = A.B of 512x512 f32 matrices on 1 and 2 threads: tensor::gemm
                  against torch.mm (MKL in the PyTorch wheels)               [GFLOP/s]
 
 The epochs and inference use --threads threads (default 2) on both sides. Our side runs the

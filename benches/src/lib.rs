@@ -6,7 +6,7 @@
 //!
 //! | file | what |
 //! | --- | --- |
-//! | `matmul.rs` | `tensor::matmul_into` vs ndarray's `general_mat_mul` on LeNet's products and 512³ |
+//! | `matmul.rs` | `tensor::gemm` (α = 1, β = 0) vs ndarray's `general_mat_mul` on LeNet's products and 512³ |
 //! | `conv2d.rs` | conv1/conv2 forward and backward at batch 32 and 256 vs an ndarray im2col baseline |
 //! | `pool_act_loss.rs` | avg/max pooling forward+backward, relu, softmax cross-entropy at batch 256 |
 //! | `train_step.rs` | one full LeNet-5 SGD step (forward, loss, backward, update) at batch 32 and 256 |

@@ -15,7 +15,7 @@ use std::time::Instant;
 use anyhow::{bail, ensure, Context, Result};
 use ndarray::ArrayView4;
 use nn::{BatchSource, Evaluator, InMemorySource, LeNet5, Sgd, SgdConfig, SoftmaxCrossEntropy};
-use tensor::{Tier, TIER_ENV};
+use tensor::Tier;
 
 use crate::args::BenchArgs;
 use crate::model_source::LoadedModel;
@@ -102,7 +102,10 @@ fn print_table(tiers: &[Tier], picked: Tier, medians: &[[f64; 3]]) -> Result<()>
             ));
         }
     }
-    outln!("* the tier this binary picks (set {TIER_ENV} to lower it)")?;
+    outln!(
+        "* the tier this binary picks (set {} to lower it)",
+        Tier::ENV
+    )?;
     for w in &warnings {
         outln!("{w}")?;
     }
@@ -117,7 +120,7 @@ fn measure_in_child(tier: Tier) -> Result<[f64; 3]> {
     let exe = std::env::current_exe().context("finding this program to run the tiers")?;
     let out = Command::new(exe)
         .args(["bench", "--measure"])
-        .env(TIER_ENV, tier.name())
+        .env(Tier::ENV, tier.name())
         .output()
         .context("starting a measurement")?;
     let text = String::from_utf8_lossy(&out.stdout);

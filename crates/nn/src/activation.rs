@@ -30,17 +30,22 @@ impl ActivationKind {
         }
     }
 
+    /// The `tensor` op.
+    pub(crate) fn op(self) -> tensor::Activation {
+        match self {
+            ActivationKind::Relu => tensor::Activation::Relu,
+            ActivationKind::Tanh => tensor::Activation::Tanh,
+            ActivationKind::Sigmoid => tensor::Activation::Sigmoid,
+        }
+    }
+
     /// `out = f(input)` for arrays of one shape.
     pub(crate) fn apply<D: Dimension>(
         self,
         input: ArrayView<'_, f32, D>,
         out: ArrayViewMut<'_, f32, D>,
     ) {
-        match self {
-            ActivationKind::Relu => tensor::relu_into(input, out),
-            ActivationKind::Tanh => tensor::tanh_into(input, out),
-            ActivationKind::Sigmoid => tensor::sigmoid_into(input, out),
-        }
+        self.op().forward_into(input, out);
     }
 
     /// dL/dinput from the activation's `output` and the upstream gradient `grad_out`.
@@ -50,11 +55,7 @@ impl ActivationKind {
         grad_out: ArrayView<'_, f32, D>,
         grad_input: ArrayViewMut<'_, f32, D>,
     ) {
-        match self {
-            ActivationKind::Relu => tensor::relu_backward_into(output, grad_out, grad_input),
-            ActivationKind::Tanh => tensor::tanh_backward_into(output, grad_out, grad_input),
-            ActivationKind::Sigmoid => tensor::sigmoid_backward_into(output, grad_out, grad_input),
-        }
+        self.op().backward_into(output, grad_out, grad_input);
     }
 }
 

@@ -1,7 +1,6 @@
 //! Conv2d layer: owns its weight `[out, in, kh, kw]`, bias `[out]`, their gradients, its output
-//! and input-gradient buffers, the convolution workspace and what the forward pass keeps for the
-//! backward pass (im2col columns, or for one input channel the zero-bordered images). The math
-//! is `tensor::conv2d_*`.
+//! and input-gradient buffers, and the [`Conv2dPlan`] that computes it (the plan holds the
+//! scratch and what the forward pass keeps for the backward pass).
 
 use crate::activation::Activation;
 use crate::buffer::Buffer;
@@ -10,20 +9,7 @@ use crate::param::WeightBias;
 use crate::pool::Pool2d;
 use ndarray::{ArrayView1, ArrayView4, ArrayViewMut4, Ix4};
 use rand::Rng;
-use tensor::{
-    conv2d_backward_into, conv2d_backward_into_cached, conv2d_into, conv2d_into_caching,
-    conv2d_relu_avg_pool2d_backward_into, conv2d_relu_avg_pool2d_backward_into_cached,
-    conv2d_relu_avg_pool2d_into, conv2d_relu_avg_pool2d_into_caching, Conv2dCache, Conv2dParams,
-    Conv2dWorkspace, Pool2dParams, ReluPoolOut,
-};
-
-/// Largest amount a training forward pass keeps for backward (`Conv2dCache::kept_len`: im2col
-/// columns, about `n·c·kh·kw·h·w` scalars, or the direct and shifted methods' padded images,
-/// about 4.7 KB per image for both of LeNet-5's convolutions: kept up to ~890 images). Above it,
-/// rebuilding the columns chunk by chunk in cache-resident scratch costs less than streaming
-/// them through memory: measured on a Fashion-MNIST epoch, 1 thread, keeping 2–5 MB of
-/// columns saved ~10% of CPU time at batch 32 and keeping 35 MB cost ~12% at batch 256.
-const MAX_KEPT_BYTES: usize = 4 << 20;
+use tensor::{Conv2dParams, Conv2dPlan, Pool2dParams};
 
 /// What a [`Conv2d`] backward pass starts from.
 #[derive(Clone, Copy)]
@@ -46,9 +32,9 @@ pub struct Conv2d {
     params: Conv2dParams,
     output: Buffer<Ix4>,
     grad_input: Buffer<Ix4>,
-    ws: Conv2dWorkspace<f32>,
-    /// What the last training forward pass kept for backward.
-    cols: Conv2dCache<f32>,
+    /// The convolution's plan: plain, or with the ReLU and average pool after it fused
+    /// ([`Conv2d::forward_relu_avg_pool`]).
+    plan: Conv2dPlan<f32>,
 }
 
 impl Conv2d {
@@ -75,13 +61,13 @@ impl Conv2d {
         kernel: usize,
         params: Conv2dParams,
     ) -> Self {
+        let weight = (out_channels, in_channels, kernel, kernel);
         Conv2d {
             wb: WeightBias::zeros([out_channels, in_channels, kernel, kernel]),
             params,
             output: Buffer::new(),
             grad_input: Buffer::new(),
-            ws: Conv2dWorkspace::new(),
-            cols: Conv2dCache::new(),
+            plan: Conv2dPlan::new(weight, params),
         }
     }
 
@@ -111,25 +97,18 @@ impl Conv2d {
     }
 
     /// Runs the convolution on `input` (`[n, in, h, w]`) and returns the output, which the layer
-    /// keeps for the next layer and for backward. It also keeps what the backward pass reads of
-    /// the input (its im2col columns, or its zero-bordered images) when that fits in a few MB,
-    /// so that [`Conv2d::backward`] on the same input does not rebuild it.
+    /// keeps for the next layer and for backward. Its plan also keeps what the backward pass
+    /// reads of the input when that fits in a few MB, so that [`Conv2d::backward`] on the same
+    /// input does not rebuild it.
     ///
     /// # Panics
     /// If the input has the wrong channel count or is smaller than the kernel.
     pub fn forward(&mut self, input: ArrayView4<'_, f32>) -> ArrayView4<'_, f32> {
         self.set_output_dim(input.dim());
-        if !self.worth_keeping(input.dim()) {
-            return self.forward_inference(input);
-        }
-        conv2d_into_caching(
-            input,
-            self.wb.weight.view(),
-            Some(self.wb.bias.view()),
-            self.params,
-            self.output.view_mut(),
-            &mut self.cols,
-        );
+        self.set_plan(None);
+        let (w, b) = (self.wb.weight.view(), Some(self.wb.bias.view()));
+        let out = self.output.view_mut();
+        self.plan.forward_into(input, w, b, out, None);
         self.output.view()
     }
 
@@ -141,28 +120,16 @@ impl Conv2d {
     /// If the input has the wrong channel count or is smaller than the kernel.
     pub fn forward_inference(&mut self, input: ArrayView4<'_, f32>) -> ArrayView4<'_, f32> {
         self.set_output_dim(input.dim());
-        self.cols.invalidate();
-        conv2d_into(
-            input,
-            self.wb.weight.view(),
-            Some(self.wb.bias.view()),
-            self.params,
-            self.output.view_mut(),
-            &mut self.ws,
-        );
+        self.set_plan(None);
+        let (w, b) = (self.wb.weight.view(), Some(self.wb.bias.view()));
+        let out = self.output.view_mut();
+        self.plan.inference_into(input, w, b, out, None);
         self.output.view()
     }
 
-    /// Whether a training forward pass keeps what backward reads of an input of shape `input`
-    /// (see [`MAX_KEPT_BYTES`]).
-    fn worth_keeping(&self, input: (usize, usize, usize, usize)) -> bool {
-        let kept = Conv2dCache::<f32>::kept_len(input, self.wb.weight.dim(), self.params);
-        kept * std::mem::size_of::<f32>() <= MAX_KEPT_BYTES
-    }
-
     /// The convolution, then `act` (a ReLU) and `pool` (an average pool) in one fused pass
-    /// (`tensor::conv2d_relu_avg_pool2d_*`): each image's output is rectified and pooled while
-    /// in cache. Afterwards this layer's, `act`'s and `pool`'s outputs are what
+    /// (a [`Conv2dPlan`] with the ReLU and pool fused): each image's output is rectified and
+    /// pooled while in cache. Afterwards this layer's, `act`'s and `pool`'s outputs are what
     /// [`Conv2d::forward`], [`Activation::forward`] and [`Pool2d::forward`] would have left
     /// (bit-identical). With `training`, keeps what backward reads, as [`Conv2d::forward`] does;
     /// [`Conv2d::backward_relu_avg_pool`] is the matching backward pass.
@@ -178,28 +145,27 @@ impl Conv2d {
         training: bool,
     ) {
         self.set_output_dim(input.dim());
+        self.set_plan(Some(pool.params()));
         let out_dim = self.output.dim();
-        let keep = training && self.worth_keeping(input.dim());
-        let fused = ReluPoolOut {
-            pool: pool.params(),
-            relu: act.output_mut(out_dim),
-            pooled: pool.output_mut(out_dim),
-        };
-        let (weight, bias) = (self.wb.weight.view(), Some(self.wb.bias.view()));
+        let fused = Some((act.output_mut(out_dim), pool.output_mut(out_dim)));
+        let (w, b) = (self.wb.weight.view(), Some(self.wb.bias.view()));
         let out = self.output.view_mut();
-        if keep {
-            conv2d_relu_avg_pool2d_into_caching(
-                input,
-                weight,
-                bias,
-                self.params,
-                out,
-                fused,
-                &mut self.cols,
-            );
+        if training {
+            self.plan.forward_into(input, w, b, out, fused);
         } else {
-            self.cols.invalidate();
-            conv2d_relu_avg_pool2d_into(input, weight, bias, self.params, out, fused, &mut self.ws);
+            self.plan.inference_into(input, w, b, out, fused);
+        }
+    }
+
+    /// Makes the plan one with the ReLU and average pool `pool` fused after the convolution,
+    /// or with none: a new plan (scratch and all) when the last pass asked for the other kind.
+    fn set_plan(&mut self, pool: Option<Pool2dParams>) {
+        if self.plan.relu_avg_pool() != pool {
+            let plan = Conv2dPlan::new(self.wb.weight.dim(), self.params);
+            self.plan = match pool {
+                Some(pool) => plan.with_relu_avg_pool(pool),
+                None => plan,
+            };
         }
     }
 
@@ -262,40 +228,33 @@ impl Conv2d {
     }
 
     /// The one backward pass of [`Conv2d::backward`] and [`Conv2d::backward_relu_avg_pool`]:
-    /// from what the forward pass kept when it matches `input`, else from `input`.
+    /// the plan reads what its forward pass kept when it matches `input`, else `input`.
     fn backward_from(&mut self, input: ArrayView4<'_, f32>, up: Upstream<'_>, grad_input: bool) {
+        self.set_plan(match up {
+            Upstream::Conv(_) => None,
+            Upstream::ReluAvgPool { pool, .. } => Some(pool),
+        });
         let gi: Option<ArrayViewMut4<'_, f32>> = if grad_input {
             self.grad_input.set_dim(input.raw_dim());
             Some(self.grad_input.view_mut())
         } else {
             None
         };
-        let (w, p, ws) = (self.wb.weight.view(), self.params, &mut self.ws);
-        let (gw, gb) = (
+        let w = self.wb.weight.view();
+        let grads = (
+            gi,
             self.wb.grad_weight.view_mut(),
             Some(self.wb.grad_bias.view_mut()),
         );
-        // When the forward pass kept what backward reads of this input, nothing is rebuilt.
-        let cache = Some(&self.cols).filter(|c| c.is_filled_for(input.dim(), w.dim(), p));
-        match (up, cache) {
-            (Upstream::Conv(g), Some(c)) => conv2d_backward_into_cached(c, w, g, p, gi, gw, gb, ws),
-            (Upstream::Conv(g), None) => conv2d_backward_into(input, w, g, p, gi, gw, gb, ws),
-            (
-                Upstream::ReluAvgPool {
-                    relu_out: r,
-                    grad_pooled: g,
-                    pool,
-                },
-                Some(c),
-            ) => conv2d_relu_avg_pool2d_backward_into_cached(c, w, r, g, p, pool, gi, gw, gb, ws),
-            (
-                Upstream::ReluAvgPool {
-                    relu_out: r,
-                    grad_pooled: g,
-                    pool,
-                },
-                None,
-            ) => conv2d_relu_avg_pool2d_backward_into(input, w, r, g, p, pool, gi, gw, gb, ws),
+        match up {
+            Upstream::Conv(g) => self.plan.backward_into(input, w, g, None, grads),
+            Upstream::ReluAvgPool {
+                relu_out,
+                grad_pooled,
+                ..
+            } => self
+                .plan
+                .backward_into(input, w, grad_pooled, Some(relu_out), grads),
         }
     }
 

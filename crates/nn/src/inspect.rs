@@ -116,11 +116,7 @@ fn activate<D: Dimension>(
     kind: ActivationKind,
     x: ndarray::Array<f32, D>,
 ) -> ndarray::Array<f32, D> {
-    match kind {
-        ActivationKind::Relu => tensor::relu(x.view()),
-        ActivationKind::Tanh => tensor::tanh(x.view()),
-        ActivationKind::Sigmoid => tensor::sigmoid(x.view()),
-    }
+    kind.op().forward(x.view())
 }
 
 fn pool(kind: PoolKind, x: ArrayView4<'_, f32>) -> Array4<f32> {

@@ -12,8 +12,8 @@ use crate::buffer::Buffer;
 use ndarray::{ArrayView4, ArrayViewMut4, Dimension, Ix4};
 use serde::{Deserialize, Serialize};
 use tensor::{
-    avg_pool2d_backward_into, avg_pool2d_into, avg_pool2d_relu_backward_into,
-    max_pool2d_backward_into, max_pool2d_into, relu_backward_inplace, Pool2dParams,
+    avg_pool2d_backward_into, avg_pool2d_into, max_pool2d_backward_into, max_pool2d_into,
+    Activation, Pool2dParams,
 };
 
 /// Which pooling a [`Pool2d`] does.
@@ -153,8 +153,8 @@ impl Pool2d {
     /// Backward through this pool and the ReLU before it: dL/d(ReLU input) for upstream
     /// gradient `grad_out`, where `relu_output` is the ReLU's output (this pool's last forward
     /// input). Bit-identical to [`Pool2d::backward`] then the ReLU's backward; the result is
-    /// also what [`Pool2d::grad_input`] returns afterwards. Average pooling runs it as one
-    /// fused pass over each plane; max pooling masks its gradient in place.
+    /// also what [`Pool2d::grad_input`] returns afterwards: the pool's gradient, masked in
+    /// place.
     ///
     /// # Panics
     /// If `relu_output` or `grad_out` do not have the last forward pass's shapes.
@@ -163,17 +163,8 @@ impl Pool2d {
         relu_output: ArrayView4<'_, f32>,
         grad_out: ArrayView4<'_, f32>,
     ) -> ArrayView4<'_, f32> {
-        match self.kind {
-            PoolKind::Avg => {
-                self.grad_input.set_dim(self.input_dim);
-                let gi = self.grad_input.view_mut();
-                avg_pool2d_relu_backward_into(grad_out, self.params, relu_output, gi);
-            }
-            PoolKind::Max => {
-                self.backward(relu_output, grad_out);
-                relu_backward_inplace(relu_output, self.grad_input.view_mut());
-            }
-        }
+        self.backward(relu_output, grad_out);
+        Activation::Relu.backward_inplace(relu_output, self.grad_input.view_mut());
         self.grad_input.view()
     }
 
@@ -193,14 +184,14 @@ mod tests {
         let x = Array4::from_shape_fn((2, 3, 6, 6), |(n, c, i, j)| {
             ((n * 31 + c * 17 + i * 7 + j * 3) % 11) as f32 / 5.0 - 1.0
         });
-        let y = tensor::relu(x.view());
+        let y = Activation::Relu.forward(x.view());
         let g = Array4::from_shape_fn((2, 3, 3, 3), |(n, c, i, j)| {
             ((n + 2 * c + 3 * i + 5 * j) % 7) as f32 - 3.0
         });
         for kind in [PoolKind::Avg, PoolKind::Max] {
             let mut pool = Pool2d::new(kind, Pool2dParams::square(2));
             pool.forward(y.view());
-            let two_steps = tensor::relu_backward(y.view(), pool.backward(y.view(), g.view()));
+            let two_steps = Activation::Relu.backward(y.view(), pool.backward(y.view(), g.view()));
             let fused = pool.backward_relu(y.view(), g.view()).to_owned();
             assert_eq!(fused, two_steps, "{kind}");
             assert_eq!(pool.grad_input(), two_steps, "{kind}");

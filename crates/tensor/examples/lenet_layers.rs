@@ -1,11 +1,11 @@
 //! Times every LeNet-5 kernel, forward and backward, on one f32 batch.
 //!
 //! ```sh
-//! cargo run -p tensor --release --example lenet_layers -- 64         # batch size (default 64)
-//! cargo run -p tensor --release --example lenet_layers -- 64 conv2   # only lines naming "conv2"
+//! cargo run -p lenet-tensor --release --example lenet_layers -- 64         # batch size (default 64)
+//! cargo run -p lenet-tensor --release --example lenet_layers -- 64 conv2   # only lines naming "conv2"
 //! ```
 //!
-//! Each line is the median of 50 runs after 5 warm-up runs, with buffers and workspaces reused
+//! Each line is the median of 50 runs after 5 warm-up runs, with buffers and convolution plans reused
 //! as a training loop would.
 
 use ndarray::{Array1, Array2, Array4};
@@ -74,25 +74,21 @@ fn main() {
         let b = Array1::from_elem(k, 0.1_f32);
         let (oh, ow) = p.output_size((hw, hw), (5, 5)).unwrap();
         let mut y = Array4::zeros((n, k, oh, ow));
-        let mut ws = Conv2dWorkspace::new();
+        let mut plan = Conv2dPlan::new(w.dim(), p);
         timer.time(&format!("{name} forward"), || {
-            conv2d_into(x.view(), w.view(), Some(b.view()), p, y.view_mut(), &mut ws)
+            plan.forward_into(x.view(), w.view(), Some(b.view()), y.view_mut(), None)
         });
         let g = filled4((n, k, oh, ow), 3);
         let mut gi = Array4::zeros(x.raw_dim());
         let mut gw = Array4::zeros(w.raw_dim());
         let mut gb = Array1::zeros(k);
         timer.time(&format!("{name} backward"), || {
-            conv2d_backward_into(
-                x.view(),
-                w.view(),
-                g.view(),
-                p,
+            let grads = (
                 need_gi.then(|| gi.view_mut()),
                 gw.view_mut(),
                 Some(gb.view_mut()),
-                &mut ws,
-            )
+            );
+            plan.backward_into(x.view(), w.view(), g.view(), None, grads)
         });
     }
 
@@ -102,13 +98,13 @@ fn main() {
         let mut y = Array4::zeros((n, c, hw / 2, hw / 2));
         let p = Pool2dParams::square(2);
         timer.time(&format!("tanh{name} forward"), || {
-            tanh_into(x.view(), r.view_mut())
+            Activation::Tanh.forward_into(x.view(), r.view_mut())
         });
         timer.time(&format!("sigmoid{name} forward"), || {
-            sigmoid_into(x.view(), r.view_mut())
+            Activation::Sigmoid.forward_into(x.view(), r.view_mut())
         });
         timer.time(&format!("relu{name} forward"), || {
-            relu_into(x.view(), r.view_mut())
+            Activation::Relu.forward_into(x.view(), r.view_mut())
         });
         timer.time(&format!("pool{name} forward"), || {
             avg_pool2d_into(r.view(), p, y.view_mut())
@@ -119,7 +115,7 @@ fn main() {
             avg_pool2d_backward_into(g.view(), p, gi.view_mut())
         });
         timer.time(&format!("relu{name} backward"), || {
-            relu_backward_inplace(r.view(), gi.view_mut())
+            Activation::Relu.backward_inplace(r.view(), gi.view_mut())
         });
     }
 

@@ -31,26 +31,6 @@ pub(crate) fn map_f32(y: &mut [f32], x: &[f32], f: impl Fn(f32) -> f32 + Copy) {
     body(y, x, f)
 }
 
-/// `a[i] = f(a[i])`, dispatched like [`map_f32`].
-pub(crate) fn map_f32_inplace(a: &mut [f32], f: impl Fn(f32) -> f32 + Copy) {
-    #[inline(always)]
-    fn body(a: &mut [f32], f: impl Fn(f32) -> f32) {
-        a.iter_mut().for_each(|a| *a = f(*a));
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2")]
-        fn avx2(a: &mut [f32], f: impl Fn(f32) -> f32) {
-            body(a, f)
-        }
-        if crate::tier::Build::active() == crate::tier::Build::Avx2 {
-            // SAFETY: the active tier is one the CPU has, and the AVX2 build needs no more.
-            return unsafe { avx2(a, f) };
-        }
-    }
-    body(a, f)
-}
-
 /// `e^t` for `t ≤ 0` (larger `t` is not supported); below −87 it returns 0 (absolute error
 /// under 2e−38, where f32 itself has only subnormals left).
 #[inline(always)]

@@ -11,15 +11,19 @@
 //! Layouts follow PyTorch: activations are NCHW, convolution weights `[out, in, kh, kw]`, linear
 //! weights `[out, in]` with `y = x·Wᵀ + b`.
 //!
-//! | module | forward | backward |
+//! The whole API:
+//!
+//! | op | forward | backward |
 //! | --- | --- | --- |
-//! | [`matmul`](mod@matmul) | [`gemm`], [`matmul`](fn@matmul), [`matmul_into`] | products with `.t()` views |
-//! | [`conv2d`](mod@conv2d) | [`conv2d`](fn@conv2d), [`conv2d_into`] | [`conv2d_backward`], [`conv2d_backward_into`] |
-//! | [`conv2d`](mod@conv2d), fused with ReLU and 2×2 average pool | [`conv2d_relu_avg_pool2d_into`] (+ `_caching`) | [`conv2d_relu_avg_pool2d_backward_into`] (+ `_cached`) |
-//! | [`pool`] | [`avg_pool2d`], [`max_pool2d`] (+ `_into`) | [`avg_pool2d_backward`], [`max_pool2d_backward`] (+ `_into`) |
-//! | [`linear`](mod@linear) | [`linear`](fn@linear), [`linear_into`] | [`linear_backward`], [`linear_backward_into`] |
-//! | [`activation`] | [`relu`], [`tanh`], [`sigmoid`] (+ `_into`, `_inplace`) | `*_backward` (+ `_into`, `_inplace`) |
-//! | [`loss`] | [`log_softmax`], [`cross_entropy`] | [`log_softmax_backward`], [`cross_entropy_backward`], [`softmax_cross_entropy_into`] |
+//! | matrix product | [`matmul`], [`gemm`] (`c = α·a·b + β·c`) | products with `.t()` views |
+//! | convolution | [`conv2d`], [`conv2d_into`] | [`conv2d_backward`], [`conv2d_backward_into`] → [`Conv2dGrads`] |
+//! | convolution in a loop, optionally fused with ReLU + average pool | [`Conv2dPlan::forward_into`], [`Conv2dPlan::inference_into`] | [`Conv2dPlan::backward_into`] |
+//! | pooling | [`avg_pool2d`], [`avg_pool2d_into`], [`max_pool2d`], [`max_pool2d_into`] | [`avg_pool2d_backward`], [`avg_pool2d_backward_into`], [`max_pool2d_backward`], [`max_pool2d_backward_into`] |
+//! | linear | [`linear`], [`linear_into`] | [`linear_backward`], [`linear_backward_into`] → [`LinearGrads`] |
+//! | activations | [`Activation`]`::{Relu, Tanh, Sigmoid}`: `forward`, `forward_into` | `backward`, `backward_into`, `backward_inplace` |
+//! | loss | [`log_softmax`], [`log_softmax_into`], [`cross_entropy`] | [`log_softmax_backward`], [`log_softmax_backward_into`], [`cross_entropy_backward`]; both at once: [`softmax_cross_entropy_into`] |
+//! | parameters | [`Conv2dParams`] (stride, padding), [`Pool2dParams`] (window, stride) | |
+//! | element types, kernels | [`Scalar`] (`f32`, `f64`); [`Tier`] (the instruction set the kernels run, lowered by [`Tier::ENV`]) | |
 //!
 //! ```
 //! use ndarray::array;
@@ -35,7 +39,10 @@
 //!
 //! Inputs may be views of any strides (a non-contiguous input is copied once into a contiguous
 //! temporary); outputs in standard (row-major) layout — e.g. from `Array4::zeros` — are written in
-//! place, so with them the `_into` forms allocate nothing once a [`Conv2dWorkspace`] has grown.
+//! place, so with them the `_into` forms allocate nothing. Convolutions need scratch memory: the
+//! one-shot functions allocate it per call, a [`Conv2dPlan`] keeps it, so a training loop that
+//! keeps one plan per layer allocates nothing after its first batch (the example
+//! `examples/small_cnn.rs` trains a small CNN that way).
 //!
 //! Parallelism uses rayon's global pool (size it with `RAYON_NUM_THREADS` or
 //! `rayon::ThreadPoolBuilder`); every result is bit-identical whatever the number of threads.
@@ -48,24 +55,38 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
-pub mod activation;
-pub mod conv2d;
+mod activation;
+mod conv2d;
 mod fast_math;
-pub mod linear;
-pub mod loss;
-pub mod matmul;
+mod linear;
+mod loss;
+mod matmul;
 mod parallel;
-pub mod pool;
+mod pool;
 mod scalar;
 mod shape;
 mod simd;
 mod tier;
 
-pub use activation::*;
-pub use conv2d::*;
-pub use linear::*;
-pub use loss::*;
-pub use matmul::*;
-pub use pool::*;
+pub use activation::Activation;
+pub use conv2d::{conv2d, conv2d_backward, conv2d_backward_into, conv2d_into};
+pub use conv2d::{Conv2dGrads, Conv2dParams, Conv2dPlan};
+pub use linear::{linear, linear_backward, linear_backward_into, linear_into, LinearGrads};
+pub use loss::{cross_entropy, cross_entropy_backward, softmax_cross_entropy_into};
+pub use loss::{log_softmax, log_softmax_backward, log_softmax_backward_into, log_softmax_into};
+pub use matmul::{gemm, matmul};
+pub use pool::Pool2dParams;
+pub use pool::{avg_pool2d, avg_pool2d_backward, avg_pool2d_backward_into, avg_pool2d_into};
+pub use pool::{max_pool2d, max_pool2d_backward, max_pool2d_backward_into, max_pool2d_into};
 pub use scalar::Scalar;
-pub use tier::{Tier, TIER_ENV};
+pub use tier::Tier;
+
+/// Machinery for the repository's benchmarks and tests (the `bench-internals` feature): the
+/// convolution methods and the matrix product with its tier and threading forced. Not part of
+/// the API: it may change in any release.
+#[cfg(feature = "bench-internals")]
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::conv2d::Conv2dMethod;
+    pub use crate::matmul::{gemm_with, gemm_with_kernel, Parallelism};
+}

@@ -207,38 +207,16 @@ pub fn cross_entropy_backward<T: Scalar>(
     targets: &[usize],
     grad_out: T,
 ) -> Array2<T> {
-    let mut g = Array2::zeros(logits.raw_dim());
-    cross_entropy_backward_into(logits, targets, grad_out, g.view_mut());
-    g
-}
-/// Like [`cross_entropy_backward`], overwriting `grad_logits`.
-///
-/// # Panics
-/// As [`cross_entropy`], or if `grad_logits` is not the shape of `logits`.
-///
-/// ```
-/// use ndarray::{array, Array2};
-/// let mut g = Array2::<f64>::zeros((2, 2));
-/// tensor::cross_entropy_backward_into(array![[0.0, 0.0], [0.0, 0.0]].view(), &[0, 1], 2.0, g.view_mut());
-/// assert_eq!(g, array![[-0.5, 0.5], [0.5, -0.5]]);
-/// ```
-#[track_caller]
-pub fn cross_entropy_backward_into<T: Scalar>(
-    logits: ArrayView2<'_, T>,
-    targets: &[usize],
-    grad_out: T,
-    grad_logits: ArrayViewMut2<'_, T>,
-) {
     let (n, classes) = logits.dim();
     check_targets("cross_entropy_backward", n, classes, targets);
-    let (expected, got) = (Expected::ShapeOf("logits", logits.dim()), grad_logits.dim());
-    check_shape("cross_entropy_backward", "grad_logits", expected, got);
+    let mut g = Array2::zeros(logits.raw_dim());
     let scale = grad_out / T::from_f64(n as f64);
-    softmax_minus_onehot_into(logits, targets, scale, grad_logits);
+    softmax_minus_onehot_into(logits, targets, scale, g.view_mut());
+    g
 }
-/// Fused forward and backward for training: returns the mean loss and overwrites `grad_logits`
-/// with its gradient `(softmax − onehot)/n` (for an upstream gradient of 1), from a single
-/// softmax pass.
+/// The `_into` form of [`cross_entropy`] and [`cross_entropy_backward`] together, for
+/// training: returns the mean loss and overwrites `grad_logits` with its gradient
+/// `(softmax − onehot)/n` (for an upstream gradient of 1), from a single softmax pass.
 ///
 /// # Panics
 /// As [`cross_entropy`], or if `grad_logits` is not the shape of `logits`.

@@ -113,8 +113,7 @@ use std::any::TypeId;
 /// `alpha == 0` or an empty inner dimension (`k == 0`), `a` and `b` are not read and
 /// `c = beta * c`.
 ///
-/// Runs on the calling thread for small products and on rayon's pool above about 8 megaflops
-/// ([`gemm_with`] with [`Parallelism::CallingThread`] never leaves the calling thread);
+/// Runs on the calling thread for small products and on rayon's pool above about 8 megaflops;
 /// either way the result is bit-identical (the same inputs in the same layouts always give the
 /// same bits; a different layout of an operand — or, with the AVX2 kernel, the size of an
 /// `A·Bᵀ` product — may change the summation order and so the last bits). Uses the kernel
@@ -171,6 +170,7 @@ pub enum Parallelism {
     /// Only on the calling thread, with no rayon call at all: for callers that already run in
     /// parallel over a batch (one product per shard), where nested splitting would only add
     /// scheduling and a second copy of the packed operands.
+    #[cfg_attr(not(feature = "bench-internals"), allow(dead_code))]
     CallingThread,
 }
 
@@ -181,7 +181,8 @@ pub enum Parallelism {
 ///
 /// ```
 /// use ndarray::array;
-/// use tensor::{gemm_with, Tier, Parallelism};
+/// use tensor::internals::{gemm_with, Parallelism};
+/// use tensor::Tier;
 ///
 /// let a = array![[1.0f32, 2.0], [3.0, 4.0]];
 /// let mut c = ndarray::Array2::<f32>::zeros((2, 2));
@@ -448,17 +449,8 @@ fn scale_c<T: Scalar>(beta: T, mut c: ArrayViewMut2<'_, T>) {
 #[track_caller]
 pub fn matmul<T: Scalar>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>) -> Array2<T> {
     let mut c = Array2::zeros((a.nrows(), b.ncols()));
-    matmul_into(a, b, c.view_mut());
+    gemm(T::one(), a, b, T::zero(), c.view_mut());
     c
-}
-
-/// Writes `a·b` into `c`, overwriting it.
-///
-/// # Panics
-/// If the shapes do not agree (see [`gemm`]).
-#[track_caller]
-pub fn matmul_into<T: Scalar>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>, c: ArrayViewMut2<'_, T>) {
-    gemm(T::one(), a, b, T::zero(), c);
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]

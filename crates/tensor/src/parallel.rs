@@ -5,7 +5,7 @@
 //! scheduling), and no helper reduces across chunks, so results are bit-identical whether a
 //! kernel runs serially or in parallel.
 
-use crate::fast_math::{map_f32, map_f32_inplace};
+use crate::fast_math::map_f32;
 use crate::shape::{check_shape, Expected};
 use crate::Scalar;
 use ndarray::{Array, ArrayView, ArrayViewMut, Dimension};
@@ -95,41 +95,6 @@ pub(crate) fn map_into_f32<T: Scalar, D: Dimension>(
         return;
     }
     map_into(op, input, out, f);
-}
-
-/// Like [`map_inplace`], with the `f32` fast path of [`map_into_f32`].
-pub(crate) fn map_inplace_f32<T: Scalar, D: Dimension>(
-    mut a: ArrayViewMut<'_, T, D>,
-    f: impl Fn(T) -> T + Sync + Send,
-    fast: impl Fn(f32) -> f32 + Sync + Send + Copy,
-) {
-    if let Some(x) = a.as_slice_mut().and_then(T::as_f32_slice_mut) {
-        if x.len() >= PAR_MIN_WORK {
-            x.par_chunks_mut(ELEM_CHUNK)
-                .for_each(|x| map_f32_inplace(x, fast));
-        } else {
-            map_f32_inplace(x, fast);
-        }
-        return;
-    }
-    map_inplace(a, f);
-}
-
-/// `a[i] = f(a[i])` in place.
-pub(crate) fn map_inplace<T: Scalar, D: Dimension>(
-    mut a: ArrayViewMut<'_, T, D>,
-    f: impl Fn(T) -> T + Sync + Send,
-) {
-    if let Some(x) = a.as_slice_mut() {
-        if x.len() >= PAR_MIN_WORK {
-            x.par_chunks_mut(ELEM_CHUNK)
-                .for_each(|x| x.iter_mut().for_each(|x| *x = f(*x)));
-        } else {
-            x.iter_mut().for_each(|x| *x = f(*x));
-        }
-        return;
-    }
-    a.map_inplace(|x| *x = f(*x));
 }
 
 /// `out[i] = f(y[i], g[i])` for three arrays of equal shape (a backward pass from the forward

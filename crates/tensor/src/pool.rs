@@ -434,7 +434,7 @@ fn avg_pool_2x2_block<T: Scalar>(a: &[T], b: &[T], y: &mut [T]) {
 
 /// For one image's convolution output `y` (`k` planes of `[h, w]`): the ReLU output `r =
 /// relu(y)` and, plane by plane while it is in L1, its average pool `z` (`k` planes of `[oh,
-/// ow]`). What [`relu`](crate::relu) then [`avg_pool2d`] compute, to the bit.
+/// ow]`). What [`Activation::Relu`](crate::Activation::Relu) then [`avg_pool2d`] compute, to the bit.
 pub(crate) fn relu_avg_pool_image<T: Scalar>(g: &Geometry, y: &[T], r: &mut [T], z: &mut [T]) {
     if g.is_2x2() {
         relu_avg_pool_2x2(y, r, z, g.in_plane(), g.w, g.ow);
@@ -540,25 +540,11 @@ pub fn avg_pool2d_backward_into<T: Scalar>(
 // instead of a pooling pass and a separate ReLU pass over the whole batch.
 
 /// [`avg_pool2d_backward_into`] followed by ReLU's backward in one pass: `grad_input` is
-/// overwritten with `avg_pool2d_backward(grad_out)` where `relu_output > 0`, and 0 elsewhere,
-/// the gradient with respect to the ReLU's *input* when the pool's input is `relu(x)`.
-/// Bit-identical to `relu_backward_into(relu_output, avg_pool2d_backward(grad_out))`.
-///
-/// # Panics
-/// If the window does not fit, `grad_out` is not `[n, c, oh, ow]`, or `relu_output` is not
-/// shaped like `grad_input`.
-///
-/// ```
-/// use ndarray::Array4;
-/// use tensor::{avg_pool2d_relu_backward_into, Pool2dParams};
-/// let y = Array4::from_shape_vec((1, 1, 2, 2), vec![0.0_f32, 2.0, 3.0, 0.0]).unwrap();
-/// let g = Array4::from_elem((1, 1, 1, 1), 4.0_f32);
-/// let mut gi = Array4::from_elem((1, 1, 2, 2), f32::NAN); // overwritten
-/// avg_pool2d_relu_backward_into(g.view(), Pool2dParams::square(2), y.view(), gi.view_mut());
-/// assert_eq!(gi.into_raw_vec_and_offset().0, vec![0.0, 1.0, 1.0, 0.0]);
-/// ```
+/// overwritten with `avg_pool2d_backward(grad_out)` where `relu_output > 0`, and 0 elsewhere.
+/// The fused convolution runs its plane kernel; this whole-batch form is its test.
+#[cfg(test)]
 #[track_caller]
-pub fn avg_pool2d_relu_backward_into<T: Scalar>(
+pub(crate) fn avg_pool2d_relu_backward_into<T: Scalar>(
     grad_out: ArrayView4<'_, T>,
     params: Pool2dParams,
     relu_output: ArrayView4<'_, T>,
@@ -884,7 +870,7 @@ mod tests {
 
     #[test]
     fn fused_relu_backward_matches_the_two_steps_and_finite_differences() {
-        use crate::{relu, relu_backward};
+        use crate::Activation::Relu;
         // Pool windows of several shapes; x has exact zeros and values on both signs.
         for &((n, c, h, w), p) in &[
             ((3, 2, 6, 6), Pool2dParams::square(2)),
@@ -900,20 +886,20 @@ mod tests {
             let x = Array4::from_shape_fn((n, c, h, w), |(a, b, i, j)| {
                 ((a * 31 + b * 17 + i * 7 + j * 3) % 11) as f64 / 5.0 - 1.0
             });
-            let y = relu(x.view());
+            let y = Relu.forward(x.view());
             let (oh, ow) = p.output_size((h, w)).unwrap();
             let go = Array4::from_shape_fn((n, c, oh, ow), |(a, b, i, j)| {
                 ((a + 2 * b + 3 * i + 5 * j) % 7) as f64 - 3.0
             });
-            let want = relu_backward(
+            let want = Relu.backward(
                 y.view(),
                 avg_pool2d_backward(go.view(), p, (n, c, h, w)).view(),
             );
             let mut got = Array4::from_elem((n, c, h, w), f64::NAN);
             avg_pool2d_relu_backward_into(go.view(), p, y.view(), got.view_mut());
             assert_eq!(got, want);
-            // L(x) = Σ go ⊙ avg_pool(relu(x)); central differences away from the kink at 0.
-            let loss = |x: &Array4<f64>| (avg_pool2d(relu(x.view()).view(), p) * &go).sum();
+            // L(x) = Σ go ⊙ avg_pool(Relu.forward(x)); central differences away from the kink at 0.
+            let loss = |x: &Array4<f64>| (avg_pool2d(Relu.forward(x.view()).view(), p) * &go).sum();
             for idx in [(0, 0, 0, 0), (n - 1, c - 1, h - 1, w - 2), (1, 1, 2, 3)] {
                 if x[idx].abs() < 1e-3 {
                     continue;

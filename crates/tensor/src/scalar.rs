@@ -4,8 +4,17 @@ use std::fmt::{Debug, Display};
 use std::iter::Sum;
 
 /// The element types every kernel accepts: `f32` (the fast path) and `f64` (for gradient checks).
+///
+/// Sealed: the kernels pick their fast paths by type, so no other type can implement it.
+///
+/// ```
+/// fn total<T: tensor::Scalar>(a: ndarray::ArrayView2<'_, T>) -> T {
+///     a.sum()
+/// }
+/// assert_eq!(total(ndarray::array![[1.0_f32, 2.0]].view()), 3.0);
+/// ```
 pub trait Scalar:
-    LinalgScalar + Float + Sum + Debug + Display + Default + Send + Sync + 'static
+    sealed::Sealed + LinalgScalar + Float + Sum + Debug + Display + Default + Send + Sync + 'static
 {
     /// Converts an `f64` constant (a tolerance, `1/n`, …) to this type.
     fn from_f64(x: f64) -> Self;
@@ -40,4 +49,11 @@ impl Scalar for f64 {
     fn from_f64(x: f64) -> Self {
         x
     }
+}
+
+mod sealed {
+    /// The private supertrait that keeps [`Scalar`](super::Scalar) to `f32` and `f64`.
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
 }

@@ -15,8 +15,8 @@
 
 use std::sync::OnceLock;
 
-/// The environment variable that lowers the tier.
-pub const TIER_ENV: &str = "LENET_KERNEL";
+/// The environment variable that lowers the tier ([`Tier::ENV`]).
+const TIER_ENV: &str = "LENET_KERNEL";
 /// Its older name, read when [`TIER_ENV`] is unset.
 const TIER_ENV_OLD: &str = "LENET_GEMM_KERNEL";
 
@@ -26,6 +26,14 @@ const TIER_ENV_OLD: &str = "LENET_GEMM_KERNEL";
 /// All tiers give `f32` results within the same error bound; they may differ in the last bits
 /// where their kernels sum in another order or fuse multiply and add. `f64` runs the portable
 /// sources compiled for the tier's instruction set.
+///
+/// ```
+/// use tensor::Tier;
+/// let tier = Tier::active(); // what this process runs
+/// assert!(tier.is_supported() && Tier::available().contains(&tier));
+/// assert_eq!(Tier::from_name(tier.name()), Some(tier));
+/// assert_eq!(Tier::ENV, "LENET_KERNEL"); // set it to `portable` to lower the tier
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Tier {
     /// Plain Rust, auto-vectorised for the baseline target (SSE2 on x86-64, NEON on aarch64).
@@ -37,6 +45,9 @@ pub enum Tier {
 }
 
 impl Tier {
+    /// The environment variable that lowers the tier (`LENET_KERNEL=portable|avx2|avx512`).
+    pub const ENV: &'static str = TIER_ENV;
+
     /// Every tier, lowest first.
     pub const ALL: [Tier; 3] = [Tier::Portable, Tier::Avx2, Tier::Avx512];
 

@@ -14,6 +14,7 @@ use proptest::prelude::*;
 use proptest::test_runner::Config;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use tensor::internals::Conv2dMethod;
 use tensor::*;
 
 const U: f64 = 1.0 / (1u64 << 24) as f64;
@@ -45,31 +46,15 @@ fn case(
 
 /// Forward output and the three gradients of one method, in f32.
 fn run(c: &Case, m: Conv2dMethod) -> (Array4<f32>, Array4<f32>, Array4<f32>, Array1<f32>) {
-    let mut ws = Conv2dWorkspace::new();
+    let mut plan = Conv2dPlan::new(c.w.dim(), c.p).with_method(m);
     let mut y = Array4::from_elem(c.g.dim(), f32::NAN);
-    conv2d_into_with(
-        m,
-        c.x.view(),
-        c.w.view(),
-        Some(c.b.view()),
-        c.p,
-        y.view_mut(),
-        &mut ws,
-    );
+    let (x, w) = (c.x.view(), c.w.view());
+    plan.inference_into(x, w, Some(c.b.view()), y.view_mut(), None);
     let mut gi = Array4::from_elem(c.x.dim(), f32::NAN);
     let mut gw = Array4::from_elem(c.w.dim(), f32::NAN);
     let mut gb = Array1::from_elem(c.b.len(), f32::NAN);
-    conv2d_backward_into_with(
-        m,
-        c.x.view(),
-        c.w.view(),
-        c.g.view(),
-        c.p,
-        Some(gi.view_mut()),
-        gw.view_mut(),
-        Some(gb.view_mut()),
-        &mut ws,
-    );
+    let grads = (Some(gi.view_mut()), gw.view_mut(), Some(gb.view_mut()));
+    plan.backward_into(x, w, c.g.view(), None, grads);
     (y, gi, gw, gb)
 }
 

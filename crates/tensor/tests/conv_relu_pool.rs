@@ -1,5 +1,5 @@
-//! The fused `conv → relu → avg_pool` ops equal the composition of the separate ops bit for
-//! bit (forward outputs; weight, bias and input gradients), for both convolution methods, odd
+//! A [`Conv2dPlan`] with the fused `conv → relu → avg_pool` equals the composition of the
+//! separate ops bit for bit (forward outputs; weight, bias and input gradients), for both convolution methods, odd
 //! sizes, overlapping and dropping pool windows, and 1, 2 and 3 threads; and their buffers are
 //! reused without growing.
 //!
@@ -10,6 +10,7 @@
 use ndarray::{Array1, Array4};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use tensor::internals::Conv2dMethod;
 use tensor::*;
 
 fn random4(shape: (usize, usize, usize, usize), rng: &mut ChaCha8Rng) -> Array4<f32> {
@@ -56,40 +57,25 @@ fn bits(a: &[f32]) -> Vec<u32> {
     a.iter().map(|v| v.to_bits()).collect()
 }
 
-/// The separate ops: conv2d (caching) → relu → avg_pool2d, then avg_pool2d_relu_backward →
-/// conv2d_backward (cached). Returns [y, r, z, gx, gw, gb].
+/// The separate ops: a plain plan's forward pass (caching) → relu → avg_pool2d, then
+/// avg_pool2d_backward → relu backward → the plan's backward pass (from what it kept).
+/// Returns [y, r, z, gx, gw, gb].
 fn composed(case: &Case, seed: u64) -> Results {
     let (xd, wd, p, pool) = *case;
     let r = &mut ChaCha8Rng::seed_from_u64(seed);
     let (x, w, b) = (random4(xd, r), random4(wd, r), random4((1, 1, 1, wd.0), r));
     let b = b.into_shape_with_order(wd.0).unwrap();
-    let mut cache = Conv2dCache::new();
-    let (oh, ow) = p.output_size((xd.2, xd.3), (wd.2, wd.3)).unwrap();
-    let mut y = Array4::zeros((xd.0, wd.0, oh, ow));
-    conv2d_into_caching(
-        x.view(),
-        w.view(),
-        Some(b.view()),
-        p,
-        y.view_mut(),
-        &mut cache,
-    );
-    let relu_out = relu(y.view());
+    let mut plan = Conv2dPlan::new(wd, p);
+    let mut y = Array4::zeros(plan.output_dim(xd));
+    plan.forward_into(x.view(), w.view(), Some(b.view()), y.view_mut(), None);
+    let relu_out = Activation::Relu.forward(y.view());
     let z = avg_pool2d(relu_out.view(), pool);
     let gz = random4(z.dim(), r);
-    let mut gy = Array4::zeros(y.dim());
-    avg_pool2d_relu_backward_into(gz.view(), pool, relu_out.view(), gy.view_mut());
+    let gy = avg_pool2d_backward(gz.view(), pool, y.dim());
+    let gy = Activation::Relu.backward(relu_out.view(), gy.view());
     let (mut gx, mut gw, mut gb) = (Array4::zeros(xd), Array4::zeros(wd), Array1::zeros(wd.0));
-    conv2d_backward_into_cached(
-        &cache,
-        w.view(),
-        gy.view(),
-        p,
-        Some(gx.view_mut()),
-        gw.view_mut(),
-        Some(gb.view_mut()),
-        &mut Conv2dWorkspace::new(),
-    );
+    let grads = (Some(gx.view_mut()), gw.view_mut(), Some(gb.view_mut()));
+    plan.backward_into(x.view(), w.view(), gy.view(), None, grads);
     [y, relu_out, z, gx, gw]
         .iter()
         .map(|a| bits(a.as_slice().unwrap()))
@@ -97,9 +83,10 @@ fn composed(case: &Case, seed: u64) -> Results {
         .collect()
 }
 
-/// The fused ops, twice over the same buffers (the second time from stale contents, checking
-/// the workspace and cache do not grow): the caching forward, the cached backward; then the
-/// uncached forward and backward from the input. Returns [y, r, z, gx, gw, gb] of each, 12 in all.
+/// The fused plan, twice over the same buffers (the second time from stale contents, checking
+/// the plan's scratch does not grow): the training forward pass (keeping what backward reads)
+/// and the backward pass from it; then the inference forward pass and the backward pass from
+/// the input. Returns [y, r, z, gx, gw, gb] of each, 12 in all.
 fn fused(case: &Case, seed: u64) -> Results {
     let (xd, wd, p, pool) = *case;
     let r = &mut ChaCha8Rng::seed_from_u64(seed);
@@ -112,55 +99,20 @@ fn fused(case: &Case, seed: u64) -> Results {
     let (mut y, mut relu_out, mut z) = (nan(yd), nan(yd), nan((xd.0, wd.0, poh, pow)));
     let gz = random4(z.dim(), r);
     let (mut gx, mut gw, mut gb) = (nan(xd), nan(wd), Array1::from_elem(wd.0, f32::NAN));
-    let (mut cache, mut ws) = (Conv2dCache::new(), Conv2dWorkspace::new());
+    let mut plan = Conv2dPlan::new(wd, p).with_relu_avg_pool(pool);
     let mut out = Vec::new();
     let mut sizes = Vec::new();
     for cached in [true, true, false, false] {
-        let fused = ReluPoolOut {
-            relu: relu_out.view_mut(),
-            pooled: z.view_mut(),
-            pool,
-        };
+        let fused = Some((relu_out.view_mut(), z.view_mut()));
         let bias = Some(b.view());
-        let grads = (Some(gx.view_mut()), gw.view_mut(), Some(gb.view_mut()));
         if cached {
-            conv2d_relu_avg_pool2d_into_caching(
-                x.view(),
-                w.view(),
-                bias,
-                p,
-                y.view_mut(),
-                fused,
-                &mut cache,
-            );
-            conv2d_relu_avg_pool2d_backward_into_cached(
-                &cache,
-                w.view(),
-                relu_out.view(),
-                gz.view(),
-                p,
-                pool,
-                grads.0,
-                grads.1,
-                grads.2,
-                &mut ws,
-            );
+            plan.forward_into(x.view(), w.view(), bias, y.view_mut(), fused);
         } else {
-            conv2d_relu_avg_pool2d_into(x.view(), w.view(), bias, p, y.view_mut(), fused, &mut ws);
-            conv2d_relu_avg_pool2d_backward_into(
-                x.view(),
-                w.view(),
-                relu_out.view(),
-                gz.view(),
-                p,
-                pool,
-                grads.0,
-                grads.1,
-                grads.2,
-                &mut ws,
-            );
+            plan.inference_into(x.view(), w.view(), bias, y.view_mut(), fused);
         }
-        sizes.push((cache.len(), ws.len()));
+        let grads = (Some(gx.view_mut()), gw.view_mut(), Some(gb.view_mut()));
+        plan.backward_into(x.view(), w.view(), gz.view(), Some(relu_out.view()), grads);
+        sizes.push(plan.scratch_len());
         for a in [&y, &relu_out, &z, &gx, &gw] {
             out.push(bits(a.as_slice().unwrap()));
         }
@@ -186,7 +138,7 @@ fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
 fn fused_equals_the_separate_ops_bit_for_bit_on_1_2_and_3_threads() {
     let mut methods = Vec::new();
     for (i, case) in cases().iter().enumerate() {
-        methods.push(Conv2dMethod::choose(case.0, case.1, case.2));
+        methods.push(Conv2dMethod::choose(case.1, case.2));
         let want = on_threads(1, || composed(case, i as u64));
         for threads in [1, 2, 3] {
             let got = on_threads(threads, || fused(case, i as u64));
@@ -220,19 +172,14 @@ fn a_wrong_pooled_shape_panics() {
     let mut y = Array4::<f32>::zeros((1, 1, 4, 4));
     let mut r = y.clone();
     let mut z = Array4::zeros((1, 1, 3, 3));
-    let fused = ReluPoolOut {
-        relu: r.view_mut(),
-        pooled: z.view_mut(),
-        pool: Pool2dParams::square(2),
-    };
-    conv2d_relu_avg_pool2d_into(
+    let pool = Pool2dParams::square(2);
+    let mut plan = Conv2dPlan::new((1, 1, 3, 3), Conv2dParams::default()).with_relu_avg_pool(pool);
+    plan.forward_into(
         Array4::zeros((1, 1, 6, 6)).view(),
         Array4::zeros((1, 1, 3, 3)).view(),
         None,
-        Conv2dParams::default(),
         y.view_mut(),
-        fused,
-        &mut Conv2dWorkspace::new(),
+        Some((r.view_mut(), z.view_mut())),
     );
 }
 
@@ -282,8 +229,8 @@ struct Step {
     gw: Array4<f32>,
     gw_separate: Array4<f32>,
     gb: Array1<f32>,
-    cache: Conv2dCache<f32>,
-    ws: Conv2dWorkspace<f32>,
+    fused_plan: Conv2dPlan<f32>,
+    plan: Conv2dPlan<f32>,
 }
 
 impl Step {
@@ -306,51 +253,29 @@ impl Step {
             gw: Array4::zeros(wd),
             gw_separate: Array4::zeros(wd),
             gb: Array1::zeros(wd.0),
-            cache: Conv2dCache::new(),
-            ws: Conv2dWorkspace::new(),
+            fused_plan: Conv2dPlan::new(wd, p).with_relu_avg_pool(pool),
+            plan: Conv2dPlan::new(wd, p),
         }
     }
 
     fn fused(&mut self) {
-        let (_, _, p, pool) = self.case;
-        let fused = ReluPoolOut {
-            relu: self.relu_out.view_mut(),
-            pooled: self.z.view_mut(),
-            pool,
-        };
+        let fused = Some((self.relu_out.view_mut(), self.z.view_mut()));
         let (x, w, b) = (self.x.view(), self.w.view(), Some(self.b.view()));
-        conv2d_relu_avg_pool2d_into_caching(x, w, b, p, self.y.view_mut(), fused, &mut self.cache);
-        conv2d_relu_avg_pool2d_backward_into_cached(
-            &self.cache,
-            w,
-            self.relu_out.view(),
-            self.gz.view(),
-            p,
-            pool,
-            None,
-            self.gw.view_mut(),
-            Some(self.gb.view_mut()),
-            &mut self.ws,
-        );
+        let plan = &mut self.fused_plan;
+        plan.forward_into(x, w, b, self.y.view_mut(), fused);
+        let grads = (None, self.gw.view_mut(), Some(self.gb.view_mut()));
+        plan.backward_into(x, w, self.gz.view(), Some(self.relu_out.view()), grads);
     }
 
     fn separate(&mut self) {
-        let (_, _, p, pool) = self.case;
+        let (_, _, _, pool) = self.case;
         let (x, w, b) = (self.x.view(), self.w.view(), Some(self.b.view()));
-        conv2d_into_caching(x, w, b, p, self.y.view_mut(), &mut self.cache);
-        relu_into(self.y.view(), self.relu_out.view_mut());
+        self.plan.forward_into(x, w, b, self.y.view_mut(), None);
+        Activation::Relu.forward_into(self.y.view(), self.relu_out.view_mut());
         avg_pool2d_into(self.relu_out.view(), pool, self.z.view_mut());
-        let gy = self.gy.view_mut();
-        avg_pool2d_relu_backward_into(self.gz.view(), pool, self.relu_out.view(), gy);
-        conv2d_backward_into_cached(
-            &self.cache,
-            w,
-            self.gy.view(),
-            p,
-            None,
-            self.gw_separate.view_mut(),
-            Some(self.gb.view_mut()),
-            &mut self.ws,
-        );
+        avg_pool2d_backward_into(self.gz.view(), pool, self.gy.view_mut());
+        Activation::Relu.backward_inplace(self.relu_out.view(), self.gy.view_mut());
+        let grads = (None, self.gw_separate.view_mut(), Some(self.gb.view_mut()));
+        self.plan.backward_into(x, w, self.gy.view(), None, grads);
     }
 }

@@ -17,7 +17,6 @@ fn lenet_kernels(n: usize) -> Vec<Vec<u32>> {
     let r = &mut ChaCha8Rng::seed_from_u64(42);
     let mut out: Vec<Vec<u32>> = Vec::new();
     let mut keep = |a: &[f32]| out.push(a.iter().map(|v| v.to_bits()).collect());
-    let mut ws = Conv2dWorkspace::new();
 
     let x = random4((n, 1, 28, 28), r);
     let w1 = random4((6, 1, 5, 5), r);
@@ -27,15 +26,8 @@ fn lenet_kernels(n: usize) -> Vec<Vec<u32>> {
         padding: (2, 2),
     };
     let mut c1 = Array4::zeros((n, 6, 28, 28));
-    conv2d_into(
-        x.view(),
-        w1.view(),
-        Some(b1.view()),
-        p1,
-        c1.view_mut(),
-        &mut ws,
-    );
-    relu_inplace(c1.view_mut());
+    conv2d_into(x.view(), w1.view(), Some(b1.view()), p1, c1.view_mut());
+    let c1 = Activation::Relu.forward(c1.view());
     let s1 = avg_pool2d(c1.view(), Pool2dParams::square(2));
     let w2 = random4((16, 6, 5, 5), r);
     let c2 = conv2d(s1.view(), w2.view(), None, Conv2dParams::default());
@@ -59,7 +51,7 @@ fn lenet_kernels(n: usize) -> Vec<Vec<u32>> {
     keep(g2.weight.as_slice().unwrap());
     keep(g2.bias.as_slice().unwrap());
     let mut ds1 = avg_pool2d_backward(g2.input.view(), Pool2dParams::square(2), c1.dim());
-    relu_backward_inplace(c1.view(), ds1.view_mut());
+    Activation::Relu.backward_inplace(c1.view(), ds1.view_mut());
     let (mut gw1, mut gb1) = (Array4::zeros((6, 1, 5, 5)), Array1::zeros(6));
     conv2d_backward_into(
         x.view(),
@@ -69,7 +61,6 @@ fn lenet_kernels(n: usize) -> Vec<Vec<u32>> {
         None,
         gw1.view_mut(),
         Some(gb1.view_mut()),
-        &mut ws,
     );
     keep(gw1.as_slice().unwrap());
     keep(gb1.as_slice().unwrap());

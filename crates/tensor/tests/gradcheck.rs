@@ -26,6 +26,7 @@ use proptest::test_runner::Config;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use tensor::internals::Conv2dMethod;
 use tensor::*;
 
 /// Finite-difference step.
@@ -172,31 +173,16 @@ fn conv2d_gradcheck(
     });
     check(&format!("{at}: grad_bias"), &grads.bias, &num_b)?;
 
-    // The buffer-reusing form, with stale contents and a reused workspace, gives the same.
-    let mut ws = Conv2dWorkspace::new();
+    // A plan's buffer-reusing passes, with stale contents, give the same.
+    let mut plan = Conv2dPlan::new(wt.dim(), p);
     let mut y2 = Array4::from_elem(y.raw_dim(), f64::NAN);
-    conv2d_into(
-        x.view(),
-        wt.view(),
-        Some(b.view()),
-        p,
-        y2.view_mut(),
-        &mut ws,
-    );
+    plan.forward_into(x.view(), wt.view(), Some(b.view()), y2.view_mut(), None);
     prop_assert_eq!(&y2, &y);
     let mut gw = Array4::from_elem(wt.raw_dim(), f64::NAN);
     let mut gi = Array4::from_elem(x.raw_dim(), f64::NAN);
     let mut gb = Array1::from_elem(k, f64::NAN);
-    conv2d_backward_into(
-        x.view(),
-        wt.view(),
-        g.view(),
-        p,
-        Some(gi.view_mut()),
-        gw.view_mut(),
-        Some(gb.view_mut()),
-        &mut ws,
-    );
+    let bufs = (Some(gi.view_mut()), gw.view_mut(), Some(gb.view_mut()));
+    plan.backward_into(x.view(), wt.view(), g.view(), None, bufs);
     prop_assert_eq!((&gi, &gw, &gb), (&grads.input, &grads.weight, &grads.bias));
     Ok(())
 }
@@ -296,12 +282,11 @@ fn activation_check(
     name: &str,
     x: Array<f64, IxDyn>,
     g: Array<f64, IxDyn>,
-    fwd: fn(ndarray::ArrayViewD<'_, f64>) -> Array<f64, IxDyn>,
-    bwd: fn(ndarray::ArrayViewD<'_, f64>, ndarray::ArrayViewD<'_, f64>) -> Array<f64, IxDyn>,
+    act: Activation,
 ) -> Result<(), TestCaseError> {
-    let y = fwd(x.view());
-    let gi = bwd(y.view(), g.view());
-    let num = numeric_grad(&x, |x| dot(&fwd(x.view()), &g));
+    let y = act.forward(x.view());
+    let gi = act.backward(y.view(), g.view());
+    let num = numeric_grad(&x, |x| dot(&act.forward(x.view()), &g));
     check(&format!("{name} x{:?}", x.shape()), &gi, &num)
 }
 
@@ -313,7 +298,7 @@ proptest! {
         let r = &mut rng(seed);
         let x = away_from_zero(IxDyn(&shape), r);
         let g = uniform(IxDyn(&shape), r);
-        activation_check("relu", x, g, relu, relu_backward)?;
+        activation_check("relu", x, g, Activation::Relu)?;
     }
 
     #[test]
@@ -321,7 +306,7 @@ proptest! {
         let r = &mut rng(seed);
         let x = uniform(IxDyn(&shape), r) * 3.0;
         let g = uniform(IxDyn(&shape), r);
-        activation_check("tanh", x, g, tanh, tanh_backward)?;
+        activation_check("tanh", x, g, Activation::Tanh)?;
     }
 
     #[test]
@@ -329,7 +314,7 @@ proptest! {
         let r = &mut rng(seed);
         let x = uniform(IxDyn(&shape), r) * 6.0;
         let g = uniform(IxDyn(&shape), r);
-        activation_check("sigmoid", x, g, sigmoid, sigmoid_backward)?;
+        activation_check("sigmoid", x, g, Activation::Sigmoid)?;
     }
 
     #[test]
@@ -455,7 +440,7 @@ fn direct_dim() -> impl Strategy<Value = (usize, usize, usize, usize)> {
 }
 
 /// All three gradients of a stride-1 method (direct: one input channel; shifted: any), forced
-/// through the `_with` entry points, against central differences of its own forward pass. Up to
+/// on a plan ([`Conv2dPlan::with_method`]), against central differences of its own forward pass. Up to
 /// 7 output channels: full and short channel blocks of both the direct forward and
 /// weight-gradient kernels.
 fn conv2d_method_gradcheck(
@@ -477,33 +462,17 @@ fn conv2d_method_gradcheck(
     let fwd = |x: &Array4<f64>, wt: &Array4<f64>, b: &Array1<f64>| {
         let (oh, ow) = p.output_size((h, w), (kh, kw)).unwrap();
         let mut y = Array4::from_elem((n, k, oh, ow), f64::NAN);
-        let mut ws = Conv2dWorkspace::new();
-        conv2d_into_with(
-            m,
-            x.view(),
-            wt.view(),
-            Some(b.view()),
-            p,
-            y.view_mut(),
-            &mut ws,
-        );
+        let mut plan = Conv2dPlan::new(wt.dim(), p).with_method(m);
+        plan.inference_into(x.view(), wt.view(), Some(b.view()), y.view_mut(), None);
         y
     };
     let g = uniform(fwd(&x, &wt, &b).raw_dim(), r);
     let mut gi = Array4::from_elem(x.raw_dim(), f64::NAN);
     let mut gw = Array4::from_elem(wt.raw_dim(), f64::NAN);
     let mut gb = Array1::from_elem(k, f64::NAN);
-    conv2d_backward_into_with(
-        m,
-        x.view(),
-        wt.view(),
-        g.view(),
-        p,
-        Some(gi.view_mut()),
-        gw.view_mut(),
-        Some(gb.view_mut()),
-        &mut Conv2dWorkspace::new(),
-    );
+    let grads = (Some(gi.view_mut()), gw.view_mut(), Some(gb.view_mut()));
+    let mut plan = Conv2dPlan::new(wt.dim(), p).with_method(m);
+    plan.backward_into(x.view(), wt.view(), g.view(), None, grads);
     let at = format!("{m:?} conv2d x{:?} w{:?} {p:?}", x.dim(), wt.dim());
     let num_x = numeric_grad(&x, |x| dot(&fwd(x, &wt, &b), &g));
     check(&format!("{at}: grad_input"), &gi, &num_x)?;
@@ -557,23 +526,15 @@ fn conv2d_direct_gradients_at_conv1_and_chunked() {
         let b = uniform(6, r);
         let fwd = |w: &Array4<f64>, b: &Array1<f64>| {
             let mut y = Array4::zeros((n, 6, h, h));
-            let ws = &mut Conv2dWorkspace::new();
-            conv2d_into_with(m, x.view(), w.view(), Some(b.view()), p, y.view_mut(), ws);
+            let mut plan = Conv2dPlan::new(w.dim(), p).with_method(m);
+            plan.inference_into(x.view(), w.view(), Some(b.view()), y.view_mut(), None);
             y
         };
         let g = uniform((n, 6, h, h), r);
         let (mut gw, mut gb) = (Array4::zeros(w.dim()), Array1::zeros(6));
-        conv2d_backward_into_with(
-            m,
-            x.view(),
-            w.view(),
-            g.view(),
-            p,
-            None,
-            gw.view_mut(),
-            Some(gb.view_mut()),
-            &mut Conv2dWorkspace::new(),
-        );
+        let grads = (None, gw.view_mut(), Some(gb.view_mut()));
+        let mut plan = Conv2dPlan::new(w.dim(), p).with_method(m);
+        plan.backward_into(x.view(), w.view(), g.view(), None, grads);
         let num_w = numeric_grad(&w, |w| dot(&fwd(w, &b), &g));
         check(&format!("direct n={n}: grad_weight"), &gw, &num_w).unwrap();
         let num_b = numeric_grad(&b, |b| dot(&fwd(&w, b), &g));
@@ -584,8 +545,8 @@ fn conv2d_direct_gradients_at_conv1_and_chunked() {
 /// One spatial dimension of a convolution: (input extent, kernel, stride, padding).
 type ConvDim = (usize, usize, usize, usize);
 
-/// All three gradients of the fused `conv → relu → avg_pool` op
-/// ([`conv2d_relu_avg_pool2d_backward_into`]) against central differences of its own forward
+/// All three gradients of the fused `conv → relu → avg_pool` plan
+/// ([`Conv2dPlan::with_relu_avg_pool`]) against central differences of its own forward
 /// pass, `φ = Σ pooled · G`. ReLU's kink: a case is drawn again if any convolution output lies
 /// within 1e-5 of 0; a step of `h` in one coordinate moves each output by at most
 /// `h · max(|x|, |w|, 1) = 1e-6` (inputs, weights and bias are in [-1, 1)), so no difference
@@ -619,14 +580,9 @@ fn conv_relu_pool_gradcheck(
     let fwd = |x: &Array4<f64>, wt: &Array4<f64>, b: &Array1<f64>| {
         let (mut y, mut relu) = (Array4::zeros((n, k, oh, ow)), Array4::zeros((n, k, oh, ow)));
         let mut pooled = Array4::zeros((n, k, poh, pow));
-        let fused = ReluPoolOut {
-            relu: relu.view_mut(),
-            pooled: pooled.view_mut(),
-            pool,
-        };
-        let ws = &mut Conv2dWorkspace::new();
-        let b = Some(b.view());
-        conv2d_relu_avg_pool2d_into(x.view(), wt.view(), b, p, y.view_mut(), fused, ws);
+        let fused = Some((relu.view_mut(), pooled.view_mut()));
+        let mut plan = Conv2dPlan::new(wt.dim(), p).with_relu_avg_pool(pool);
+        plan.inference_into(x.view(), wt.view(), Some(b.view()), y.view_mut(), fused);
         (relu, pooled)
     };
     let (relu, pooled) = fwd(&x, &wt, &b);
@@ -636,18 +592,9 @@ fn conv_relu_pool_gradcheck(
         Array4::zeros(wt.dim()),
         Array1::zeros(k),
     );
-    conv2d_relu_avg_pool2d_backward_into(
-        x.view(),
-        wt.view(),
-        relu.view(),
-        g.view(),
-        p,
-        pool,
-        Some(gi.view_mut()),
-        gw.view_mut(),
-        Some(gb.view_mut()),
-        &mut Conv2dWorkspace::new(),
-    );
+    let grads = (Some(gi.view_mut()), gw.view_mut(), Some(gb.view_mut()));
+    let mut plan = Conv2dPlan::new(wt.dim(), p).with_relu_avg_pool(pool);
+    plan.backward_into(x.view(), wt.view(), g.view(), Some(relu.view()), grads);
     let at = format!(
         "conv_relu_pool x{:?} w{:?} {p:?} {pool:?}",
         x.dim(),

@@ -1,8 +1,8 @@
-//! The `_into` forms allocate nothing once their buffers and workspaces exist: a training loop
-//! that reuses its memory does no heap allocation per batch inside the kernels.
+//! The `_into` forms and [`Conv2dPlan`] allocate nothing once their buffers and scratch exist: a
+//! training loop that reuses its memory does no heap allocation per batch inside the kernels.
 //!
 //! A counting global allocator wraps the system one; after one warm-up pass (which grows the
-//! convolution workspace, gemm's packing buffers and starts rayon's pool) a second pass over every
+//! convolution plans' scratch, gemm's packing buffers and starts rayon's pool) a second pass over every
 //! LeNet-5 kernel must not allocate at all. This file holds a single test so that no other test
 //! thread allocates while it counts.
 
@@ -35,16 +35,24 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// LeNet-5's conv1: 5×5 with "same" padding.
+const SAME: Conv2dParams = Conv2dParams {
+    stride: (1, 1),
+    padding: (2, 2),
+};
+
 /// Every buffer of a LeNet-5 forward and backward pass at batch `n`.
 struct Buffers {
     x: Array4<f32>,
     w1: Array4<f32>,
     b1: Array1<f32>,
     c1: Array4<f32>,
+    r1: Array4<f32>,
     s1: Array4<f32>,
     w2: Array4<f32>,
     b2: Array1<f32>,
     c2: Array4<f32>,
+    t2: Array4<f32>,
     s2: Array4<f32>,
     wf: Array2<f32>,
     bf: Array1<f32>,
@@ -61,7 +69,8 @@ struct Buffers {
     dc1: Array4<f32>,
     dw1: Array4<f32>,
     db1: Array1<f32>,
-    ws: Conv2dWorkspace<f32>,
+    conv1: Conv2dPlan<f32>,
+    conv2: Conv2dPlan<f32>,
 }
 
 impl Buffers {
@@ -76,10 +85,12 @@ impl Buffers {
             w1: f4((6, 1, 5, 5)),
             b1: Array1::from_elem(6, 0.1),
             c1: Array4::zeros((n, 6, 28, 28)),
+            r1: Array4::zeros((n, 6, 28, 28)),
             s1: Array4::zeros((n, 6, 14, 14)),
             w2: f4((16, 6, 5, 5)),
             b2: Array1::from_elem(16, 0.1),
             c2: Array4::zeros((n, 16, 10, 10)),
+            t2: Array4::zeros((n, 16, 10, 10)),
             s2: Array4::zeros((n, 16, 5, 5)),
             wf: Array2::from_shape_fn((10, 400), |(i, j)| ((i + j) % 7) as f32 / 70.0),
             bf: Array1::zeros(10),
@@ -96,7 +107,8 @@ impl Buffers {
             dc1: Array4::zeros((n, 6, 28, 28)),
             dw1: Array4::zeros((6, 1, 5, 5)),
             db1: Array1::zeros(6),
-            ws: Conv2dWorkspace::new(),
+            conv1: Conv2dPlan::new((6, 1, 5, 5), SAME),
+            conv2: Conv2dPlan::new((16, 6, 5, 5), Conv2dParams::default()),
         }
     }
 
@@ -104,35 +116,19 @@ impl Buffers {
     fn step(&mut self) {
         let b = self;
         let n = b.x.dim().0;
-        let same = Conv2dParams {
-            stride: (1, 1),
-            padding: (2, 2),
-        };
-        let valid = Conv2dParams::default();
         let pool = Pool2dParams::square(2);
-        conv2d_into(
-            b.x.view(),
-            b.w1.view(),
-            Some(b.b1.view()),
-            same,
-            b.c1.view_mut(),
-            &mut b.ws,
-        );
-        relu_inplace(b.c1.view_mut());
-        avg_pool2d_into(b.c1.view(), pool, b.s1.view_mut());
-        conv2d_into(
-            b.s1.view(),
-            b.w2.view(),
-            Some(b.b2.view()),
-            valid,
-            b.c2.view_mut(),
-            &mut b.ws,
-        );
-        tanh_inplace(b.c2.view_mut());
-        max_pool2d_into(b.c2.view(), pool, b.s2.view_mut());
+        let (x, w1, w2) = (b.x.view(), b.w1.view(), b.w2.view());
+        b.conv1
+            .forward_into(x, w1, Some(b.b1.view()), b.c1.view_mut(), None);
+        Activation::Relu.forward_into(b.c1.view(), b.r1.view_mut());
+        avg_pool2d_into(b.r1.view(), pool, b.s1.view_mut());
+        let (s1, b2) = (b.s1.view(), Some(b.b2.view()));
+        b.conv2.forward_into(s1, w2, b2, b.c2.view_mut(), None);
+        Activation::Tanh.forward_into(b.c2.view(), b.t2.view_mut());
+        max_pool2d_into(b.t2.view(), pool, b.s2.view_mut());
         let flat = b.s2.view().into_shape_with_order((n, 400)).unwrap();
         linear_into(flat, b.wf.view(), Some(b.bf.view()), b.logits.view_mut());
-        sigmoid_into(b.logits.view(), b.dlogits.view_mut());
+        Activation::Sigmoid.forward_into(b.logits.view(), b.dlogits.view_mut());
         softmax_cross_entropy_into(b.logits.view(), &b.targets, b.dlogits.view_mut());
 
         linear_backward_into(
@@ -144,30 +140,18 @@ impl Buffers {
             Some(b.dbf.view_mut()),
         );
         let dflat4 = b.dflat.view().into_shape_with_order((n, 16, 5, 5)).unwrap();
-        max_pool2d_backward_into(b.c2.view(), dflat4, pool, b.dc2.view_mut());
-        tanh_backward_inplace(b.c2.view(), b.dc2.view_mut());
-        conv2d_backward_into(
-            b.s1.view(),
-            b.w2.view(),
-            b.dc2.view(),
-            valid,
+        max_pool2d_backward_into(b.t2.view(), dflat4, pool, b.dc2.view_mut());
+        Activation::Tanh.backward_inplace(b.t2.view(), b.dc2.view_mut());
+        let grads = (
             Some(b.ds1.view_mut()),
             b.dw2.view_mut(),
             Some(b.db2.view_mut()),
-            &mut b.ws,
         );
+        b.conv2.backward_into(s1, w2, b.dc2.view(), None, grads);
         avg_pool2d_backward_into(b.ds1.view(), pool, b.dc1.view_mut());
-        relu_backward_inplace(b.c1.view(), b.dc1.view_mut());
-        conv2d_backward_into(
-            b.x.view(),
-            b.w1.view(),
-            b.dc1.view(),
-            same,
-            None,
-            b.dw1.view_mut(),
-            Some(b.db1.view_mut()),
-            &mut b.ws,
-        );
+        Activation::Relu.backward_inplace(b.r1.view(), b.dc1.view_mut());
+        let grads = (None, b.dw1.view_mut(), Some(b.db1.view_mut()));
+        b.conv1.backward_into(x, w1, b.dc1.view(), None, grads);
         log_softmax_into(b.logits.view(), b.dlogits.view_mut());
     }
 }

@@ -246,18 +246,18 @@ fn run_case(r: &mut Reference<'_>, case: &str, op: &str) {
             let g = r.f32(&name("grad_out"));
             let (y, gi) = match op {
                 "relu" => {
-                    let y = relu(x.view());
-                    let gi = relu_backward(y.view(), g.view());
+                    let y = Activation::Relu.forward(x.view());
+                    let gi = Activation::Relu.backward(y.view(), g.view());
                     (y, gi)
                 }
                 "tanh" => {
-                    let y = tanh(x.view());
-                    let gi = tanh_backward(y.view(), g.view());
+                    let y = Activation::Tanh.forward(x.view());
+                    let gi = Activation::Tanh.backward(y.view(), g.view());
                     (y, gi)
                 }
                 _ => {
-                    let y = sigmoid(x.view());
-                    let gi = sigmoid_backward(y.view(), g.view());
+                    let y = Activation::Sigmoid.forward(x.view());
+                    let gi = Activation::Sigmoid.backward(y.view(), g.view());
                     (y, gi)
                 }
             };

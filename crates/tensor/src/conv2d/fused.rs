@@ -10,32 +10,31 @@
 //!   `y > 0` exactly where `r > 0`). It is built one image at a time into per-chunk scratch right
 //!   before that image's weight (and input) gradient reads it: no batch-wide `dL/dy` buffer.
 //!
-//! Each step runs the same per-plane kernels as the separate ops ([`relu`](crate::relu),
-//! [`avg_pool2d`](crate::avg_pool2d), [`avg_pool2d_relu_backward_into`](crate::avg_pool2d_relu_backward_into),
-//! the convolution's), in the same order, so the fused op is bit-identical to the composition.
+//! Each step runs the same per-plane kernels as the separate ops
+//! ([`Activation::Relu`](crate::Activation::Relu), [`avg_pool2d`](crate::avg_pool2d),
+//! [`avg_pool2d_backward`](crate::avg_pool2d_backward), the convolution's), in the same order,
+//! so the fused pass is bit-identical to the composition. A [`Conv2dPlan`](super::Conv2dPlan)
+//! built [`with_relu_avg_pool`](super::Conv2dPlan::with_relu_avg_pool) runs it.
 
-use super::{
-    backward, cached_kept, forward_caching, forward_ws, Conv2dCache, Conv2dMethod, Conv2dParams,
-    Conv2dWorkspace, Geometry, Kept, Upstream,
-};
+use super::Geometry;
 use crate::pool::{avg_pool_relu_backward_plane, relu_avg_pool_image, Geometry as PoolGeometry};
 use crate::shape::{check_shape, Expected};
 use crate::{Pool2dParams, Scalar};
-use ndarray::{ArrayView1, ArrayView4, ArrayViewMut1, ArrayViewMut4};
+use ndarray::ArrayViewMut4;
 use rayon::iter::Either;
 use rayon::prelude::*;
 
 /// The outputs the fused forward pass writes besides the convolution output: the ReLU output
 /// and its average pool.
 #[derive(Debug)]
-pub struct ReluPoolOut<'a, T> {
+pub(super) struct ReluPoolOut<'a, T> {
     /// `max(conv, 0)`, `[n, k, oh, ow]`: what the fused backward pass reads as ReLU's mask.
-    pub relu: ArrayViewMut4<'a, T>,
+    pub(super) relu: ArrayViewMut4<'a, T>,
     /// The average pool of `relu`, `[n, k, poh, pow]` with `(poh, pow)` from
     /// [`Pool2dParams::output_size`] of `(oh, ow)`.
-    pub pooled: ArrayViewMut4<'a, T>,
+    pub(super) pooled: ArrayViewMut4<'a, T>,
     /// Window and stride of the average pool (no padding, floor mode).
-    pub pool: Pool2dParams,
+    pub(super) pool: Pool2dParams,
 }
 
 impl<T> ReluPoolOut<'_, T> {
@@ -52,198 +51,9 @@ impl<T> ReluPoolOut<'_, T> {
     }
 }
 
-/// [`conv2d_into`](crate::conv2d_into) followed by [`relu`](crate::relu) and
-/// [`avg_pool2d`](crate::avg_pool2d), fused: each image's convolution output is rectified and
-/// pooled right after it is computed, while it is in cache. Writes the convolution output
-/// `out` (`[n, k, oh, ow]`), `fused.relu = max(out, 0)` and `fused.pooled =
-/// avg_pool2d(fused.relu)`, each bit-identical to the separate ops. Scratch from `ws`; nothing
-/// is kept for a backward pass (see [`conv2d_relu_avg_pool2d_into_caching`]).
-///
-/// # Panics
-/// If the shapes do not agree, the kernel does not fit (see the module docs), or the pool
-/// window does not fit the convolution output.
-///
-/// ```
-/// use ndarray::{array, Array4};
-/// use tensor::*;
-/// let x = Array4::from_shape_fn((2, 1, 5, 5), |(n, _, i, j)| (n + i) as f32 - j as f32);
-/// let w = Array4::from_elem((3, 1, 2, 2), 0.25_f32);
-/// let b = array![0.5_f32, -1.0, 0.0];
-/// let p = Conv2dParams::default(); // 5×5 → 4×4 → pooled 2×2
-/// let (mut y, mut r, mut z) =
-///     (Array4::zeros((2, 3, 4, 4)), Array4::zeros((2, 3, 4, 4)), Array4::zeros((2, 3, 2, 2)));
-/// let fused = ReluPoolOut { relu: r.view_mut(), pooled: z.view_mut(), pool: Pool2dParams::square(2) };
-/// conv2d_relu_avg_pool2d_into(x.view(), w.view(), Some(b.view()), p, y.view_mut(), fused,
-///                             &mut Conv2dWorkspace::new());
-/// let want_y = conv2d(x.view(), w.view(), Some(b.view()), p);
-/// assert_eq!(y, want_y);
-/// assert_eq!(r, relu(want_y.view()));
-/// assert_eq!(z, avg_pool2d(r.view(), Pool2dParams::square(2)));
-/// ```
-#[track_caller]
-pub fn conv2d_relu_avg_pool2d_into<T: Scalar>(
-    input: ArrayView4<'_, T>,
-    weight: ArrayView4<'_, T>,
-    bias: Option<ArrayView1<'_, T>>,
-    params: Conv2dParams,
-    out: ArrayViewMut4<'_, T>,
-    fused: ReluPoolOut<'_, T>,
-    ws: &mut Conv2dWorkspace<T>,
-) {
-    let op = "conv2d_relu_avg_pool2d";
-    let g = Geometry::new(op, input.dim(), weight.dim(), params);
-    let method = Conv2dMethod::choose(g.input_dim(), g.weight_dim(), params);
-    forward_ws(&g, method, input, weight, bias, out, Some(fused), ws);
-}
-
-/// Like [`conv2d_relu_avg_pool2d_into`], keeping in `cache` what the convolution's backward
-/// pass reads (as [`conv2d_into_caching`](crate::conv2d_into_caching) does), for
-/// [`conv2d_relu_avg_pool2d_backward_into_cached`]. Training calls this.
-///
-/// # Panics
-/// As [`conv2d_relu_avg_pool2d_into`].
-///
-/// ```
-/// use ndarray::Array4;
-/// use tensor::*;
-/// let x = Array4::from_shape_fn((3, 2, 6, 7), |(n, c, i, j)| (n + c + i) as f64 - j as f64);
-/// let w = Array4::from_elem((4, 2, 3, 3), 0.1);
-/// let (p, pool) = (Conv2dParams::default(), Pool2dParams::square(2)); // 6×7 → 4×5 → 2×2
-/// let (mut y, mut r, mut z) =
-///     (Array4::zeros((3, 4, 4, 5)), Array4::zeros((3, 4, 4, 5)), Array4::zeros((3, 4, 2, 2)));
-/// let mut cache = Conv2dCache::new();
-/// let fused = ReluPoolOut { relu: r.view_mut(), pooled: z.view_mut(), pool };
-/// conv2d_relu_avg_pool2d_into_caching(x.view(), w.view(), None, p, y.view_mut(), fused, &mut cache);
-/// assert!(cache.is_filled_for((3, 2, 6, 7), (4, 2, 3, 3), p));
-/// assert_eq!(z, avg_pool2d(relu(conv2d(x.view(), w.view(), None, p).view()).view(), pool));
-/// ```
-#[track_caller]
-pub fn conv2d_relu_avg_pool2d_into_caching<T: Scalar>(
-    input: ArrayView4<'_, T>,
-    weight: ArrayView4<'_, T>,
-    bias: Option<ArrayView1<'_, T>>,
-    params: Conv2dParams,
-    out: ArrayViewMut4<'_, T>,
-    fused: ReluPoolOut<'_, T>,
-    cache: &mut Conv2dCache<T>,
-) {
-    let op = "conv2d_relu_avg_pool2d";
-    let g = Geometry::new(op, input.dim(), weight.dim(), params);
-    forward_caching(&g, input, weight, bias, out, Some(fused), cache);
-}
-
 // Backward of z = avg_pool(relu(conv(x))): with gz = dL/dz,
 //   dL/dy = [r > 0] ⊙ avg_pool_backward(gz)        (y the convolution output, r = relu(y)),
 // then the convolution's own backward of dL/dy (see the parent module), image by image.
-
-/// Gradients of [`conv2d_relu_avg_pool2d_into`]'s pooled output: with `grad_pooled` = dL/dz,
-/// the convolution-output gradient `dL/dy = [relu_out > 0] ⊙ avg_pool2d_backward(grad_pooled)`
-/// is built one image at a time into per-chunk scratch of `ws`, and the convolution's input
-/// (optional), weight and bias gradients computed from it as
-/// [`conv2d_backward_into`](crate::conv2d_backward_into) does. Bit-identical to
-/// [`avg_pool2d_relu_backward_into`](crate::avg_pool2d_relu_backward_into) then
-/// [`conv2d_backward_into`](crate::conv2d_backward_into). `relu_out` is the forward pass's
-/// `fused.relu`, `pool` its `fused.pool`.
-///
-/// # Panics
-/// If the shapes do not agree with the forward pass's (see the module docs).
-///
-/// ```
-/// use ndarray::{Array1, Array4};
-/// use tensor::*;
-/// let x = Array4::from_shape_fn((2, 1, 6, 6), |(n, _, i, j)| (n + i) as f32 - j as f32);
-/// let w = Array4::from_shape_fn((2, 1, 3, 3), |(k, _, u, v)| (k + u) as f32 - v as f32);
-/// let (p, pool) = (Conv2dParams { stride: (1, 1), padding: (1, 1) }, Pool2dParams::square(2));
-/// let y = conv2d(x.view(), w.view(), None, p);
-/// let r = relu(y.view());
-/// let gz = Array4::from_shape_fn((2, 2, 3, 3), |(n, k, i, j)| (n + k + i * j) as f32);
-/// let (mut gw, mut gb) = (Array4::zeros(w.dim()), Array1::zeros(2));
-/// conv2d_relu_avg_pool2d_backward_into(x.view(), w.view(), r.view(), gz.view(), p, pool, None,
-///                                      gw.view_mut(), Some(gb.view_mut()), &mut Conv2dWorkspace::new());
-/// let gy = relu_backward(r.view(), avg_pool2d_backward(gz.view(), pool, y.dim()).view());
-/// let want = conv2d_backward(x.view(), w.view(), gy.view(), p);
-/// assert_eq!((gw, gb), (want.weight, want.bias));
-/// ```
-#[allow(clippy::too_many_arguments)]
-#[track_caller]
-pub fn conv2d_relu_avg_pool2d_backward_into<T: Scalar>(
-    input: ArrayView4<'_, T>,
-    weight: ArrayView4<'_, T>,
-    relu_out: ArrayView4<'_, T>,
-    grad_pooled: ArrayView4<'_, T>,
-    params: Conv2dParams,
-    pool: Pool2dParams,
-    grad_input: Option<ArrayViewMut4<'_, T>>,
-    grad_weight: ArrayViewMut4<'_, T>,
-    grad_bias: Option<ArrayViewMut1<'_, T>>,
-    ws: &mut Conv2dWorkspace<T>,
-) {
-    let op = "conv2d_relu_avg_pool2d_backward";
-    let g = Geometry::new(op, input.dim(), weight.dim(), params);
-    let method = Conv2dMethod::choose_backward(g.input_dim(), g.weight_dim(), params);
-    let input = input.as_standard_layout();
-    let x = input.as_slice().expect("standard layout");
-    let upstream = Upstream::ReluAvgPool {
-        grad: grad_pooled,
-        relu: relu_out,
-        pool,
-    };
-    let grads = (grad_input, grad_weight, grad_bias);
-    backward(&g, method, Kept::Input(x), weight, upstream, grads, ws);
-}
-
-/// Like [`conv2d_relu_avg_pool2d_backward_into`], reading what
-/// [`conv2d_relu_avg_pool2d_into_caching`] kept in `cache` instead of the input. Bit-identical
-/// to it.
-///
-/// # Panics
-/// If `cache` was not filled by a forward pass with this weight shape and `params`, or the
-/// other shapes do not agree with the forward pass's.
-///
-/// ```
-/// use ndarray::{Array1, Array4};
-/// use tensor::*;
-/// let x = Array4::from_shape_fn((2, 1, 7, 7), |(n, _, i, j)| (n * i) as f32 - j as f32);
-/// let w = Array4::from_elem((3, 1, 3, 3), 0.5_f32);
-/// let (p, pool) = (Conv2dParams { stride: (1, 1), padding: (1, 1) }, Pool2dParams::square(2));
-/// let (mut y, mut r, mut z) =
-///     (Array4::zeros((2, 3, 7, 7)), Array4::zeros((2, 3, 7, 7)), Array4::zeros((2, 3, 3, 3)));
-/// let mut cache = Conv2dCache::new();
-/// let fused = ReluPoolOut { relu: r.view_mut(), pooled: z.view_mut(), pool };
-/// conv2d_relu_avg_pool2d_into_caching(x.view(), w.view(), None, p, y.view_mut(), fused, &mut cache);
-/// let gz = Array4::from_elem((2, 3, 3, 3), 1.0_f32);
-/// let mut ws = Conv2dWorkspace::new();
-/// let (mut gw, mut gw_cached) = (Array4::zeros(w.dim()), Array4::zeros(w.dim()));
-/// conv2d_relu_avg_pool2d_backward_into(x.view(), w.view(), r.view(), gz.view(), p, pool, None,
-///                                      gw.view_mut(), None, &mut ws);
-/// conv2d_relu_avg_pool2d_backward_into_cached(&cache, w.view(), r.view(), gz.view(), p, pool,
-///                                             None, gw_cached.view_mut(), None, &mut ws);
-/// assert_eq!(gw, gw_cached);
-/// ```
-#[allow(clippy::too_many_arguments)]
-#[track_caller]
-pub fn conv2d_relu_avg_pool2d_backward_into_cached<T: Scalar>(
-    cache: &Conv2dCache<T>,
-    weight: ArrayView4<'_, T>,
-    relu_out: ArrayView4<'_, T>,
-    grad_pooled: ArrayView4<'_, T>,
-    params: Conv2dParams,
-    pool: Pool2dParams,
-    grad_input: Option<ArrayViewMut4<'_, T>>,
-    grad_weight: ArrayViewMut4<'_, T>,
-    grad_bias: Option<ArrayViewMut1<'_, T>>,
-    ws: &mut Conv2dWorkspace<T>,
-) {
-    let op = "conv2d_relu_avg_pool2d_backward_cached";
-    let (g, kept) = cached_kept(op, cache, weight.dim(), params);
-    let upstream = Upstream::ReluAvgPool {
-        grad: grad_pooled,
-        relu: relu_out,
-        pool,
-    };
-    let grads = (grad_input, grad_weight, grad_bias);
-    backward(&g, cache.method, kept, weight, upstream, grads, ws);
-}
 
 /// The fused forward pass's extra outputs for the whole batch: the ReLU output (`[n, k, oh,
 /// ow]`) and the pooled output (`[n, k, poh, pow]`), contiguous.

@@ -14,18 +14,19 @@
 //!   image: long copies instead of im2col's short rows, long adds instead of col2im's, and a
 //!   training pass keeps only the padded images (see `shifted.rs`).
 //!
-//! The `conv2d_relu_avg_pool2d_*` ops (`fused.rs`) run the same kernels with a ReLU and an
-//! average pool applied to each image's output inside the pass, and in backward build each
-//! image's output gradient from the pooled gradient just before it is used.
+//! A [`Conv2dPlan`] with the ReLU and average pool option (`fused.rs`) runs the same kernels
+//! with a ReLU and an average pool applied to each image's output inside the pass, and in
+//! backward builds each image's output gradient from the pooled gradient just before it is
+//! used.
 //!
-//! Bias gradient, for all: `db_k = Σ_{n,i,j} g[n,k,i,j]`. [`Conv2dMethod::choose`] (forward)
-//! and [`Conv2dMethod::choose_backward`] are the one place where the method is picked; the
-//! `_with` entry points take it explicitly.
+//! Bias gradient, for all: `db_k = Σ_{n,i,j} g[n,k,i,j]`. [`Conv2dPlan::new`] picks the method
+//! ([`Conv2dMethod::choose`], the one place it is picked); the one-shot functions
+//! ([`conv2d_into`], [`conv2d_backward_into`]) run a plan of their own.
 //!
 //! # Parallelism and determinism
 //! The batch is cut into at most [`CONV_BATCH_CHUNKS`] chunks of consecutive images, a pure
 //! function of the batch size (never of the thread count). Each chunk owns a slot of the
-//! [`Conv2dWorkspace`] (its scratch and its partial weight/bias sums) and runs its images in
+//! plan's workspace (its scratch and its partial weight/bias sums) and runs its images in
 //! order. Chunks run on rayon's threads when the convolution is big enough to pay for it. The
 //! weight and bias gradients are the chunk partial sums added in chunk order, so they are
 //! bit-identical from run to run, serial or parallel, on any number of threads (given a
@@ -51,16 +52,15 @@ mod taps;
 #[cfg(target_arch = "x86_64")]
 mod taps_simd;
 
-pub use fused::{
-    conv2d_relu_avg_pool2d_backward_into, conv2d_relu_avg_pool2d_backward_into_cached,
-    conv2d_relu_avg_pool2d_into, conv2d_relu_avg_pool2d_into_caching, ReluPoolOut,
-};
+mod plan;
+
+pub use plan::Conv2dPlan;
 
 use crate::parallel::{with_standard_slice_mut, PAR_MIN_WORK};
 use crate::pool::Geometry as PoolGeometry;
 use crate::shape::{check_shape, Expected};
 use crate::{Pool2dParams, Scalar};
-use fused::GradOut;
+use fused::{GradOut, ReluPoolOut};
 use ndarray::{Array1, Array4, ArrayView1, ArrayView4, ArrayViewMut1, ArrayViewMut4};
 use rayon::iter::Either;
 use rayon::prelude::*;
@@ -68,7 +68,7 @@ use rayon::prelude::*;
 /// The batch is split into at most this many chunks of consecutive images, each with its own
 /// scratch and partial gradient sums. Fixed (not the thread count) so that the summation order of
 /// the weight gradient, and hence every bit of it, depends on the batch size only.
-pub const CONV_BATCH_CHUNKS: usize = 32;
+const CONV_BATCH_CHUNKS: usize = 32;
 
 /// Stride and zero padding of a convolution, each as (height, width).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -114,38 +114,27 @@ impl Conv2dParams {
     }
 }
 
-/// Scratch memory of the convolutions, grown on first use and reused afterwards.
+/// A plan's scratch memory, grown on first use and reused afterwards.
 ///
 /// It holds, for each batch chunk (see the module docs), the method's scratch (im2col: one
 /// column buffer of `c·kh·kw × oh·ow`, plus in backward a second one for the column gradient;
 /// direct: one image's zero-bordered rows) and, in backward, the chunk's partial weight and
-/// bias gradients (and for the fused `conv2d_relu_avg_pool2d_backward_*`, one image's output
-/// gradient). Keep one workspace per layer (or one for the whole network, it grows to the
-/// largest need): after the first batch the `_into` forms allocate nothing.
+/// bias gradients (and with the fused ReLU and pool, one image's output gradient).
 #[derive(Debug, Default, Clone)]
-pub struct Conv2dWorkspace<T> {
+struct Conv2dWorkspace<T> {
     cols: Vec<T>,
 }
 
 impl<T: Scalar> Conv2dWorkspace<T> {
     /// An empty workspace; it grows to the size the first call needs.
-    ///
-    /// ```
-    /// let ws = tensor::Conv2dWorkspace::<f32>::new();
-    /// assert_eq!(ws.len(), 0);
-    /// ```
-    pub fn new() -> Self {
+    fn new() -> Self {
         Conv2dWorkspace { cols: Vec::new() }
     }
 
     /// Number of scalars of scratch held (0 until first use); it only ever grows.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.cols.len()
-    }
-
-    /// Whether no scratch has been allocated yet.
-    pub fn is_empty(&self) -> bool {
-        self.cols.is_empty()
     }
 
     /// The first `chunks · slot` scalars, growing the buffer if it is smaller.
@@ -158,20 +147,19 @@ impl<T: Scalar> Conv2dWorkspace<T> {
     }
 }
 
-/// What the backward pass reads of a whole batch's input, kept by a training forward pass
-/// ([`conv2d_into_caching`]) as a by-product, so that the backward pass
-/// ([`conv2d_backward_into_cached`]) need not rebuild it and need not be given the input. For
+/// What the backward pass reads of a whole batch's input, kept by a plan's training forward
+/// pass ([`Conv2dPlan::forward_into`]) as a by-product, so that its backward pass need not
+/// rebuild it. For
 /// the im2col method these are the im2col columns (those of `x_n` are exactly what
 /// `dW = Σ_n g_n·cols_nᵀ` reads); for the direct and shifted methods, each image's
-/// zero-bordered rows or padded planes (no columns at all). Both passes run the same method ([`Conv2dMethod::choose`] and
-/// [`Conv2dMethod::choose_backward`] agree).
+/// zero-bordered rows or padded planes (no columns at all). Both passes run the same method.
 ///
 /// It remembers the input shape, weight shape and parameters it was filled for; the backward
 /// pass checks them. It cannot know whether the input *values* changed since: the caller keeps
 /// the input untouched between the two calls (a layer's forward input normally is). It grows to
-/// [`Conv2dCache::kept_len`] scalars and is reused.
+/// [`kept_len`] scalars and is reused.
 #[derive(Debug, Clone)]
-pub struct Conv2dCache<T> {
+struct Conv2dCache<T> {
     /// What the backward pass of `method` reads, for every image of the batch.
     kept: Vec<T>,
     /// Per-chunk scratch of the forward pass (im2col: a zero-padded image; direct: the
@@ -196,12 +184,7 @@ type CacheKey = (
 
 impl<T: Scalar> Conv2dCache<T> {
     /// An empty cache, holding nothing.
-    ///
-    /// ```
-    /// let cache = tensor::Conv2dCache::<f32>::new();
-    /// assert!(!cache.is_filled());
-    /// ```
-    pub fn new() -> Self {
+    fn new() -> Self {
         Conv2dCache {
             kept: Vec::new(),
             pads: Vec::new(),
@@ -210,14 +193,9 @@ impl<T: Scalar> Conv2dCache<T> {
         }
     }
 
-    /// Whether the last forward pass filled it (and it was not [`invalidate`](Self::invalidate)d since).
-    pub fn is_filled(&self) -> bool {
-        self.filled_for.is_some()
-    }
-
-    /// Whether it holds the columns of an input of shape `input` for a weight of shape `weight`
-    /// and `params`.
-    pub fn is_filled_for(
+    /// Whether it holds what backward reads of an input of shape `input` for a weight of shape
+    /// `weight` and `params`.
+    fn is_filled_for(
         &self,
         input: (usize, usize, usize, usize),
         weight: (usize, usize, usize, usize),
@@ -226,49 +204,17 @@ impl<T: Scalar> Conv2dCache<T> {
         self.filled_for == Some((input, weight, params))
     }
 
-    /// Number of scalars [`conv2d_into_caching`] keeps for these shapes: the im2col columns
-    /// (`n·c·kh·kw·oh·ow`) where the im2col method runs, the zero-bordered images (about
-    /// `n·c·(h + 2·ph)·(w + 2·pw)`) where the direct or shifted one does. For a layer deciding
-    /// whether keeping them is worth the memory traffic.
-    ///
-    /// # Panics
-    /// If the shapes do not agree or the kernel does not fit (see the module docs).
-    ///
-    /// ```
-    /// use tensor::{Conv2dCache, Conv2dParams};
-    /// let same = Conv2dParams { stride: (1, 1), padding: (2, 2) };
-    /// let conv1 = Conv2dCache::<f32>::kept_len((32, 1, 28, 28), (6, 1, 5, 5), same);
-    /// let conv2 = Conv2dCache::<f32>::kept_len((32, 6, 14, 14), (16, 6, 5, 5), Conv2dParams::default());
-    /// let strided = Conv2dParams { stride: (2, 2), padding: (0, 0) };
-    /// let conv3 = Conv2dCache::<f32>::kept_len((32, 6, 14, 14), (16, 6, 5, 5), strided);
-    /// assert!(conv1 < 32 * 40 * 40); // padded images, no columns
-    /// assert_eq!(conv2, 32 * 6 * 14 * 14); // the images: no padding
-    /// assert_eq!(conv3, 32 * 6 * 25 * 5 * 5); // im2col columns
-    /// ```
-    #[track_caller]
-    pub fn kept_len(
-        input: (usize, usize, usize, usize),
-        weight: (usize, usize, usize, usize),
-        params: Conv2dParams,
-    ) -> usize {
-        let g = Geometry::new("Conv2dCache::kept_len", input, weight, params);
-        g.n * kept_per_image(&g, Conv2dMethod::choose(input, weight, params))
-    }
-
-    /// Forgets what it kept (keeps the memory): the next backward pass must not use them.
-    pub fn invalidate(&mut self) {
+    /// Forgets what it kept (keeps the memory): the next backward pass must not use it.
+    fn invalidate(&mut self) {
         self.filled_for = None;
     }
+}
 
-    /// Number of scalars held (it only ever grows).
-    pub fn len(&self) -> usize {
-        self.kept.len()
-    }
-
-    /// Whether no memory has been allocated yet.
-    pub fn is_empty(&self) -> bool {
-        self.kept.is_empty()
-    }
+/// Number of scalars a caching forward pass by `method` keeps for the convolution `g`: the
+/// im2col columns (`n·c·kh·kw·oh·ow`) for im2col, the zero-bordered images (about
+/// `n·c·(h + 2·ph)·(w + 2·pw)`) for the direct and shifted methods.
+fn kept_len(g: &Geometry, method: Conv2dMethod) -> usize {
+    g.n * kept_per_image(g, method)
 }
 
 /// The three gradients of a convolution.
@@ -470,10 +416,10 @@ fn valid_range(out: usize, s: usize, v: usize, p: usize, len: usize) -> (usize, 
 // Choosing the method
 // ---------------------------------------------------------------------------------------------
 
-/// How a convolution is computed. Both give the same values up to rounding; the plain entry
-/// points use [`Conv2dMethod::choose`] (forward: [`conv2d_into`], [`conv2d_into_caching`]) and
-/// [`Conv2dMethod::choose_backward`] ([`conv2d_backward_into`]), the `_with` forms
-/// ([`conv2d_into_with`], [`conv2d_backward_into_with`]) take one explicitly.
+/// How a convolution is computed. All give the same values up to rounding; a [`Conv2dPlan`]
+/// runs [`Conv2dMethod::choose`]'s (benchmarks and tests can force another one, with the
+/// `bench-internals` feature).
+#[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Conv2dMethod {
     /// im2col columns and [`gemm`](crate::gemm): every geometry.
@@ -489,68 +435,29 @@ pub enum Conv2dMethod {
 }
 
 impl Conv2dMethod {
-    /// The method the plain forward entry points use for these shapes:
-    /// [`Direct`](Self::Direct) wherever it applies (measured 1.4–2× faster than im2col on
-    /// LeNet-5's conv1 at batch 32 and 256, `benches/benches/conv2d.rs`), else
-    /// [`Shifted`](Self::Shifted) for stride 1 (on LeNet-5's conv2 it made a one-thread training
-    /// epoch 1.1–1.3× faster than im2col), else [`Im2col`](Self::Im2col). With
-    /// [`Conv2dMethod::choose_backward`], the only place the choice is made.
-    ///
-    /// ```
-    /// use tensor::{Conv2dMethod, Conv2dParams};
-    /// let same = Conv2dParams { stride: (1, 1), padding: (2, 2) };
-    /// let pick = |c, p| Conv2dMethod::choose((32, c, 28, 28), (6, c, 5, 5), p);
-    /// assert_eq!(pick(1, same), Conv2dMethod::Direct);
-    /// assert_eq!(pick(6, same), Conv2dMethod::Shifted);
-    /// assert_eq!(pick(1, Conv2dParams { stride: (2, 2), ..same }), Conv2dMethod::Im2col);
-    /// ```
-    pub fn choose(
-        input: (usize, usize, usize, usize),
-        weight: (usize, usize, usize, usize),
-        params: Conv2dParams,
-    ) -> Conv2dMethod {
-        if Conv2dMethod::Direct.supports(input, weight, params) {
+    /// The method for a weight of shape `weight` (`[k, c, kh, kw]`) and `params`, forward and
+    /// backward: [`Direct`](Self::Direct) wherever it applies (forward measured 1.4–2× faster
+    /// than im2col on LeNet-5's conv1 at batch 32 and 256, its weight and bias gradient 1.3–2×,
+    /// `benches/benches/conv2d.rs`), else [`Shifted`](Self::Shifted) for stride 1 (on LeNet-5's
+    /// conv2 it made a one-thread training epoch 1.1–1.3× faster than im2col), else
+    /// [`Im2col`](Self::Im2col). So a training pass over LeNet-5 keeps no columns, only padded
+    /// images. The only place the choice is made.
+    pub fn choose(weight: (usize, usize, usize, usize), params: Conv2dParams) -> Conv2dMethod {
+        if Conv2dMethod::Direct.supports(weight, params) {
             Conv2dMethod::Direct
-        } else if Conv2dMethod::Shifted.supports(input, weight, params) {
+        } else if Conv2dMethod::Shifted.supports(weight, params) {
             Conv2dMethod::Shifted
         } else {
             Conv2dMethod::Im2col
         }
     }
 
-    /// The method the plain backward entry point uses: the same rule as
-    /// [`Conv2dMethod::choose`], [`Direct`](Self::Direct) wherever it applies (its weight and
-    /// bias gradient measured 1.3–2× faster than im2col's on LeNet-5's conv1 at batch 32 and
-    /// 256, `benches/benches/conv2d.rs`), then [`Shifted`](Self::Shifted), then
-    /// [`Im2col`](Self::Im2col). So a training pass over LeNet-5 ([`conv2d_into_caching`],
-    /// [`conv2d_backward_into_cached`]) keeps no columns, only padded images.
-    ///
-    /// ```
-    /// use tensor::{Conv2dMethod, Conv2dParams};
-    /// let same = Conv2dParams { stride: (1, 1), padding: (2, 2) };
-    /// let pick = |c| Conv2dMethod::choose_backward((32, c, 28, 28), (6, c, 5, 5), same);
-    /// assert_eq!(pick(1), Conv2dMethod::Direct);
-    /// assert_eq!(pick(6), Conv2dMethod::Shifted);
-    /// ```
-    pub fn choose_backward(
-        input: (usize, usize, usize, usize),
-        weight: (usize, usize, usize, usize),
-        params: Conv2dParams,
-    ) -> Conv2dMethod {
-        Conv2dMethod::choose(input, weight, params)
-    }
-
-    /// Whether this method can compute a convolution of these shapes (im2col: always; direct:
-    /// one input channel and stride 1; shifted: stride 1).
-    pub fn supports(
-        self,
-        input: (usize, usize, usize, usize),
-        weight: (usize, usize, usize, usize),
-        params: Conv2dParams,
-    ) -> bool {
+    /// Whether this method can compute a convolution with this weight shape and `params`
+    /// (im2col: always; direct: one input channel and stride 1; shifted: stride 1).
+    pub fn supports(self, weight: (usize, usize, usize, usize), params: Conv2dParams) -> bool {
         match self {
             Conv2dMethod::Im2col => true,
-            Conv2dMethod::Direct => input.1 == 1 && weight.1 == 1 && params.stride == (1, 1),
+            Conv2dMethod::Direct => weight.1 == 1 && params.stride == (1, 1),
             Conv2dMethod::Shifted => params.stride == (1, 1),
         }
     }
@@ -559,7 +466,7 @@ impl Conv2dMethod {
     #[track_caller]
     fn check(self, op: &str, g: &Geometry) {
         assert!(
-            self.supports(g.input_dim(), g.weight_dim(), g.p),
+            self.supports(g.weight_dim(), g.p),
             "{op}: method {self:?} does not support input {:?}, weight {:?}, stride {:?} \
              (direct: one input channel and stride 1; shifted: stride 1)",
             g.input_dim(),
@@ -598,32 +505,25 @@ pub fn conv2d<T: Scalar>(
 ) -> Array4<T> {
     let g = Geometry::new("conv2d", input.dim(), weight.dim(), params);
     let mut out = Array4::zeros(g.output_dim());
-    conv2d_into(
-        input,
-        weight,
-        bias,
-        params,
-        out.view_mut(),
-        &mut Conv2dWorkspace::new(),
-    );
+    conv2d_into(input, weight, bias, params, out.view_mut());
     out
 }
 
-/// Like [`conv2d`], overwriting `out` (`[n, k, oh, ow]`), with scratch from `ws` (no allocation
-/// once `ws` has grown to this size).
+/// Like [`conv2d`], overwriting `out` (`[n, k, oh, ow]`). Its scratch is allocated for the call
+/// and freed after it: a loop that calls it again and again uses a [`Conv2dPlan`], which keeps
+/// its scratch and so allocates nothing after the first call.
 ///
 /// # Panics
 /// If the shapes do not agree or the kernel does not fit (see the module docs).
 ///
 /// ```
 /// use ndarray::Array4;
-/// use tensor::{conv2d_into, Conv2dParams, Conv2dWorkspace};
+/// use tensor::{conv2d_into, Conv2dParams};
 /// let x = Array4::from_elem((2, 1, 4, 4), 1.0_f64);
 /// let w = Array4::from_elem((3, 1, 3, 3), 1.0);
 /// let p = Conv2dParams { stride: (1, 1), padding: (1, 1) }; // "same" size
 /// let mut y = Array4::zeros((2, 3, 4, 4));
-/// let mut ws = Conv2dWorkspace::new();
-/// conv2d_into(x.view(), w.view(), None, p, y.view_mut(), &mut ws);
+/// conv2d_into(x.view(), w.view(), None, p, y.view_mut());
 /// assert_eq!(y[[1, 2, 0, 0]], 4.0); // corner: 2×2 of the 3×3 window is inside
 /// assert_eq!(y[[1, 2, 1, 1]], 9.0);
 /// ```
@@ -634,44 +534,8 @@ pub fn conv2d_into<T: Scalar>(
     bias: Option<ArrayView1<'_, T>>,
     params: Conv2dParams,
     out: ArrayViewMut4<'_, T>,
-    ws: &mut Conv2dWorkspace<T>,
 ) {
-    let method = Conv2dMethod::choose(input.dim(), weight.dim(), params);
-    conv2d_into_with(method, input, weight, bias, params, out, ws);
-}
-
-/// Like [`conv2d_into`], by the given method instead of [`Conv2dMethod::choose`]'s (to compare
-/// or benchmark the two).
-///
-/// # Panics
-/// If the shapes do not agree, the kernel does not fit (see the module docs), or `method` does
-/// not support these shapes ([`Conv2dMethod::supports`]).
-///
-/// ```
-/// use ndarray::Array4;
-/// use tensor::{conv2d_into_with, Conv2dMethod, Conv2dParams, Conv2dWorkspace};
-/// let x = Array4::from_shape_fn((2, 1, 6, 5), |(n, _, i, j)| (n + 2 * i) as f32 - j as f32);
-/// let w = Array4::from_shape_fn((3, 1, 3, 3), |(k, _, u, v)| (k + u) as f32 * 0.5 - v as f32);
-/// let p = Conv2dParams { stride: (1, 1), padding: (1, 2) };
-/// let mut ws = Conv2dWorkspace::new();
-/// let (mut direct, mut im2col) = (Array4::zeros((2, 3, 6, 7)), Array4::zeros((2, 3, 6, 7)));
-/// conv2d_into_with(Conv2dMethod::Direct, x.view(), w.view(), None, p, direct.view_mut(), &mut ws);
-/// conv2d_into_with(Conv2dMethod::Im2col, x.view(), w.view(), None, p, im2col.view_mut(), &mut ws);
-/// assert_eq!(direct, im2col); // small integers: exact either way
-/// ```
-#[track_caller]
-pub fn conv2d_into_with<T: Scalar>(
-    method: Conv2dMethod,
-    input: ArrayView4<'_, T>,
-    weight: ArrayView4<'_, T>,
-    bias: Option<ArrayView1<'_, T>>,
-    params: Conv2dParams,
-    out: ArrayViewMut4<'_, T>,
-    ws: &mut Conv2dWorkspace<T>,
-) {
-    let g = Geometry::new("conv2d", input.dim(), weight.dim(), params);
-    method.check("conv2d", &g);
-    forward_ws(&g, method, input, weight, bias, out, None, ws);
+    Conv2dPlan::new(weight.dim(), params).inference_into(input, weight, bias, out, None);
 }
 
 /// The forward pass by `method` with scratch from `ws` (nothing kept for backward), and the
@@ -713,45 +577,13 @@ fn forward_ws<T: Scalar>(
     forward(g, input, weight, bias, out, scratch, epi);
 }
 
-/// Like [`conv2d_into`], but keeps in `cache` what the backward pass reads of every image (the
-/// im2col columns, or the direct method's zero-bordered rows; see [`Conv2dCache`]), so that
-/// [`conv2d_backward_into_cached`] can reuse it instead of rebuilding it (training calls this,
-/// inference calls [`conv2d_into`]). The output is bit-identical to [`conv2d_into`]'s: the
-/// same method runs.
-///
-/// # Panics
-/// If the shapes do not agree or the kernel does not fit (see the module docs).
-///
-/// ```
-/// use ndarray::{Array1, Array4};
-/// use tensor::*;
-/// let p = Conv2dParams::default();
-/// let x = Array4::from_elem((2, 1, 4, 4), 1.0_f32);
-/// let w = Array4::from_elem((3, 1, 3, 3), 0.5_f32);
-/// let mut y = Array4::zeros((2, 3, 2, 2));
-/// let mut cache = Conv2dCache::new();
-/// conv2d_into_caching(x.view(), w.view(), None, p, y.view_mut(), &mut cache);
-/// assert!(cache.is_filled_for((2, 1, 4, 4), (3, 1, 3, 3), p));
-/// assert_eq!(y, conv2d(x.view(), w.view(), None, p));
-/// ```
-#[track_caller]
-pub fn conv2d_into_caching<T: Scalar>(
-    input: ArrayView4<'_, T>,
-    weight: ArrayView4<'_, T>,
-    bias: Option<ArrayView1<'_, T>>,
-    params: Conv2dParams,
-    out: ArrayViewMut4<'_, T>,
-    cache: &mut Conv2dCache<T>,
-) {
-    let g = Geometry::new("conv2d", input.dim(), weight.dim(), params);
-    forward_caching(&g, input, weight, bias, out, None, cache);
-}
-
-/// The forward pass by [`Conv2dMethod::choose`]'s method, keeping in `cache` what the backward
-/// pass reads, and the fused ReLU and pool when `epi` is given.
+/// The forward pass by `method`, keeping in `cache` what the backward pass reads, and the fused
+/// ReLU and pool when `epi` is given.
+#[allow(clippy::too_many_arguments)]
 #[track_caller]
 fn forward_caching<T: Scalar>(
     g: &Geometry,
+    method: Conv2dMethod,
     input: ArrayView4<'_, T>,
     weight: ArrayView4<'_, T>,
     bias: Option<ArrayView1<'_, T>>,
@@ -759,7 +591,6 @@ fn forward_caching<T: Scalar>(
     epi: Option<ReluPoolOut<'_, T>>,
     cache: &mut Conv2dCache<T>,
 ) {
-    let method = Conv2dMethod::choose(g.input_dim(), g.weight_dim(), g.p);
     cache.filled_for = None;
     // What the backward pass reads, kept for each image, then per-chunk scratch.
     let img = kept_per_image(g, method);
@@ -902,28 +733,26 @@ pub fn conv2d_backward<T: Scalar>(
         Some(grads.input.view_mut()),
         grads.weight.view_mut(),
         Some(grads.bias.view_mut()),
-        &mut Conv2dWorkspace::new(),
     );
     grads
 }
 
 /// Like [`conv2d_backward`], overwriting caller-owned buffers. `grad_input` and `grad_bias` are
 /// optional: the first layer of a network needs no input gradient (and skipping it saves the
-/// `Wᵀ·g` product and col2im).
+/// `Wᵀ·g` product and col2im). Scratch as in [`conv2d_into`]: a loop uses a [`Conv2dPlan`].
 ///
 /// # Panics
 /// If the shapes do not agree or the kernel does not fit (see the module docs).
 ///
 /// ```
 /// use ndarray::{Array1, Array4};
-/// use tensor::{conv2d_backward_into, Conv2dParams, Conv2dWorkspace};
+/// use tensor::{conv2d_backward_into, Conv2dParams};
 /// let x = Array4::from_elem((4, 2, 5, 5), 1.0_f32);
 /// let w = Array4::from_elem((3, 2, 3, 3), 0.1_f32);
 /// let g = Array4::from_elem((4, 3, 3, 3), 1.0_f32);
 /// let (mut gw, mut gb) = (Array4::zeros((3, 2, 3, 3)), Array1::zeros(3));
-/// let mut ws = Conv2dWorkspace::new();
 /// conv2d_backward_into(x.view(), w.view(), g.view(), Conv2dParams::default(),
-///                      None, gw.view_mut(), Some(gb.view_mut()), &mut ws);
+///                      None, gw.view_mut(), Some(gb.view_mut()));
 /// assert!(gw.iter().all(|&v| v == 36.0)); // 4 images × 9 positions × 1 × 1
 /// assert!(gb.iter().all(|&v| v == 36.0));
 /// ```
@@ -936,107 +765,41 @@ pub fn conv2d_backward_into<T: Scalar>(
     grad_input: Option<ArrayViewMut4<'_, T>>,
     grad_weight: ArrayViewMut4<'_, T>,
     grad_bias: Option<ArrayViewMut1<'_, T>>,
-    ws: &mut Conv2dWorkspace<T>,
 ) {
-    let method = Conv2dMethod::choose_backward(input.dim(), weight.dim(), params);
-    conv2d_backward_into_with(
-        method,
-        input,
-        weight,
-        grad_out,
-        params,
-        grad_input,
-        grad_weight,
-        grad_bias,
-        ws,
-    );
+    let grads = (grad_input, grad_weight, grad_bias);
+    Conv2dPlan::new(weight.dim(), params).backward_into(input, weight, grad_out, None, grads);
 }
 
-/// Like [`conv2d_backward_into`], by the given method instead of
-/// [`Conv2dMethod::choose_backward`]'s.
-///
-/// # Panics
-/// If the shapes do not agree, the kernel does not fit (see the module docs), or `method` does
-/// not support these shapes ([`Conv2dMethod::supports`]).
-///
-/// ```
-/// use ndarray::{Array1, Array4};
-/// use tensor::{conv2d_backward_into_with, Conv2dMethod, Conv2dParams, Conv2dWorkspace};
-/// let x = Array4::from_shape_fn((2, 1, 5, 4), |(n, _, i, j)| (n + i) as f32 - j as f32);
-/// let w = Array4::from_elem((3, 1, 3, 3), 0.5_f32);
-/// let g = Array4::from_shape_fn((2, 3, 5, 4), |(n, k, i, j)| (n + k + i * j) as f32);
-/// let p = Conv2dParams { stride: (1, 1), padding: (1, 1) };
-/// let mut ws = Conv2dWorkspace::new();
-/// let mut grads = |method| {
-///     let (mut gx, mut gw, mut gb) = (Array4::zeros(x.dim()), Array4::zeros(w.dim()), Array1::zeros(3));
-///     conv2d_backward_into_with(method, x.view(), w.view(), g.view(), p, Some(gx.view_mut()),
-///                               gw.view_mut(), Some(gb.view_mut()), &mut ws);
-///     (gx, gw, gb)
-/// };
-/// assert_eq!(grads(Conv2dMethod::Direct), grads(Conv2dMethod::Im2col)); // small integers: exact
-/// ```
-#[allow(clippy::too_many_arguments)]
+/// The backward pass from the input itself (nothing kept), by `method`.
 #[track_caller]
-pub fn conv2d_backward_into_with<T: Scalar>(
+fn backward_from_input<T: Scalar>(
     method: Conv2dMethod,
     input: ArrayView4<'_, T>,
     weight: ArrayView4<'_, T>,
-    grad_out: ArrayView4<'_, T>,
+    upstream: Upstream<'_, T>,
     params: Conv2dParams,
-    grad_input: Option<ArrayViewMut4<'_, T>>,
-    grad_weight: ArrayViewMut4<'_, T>,
-    grad_bias: Option<ArrayViewMut1<'_, T>>,
+    grads: GradsMut<'_, T>,
     ws: &mut Conv2dWorkspace<T>,
 ) {
-    let g = Geometry::new("conv2d_backward", input.dim(), weight.dim(), params);
-    method.check("conv2d_backward", &g);
+    let op = "conv2d_backward";
+    let g = Geometry::new(op, input.dim(), weight.dim(), params);
+    method.check(op, &g);
     let input = input.as_standard_layout();
     let x = input.as_slice().expect("standard layout");
-    let grads = (grad_input, grad_weight, grad_bias);
-    let upstream = Upstream::Conv(grad_out);
     backward(&g, method, Kept::Input(x), weight, upstream, grads, ws);
 }
 
-/// Like [`conv2d_backward_into`], reading what [`conv2d_into_caching`] kept in `cache` (the
-/// im2col columns, or the direct method's zero-bordered images) instead of rebuilding it from
-/// the input (which it therefore does not take). Bit-identical to [`conv2d_backward_into`] on
-/// the same input.
-///
-/// # Panics
-/// If `cache` was not filled by a forward pass with this weight shape and `params`, or the
-/// other shapes do not agree (see the module docs).
-///
-/// ```
-/// use ndarray::{Array1, Array4};
-/// use tensor::*;
-/// let p = Conv2dParams::default();
-/// let x = Array4::from_shape_fn((2, 2, 5, 5), |(n, c, i, j)| (n + c * i) as f32 - j as f32);
-/// let w = Array4::from_elem((3, 2, 3, 3), 0.1_f32);
-/// let mut y = Array4::zeros((2, 3, 3, 3));
-/// let mut cache = Conv2dCache::new();
-/// conv2d_into_caching(x.view(), w.view(), None, p, y.view_mut(), &mut cache);
-/// let go = Array4::from_elem((2, 3, 3, 3), 1.0_f32);
-/// let (mut gi, mut gw, mut gb) = (Array4::zeros(x.dim()), Array4::zeros(w.dim()), Array1::zeros(3));
-/// conv2d_backward_into_cached(&cache, w.view(), go.view(), p, Some(gi.view_mut()),
-///                             gw.view_mut(), Some(gb.view_mut()), &mut Conv2dWorkspace::new());
-/// let want = conv2d_backward(x.view(), w.view(), go.view(), p);
-/// assert_eq!((gi, gw, gb), (want.input, want.weight, want.bias));
-/// ```
-#[allow(clippy::too_many_arguments)]
+/// The backward pass from what a caching forward pass kept in `cache`.
 #[track_caller]
-pub fn conv2d_backward_into_cached<T: Scalar>(
+fn backward_from_kept<T: Scalar>(
     cache: &Conv2dCache<T>,
     weight: ArrayView4<'_, T>,
-    grad_out: ArrayView4<'_, T>,
+    upstream: Upstream<'_, T>,
     params: Conv2dParams,
-    grad_input: Option<ArrayViewMut4<'_, T>>,
-    grad_weight: ArrayViewMut4<'_, T>,
-    grad_bias: Option<ArrayViewMut1<'_, T>>,
+    grads: GradsMut<'_, T>,
     ws: &mut Conv2dWorkspace<T>,
 ) {
-    let (g, kept) = cached_kept("conv2d_backward_cached", cache, weight.dim(), params);
-    let grads = (grad_input, grad_weight, grad_bias);
-    let upstream = Upstream::Conv(grad_out);
+    let (g, kept) = cached_kept("conv2d_backward", cache, weight.dim(), params);
     backward(&g, cache.method, kept, weight, upstream, grads, ws);
 }
 
@@ -1370,39 +1133,33 @@ mod tests {
         let x = pseudo((45, 6, 14, 14), 5).mapv(|v| v as f32);
         let w = pseudo((16, 6, 5, 5), 6).mapv(|v| v as f32);
         let go = pseudo((45, 16, 10, 10), 7).mapv(|v| v as f32);
-        let mut ws = Conv2dWorkspace::new();
+        let mut plan = Conv2dPlan::new(w.dim(), p);
         let mut y = Array4::zeros((45, 16, 10, 10));
-        conv2d_into(x.view(), w.view(), None, p, y.view_mut(), &mut ws);
-        let forward_len = ws.len();
+        plan.inference_into(x.view(), w.view(), None, y.view_mut(), None);
+        let forward_len = plan.ws.len();
         let mut gi = Array4::from_elem((45, 6, 14, 14), f32::NAN);
         let mut gw = Array4::from_elem((16, 6, 5, 5), f32::NAN);
         let mut gb = Array1::from_elem(16, f32::NAN);
-        conv2d_backward_into(
+        plan.backward_into(
             x.view(),
             w.view(),
             go.view(),
-            p,
-            Some(gi.view_mut()),
-            gw.view_mut(),
-            Some(gb.view_mut()),
-            &mut ws,
+            None,
+            (Some(gi.view_mut()), gw.view_mut(), Some(gb.view_mut())),
         );
-        let grown = ws.len();
+        let grown = plan.ws.len();
         assert!(grown > forward_len);
         let first = (gi.clone(), gw.clone(), gb.clone());
         for _ in 0..5 {
-            conv2d_into(x.view(), w.view(), None, p, y.view_mut(), &mut ws);
-            conv2d_backward_into(
+            plan.inference_into(x.view(), w.view(), None, y.view_mut(), None);
+            plan.backward_into(
                 x.view(),
                 w.view(),
                 go.view(),
-                p,
-                Some(gi.view_mut()),
-                gw.view_mut(),
-                Some(gb.view_mut()),
-                &mut ws,
+                None,
+                (Some(gi.view_mut()), gw.view_mut(), Some(gb.view_mut())),
             );
-            assert_eq!(ws.len(), grown, "workspace must not grow again");
+            assert_eq!(plan.ws.len(), grown, "workspace must not grow again");
             assert_eq!(
                 (&gi, &gw, &gb),
                 (&first.0, &first.1, &first.2),
@@ -1410,15 +1167,12 @@ mod tests {
             );
         }
         // without the input gradient, the weight and bias gradients are the same bits
-        conv2d_backward_into(
+        plan.backward_into(
             x.view(),
             w.view(),
             go.view(),
-            p,
             None,
-            gw.view_mut(),
-            Some(gb.view_mut()),
-            &mut ws,
+            (None, gw.view_mut(), Some(gb.view_mut())),
         );
         assert_eq!((&gw, &gb), (&first.1, &first.2));
         // and the f32 kernels agree with the f64 ones
@@ -1462,38 +1216,30 @@ mod tests {
             ),
             ((0, 2, 6, 6), (2, 2, 3, 3), Conv2dParams::default()),
         ];
-        let mut cache = Conv2dCache::new();
-        let mut ws = Conv2dWorkspace::new();
         for (xs, wsz, p) in cases {
+            let mut plan = Conv2dPlan::new(wsz, p);
             let x = pseudo(xs, 11).mapv(|v| v as f32);
             let w = pseudo(wsz, 12).mapv(|v| v as f32);
             let b = Array1::from_shape_fn(wsz.0, |k| k as f32 * 0.1 - 0.2);
             let want_y = conv2d(x.view(), w.view(), Some(b.view()), p);
             let mut y = Array4::from_elem(want_y.dim(), f32::NAN);
-            conv2d_into_caching(
-                x.view(),
-                w.view(),
-                Some(b.view()),
-                p,
-                y.view_mut(),
-                &mut cache,
-            );
+            plan.forward_into(x.view(), w.view(), Some(b.view()), y.view_mut(), None);
             assert_eq!(y, want_y, "{xs:?}: forward");
-            assert!(cache.is_filled_for(xs, wsz, p));
+            assert!(plan.kept.is_filled_for(xs, wsz, p));
             let go = pseudo(y.dim(), 13).mapv(|v| v as f32);
             let want = conv2d_backward(x.view(), w.view(), go.view(), p);
             let mut gi = Array4::from_elem(xs, f32::NAN);
             let mut gw = Array4::from_elem(wsz, f32::NAN);
             let mut gb = Array1::from_elem(wsz.0, f32::NAN);
-            conv2d_backward_into_cached(
-                &cache,
+            let grads = (Some(gi.view_mut()), gw.view_mut(), Some(gb.view_mut()));
+            // from what the forward pass kept: the input itself is not read
+            backward_from_kept(
+                &plan.kept,
                 w.view(),
-                go.view(),
+                Upstream::Conv(go.view()),
                 p,
-                Some(gi.view_mut()),
-                gw.view_mut(),
-                Some(gb.view_mut()),
-                &mut ws,
+                grads,
+                &mut plan.ws,
             );
             assert_eq!(
                 (&gi, &gw, &gb),
@@ -1507,67 +1253,62 @@ mod tests {
             padding: (1, 2),
         };
         let (x, w) = (pseudo((5, 3, 9, 7), 14), pseudo((4, 3, 3, 2), 15));
-        let mut c64 = Conv2dCache::new();
+        let mut plan = Conv2dPlan::new(w.dim(), p);
         let mut y = Array4::zeros((5, 4, 5, 10));
-        conv2d_into_caching(x.view(), w.view(), None, p, y.view_mut(), &mut c64);
+        plan.forward_into(x.view(), w.view(), None, y.view_mut(), None);
         let go = pseudo(y.dim(), 16);
         let want = conv2d_backward(x.view(), w.view(), go.view(), p);
         let mut gw = Array4::zeros(w.dim());
-        conv2d_backward_into_cached(
-            &c64,
+        let grads = (None, gw.view_mut(), None);
+        backward_from_kept(
+            &plan.kept,
             w.view(),
-            go.view(),
+            Upstream::Conv(go.view()),
             p,
-            None,
-            gw.view_mut(),
-            None,
-            &mut Conv2dWorkspace::new(),
+            grads,
+            &mut plan.ws,
         );
         assert_eq!(gw, want.weight);
-        c64.invalidate();
-        assert!(!c64.is_filled());
+        plan.inference_into(x.view(), w.view(), None, y.view_mut(), None);
+        assert!(
+            !plan.kept.is_filled_for(x.dim(), w.dim(), p),
+            "inference keeps nothing"
+        );
     }
 
     #[test]
-    #[should_panic(expected = "conv2d_backward_cached: the cache holds no columns")]
+    #[should_panic(expected = "conv2d_backward: the cache holds no columns")]
     fn backward_from_an_empty_cache_panics() {
-        conv2d_backward_into_cached(
+        backward_from_kept(
             &Conv2dCache::<f32>::new(),
             Array4::zeros((1, 1, 3, 3)).view(),
-            Array4::zeros((1, 1, 2, 2)).view(),
+            Upstream::Conv(Array4::zeros((1, 1, 2, 2)).view()),
             Conv2dParams::default(),
-            None,
-            Array4::zeros((1, 1, 3, 3)).view_mut(),
-            None,
+            (None, Array4::zeros((1, 1, 3, 3)).view_mut(), None),
             &mut Conv2dWorkspace::new(),
         );
     }
 
     #[test]
-    #[should_panic(
-        expected = "conv2d_backward_cached: the cache was filled for weight (2, 1, 3, 3)"
-    )]
+    #[should_panic(expected = "conv2d_backward: the cache was filled for weight (2, 1, 3, 3)")]
     fn backward_from_a_cache_of_another_weight_panics() {
-        let mut cache = Conv2dCache::new();
         let x = Array4::<f32>::zeros((1, 1, 4, 4));
         let mut y = Array4::zeros((1, 2, 2, 2));
         let p = Conv2dParams::default();
-        conv2d_into_caching(
+        let mut plan = Conv2dPlan::new((2, 1, 3, 3), p);
+        plan.forward_into(
             x.view(),
             Array4::zeros((2, 1, 3, 3)).view(),
             None,
-            p,
             y.view_mut(),
-            &mut cache,
+            None,
         );
-        conv2d_backward_into_cached(
-            &cache,
+        backward_from_kept(
+            &plan.kept,
             Array4::zeros((1, 1, 3, 3)).view(),
-            Array4::zeros((1, 1, 2, 2)).view(),
+            Upstream::Conv(Array4::zeros((1, 1, 2, 2)).view()),
             p,
-            None,
-            Array4::zeros((1, 1, 3, 3)).view_mut(),
-            None,
+            (None, Array4::zeros((1, 1, 3, 3)).view_mut(), None),
             &mut Conv2dWorkspace::new(),
         );
     }
@@ -1595,7 +1336,6 @@ mod tests {
             Some(gi_t.view_mut().permuted_axes([0, 1, 3, 2])),
             gw.view_mut(),
             None,
-            &mut Conv2dWorkspace::new(),
         );
         assert_eq!(gi_t.view().permuted_axes([0, 1, 3, 2]), want.input);
         assert_eq!(gw, want.weight);

@@ -37,17 +37,17 @@
 //! adds exact zeros, so every sum has the same terms, in the same order, as im2col's.
 
 #[cfg(target_arch = "x86_64")]
-#[cfg(target_arch = "x86_64")]
 use super::dwide;
 use super::fused::{epilogue_chunks, Epilogue, GradOut};
 #[cfg(target_arch = "x86_64")]
 use super::lanes::{self, Width};
 use super::taps::{self, block_bias, regroup_weights, BiasAt, Block, Taps};
 use super::{copy_row, pad_planes, Geometry, Kept};
+use crate::matmul::gemm_with_kernel;
 use crate::matmul::{gemm_packed_b, pack_b_lines, route, with_thread_buffer, Route};
 use crate::matmul::{PackB, ThreadBuffer};
 use crate::parallel::sum as sum_of;
-use crate::{gemm_with_kernel, Scalar, Tier};
+use crate::{Scalar, Tier};
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 use std::cell::RefCell;
