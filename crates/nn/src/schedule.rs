@@ -48,10 +48,17 @@ impl LrSchedule {
             LrSchedule::Step {
                 every_epochs,
                 gamma,
-            } => base_lr * gamma.powi((epoch / every_epochs.max(1)) as i32),
+            } => {
+                // Saturates: any gamma^i32::MAX is already 0, 1 or infinite.
+                let decays = i32::try_from(epoch / every_epochs.max(1)).unwrap_or(i32::MAX);
+                base_lr * gamma.powi(decays)
+            }
             LrSchedule::Cosine { min_lr } => {
-                let total = (batches_per_epoch * epochs).max(1) as f64;
-                let t = (epoch * batches_per_epoch + batch) as f64;
+                // In f64, which cannot overflow for any epoch count (and is exact below 2^53,
+                // where the products of usize were).
+                let per_epoch = batches_per_epoch as f64;
+                let total = (per_epoch * epochs as f64).max(1.0);
+                let t = epoch as f64 * per_epoch + batch as f64;
                 let progress = (t / total).min(1.0);
                 min_lr + (base_lr - min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
             }
@@ -96,6 +103,19 @@ mod tests {
         assert!((s.lr(0.1, 5, 0, 100, 10) - 0.05).abs() < 1e-12);
         let last = s.lr(0.1, 9, 99, 100, 10);
         assert!(last > 0.0 && last < 1e-5, "{last}");
+    }
+
+    /// Epoch counts whose products overflow usize give a rate, not a panic.
+    #[test]
+    fn huge_epoch_counts_do_not_overflow() {
+        let cosine = LrSchedule::Cosine { min_lr: 0.0 };
+        let lr = cosine.lr(0.1, usize::MAX - 1, 7, 1000, usize::MAX);
+        assert!((0.0..=0.1).contains(&lr), "{lr}");
+        let step = LrSchedule::Step {
+            every_epochs: 1,
+            gamma: 0.5,
+        };
+        assert_eq!(step.lr(0.1, usize::MAX, 0, 1000, usize::MAX), 0.0);
     }
 
     #[test]
