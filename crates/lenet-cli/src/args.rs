@@ -1,7 +1,10 @@
 //! The command line: `lenet train | eval | predict | download`, parsed with clap's derive API.
 //!
 //! Every numeric flag goes through a range-checking parser, so an out-of-range value is a clap
-//! error (message on stderr, exit code 2) and never reaches the training code.
+//! error (message on stderr, exit code 2) and never reaches the training code. A value that a
+//! file can hold too is checked by the one function its type has for it (`nn::check_lr`,
+//! `LrSchedule::check_gamma`, `RunSettings::check_limit`, `RunSettings::check_val_split`),
+//! which the file's reader calls as well.
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -9,6 +12,8 @@ use std::str::FromStr;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use nn::{ActivationKind, LrSchedule, PoolKind, TrainConfig};
+
+use crate::train::RunSettings;
 
 /// Train, evaluate and run LeNet-5 on MNIST and Fashion-MNIST.
 #[derive(Debug, Parser)]
@@ -147,13 +152,13 @@ pub struct TrainArgs {
     #[arg(long)]
     pub augment: bool,
     /// Fraction of the training set held out for validation, in [0, 1).
-    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = unit_interval_open, allow_hyphen_values = true)]
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = val_split, allow_hyphen_values = true)]
     pub val_split: f64,
     /// Stop when the validation loss has not improved for N epochs (needs --val-split).
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub early_stopping: Option<usize>,
     /// Train on the first N training images only (quick runs and tests).
-    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    #[arg(long, value_name = "N", value_parser = limit)]
     pub limit: Option<usize>,
     /// Ids of the flags given on the command line (not defaulted), filled by `main`: a resumed
     /// run refuses a given flag that contradicts its recorded settings.
@@ -338,18 +343,9 @@ fn finite(s: &str) -> Result<f64, String> {
     }
 }
 
-/// Smallest and largest learning rates accepted: below, f32 steps round to nothing; above,
-/// SGD diverges at once (and 1e308 overflows f32).
-const LR_RANGE: (f64, f64) = (1e-8, 100.0);
-
+/// `--lr`: nn's one range of a base learning rate ([`nn::check_lr`]).
 fn learning_rate(s: &str) -> Result<f64, String> {
-    let v = finite(s)?;
-    let (lo, hi) = LR_RANGE;
-    if v.is_normal() && (lo..=hi).contains(&v) {
-        Ok(v)
-    } else {
-        Err(format!("must be in [{lo:e}, {hi}], found {v:e}"))
-    }
+    nn::check_lr(finite(s)?)
 }
 
 fn non_negative_finite(s: &str) -> Result<f64, String> {
@@ -361,14 +357,19 @@ fn non_negative_finite(s: &str) -> Result<f64, String> {
     }
 }
 
-/// A factor in (0, 1]: the step decay.
+/// `--gamma`: the range of a step decay's factor ([`LrSchedule::check_gamma`]).
 fn decay_factor(s: &str) -> Result<f64, String> {
-    let v = finite(s)?;
-    if v > 0.0 && v <= 1.0 {
-        Ok(v)
-    } else {
-        Err(format!("must be in (0, 1], found {v}"))
-    }
+    LrSchedule::check_gamma(finite(s)?)
+}
+
+/// `--limit`: [`RunSettings::check_limit`].
+fn limit(s: &str) -> Result<usize, String> {
+    RunSettings::check_limit(parse(s)?)
+}
+
+/// `--val-split`: [`RunSettings::check_val_split`].
+fn val_split(s: &str) -> Result<f64, String> {
+    RunSettings::check_val_split(finite(s)?)
 }
 
 /// `KEY=VALUE`, split at the first `=`.
@@ -392,7 +393,7 @@ fn note(s: &str) -> Result<(String, String), String> {
     Ok((key, value))
 }
 
-/// A value in [0, 1): momentum and the validation fraction.
+/// A value in [0, 1): the momentum.
 fn unit_interval_open(s: &str) -> Result<f64, String> {
     let v = finite(s)?;
     if (0.0..1.0).contains(&v) {

@@ -150,7 +150,9 @@ fn train(args: &TrainArgs) -> Result<()> {
 
 /// The settings of a run that are not in nn's [`TrainConfig`]: which data it trains on. They
 /// are recorded in the training state (key [`RUN_KEY`]) so that `--resume` uses the same data.
+/// Every value is checked, by [`RunSettings::new`], whether it comes from flags or from a file.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RecordedRun")]
 pub struct RunSettings {
     /// The dataset.
     #[serde(with = "dataset_name")]
@@ -163,6 +165,22 @@ pub struct RunSettings {
 
 /// Metadata key of the [`RunSettings`] (JSON) in a training state file.
 pub const RUN_KEY: &str = "lenet_run";
+
+/// [`RunSettings`] as a file holds them, before they are checked.
+#[derive(Deserialize)]
+struct RecordedRun {
+    #[serde(with = "dataset_name")]
+    dataset: DatasetKind,
+    limit: Option<usize>,
+    val_split: f64,
+}
+
+impl TryFrom<RecordedRun> for RunSettings {
+    type Error = String;
+    fn try_from(r: RecordedRun) -> Result<Self, String> {
+        RunSettings::new(r.dataset, r.limit, r.val_split)
+    }
+}
 
 mod dataset_name {
     use mnist::DatasetKind;
@@ -182,13 +200,36 @@ mod dataset_name {
 }
 
 impl RunSettings {
-    /// The settings the flags give.
-    pub fn of(args: &TrainArgs) -> Self {
-        RunSettings {
-            dataset: data::kind(args.data.dataset.unwrap_or(crate::args::DatasetArg::Mnist)),
-            limit: args.limit,
-            val_split: args.val_split,
+    /// The settings, each value checked: the one constructor for flags and files alike.
+    pub fn new(dataset: DatasetKind, limit: Option<usize>, val_split: f64) -> Result<Self, String> {
+        Ok(RunSettings {
+            dataset,
+            limit: limit.map(Self::check_limit).transpose()?,
+            val_split: Self::check_val_split(val_split)?,
+        })
+    }
+
+    /// `limit` if it keeps at least one image.
+    pub fn check_limit(limit: usize) -> Result<usize, String> {
+        match limit {
+            0 => Err("limit 0 leaves no image: must be at least 1".into()),
+            n => Ok(n),
         }
+    }
+
+    /// `val_split` if it is a fraction in [0, 1).
+    pub fn check_val_split(val_split: f64) -> Result<f64, String> {
+        if (0.0..1.0).contains(&val_split) {
+            Ok(val_split)
+        } else {
+            Err(format!("val_split {val_split} is outside [0, 1)"))
+        }
+    }
+
+    /// The settings the flags give (which clap has checked with the same functions).
+    pub fn of(args: &TrainArgs) -> Self {
+        let dataset = data::kind(args.data.dataset.unwrap_or(crate::args::DatasetArg::Mnist));
+        RunSettings::new(dataset, args.limit, args.val_split).expect("clap checked the flags")
     }
 }
 
@@ -315,16 +356,7 @@ fn recorded_settings(metadata: &HashMap<String, String>, path: &Path) -> Result<
             "the file does not say which images the run trained on",
         )
     })?;
-    let settings: RunSettings =
-        serde_json::from_str(raw).map_err(|e| bad(&format!("{raw:?}"), &e.to_string()))?;
-    if !(0.0..1.0).contains(&settings.val_split) {
-        let why = format!("val_split {} is outside [0, 1)", settings.val_split);
-        return Err(bad(&format!("{raw:?}"), &why));
-    }
-    if settings.limit == Some(0) {
-        return Err(bad(&format!("{raw:?}"), "limit 0 leaves no image"));
-    }
-    Ok(settings)
+    serde_json::from_str(raw).map_err(|e| bad(&format!("{raw:?}"), &e.to_string()))
 }
 
 /// The recorded data settings, after checking that no flag asks for others.

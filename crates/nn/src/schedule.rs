@@ -1,7 +1,24 @@
-//! Learning-rate schedules. The rate is recomputed before every batch from the epoch and the
-//! batch index, so a resumed run gets exactly the rates an uninterrupted one would.
+//! Learning rates: the range of a run's base rate ([`check_lr`]) and the schedules
+//! ([`LrSchedule`], which `--schedule` names parse into). The rate is recomputed before every
+//! batch from the epoch and the batch index, so a resumed run gets exactly the rates an
+//! uninterrupted one would.
 
 use serde::{Deserialize, Serialize};
+
+/// Smallest and largest base learning rates: below, f32 steps round to nothing; above, SGD
+/// diverges at once (and 1e308 overflows f32).
+pub const LR_RANGE: (f64, f64) = (1e-8, 100.0);
+
+/// `lr` if it is a base learning rate in [`LR_RANGE`]: the one check of a run's rate, whether
+/// it comes from `--lr` or from a training state file.
+pub fn check_lr(lr: f64) -> Result<f64, String> {
+    let (lo, hi) = LR_RANGE;
+    if lr.is_normal() && (lo..=hi).contains(&lr) {
+        Ok(lr)
+    } else {
+        Err(format!("must be in [{lo:e}, {hi}], found {lr:e}"))
+    }
+}
 
 /// How the learning rate changes during training.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -65,6 +82,16 @@ impl LrSchedule {
         }
     }
 
+    /// `gamma` if it is a step decay's factor, in (0, 1]: the check of `--gamma` and of a
+    /// schedule read from a file.
+    pub fn check_gamma(gamma: f64) -> Result<f64, String> {
+        if gamma > 0.0 && gamma <= 1.0 {
+            Ok(gamma)
+        } else {
+            Err(format!("must be in (0, 1], found {gamma}"))
+        }
+    }
+
     /// Checks the values, returning a message naming the bad one.
     pub fn validate(&self) -> Result<(), String> {
         match *self {
@@ -75,10 +102,10 @@ impl LrSchedule {
             } => {
                 if every_epochs == 0 {
                     Err("step schedule: every_epochs must be ≥ 1".into())
-                } else if !(gamma.is_finite() && gamma > 0.0) {
-                    Err(format!("step schedule: gamma must be > 0, got {gamma}"))
                 } else {
-                    Ok(())
+                    Self::check_gamma(gamma)
+                        .map(|_| ())
+                        .map_err(|why| format!("step schedule: gamma {why}"))
                 }
             }
             LrSchedule::Cosine { min_lr } => {
@@ -92,9 +119,75 @@ impl LrSchedule {
     }
 }
 
+/// The schedule a `--schedule` name stands for: `cosine` (to 0), `step` (every 3 epochs by
+/// 0.1, PyTorch's `StepLR` example) or `constant` (also `none`).
+impl std::str::FromStr for LrSchedule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "cosine" => Ok(LrSchedule::Cosine { min_lr: 0.0 }),
+            "step" => Ok(LrSchedule::Step {
+                every_epochs: 3,
+                gamma: 0.1,
+            }),
+            "constant" | "none" => Ok(LrSchedule::Constant),
+            _ => Err(format!(
+                "unknown schedule {s:?}: expected cosine, step or constant"
+            )),
+        }
+    }
+}
+
+impl LrSchedule {
+    /// The schedule's `--schedule` name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            LrSchedule::Constant => "constant",
+            LrSchedule::Step { .. } => "step",
+            LrSchedule::Cosine { .. } => "cosine",
+        }
+    }
+
+    /// The schedule with its values, as the first line of `lenet train` shows it.
+    pub fn describe(&self) -> String {
+        match self {
+            LrSchedule::Constant => "constant".into(),
+            LrSchedule::Step {
+                every_epochs,
+                gamma,
+            } => format!("×{gamma} every {every_epochs} epochs"),
+            LrSchedule::Cosine { min_lr } => format!("cosine to {min_lr}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_parse_into_schedules_and_back() {
+        for name in ["cosine", "step", "constant"] {
+            assert_eq!(name.parse::<LrSchedule>().unwrap().name(), name);
+        }
+        assert_eq!("none".parse::<LrSchedule>(), Ok(LrSchedule::Constant));
+        assert!("linear"
+            .parse::<LrSchedule>()
+            .unwrap_err()
+            .contains("cosine"));
+    }
+
+    #[test]
+    fn base_rate_and_gamma_have_one_range_each() {
+        assert_eq!(check_lr(0.05), Ok(0.05));
+        for bad in [0.0, -0.1, 1e-9, 101.0, f64::NAN, f64::INFINITY] {
+            assert!(check_lr(bad).unwrap_err().contains("[1e-8, 100]"), "{bad}");
+        }
+        assert_eq!(LrSchedule::check_gamma(1.0), Ok(1.0));
+        for bad in [0.0, 1.5, f64::NAN] {
+            assert!(LrSchedule::check_gamma(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn cosine_starts_at_base_and_halves_midway() {

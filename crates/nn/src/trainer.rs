@@ -41,7 +41,7 @@ pub struct TrainConfig {
     pub epochs: usize,
     /// Training examples per SGD step (the last batch of an epoch may be smaller).
     pub batch_size: usize,
-    /// Base learning rate.
+    /// Base learning rate, in [`LR_RANGE`](crate::schedule::LR_RANGE).
     pub lr: f64,
     /// SGD momentum.
     pub momentum: f64,
@@ -115,11 +115,8 @@ impl TrainConfig {
         if let Err(why) = self.model.check() {
             return bad("model", why);
         }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad(
-                "lr",
-                format!("must be a finite number > 0, got {}", self.lr),
-            );
+        if let Err(m) = crate::schedule::check_lr(self.lr) {
+            return bad("lr", m);
         }
         if let Err(m) = self.sgd().validate() {
             return bad("sgd", m);
