@@ -9,8 +9,9 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use clap::builder::{PossibleValuesParser, TypedValueParser};
-use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::{ArgAction, Args, Parser, Subcommand};
+use mnist::DatasetKind;
 use nn::{ActivationKind, LrSchedule, PoolKind, TrainConfig};
 
 use crate::train::RunSettings;
@@ -49,21 +50,12 @@ pub enum Command {
     Bench(BenchArgs),
 }
 
-/// Which dataset to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DatasetArg {
-    /// Handwritten digits 0-9.
-    Mnist,
-    /// Zalando's clothes images, the same format as MNIST.
-    FashionMnist,
-}
-
 /// Where the data comes from (shared by every subcommand).
 #[derive(Debug, Clone, Args)]
 pub struct DataArgs {
     /// The dataset [default: mnist; for eval, the one recorded in the model file].
-    #[arg(long, value_enum)]
-    pub dataset: Option<DatasetArg>,
+    #[arg(long, value_parser = one_of::<DatasetKind>(DatasetKind::ALL.map(DatasetKind::dir_name)))]
+    pub dataset: Option<DatasetKind>,
     /// Folder holding the dataset's four IDX files. Default: $LENET_DATA_DIR/<dataset>, else
     /// ./data/<dataset> (downloaded on first use).
     #[arg(long, value_name = "DIR")]
@@ -98,13 +90,13 @@ pub struct TrainArgs {
     pub weight_decay: f64,
     /// Learning-rate schedule: cosine annealing to 0 per batch, a step decay (PyTorch's StepLR),
     /// or a constant rate.
-    #[arg(long, value_enum, default_value_t = ScheduleArg::of(&defaults().schedule))]
-    pub schedule: ScheduleArg,
+    #[arg(long, default_value = defaults().schedule.name(), value_parser = schedule())]
+    pub schedule: LrSchedule,
     /// Epochs between two decays of `--schedule step`.
-    #[arg(long, value_name = "N", default_value_t = 3, value_parser = at_least_one)]
+    #[arg(long, value_name = "N", default_value_t = nn::schedule::STEP_EVERY, value_parser = at_least_one)]
     pub step_size: usize,
     /// Factor of each decay of `--schedule step`, in (0, 1].
-    #[arg(long, value_name = "G", default_value_t = 0.1, value_parser = decay_factor, allow_hyphen_values = true)]
+    #[arg(long, value_name = "G", default_value_t = nn::schedule::STEP_GAMMA, value_parser = decay_factor, allow_hyphen_values = true)]
     pub gamma: f64,
     /// Non-linearity of the model.
     #[arg(
@@ -170,26 +162,17 @@ fn defaults() -> TrainConfig {
     TrainConfig::default()
 }
 
-/// `--schedule`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ScheduleArg {
-    /// Cosine annealing from --lr to 0 over all batches.
-    Cosine,
-    /// Multiply the rate by --gamma every --step-size epochs.
-    Step,
-    /// --lr throughout.
-    #[value(alias = "none")]
-    Constant,
-}
-
-impl ScheduleArg {
-    fn of(s: &LrSchedule) -> Self {
-        match s {
-            LrSchedule::Cosine { .. } => ScheduleArg::Cosine,
-            LrSchedule::Step { .. } => ScheduleArg::Step,
-            LrSchedule::Constant => ScheduleArg::Constant,
-        }
-    }
+/// `--schedule`: the names [`LrSchedule`]'s `FromStr` takes, each with its help (the step
+/// schedule's values come from `--step-size` and `--gamma`, see `train::config`).
+fn schedule() -> impl TypedValueParser<Value = LrSchedule> {
+    PossibleValuesParser::new([
+        PossibleValue::new("cosine").help("Cosine annealing from --lr to 0 over all batches"),
+        PossibleValue::new("step").help("Multiply the rate by --gamma every --step-size epochs"),
+        PossibleValue::new("constant")
+            .alias("none")
+            .help("--lr throughout"),
+    ])
+    .try_map(|s| s.parse::<LrSchedule>())
 }
 
 /// A parser accepting exactly `values` (listed in `--help` and in errors), each turned into
@@ -454,7 +437,7 @@ mod tests {
             (t.lr, t.momentum, t.weight_decay),
             (d.lr, d.momentum, d.weight_decay)
         );
-        assert_eq!(t.schedule, ScheduleArg::of(&d.schedule));
+        assert_eq!(t.schedule, d.schedule);
         assert_eq!(t.activation, d.model.activation);
         assert_eq!(t.pool, d.model.pooling);
         assert_eq!(t.val_split, 0.0);
@@ -512,7 +495,7 @@ mod tests {
             "100",
         ])
         .unwrap();
-        assert_eq!(t.data.dataset, Some(DatasetArg::FashionMnist));
+        assert_eq!(t.data.dataset, Some(DatasetKind::FashionMnist));
         assert_eq!(t.data.data_dir, Some(PathBuf::from("/d")));
         assert_eq!(
             (t.epochs, t.batch_size, t.threads, t.limit),
@@ -522,10 +505,7 @@ mod tests {
             (t.lr, t.momentum, t.weight_decay, t.nesterov()),
             (0.05, 0.5, 0.0, false)
         );
-        assert_eq!(
-            (t.schedule, t.step_size, t.gamma),
-            (ScheduleArg::Step, 2, 0.5)
-        );
+        assert_eq!((t.schedule.name(), t.step_size, t.gamma), ("step", 2, 0.5));
         assert_eq!(
             (t.activation, t.pool),
             (ActivationKind::Tanh, PoolKind::Max)
@@ -627,7 +607,7 @@ mod tests {
             .unwrap()
             .command
         {
-            Command::Download(d) => assert_eq!(d.dataset, Some(DatasetArg::FashionMnist)),
+            Command::Download(d) => assert_eq!(d.dataset, Some(DatasetKind::FashionMnist)),
             other => panic!("{other:?}"),
         }
     }

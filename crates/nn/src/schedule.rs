@@ -20,6 +20,11 @@ pub fn check_lr(lr: f64) -> Result<f64, String> {
     }
 }
 
+/// Epochs between two decays of the step schedule named `step`.
+pub const STEP_EVERY: usize = 3;
+/// Factor of each decay of the step schedule named `step`.
+pub const STEP_GAMMA: f64 = 0.1;
+
 /// How the learning rate changes during training.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -119,16 +124,16 @@ impl LrSchedule {
     }
 }
 
-/// The schedule a `--schedule` name stands for: `cosine` (to 0), `step` (every 3 epochs by
-/// 0.1, PyTorch's `StepLR` example) or `constant` (also `none`).
+/// The schedule a `--schedule` name stands for: `cosine` (to 0), `step` (by [`STEP_GAMMA`]
+/// every [`STEP_EVERY`] epochs) or `constant` (also `none`).
 impl std::str::FromStr for LrSchedule {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s.to_ascii_lowercase().as_str() {
             "cosine" => Ok(LrSchedule::Cosine { min_lr: 0.0 }),
             "step" => Ok(LrSchedule::Step {
-                every_epochs: 3,
-                gamma: 0.1,
+                every_epochs: STEP_EVERY,
+                gamma: STEP_GAMMA,
             }),
             "constant" | "none" => Ok(LrSchedule::Constant),
             _ => Err(format!(
