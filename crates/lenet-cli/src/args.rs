@@ -1,14 +1,20 @@
 //! The command line: `lenet train | eval | predict | download`, parsed with clap's derive API.
 //!
 //! Every numeric flag goes through a range-checking parser, so an out-of-range value is a clap
-//! error (message on stderr, exit code 2) and never reaches the training code.
+//! error (message on stderr, exit code 2) and never reaches the training code. A value that a
+//! file can hold too is checked by the one function its type has for it (`nn::check_lr`,
+//! `LrSchedule::check_gamma`, `RunSettings::check_limit`, `RunSettings::check_val_split`),
+//! which the file's reader calls as well.
 
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use clap::builder::{PossibleValuesParser, TypedValueParser};
-use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::{ArgAction, Args, Parser, Subcommand};
+use mnist::DatasetKind;
 use nn::{ActivationKind, LrSchedule, PoolKind, TrainConfig};
+
+use crate::train::RunSettings;
 
 /// Train, evaluate and run LeNet-5 on MNIST and Fashion-MNIST.
 #[derive(Debug, Parser)]
@@ -44,21 +50,12 @@ pub enum Command {
     Bench(BenchArgs),
 }
 
-/// Which dataset to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DatasetArg {
-    /// Handwritten digits 0-9.
-    Mnist,
-    /// Zalando's clothes images, the same format as MNIST.
-    FashionMnist,
-}
-
 /// Where the data comes from (shared by every subcommand).
 #[derive(Debug, Clone, Args)]
 pub struct DataArgs {
     /// The dataset [default: mnist; for eval, the one recorded in the model file].
-    #[arg(long, value_enum)]
-    pub dataset: Option<DatasetArg>,
+    #[arg(long, value_parser = one_of::<DatasetKind>(DatasetKind::ALL.map(DatasetKind::dir_name)))]
+    pub dataset: Option<DatasetKind>,
     /// Folder holding the dataset's four IDX files. Default: $LENET_DATA_DIR/<dataset>, else
     /// ./data/<dataset> (downloaded on first use).
     #[arg(long, value_name = "DIR")]
@@ -93,13 +90,13 @@ pub struct TrainArgs {
     pub weight_decay: f64,
     /// Learning-rate schedule: cosine annealing to 0 per batch, a step decay (PyTorch's StepLR),
     /// or a constant rate.
-    #[arg(long, value_enum, default_value_t = ScheduleArg::of(&defaults().schedule))]
-    pub schedule: ScheduleArg,
+    #[arg(long, default_value = defaults().schedule.name(), value_parser = schedule())]
+    pub schedule: LrSchedule,
     /// Epochs between two decays of `--schedule step`.
-    #[arg(long, value_name = "N", default_value_t = 3, value_parser = at_least_one)]
+    #[arg(long, value_name = "N", default_value_t = nn::schedule::STEP_EVERY, value_parser = at_least_one)]
     pub step_size: usize,
     /// Factor of each decay of `--schedule step`, in (0, 1].
-    #[arg(long, value_name = "G", default_value_t = 0.1, value_parser = decay_factor, allow_hyphen_values = true)]
+    #[arg(long, value_name = "G", default_value_t = nn::schedule::STEP_GAMMA, value_parser = decay_factor, allow_hyphen_values = true)]
     pub gamma: f64,
     /// Non-linearity of the model.
     #[arg(
@@ -147,13 +144,13 @@ pub struct TrainArgs {
     #[arg(long)]
     pub augment: bool,
     /// Fraction of the training set held out for validation, in [0, 1).
-    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = unit_interval_open, allow_hyphen_values = true)]
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = val_split, allow_hyphen_values = true)]
     pub val_split: f64,
     /// Stop when the validation loss has not improved for N epochs (needs --val-split).
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub early_stopping: Option<usize>,
     /// Train on the first N training images only (quick runs and tests).
-    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    #[arg(long, value_name = "N", value_parser = limit)]
     pub limit: Option<usize>,
     /// Ids of the flags given on the command line (not defaulted), filled by `main`: a resumed
     /// run refuses a given flag that contradicts its recorded settings.
@@ -165,26 +162,17 @@ fn defaults() -> TrainConfig {
     TrainConfig::default()
 }
 
-/// `--schedule`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ScheduleArg {
-    /// Cosine annealing from --lr to 0 over all batches.
-    Cosine,
-    /// Multiply the rate by --gamma every --step-size epochs.
-    Step,
-    /// --lr throughout.
-    #[value(alias = "none")]
-    Constant,
-}
-
-impl ScheduleArg {
-    fn of(s: &LrSchedule) -> Self {
-        match s {
-            LrSchedule::Cosine { .. } => ScheduleArg::Cosine,
-            LrSchedule::Step { .. } => ScheduleArg::Step,
-            LrSchedule::Constant => ScheduleArg::Constant,
-        }
-    }
+/// `--schedule`: the names [`LrSchedule`]'s `FromStr` takes, each with its help (the step
+/// schedule's values come from `--step-size` and `--gamma`, see `train::config`).
+fn schedule() -> impl TypedValueParser<Value = LrSchedule> {
+    PossibleValuesParser::new([
+        PossibleValue::new("cosine").help("Cosine annealing from --lr to 0 over all batches"),
+        PossibleValue::new("step").help("Multiply the rate by --gamma every --step-size epochs"),
+        PossibleValue::new("constant")
+            .alias("none")
+            .help("--lr throughout"),
+    ])
+    .try_map(|s| s.parse::<LrSchedule>())
 }
 
 /// A parser accepting exactly `values` (listed in `--help` and in errors), each turned into
@@ -338,18 +326,9 @@ fn finite(s: &str) -> Result<f64, String> {
     }
 }
 
-/// Smallest and largest learning rates accepted: below, f32 steps round to nothing; above,
-/// SGD diverges at once (and 1e308 overflows f32).
-const LR_RANGE: (f64, f64) = (1e-8, 100.0);
-
+/// `--lr`: nn's one range of a base learning rate ([`nn::check_lr`]).
 fn learning_rate(s: &str) -> Result<f64, String> {
-    let v = finite(s)?;
-    let (lo, hi) = LR_RANGE;
-    if v.is_normal() && (lo..=hi).contains(&v) {
-        Ok(v)
-    } else {
-        Err(format!("must be in [{lo:e}, {hi}], found {v:e}"))
-    }
+    nn::check_lr(finite(s)?)
 }
 
 fn non_negative_finite(s: &str) -> Result<f64, String> {
@@ -361,14 +340,19 @@ fn non_negative_finite(s: &str) -> Result<f64, String> {
     }
 }
 
-/// A factor in (0, 1]: the step decay.
+/// `--gamma`: the range of a step decay's factor ([`LrSchedule::check_gamma`]).
 fn decay_factor(s: &str) -> Result<f64, String> {
-    let v = finite(s)?;
-    if v > 0.0 && v <= 1.0 {
-        Ok(v)
-    } else {
-        Err(format!("must be in (0, 1], found {v}"))
-    }
+    LrSchedule::check_gamma(finite(s)?)
+}
+
+/// `--limit`: [`RunSettings::check_limit`].
+fn limit(s: &str) -> Result<usize, String> {
+    RunSettings::check_limit(parse(s)?)
+}
+
+/// `--val-split`: [`RunSettings::check_val_split`].
+fn val_split(s: &str) -> Result<f64, String> {
+    RunSettings::check_val_split(finite(s)?)
 }
 
 /// `KEY=VALUE`, split at the first `=`.
@@ -392,7 +376,7 @@ fn note(s: &str) -> Result<(String, String), String> {
     Ok((key, value))
 }
 
-/// A value in [0, 1): momentum and the validation fraction.
+/// A value in [0, 1): the momentum.
 fn unit_interval_open(s: &str) -> Result<f64, String> {
     let v = finite(s)?;
     if (0.0..1.0).contains(&v) {
@@ -453,7 +437,7 @@ mod tests {
             (t.lr, t.momentum, t.weight_decay),
             (d.lr, d.momentum, d.weight_decay)
         );
-        assert_eq!(t.schedule, ScheduleArg::of(&d.schedule));
+        assert_eq!(t.schedule, d.schedule);
         assert_eq!(t.activation, d.model.activation);
         assert_eq!(t.pool, d.model.pooling);
         assert_eq!(t.val_split, 0.0);
@@ -511,7 +495,7 @@ mod tests {
             "100",
         ])
         .unwrap();
-        assert_eq!(t.data.dataset, Some(DatasetArg::FashionMnist));
+        assert_eq!(t.data.dataset, Some(DatasetKind::FashionMnist));
         assert_eq!(t.data.data_dir, Some(PathBuf::from("/d")));
         assert_eq!(
             (t.epochs, t.batch_size, t.threads, t.limit),
@@ -521,10 +505,7 @@ mod tests {
             (t.lr, t.momentum, t.weight_decay, t.nesterov()),
             (0.05, 0.5, 0.0, false)
         );
-        assert_eq!(
-            (t.schedule, t.step_size, t.gamma),
-            (ScheduleArg::Step, 2, 0.5)
-        );
+        assert_eq!((t.schedule.name(), t.step_size, t.gamma), ("step", 2, 0.5));
         assert_eq!(
             (t.activation, t.pool),
             (ActivationKind::Tanh, PoolKind::Max)
@@ -626,7 +607,7 @@ mod tests {
             .unwrap()
             .command
         {
-            Command::Download(d) => assert_eq!(d.dataset, Some(DatasetArg::FashionMnist)),
+            Command::Download(d) => assert_eq!(d.dataset, Some(DatasetKind::FashionMnist)),
             other => panic!("{other:?}"),
         }
     }

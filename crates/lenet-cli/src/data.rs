@@ -7,16 +7,6 @@ use anyhow::{Context, Result};
 use mnist::{Dataset, DatasetKind, DownloadOptions, Split};
 use nn::BatchSource;
 
-use crate::args::DatasetArg;
-
-/// The `mnist` crate's name for a `--dataset` value.
-pub fn kind(arg: DatasetArg) -> DatasetKind {
-    match arg {
-        DatasetArg::Mnist => DatasetKind::Mnist,
-        DatasetArg::FashionMnist => DatasetKind::FashionMnist,
-    }
-}
-
 /// True if all four files of `kind` are in `dir` (gzip or unpacked).
 pub fn all_present(kind: DatasetKind, dir: &Path) -> bool {
     kind.files()

@@ -1,14 +1,14 @@
 //! `lenet download`: fetch a dataset from the mirrors and verify every file's SHA-256.
 
 use anyhow::Result;
-use mnist::FileStatus;
+use mnist::{DatasetKind, FileStatus};
 
-use crate::args::{DataArgs, DatasetArg};
+use crate::args::DataArgs;
 use crate::{data, outln};
 
 /// Runs `lenet download`.
 pub fn run(args: &DataArgs) -> Result<()> {
-    let kind = data::kind(args.dataset.unwrap_or(DatasetArg::Mnist));
+    let kind = args.dataset.unwrap_or(DatasetKind::Mnist);
     let dir = mnist::resolve_data_dir(kind, args.data_dir.as_deref());
     let reports = data::fetch(kind, &dir)?;
     for r in &reports {

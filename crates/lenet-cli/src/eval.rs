@@ -34,10 +34,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         }
     };
     // The dataset: the flag, else the one the model was trained on, else MNIST.
-    let assumed = match args.data.dataset {
-        Some(d) => data::kind(d),
-        None => recorded.unwrap_or(DatasetKind::Mnist),
-    };
+    let assumed = args.data.dataset.or(recorded).unwrap_or(DatasetKind::Mnist);
     let test = data::load_test(assumed, args.data.data_dir.as_deref())?;
     let dir = mnist::resolve_data_dir(assumed, args.data.data_dir.as_deref());
     anyhow::ensure!(

@@ -66,8 +66,7 @@ pub fn metadata_of(bytes: &[u8]) -> Option<HashMap<String, String>> {
 
 /// The dataset named by a metadata map, if any.
 pub fn dataset_in(metadata: &HashMap<String, String>) -> Option<DatasetKind> {
-    let name = metadata.get(DATASET_KEY)?;
-    DatasetKind::ALL.into_iter().find(|k| k.dir_name() == name)
+    metadata.get(DATASET_KEY)?.parse().ok()
 }
 
 #[cfg(test)]

@@ -109,6 +109,25 @@ pub enum CheckpointError {
         /// The dtype in the file.
         found: String,
     },
+    /// A training state of the first format stores a value that the rest of the file
+    /// contradicts (see [`crate::resume`]).
+    #[error(
+        "{}: metadata {key:?} is {found}, but {from} gives {expected}: the file contradicts \
+         itself (edited, or damaged?)",
+        .path.display()
+    )]
+    Contradiction {
+        /// The file.
+        path: PathBuf,
+        /// The metadata key (or part of one).
+        key: String,
+        /// What the file stores.
+        found: String,
+        /// What the rest of the file gives.
+        expected: String,
+        /// Where that comes from.
+        from: String,
+    },
     /// A `__metadata__` entry is missing or malformed.
     #[error("{}: metadata {key:?}: expected {expected}, found {found}", .path.display())]
     BadMetadata {
@@ -217,6 +236,23 @@ impl TensorFile {
             key: key.to_string(),
             expected: expected.to_string(),
             found: found.map_or_else(|| "nothing".to_string(), |s| format!("{s:?}")),
+        }
+    }
+
+    /// A `Contradiction` error: `key` holds `found`, but `from` gives `expected`.
+    pub(crate) fn contradiction(
+        &self,
+        key: &str,
+        found: &str,
+        expected: &str,
+        from: &str,
+    ) -> CheckpointError {
+        CheckpointError::Contradiction {
+            path: self.path.clone(),
+            key: key.to_string(),
+            found: found.to_string(),
+            expected: expected.to_string(),
+            from: from.to_string(),
         }
     }
 

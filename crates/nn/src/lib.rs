@@ -64,6 +64,6 @@ pub use metrics::{EpochMetrics, Evaluation};
 pub use param::{ParamMut, ParamRef};
 pub use pool::{Pool2d, PoolKind};
 pub use resume::{EPOCHS_DONE_KEY, STATE_KEYS};
-pub use schedule::LrSchedule;
+pub use schedule::{check_lr, LrSchedule, LR_RANGE};
 pub use sgd::{Sgd, SgdConfig};
 pub use trainer::{BestModel, FitOutcome, TrainConfig, TrainError, TrainObserver, Trainer};

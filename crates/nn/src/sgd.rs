@@ -31,6 +31,8 @@ pub struct SgdConfig {
 impl SgdConfig {
     /// Checks the values, returning a message naming the bad one.
     pub fn validate(&self) -> Result<(), String> {
+        // The rate of a step, which a schedule takes down to 0; a run's base rate has its own
+        // range (`check_lr`).
         if !(self.lr.is_finite() && self.lr >= 0.0) {
             return Err(format!("lr must be a finite number ≥ 0, got {}", self.lr));
         }

@@ -41,7 +41,7 @@ pub struct TrainConfig {
     pub epochs: usize,
     /// Training examples per SGD step (the last batch of an epoch may be smaller).
     pub batch_size: usize,
-    /// Base learning rate.
+    /// Base learning rate, in [`LR_RANGE`](crate::schedule::LR_RANGE).
     pub lr: f64,
     /// SGD momentum.
     pub momentum: f64,
@@ -115,11 +115,8 @@ impl TrainConfig {
         if let Err(why) = self.model.check() {
             return bad("model", why);
         }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad(
-                "lr",
-                format!("must be a finite number > 0, got {}", self.lr),
-            );
+        if let Err(m) = crate::schedule::check_lr(self.lr) {
+            return bad("lr", m);
         }
         if let Err(m) = self.sgd().validate() {
             return bad("sgd", m);
@@ -214,9 +211,19 @@ pub trait TrainObserver {
 
 impl TrainObserver for () {}
 
-/// The model with the lowest validation loss so far.
+/// The weights of the epoch with the lowest validation loss so far.
 #[derive(Debug, Clone)]
-pub struct BestModel {
+pub(crate) struct KeptModel {
+    /// The epoch (from 1) after which they were taken.
+    pub(crate) epoch: usize,
+    /// The weights.
+    pub(crate) model: LeNet5,
+}
+
+/// The model with the lowest validation loss so far, as [`Trainer::best`] shows it: the kept
+/// weights, and the validation results of their epoch's row in [`Trainer::history`].
+#[derive(Debug, Clone, Copy)]
+pub struct BestModel<'a> {
     /// The epoch (from 1) after which it was taken.
     pub epoch: usize,
     /// Its validation loss.
@@ -224,7 +231,7 @@ pub struct BestModel {
     /// Its validation accuracy.
     pub val_accuracy: f64,
     /// Its weights.
-    pub model: LeNet5,
+    pub model: &'a LeNet5,
 }
 
 /// How a call to [`Trainer::fit`] ended.
@@ -238,18 +245,17 @@ pub struct FitOutcome {
     pub best_epoch: Option<usize>,
 }
 
-/// A training run in progress: model, optimizer, RNG, history and reusable buffers.
+/// A training run in progress: model, optimizer, RNG, history and reusable buffers. The
+/// epochs done, the epochs since the best one and whether early stopping ended the run are
+/// not stored: they follow from the history and the best epoch.
 #[derive(Debug, Clone)]
 pub struct Trainer {
     pub(crate) config: TrainConfig,
     pub(crate) model: LeNet5,
     pub(crate) sgd: Sgd,
     pub(crate) rng: ChaCha8Rng,
-    pub(crate) epochs_done: usize,
     pub(crate) history: Vec<EpochMetrics>,
-    pub(crate) best: Option<BestModel>,
-    pub(crate) epochs_since_best: usize,
-    pub(crate) stopped_early: bool,
+    pub(crate) best: Option<KeptModel>,
     loss: SoftmaxCrossEntropy,
     /// The confusion matrix of the last epoch's test evaluation.
     test_confusion: Option<[[u64; NUM_CLASSES]; NUM_CLASSES]>,
@@ -285,11 +291,8 @@ impl Trainer {
             model,
             sgd,
             rng,
-            epochs_done: 0,
             history: Vec::new(),
             best: None,
-            epochs_since_best: 0,
-            stopped_early: false,
             loss: SoftmaxCrossEntropy::new(),
             test_confusion: None,
             order: Vec::new(),
@@ -325,8 +328,16 @@ impl Trainer {
     }
 
     /// The best validation model so far (None without a validation set).
-    pub fn best(&self) -> Option<&BestModel> {
-        self.best.as_ref()
+    pub fn best(&self) -> Option<BestModel<'_>> {
+        let kept = self.best.as_ref()?;
+        let row = &self.history[kept.epoch - 1];
+        let results = "the best epoch's row has validation results (checked on load)";
+        Some(BestModel {
+            epoch: kept.epoch,
+            val_loss: row.val_loss.expect(results),
+            val_accuracy: row.val_accuracy.expect(results),
+            model: &kept.model,
+        })
     }
 
     /// Metrics of every completed epoch (including those before a resume).
@@ -340,19 +351,29 @@ impl Trainer {
         self.test_confusion.as_ref()
     }
 
-    /// Number of completed epochs.
+    /// Number of completed epochs: the length of the history.
     pub fn epochs_done(&self) -> usize {
-        self.epochs_done
+        self.history.len()
+    }
+
+    /// Epochs completed since the best validation epoch (0 without one).
+    pub fn epochs_since_best(&self) -> usize {
+        self.best
+            .as_ref()
+            .map_or(0, |b| self.history.len() - b.epoch)
     }
 
     /// True once `epochs` are done or early stopping triggered.
     pub fn is_finished(&self) -> bool {
-        self.stopped_early || self.epochs_done >= self.config.epochs
+        self.stopped_early() || self.epochs_done() >= self.config.epochs
     }
 
-    /// True if early stopping ended the run.
+    /// True if early stopping ended the run: `early_stopping` epochs have passed since the
+    /// best validation epoch.
     pub fn stopped_early(&self) -> bool {
-        self.stopped_early
+        self.config
+            .early_stopping
+            .is_some_and(|patience| self.epochs_since_best() >= patience)
     }
 
     /// The model worth keeping: the best validation model if there is one, else the current
@@ -382,14 +403,14 @@ impl Trainer {
             }
         }
         Ok(FitOutcome {
-            epochs_done: self.epochs_done,
-            stopped_early: self.stopped_early,
+            epochs_done: self.epochs_done(),
+            stopped_early: self.stopped_early(),
             best_epoch: self.best.as_ref().map(|b| b.epoch),
         })
     }
 
     /// Trains one epoch on `train`, then evaluates on `test` and, if given, on `val` (which
-    /// updates the best model and the early-stopping count). Returns the epoch's metrics, also
+    /// may make this epoch the best one). Returns the epoch's metrics, also
     /// appended to [`Trainer::history`].
     pub fn train_epoch(
         &mut self,
@@ -413,7 +434,8 @@ impl Trainer {
             return Err(TrainError::EarlyStoppingWithoutValidation);
         }
         let start = Instant::now();
-        let epoch = self.epochs_done + 1;
+        let epochs_done = self.epochs_done();
+        let epoch = epochs_done + 1;
         let n = train.len();
         let bs = self.config.batch_size;
         let batches = n.div_ceil(bs);
@@ -430,7 +452,7 @@ impl Trainer {
         for b in 0..batches {
             let lr = self.config.schedule.lr(
                 self.config.lr,
-                self.epochs_done,
+                epochs_done,
                 b,
                 batches,
                 self.config.epochs,
@@ -463,10 +485,6 @@ impl Trainer {
         let test_eval = self.evaluator.evaluate(&self.model, test);
         self.test_confusion = Some(test_eval.confusion);
         let val_eval = val.map(|v| self.evaluator.evaluate(&self.model, v));
-        if let Some(v) = &val_eval {
-            self.track_best(epoch, v);
-        }
-        self.epochs_done = epoch;
         let metrics = EpochMetrics {
             epoch,
             train_loss: loss_sum / n as f64,
@@ -479,6 +497,7 @@ impl Trainer {
             lr: first_lr,
         };
         self.history.push(metrics.clone());
+        self.keep_if_best();
         observer.epoch_finished(&metrics);
         Ok(metrics)
     }
@@ -513,39 +532,25 @@ impl Trainer {
         Ok((loss, batch_correct, nb))
     }
 
-    /// Keeps a copy of the model if `val` has the lowest validation loss so far, and updates
-    /// the early-stopping count.
-    fn track_best(&mut self, epoch: usize, val: &Evaluation) {
-        let improved = match &self.best {
-            Some(b) => val.loss < b.val_loss,
-            None => true,
+    /// Keeps a copy of the model if the last history row has the lowest validation loss so
+    /// far.
+    fn keep_if_best(&mut self) {
+        let last = self.history.last().expect("an epoch has ended");
+        let Some(loss) = last.val_loss else {
+            return;
         };
-        if improved {
-            match &mut self.best {
-                Some(best) => {
-                    best.model.copy_params_from(&self.model);
-                    best.epoch = epoch;
-                    best.val_loss = val.loss;
-                    best.val_accuracy = val.accuracy;
-                }
-                None => {
-                    let mut model = LeNet5::zeros(self.model.config());
-                    model.copy_params_from(&self.model);
-                    self.best = Some(BestModel {
-                        epoch,
-                        val_loss: val.loss,
-                        val_accuracy: val.accuracy,
-                        model,
-                    });
+        let epoch = last.epoch;
+        match &mut self.best {
+            Some(kept) => {
+                if loss < self.history[kept.epoch - 1].val_loss.unwrap_or(f64::NAN) {
+                    kept.model.copy_params_from(&self.model);
+                    kept.epoch = epoch;
                 }
             }
-            self.epochs_since_best = 0;
-        } else {
-            self.epochs_since_best += 1;
-            if let Some(patience) = self.config.early_stopping {
-                if self.epochs_since_best >= patience {
-                    self.stopped_early = true;
-                }
+            None => {
+                let mut model = LeNet5::zeros(self.model.config());
+                model.copy_params_from(&self.model);
+                self.best = Some(KeptModel { epoch, model });
             }
         }
     }
@@ -555,14 +560,21 @@ impl Trainer {
 mod tests {
     use super::*;
 
-    fn eval(loss: f64) -> Evaluation {
-        Evaluation {
-            loss,
-            accuracy: 1.0 - loss,
-            correct: 0,
-            total: 1,
-            confusion: [[0; crate::lenet5::NUM_CLASSES]; crate::lenet5::NUM_CLASSES],
-        }
+    /// Ends an epoch of `t` whose validation loss is `loss` (as `train_epoch` does after
+    /// training it).
+    fn end_epoch(t: &mut Trainer, loss: f64) {
+        t.history.push(EpochMetrics {
+            epoch: t.history.len() + 1,
+            train_loss: 0.0,
+            train_accuracy: 0.0,
+            test_loss: 0.0,
+            test_accuracy: 0.0,
+            seconds: 0.0,
+            val_loss: Some(loss),
+            val_accuracy: Some(1.0 - loss),
+            lr: 0.0,
+        });
+        t.keep_if_best();
     }
 
     #[test]
@@ -573,12 +585,12 @@ mod tests {
         })
         .unwrap();
         for (epoch, loss) in [0.5, 0.4, 0.45].into_iter().enumerate() {
-            t.track_best(epoch + 1, &eval(loss));
+            end_epoch(&mut t, loss);
             assert!(!t.stopped_early(), "stopped after epoch {}", epoch + 1);
         }
         // The model kept is the one after epoch 2, whose weights equal the model's then.
         assert_eq!(t.best().unwrap().epoch, 2);
-        t.track_best(4, &eval(0.41));
+        end_epoch(&mut t, 0.41);
         assert!(t.stopped_early());
         assert!(t.is_finished());
         assert_eq!(t.best().unwrap().val_loss, 0.4);
@@ -587,10 +599,10 @@ mod tests {
     #[test]
     fn best_model_is_a_copy_of_the_weights_at_its_epoch() {
         let mut t = Trainer::new(TrainConfig::default()).unwrap();
-        t.track_best(1, &eval(0.5));
+        end_epoch(&mut t, 0.5);
         let before = t.model().params()[0].value.to_vec();
         t.model_mut().set_param("conv1.bias", &[9.0; 6]);
-        t.track_best(2, &eval(0.6)); // worse: best stays at epoch 1
+        end_epoch(&mut t, 0.6); // worse: best stays at epoch 1
         let best = t.best().unwrap();
         assert_eq!(best.epoch, 1);
         assert_eq!(best.model.params()[0].value, before.as_slice());

@@ -436,10 +436,7 @@ mod tests {
         let body = json!({"dataset": "fashion-mnist", "epochs": 2, "batch_size": 32,
                           "lr": 0.01, "augment": true, "limit": 500, "seed": 9});
         let args = train_args(body.to_string().as_bytes()).unwrap();
-        assert_eq!(
-            args.data.dataset,
-            Some(crate::args::DatasetArg::FashionMnist)
-        );
+        assert_eq!(args.data.dataset, Some(mnist::DatasetKind::FashionMnist));
         assert_eq!((args.epochs, args.batch_size, args.seed), (2, 32, 9));
         assert_eq!((args.lr, args.augment, args.limit), (0.01, true, Some(500)));
         let defaults = train_args(b"{}").unwrap();

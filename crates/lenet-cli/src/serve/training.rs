@@ -200,7 +200,7 @@ impl Training {
 /// `POST /api/train`, after the upload checks: see the module documentation.
 pub fn start(state: &AppState, body: &[u8]) -> Result<Response, ApiError> {
     let args = input::train_args(body)?;
-    let kind = data::kind(args.data.dataset.unwrap_or(crate::args::DatasetArg::Mnist));
+    let kind = args.data.dataset.unwrap_or(mnist::DatasetKind::Mnist);
     let dir = mnist::resolve_data_dir(kind, None);
     if !data::all_present(kind, &dir) {
         return Err(missing_data(kind, &dir));
