@@ -88,6 +88,7 @@ mod source;
 mod transpose_avx2;
 
 pub(crate) use pack::pack_b_lines;
+#[cfg(target_arch = "x86_64")]
 use plan::Tile;
 pub(crate) use plan::{route, Route};
 pub(crate) use scratch::{with_thread_buffer, ThreadBuffer};
@@ -231,26 +232,10 @@ fn gemm_on_threads<T: Scalar>(
     let (ad, cd) = (MatRef::from_view(&a), MatMut::from_view(&mut c));
     if let Route::Dot(tier) = route {
         debug_assert!(route.needs() <= kernel, "{route:?} on {kernel:?}");
-        let bd = MatRef::from_view(&b);
-        debug_assert!(TypeId::of::<T>() == TypeId::of::<f32>() && ad.cs == 1 && bd.rs == 1);
-        let (ad, bd, cd) = (ad.cast::<f32>(), bd.cast::<f32>(), cd.cast::<f32>());
-        // `to_f32` is exact here: T is f32 (the Dot route is only chosen for f32).
-        let (alpha, beta) = (alpha.to_f32().unwrap(), beta.to_f32().unwrap());
-        // SAFETY: T is f32, so the descriptors keep pointing at valid f32 data: A and B are
-        // readable through their shared views, C writable through the unique `c` borrow held
-        // for the call; shapes are checked and non-empty; A's rows and B's columns are
-        // contiguous (the Dot route's condition). The kernels run only on a CPU that supports
-        // them (`kernel.is_supported()` was asserted by the caller, and `route` needs no more).
-        unsafe {
-            match tier {
-                #[cfg(target_arch = "x86_64")]
-                Tier::Avx512 => dot::gemm_dot_avx512(alpha, ad, bd, beta, cd),
-                #[cfg(target_arch = "x86_64")]
-                Tier::Avx2 => dot::gemm_dot_avx2(alpha, ad, bd, beta, cd),
-                _ => unreachable!("the dot route needs a SIMD kernel"),
-            }
-        }
-        return;
+        #[cfg(target_arch = "x86_64")]
+        return dot_route(tier, alpha, (ad, &b), beta, cd);
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("the dot route needs a SIMD kernel, not {tier:?}");
     }
     let src = MatrixB::new(&b);
     let in_place = src.as_mat();
@@ -258,6 +243,35 @@ fn gemm_on_threads<T: Scalar>(
     // the call; `in_place` is `src`'s own matrix; shapes are checked and non-empty; `kernel` is
     // supported (asserted by the caller).
     unsafe { gemm_packed(kernel, threads, alpha, ad, &src, Some(in_place), beta, cd) };
+}
+
+/// `c = alpha·a·b + beta·c` by the dot-product tiles of `tier` (`T` is `f32`, A's rows and B's
+/// columns contiguous: the Dot route's condition).
+#[cfg(target_arch = "x86_64")]
+fn dot_route<T: Scalar>(
+    tier: Tier,
+    alpha: T,
+    (ad, b): (MatRef<T>, &ArrayView2<'_, T>),
+    beta: T,
+    cd: MatMut<T>,
+) {
+    let bd = MatRef::from_view(b);
+    debug_assert!(TypeId::of::<T>() == TypeId::of::<f32>() && ad.cs == 1 && bd.rs == 1);
+    let (ad, bd, cd) = (ad.cast::<f32>(), bd.cast::<f32>(), cd.cast::<f32>());
+    // `to_f32` is exact here: T is f32 (the Dot route is only chosen for f32).
+    let (alpha, beta) = (alpha.to_f32().unwrap(), beta.to_f32().unwrap());
+    // SAFETY: T is f32, so the descriptors keep pointing at valid f32 data: A and B are
+    // readable through their shared views, C writable through the unique borrow the caller
+    // holds for the call; shapes are checked and non-empty; A's rows and B's columns are
+    // contiguous (the Dot route's condition). The kernels run only on a CPU that supports them
+    // (the caller asserted `kernel.is_supported()`, and the route needs no more).
+    unsafe {
+        match tier {
+            Tier::Avx512 => dot::gemm_dot_avx512(alpha, ad, bd, beta, cd),
+            Tier::Avx2 => dot::gemm_dot_avx2(alpha, ad, bd, beta, cd),
+            Tier::Portable => unreachable!("the dot route needs a SIMD kernel"),
+        }
+    }
 }
 
 /// `C = alpha·A·B + beta·C` on the calling thread, B's panels written by `b` (e.g. straight from

@@ -141,6 +141,8 @@ pub(crate) trait Needs {
 /// The build of a kernel written for AVX2 + FMA with a baseline fallback (the convolution,
 /// pooling, packing and element-wise kernels): the AVX2 build on the AVX2 tier and above (no
 /// AVX-512 build of them has been measured faster), else the baseline build.
+// Elsewhere than on x86-64 every tier is portable: only the tests ask.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Build {
     /// Intrinsics, or plain Rust compiled with `#[target_feature(enable = "avx2,fma")]`.
@@ -149,6 +151,7 @@ pub(crate) enum Build {
     Baseline,
 }
 
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 impl Build {
     /// The build that runs on `tier`.
     pub(crate) fn on(tier: Tier) -> Build {

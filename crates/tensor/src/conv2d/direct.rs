@@ -370,7 +370,7 @@ fn input_grad_image<T: Scalar>(g: &Geometry, w: &[T], g_n: &[T], dx: &mut [T]) {
 
 /// The generic weight gradient with fused multiply-adds, on any CPU: what the `f32` AVX2
 /// intrinsics must equal bit for bit.
-#[cfg(test)]
+#[cfg(all(test, target_arch = "x86_64"))]
 pub(super) fn weight_grad_rows_fma(g: &Geometry, img: &[f32], g_n: &[f32], lanes: &mut [f32]) {
     weight_grad_rows::<f32, true>(g, img, g_n, lanes)
 }

@@ -188,6 +188,7 @@ pub(super) fn forward<T: Scalar>(
 
 /// The kernels of the forward pass and of the weight gradient, chosen in one place
 /// ([`Kernels::choose`]).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // lanes: x86-64 only
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kernels {
     /// Over the `L` wide columns: the forward pass by [`taps::forward`] in blocks of [`KB`]
@@ -349,7 +350,8 @@ fn forward_image_lanes<T: Scalar>(
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!(
-        "the lanes kernel is x86-64 only: {kernel:?} {g:?} {} {} {}",
+        "the lanes kernel is x86-64 only: {kernel:?} {g:?} {:?} {} {} {}",
+        bias.map(|b| b.len()),
         wt.len(),
         img.len(),
         y_n.len()

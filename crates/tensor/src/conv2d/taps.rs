@@ -154,7 +154,9 @@ pub(super) fn forward<T: Scalar, const KB: usize>(
     columns::<T, KB, 8, false>(blk, (y, stride, kb))
 }
 
-/// The kernels of [`forward`].
+/// The kernels of [`forward`] (elsewhere than on x86-64 only the tests ask for them: every
+/// tier is portable there).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum TapsKernel {
     /// The generic code compiled for the baseline target (separate multiply and add).
@@ -178,6 +180,7 @@ impl crate::tier::Needs for TapsKernel {
 
 /// The kernel [`forward`] runs for `T` on `tier`: 16 lanes for `f32` on AVX-512 (measured
 /// faster there: docs/performance.md), the AVX2 build from the AVX2 tier up otherwise.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(super) fn plan<T: Scalar>(tier: Tier) -> TapsKernel {
     let f32s = std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>();
     match tier {
@@ -262,7 +265,7 @@ fn store<T: Scalar, const KB: usize, const FW: usize>(
 
 /// The generic block kernel with fused multiply-adds, on any CPU: what the `f32` AVX2
 /// intrinsics must equal bit for bit.
-#[cfg(test)]
+#[cfg(all(test, target_arch = "x86_64"))]
 pub(super) fn forward_fma<const KB: usize>(
     blk: &Block<'_, f32, KB>,
     y: (&mut [f32], usize, usize),

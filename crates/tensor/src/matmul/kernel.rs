@@ -154,6 +154,7 @@ impl<T> BPanels<T> {
 
 /// A's addresses inside a tile's `k` loop, resolved at compile time for packed panels (so the
 /// packed loop keeps constant offsets) and at run time for A read in place.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(super) trait ARows<T>: Copy {
     /// Row `r` of the current step.
     ///
@@ -172,6 +173,7 @@ pub(super) trait ARows<T>: Copy {
 
 /// A packed panel of `M` rows.
 #[derive(Debug)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(super) struct Panel<T, const M: usize>(pub *const T);
 
 impl<T, const M: usize> Clone for Panel<T, M> {
@@ -229,6 +231,7 @@ impl<T> ARows<T> for ATile<T> {
 
 /// [`ATile`]'s addresses as one offset per row (see [`ARows::for_rows`]).
 #[derive(Debug)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(super) struct RowOffsets<T, const R: usize> {
     ptr: *const T,
     rows: [isize; R],
@@ -266,6 +269,7 @@ impl<T, const R: usize> ARows<T> for RowOffsets<T, R> {
 /// Calls `$f::<..., A>(a_rows, $args)` with `A` the compile-time addressing of `$a` (an
 /// [`ATile`]): [`Panel`] when it is a packed panel of `$mr` rows, the run-time [`ATile`]
 /// otherwise (A read in place).
+#[cfg(target_arch = "x86_64")]
 macro_rules! with_a_rows {
     ($a:expr, $mr:expr, |$rows:ident| $call:expr) => {{
         let a: ATile<_> = $a;
@@ -278,6 +282,7 @@ macro_rules! with_a_rows {
         }
     }};
 }
+#[cfg(target_arch = "x86_64")]
 pub(super) use with_a_rows;
 
 /// Writes `alpha · acc + beta · C` for the top-left `rows × cols` corner of `acc` (row `r` at

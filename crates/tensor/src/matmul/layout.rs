@@ -57,6 +57,7 @@ impl<T> MatRef<T> {
     ///
     /// # Safety
     /// `i <= self.rows` and `j <= self.cols`.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     #[inline(always)]
     pub unsafe fn get_ptr(self, i: usize, j: usize) -> *const T {
         // SAFETY: within (or one past) the described matrix by the caller's contract.
