@@ -207,6 +207,33 @@ fn the_adversarial_search_stays_in_bounds_and_reaches_most_targets_on_mnist() {
     check_attack(&images, "10 MNIST test images");
 }
 
+/// The target: on 100 MNIST test digits, one target each (spread over the other nine
+/// classes), the search with ε = 0.3 reaches its target at least 90 times.
+#[test]
+fn the_adversarial_search_fools_at_least_90_of_100_mnist_digits_at_epsilon_0_3() {
+    let Some(images) = mnist_test_images(100) else {
+        return;
+    };
+    let mut model = built_in();
+    let mut reached = 0;
+    for (i, (_, image)) in images.iter().enumerate() {
+        let original = nn::argmax(logits(&mut model, image.view()));
+        let target = (original + 1 + i % 9) % 10;
+        let a = targeted_attack(
+            &mut model,
+            image.view(),
+            &AttackConfig::new(target, 0.3, 100),
+        );
+        assert_eq!(a.reached, a.prediction == target);
+        reached += usize::from(a.reached);
+    }
+    println!("100 MNIST test digits, one target each, ε = 0.3: target reached {reached}/100");
+    assert!(
+        reached >= 90,
+        "target reached on only {reached} of 100 digits"
+    );
+}
+
 #[test]
 fn the_built_in_model_reads_most_stroke_digits() {
     let mut model = built_in();
