@@ -25,12 +25,13 @@
 //! The backward kernels are plain Rust over fixed-size arrays, compiled twice — for AVX2 + FMA
 //! (with fused multiply-adds; an AVX-512 CPU runs this build) and for the baseline target
 //! (separate multiply and add) — and picked at run time like `gemm`'s, by [`Tier::active`]
-//! (the forward kernel likewise); the `f32` weight gradient on AVX2 is written in intrinsics
-//! (`direct_avx2.rs`) with the same bits as the generic fused code. Results may differ between these paths in the last bits, never between
-//! runs or thread counts.
+//! (the forward kernel likewise); the `f32` weight gradient from the AVX2 tier up runs in
+//! vector registers (`direct_simd.rs`, written over `F32s`) with the same bits as the generic
+//! fused code. Results may differ between these paths in the last bits, never between runs or
+//! thread counts.
 
 #[cfg(target_arch = "x86_64")]
-use super::direct_avx2;
+use super::direct_simd;
 use super::fused::{epilogue_chunks, Epilogue, GradOut};
 use super::taps::{self, block_bias, regroup_weights, BiasAt, Block, Taps};
 use super::{copy_row, valid_range, Geometry, Kept};
@@ -252,7 +253,7 @@ fn weight_grad_image<T: Scalar>(isa: Tier, g: &Geometry, img: &[T], g_n: &[T], l
         fn avx2<T: Scalar>(g: &Geometry, img: &[T], g_n: &[T], lanes: &mut [T]) {
             if let (Some(img), Some(g_n)) = (T::as_f32_slice(img), T::as_f32_slice(g_n)) {
                 let lanes = T::as_f32_slice_mut(lanes).expect("f32 like the image");
-                return direct_avx2::weight_grad_rows(g, img, g_n, lanes);
+                return direct_simd::weight_grad_rows(g, img, g_n, lanes);
             }
             weight_grad_rows::<T, true>(g, img, g_n, lanes)
         }
@@ -318,11 +319,11 @@ fn weight_grad_rows<T: Scalar, const FMA: bool>(
 /// `lanes[k0+b][u][v0+t] += acc[b][t]` for the real channels `k0 + b < k` and kernel columns
 /// `v0 + t < kw`, and, when given, `lanes[db k0+b] += bias[b]`.
 #[inline(always)]
-pub(super) fn add_lanes<T: Scalar>(
+pub(super) fn add_lanes<T: Scalar, const BK: usize>(
     g: &Geometry,
     (k0, u, v0): (usize, usize, usize),
-    acc: &[[[T; L]; GV]; GK],
-    bias: Option<&[[T; L]; GK]>,
+    acc: &[[[T; L]; GV]; BK],
+    bias: Option<&[[T; L]; BK]>,
     lanes: &mut [T],
 ) {
     let add = |lanes: &mut [T], at: usize, a: &[T; L]| {

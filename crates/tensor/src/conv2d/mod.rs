@@ -40,7 +40,7 @@
 
 mod direct;
 #[cfg(target_arch = "x86_64")]
-mod direct_avx2;
+mod direct_simd;
 #[cfg(target_arch = "x86_64")]
 mod dwide;
 mod fused;
