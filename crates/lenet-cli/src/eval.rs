@@ -54,6 +54,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     if args.json {
         let mut json: serde_json::Value =
             serde_json::from_str(&confusion.to_json(kind.dir_name(), &names))?;
+        json["loss"] = eval.loss.into();
         json["images_per_second"] = images_per_second.round().into();
         json["kernels"] = tensor::Tier::active().name().into();
         outln!("{json}")?;

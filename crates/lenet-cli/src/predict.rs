@@ -1,4 +1,5 @@
-//! `lenet predict`: the top-3 classes of each image, with probabilities.
+//! `lenet predict`: the top-3 classes of each image, with probabilities (with `--json`, every
+//! class's probability, to the bit).
 
 use anyhow::{bail, Result};
 use ndarray::{Array4, Axis};
@@ -37,11 +38,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
             Ok(_) => {
                 let p = rows.next().expect("one row per readable image");
                 let p = p.as_slice().expect("softmax rows are contiguous");
-                let line: Vec<String> = top_k(p, TOP)
-                    .into_iter()
-                    .map(|c| format!("{} ({:.2}%)", names[c], 100.0 * p[c]))
-                    .collect();
-                crate::outln!("{}: {}", path.display(), line.join("  "))?;
+                crate::outln!("{}", line(path, p, &names, args.json))?;
             }
             Err(err) => {
                 crate::errln!("error: {err:#}");
@@ -53,6 +50,29 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         bail!("{failed} of {} images could not be read", args.images.len());
     }
     Ok(())
+}
+
+/// The output line of one image: its top [`TOP`] classes, or with `json` every probability.
+fn line(path: &std::path::Path, p: &[f32], names: &[String], json: bool) -> String {
+    if json {
+        // A struct, not `json!`: the f32s are written as f32s (the page's shortest form).
+        #[derive(serde::Serialize)]
+        struct Line<'a> {
+            image: String,
+            probabilities: &'a [f32],
+        }
+        let image = path.display().to_string();
+        let line = Line {
+            image,
+            probabilities: p,
+        };
+        return serde_json::to_string(&line).expect("a string and numbers always serialise");
+    }
+    let top: Vec<String> = top_k(p, TOP)
+        .into_iter()
+        .map(|c| format!("{} ({:.2}%)", names[c], 100.0 * p[c]))
+        .collect();
+    format!("{}: {}", path.display(), top.join("  "))
 }
 
 /// Indices of the `k` largest values, largest first (ties: lower index first).
