@@ -11,6 +11,7 @@ use crate::args::EvalArgs;
 use crate::builtin::{self, keys};
 use crate::confusion::Confusion;
 use crate::data::{self, SplitSource};
+use crate::model_source::LoadedModel;
 use crate::{model_file, outln, outputs};
 
 /// Runs `lenet eval`.
@@ -23,16 +24,8 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         _ => None,
     };
     // The file is read once: the notes go into the very bytes evaluated.
-    let (model, recorded, read) = match &args.model {
-        Some(path) => {
-            let (model, dataset, bytes) = builtin::read_model(path)?;
-            (model, dataset, Some(bytes))
-        }
-        None => {
-            let (model, dataset) = builtin::model_or_builtin(None)?;
-            (model, dataset, None)
-        }
-    };
+    let loaded = LoadedModel::load(args.model.as_deref())?;
+    let (model, recorded) = (&loaded.model, loaded.dataset);
     // The dataset: the flag, else the one the model was trained on, else MNIST.
     let assumed = args.data.dataset.or(recorded).unwrap_or(DatasetKind::Mnist);
     let test = data::load_test(assumed, args.data.data_dir.as_deref())?;
@@ -45,7 +38,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let kind = actual_dataset(args, recorded, assumed, &dir);
     // Only the forward passes are timed: the data is already in memory.
     let started = Instant::now();
-    let eval = nn::evaluate(&model, &SplitSource(&test), 1000);
+    let eval = nn::Evaluator::new(1000).evaluate(model, &SplitSource(&test));
     let images_per_second = eval.total as f64 / started.elapsed().as_secs_f64().max(1e-9);
     let confusion = Confusion {
         counts: eval.confusion,
@@ -85,7 +78,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         crate::visualize::confusion_png(&confusion, png)?;
         crate::errln!("wrote the confusion matrix to {}", png.display());
     }
-    if let (Some(notes), Some(path), Some(read)) = (&args.record, &args.model, &read) {
+    if let (Some(notes), Some(path), Some(read)) = (&args.record, &args.model, &loaded.bytes) {
         let mut entries = notes.clone();
         entries.push((keys::TEST_ACCURACY.into(), format!("{:.4}", eval.accuracy)));
         entries.push((

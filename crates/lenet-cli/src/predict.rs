@@ -5,7 +5,8 @@ use anyhow::{bail, Result};
 use ndarray::{Array4, Axis};
 
 use crate::args::PredictArgs;
-use crate::{builtin, preprocess};
+use crate::model_source::LoadedModel;
+use crate::preprocess;
 
 /// How many classes to show per image.
 const TOP: usize = 3;
@@ -13,11 +14,8 @@ const TOP: usize = 3;
 /// Runs `lenet predict`: one line per readable image; the unreadable ones are reported on
 /// stderr as they come, and make the command fail once every image has been tried.
 pub fn run(args: &PredictArgs) -> Result<()> {
-    let (mut model, recorded) = builtin::model_or_builtin(args.model.as_deref())?;
-    let names: Vec<String> = match recorded {
-        Some(kind) => kind.class_names().iter().map(|s| s.to_string()).collect(),
-        None => (0..nn::NUM_CLASSES).map(|d| d.to_string()).collect(),
-    };
+    let mut loaded = LoadedModel::load(args.model.as_deref())?;
+    let names = loaded.class_names();
     let inputs: Vec<Result<Vec<f32>>> = args
         .images
         .iter()
@@ -30,7 +28,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
             *o = v;
         }
     }
-    let probabilities = nn::softmax(model.forward_inference(batch.view()));
+    let probabilities = nn::softmax(loaded.model.forward_inference(batch.view()));
     let mut rows = probabilities.rows().into_iter();
     let mut failed = 0;
     for (path, input) in args.images.iter().zip(&inputs) {

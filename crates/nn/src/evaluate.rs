@@ -198,11 +198,6 @@ impl Worker {
     }
 }
 
-/// Evaluates `model` on `source` in batches of `batch_size` (allocating its own buffers).
-pub fn evaluate(model: &LeNet5, source: &dyn BatchSource, batch_size: usize) -> Evaluation {
-    Evaluator::new(batch_size).evaluate(model, source)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

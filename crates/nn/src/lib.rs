@@ -53,7 +53,7 @@ pub use buffer::Buffer;
 pub use checkpoint::CheckpointError;
 pub use conv2d::Conv2d;
 pub use data::{split_indices, BatchSource, InMemorySource, Subset, IMAGE_LEN};
-pub use evaluate::{evaluate, Evaluator};
+pub use evaluate::Evaluator;
 pub use flatten::Flatten;
 pub use lenet5::{
     LeNet5, LeNet5Activations, LeNet5Config, IMAGE_SIZE, MAX_CHANNELS, NUM_CLASSES, PARAM_NAMES,

@@ -168,30 +168,40 @@ impl Trainer {
     /// [`FORMAT_V1`]); training continues with exactly the results an uninterrupted run would
     /// have given.
     pub fn load_training_state(path: impl AsRef<Path>) -> Result<Trainer, CheckpointError> {
-        let file = TensorFile::open(path.as_ref())?;
+        Self::from_state_file(&TensorFile::open(path.as_ref())?)
+    }
+
+    /// As [`Trainer::load_training_state`], from the content of a state file already read
+    /// (with [`crate::checkpoint::read_checkpoint`]); `name` stands for the file in errors. A
+    /// caller that also wants the file's metadata reads it from the same bytes.
+    pub fn from_state_bytes(bytes: &[u8], name: &Path) -> Result<Trainer, CheckpointError> {
+        Self::from_state_file(&TensorFile::from_bytes(name, bytes.to_vec())?)
+    }
+
+    fn from_state_file(file: &TensorFile) -> Result<Trainer, CheckpointError> {
         let formats = format!("{FORMAT} or {FORMAT_V1}");
         file.meta_parse("format", &formats, |s| {
             [FORMAT, FORMAT_V1].contains(&s).then_some(())
         })?;
-        let config = read_config(&file)?;
-        let history = read_history(&file)?;
-        let best_epoch = read_best_epoch(&file, &history)?;
+        let config = read_config(file)?;
+        let history = read_history(file)?;
+        let best_epoch = read_best_epoch(file, &history)?;
 
         // Every tensor is checked against the file before any model is allocated.
-        check_shapes(&file, &config.model, "")?;
+        check_shapes(file, &config.model, "")?;
         let mut model = LeNet5::zeros(config.model);
-        model.load_from(&file, "")?;
+        model.load_from(file, "")?;
         let mut trainer = Trainer::with_model(config, model);
-        restore_optimizer(&file, &mut trainer)?;
-        trainer.rng = read_rng(&file)?;
+        restore_optimizer(file, &mut trainer)?;
+        trainer.rng = read_rng(file)?;
         if let Some(epoch) = best_epoch {
-            check_shapes(&file, &trainer.config.model, BEST_PREFIX)?;
+            check_shapes(file, &trainer.config.model, BEST_PREFIX)?;
             let mut model = LeNet5::zeros(trainer.config.model);
-            model.load_from(&file, BEST_PREFIX)?;
+            model.load_from(file, BEST_PREFIX)?;
             trainer.best = Some(KeptModel { epoch, model });
         }
         trainer.history = history;
-        check_derived(&file, &trainer)?;
+        check_derived(file, &trainer)?;
         Ok(trainer)
     }
 }

@@ -506,6 +506,7 @@ mod tests {
                 source: "random weights".into(),
                 dataset: None,
                 accuracy: None,
+                bytes: None,
             })
         })
     }
