@@ -79,6 +79,10 @@ pub fn dataset_in(metadata: &HashMap<String, String>) -> Option<DatasetKind> {
 mod tests {
     use super::*;
 
+    fn save(m: &nn::LeNet5, path: &Path) {
+        nn::write_atomic(path, &m.weights_bytes(path, HashMap::new()).unwrap()).unwrap();
+    }
+
     fn recorded_dataset(path: &Path) -> Option<DatasetKind> {
         dataset_in(&metadata(path).unwrap()?)
     }
@@ -90,7 +94,7 @@ mod tests {
         let mut model = nn::LeNet5::zeros(nn::LeNet5Config::default());
         let bias: Vec<f32> = (0..10).map(|i| i as f32 * 0.25 - 1.0).collect();
         model.set_param("fc3.bias", &bias);
-        model.save_weights(&path).unwrap();
+        save(&model, &path);
         assert_eq!(recorded_dataset(&path), None);
         let meta = [dataset_entry(DatasetKind::FashionMnist)].into();
         std::fs::write(&path, model.weights_bytes(&path, meta).unwrap()).unwrap();
@@ -106,7 +110,7 @@ mod tests {
         let path = dir.path().join("w.safetensors");
         let mut model = nn::LeNet5::zeros(nn::LeNet5Config::default());
         model.set_param("fc3.bias", &[0.5; 10]);
-        model.save_weights(&path).unwrap();
+        save(&model, &path);
         let entries = [("test_accuracy".to_string(), "0.9948".to_string())];
         let read = std::fs::read(&path).unwrap();
         record_metadata(&path, &read, &entries).unwrap();
@@ -127,10 +131,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.safetensors");
         let mut model = nn::LeNet5::zeros(nn::LeNet5Config::default());
-        model.save_weights(&path).unwrap();
+        save(&model, &path);
         let read = std::fs::read(&path).unwrap();
         model.set_param("fc3.bias", &[0.25; 10]);
-        model.save_weights(&path).unwrap();
+        save(&model, &path);
         let newer = std::fs::read(&path).unwrap();
         let entries = [("test_accuracy".to_string(), "0.5".to_string())];
         let err = record_metadata(&path, &read, &entries).unwrap_err();

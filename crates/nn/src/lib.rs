@@ -9,7 +9,8 @@
 //! # let (train, test) = (InMemorySource::default(), InMemorySource::default());
 //! let mut trainer = Trainer::new(TrainConfig::default())?;
 //! trainer.fit(&train, &test, None, &mut ())?;
-//! trainer.final_model().save_weights("lenet5.safetensors")?;
+//! let path = std::path::Path::new("lenet5.safetensors");
+//! nn::write_atomic(path, &trainer.final_model().weights_bytes(path, Default::default())?)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
