@@ -217,6 +217,10 @@ pub struct PredictArgs {
     /// PNG or JPEG images, one digit (or garment) each.
     #[arg(value_name = "IMAGE", required = true)]
     pub images: Vec<PathBuf>,
+    /// Print one JSON object per image (`image`, `probabilities` of every class) instead of
+    /// the top 3.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `lenet serve`.

@@ -1,13 +1,12 @@
 //! The built-in model: LeNet-5 weights trained by `lenet train --augment` and built into the
-//! binary, used by `predict`, `eval` and `serve` when `--model` is absent. Its safetensors
+//! binary, used by `predict`, `eval` and `serve` when `--model` is absent (loaded through
+//! [`crate::model_source::LoadedModel`]). Its safetensors
 //! metadata records how it was made and what it scored (README, "The built-in model", says how
 //! to remake it).
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use anyhow::{Context, Result};
-use mnist::DatasetKind;
 use nn::LeNet5;
 
 use crate::model_file;
@@ -60,7 +59,8 @@ pub fn info() -> Info {
     }
 }
 
-fn metadata() -> HashMap<String, String> {
+/// The built-in model's `__metadata__`.
+pub fn metadata() -> HashMap<String, String> {
     model_file::metadata_of(WEIGHTS).unwrap_or_default()
 }
 
@@ -69,31 +69,10 @@ pub fn model() -> Result<LeNet5> {
     LeNet5::from_weights_bytes(WEIGHTS, NAME).context("cannot load the built-in model")
 }
 
-/// The model at `path`, or the built-in one without a path, with the dataset recorded in it.
-pub fn model_or_builtin(path: Option<&Path>) -> Result<(LeNet5, Option<DatasetKind>)> {
-    match path {
-        Some(path) => read_model(path).map(|(model, dataset, _)| (model, dataset)),
-        None => Ok((model()?, model_file::dataset_in(&metadata()))),
-    }
-}
-
-/// The model in the file at `path`, read once, with the dataset recorded in it and the bytes
-/// it was loaded from.
-pub fn read_model(path: &Path) -> Result<(LeNet5, Option<DatasetKind>, Vec<u8>)> {
-    let load = || {
-        let bytes = nn::checkpoint::read_checkpoint(path)?;
-        let model = LeNet5::from_weights_bytes(&bytes, &path.display().to_string())?;
-        Ok::<_, nn::CheckpointError>((model, bytes))
-    };
-    let (model, bytes) =
-        load().with_context(|| format!("cannot load the model {}", path.display()))?;
-    let dataset = model_file::metadata_of(&bytes).and_then(|m| model_file::dataset_in(&m));
-    Ok((model, dataset, bytes))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mnist::DatasetKind;
 
     #[test]
     fn the_built_in_model_loads_and_records_how_it_was_made() {

@@ -5,12 +5,13 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Result;
-use mnist::DatasetKind;
+use mnist::{DatasetKind, Split};
 
 use crate::args::EvalArgs;
 use crate::builtin::{self, keys};
 use crate::confusion::Confusion;
 use crate::data::{self, SplitSource};
+use crate::model_source::LoadedModel;
 use crate::{model_file, outln, outputs};
 
 /// Runs `lenet eval`.
@@ -23,17 +24,35 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         _ => None,
     };
     // The file is read once: the notes go into the very bytes evaluated.
-    let (model, recorded, read) = match &args.model {
-        Some(path) => {
-            let (model, dataset, bytes) = builtin::read_model(path)?;
-            (model, dataset, Some(bytes))
-        }
-        None => {
-            let (model, dataset) = builtin::model_or_builtin(None)?;
-            (model, dataset, None)
-        }
+    let loaded = LoadedModel::load(args.model.as_deref())?;
+    let (test, kind) = test_set(args, loaded.dataset)?;
+    // Only the forward passes are timed: the data is already in memory.
+    let started = Instant::now();
+    let eval = nn::Evaluator::new(1000).evaluate(&loaded.model, &SplitSource(&test));
+    let images_per_second = eval.total as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    let confusion = Confusion {
+        counts: eval.confusion,
     };
-    // The dataset: the flag, else the one the model was trained on, else MNIST.
+    print(args, kind, &eval, &confusion, images_per_second)?;
+    if let Some(png) = &args.png {
+        crate::visualize::confusion_png(&confusion, png)?;
+        crate::errln!("wrote the confusion matrix to {}", png.display());
+    }
+    if let (Some(notes), Some(path), Some(read)) = (&args.record, &args.model, &loaded.bytes) {
+        let mut entries = notes.clone();
+        entries.push((keys::TEST_ACCURACY.into(), format!("{:.4}", eval.accuracy)));
+        entries.push((
+            keys::TEST_CORRECT.into(),
+            format!("{}/{}", eval.correct, eval.total),
+        ));
+        model_file::record_metadata(path, read, &entries)?;
+    }
+    Ok(())
+}
+
+/// The test set to evaluate on and the dataset it really is. The dataset assumed: the flag,
+/// else the one the model was trained on (`recorded`), else MNIST.
+fn test_set(args: &EvalArgs, recorded: Option<DatasetKind>) -> Result<(Split, DatasetKind)> {
     let assumed = args.data.dataset.or(recorded).unwrap_or(DatasetKind::Mnist);
     let test = data::load_test(assumed, args.data.data_dir.as_deref())?;
     let dir = mnist::resolve_data_dir(assumed, args.data.data_dir.as_deref());
@@ -43,56 +62,48 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         dir.display()
     );
     let kind = actual_dataset(args, recorded, assumed, &dir);
-    // Only the forward passes are timed: the data is already in memory.
-    let started = Instant::now();
-    let eval = nn::evaluate(&model, &SplitSource(&test), 1000);
-    let images_per_second = eval.total as f64 / started.elapsed().as_secs_f64().max(1e-9);
-    let confusion = Confusion {
-        counts: eval.confusion,
-    };
+    Ok((test, kind))
+}
+
+/// Prints the result: one JSON object with --json, else the accuracy line and the table.
+fn print(
+    args: &EvalArgs,
+    kind: DatasetKind,
+    eval: &nn::Evaluation,
+    confusion: &Confusion,
+    images_per_second: f64,
+) -> Result<()> {
     let names: Vec<&str> = kind.class_names().to_vec();
     if args.json {
         let mut json: serde_json::Value =
             serde_json::from_str(&confusion.to_json(kind.dir_name(), &names))?;
+        json["loss"] = eval.loss.into();
         json["images_per_second"] = images_per_second.round().into();
         json["kernels"] = tensor::Tier::active().name().into();
         outln!("{json}")?;
-    } else {
-        if args.model.is_none() {
-            let info = builtin::info();
-            outln!(
-                "built-in model: `{}` (seed {}, commit {})",
-                info.command,
-                info.seed,
-                info.commit
-            )?;
-        }
+        return Ok(());
+    }
+    if args.model.is_none() {
+        let info = builtin::info();
         outln!(
-            "{} test set: accuracy {:.2}% ({}/{}), loss {:.4}, {:.0} images/s ({} kernels)",
-            kind.display_name(),
-            100.0 * eval.accuracy,
-            eval.correct,
-            eval.total,
-            eval.loss,
-            images_per_second,
-            tensor::Tier::active().name()
+            "built-in model: `{}` (seed {}, commit {})",
+            info.command,
+            info.seed,
+            info.commit
         )?;
-        outln!()?;
-        outln!("{}", confusion.to_table(&names).trim_end_matches('\n'))?;
     }
-    if let Some(png) = &args.png {
-        crate::visualize::confusion_png(&confusion, png)?;
-        crate::errln!("wrote the confusion matrix to {}", png.display());
-    }
-    if let (Some(notes), Some(path), Some(read)) = (&args.record, &args.model, &read) {
-        let mut entries = notes.clone();
-        entries.push((keys::TEST_ACCURACY.into(), format!("{:.4}", eval.accuracy)));
-        entries.push((
-            keys::TEST_CORRECT.into(),
-            format!("{}/{}", eval.correct, eval.total),
-        ));
-        model_file::record_metadata(path, read, &entries)?;
-    }
+    outln!(
+        "{} test set: accuracy {:.2}% ({}/{}), loss {:.4}, {:.0} images/s ({} kernels)",
+        kind.display_name(),
+        100.0 * eval.accuracy,
+        eval.correct,
+        eval.total,
+        eval.loss,
+        images_per_second,
+        tensor::Tier::active().name()
+    )?;
+    outln!()?;
+    outln!("{}", confusion.to_table(&names).trim_end_matches('\n'))?;
     Ok(())
 }
 

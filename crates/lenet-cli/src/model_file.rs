@@ -49,13 +49,19 @@ pub fn record_metadata(path: &Path, read: &[u8], entries: &[(String, String)]) -
         .with_context(|| format!("cannot record in {}", path.display()))
 }
 
-/// The `__metadata__` of a safetensors file (`None` if it cannot be read; callers that need
-/// the file load it with nn first, which reports those errors properly and refuses FIFOs).
-pub fn metadata(path: &Path) -> Option<HashMap<String, String>> {
-    if !std::fs::metadata(path).ok()?.is_file() {
-        return None;
+/// The `__metadata__` of the safetensors file at `path`, for a file nothing else reads (the
+/// files `lenet train --save` is about to replace): read once with
+/// [`nn::checkpoint::read_checkpoint`] (a regular file within its size limit). `None` when
+/// there is no such file or it is not a safetensors file of a size ours can have (then it holds
+/// no entry of ours); an error naming the file when it cannot be read.
+pub fn metadata(path: &Path) -> Result<Option<HashMap<String, String>>> {
+    use nn::CheckpointError as E;
+    match nn::checkpoint::read_checkpoint(path) {
+        Ok(bytes) => Ok(metadata_of(&bytes)),
+        Err(E::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(E::NotRegularFile { .. } | E::NotSafetensors { .. }) => Ok(None),
+        Err(err) => Err(err.into()),
     }
-    metadata_of(&std::fs::read(path).ok()?)
 }
 
 /// The metadata of safetensors content held in memory (`None` if it is not safetensors).
@@ -73,8 +79,12 @@ pub fn dataset_in(metadata: &HashMap<String, String>) -> Option<DatasetKind> {
 mod tests {
     use super::*;
 
+    fn save(m: &nn::LeNet5, path: &Path) {
+        nn::write_atomic(path, &m.weights_bytes(path, HashMap::new()).unwrap()).unwrap();
+    }
+
     fn recorded_dataset(path: &Path) -> Option<DatasetKind> {
-        dataset_in(&metadata(path)?)
+        dataset_in(&metadata(path).unwrap()?)
     }
 
     #[test]
@@ -84,7 +94,7 @@ mod tests {
         let mut model = nn::LeNet5::zeros(nn::LeNet5Config::default());
         let bias: Vec<f32> = (0..10).map(|i| i as f32 * 0.25 - 1.0).collect();
         model.set_param("fc3.bias", &bias);
-        model.save_weights(&path).unwrap();
+        save(&model, &path);
         assert_eq!(recorded_dataset(&path), None);
         let meta = [dataset_entry(DatasetKind::FashionMnist)].into();
         std::fs::write(&path, model.weights_bytes(&path, meta).unwrap()).unwrap();
@@ -100,11 +110,11 @@ mod tests {
         let path = dir.path().join("w.safetensors");
         let mut model = nn::LeNet5::zeros(nn::LeNet5Config::default());
         model.set_param("fc3.bias", &[0.5; 10]);
-        model.save_weights(&path).unwrap();
+        save(&model, &path);
         let entries = [("test_accuracy".to_string(), "0.9948".to_string())];
         let read = std::fs::read(&path).unwrap();
         record_metadata(&path, &read, &entries).unwrap();
-        let meta = metadata(&path).unwrap();
+        let meta = metadata(&path).unwrap().unwrap();
         assert_eq!(meta["test_accuracy"], "0.9948");
         assert!(
             meta.contains_key(nn::checkpoint::CONFIG_KEY),
@@ -121,10 +131,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.safetensors");
         let mut model = nn::LeNet5::zeros(nn::LeNet5Config::default());
-        model.save_weights(&path).unwrap();
+        save(&model, &path);
         let read = std::fs::read(&path).unwrap();
         model.set_param("fc3.bias", &[0.25; 10]);
-        model.save_weights(&path).unwrap();
+        save(&model, &path);
         let newer = std::fs::read(&path).unwrap();
         let entries = [("test_accuracy".to_string(), "0.5".to_string())];
         let err = record_metadata(&path, &read, &entries).unwrap_err();

@@ -33,35 +33,7 @@ pub fn write_plot(path: &Path, records: &[EpochMetrics], title: &str) -> io::Res
 
 /// The SVG document for `records`.
 pub fn render_svg(records: &[EpochMetrics], title: &str) -> String {
-    let series = |name, color, dashed, f: &dyn Fn(&EpochMetrics) -> Option<f64>| Series {
-        name,
-        color,
-        dashed,
-        points: records
-            .iter()
-            .filter_map(|r| f(r).filter(|v| v.is_finite()).map(|v| (r.epoch as f64, v)))
-            .collect(),
-    };
-    let mut losses = vec![
-        series("train", TRAIN_COLOR, false, &|r| Some(r.train_loss)),
-        series("test", TEST_COLOR, false, &|r| Some(r.test_loss)),
-        series("validation", VAL_COLOR, true, &|r| r.val_loss),
-    ];
-    // Accuracies are drawn in percent.
-    let mut accuracies = vec![
-        series("train", TRAIN_COLOR, false, &|r| {
-            Some(100.0 * r.train_accuracy)
-        }),
-        series("test", TEST_COLOR, false, &|r| {
-            Some(100.0 * r.test_accuracy)
-        }),
-        series("validation", VAL_COLOR, true, &|r| {
-            r.val_accuracy.map(|a| 100.0 * a)
-        }),
-    ];
-    losses.retain(|s| !s.points.is_empty());
-    accuracies.retain(|s| !s.points.is_empty());
-
+    let (losses, accuracies) = curves(records);
     let last_epoch = records.iter().map(|r| r.epoch).max().unwrap_or(1).max(1) as f64;
     let mut svg = String::new();
     let _ = writeln!(
@@ -76,31 +48,68 @@ pub fn render_svg(records: &[EpochMetrics], title: &str) -> String {
         escape(title)
     );
     let loss_max = max_of(&losses).unwrap_or(1.0).max(1e-6);
+    let loss = Frame {
+        left: LEFTS[0],
+        y_range: (0.0, loss_max * 1.05),
+        last_epoch,
+    };
     panel(
         &mut svg,
-        LEFTS[0],
-        "Loss (cross-entropy)",
-        "loss",
-        (0.0, loss_max * 1.05),
-        last_epoch,
+        &loss,
+        ("Loss (cross-entropy)", "loss"),
         &losses,
         false,
     );
     let acc_min = min_of(&accuracies).unwrap_or(0.0);
     // Show the interesting top of the accuracy range, with a little room below the lowest point.
     let acc_low = ((acc_min - 1.0) / 5.0).floor().clamp(0.0, 19.0) * 5.0;
+    let accuracy = Frame {
+        left: LEFTS[1],
+        y_range: (acc_low, 100.0),
+        last_epoch,
+    };
     panel(
         &mut svg,
-        LEFTS[1],
-        "Accuracy",
-        "accuracy (%)",
-        (acc_low, 100.0),
-        last_epoch,
+        &accuracy,
+        ("Accuracy", "accuracy (%)"),
         &accuracies,
         true,
     );
     svg.push_str("</svg>\n");
     svg
+}
+
+/// The loss curves and the accuracy curves (in percent) of `records`; a curve without points
+/// (no validation set) is left out.
+fn curves(records: &[EpochMetrics]) -> (Vec<Series<'static>>, Vec<Series<'static>>) {
+    let series = |name, color, dashed, f: &dyn Fn(&EpochMetrics) -> Option<f64>| Series {
+        name,
+        color,
+        dashed,
+        points: records
+            .iter()
+            .filter_map(|r| f(r).filter(|v| v.is_finite()).map(|v| (r.epoch as f64, v)))
+            .collect(),
+    };
+    let mut losses = vec![
+        series("train", TRAIN_COLOR, false, &|r| Some(r.train_loss)),
+        series("test", TEST_COLOR, false, &|r| Some(r.test_loss)),
+        series("validation", VAL_COLOR, true, &|r| r.val_loss),
+    ];
+    let mut accuracies = vec![
+        series("train", TRAIN_COLOR, false, &|r| {
+            Some(100.0 * r.train_accuracy)
+        }),
+        series("test", TEST_COLOR, false, &|r| {
+            Some(100.0 * r.test_accuracy)
+        }),
+        series("validation", VAL_COLOR, true, &|r| {
+            r.val_accuracy.map(|a| 100.0 * a)
+        }),
+    ];
+    losses.retain(|s| !s.points.is_empty());
+    accuracies.retain(|s| !s.points.is_empty());
+    (losses, accuracies)
 }
 
 fn max_of(series: &[Series]) -> Option<f64> {
@@ -117,25 +126,63 @@ fn min_of(series: &[Series]) -> Option<f64> {
         .reduce(f64::min)
 }
 
-/// One panel: frame, ticks with grid lines, axis labels, the curves with a marker per epoch, and
-/// the legend in the top right corner, or the bottom right one where falling curves leave room
-/// (`legend_low`, for rising accuracy curves).
+/// Where a panel sits and what its axes span: its left edge, the values at its bottom and top,
+/// and the last epoch (epoch 1 sits on the left edge).
+struct Frame {
+    left: f64,
+    y_range: (f64, f64),
+    last_epoch: f64,
+}
+
+impl Frame {
+    fn bottom(&self) -> f64 {
+        TOP + PANEL_H
+    }
+
+    /// The x coordinate of `epoch` (a one-epoch run gets a unit-wide axis).
+    fn px(&self, epoch: f64) -> f64 {
+        let x_span = (self.last_epoch - 1.0).max(1.0);
+        self.left + (epoch - 1.0) / x_span * PANEL_W
+    }
+
+    /// The y coordinate of `v`.
+    fn py(&self, v: f64) -> f64 {
+        let (y0, y1) = self.y_range;
+        self.bottom() - (v - y0) / (y1 - y0) * PANEL_H
+    }
+
+    /// The y coordinate of a curve's point `v`, clamped into the panel.
+    fn point_y(&self, v: f64) -> f64 {
+        let (y0, y1) = self.y_range;
+        self.py(v.clamp(y0, y1))
+    }
+}
+
+/// One panel: frame, ticks with grid lines, axis labels (`title`, `y_label`), the curves with
+/// a marker per epoch, and the legend in the top right corner, or the bottom right one where
+/// falling curves leave room (`legend_low`, for rising accuracy curves).
 fn panel(
     svg: &mut String,
-    left: f64,
-    title: &str,
-    y_label: &str,
-    (y0, y1): (f64, f64),
-    last_epoch: f64,
+    frame: &Frame,
+    (title, y_label): (&str, &str),
     series: &[Series],
     legend_low: bool,
 ) {
-    let bottom = TOP + PANEL_H;
-    // Epoch 1 sits on the left edge; a one-epoch run gets a unit-wide axis.
-    let x_span = (last_epoch - 1.0).max(1.0);
-    let px = |epoch: f64| left + (epoch - 1.0) / x_span * PANEL_W;
-    let py = |v: f64| bottom - (v - y0) / (y1 - y0) * PANEL_H;
+    axes(svg, frame, title, y_label);
+    for (i, s) in series.iter().enumerate() {
+        curve(svg, frame, s);
+        let first_row = if legend_low {
+            frame.bottom() - 18.0 * series.len() as f64
+        } else {
+            TOP + 18.0
+        };
+        legend_row(svg, frame, s, first_row + 18.0 * i as f64);
+    }
+}
 
+/// The panel's title, its ticks with grid lines, its frame and its axis labels.
+fn axes(svg: &mut String, frame: &Frame, title: &str, y_label: &str) {
+    let (left, bottom, (y0, y1)) = (frame.left, frame.bottom(), frame.y_range);
     let _ = writeln!(
         svg,
         r#"<text x="{}" y="{}" text-anchor="middle" font-size="14">{}</text>"#,
@@ -144,7 +191,7 @@ fn panel(
         escape(title)
     );
     for v in ticks(y0, y1, 5) {
-        let y = py(v);
+        let y = frame.py(v);
         let _ = writeln!(
             svg,
             r##"<line x1="{left}" y1="{y:.2}" x2="{:.2}" y2="{y:.2}" stroke="#ddd"/><text x="{:.2}" y="{:.2}" text-anchor="end">{}</text>"##,
@@ -154,11 +201,11 @@ fn panel(
             tick_label(v, y1 - y0)
         );
     }
-    for e in ticks(1.0, last_epoch, 10)
+    for e in ticks(1.0, frame.last_epoch, 10)
         .into_iter()
         .filter(|e| e.fract() == 0.0)
     {
-        let x = px(e);
+        let x = frame.px(e);
         let _ = writeln!(
             svg,
             r##"<line x1="{x:.2}" y1="{bottom}" x2="{x:.2}" y2="{:.2}" stroke="#333"/><text x="{x:.2}" y="{:.2}" text-anchor="middle">{e}</text>"##,
@@ -182,48 +229,55 @@ fn panel(
         r#"<text x="{lx}" y="{ly}" text-anchor="middle" transform="rotate(-90 {lx} {ly})">{}</text>"#,
         escape(y_label)
     );
-    for (i, s) in series.iter().enumerate() {
-        let dash = if s.dashed {
-            r#" stroke-dasharray="6 4""#
-        } else {
-            ""
-        };
-        let mut pts = String::new();
-        for &(e, v) in &s.points {
-            let _ = write!(pts, "{:.2},{:.2} ", px(e), py(v.clamp(y0, y1)));
-        }
+}
+
+/// The dash pattern attribute of a dashed curve (empty for a solid one).
+fn dash(s: &Series) -> &'static str {
+    if s.dashed {
+        r#" stroke-dasharray="6 4""#
+    } else {
+        ""
+    }
+}
+
+/// One curve: a polyline through its points and a marker at each.
+fn curve(svg: &mut String, frame: &Frame, s: &Series) {
+    let mut pts = String::new();
+    for &(e, v) in &s.points {
+        let _ = write!(pts, "{:.2},{:.2} ", frame.px(e), frame.point_y(v));
+    }
+    let _ = writeln!(
+        svg,
+        r#"<polyline fill="none" stroke="{}" stroke-width="2"{} points="{}"><title>{}</title></polyline>"#,
+        s.color,
+        dash(s),
+        pts.trim_end(),
+        escape(s.name)
+    );
+    for &(e, v) in &s.points {
         let _ = writeln!(
             svg,
-            r#"<polyline fill="none" stroke="{}" stroke-width="2"{dash} points="{}"><title>{}</title></polyline>"#,
-            s.color,
-            pts.trim_end(),
-            escape(s.name)
-        );
-        for &(e, v) in &s.points {
-            let _ = writeln!(
-                svg,
-                r#"<circle cx="{:.2}" cy="{:.2}" r="3" fill="{}"/>"#,
-                px(e),
-                py(v.clamp(y0, y1)),
-                s.color
-            );
-        }
-        let first_row = if legend_low {
-            bottom - 18.0 * series.len() as f64
-        } else {
-            TOP + 18.0
-        };
-        let (x, y) = (left + PANEL_W - 110.0, first_row + 18.0 * i as f64);
-        let _ = writeln!(
-            svg,
-            r#"<line x1="{x}" y1="{y}" x2="{}" y2="{y}" stroke="{}" stroke-width="2"{dash}/><text x="{}" y="{}">{}</text>"#,
-            x + 24.0,
-            s.color,
-            x + 30.0,
-            y + 4.0,
-            escape(s.name)
+            r#"<circle cx="{:.2}" cy="{:.2}" r="3" fill="{}"/>"#,
+            frame.px(e),
+            frame.point_y(v),
+            s.color
         );
     }
+}
+
+/// The legend's row for `s`, at height `y`.
+fn legend_row(svg: &mut String, frame: &Frame, s: &Series, y: f64) {
+    let x = frame.left + PANEL_W - 110.0;
+    let _ = writeln!(
+        svg,
+        r#"<line x1="{x}" y1="{y}" x2="{}" y2="{y}" stroke="{}" stroke-width="2"{}/><text x="{}" y="{}">{}</text>"#,
+        x + 24.0,
+        s.color,
+        dash(s),
+        x + 30.0,
+        y + 4.0,
+        escape(s.name)
+    );
 }
 
 /// About `n` round tick values (steps of 1, 2 or 5 times a power of ten) covering [lo, hi].

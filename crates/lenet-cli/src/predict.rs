@@ -1,10 +1,12 @@
-//! `lenet predict`: the top-3 classes of each image, with probabilities.
+//! `lenet predict`: the top-3 classes of each image, with probabilities (with `--json`, every
+//! class's probability, to the bit).
 
 use anyhow::{bail, Result};
 use ndarray::{Array4, Axis};
 
 use crate::args::PredictArgs;
-use crate::{builtin, preprocess};
+use crate::model_source::LoadedModel;
+use crate::preprocess;
 
 /// How many classes to show per image.
 const TOP: usize = 3;
@@ -12,11 +14,8 @@ const TOP: usize = 3;
 /// Runs `lenet predict`: one line per readable image; the unreadable ones are reported on
 /// stderr as they come, and make the command fail once every image has been tried.
 pub fn run(args: &PredictArgs) -> Result<()> {
-    let (mut model, recorded) = builtin::model_or_builtin(args.model.as_deref())?;
-    let names: Vec<String> = match recorded {
-        Some(kind) => kind.class_names().iter().map(|s| s.to_string()).collect(),
-        None => (0..nn::NUM_CLASSES).map(|d| d.to_string()).collect(),
-    };
+    let mut loaded = LoadedModel::load(args.model.as_deref())?;
+    let names = loaded.class_names();
     let inputs: Vec<Result<Vec<f32>>> = args
         .images
         .iter()
@@ -29,7 +28,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
             *o = v;
         }
     }
-    let probabilities = nn::softmax(model.forward_inference(batch.view()));
+    let probabilities = nn::softmax(loaded.model.forward_inference(batch.view()));
     let mut rows = probabilities.rows().into_iter();
     let mut failed = 0;
     for (path, input) in args.images.iter().zip(&inputs) {
@@ -37,11 +36,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
             Ok(_) => {
                 let p = rows.next().expect("one row per readable image");
                 let p = p.as_slice().expect("softmax rows are contiguous");
-                let line: Vec<String> = top_k(p, TOP)
-                    .into_iter()
-                    .map(|c| format!("{} ({:.2}%)", names[c], 100.0 * p[c]))
-                    .collect();
-                crate::outln!("{}: {}", path.display(), line.join("  "))?;
+                crate::outln!("{}", line(path, p, &names, args.json))?;
             }
             Err(err) => {
                 crate::errln!("error: {err:#}");
@@ -53,6 +48,29 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         bail!("{failed} of {} images could not be read", args.images.len());
     }
     Ok(())
+}
+
+/// The output line of one image: its top [`TOP`] classes, or with `json` every probability.
+fn line(path: &std::path::Path, p: &[f32], names: &[String], json: bool) -> String {
+    if json {
+        // A struct, not `json!`: the f32s are written as f32s (the page's shortest form).
+        #[derive(serde::Serialize)]
+        struct Line<'a> {
+            image: String,
+            probabilities: &'a [f32],
+        }
+        let image = path.display().to_string();
+        let line = Line {
+            image,
+            probabilities: p,
+        };
+        return serde_json::to_string(&line).expect("a string and numbers always serialise");
+    }
+    let top: Vec<String> = top_k(p, TOP)
+        .into_iter()
+        .map(|c| format!("{} ({:.2}%)", names[c], 100.0 * p[c]))
+        .collect();
+    format!("{}: {}", path.display(), top.join("  "))
 }
 
 /// Indices of the `k` largest values, largest first (ties: lower index first).

@@ -26,7 +26,7 @@ const WHITE: Rgb<u8> = Rgb([255, 255, 255]);
 
 /// Runs `lenet visualize`.
 pub fn run(args: &VisualizeArgs) -> Result<()> {
-    let loaded = LoadedModel::load(args.model.as_deref())?;
+    let mut loaded = LoadedModel::load(args.model.as_deref())?;
     // The image is read first, so that a bad one fails before anything is written.
     let input = match &args.image {
         Some(path) => Some(preprocess::load_input(path)?),
@@ -37,7 +37,7 @@ pub fn run(args: &VisualizeArgs) -> Result<()> {
     check_outputs(args)?;
     let mut written = write_filters(&loaded.model, &args.out)?;
     if let Some(input) = input {
-        written.extend(write_feature_maps(&loaded.model, input, &args.out)?);
+        written.extend(write_feature_maps(&mut loaded.model, input, &args.out)?);
     }
     for path in written {
         crate::outln!("wrote {path}")?;
@@ -89,7 +89,7 @@ fn write_filters(model: &nn::LeNet5, dir: &Path) -> Result<Vec<String>> {
 }
 
 /// `input.png` and one grid per layer (`conv1.png`, `pool1.png`, `conv2.png`, `pool2.png`).
-fn write_feature_maps(model: &nn::LeNet5, input: Vec<f32>, dir: &Path) -> Result<Vec<String>> {
+fn write_feature_maps(model: &mut nn::LeNet5, input: Vec<f32>, dir: &Path) -> Result<Vec<String>> {
     let x = Array4::from_shape_vec((1, 1, 28, 28), input).expect("28×28 input");
     let out = nn::inspect::activations(model, x.view());
     let mut written = vec![save(

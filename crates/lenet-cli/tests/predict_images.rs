@@ -26,9 +26,9 @@ fn write_digit(path: &Path) {
 fn bad_images_do_not_hide_the_good_ones() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("m.safetensors");
-    nn::LeNet5::zeros(nn::LeNet5Config::default())
-        .save_weights(&model)
-        .unwrap();
+    let zeros = nn::LeNet5::zeros(nn::LeNet5Config::default());
+    let bytes = zeros.weights_bytes(&model, Default::default()).unwrap();
+    nn::write_atomic(&model, &bytes).unwrap();
     let (one, two) = (dir.path().join("one.png"), dir.path().join("two.png"));
     write_digit(&one);
     write_digit(&two);
@@ -74,9 +74,9 @@ fn bad_images_do_not_hide_the_good_ones() {
 fn a_fifo_is_not_read_as_an_image() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("m.safetensors");
-    nn::LeNet5::zeros(nn::LeNet5Config::default())
-        .save_weights(&model)
-        .unwrap();
+    let zeros = nn::LeNet5::zeros(nn::LeNet5Config::default());
+    let bytes = zeros.weights_bytes(&model, Default::default()).unwrap();
+    nn::write_atomic(&model, &bytes).unwrap();
     let fifo = dir.path().join("pipe.png");
     assert!(std::process::Command::new("mkfifo")
         .arg(&fifo)

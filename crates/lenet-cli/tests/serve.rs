@@ -869,3 +869,71 @@ fn json_bodies_are_checked_field_by_field() {
     assert_eq!(status, 200, "{r}");
     assert!(r["steps"].as_u64().unwrap() <= 10);
 }
+
+/// `lenet predict --json`'s probabilities of `image`.
+fn predict_cli(image: &std::path::Path) -> Vec<f64> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lenet"))
+        .arg("predict")
+        .arg("--json")
+        .arg(image)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+    numbers(&line["probabilities"])
+}
+
+#[test]
+fn predict_the_page_and_eval_give_the_same_bits() {
+    // One forward pass: the built-in model gives an image the same logits and probabilities, to
+    // the bit, in `lenet predict`, `/api/predict` (image or JSON input) and `lenet eval`.
+    let server = Server::start(None);
+    let url = format!("{}/api/predict", server.url);
+    let dir = tempfile::tempdir().unwrap();
+    // An uploaded image: predict and the page prepare it the same way.
+    for (i, img) in [one(120, 100), one(40, 90)].iter().enumerate() {
+        let path = dir.path().join(format!("{i}.png"));
+        std::fs::write(&path, png(img)).unwrap();
+        let (status, page) = post(&url, "image/png", &png(img));
+        assert_eq!(status, 200, "{page}");
+        let p = numbers(&page["probabilities"]);
+        assert_eq!(predict_cli(&path), p, "image {i}: predict vs the page");
+        let body = serde_json::json!({ "input": page["input"] }).to_string();
+        let (status, again) = post(&url, "application/json", body.as_bytes());
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(numbers(&again["probabilities"]), p, "image {i}: JSON input");
+    }
+    // A test set's images, as the page's JSON input: their logits give eval's loss exactly
+    // (12 images: one shard of the evaluator, whose loss is then the batch's mean).
+    common::write_synthetic_dataset(dir.path(), 10, 12);
+    let idx = std::fs::read(dir.path().join("t10k-images-idx3-ubyte")).unwrap();
+    let (mut logits, mut labels, mut confusion) = (Vec::new(), Vec::new(), [[0u64; 10]; 10]);
+    for (i, pixels) in idx[16..].chunks(784).enumerate() {
+        let x: Vec<f32> = pixels.iter().map(|&p| p as f32 / 255.0_f32).collect();
+        let rows: Vec<&[f32]> = x.chunks(28).collect();
+        let body = serde_json::json!({ "input": rows }).to_string();
+        let (status, page) = post(&url, "application/json", body.as_bytes());
+        assert_eq!(status, 200, "{page}");
+        let echoed: Vec<f32> = numbers(&page["input"]).iter().map(|&v| v as f32).collect();
+        assert_eq!(echoed, x, "image {i}: the input the page ran");
+        logits.extend(numbers(&page["layers"]["logits"]).iter().map(|&v| v as f32));
+        let label = (i + 3) % 10;
+        labels.push(label);
+        confusion[label][page["prediction"].as_u64().unwrap() as usize] += 1;
+    }
+    let logits = ndarray::Array2::from_shape_vec((12, 10), logits).unwrap();
+    let loss = nn::cross_entropy_loss(logits.view(), &labels) as f64;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lenet"))
+        .args(["eval", "--json", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let eval: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        eval["loss"].as_f64().unwrap().to_bits(),
+        loss.to_bits(),
+        "{eval}"
+    );
+    assert_eq!(eval["confusion"], serde_json::json!(confusion));
+}

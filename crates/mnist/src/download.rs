@@ -798,6 +798,11 @@ fn bypasses_proxy(url: &str) -> bool {
 }
 
 /// Makes the rename durable where the platform allows it; failure here is not an error.
+///
+/// `nn::atomic` does the same for the files `nn` and the CLI write; the downloader keeps its own
+/// partial-file-then-rename because it streams a body of unknown content into the partial file
+/// and verifies it before the rename (nn's writes take bytes already in memory), and because
+/// `mnist` does not depend on `nn`.
 fn sync_dir(dir: &Path) {
     #[cfg(unix)]
     if let Ok(d) = File::open(dir) {

@@ -1,7 +1,8 @@
 //! Atomic file writes: a reader sees either the old file or the complete new one, never a
 //! half-written file, even if the process dies mid-write.
 //!
-//! A write goes to a temporary file next to the target, is synced, then renamed over it. The
+//! A write goes to a temporary file next to the target, is synced, then renamed over it, and the
+//! folder is synced so that the rename itself survives a power cut. The
 //! temporary file is created exclusively (`O_CREAT | O_EXCL`: nothing already there, not even
 //! a symbolic link, is opened) under an unpredictable name, `.lenet.tmp-<pid>-<random>`, whose
 //! length does not depend on the target's. A target that is a symbolic link is written
@@ -53,6 +54,22 @@ pub fn replace_if_unchanged(path: &Path, expected: &[u8], bytes: &[u8]) -> io::R
     })
 }
 
+/// Makes the renames into `dir` durable where the platform allows it (a folder opened and
+/// synced on Unix); a failure here is not an error: the files are already complete.
+fn sync_dir(dir: &Path) {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    #[cfg(unix)]
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}
+
 /// Writes every temporary file, runs `before_rename` (which may veto the replacement), then
 /// renames the temporaries over their targets; on any error the temporaries are removed.
 fn replace_all(
@@ -69,6 +86,9 @@ fn replace_all(
         before_rename()?;
         for (temp, target) in &temps {
             fs::rename(temp, target)?;
+        }
+        for (_, target) in &temps {
+            sync_dir(target.parent().unwrap_or(Path::new(".")));
         }
         Ok(())
     })();

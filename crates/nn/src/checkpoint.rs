@@ -7,7 +7,6 @@
 //! Loading validates everything and reports a typed [`CheckpointError`] naming the file, the
 //! tensor, the expected and the found value: it never panics on a bad file.
 
-use crate::atomic::write_atomic;
 use crate::lenet5::{LeNet5, LeNet5Config, PARAM_NAMES};
 use safetensors::tensor::Metadata;
 use safetensors::{Dtype, SafeTensors};
@@ -402,19 +401,10 @@ pub fn describe_safetensors_error(e: &safetensors::SafeTensorError) -> String {
 }
 
 impl LeNet5 {
-    /// Saves the ten parameters as PyTorch's state_dict (f32, PyTorch names and layouts) with
-    /// the config in the metadata, atomically.
-    pub fn save_weights(&self, path: impl AsRef<Path>) -> Result<(), CheckpointError> {
-        let path = path.as_ref();
-        let data = self.weights_bytes(path, HashMap::new())?;
-        write_atomic(path, &data).map_err(|error| CheckpointError::Io {
-            path: path.to_path_buf(),
-            error,
-        })
-    }
-
-    /// The content [`LeNet5::save_weights`] writes, with `extra` entries added to the
-    /// `__metadata__` header (e.g. the dataset); `path` names the file in errors.
+    /// The content of a weights file: the ten parameters as PyTorch's state_dict (f32, PyTorch
+    /// names and layouts) with the config and `extra` entries (e.g. the dataset) in the
+    /// `__metadata__` header; `path` names the file in errors. Writing it is the caller's
+    /// ([`crate::atomic::write_atomic`], behind the CLI's output checks).
     pub fn weights_bytes(
         &self,
         path: &Path,
@@ -441,7 +431,7 @@ impl LeNet5 {
     }
 
     /// A model read from `path`: the config comes from the file's metadata if present (files
-    /// saved by [`LeNet5::save_weights`]), otherwise (e.g. a file saved by PyTorch) it is the
+    /// saved from [`LeNet5::weights_bytes`]), otherwise (e.g. a file saved by PyTorch) it is the
     /// default with the channel counts taken from the shapes of `conv1.weight` and
     /// `conv2.weight`.
     pub fn from_weights_file(path: impl AsRef<Path>) -> Result<LeNet5, CheckpointError> {

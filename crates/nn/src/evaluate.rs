@@ -8,6 +8,10 @@
 //! packed for a block's rows at once. The threads meet once per batch instead of once per
 //! layer. Blocks and shards depend on the batch size only and the losses are added in shard
 //! order, so the result has the same bits on any number of threads.
+//!
+//! The two halves are [`LeNet5::forward_inference`]'s own ([`LeNet5::features_inference`],
+//! [`LeNet5::classify`]): each image gets the logits `lenet predict` and the page compute for it,
+//! to the bit.
 
 use crate::data::{BatchSource, IMAGE_LEN};
 use crate::lenet5::{LeNet5, IMAGE_SIZE, NUM_CLASSES};
@@ -192,11 +196,6 @@ impl Worker {
             self.tally.add(logits, t);
         }
     }
-}
-
-/// Evaluates `model` on `source` in batches of `batch_size` (allocating its own buffers).
-pub fn evaluate(model: &LeNet5, source: &dyn BatchSource, batch_size: usize) -> Evaluation {
-    Evaluator::new(batch_size).evaluate(model, source)
 }
 
 #[cfg(test)]

@@ -2,19 +2,16 @@
 //! (output shape, parameter count, FLOPs per image) that `lenet summary` prints and `lenet serve`
 //! shows.
 //!
-//! [`activations`] recomputes the forward pass from the model's public parameters with the plain
-//! `tensor` ops (pooling through a fresh [`Pool2d`]), so it needs only `&LeNet5` (a server can
-//! share one model between threads) and does not depend on how the model keeps its own buffers.
-//! Its logits equal [`LeNet5::forward_inference`]'s to f32 rounding (tested below).
+//! [`activations`] runs the model's own inference pass ([`LeNet5::forward_inference`], the one
+//! `lenet predict` and the evaluator run) and copies out the outputs the model keeps, so the
+//! page, `lenet visualize` and `lenet predict` give the same bits for the same image.
 
-use ndarray::{Array2, Array4, ArrayView1, ArrayView2, ArrayView4, Dimension};
-use tensor::{Conv2dParams, Pool2dParams};
+use ndarray::{Array2, Array4, ArrayView4};
 
-use crate::activation::ActivationKind;
 use crate::lenet5::{
     LeNet5, LeNet5Config, CONV_PARAMS, FC_HIDDEN, IMAGE_SIZE, KERNEL, NUM_CLASSES, POOL, POOL2_SIDE,
 };
-use crate::pool::{Pool2d, PoolKind};
+use crate::pool::PoolKind;
 
 /// The output of every stage of LeNet-5 for a batch of `n` images. The convolution and fc
 /// outputs are taken after their activation (the pictures a learner wants to see); only the
@@ -37,92 +34,29 @@ pub struct LayerOutputs {
     pub logits: Array2<f32>,
 }
 
-/// Runs `model` on `input` (`[n, 1, 28, 28]`) and returns every layer's output.
+/// Runs `model`'s inference pass on `input` (`[n, 1, 28, 28]`) and returns every layer's
+/// output. The model's activation buffers are overwritten.
 ///
 /// # Panics
 /// If `input` is not `[n, 1, 28, 28]`.
-pub fn activations(model: &LeNet5, input: ArrayView4<'_, f32>) -> LayerOutputs {
+pub fn activations(model: &mut LeNet5, input: ArrayView4<'_, f32>) -> LayerOutputs {
     let (_, c, h, w) = input.dim();
     assert_eq!(
         (c, h, w),
         (1, IMAGE_SIZE, IMAGE_SIZE),
         "inspect::activations: input must be [n, 1, 28, 28]"
     );
-    let config = model.config();
-    let act = config.activation;
-    let padded = Conv2dParams {
-        stride: (1, 1),
-        padding: (2, 2),
-    };
-    let conv1 = activate(act, conv(model, "conv1", input, padded));
-    let pool1 = pool(config.pooling, conv1.view());
-    let conv2 = activate(
-        act,
-        conv(model, "conv2", pool1.view(), Conv2dParams::default()),
-    );
-    let pool2 = pool(config.pooling, conv2.view());
-    let n = input.dim().0;
-    let flat = pool2
-        .to_shape((n, config.c2 * KERNEL * KERNEL))
-        .expect("pool2 is contiguous");
-    let fc1 = activate(act, dense(model, "fc1", flat.view()));
-    let fc2 = activate(act, dense(model, "fc2", fc1.view()));
-    let logits = dense(model, "fc3", fc2.view());
+    model.forward_inference(input);
+    let a = model.activations();
     LayerOutputs {
-        conv1,
-        pool1,
-        conv2,
-        pool2,
-        fc1,
-        fc2,
-        logits,
+        conv1: a.act1.to_owned(),
+        pool1: a.pool1.to_owned(),
+        conv2: a.act2.to_owned(),
+        pool2: a.pool2.to_owned(),
+        fc1: a.act3.to_owned(),
+        fc2: a.act4.to_owned(),
+        logits: a.logits.to_owned(),
     }
-}
-
-/// `name.weight` and `name.bias` of `model` as arrays of their PyTorch shapes.
-fn weight_and_bias<'a, D: Dimension>(
-    model: &'a LeNet5,
-    name: &str,
-) -> (ndarray::ArrayView<'a, f32, D>, ArrayView1<'a, f32>) {
-    let w = model
-        .param(&format!("{name}.weight"))
-        .expect("LeNet5 has every layer's weight");
-    let b = model
-        .param(&format!("{name}.bias"))
-        .expect("LeNet5 has every layer's bias");
-    let weight = ndarray::ArrayViewD::from_shape(w.shape, w.value)
-        .expect("parameter shape matches its length")
-        .into_dimensionality::<D>()
-        .expect("parameter has the layer's rank");
-    (weight, ArrayView1::from(b.value))
-}
-
-fn conv(
-    model: &LeNet5,
-    name: &str,
-    input: ArrayView4<'_, f32>,
-    params: Conv2dParams,
-) -> Array4<f32> {
-    let (w, b) = weight_and_bias::<ndarray::Ix4>(model, name);
-    tensor::conv2d(input, w, Some(b), params)
-}
-
-fn dense(model: &LeNet5, name: &str, input: ArrayView2<'_, f32>) -> Array2<f32> {
-    let (w, b) = weight_and_bias::<ndarray::Ix2>(model, name);
-    tensor::linear(input, w, Some(b))
-}
-
-fn activate<D: Dimension>(
-    kind: ActivationKind,
-    x: ndarray::Array<f32, D>,
-) -> ndarray::Array<f32, D> {
-    kind.op().forward(x.view())
-}
-
-fn pool(kind: PoolKind, x: ArrayView4<'_, f32>) -> Array4<f32> {
-    Pool2d::new(kind, Pool2dParams::square(POOL))
-        .forward(x)
-        .to_owned()
 }
 
 /// One row of the layer table.
@@ -255,6 +189,7 @@ pub fn receptive_field(layer: &str, row: usize, col: usize) -> Option<[[usize; 2
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::activation::ActivationKind;
 
     #[test]
     fn receptive_fields_grow_through_the_layers() {
@@ -293,15 +228,10 @@ mod tests {
                 };
                 let mut model = LeNet5::new(config, &mut ChaCha8Rng::seed_from_u64(3));
                 let x = images(3, 5);
-                let outputs = activations(&model, x.view());
-                let expected = model.forward_inference(x.view()).to_owned();
+                let expected = model.clone().forward_inference(x.view()).to_owned();
+                let outputs = activations(&mut model, x.view());
                 assert_eq!(outputs.logits.dim(), (3, NUM_CLASSES));
-                for (a, b) in outputs.logits.iter().zip(expected.iter()) {
-                    assert!(
-                        (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
-                        "{config:?}: {a} vs {b}"
-                    );
-                }
+                assert_eq!(outputs.logits, expected, "{config:?}");
             }
         }
     }
@@ -313,8 +243,8 @@ mod tests {
             c2: 8,
             ..LeNet5Config::default()
         };
-        let model = LeNet5::new(config, &mut ChaCha8Rng::seed_from_u64(1));
-        let o = activations(&model, images(2, 2).view());
+        let mut model = LeNet5::new(config, &mut ChaCha8Rng::seed_from_u64(1));
+        let o = activations(&mut model, images(2, 2).view());
         let table = layer_table(&config);
         let shape_of = |name: &str| {
             let mut s = vec![2];

@@ -339,8 +339,14 @@ impl LeNet5 {
 
     /// Like [`LeNet5::forward`], for evaluation: the convolutions do not keep their im2col
     /// columns for a backward pass (less memory traffic at large batches). The logits are
-    /// bit-identical to [`LeNet5::forward`]'s, and every layer output is kept the same way;
-    /// a [`LeNet5::backward`] afterwards is still correct (it rebuilds the columns).
+    /// bit-identical to [`LeNet5::forward`]'s, and every layer output is kept the same way
+    /// (read them with [`LeNet5::activations`]); a [`LeNet5::backward`] afterwards is still
+    /// correct (it rebuilds the columns).
+    ///
+    /// This is the inference pass: `lenet predict` runs it, the page and `lenet visualize`
+    /// through [`crate::inspect::activations`], the evaluator in its two halves
+    /// ([`LeNet5::features_inference`] per shard, [`LeNet5::classify`] per block). An image's
+    /// logits have the same bits whatever the batch around it (tested below).
     ///
     /// # Panics
     /// If the input is not `[n, 1, 28, 28]`-compatible (1 channel, at least 28×28 after padding).
@@ -604,6 +610,43 @@ mod tests {
                 let want = layer_by_layer(&model, x.view(), pass);
                 assert!(outputs(&model) == want, "n = {n}: fused differs");
             }
+        }
+    }
+
+    #[test]
+    fn an_image_gets_the_same_logits_in_any_batch_and_either_pass() {
+        // The promise `lenet predict`, the page and `lenet eval` rest on: one image's logits do
+        // not depend on the images around it nor on the pass (the evaluator runs shards of 16
+        // and blocks of 128, the page one image, predict all its files at once).
+        for pooling in [PoolKind::Avg, PoolKind::Max] {
+            let rng = &mut ChaCha8Rng::seed_from_u64(5);
+            let config = LeNet5Config {
+                pooling,
+                ..LeNet5Config::default()
+            };
+            let mut model = LeNet5::new(config, rng);
+            let x = Array4::from_shape_simple_fn((300, 1, 28, 28), || rng.gen_range(0.0..1.0));
+            let all = model.forward_inference(x.view()).to_owned();
+            assert_eq!(model.forward(x.view()), all, "{pooling:?}: training pass");
+            for (i, n) in [(0, 1), (17, 1), (299, 1), (100, 128), (150, 16)] {
+                let part = model.forward_inference(x.slice(ndarray::s![i..i + n, .., .., ..]));
+                assert_eq!(
+                    part,
+                    all.slice(ndarray::s![i..i + n, ..]),
+                    "{pooling:?} {i}"
+                );
+            }
+            let (rows, width) = (16, config.c2 * POOL2_SIDE * POOL2_SIDE);
+            let features = model
+                .features_inference(x.slice(ndarray::s![40..56, .., .., ..]))
+                .to_owned();
+            assert_eq!(features.dim(), (rows, width));
+            let logits = model.classify(features.view());
+            assert_eq!(
+                logits,
+                all.slice(ndarray::s![40..56, ..]),
+                "{pooling:?} halves"
+            );
         }
     }
 }

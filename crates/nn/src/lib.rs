@@ -9,7 +9,8 @@
 //! # let (train, test) = (InMemorySource::default(), InMemorySource::default());
 //! let mut trainer = Trainer::new(TrainConfig::default())?;
 //! trainer.fit(&train, &test, None, &mut ())?;
-//! trainer.final_model().save_weights("lenet5.safetensors")?;
+//! let path = std::path::Path::new("lenet5.safetensors");
+//! nn::write_atomic(path, &trainer.final_model().weights_bytes(path, Default::default())?)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -53,7 +54,7 @@ pub use buffer::Buffer;
 pub use checkpoint::CheckpointError;
 pub use conv2d::Conv2d;
 pub use data::{split_indices, BatchSource, InMemorySource, Subset, IMAGE_LEN};
-pub use evaluate::{evaluate, Evaluator};
+pub use evaluate::Evaluator;
 pub use flatten::Flatten;
 pub use lenet5::{
     LeNet5, LeNet5Activations, LeNet5Config, IMAGE_SIZE, MAX_CHANNELS, NUM_CLASSES, PARAM_NAMES,

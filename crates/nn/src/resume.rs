@@ -12,7 +12,6 @@
 //! the model config twice: reading one checks each against what the rest of the file gives
 //! and refuses a contradiction ([`CheckpointError::Contradiction`]).
 
-use crate::atomic::{write_atomic, write_atomic_all};
 use crate::checkpoint::{check_shapes, serialize_tensors, CheckpointError, TensorFile, CONFIG_KEY};
 use crate::lenet5::{LeNet5, LeNet5Config};
 use crate::metrics::EpochMetrics;
@@ -71,36 +70,22 @@ fn unhex32(s: &str) -> Option<[u8; 32]> {
 }
 
 impl Trainer {
-    /// Writes the complete training state to `path` (atomically).
-    pub fn save_training_state(&self, path: impl AsRef<Path>) -> Result<(), CheckpointError> {
-        let path = path.as_ref();
-        let data = self.training_state_bytes(path, HashMap::new())?;
-        write_atomic(path, &data).map_err(|error| CheckpointError::Io {
-            path: path.to_path_buf(),
-            error,
-        })
-    }
-
-    /// Saves the training state to `state` and the weights worth keeping
-    /// ([`Trainer::final_model`]) to `weights` as one pair: both files are written and synced
-    /// before either replaces the old one (a full disk leaves both old), the state is renamed
-    /// first, and both record the completed epochs ([`EPOCHS_DONE_KEY`]) so that the pair
-    /// left by a crash between the two renames (new state, old weights) is recognised. `extra`
-    /// metadata goes into both files.
-    pub fn save_with_weights(
+    /// The content of a weights file and of a training state file saved as one pair: the
+    /// weights worth keeping ([`Trainer::final_model`]) at `weights` and the full state at
+    /// `state`, both recording the completed epochs ([`EPOCHS_DONE_KEY`]) so that the pair left
+    /// by a crash between two renames (new state, old weights) is recognised. `extra` metadata
+    /// goes into both. Write them with [`crate::atomic::write_atomic_all`], the state first.
+    pub fn pair_bytes(
         &self,
         weights: &Path,
         state: &Path,
         extra: HashMap<String, String>,
-    ) -> Result<(), CheckpointError> {
+    ) -> Result<(Vec<u8>, Vec<u8>), CheckpointError> {
         let mut weights_meta = extra.clone();
         weights_meta.insert(EPOCHS_DONE_KEY.to_string(), self.epochs_done().to_string());
         let w = self.final_model().weights_bytes(weights, weights_meta)?;
         let s = self.training_state_bytes(state, extra)?;
-        write_atomic_all(&[(state, &s), (weights, &w)]).map_err(|error| CheckpointError::Io {
-            path: weights.to_path_buf(),
-            error,
-        })
+        Ok((w, s))
     }
 
     /// The content of the training state file, with `extra` metadata entries (which may not
@@ -164,34 +149,44 @@ impl Trainer {
         serialize_tensors(path, &tensors, meta)
     }
 
-    /// Restores a trainer saved by [`Trainer::save_training_state`] (or by the first format,
+    /// Restores a trainer saved from [`Trainer::training_state_bytes`] (or by the first format,
     /// [`FORMAT_V1`]); training continues with exactly the results an uninterrupted run would
     /// have given.
     pub fn load_training_state(path: impl AsRef<Path>) -> Result<Trainer, CheckpointError> {
-        let file = TensorFile::open(path.as_ref())?;
+        Self::from_state_file(&TensorFile::open(path.as_ref())?)
+    }
+
+    /// As [`Trainer::load_training_state`], from the content of a state file already read
+    /// (with [`crate::checkpoint::read_checkpoint`]); `name` stands for the file in errors. A
+    /// caller that also wants the file's metadata reads it from the same bytes.
+    pub fn from_state_bytes(bytes: &[u8], name: &Path) -> Result<Trainer, CheckpointError> {
+        Self::from_state_file(&TensorFile::from_bytes(name, bytes.to_vec())?)
+    }
+
+    fn from_state_file(file: &TensorFile) -> Result<Trainer, CheckpointError> {
         let formats = format!("{FORMAT} or {FORMAT_V1}");
         file.meta_parse("format", &formats, |s| {
             [FORMAT, FORMAT_V1].contains(&s).then_some(())
         })?;
-        let config = read_config(&file)?;
-        let history = read_history(&file)?;
-        let best_epoch = read_best_epoch(&file, &history)?;
+        let config = read_config(file)?;
+        let history = read_history(file)?;
+        let best_epoch = read_best_epoch(file, &history)?;
 
         // Every tensor is checked against the file before any model is allocated.
-        check_shapes(&file, &config.model, "")?;
+        check_shapes(file, &config.model, "")?;
         let mut model = LeNet5::zeros(config.model);
-        model.load_from(&file, "")?;
+        model.load_from(file, "")?;
         let mut trainer = Trainer::with_model(config, model);
-        restore_optimizer(&file, &mut trainer)?;
-        trainer.rng = read_rng(&file)?;
+        restore_optimizer(file, &mut trainer)?;
+        trainer.rng = read_rng(file)?;
         if let Some(epoch) = best_epoch {
-            check_shapes(&file, &trainer.config.model, BEST_PREFIX)?;
+            check_shapes(file, &trainer.config.model, BEST_PREFIX)?;
             let mut model = LeNet5::zeros(trainer.config.model);
-            model.load_from(&file, BEST_PREFIX)?;
+            model.load_from(file, BEST_PREFIX)?;
             trainer.best = Some(KeptModel { epoch, model });
         }
         trainer.history = history;
-        check_derived(&file, &trainer)?;
+        check_derived(file, &trainer)?;
         Ok(trainer)
     }
 }

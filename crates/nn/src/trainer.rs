@@ -419,6 +419,50 @@ impl Trainer {
         val: Option<&dyn BatchSource>,
         observer: &mut dyn TrainObserver,
     ) -> Result<EpochMetrics, TrainError> {
+        self.check_sources(train, test, val)?;
+        let start = Instant::now();
+        let epoch = self.epochs_done() + 1;
+        let n = train.len();
+        let bs = self.config.batch_size;
+        let batches = n.div_ceil(bs);
+        observer.epoch_started(epoch, batches);
+
+        // A fresh permutation each epoch, from the saved RNG state alone (resumable).
+        self.order.clear();
+        self.order.extend(0..n);
+        self.order.shuffle(&mut self.rng);
+
+        let (loss_sum, correct, first_lr) = self.run_batches(train, batches, observer)?;
+
+        observer.evaluation_started(epoch);
+        let test_eval = self.evaluator.evaluate(&self.model, test);
+        self.test_confusion = Some(test_eval.confusion);
+        let val_eval = val.map(|v| self.evaluator.evaluate(&self.model, v));
+        let metrics = EpochMetrics {
+            epoch,
+            train_loss: loss_sum / n as f64,
+            train_accuracy: correct as f64 / n as f64,
+            test_loss: test_eval.loss,
+            test_accuracy: test_eval.accuracy,
+            seconds: start.elapsed().as_secs_f64(),
+            val_loss: val_eval.as_ref().map(|v| v.loss),
+            val_accuracy: val_eval.as_ref().map(|v| v.accuracy),
+            lr: first_lr,
+        };
+        self.history.push(metrics.clone());
+        self.keep_if_best();
+        observer.epoch_finished(&metrics);
+        Ok(metrics)
+    }
+
+    /// The sources an epoch needs: training and test data, validation data if given (and
+    /// required by early stopping), none of them empty.
+    fn check_sources(
+        &self,
+        train: &dyn BatchSource,
+        test: &dyn BatchSource,
+        val: Option<&dyn BatchSource>,
+    ) -> Result<(), TrainError> {
         if train.is_empty() {
             return Err(TrainError::EmptySource { which: "training" });
         }
@@ -433,19 +477,19 @@ impl Trainer {
         if self.config.early_stopping.is_some() && val.is_none() {
             return Err(TrainError::EarlyStoppingWithoutValidation);
         }
-        let start = Instant::now();
+        Ok(())
+    }
+
+    /// The SGD steps of one epoch, in the order already drawn: (summed loss over the
+    /// examples, correct predictions, the epoch's first learning rate).
+    fn run_batches(
+        &mut self,
+        train: &dyn BatchSource,
+        batches: usize,
+        observer: &mut dyn TrainObserver,
+    ) -> Result<(f64, usize, f64), TrainError> {
         let epochs_done = self.epochs_done();
         let epoch = epochs_done + 1;
-        let n = train.len();
-        let bs = self.config.batch_size;
-        let batches = n.div_ceil(bs);
-        observer.epoch_started(epoch, batches);
-
-        // A fresh permutation each epoch, from the saved RNG state alone (resumable).
-        self.order.clear();
-        self.order.extend(0..n);
-        self.order.shuffle(&mut self.rng);
-
         let mut loss_sum = 0.0f64;
         let mut correct = 0usize;
         let mut first_lr = 0.0;
@@ -480,26 +524,7 @@ impl Trainer {
                 });
             }
         }
-
-        observer.evaluation_started(epoch);
-        let test_eval = self.evaluator.evaluate(&self.model, test);
-        self.test_confusion = Some(test_eval.confusion);
-        let val_eval = val.map(|v| self.evaluator.evaluate(&self.model, v));
-        let metrics = EpochMetrics {
-            epoch,
-            train_loss: loss_sum / n as f64,
-            train_accuracy: correct as f64 / n as f64,
-            test_loss: test_eval.loss,
-            test_accuracy: test_eval.accuracy,
-            seconds: start.elapsed().as_secs_f64(),
-            val_loss: val_eval.as_ref().map(|v| v.loss),
-            val_accuracy: val_eval.as_ref().map(|v| v.accuracy),
-            lr: first_lr,
-        };
-        self.history.push(metrics.clone());
-        self.keep_if_best();
-        observer.epoch_finished(&metrics);
-        Ok(metrics)
+        Ok((loss_sum, correct, first_lr))
     }
 
     /// One SGD step on batch `b` of the current epoch's order: returns (mean loss, correct

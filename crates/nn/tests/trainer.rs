@@ -81,7 +81,10 @@ fn resume_matches(config: TrainConfig, with_val: bool) {
     let path = dir.path().join("state.safetensors");
     let mut first = Trainer::new(config).unwrap();
     first.train_epoch(&train, &test, val, &mut ()).unwrap();
-    first.save_training_state(&path).unwrap();
+    let bytes = first
+        .training_state_bytes(&path, Default::default())
+        .unwrap();
+    nn::write_atomic(&path, &bytes).unwrap();
     drop(first);
     let mut resumed = Trainer::load_training_state(&path).unwrap();
     assert_eq!(resumed.epochs_done(), 1);
@@ -318,7 +321,8 @@ fn weights_and_state_saved_as_a_pair_record_the_epoch() {
     let dir = tempfile::tempdir().unwrap();
     let (w, s) = (dir.path().join("w.st"), dir.path().join("w.state.st"));
     let extra = [("dataset".to_string(), "mnist".to_string())].into();
-    t.save_with_weights(&w, &s, extra).unwrap();
+    let (wb, sb) = t.pair_bytes(&w, &s, extra).unwrap();
+    nn::write_atomic_all(&[(&s, &sb), (&w, &wb)]).unwrap();
     for path in [&w, &s] {
         let bytes = std::fs::read(path).unwrap();
         let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();

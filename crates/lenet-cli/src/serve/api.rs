@@ -388,7 +388,8 @@ fn prediction_for(
     names: &[String],
     x: ndarray::ArrayView4<'_, f32>,
 ) -> Prediction {
-    let out = nn::inspect::activations(model, x);
+    // The server shares one model between its threads: the pass runs on a copy.
+    let out = nn::inspect::activations(&mut model.clone(), x);
     let probabilities = nn::softmax(out.logits.view()).row(0).to_vec();
     let prediction = nn::argmax(probabilities.iter().copied());
     let first = |a: &ndarray::Array4<f32>| maps(a.index_axis(Axis(0), 0));
@@ -505,6 +506,7 @@ mod tests {
                 source: "random weights".into(),
                 dataset: None,
                 accuracy: None,
+                bytes: None,
             })
         })
     }

@@ -44,7 +44,7 @@ pub(super) fn check_outputs(args: &TrainArgs) -> Result<()> {
 /// Refuses to replace a training state saved for weights of another name (`w` and
 /// `w.safetensors` share `w.state.safetensors`).
 fn check_state_owner(weights: &Path, state: &Path) -> Result<()> {
-    let owner = model_file::metadata(state).and_then(|m| m.get(WEIGHTS_KEY).cloned());
+    let owner = model_file::metadata(state)?.and_then(|m| m.get(WEIGHTS_KEY).cloned());
     let ours = weights_name(weights);
     match owner {
         Some(owner) if owner != ours => anyhow::bail!(

@@ -124,7 +124,7 @@ impl RunSettings {
 }
 
 /// Writes the weights worth keeping and the full training state as one pair (see
-/// [`Trainer::save_with_weights`]), both tagged with the dataset, the [`RunSettings`], the
+/// [`Trainer::pair_bytes`]), both tagged with the dataset, the [`RunSettings`], the
 /// weights' name and the run id.
 pub(super) fn save(
     trainer: &Trainer,
@@ -141,9 +141,17 @@ pub(super) fn save(
         (RUN_ID_KEY.to_string(), run_id.to_string()),
     ]
     .into();
-    trainer
-        .save_with_weights(path, &state, extra)
-        .with_context(|| format!("cannot save the weights to {}", path.display()))
+    let context = || format!("cannot save the weights to {}", path.display());
+    let (weights, state_bytes) = trainer
+        .pair_bytes(path, &state, extra)
+        .with_context(context)?;
+    // Both written and synced before either replaces the old one; the state renamed first.
+    nn::write_atomic_all(&[(&state, &state_bytes), (path, &weights)])
+        .map_err(|error| nn::CheckpointError::Io {
+            path: path.to_path_buf(),
+            error,
+        })
+        .with_context(context)
 }
 
 #[cfg(test)]

@@ -71,7 +71,10 @@ fn flag(id: &str) -> String {
 /// to more than the epochs done); `--dataset`, `--limit` and `--val-split` default to the
 /// recorded ones.
 fn resume(args: &TrainArgs, path: &Path) -> Result<(Trainer, RunSettings, String)> {
-    let mut trainer = Trainer::load_training_state(path)
+    // The file is read once: the trainer and the run's metadata come from the same bytes.
+    let bytes = nn::checkpoint::read_checkpoint(path)
+        .with_context(|| format!("cannot resume from {}", path.display()))?;
+    let mut trainer = Trainer::from_state_bytes(&bytes, path)
         .with_context(|| format!("cannot resume from {}", path.display()))?;
     anyhow::ensure!(
         args.epochs > trainer.epochs_done(),
@@ -93,7 +96,7 @@ fn resume(args: &TrainArgs, path: &Path) -> Result<(Trainer, RunSettings, String
             path.display()
         );
     }
-    let metadata = model_file::metadata(path).unwrap_or_default();
+    let metadata = model_file::metadata_of(&bytes).unwrap_or_default();
     let recorded = recorded_settings(&metadata, path)?;
     let settings = check_run_settings(args, recorded, path)?;
     if args.save.is_none() {
@@ -168,7 +171,7 @@ fn check_saved_pair(args: &TrainArgs, trainer: &Trainer, run_id: &str, state: &P
     let Some(weights) = &args.save else {
         return Ok(());
     };
-    let Some(meta) = model_file::metadata(weights) else {
+    let Some(meta) = model_file::metadata(weights)? else {
         return Ok(());
     };
     if let Some(theirs) = meta.get(RUN_ID_KEY).filter(|id| *id != run_id) {

@@ -100,9 +100,8 @@ pub fn random_model() -> &'static Path {
             nn::LeNet5Config::default(),
             &mut rand_chacha::ChaCha8Rng::seed_from_u64(7),
         );
-        model
-            .save_weights(&path)
-            .expect("cannot save the random model");
+        let bytes = model.weights_bytes(&path, Default::default()).unwrap();
+        nn::write_atomic(&path, &bytes).expect("cannot save the random model");
         path
     })
 }
