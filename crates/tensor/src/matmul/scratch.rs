@@ -54,7 +54,11 @@ pub(super) fn with_packing_buffer<T: Scalar, R>(
 /// Calls `f` with a scratch slice of `len` elements of this thread's buffer `key`, starting on
 /// a cache line. Its contents are unspecified (leftovers of an earlier call): callers write
 /// before they read. When the buffer must grow, it grows to hold at least `most` elements (the
-/// caller's largest possible request), so it grows once per thread, not once per new size.
+/// caller's largest possible request), so it grows once per thread, not once per new size;
+/// and then every thread of the current rayon pool grows its own buffer `key` as well
+/// ([`grow_everywhere`]), so that a thread which first meets this work later (work stealing
+/// decides which thread runs which chunk) does not allocate then: after a pass's first call,
+/// the pass allocates nothing on any thread.
 pub(crate) fn with_thread_buffer<T: Scalar, R>(
     key: &'static LocalKey<ThreadBuffer>,
     len: usize,
@@ -67,10 +71,12 @@ pub(crate) fn with_thread_buffer<T: Scalar, R>(
         return f(&mut vec![T::zero(); len]);
     }
     let per_line = std::mem::size_of::<Line>() / std::mem::size_of::<T>();
-    let lines_needed = len.div_ceil(per_line);
+    let (lines_needed, target) = (len.div_ceil(per_line), most.div_ceil(per_line));
+    let mut grew = false;
     let run = |lines: &mut Vec<Line>| {
         if lines.len() < lines_needed {
-            lines.resize(lines_needed.max(most.div_ceil(per_line)), ZERO_LINE);
+            lines.resize(lines_needed.max(target), ZERO_LINE);
+            grew = true;
         }
         // SAFETY: T is f32 or f64 (checked above): every bit pattern is a valid value, its
         // alignment (4 or 8) divides 64, and `lines` holds at least `len` elements of T. The
@@ -78,10 +84,28 @@ pub(crate) fn with_thread_buffer<T: Scalar, R>(
         let buf = unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast::<T>(), len) };
         f(buf)
     };
-    key.with(|cell| match cell.try_borrow_mut() {
+    let out = key.with(|cell| match cell.try_borrow_mut() {
         Ok(mut lines) => run(&mut lines),
         // Re-entered on this thread (a thread waiting inside a parallel region may run another
         // task rayon hands it): use a temporary instead of panicking.
         Err(_) => run(&mut Vec::new()),
-    })
+    });
+    if grew {
+        grow_everywhere(key, lines_needed.max(target));
+    }
+    out
+}
+
+/// Grows buffer `key` of every thread of the current rayon pool to at least `lines` (a thread
+/// using its buffer at that moment keeps it as it is: it grew it for its own call).
+fn grow_everywhere(key: &'static LocalKey<ThreadBuffer>, lines: usize) {
+    rayon::broadcast(|_| {
+        key.with(|cell| {
+            if let Ok(mut buffer) = cell.try_borrow_mut() {
+                if buffer.len() < lines {
+                    buffer.resize(lines, ZERO_LINE);
+                }
+            }
+        })
+    });
 }
