@@ -133,7 +133,7 @@ pub(super) fn forward<T: Scalar>(
     let (in_img, out_img, img) = (g.h * g.w, g.k * g.positions(), image_len(g));
     let slot_len = g.slot_len(img, img_stride);
     let top = g.p.padding.0 * row_stride(g);
-    let isa = Tier::active();
+    let isa = g.tier;
     y.par_chunks_mut(g.per_chunk * out_img)
         .zip(x.par_chunks(g.per_chunk * in_img))
         .zip(images.par_chunks_mut(slot_len))
@@ -214,7 +214,7 @@ pub(super) fn backward_chunk<T: Scalar>(
     mut gi: Option<&mut [T]>,
 ) {
     let in_img = g.h * g.w;
-    let isa = Tier::active();
+    let isa = g.tier;
     let (scratch, rest) = slot.split_at_mut(backward_scratch(g, kept) - lanes_len(g));
     let (lanes, part) = rest.split_at_mut(lanes_len(g));
     lanes.fill(T::zero());

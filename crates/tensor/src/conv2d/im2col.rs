@@ -4,8 +4,9 @@
 
 use super::fused::{epilogue_chunks, Epilogue, GradOut};
 use super::{copy_row, pad_planes, start_from_bias, valid_range, Geometry, Kept};
+use crate::matmul::gemm_with_kernel;
 use crate::parallel::sum;
-use crate::{gemm, Scalar};
+use crate::Scalar;
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
@@ -163,7 +164,7 @@ pub(super) fn forward<T: Scalar>(
                 // y_n = W·cols (+ b): start from the bias and let gemm accumulate on top.
                 let beta = start_from_bias(y_n, pos, bias);
                 let mut y_n = ArrayViewMut2::from_shape((g.k, pos), y_n).expect("y_n");
-                gemm(T::one(), w2, cols, beta, y_n.view_mut());
+                gemm_with_kernel(g.tier, T::one(), w2, cols, beta, y_n.view_mut());
                 if let Some(epi) = epi.as_mut() {
                     epi.image(i, y_n.as_slice().expect("contiguous"));
                 }
@@ -227,7 +228,7 @@ pub(super) fn backward_chunk<T: Scalar>(
         let cols_v = ArrayView2::from_shape((ckk, pos), cols).expect("cols");
         // dW += g_n·cols_nᵀ (the chunk's first image overwrites stale scratch)
         let beta = if n == first { T::zero() } else { T::one() };
-        gemm(T::one(), g_n, cols_v.t(), beta, dw.view_mut());
+        gemm_with_kernel(g.tier, T::one(), g_n, cols_v.t(), beta, dw.view_mut());
         // db_k += Σ_p g_n[k, p]
         let g_rows = g_flat.chunks_exact(pos);
         for (b, row) in db.iter_mut().zip(g_rows) {
@@ -235,7 +236,7 @@ pub(super) fn backward_chunk<T: Scalar>(
         }
         if let Some(gi) = gi.as_deref_mut() {
             let mut dc = ArrayViewMut2::from_shape((ckk, pos), &mut *dcols).expect("dc");
-            gemm(T::one(), w2.t(), g_n, T::zero(), dc.view_mut());
+            gemm_with_kernel(g.tier, T::one(), w2.t(), g_n, T::zero(), dc.view_mut());
             col2im(g, dcols, &mut gi[(n - first) * in_img..][..in_img]);
         }
     }

@@ -59,7 +59,7 @@ pub use plan::Conv2dPlan;
 use crate::parallel::{with_standard_slice_mut, PAR_MIN_WORK};
 use crate::pool::Geometry as PoolGeometry;
 use crate::shape::{check_shape, Expected};
-use crate::{Pool2dParams, Scalar};
+use crate::{Pool2dParams, Scalar, Tier};
 use fused::{GradOut, ReluPoolOut};
 use ndarray::{Array1, Array4, ArrayView1, ArrayView4, ArrayViewMut1, ArrayViewMut4};
 use rayon::iter::Either;
@@ -120,15 +120,22 @@ impl Conv2dParams {
 /// column buffer of `c·kh·kw × oh·ow`, plus in backward a second one for the column gradient;
 /// direct: one image's zero-bordered rows) and, in backward, the chunk's partial weight and
 /// bias gradients (and with the fused ReLU and pool, one image's output gradient).
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 struct Conv2dWorkspace<T> {
     cols: Vec<T>,
+    /// The kernel tier every pass with this workspace runs on, fixed when it is made: with
+    /// the shapes, what decides each kernel (the plans of `shifted`, `direct`, `taps` and
+    /// `matmul`).
+    tier: Tier,
 }
 
 impl<T: Scalar> Conv2dWorkspace<T> {
     /// An empty workspace; it grows to the size the first call needs.
     fn new() -> Self {
-        Conv2dWorkspace { cols: Vec::new() }
+        Conv2dWorkspace {
+            cols: Vec::new(),
+            tier: Tier::active(),
+        }
     }
 
     /// Number of scalars of scratch held (0 until first use); it only ever grows.
@@ -244,6 +251,8 @@ struct Geometry {
     /// Images per chunk and number of chunks.
     per_chunk: usize,
     chunks: usize,
+    /// The kernel tier of the call (the workspace's, [`Tier::active`] until a pass sets it).
+    tier: Tier,
 }
 
 impl Geometry {
@@ -287,7 +296,13 @@ impl Geometry {
             p,
             per_chunk,
             chunks: n.div_ceil(per_chunk),
+            tier: Tier::active(),
         }
+    }
+
+    /// The same geometry with the kernels of `tier`.
+    fn on(self, tier: Tier) -> Self {
+        Geometry { tier, ..self }
     }
 
     /// Rows of the column matrix: c·kh·kw.
@@ -552,6 +567,7 @@ fn forward_ws<T: Scalar>(
     epi: Option<ReluPoolOut<'_, T>>,
     ws: &mut Conv2dWorkspace<T>,
 ) {
+    let g = &g.on(ws.tier);
     let scratch = match method {
         Conv2dMethod::Im2col => {
             // One column buffer per chunk, rebuilt for each of its images, then one padded
@@ -874,6 +890,7 @@ fn backward<T: Scalar>(
     ws: &mut Conv2dWorkspace<T>,
 ) {
     let op = "conv2d_backward";
+    let g = &g.on(ws.tier);
     let (grad, relu) = match &upstream {
         Upstream::Conv(grad_out) => {
             let want = Expected::Shape(g.output_dim());

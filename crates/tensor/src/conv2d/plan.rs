@@ -17,7 +17,9 @@ use ndarray::{ArrayView1, ArrayView4, ArrayViewMut1, ArrayViewMut4};
 const MAX_KEPT_BYTES: usize = 4 << 20;
 
 /// One convolution as a training loop runs it, batch after batch: the method picked once for
-/// its weight shape and parameters, the scratch it grows on the first batch and reuses (so
+/// its weight shape and parameters, the kernel tier fixed when the plan is made
+/// ([`Tier::active`](crate::Tier::active): each kernel is then a pure function of that tier and
+/// the shapes), the scratch it grows on the first batch and reuses (so
 /// that after it nothing is allocated), and what a training forward pass keeps for the
 /// backward pass (the im2col columns, or the zero-bordered images; only when that fits in a
 /// few MB, else backward rebuilds it from the input). Optionally, a ReLU and an average pool

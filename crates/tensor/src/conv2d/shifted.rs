@@ -154,7 +154,7 @@ pub(super) fn forward<T: Scalar>(
 ) {
     let (in_img, out_img) = (g.c * g.h * g.w, g.k * g.positions());
     let slot_len = g.slot_len(image_len(g), img_stride);
-    let isa = Tier::active();
+    let isa = g.tier;
     let kernel = Kernels::choose(isa, g, bias);
     y.par_chunks_mut(g.per_chunk * out_img)
         .zip(images.par_chunks_mut(slot_len))
@@ -377,7 +377,7 @@ pub(super) fn backward_chunk<T: Scalar>(
     db.fill(T::zero());
     let first = chunk * g.per_chunk;
     let last = (first + g.per_chunk).min(g.n);
-    let isa = Tier::active();
+    let isa = g.tier;
     let kernels = Kernels::choose::<T>(isa, g, None);
     with_wide(g, |scratch| {
         let (mut sum, scratch) = WeightGradSum::new((kernels, isa), g, scratch);
