@@ -577,8 +577,9 @@ fn train_in_the_page_and_hover_receptive_fields_in_headless_chromium() {
     );
 
     // Draw while it learns: the drawing is read by the weights just trained.
-    browser.click("#which-training");
+    // The count before the click: the answer may arrive before the next command runs.
     let before = browser.predictions();
+    browser.click("#which-training");
     browser.settled_prediction(before);
     // The whole page in the viewport first: an element screenshot shows only what is in view.
     browser.full_page_screenshot(1280, false, &dir.join("train-1280-full.png"));
