@@ -251,7 +251,8 @@ struct Geometry {
     /// Images per chunk and number of chunks.
     per_chunk: usize,
     chunks: usize,
-    /// The kernel tier of the call (the workspace's, [`Tier::active`] until a pass sets it).
+    /// The kernel tier of the call: a plan's (its workspace's, set by the plan and by the backward
+    /// pass), else [`Tier::active`].
     tier: Tier,
 }
 
@@ -567,7 +568,6 @@ fn forward_ws<T: Scalar>(
     epi: Option<ReluPoolOut<'_, T>>,
     ws: &mut Conv2dWorkspace<T>,
 ) {
-    let g = &g.on(ws.tier);
     let scratch = match method {
         Conv2dMethod::Im2col => {
             // One column buffer per chunk, rebuilt for each of its images, then one padded

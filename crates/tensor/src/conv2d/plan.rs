@@ -262,7 +262,7 @@ impl<T: Scalar> Conv2dPlan<T> {
         weight: (usize, usize, usize, usize),
     ) -> Geometry {
         self.check_weight("conv2d", weight);
-        let g = Geometry::new("conv2d", input, weight, self.params);
+        let g = Geometry::new("conv2d", input, weight, self.params).on(self.ws.tier);
         self.method.check("conv2d", &g);
         g
     }

@@ -129,83 +129,51 @@ simd_kernel!(Avx512, __m512, (tile_avx512, strip_avx512), 8, 2, 32, [1 2 3 4 5 6
 // up to 120 rows on Zen 3 (fc1's weight gradient at batch 32, e.g. 1.1× at 32×400×120), and up
 // to 32 rows on AVX-512.
 
-/// # Safety
-/// [`tile_rn`]'s contract, on a CPU with AVX2 + FMA.
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_avx2<A: ARows<f32>, const R: usize, const NV: usize>(
-    k: usize,
-    a: A,
-    b: *const f32,
-    b_ks: isize,
-    alpha: f32,
-    beta: f32,
-    c: *mut f32,
-    rsc: isize,
-    csc: isize,
-    cols: usize,
-) {
-    // SAFETY: the caller's contract.
-    unsafe { tile_rn::<__m256, A, R, NV>(k, a, (b, b_ks), (alpha, beta), (c, rsc, csc), cols) }
+/// Defines one tier's entries `$tile` and `$strip`: [`tile_rn`] and [`strip_r`] at vector `$v`,
+/// compiled with the target features `$features`.
+macro_rules! tier_entries {
+    ($tile:ident, $strip:ident, $v:ty, $features:literal, $cpu:literal) => {
+        #[doc = concat!("# Safety\n[`tile_rn`]'s contract, on a CPU with ", $cpu, ".")]
+        #[target_feature(enable = $features)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $tile<A: ARows<f32>, const R: usize, const NV: usize>(
+            k: usize,
+            a: A,
+            b: *const f32,
+            b_ks: isize,
+            alpha: f32,
+            beta: f32,
+            c: *mut f32,
+            rsc: isize,
+            csc: isize,
+            cols: usize,
+        ) {
+            // SAFETY: the caller's contract.
+            unsafe { tile_rn::<$v, A, R, NV>(k, a, (b, b_ks), (alpha, beta), (c, rsc, csc), cols) }
+        }
+
+        #[doc = concat!("# Safety\n[`strip_r`]'s contract, on a CPU with ", $cpu, ".")]
+        #[target_feature(enable = $features)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $strip<A: ARows<f32>, const R: usize, const NV: usize>(
+            k: usize,
+            a: A,
+            b: BPanels<f32>,
+            alpha: f32,
+            beta: f32,
+            c: *mut f32,
+            rsc: isize,
+            csc: isize,
+            cols: usize,
+        ) {
+            // SAFETY: the caller's contract.
+            unsafe { strip_r::<$v, A, R, NV>(k, a, b, (alpha, beta), (c, rsc, csc), cols) }
+        }
+    };
 }
 
-/// # Safety
-/// [`strip_r`]'s contract, on a CPU with AVX2 + FMA.
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn strip_avx2<A: ARows<f32>, const R: usize, const NV: usize>(
-    k: usize,
-    a: A,
-    b: BPanels<f32>,
-    alpha: f32,
-    beta: f32,
-    c: *mut f32,
-    rsc: isize,
-    csc: isize,
-    cols: usize,
-) {
-    // SAFETY: the caller's contract.
-    unsafe { strip_r::<__m256, A, R, NV>(k, a, b, (alpha, beta), (c, rsc, csc), cols) }
-}
-
-/// # Safety
-/// [`tile_rn`]'s contract, on a CPU with AVX-512F.
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_avx512<A: ARows<f32>, const R: usize, const NV: usize>(
-    k: usize,
-    a: A,
-    b: *const f32,
-    b_ks: isize,
-    alpha: f32,
-    beta: f32,
-    c: *mut f32,
-    rsc: isize,
-    csc: isize,
-    cols: usize,
-) {
-    // SAFETY: the caller's contract.
-    unsafe { tile_rn::<__m512, A, R, NV>(k, a, (b, b_ks), (alpha, beta), (c, rsc, csc), cols) }
-}
-
-/// # Safety
-/// [`strip_r`]'s contract, on a CPU with AVX-512F.
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn strip_avx512<A: ARows<f32>, const R: usize, const NV: usize>(
-    k: usize,
-    a: A,
-    b: BPanels<f32>,
-    alpha: f32,
-    beta: f32,
-    c: *mut f32,
-    rsc: isize,
-    csc: isize,
-    cols: usize,
-) {
-    // SAFETY: the caller's contract.
-    unsafe { strip_r::<__m512, A, R, NV>(k, a, b, (alpha, beta), (c, rsc, csc), cols) }
-}
+tier_entries!(tile_avx2, strip_avx2, __m256, "avx2,fma", "AVX2 + FMA");
+tier_entries!(tile_avx512, strip_avx512, __m512, "avx512f", "AVX-512F");
 
 /// Where a tile writes C: its first element and the row and column strides.
 type COut = (*mut f32, isize, isize);

@@ -84,13 +84,15 @@ pub(crate) fn with_thread_buffer<T: Scalar, R>(
         let buf = unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast::<T>(), len) };
         f(buf)
     };
-    let out = key.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut lines) => run(&mut lines),
+    let (out, own) = key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut lines) => (run(&mut lines), true),
         // Re-entered on this thread (a thread waiting inside a parallel region may run another
         // task rayon hands it): use a temporary instead of panicking.
-        Err(_) => run(&mut Vec::new()),
+        Err(_) => (run(&mut Vec::new()), false),
     });
-    if grew {
+    // Only the thread's own buffer growing says the others may need to (a temporary always
+    // "grows").
+    if grew && own {
         grow_everywhere(key, lines_needed.max(target));
     }
     out
