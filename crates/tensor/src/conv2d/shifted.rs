@@ -641,6 +641,7 @@ fn input_grad_by_rows<T: Scalar>(
     {
         let f32s = |s| T::as_f32_slice(s).expect("the dwide kernel runs on f32");
         let (ckk, cols) = (g.ckk(), wide_cols(g));
+        let taps = tap_grid(g, dimg.len() / g.c);
         let width = kernels.width();
         let op = dwide::Operands {
             w: f32s(w),
@@ -655,7 +656,12 @@ fn input_grad_by_rows<T: Scalar>(
             let rows = &mut rows[..n * cols];
             let out = T::as_f32_slice_mut(rows).expect("the dwide kernel runs on f32");
             dwide::rows(width, &op, t0, n, out);
-            add_wide_rows(g, t0, rows, dimg);
+            let mut offsets = [0; dwide::MAX_ROWS];
+            for (j, at) in offsets[..n].iter_mut().enumerate() {
+                *at = taps.offset(t0 + j);
+            }
+            let dst = T::as_f32_slice_mut(dimg).expect("the dwide kernel runs on f32");
+            dwide::add_rows(width, out, &offsets[..n], dst);
         }
         inner_to_dx(g, dimg, dx);
     }
