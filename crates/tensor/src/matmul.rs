@@ -83,6 +83,7 @@ mod pack;
 mod parallel;
 mod plan;
 mod scratch;
+mod shared_b;
 mod source;
 #[cfg(target_arch = "x86_64")]
 mod transpose_avx2;

@@ -644,6 +644,65 @@ fn calling_thread_results_are_bit_identical_to_parallel() {
     }
 }
 
+/// A parallel product whose pieces all run on the calling thread (the pool's other thread is
+/// held busy until the product is done) finishes with the serial bits: a piece waits only for
+/// panels of B another piece is packing at that moment, never for one not yet started.
+#[test]
+fn a_split_product_finishes_when_one_thread_runs_every_piece() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    let (m, n, k) = (263, 301, 300);
+    let (a, b) = (random::<f32>(m, k, &mut rng), random::<f32>(k, n, &mut rng));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    for kernel in Tier::available() {
+        let run = |parallelism| {
+            let mut c = Array2::<f32>::zeros((m, n));
+            gemm_with(
+                kernel,
+                parallelism,
+                1.0,
+                a.view(),
+                b.view(),
+                0.0,
+                c.view_mut(),
+            );
+            c
+        };
+        let serial = run(Parallelism::CallingThread);
+        // A first product grows every pool thread's packing buffers (a growth is broadcast to
+        // all of them, which the busy thread below would never answer).
+        pool.install(|| run(Parallelism::Rayon));
+        let done = AtomicBool::new(false);
+        let (split, ()) = pool.install(|| {
+            rayon::join(
+                || {
+                    let c = run(Parallelism::Rayon);
+                    done.store(true, Ordering::Release);
+                    c
+                },
+                // Stolen first (the oldest job), it keeps the other thread away from the pieces.
+                || {
+                    while !done.load(Ordering::Acquire) {
+                        std::hint::spin_loop();
+                    }
+                },
+            )
+        });
+        let same = serial
+            .iter()
+            .zip(&split)
+            .all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(
+            same,
+            "{}: one thread's pieces differ from the serial product",
+            kernel.name()
+        );
+    }
+}
+
 /// Broadcast operands (stride 0) are read like any other strides.
 #[test]
 fn broadcast_operands() {

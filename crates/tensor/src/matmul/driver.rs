@@ -16,8 +16,11 @@
 //! once into the calling thread's buffer (by all threads, each a run of panels) and shared
 //! read-only, then the `ic` (and, for short products, `jr`) loop is cut into pieces of equal
 //! work (within one tile), one or a few per thread, each packing its own rows of A. The
-//! threads meet twice per B block: after packing it and after using it. Both drivers take
-//! their block sizes and loop bounds from one `Plan`.
+//! threads meet twice per B block: after packing it and after using it. When all of B fits in
+//! the packing buffer in one block of columns and B is a plain matrix (a 512³ product, fc1's
+//! products), they do not meet at all: the product is one parallel region over the row pieces,
+//! and each panel of B is packed by the first piece that needs it ([`SharedB`]). Both drivers
+//! take their block sizes and loop bounds from one `Plan`.
 //!
 //! Every element of C is summed over `k` in the same order (KC blocks in order, steps in order
 //! inside each block) however the loops are cut, so a product split across threads by rows or
@@ -28,6 +31,7 @@ use super::kernel::{ATile, BPanels, MicroKernel};
 use super::layout::{MatMut, MatRef};
 use super::pack::{pack_a, pack_b};
 use super::scratch::{with_packing_buffer, Packed};
+use super::shared_b::SharedB;
 use super::source::{MatrixB, PackB};
 use crate::Scalar;
 use rayon::prelude::*;
@@ -436,6 +440,16 @@ pub(super) unsafe fn gemm_parallel<T: Scalar, K: MicroKernel<T>>(
     let rows = RowPieces::new(m, mr, plan.blk.mc, threads);
     // When C has fewer row tiles than threads, columns are cut too.
     let col_pieces = threads.div_ceil(rows.count);
+    let one_region = col_pieces == 1
+        && n <= plan.blk.nc
+        && SharedB::<T>::fits(k, n, plan.blk.kc, nr)
+        && SharedB::<T>::len(k, n, nr) <= plan.most_b;
+    if let Some(bm) = b_in_place.filter(|_| one_region) {
+        // SAFETY: forwarded contract; `bm` is B itself.
+        return unsafe {
+            gemm_one_region::<T, K>((alpha, beta), a, bm, c, (&plan, rows), direct.a)
+        };
+    }
     let b_mat = b_in_place.map(Shared);
     with_packing_buffer::<T, _>(Packed::B, plan.b_len(n, nr), plan.most_b, |bbuf| {
         plan.for_each_b_block(k, n, beta, |bb| {
@@ -466,6 +480,65 @@ pub(super) unsafe fn gemm_parallel<T: Scalar, K: MicroKernel<T>>(
             });
         })
     });
+}
+
+/// [`gemm_parallel`] as one parallel region: each row piece of C runs the whole product, every
+/// block of B taken from one packing of all of B that the pieces share ([`SharedB`]: each
+/// panel packed by the first piece that needs it), each piece packing its own rows of A
+/// (read in place with `a_in_place`). The same bits.
+///
+/// # Safety
+/// As for [`gemm_serial`], with `b_mat` the plain matrix B; `b_mat` packs into one buffer of
+/// at most `plan.most_b` scalars, in at most [`MAX_PANELS`](super::shared_b::MAX_PANELS)
+/// panels, and `rows` cuts C's rows only.
+unsafe fn gemm_one_region<T: Scalar, K: MicroKernel<T>>(
+    (alpha, beta): (T, T),
+    a: MatRef<T>,
+    b_mat: MatRef<T>,
+    c: MatMut<T>,
+    (plan, rows): (&Plan, RowPieces),
+    a_in_place: bool,
+) {
+    let (k, n, mr, nr) = (b_mat.rows, b_mat.cols, K::MR, K::NR);
+    with_packing_buffer::<T, _>(
+        Packed::B,
+        SharedB::<T>::len(k, n, nr),
+        plan.most_b,
+        |bbuf| {
+            // SAFETY: B is readable for the call (contract); bbuf is this call's alone.
+            let shared = unsafe { SharedB::new(b_mat, bbuf, nr) };
+            let (a, c) = (Shared(a), Shared(c));
+            (0..rows.count).into_par_iter().for_each(|piece| {
+                let (ic, mc) = rows.piece(piece);
+                // Each piece starts packing at its own share of the panels.
+                let first = piece * n.div_ceil(nr) / rows.count;
+                let a_len = if a_in_place { 0 } else { plan.a_len(mc, mr) };
+                with_packing_buffer::<T, _>(Packed::A, a_len, plan.most_a, |abuf| {
+                    let mut block = 0;
+                    plan.for_each_b_block(k, n, beta, |bb| {
+                        let panels = shared.block(block, (bb.pc, bb.kc), first);
+                        block += 1;
+                        // SAFETY: the A block and the C piece are inside A and C; the pieces are
+                        // disjoint rows of C; `panels` holds the block's panels, abuf the A
+                        // block's when A is packed; the rest is the caller's contract.
+                        unsafe {
+                            let ablk = a.get().block(ic, bb.pc, mc, bb.kc);
+                            let asrc = ABlock::new(ablk, a_in_place, mr, abuf);
+                            let cp = c.get().block(ic, 0, mc, n);
+                            macro_kernel::<T, K>(
+                                bb.kc,
+                                asrc,
+                                BBlock::Packed(panels),
+                                alpha,
+                                bb.beta,
+                                cp,
+                            )
+                        }
+                    });
+                });
+            });
+        },
+    );
 }
 
 /// Packs block `bb` of B into `dst` (`bb.nc / NR` panels) for the threads to share. A plain
