@@ -64,6 +64,7 @@ mod matmul;
 mod parallel;
 mod pool;
 mod scalar;
+mod scratch;
 mod shape;
 mod simd;
 mod tier;
