@@ -39,10 +39,12 @@
 //!
 //! Inputs may be views of any strides (a non-contiguous input is copied once into a contiguous
 //! temporary); outputs in standard (row-major) layout — e.g. from `Array4::zeros` — are written in
-//! place, so with them the `_into` forms allocate nothing. Convolutions need scratch memory: the
-//! one-shot functions allocate it per call, a [`Conv2dPlan`] keeps it, so a training loop that
-//! keeps one plan per layer allocates nothing after its first batch (the example
-//! `examples/small_cnn.rs` trains a small CNN that way).
+//! place, so with them the `_into` forms allocate nothing. Scratch memory (a convolution's
+//! column buffers, the matrix product's packed panels) is per thread: it grows on a thread's
+//! first call and is reused by every later one. A [`Conv2dPlan`] keeps what a convolution's
+//! training forward pass leaves for its backward pass, so a training loop that keeps one plan
+//! per layer allocates nothing after its first batch (the example `examples/small_cnn.rs`
+//! trains a small CNN that way).
 //!
 //! Parallelism uses rayon's global pool (size it with `RAYON_NUM_THREADS` or
 //! `rayon::ThreadPoolBuilder`); every result is bit-identical whatever the number of threads.

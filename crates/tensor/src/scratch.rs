@@ -1,20 +1,24 @@
 //! Per-thread scratch buffers that grow once and are then reused, so that a kernel called
 //! again and again (the training loop calls each many times per batch) allocates nothing in
-//! steady state. A kernel declares a buffer of its own with `thread_local!` as a
-//! [`ThreadBuffer`] and borrows a slice of it through [`with_thread_buffer`].
+//! steady state. This is the crate's one scratch system: a kernel declares a buffer of its own
+//! with `thread_local!` as a [`ThreadBuffer`] and borrows a slice of it through
+//! [`with_thread_buffer`]. State that outlives a call (what a training forward pass keeps for
+//! its backward pass) is not scratch: a [`Conv2dPlan`](crate::Conv2dPlan) owns it.
 //!
 //! The buffers, in the order one thread may hold them at once (each is borrowed by one
 //! function whose work borrows only the buffers below it, so no code path borrows one twice):
 //!
 //! | buffer | declared in | a slice of it holds | held |
 //! | --- | --- | --- | --- |
+//! | `SLOTS` | `conv2d/mod.rs` | one slot per batch chunk of a convolution pass (its scratch and partial gradient sums) | by the thread that calls the pass, for the whole pass |
 //! | `WIDE` | `conv2d/shifted.rs` | the shifted method's per-image matrices (regrouped weights, wide columns, their gradients) | by the thread running a batch chunk, for the chunk |
 //! | `SCRATCH_B` | `matmul/driver.rs` | gemm's packed panels of B | by the thread that calls `gemm`, for the call |
 //! | `SCRATCH_A` | `matmul/driver.rs` | gemm's packed panels of A | by each thread packing A, for its block |
 //!
-//! A thread that waits inside a parallel region may still be handed another task by rayon
-//! (work stealing), and that task may want a buffer the thread holds (two products run in
-//! parallel, say); that nested call then gets a temporary vector instead ([`with_thread_buffer`]).
+//! A thread that waits (inside a parallel region, or for a growth broadcast) may still be
+//! handed another task by rayon, and that task may want a buffer the thread holds (two
+//! products run in parallel, say); that nested call then gets a temporary vector instead
+//! ([`with_thread_buffer`]).
 
 use crate::Scalar;
 use std::any::TypeId;
