@@ -216,7 +216,20 @@ fn kept_len(g: &Geometry, method: Conv2dMethod) -> usize {
     g.n * kept_per_image(g, method)
 }
 
-/// The three gradients of a convolution.
+/// The three gradients of a convolution, as [`conv2d_backward`] returns them.
+///
+/// ```
+/// use ndarray::Array4;
+/// use tensor::{conv2d_backward, Conv2dGrads};
+/// // one 3×3 image of ones, one 2×2 kernel of twos, dL/dy = 1 at each of the 2×2 outputs
+/// let (x, w) = (Array4::ones((1, 1, 3, 3)), Array4::from_elem((1, 1, 2, 2), 2.0_f32));
+/// let Conv2dGrads { input, weight, bias } =
+///     conv2d_backward(x.view(), w.view(), Array4::ones((1, 1, 2, 2)).view(), Default::default());
+/// assert_eq!(weight, Array4::from_elem((1, 1, 2, 2), 4.0)); // Σ over 4 outputs of 1·x
+/// assert_eq!(bias[0], 4.0);
+/// assert_eq!(input[[0, 0, 1, 1]], 8.0); // the centre is in all 4 windows: 4 · 2
+/// assert_eq!(input[[0, 0, 0, 0]], 2.0); // a corner is in one
+/// ```
 #[derive(Debug, Clone)]
 pub struct Conv2dGrads<T> {
     /// dL/dinput, `[n, c, h, w]`.

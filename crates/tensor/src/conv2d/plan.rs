@@ -118,6 +118,14 @@ impl<T: Scalar> Conv2dPlan<T> {
     }
 
     /// The pool fused after the convolution, if any ([`Conv2dPlan::with_relu_avg_pool`]).
+    ///
+    /// ```
+    /// use tensor::{Conv2dPlan, Pool2dParams};
+    /// let conv = Conv2dPlan::<f32>::new((6, 1, 5, 5), Default::default());
+    /// assert_eq!(conv.relu_avg_pool(), None);
+    /// let fused = conv.with_relu_avg_pool(Pool2dParams::square(2));
+    /// assert_eq!(fused.relu_avg_pool(), Some(Pool2dParams::square(2)));
+    /// ```
     pub fn relu_avg_pool(&self) -> Option<Pool2dParams> {
         self.relu_avg_pool
     }
@@ -200,6 +208,19 @@ impl<T: Scalar> Conv2dPlan<T> {
     ///
     /// # Panics
     /// As [`Conv2dPlan::forward_into`].
+    ///
+    /// ```
+    /// use ndarray::{Array1, Array4};
+    /// use tensor::{conv2d, Conv2dParams, Conv2dPlan};
+    /// let x = Array4::from_shape_fn((3, 2, 7, 7), |(n, c, i, j)| (n + 2 * c + i) as f32 - j as f32);
+    /// let w = Array4::from_shape_fn((4, 2, 3, 3), |(k, c, u, v)| (k + c + u * v) as f32 / 8.0);
+    /// let b = Array1::from_vec(vec![0.5_f32, -0.5, 0.0, 1.0]);
+    /// let p = Conv2dParams { stride: (2, 2), padding: (1, 1) };
+    /// let mut conv = Conv2dPlan::new(w.dim(), p);
+    /// let mut y = Array4::zeros(conv.output_dim(x.dim())); // [3, 4, 4, 4]
+    /// conv.inference_into(x.view(), w.view(), Some(b.view()), y.view_mut(), None);
+    /// assert_eq!(y, conv2d(x.view(), w.view(), Some(b.view()), p));
+    /// ```
     #[track_caller]
     pub fn inference_into(
         &mut self,
