@@ -1,7 +1,8 @@
 //! LeNet-5's two convolutions, forward and backward, at batch 32 and 256, in steady state:
-//! a `Conv2dPlan`'s `inference_into` / `backward_into` (its scratch reused, nothing kept from
-//! forward to backward) with caller-owned outputs. Backward computes the weight and bias gradients, plus the input gradient for conv2
-//! only (conv1's input gradient is never needed in training).
+//! a `Conv2dPlan`'s `inference_into` / `backward_into` (the thread's scratch reused, nothing kept
+//! from forward to backward) with caller-owned outputs. Backward computes the weight and bias
+//! gradients, plus the input gradient for conv2 only (conv1's input gradient is never needed in
+//! training).
 //!
 //! **Baseline** (in this file, timed in the same run): a straightforward im2col convolution on
 //! ndarray — per image, copy the windows into a column matrix, then ndarray's
@@ -456,7 +457,7 @@ fn summary(threads: usize) {
                 };
                 let t = alternating_medians(&mut |side| run(&mut case, side), 2, 3, 0.02);
                 let (t_ours, t_base) = (t[0], t[1]);
-                // The same workspace serves the one-thread run (it has grown already).
+                // The one-thread pool's thread grows its own scratch in the untimed first call.
                 let t_one =
                     one.install(|| alternating_medians(&mut |_| run(&mut case, 0), 1, 3, 0.02)[0]);
                 let gf = |t: f64| flops / t / 1e9;

@@ -1,6 +1,6 @@
 //! Conv2d layer: owns its weight `[out, in, kh, kw]`, bias `[out]`, their gradients, its output
-//! and input-gradient buffers, and the [`Conv2dPlan`] that computes it (the plan holds the
-//! scratch and what the forward pass keeps for the backward pass).
+//! and input-gradient buffers, and the [`Conv2dPlan`] that computes it (the plan holds what the
+//! forward pass keeps for the backward pass; scratch is `tensor`'s, per thread).
 
 use crate::activation::Activation;
 use crate::buffer::Buffer;
@@ -158,7 +158,8 @@ impl Conv2d {
     }
 
     /// Makes the plan one with the ReLU and average pool `pool` fused after the convolution,
-    /// or with none: a new plan (scratch and all) when the last pass asked for the other kind.
+    /// or with none: a new plan (keeping nothing yet) when the last pass asked for the other
+    /// kind.
     fn set_plan(&mut self, pool: Option<Pool2dParams>) {
         if self.plan.relu_avg_pool() != pool {
             let plan = Conv2dPlan::new(self.wb.weight.dim(), self.params);

@@ -17,13 +17,14 @@
 //! | --- | --- | --- |
 //! | matrix product | [`matmul`], [`gemm`] (`c = α·a·b + β·c`) | products with `.t()` views |
 //! | convolution | [`conv2d`], [`conv2d_into`] | [`conv2d_backward`], [`conv2d_backward_into`] → [`Conv2dGrads`] |
-//! | convolution in a loop, optionally fused with ReLU + average pool | [`Conv2dPlan::forward_into`], [`Conv2dPlan::inference_into`] | [`Conv2dPlan::backward_into`] |
+//! | convolution in a training loop (a plan per layer), optionally fused with ReLU + average pool | [`Conv2dPlan::forward_into`], [`Conv2dPlan::inference_into`] | [`Conv2dPlan::backward_into`] |
 //! | pooling | [`avg_pool2d`], [`avg_pool2d_into`], [`max_pool2d`], [`max_pool2d_into`] | [`avg_pool2d_backward`], [`avg_pool2d_backward_into`], [`max_pool2d_backward`], [`max_pool2d_backward_into`] |
 //! | linear | [`linear`], [`linear_into`] | [`linear_backward`], [`linear_backward_into`] → [`LinearGrads`] |
-//! | activations | [`Activation`]`::{Relu, Tanh, Sigmoid}`: `forward`, `forward_into` | `backward`, `backward_into`, `backward_inplace` |
+//! | activations: [`Activation::Relu`], [`Activation::Tanh`], [`Activation::Sigmoid`] | [`Activation::forward`], [`Activation::forward_into`] | [`Activation::backward`], [`Activation::backward_into`], [`Activation::backward_inplace`] |
 //! | loss | [`log_softmax`], [`log_softmax_into`], [`cross_entropy`] | [`log_softmax_backward`], [`log_softmax_backward_into`], [`cross_entropy_backward`]; both at once: [`softmax_cross_entropy_into`] |
-//! | parameters | [`Conv2dParams`] (stride, padding), [`Pool2dParams`] (window, stride) | |
-//! | element types, kernels | [`Scalar`] (`f32`, `f64`); [`Tier`] (the instruction set the kernels run, lowered by [`Tier::ENV`]) | |
+//! | parameters and plans | [`Conv2dParams`] (stride, padding; [`Conv2dParams::output_size`]), [`Pool2dParams`] (window, stride; [`Pool2dParams::square`], [`Pool2dParams::output_size`]), [`Conv2dPlan::new`], [`Conv2dPlan::with_relu_avg_pool`], [`Conv2dPlan::relu_avg_pool`], [`Conv2dPlan::output_dim`] | |
+//! | element types | [`Scalar`] (`f32`, `f64`; sealed): [`Scalar::from_f64`], [`Scalar::as_f32_slice`], [`Scalar::as_f32_slice_mut`] | |
+//! | kernel tiers | [`Tier`] ([`Tier::Portable`], [`Tier::Avx2`], [`Tier::Avx512`]; [`Tier::ALL`]): [`Tier::active`] (lowered by [`Tier::ENV`]), [`Tier::detected`], [`Tier::available`], [`Tier::is_supported`], [`Tier::lowered`], [`Tier::from_env`], [`Tier::from_name`], [`Tier::name`] | |
 //!
 //! ```
 //! use ndarray::array;
@@ -39,10 +40,12 @@
 //!
 //! Inputs may be views of any strides (a non-contiguous input is copied once into a contiguous
 //! temporary); outputs in standard (row-major) layout — e.g. from `Array4::zeros` — are written in
-//! place, so with them the `_into` forms allocate nothing. Convolutions need scratch memory: the
-//! one-shot functions allocate it per call, a [`Conv2dPlan`] keeps it, so a training loop that
-//! keeps one plan per layer allocates nothing after its first batch (the example
-//! `examples/small_cnn.rs` trains a small CNN that way).
+//! place, so with them the `_into` forms allocate nothing. Scratch memory (a convolution's
+//! column buffers, the matrix product's packed panels) is per thread: it grows on a thread's
+//! first call and is reused by every later one. A [`Conv2dPlan`] keeps what a convolution's
+//! training forward pass leaves for its backward pass, so a training loop that keeps one plan
+//! per layer allocates nothing after its first batch (the example `examples/small_cnn.rs`
+//! trains a small CNN that way).
 //!
 //! Parallelism uses rayon's global pool (size it with `RAYON_NUM_THREADS` or
 //! `rayon::ThreadPoolBuilder`); every result is bit-identical whatever the number of threads.
@@ -64,6 +67,7 @@ mod matmul;
 mod parallel;
 mod pool;
 mod scalar;
+mod scratch;
 mod shape;
 mod simd;
 mod tier;
@@ -89,4 +93,45 @@ pub use tier::Tier;
 pub mod internals {
     pub use crate::conv2d::Conv2dMethod;
     pub use crate::matmul::{gemm_with, gemm_with_kernel, Parallelism};
+}
+
+#[cfg(test)]
+mod tests {
+    const LIB: &str = include_str!("lib.rs");
+    const README: &str = include_str!("../README.md");
+
+    /// The rows of the API table in `text` (the lines that start with `| ` once `prefix` is
+    /// cut), with the crate docs' link brackets dropped: `[`gemm`]` reads `gemm`.
+    fn table(text: &str, prefix: &str) -> Vec<String> {
+        text.lines()
+            .filter_map(|line| line.strip_prefix(prefix))
+            .filter(|line| line.starts_with("| "))
+            .map(|line| line.replace("[`", "`").replace("`]", "`"))
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_shows_the_api_table_of_the_crate_docs() {
+        let ours = table(LIB, "//! ");
+        assert!(ours.len() > 2, "the crate docs have an API table");
+        assert_eq!(table(README, ""), ours, "README.md's table is not lib.rs's");
+    }
+
+    #[test]
+    fn the_api_table_names_every_item_the_crate_exports() {
+        let rows = table(LIB, "//! ").concat();
+        let exported = LIB
+            .lines()
+            .filter_map(|line| line.strip_prefix("pub use "))
+            .flat_map(|path| {
+                let names = path.rsplit("::").next().expect("a path");
+                names
+                    .trim_matches(|c| matches!(c, '{' | '}' | ';'))
+                    .split(", ")
+            });
+        for name in exported {
+            let named = rows.contains(&format!("`{name}`")) || rows.contains(&format!("`{name}::"));
+            assert!(named, "the API table does not name {name}");
+        }
+    }
 }

@@ -12,7 +12,17 @@ use crate::shape::{check_shape, Expected};
 use crate::{gemm, Scalar};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
 
-/// The three gradients of a linear layer.
+/// The three gradients of a linear layer, as [`linear_backward`] returns them.
+///
+/// ```
+/// use ndarray::array;
+/// use tensor::{linear_backward, LinearGrads};
+/// let (x, w) = (array![[1.0_f64, 2.0, 3.0]], array![[1.0, 0.0, -1.0], [0.5, 0.5, 0.5]]);
+/// let LinearGrads { input, weight, bias } = linear_backward(x.view(), w.view(), array![[1.0, 2.0]].view());
+/// assert_eq!(input, array![[2.0, 1.0, 0.0]]); // g·W
+/// assert_eq!(weight, array![[1.0, 2.0, 3.0], [2.0, 4.0, 6.0]]); // gᵀ·x
+/// assert_eq!(bias, array![1.0, 2.0]);
+/// ```
 #[derive(Debug, Clone)]
 pub struct LinearGrads<T> {
     /// dL/dx, `[n, in]`.

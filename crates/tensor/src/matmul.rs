@@ -44,9 +44,10 @@
 //!   its panels), then each packs only its own rows of A, in pieces of equal work; they meet
 //!   twice per B block. [`gemm_with`] with
 //!   [`Parallelism::CallingThread`] skips all this and makes no rayon call, for callers that
-//!   already parallelise over a batch;
-//! - `scratch`: per-thread packing buffers that grow once, so a call allocates nothing in
-//!   steady state.
+//!   already parallelise over a batch.
+//!
+//! The packed panels live in per-thread buffers (the crate's `scratch` module) that grow once,
+//! so a call allocates nothing in steady state.
 //!
 //! | kernel (`f32`)     | tile `MR × NR` | `KC` | `MC` (512 KiB L2) | `NC` (≥ 8 MiB L3/core) |
 //! |--------------------|----------------|------|-------------------|------------------------|
@@ -82,7 +83,6 @@ mod layout;
 mod pack;
 mod parallel;
 mod plan;
-mod scratch;
 mod shared_b;
 mod source;
 #[cfg(target_arch = "x86_64")]
@@ -92,7 +92,6 @@ pub(crate) use pack::pack_b_lines;
 #[cfg(target_arch = "x86_64")]
 use plan::Tile;
 pub(crate) use plan::{route, Route};
-pub(crate) use scratch::{with_thread_buffer, ThreadBuffer};
 pub(crate) use source::{MatrixB, PackB};
 #[cfg(target_arch = "x86_64")]
 pub(crate) use transpose_avx2::transpose8;

@@ -49,6 +49,12 @@ impl Tier {
     pub const ENV: &'static str = TIER_ENV;
 
     /// Every tier, lowest first.
+    ///
+    /// ```
+    /// use tensor::Tier;
+    /// assert_eq!(Tier::ALL, [Tier::Portable, Tier::Avx2, Tier::Avx512]);
+    /// assert!(Tier::ALL.windows(2).all(|pair| pair[0] < pair[1]));
+    /// ```
     pub const ALL: [Tier; 3] = [Tier::Portable, Tier::Avx2, Tier::Avx512];
 
     /// The tier this process runs: [`Tier::detected`], lowered by `LENET_KERNEL` (or
@@ -60,12 +66,28 @@ impl Tier {
     }
 
     /// `detected`, lowered to `wanted` if that is lower: the variable can only lower the tier.
+    ///
+    /// ```
+    /// use tensor::Tier;
+    /// assert_eq!(Tier::lowered(Tier::Avx512, Some(Tier::Portable)), Tier::Portable);
+    /// assert_eq!(Tier::lowered(Tier::Avx2, Some(Tier::Avx512)), Tier::Avx2); // never raised
+    /// assert_eq!(Tier::lowered(Tier::Avx2, None), Tier::Avx2);
+    /// ```
     pub fn lowered(detected: Tier, wanted: Option<Tier>) -> Tier {
         wanted.map_or(detected, |w| w.min(detected))
     }
 
     /// The tier the environment asks for: `Ok(None)` when neither variable is set (or it is
     /// empty), an error naming the variable, its value and the accepted names otherwise.
+    ///
+    /// ```
+    /// use tensor::Tier;
+    /// std::env::set_var(Tier::ENV, " AVX2 ");
+    /// assert_eq!(Tier::from_env(), Ok(Some(Tier::Avx2)));
+    /// std::env::set_var(Tier::ENV, "sse9");
+    /// let error = Tier::from_env().unwrap_err();
+    /// assert!(error.starts_with("LENET_KERNEL=\"sse9\" is not a kernel tier: use one of portable, avx2, avx512"));
+    /// ```
     pub fn from_env() -> Result<Option<Tier>, String> {
         let (var, value) = match std::env::var(TIER_ENV) {
             Ok(v) => (TIER_ENV, v),
@@ -88,6 +110,13 @@ impl Tier {
     }
 
     /// The highest tier this CPU has.
+    ///
+    /// ```
+    /// use tensor::Tier;
+    /// let best = Tier::detected();
+    /// assert!(best.is_supported() && best >= Tier::active());
+    /// assert_eq!(Tier::available().last(), Some(&best));
+    /// ```
     pub fn detected() -> Tier {
         static DETECTED: OnceLock<Tier> = OnceLock::new();
         *DETECTED.get_or_init(|| {

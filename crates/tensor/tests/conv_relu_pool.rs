@@ -84,7 +84,7 @@ fn composed(case: &Case, seed: u64) -> Results {
 }
 
 /// The fused plan, twice over the same buffers (the second time from stale contents, checking
-/// the plan's scratch does not grow): the training forward pass (keeping what backward reads)
+/// what the plan holds does not grow): the training forward pass (keeping what backward reads)
 /// and the backward pass from it; then the inference forward pass and the backward pass from
 /// the input. Returns [y, r, z, gx, gw, gb] of each, 12 in all.
 fn fused(case: &Case, seed: u64) -> Results {
@@ -112,16 +112,19 @@ fn fused(case: &Case, seed: u64) -> Results {
         }
         let grads = (Some(gx.view_mut()), gw.view_mut(), Some(gb.view_mut()));
         plan.backward_into(x.view(), w.view(), gz.view(), Some(relu_out.view()), grads);
-        sizes.push(plan.scratch_len());
+        sizes.push(plan.held_len());
         for a in [&y, &relu_out, &z, &gx, &gw] {
             out.push(bits(a.as_slice().unwrap()));
         }
         out.push(bits(gb.as_slice().unwrap()));
     }
-    assert_eq!(sizes[0], sizes[1], "{case:?}: cached pass grew its buffers");
+    assert_eq!(
+        sizes[0], sizes[1],
+        "{case:?}: cached pass grew what the plan holds"
+    );
     assert_eq!(
         sizes[2], sizes[3],
-        "{case:?}: uncached pass grew its buffers"
+        "{case:?}: uncached pass grew what the plan holds"
     );
     out
 }

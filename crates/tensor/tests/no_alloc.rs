@@ -1,10 +1,11 @@
 //! The `_into` forms and [`Conv2dPlan`] allocate nothing once their buffers and scratch exist: a
 //! training loop that reuses its memory does no heap allocation per batch inside the kernels.
 //!
-//! A counting global allocator wraps the system one; after one warm-up pass (which grows the
-//! convolution plans' scratch, gemm's packing buffers and starts rayon's pool) a second pass over every
-//! LeNet-5 kernel must not allocate at all. This file holds a single test so that no other test
-//! thread allocates while it counts.
+//! A counting global allocator wraps the system one; after a warm-up pass (which grows the
+//! per-thread scratch of the convolutions and of gemm, what the plans keep for backward, and
+//! starts rayon's pool) a pass over every LeNet-5 kernel must not allocate at all; nor must the
+//! one-shot convolutions after their first call. This file holds a single test so that no other
+//! test thread allocates while it counts.
 
 use ndarray::{Array1, Array2, Array4};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -156,21 +157,27 @@ impl Buffers {
     }
 }
 
-/// Runs on a one-thread rayon pool. gemm keeps its packing buffers per thread and grows them the
-/// first time that thread runs a product of a given size; with several threads, which thread runs
-/// which batch chunk depends on work stealing, so no fixed warm-up is sure to have grown every
-/// thread's buffers (on two threads about one run in ten saw such a first-time growth in the
-/// third step). With one worker the schedule is fixed and the check is exact.
 #[test]
 fn into_forms_do_not_allocate_in_steady_state() {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
+    training_step_on_one_thread();
+    one_shot_convolutions_on_two_threads();
+}
+
+/// A rayon pool of `threads` threads.
+fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
         .build()
-        .unwrap();
-    pool.install(|| {
+        .unwrap()
+}
+
+/// A whole training step at batch 1 and 64, on a one-thread rayon pool: with one worker the
+/// schedule is fixed and the check is exact.
+fn training_step_on_one_thread() {
+    pool(1).install(|| {
         for n in [1, 64] {
             let mut b = Buffers::new(n);
-            b.step(); // warm-up: the workspace and gemm's packing buffers grow
+            b.step(); // warm-up: the thread scratch and what the plans keep grow
             b.step();
             let before = ALLOCATIONS.load(Ordering::SeqCst);
             b.step();
@@ -182,4 +189,102 @@ fn into_forms_do_not_allocate_in_steady_state() {
             assert!(b.dw1.iter().all(|v| v.is_finite()) && b.dw1.iter().any(|&v| v != 0.0));
         }
     });
+}
+
+/// `conv2d_into` and `conv2d_backward_into` (with every gradient) at LeNet-5's conv1 and conv2
+/// shapes, batch 32, called in turn as a training loop would, on two threads (as `lenet train`
+/// runs): their scratch is the calling thread's and grows on the first call, and a thread buffer
+/// that grows grows on every thread of the pool, so the second and later calls allocate nothing
+/// whichever thread runs which batch chunk.
+fn one_shot_convolutions_on_two_threads() {
+    let layers = [
+        ("conv1", (32, 1, 28, 28), (6, 1, 5, 5), SAME),
+        (
+            "conv2",
+            (32, 6, 14, 14),
+            (16, 6, 5, 5),
+            Conv2dParams::default(),
+        ),
+    ];
+    pool(2).install(|| {
+        let mut layers = layers.map(|(name, x, w, p)| (name, OneShot::new(x, w, p)));
+        for call in 1..=4 {
+            for (name, conv) in &mut layers {
+                let (forward, backward) = conv.counted_calls();
+                if call > 1 {
+                    assert_eq!(forward, 0, "{name}: call {call} of conv2d_into allocated");
+                    assert_eq!(
+                        backward, 0,
+                        "{name}: call {call} of conv2d_backward_into allocated"
+                    );
+                }
+            }
+        }
+    });
+}
+
+/// The operands and outputs of one convolution called by the one-shot functions.
+struct OneShot {
+    x: Array4<f32>,
+    w: Array4<f32>,
+    b: Array1<f32>,
+    p: Conv2dParams,
+    y: Array4<f32>,
+    g: Array4<f32>,
+    gx: Array4<f32>,
+    gw: Array4<f32>,
+    gb: Array1<f32>,
+}
+
+impl OneShot {
+    fn new(
+        x: (usize, usize, usize, usize),
+        w: (usize, usize, usize, usize),
+        p: Conv2dParams,
+    ) -> Self {
+        let f4 = |s: (usize, usize, usize, usize)| {
+            Array4::from_shape_fn(s, |(a, b, c, d)| {
+                ((a * 7 + b * 5 + c * 3 + d) % 11) as f32 / 11.0 - 0.5
+            })
+        };
+        let (oh, ow) = p.output_size((x.2, x.3), (w.2, w.3)).unwrap();
+        let y = (x.0, w.0, oh, ow);
+        OneShot {
+            x: f4(x),
+            w: f4(w),
+            b: Array1::from_elem(w.0, 0.1),
+            p,
+            y: Array4::zeros(y),
+            g: f4(y),
+            gx: Array4::zeros(x),
+            gw: Array4::zeros(w),
+            gb: Array1::zeros(w.0),
+        }
+    }
+
+    /// Runs the forward and the backward pass; returns the allocations each made.
+    fn counted_calls(&mut self) -> (usize, usize) {
+        let c = self;
+        let start = ALLOCATIONS.load(Ordering::SeqCst);
+        conv2d_into(
+            c.x.view(),
+            c.w.view(),
+            Some(c.b.view()),
+            c.p,
+            c.y.view_mut(),
+        );
+        let middle = ALLOCATIONS.load(Ordering::SeqCst);
+        conv2d_backward_into(
+            c.x.view(),
+            c.w.view(),
+            c.g.view(),
+            c.p,
+            Some(c.gx.view_mut()),
+            c.gw.view_mut(),
+            Some(c.gb.view_mut()),
+        );
+        let end = ALLOCATIONS.load(Ordering::SeqCst);
+        assert!(c.gw.iter().any(|&v| v != 0.0) && c.gx.iter().all(|v| v.is_finite()));
+        (middle - start, end - middle)
+    }
 }

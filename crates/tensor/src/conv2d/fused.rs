@@ -102,6 +102,12 @@ impl<T: Scalar> EpilogueChunk<'_, T> {
     }
 }
 
+/// Scalars of one image's output gradient `dL/dy` (`[k, oh, ow]`), which the fused backward
+/// pass builds in per-chunk scratch ([`GradOut::image`]).
+pub(super) fn grad_image_len(g: &Geometry) -> usize {
+    g.k * g.positions()
+}
+
 /// The convolution-output gradient the backward pass reads, image by image.
 #[derive(Clone, Copy)]
 pub(super) enum GradOut<'a, T> {
@@ -122,8 +128,13 @@ impl<T: Scalar> GradOut<'_, T> {
     pub(super) fn scratch_len(&self, g: &Geometry) -> usize {
         match self {
             GradOut::Conv(_) => 0,
-            GradOut::ReluAvgPool { .. } => g.k * g.positions(),
+            GradOut::ReluAvgPool { .. } => grad_image_len(g),
         }
+    }
+
+    /// Whether it is the fused ReLU and pool's gradient.
+    pub(super) fn is_fused(&self) -> bool {
+        matches!(self, GradOut::ReluAvgPool { .. })
     }
 
     /// `dL/dy` of image `n` (`[k, oh, ow]`): a slice of the batch's, or built into `buf`

@@ -26,11 +26,11 @@
 //! # Parallelism and determinism
 //! The batch is cut into at most [`CONV_BATCH_CHUNKS`] chunks of consecutive images, a pure
 //! function of the batch size (never of the thread count). Each chunk owns a slot of the
-//! plan's workspace (its scratch and its partial weight/bias sums) and runs its images in
-//! order. Chunks run on rayon's threads when the convolution is big enough to pay for it. The
-//! weight and bias gradients are the chunk partial sums added in chunk order, so they are
-//! bit-identical from run to run, serial or parallel, on any number of threads (given a
-//! deterministic `gemm`).
+//! calling thread's scratch ([`with_slots`]: the chunk's scratch and its partial weight/bias
+//! sums) and runs its images in order. Chunks run on rayon's threads when the convolution is
+//! big enough to pay for it. The weight and bias gradients are the chunk partial sums added in
+//! chunk order, so they are bit-identical from run to run, serial or parallel, on any number
+//! of threads (given a deterministic `gemm`).
 //!
 //! # Panics
 //! Every function panics with a message naming the op and the shapes if a stride is 0, the kernel
@@ -58,12 +58,14 @@ pub use plan::Conv2dPlan;
 
 use crate::parallel::{with_standard_slice_mut, PAR_MIN_WORK};
 use crate::pool::Geometry as PoolGeometry;
+use crate::scratch::{with_thread_buffer, ThreadBuffer};
 use crate::shape::{check_shape, Expected};
 use crate::{Pool2dParams, Scalar, Tier};
 use fused::{GradOut, ReluPoolOut};
 use ndarray::{Array1, Array4, ArrayView1, ArrayView4, ArrayViewMut1, ArrayViewMut4};
 use rayon::iter::Either;
 use rayon::prelude::*;
+use std::cell::RefCell;
 
 /// The batch is split into at most this many chunks of consecutive images, each with its own
 /// scratch and partial gradient sums. Fixed (not the thread count) so that the summation order of
@@ -114,44 +116,36 @@ impl Conv2dParams {
     }
 }
 
-/// A plan's scratch memory, grown on first use and reused afterwards.
-///
-/// It holds, for each batch chunk (see the module docs), the method's scratch (im2col: one
-/// column buffer of `c·kh·kw × oh·ow`, plus in backward a second one for the column gradient;
-/// direct: one image's zero-bordered rows) and, in backward, the chunk's partial weight and
-/// bias gradients (and with the fused ReLU and pool, one image's output gradient).
-#[derive(Debug, Clone)]
-struct Conv2dWorkspace<T> {
-    cols: Vec<T>,
-    /// The kernel tier every pass with this workspace runs on, fixed when it is made: with
-    /// the shapes, what decides each kernel (the plans of `shifted`, `direct`, `taps` and
-    /// `matmul`).
-    tier: Tier,
+thread_local! {
+    /// This thread's convolution scratch ([`with_slots`]), held by the thread that calls a
+    /// pass for the whole pass.
+    static SLOTS: ThreadBuffer = const { RefCell::new(Vec::new()) };
 }
 
-impl<T: Scalar> Conv2dWorkspace<T> {
-    /// An empty workspace; it grows to the size the first call needs.
-    fn new() -> Self {
-        Conv2dWorkspace {
-            cols: Vec::new(),
-            tier: Tier::active(),
-        }
-    }
+/// Calls `f` with `g.chunks · slot` scalars of the calling thread's scratch, one slot of
+/// `slot` scalars per batch chunk (see the module docs): each holds the chunk's scratch (im2col:
+/// a column buffer of `c·kh·kw × oh·ow`, plus in backward a second one for the column gradient;
+/// direct: one image's zero-bordered rows) and, in backward, the chunk's partial weight and
+/// bias gradients (and with the fused ReLU and pool, one image's output gradient). Its contents
+/// are leftovers of earlier passes: every pass writes before it reads. The first time it grows
+/// it grows to `most` scalars ([`most_slots`]), so that every later pass of the convolution
+/// finds it big enough ([`with_thread_buffer`]).
+fn with_slots<T: Scalar, R>(
+    g: &Geometry,
+    slot: usize,
+    most: usize,
+    f: impl FnOnce(&mut [T]) -> R,
+) -> R {
+    with_thread_buffer(&SLOTS, g.chunks * slot, most, f)
+}
 
-    /// Number of scalars of scratch held (0 until first use); it only ever grows.
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.cols.len()
-    }
-
-    /// The first `chunks · slot` scalars, growing the buffer if it is smaller.
-    fn slots(&mut self, chunks: usize, slot: usize) -> &mut [T] {
-        let need = chunks * slot;
-        if self.cols.len() < need {
-            self.cols.resize(need, T::zero());
-        }
-        &mut self.cols[..need]
-    }
+/// Scalars of [`with_slots`]' scratch that the largest pass of `g` by `method` asks for: the
+/// larger of a forward pass keeping nothing ([`forward_slot`]) and a backward pass from the
+/// input with an input gradient ([`backward_slot`]); `fused`: with the ReLU and average pool.
+fn most_slots(g: &Geometry, method: Conv2dMethod, fused: bool) -> usize {
+    let gbuf = if fused { fused::grad_image_len(g) } else { 0 };
+    let (_, backward) = backward_slot::<u8>(g, method, Kept::Input(&[]), true, gbuf);
+    g.chunks * forward_slot(g, method).max(backward)
 }
 
 /// What the backward pass reads of a whole batch's input, kept by a plan's training forward
@@ -164,14 +158,13 @@ impl<T: Scalar> Conv2dWorkspace<T> {
 /// It remembers the input shape, weight shape and parameters it was filled for; the backward
 /// pass checks them. It cannot know whether the input *values* changed since: the caller keeps
 /// the input untouched between the two calls (a layer's forward input normally is). It grows to
-/// [`kept_len`] scalars and is reused.
+/// [`kept_len`] scalars and is reused. It is state, not scratch: it lives from a forward pass
+/// to the backward pass after it, so a [`Conv2dPlan`] owns it (scratch is per thread,
+/// [`with_slots`]).
 #[derive(Debug, Clone)]
 struct Conv2dCache<T> {
     /// What the backward pass of `method` reads, for every image of the batch.
     kept: Vec<T>,
-    /// Per-chunk scratch of the forward pass (im2col: a zero-padded image; direct: the
-    /// regrouped weights).
-    pads: Vec<T>,
     method: Conv2dMethod,
     filled_for: Option<CacheKey>,
 }
@@ -194,7 +187,6 @@ impl<T: Scalar> Conv2dCache<T> {
     fn new() -> Self {
         Conv2dCache {
             kept: Vec::new(),
-            pads: Vec::new(),
             method: Conv2dMethod::Im2col,
             filled_for: None,
         }
@@ -224,7 +216,20 @@ fn kept_len(g: &Geometry, method: Conv2dMethod) -> usize {
     g.n * kept_per_image(g, method)
 }
 
-/// The three gradients of a convolution.
+/// The three gradients of a convolution, as [`conv2d_backward`] returns them.
+///
+/// ```
+/// use ndarray::Array4;
+/// use tensor::{conv2d_backward, Conv2dGrads};
+/// // one 3×3 image of ones, one 2×2 kernel of twos, dL/dy = 1 at each of the 2×2 outputs
+/// let (x, w) = (Array4::ones((1, 1, 3, 3)), Array4::from_elem((1, 1, 2, 2), 2.0_f32));
+/// let Conv2dGrads { input, weight, bias } =
+///     conv2d_backward(x.view(), w.view(), Array4::ones((1, 1, 2, 2)).view(), Default::default());
+/// assert_eq!(weight, Array4::from_elem((1, 1, 2, 2), 4.0)); // Σ over 4 outputs of 1·x
+/// assert_eq!(bias[0], 4.0);
+/// assert_eq!(input[[0, 0, 1, 1]], 8.0); // the centre is in all 4 windows: 4 · 2
+/// assert_eq!(input[[0, 0, 0, 0]], 2.0); // a corner is in one
+/// ```
 #[derive(Debug, Clone)]
 pub struct Conv2dGrads<T> {
     /// dL/dinput, `[n, c, h, w]`.
@@ -251,8 +256,7 @@ struct Geometry {
     /// Images per chunk and number of chunks.
     per_chunk: usize,
     chunks: usize,
-    /// The kernel tier of the call: a plan's (its workspace's, set by the plan and by the backward
-    /// pass), else [`Tier::active`].
+    /// The kernel tier of the call: [`Tier::active`], or a plan's ([`Geometry::on`]).
     tier: Tier,
 }
 
@@ -525,9 +529,10 @@ pub fn conv2d<T: Scalar>(
     out
 }
 
-/// Like [`conv2d`], overwriting `out` (`[n, k, oh, ow]`). Its scratch is allocated for the call
-/// and freed after it: a loop that calls it again and again uses a [`Conv2dPlan`], which keeps
-/// its scratch and so allocates nothing after the first call.
+/// Like [`conv2d`], overwriting `out` (`[n, k, oh, ow]`). Its scratch is the calling thread's,
+/// grown on the first call and reused, so a second call of the same shapes allocates nothing.
+/// A training loop uses a [`Conv2dPlan`] instead, whose forward pass keeps what the backward
+/// pass reads.
 ///
 /// # Panics
 /// If the shapes do not agree or the kernel does not fit (see the module docs).
@@ -554,11 +559,21 @@ pub fn conv2d_into<T: Scalar>(
     Conv2dPlan::new(weight.dim(), params).inference_into(input, weight, bias, out, None);
 }
 
-/// The forward pass by `method` with scratch from `ws` (nothing kept for backward), and the
-/// fused ReLU and pool when `epi` is given.
-#[allow(clippy::too_many_arguments)]
+/// Length of one chunk's slot of [`with_slots`] in a forward pass by `method` that keeps
+/// nothing: im2col's column buffer and padded image, direct's padded image and regrouped
+/// weights, shifted's padded image.
+fn forward_slot(g: &Geometry, method: Conv2dMethod) -> usize {
+    match method {
+        Conv2dMethod::Im2col => g.ckk() * g.positions() + im2col::pad_len(g),
+        Conv2dMethod::Direct => direct::image_len(g) + direct::weights_len(g),
+        Conv2dMethod::Shifted => shifted::image_len(g),
+    }
+}
+
+/// The forward pass by `method`, keeping nothing for backward, and the fused ReLU and pool
+/// when `epi` is given.
 #[track_caller]
-fn forward_ws<T: Scalar>(
+fn forward_uncached<T: Scalar>(
     g: &Geometry,
     method: Conv2dMethod,
     input: ArrayView4<'_, T>,
@@ -566,31 +581,27 @@ fn forward_ws<T: Scalar>(
     bias: Option<ArrayView1<'_, T>>,
     out: ArrayViewMut4<'_, T>,
     epi: Option<ReluPoolOut<'_, T>>,
-    ws: &mut Conv2dWorkspace<T>,
 ) {
-    let scratch = match method {
-        Conv2dMethod::Im2col => {
-            // One column buffer per chunk, rebuilt for each of its images, then one padded
-            // image each.
-            let cols_len = g.ckk() * g.positions();
-            let slots = ws.slots(g.chunks, cols_len + im2col::pad_len(g));
-            let (cols, pads) = slots.split_at_mut(g.chunks * cols_len);
-            Scratch::Im2col(cols, 0, pads)
-        }
-        Conv2dMethod::Direct => {
-            // One padded image per chunk, reused for each of its images, then the weights.
-            let img = direct::image_len(g);
-            let slots = ws.slots(g.chunks, img + direct::weights_len(g));
-            let (images, wts) = slots.split_at_mut(g.chunks * img);
-            Scratch::Direct(images, 0, wts)
-        }
-        Conv2dMethod::Shifted => {
+    let most = most_slots(g, method, epi.is_some());
+    let epi = check_forward(g, &out, bias, epi);
+    with_slots(g, forward_slot(g, method), most, |slots| {
+        let scratch = match method {
+            Conv2dMethod::Im2col => {
+                // One column buffer per chunk, rebuilt for each of its images, then one padded
+                // image each.
+                let (cols, pads) = slots.split_at_mut(g.chunks * g.ckk() * g.positions());
+                Scratch::Im2col(cols, 0, pads)
+            }
+            Conv2dMethod::Direct => {
+                // One padded image per chunk, reused for each of its images, then the weights.
+                let (images, wts) = slots.split_at_mut(g.chunks * direct::image_len(g));
+                Scratch::Direct(images, 0, wts)
+            }
             // One padded image per chunk, reused for each of its images.
-            let images = ws.slots(g.chunks, shifted::image_len(g));
-            Scratch::Shifted(images, 0)
-        }
-    };
-    forward(g, input, weight, bias, out, scratch, epi);
+            Conv2dMethod::Shifted => Scratch::Shifted(slots, 0),
+        };
+        forward(g, input, weight, bias, out, scratch, epi);
+    });
 }
 
 /// The forward pass by `method`, keeping in `cache` what the backward pass reads, and the fused
@@ -607,29 +618,30 @@ fn forward_caching<T: Scalar>(
     epi: Option<ReluPoolOut<'_, T>>,
     cache: &mut Conv2dCache<T>,
 ) {
+    let most = most_slots(g, method, epi.is_some());
+    let epi = check_forward(g, &out, bias, epi);
     cache.filled_for = None;
-    // What the backward pass reads, kept for each image, then per-chunk scratch.
+    // What the backward pass reads, kept for each image in the cache; per-chunk scratch in
+    // the thread's slots.
     let img = kept_per_image(g, method);
+    if cache.kept.len() < g.n * img {
+        cache.kept.resize(g.n * img, T::zero());
+    }
+    let kept = &mut cache.kept[..g.n * img];
     let pads_len = match method {
         Conv2dMethod::Im2col => im2col::pad_len(g),
         Conv2dMethod::Direct => direct::weights_len(g),
         Conv2dMethod::Shifted => 0,
     };
-    if cache.kept.len() < g.n * img {
-        cache.kept.resize(g.n * img, T::zero());
-    }
-    if cache.pads.len() < g.chunks * pads_len {
-        cache.pads.resize(g.chunks * pads_len, T::zero());
-    }
-    let kept = &mut cache.kept[..g.n * img];
-    let pads = &mut cache.pads[..g.chunks * pads_len];
-    // Either way, what the backward pass reads is a by-product of the forward pass.
-    let scratch = match method {
-        Conv2dMethod::Im2col => Scratch::Im2col(kept, img, pads),
-        Conv2dMethod::Direct => Scratch::Direct(kept, img, pads),
-        Conv2dMethod::Shifted => Scratch::Shifted(kept, img),
-    };
-    forward(g, input, weight, bias, out, scratch, epi);
+    with_slots(g, pads_len, most, |pads| {
+        // Either way, what the backward pass reads is a by-product of the forward pass.
+        let scratch = match method {
+            Conv2dMethod::Im2col => Scratch::Im2col(kept, img, pads),
+            Conv2dMethod::Direct => Scratch::Direct(kept, img, pads),
+            Conv2dMethod::Shifted => Scratch::Shifted(kept, img),
+        };
+        forward(g, input, weight, bias, out, scratch, epi);
+    });
     cache.method = method;
     cache.filled_for = Some((g.input_dim(), g.weight_dim(), g.p));
 }
@@ -659,9 +671,28 @@ enum Scratch<'a, T> {
     Shifted(&'a mut [T], usize),
 }
 
-/// The forward pass: checks the outputs and bias, makes the operands contiguous, runs the
-/// method (with the fused ReLU and pool when `epi` is given).
+/// Checks a forward pass's output, bias and fused outputs against `g`, at the caller's line
+/// (so before any closure: a closure does not pass it on); returns the fused outputs with the
+/// pool's geometry.
 #[track_caller]
+fn check_forward<'a, T>(
+    g: &Geometry,
+    out: &ArrayViewMut4<'_, T>,
+    bias: Option<ArrayView1<'_, T>>,
+    epi: Option<ReluPoolOut<'a, T>>,
+) -> Option<(ReluPoolOut<'a, T>, PoolGeometry)> {
+    check_shape("conv2d", "out", Expected::Shape(g.output_dim()), out.dim());
+    if let Some(b) = bias {
+        check_shape("conv2d", "bias length", Expected::Shape(g.k), b.len());
+    }
+    epi.map(|e| {
+        let pool = e.check(g);
+        (e, pool)
+    })
+}
+
+/// The forward pass on checked outputs ([`check_forward`]): makes the operands contiguous,
+/// runs the method (with the fused ReLU and pool when `epi` is given).
 fn forward<T: Scalar>(
     g: &Geometry,
     input: ArrayView4<'_, T>,
@@ -669,13 +700,8 @@ fn forward<T: Scalar>(
     bias: Option<ArrayView1<'_, T>>,
     out: ArrayViewMut4<'_, T>,
     scratch: Scratch<'_, T>,
-    epi: Option<ReluPoolOut<'_, T>>,
+    epi: Option<(ReluPoolOut<'_, T>, PoolGeometry)>,
 ) {
-    check_shape("conv2d", "out", Expected::Shape(g.output_dim()), out.dim());
-    if let Some(b) = bias {
-        check_shape("conv2d", "bias length", Expected::Shape(g.k), b.len());
-    }
-    let pool = epi.as_ref().map(|e| e.check(g));
     if g.n == 0 {
         return;
     }
@@ -694,13 +720,13 @@ fn forward<T: Scalar>(
             shifted::forward(g, x, w, bias, y, (images, img_stride), epi)
         }
     };
-    with_standard_slice_mut(out, |y| match (epi, pool) {
-        (Some(e), Some(pool)) => with_standard_slice_mut(e.relu, |relu| {
+    with_standard_slice_mut(out, |y| match epi {
+        Some((e, pool)) => with_standard_slice_mut(e.relu, |relu| {
             with_standard_slice_mut(e.pooled, |pooled| {
                 run(y, Some(fused::Epilogue { relu, pooled, pool }))
             })
         }),
-        _ => run(y, None),
+        None => run(y, None),
     });
 }
 
@@ -755,7 +781,9 @@ pub fn conv2d_backward<T: Scalar>(
 
 /// Like [`conv2d_backward`], overwriting caller-owned buffers. `grad_input` and `grad_bias` are
 /// optional: the first layer of a network needs no input gradient (and skipping it saves the
-/// `Wᵀ·g` product and col2im). Scratch as in [`conv2d_into`]: a loop uses a [`Conv2dPlan`].
+/// `Wᵀ·g` product and col2im). Scratch as in [`conv2d_into`]. It rebuilds from `input` what
+/// it reads (the im2col columns or padded images); a [`Conv2dPlan`] reads what its forward
+/// pass kept.
 ///
 /// # Panics
 /// If the shapes do not agree or the kernel does not fit (see the module docs).
@@ -786,37 +814,37 @@ pub fn conv2d_backward_into<T: Scalar>(
     Conv2dPlan::new(weight.dim(), params).backward_into(input, weight, grad_out, None, grads);
 }
 
-/// The backward pass from the input itself (nothing kept), by `method`.
+/// The backward pass from the input itself (nothing kept), by `method` on the kernels of
+/// `tier`.
 #[track_caller]
 fn backward_from_input<T: Scalar>(
-    method: Conv2dMethod,
+    (method, tier): (Conv2dMethod, Tier),
     input: ArrayView4<'_, T>,
     weight: ArrayView4<'_, T>,
     upstream: Upstream<'_, T>,
     params: Conv2dParams,
     grads: GradsMut<'_, T>,
-    ws: &mut Conv2dWorkspace<T>,
 ) {
     let op = "conv2d_backward";
-    let g = Geometry::new(op, input.dim(), weight.dim(), params);
+    let g = Geometry::new(op, input.dim(), weight.dim(), params).on(tier);
     method.check(op, &g);
     let input = input.as_standard_layout();
     let x = input.as_slice().expect("standard layout");
-    backward(&g, method, Kept::Input(x), weight, upstream, grads, ws);
+    backward(&g, method, Kept::Input(x), weight, upstream, grads);
 }
 
-/// The backward pass from what a caching forward pass kept in `cache`.
+/// The backward pass from what a caching forward pass kept in `cache`, on the kernels of
+/// `tier`.
 #[track_caller]
 fn backward_from_kept<T: Scalar>(
-    cache: &Conv2dCache<T>,
+    (cache, tier): (&Conv2dCache<T>, Tier),
     weight: ArrayView4<'_, T>,
     upstream: Upstream<'_, T>,
     params: Conv2dParams,
     grads: GradsMut<'_, T>,
-    ws: &mut Conv2dWorkspace<T>,
 ) {
     let (g, kept) = cached_kept("conv2d_backward", cache, weight.dim(), params);
-    backward(&g, cache.method, kept, weight, upstream, grads, ws);
+    backward(&g.on(tier), cache.method, kept, weight, upstream, grads);
 }
 
 /// The geometry `cache` was filled for and what it kept, checked against `weight` and `params`.
@@ -877,8 +905,8 @@ enum Upstream<'a, T> {
 }
 
 /// The backward pass: checks the shapes, runs every chunk of the method (each writes its
-/// partial weight and bias gradients after its scratch, in its own slot of `ws`), then adds
-/// the partials in chunk order.
+/// partial weight and bias gradients after its scratch, in its own slot of [`with_slots`]),
+/// then adds the partials in chunk order.
 #[track_caller]
 fn backward<T: Scalar>(
     g: &Geometry,
@@ -887,10 +915,8 @@ fn backward<T: Scalar>(
     weight: ArrayView4<'_, T>,
     upstream: Upstream<'_, T>,
     (grad_input, grad_weight, grad_bias): GradsMut<'_, T>,
-    ws: &mut Conv2dWorkspace<T>,
 ) {
     let op = "conv2d_backward";
-    let g = &g.on(ws.tier);
     let (grad, relu) = match &upstream {
         Upstream::Conv(grad_out) => {
             let want = Expected::Shape(g.output_dim());
@@ -919,33 +945,13 @@ fn backward<T: Scalar>(
             pool: *pool,
         },
     };
-    check_shape(
-        op,
-        "grad_weight",
-        Expected::Shape(g.weight_dim()),
-        grad_weight.dim(),
-    );
-    if let Some(gi) = &grad_input {
-        check_shape(op, "grad_input", Expected::Shape(g.input_dim()), gi.dim());
-    }
-    if let Some(gb) = &grad_bias {
-        check_shape(op, "grad_bias length", Expected::Shape(g.k), gb.len());
-    }
+    check_grads(g, (&grad_input, &grad_weight, &grad_bias));
     let weight = weight.as_standard_layout();
     let w = weight.as_slice().expect("standard layout");
 
-    // Each slot: the image gradient `go` builds (if it does), the method's scratch, then the
-    // chunk's partial weight and bias gradients.
     let gbuf_len = go.scratch_len(g);
     let im2col_scratch = im2col::backward_scratch(g, kept, grad_input.is_some());
-    let scratch = gbuf_len
-        + match method {
-            Conv2dMethod::Im2col => im2col_scratch.0 + im2col_scratch.1,
-            Conv2dMethod::Direct => direct::backward_scratch(g, kept),
-            Conv2dMethod::Shifted => shifted::backward_scratch(g, kept),
-        };
-    let slot = scratch + g.k * g.ckk() + g.k;
-    let slots = ws.slots(g.chunks, slot);
+    let (scratch, slot) = backward_slot(g, method, kept, grad_input.is_some(), gbuf_len);
     let chunk = |chunk: usize, s: &mut [T], gi: Option<&mut [T]>| {
         let (gbuf, s) = s.split_at_mut(gbuf_len);
         match method {
@@ -956,13 +962,61 @@ fn backward<T: Scalar>(
             Conv2dMethod::Shifted => shifted::backward_chunk(g, kept, w, (go, gbuf), chunk, s, gi),
         }
     };
-    match grad_input {
-        Some(gi) => {
-            with_standard_slice_mut(gi, |gi| for_each_chunk(g, slots, slot, Some(gi), chunk))
+    let most = most_slots(g, method, go.is_fused());
+    with_slots(g, slot, most, |slots| {
+        match grad_input {
+            Some(gi) => {
+                with_standard_slice_mut(gi, |gi| for_each_chunk(g, slots, slot, Some(gi), chunk))
+            }
+            None => for_each_chunk(g, slots, slot, None, chunk),
         }
-        None => for_each_chunk(g, slots, slot, None, chunk),
+        sum_partials(g, slots, slot, scratch, grad_weight, grad_bias);
+    });
+}
+
+/// Panics, naming the op, unless the gradient buffers have the shapes of `g`'s input, weight
+/// and bias.
+#[track_caller]
+fn check_grads<T>(
+    g: &Geometry,
+    (grad_input, grad_weight, grad_bias): (
+        &Option<ArrayViewMut4<'_, T>>,
+        &ArrayViewMut4<'_, T>,
+        &Option<ArrayViewMut1<'_, T>>,
+    ),
+) {
+    let op = "conv2d_backward";
+    let want = Expected::Shape(g.weight_dim());
+    check_shape(op, "grad_weight", want, grad_weight.dim());
+    if let Some(gi) = grad_input {
+        check_shape(op, "grad_input", Expected::Shape(g.input_dim()), gi.dim());
     }
-    sum_partials(g, slots, slot, scratch, grad_weight, grad_bias);
+    if let Some(gb) = grad_bias {
+        check_shape(op, "grad_bias length", Expected::Shape(g.k), gb.len());
+    }
+}
+
+/// One chunk's slot of [`with_slots`] in a backward pass by `method` that reads `kept`, with an
+/// input gradient or not, when the upstream gradient builds each image's output gradient in
+/// `gbuf` scalars ([`GradOut::scratch_len`]): that buffer, the method's scratch, then the
+/// chunk's partial weight and bias gradients. Returns (where the partials start, slot length).
+fn backward_slot<T>(
+    g: &Geometry,
+    method: Conv2dMethod,
+    kept: Kept<'_, T>,
+    input_grad: bool,
+    gbuf: usize,
+) -> (usize, usize) {
+    let scratch = gbuf
+        + match method {
+            Conv2dMethod::Im2col => {
+                let (cols, dcols) = im2col::backward_scratch(g, kept, input_grad);
+                cols + dcols
+            }
+            Conv2dMethod::Direct => direct::backward_scratch(g, kept),
+            Conv2dMethod::Shifted => shifted::backward_scratch(g, kept),
+        };
+    (scratch, scratch + g.k * g.ckk() + g.k)
 }
 
 /// Runs `f(chunk, slot, grad_input of the chunk's images)` for every batch chunk, on rayon's
@@ -1140,8 +1194,14 @@ mod tests {
         }
     }
 
+    /// Scalars of this thread's convolution scratch.
+    fn slots_len() -> usize {
+        SLOTS.with(|lines| lines.borrow().len()) * std::mem::size_of::<crate::scratch::Line>()
+            / std::mem::size_of::<f32>()
+    }
+
     #[test]
-    fn workspace_is_reused_and_backward_is_deterministic() {
+    fn scratch_grows_once_and_backward_is_deterministic() {
         // 45 images: 23 chunks of 2 (the last one has 1), parallel.
         let p = Conv2dParams {
             stride: (1, 1),
@@ -1153,7 +1213,8 @@ mod tests {
         let mut plan = Conv2dPlan::new(w.dim(), p);
         let mut y = Array4::zeros((45, 16, 10, 10));
         plan.inference_into(x.view(), w.view(), None, y.view_mut(), None);
-        let forward_len = plan.ws.len();
+        let grown = slots_len();
+        assert!(grown > 0);
         let mut gi = Array4::from_elem((45, 6, 14, 14), f32::NAN);
         let mut gw = Array4::from_elem((16, 6, 5, 5), f32::NAN);
         let mut gb = Array1::from_elem(16, f32::NAN);
@@ -1164,8 +1225,11 @@ mod tests {
             None,
             (Some(gi.view_mut()), gw.view_mut(), Some(gb.view_mut())),
         );
-        let grown = plan.ws.len();
-        assert!(grown > forward_len);
+        assert_eq!(
+            slots_len(),
+            grown,
+            "the forward pass grew it for backward too"
+        );
         let first = (gi.clone(), gw.clone(), gb.clone());
         for _ in 0..5 {
             plan.inference_into(x.view(), w.view(), None, y.view_mut(), None);
@@ -1176,7 +1240,7 @@ mod tests {
                 None,
                 (Some(gi.view_mut()), gw.view_mut(), Some(gb.view_mut())),
             );
-            assert_eq!(plan.ws.len(), grown, "workspace must not grow again");
+            assert_eq!(slots_len(), grown, "scratch must not grow again");
             assert_eq!(
                 (&gi, &gw, &gb),
                 (&first.0, &first.1, &first.2),
@@ -1251,12 +1315,11 @@ mod tests {
             let grads = (Some(gi.view_mut()), gw.view_mut(), Some(gb.view_mut()));
             // from what the forward pass kept: the input itself is not read
             backward_from_kept(
-                &plan.kept,
+                (&plan.kept, plan.tier),
                 w.view(),
                 Upstream::Conv(go.view()),
                 p,
                 grads,
-                &mut plan.ws,
             );
             assert_eq!(
                 (&gi, &gw, &gb),
@@ -1278,12 +1341,11 @@ mod tests {
         let mut gw = Array4::zeros(w.dim());
         let grads = (None, gw.view_mut(), None);
         backward_from_kept(
-            &plan.kept,
+            (&plan.kept, plan.tier),
             w.view(),
             Upstream::Conv(go.view()),
             p,
             grads,
-            &mut plan.ws,
         );
         assert_eq!(gw, want.weight);
         plan.inference_into(x.view(), w.view(), None, y.view_mut(), None);
@@ -1297,12 +1359,11 @@ mod tests {
     #[should_panic(expected = "conv2d_backward: the cache holds no columns")]
     fn backward_from_an_empty_cache_panics() {
         backward_from_kept(
-            &Conv2dCache::<f32>::new(),
+            (&Conv2dCache::<f32>::new(), Tier::active()),
             Array4::zeros((1, 1, 3, 3)).view(),
             Upstream::Conv(Array4::zeros((1, 1, 2, 2)).view()),
             Conv2dParams::default(),
             (None, Array4::zeros((1, 1, 3, 3)).view_mut(), None),
-            &mut Conv2dWorkspace::new(),
         );
     }
 
@@ -1321,12 +1382,11 @@ mod tests {
             None,
         );
         backward_from_kept(
-            &plan.kept,
+            (&plan.kept, plan.tier),
             Array4::zeros((1, 1, 3, 3)).view(),
             Upstream::Conv(Array4::zeros((1, 1, 2, 2)).view()),
             p,
             (None, Array4::zeros((1, 1, 3, 3)).view_mut(), None),
-            &mut Conv2dWorkspace::new(),
         );
     }
 

@@ -1,11 +1,15 @@
-//! [`Conv2dPlan`]: one convolution layer's method, scratch and what its backward pass reads,
-//! for a training loop that calls the same convolution batch after batch.
+//! [`Conv2dPlan`]: one convolution layer's method, kernel tier and what its backward pass
+//! reads, for a training loop that calls the same convolution batch after batch.
+//!
+//! A plan owns what backward reads (state that lives from a forward pass to the backward pass
+//! after it); scratch is per thread (`crate::scratch`), shared by every plan and one-shot call
+//! the thread runs.
 
 use super::{
-    backward_from_input, backward_from_kept, forward_caching, forward_ws, kept_len, Conv2dCache,
-    Conv2dMethod, Conv2dParams, Conv2dWorkspace, Geometry, GradsMut, ReluPoolOut, Upstream,
+    backward_from_input, backward_from_kept, forward_caching, forward_uncached, kept_len,
+    Conv2dCache, Conv2dMethod, Conv2dParams, Geometry, GradsMut, ReluPoolOut, Upstream,
 };
-use crate::{Pool2dParams, Scalar};
+use crate::{Pool2dParams, Scalar, Tier};
 use ndarray::{ArrayView1, ArrayView4, ArrayViewMut1, ArrayViewMut4};
 
 /// Largest amount a training forward pass keeps for backward (im2col columns, about
@@ -18,15 +22,16 @@ const MAX_KEPT_BYTES: usize = 4 << 20;
 
 /// One convolution as a training loop runs it, batch after batch: the method picked once for
 /// its weight shape and parameters, the kernel tier fixed when the plan is made
-/// ([`Tier::active`](crate::Tier::active): each kernel is then a pure function of that tier and
-/// the shapes), the scratch it grows on the first batch and reuses (so
-/// that after it nothing is allocated), and what a training forward pass keeps for the
-/// backward pass (the im2col columns, or the zero-bordered images; only when that fits in a
-/// few MB, else backward rebuilds it from the input). Optionally, a ReLU and an average pool
-/// fused after the convolution ([`Conv2dPlan::with_relu_avg_pool`]).
+/// ([`Tier::active`]: each kernel is then a pure function of that tier and the shapes), and
+/// what a training forward pass keeps for the backward pass (the im2col columns, or the
+/// zero-bordered images; only when that fits in a few MB, else backward rebuilds it from the
+/// input), grown on the first batch and reused. Optionally, a ReLU and an average pool fused
+/// after the convolution ([`Conv2dPlan::with_relu_avg_pool`]).
 ///
-/// The weight, bias and every output stay the caller's: the plan owns scratch only. Every
-/// result is bit-identical to the one-shot functions' ([`conv2d_into`](crate::conv2d_into),
+/// Scratch is not the plan's: every pass borrows the calling thread's, which grows on the
+/// first pass and is reused by every later one, so after the first batch nothing is
+/// allocated. The weight, bias and every output stay the caller's. Every result is
+/// bit-identical to the one-shot functions' ([`conv2d_into`](crate::conv2d_into),
 /// [`conv2d_backward_into`](crate::conv2d_backward_into)).
 ///
 /// ```
@@ -52,7 +57,8 @@ pub struct Conv2dPlan<T> {
     params: Conv2dParams,
     method: Conv2dMethod,
     relu_avg_pool: Option<Pool2dParams>,
-    pub(super) ws: Conv2dWorkspace<T>,
+    /// The kernel tier of every pass.
+    pub(super) tier: Tier,
     pub(super) kept: Conv2dCache<T>,
 }
 
@@ -74,7 +80,7 @@ impl<T: Scalar> Conv2dPlan<T> {
             params,
             method: Conv2dMethod::choose(weight, params),
             relu_avg_pool: None,
-            ws: Conv2dWorkspace::new(),
+            tier: Tier::active(),
             kept: Conv2dCache::new(),
         }
     }
@@ -112,6 +118,14 @@ impl<T: Scalar> Conv2dPlan<T> {
     }
 
     /// The pool fused after the convolution, if any ([`Conv2dPlan::with_relu_avg_pool`]).
+    ///
+    /// ```
+    /// use tensor::{Conv2dPlan, Pool2dParams};
+    /// let conv = Conv2dPlan::<f32>::new((6, 1, 5, 5), Default::default());
+    /// assert_eq!(conv.relu_avg_pool(), None);
+    /// let fused = conv.with_relu_avg_pool(Pool2dParams::square(2));
+    /// assert_eq!(fused.relu_avg_pool(), Some(Pool2dParams::square(2)));
+    /// ```
     pub fn relu_avg_pool(&self) -> Option<Pool2dParams> {
         self.relu_avg_pool
     }
@@ -135,11 +149,12 @@ impl<T: Scalar> Conv2dPlan<T> {
         self
     }
 
-    /// Number of scalars of scratch and kept data the plan holds (it only ever grows).
+    /// Number of scalars the plan holds: what a training forward pass keeps for backward (it
+    /// only ever grows).
     #[cfg(feature = "bench-internals")]
     #[doc(hidden)]
-    pub fn scratch_len(&self) -> usize {
-        self.ws.cols.len() + self.kept.kept.len() + self.kept.pads.len()
+    pub fn held_len(&self) -> usize {
+        self.kept.kept.len()
     }
 
     /// Shape of the convolution output for an input of shape `input` (`[n, c, h, w]`).
@@ -184,7 +199,7 @@ impl<T: Scalar> Conv2dPlan<T> {
             );
         } else {
             self.kept.invalidate();
-            forward_ws(&g, self.method, input, weight, bias, out, epi, &mut self.ws);
+            forward_uncached(&g, self.method, input, weight, bias, out, epi);
         }
     }
 
@@ -193,6 +208,19 @@ impl<T: Scalar> Conv2dPlan<T> {
     ///
     /// # Panics
     /// As [`Conv2dPlan::forward_into`].
+    ///
+    /// ```
+    /// use ndarray::{Array1, Array4};
+    /// use tensor::{conv2d, Conv2dParams, Conv2dPlan};
+    /// let x = Array4::from_shape_fn((3, 2, 7, 7), |(n, c, i, j)| (n + 2 * c + i) as f32 - j as f32);
+    /// let w = Array4::from_shape_fn((4, 2, 3, 3), |(k, c, u, v)| (k + c + u * v) as f32 / 8.0);
+    /// let b = Array1::from_vec(vec![0.5_f32, -0.5, 0.0, 1.0]);
+    /// let p = Conv2dParams { stride: (2, 2), padding: (1, 1) };
+    /// let mut conv = Conv2dPlan::new(w.dim(), p);
+    /// let mut y = Array4::zeros(conv.output_dim(x.dim())); // [3, 4, 4, 4]
+    /// conv.inference_into(x.view(), w.view(), Some(b.view()), y.view_mut(), None);
+    /// assert_eq!(y, conv2d(x.view(), w.view(), Some(b.view()), p));
+    /// ```
     #[track_caller]
     pub fn inference_into(
         &mut self,
@@ -205,7 +233,7 @@ impl<T: Scalar> Conv2dPlan<T> {
         let g = self.geometry(input.dim(), weight.dim());
         let epi = self.epilogue(relu_pool);
         self.kept.invalidate();
-        forward_ws(&g, self.method, input, weight, bias, out, epi, &mut self.ws);
+        forward_uncached(&g, self.method, input, weight, bias, out, epi);
     }
 
     /// The backward pass: overwrites `grads = (grad_input, grad_weight, grad_bias)` (input
@@ -246,11 +274,11 @@ impl<T: Scalar> Conv2dPlan<T> {
             ),
         };
         let grads: GradsMut<'_, T> = grads;
-        let (ws, p) = (&mut self.ws, self.params);
+        let p = self.params;
         if self.kept.is_filled_for(input.dim(), weight.dim(), p) {
-            backward_from_kept(&self.kept, weight, upstream, p, grads, ws);
+            backward_from_kept((&self.kept, self.tier), weight, upstream, p, grads);
         } else {
-            backward_from_input(self.method, input, weight, upstream, p, grads, ws);
+            backward_from_input((self.method, self.tier), input, weight, upstream, p, grads);
         }
     }
 
@@ -262,7 +290,7 @@ impl<T: Scalar> Conv2dPlan<T> {
         weight: (usize, usize, usize, usize),
     ) -> Geometry {
         self.check_weight("conv2d", weight);
-        let g = Geometry::new("conv2d", input, weight, self.params).on(self.ws.tier);
+        let g = Geometry::new("conv2d", input, weight, self.params).on(self.tier);
         self.method.check("conv2d", &g);
         g
     }

@@ -30,11 +30,45 @@ use super::cache::{cache_sizes, Blocking};
 use super::kernel::{ATile, BPanels, MicroKernel};
 use super::layout::{MatMut, MatRef};
 use super::pack::{pack_a, pack_b};
-use super::scratch::{with_packing_buffer, Packed};
 use super::shared_b::SharedB;
 use super::source::{MatrixB, PackB};
+use crate::scratch::{with_thread_buffer, ThreadBuffer};
 use crate::Scalar;
 use rayon::prelude::*;
+use std::cell::RefCell;
+use std::thread::LocalKey;
+
+thread_local! {
+    /// This thread's packed panels of A (`crate::scratch`).
+    static SCRATCH_A: ThreadBuffer = const { RefCell::new(Vec::new()) };
+    /// This thread's packed panels of B: in a parallel product the calling thread holds the
+    /// shared packed B while every thread, itself included, packs its own A blocks.
+    static SCRATCH_B: ThreadBuffer = const { RefCell::new(Vec::new()) };
+}
+
+/// Which of the thread's two packing buffers.
+#[derive(Clone, Copy, Debug)]
+enum Packed {
+    /// Panels of A.
+    A,
+    /// Panels of B.
+    B,
+}
+
+/// Calls `f` with a slice of `len` elements of the thread's packing buffer `which`, grown to
+/// at least `most` when it grows ([`with_thread_buffer`]).
+fn with_packing_buffer<T: Scalar, R>(
+    which: Packed,
+    len: usize,
+    most: usize,
+    f: impl FnOnce(&mut [T]) -> R,
+) -> R {
+    let key: &'static LocalKey<ThreadBuffer> = match which {
+        Packed::A => &SCRATCH_A,
+        Packed::B => &SCRATCH_B,
+    };
+    with_thread_buffer(key, len, most, f)
+}
 
 /// The blocking of one product with kernel `K` on this machine, shared by both drivers.
 #[derive(Clone, Copy, Debug)]

@@ -1,10 +1,24 @@
-//! Per-thread buffers that grow once and are then reused, so a `gemm` call allocates nothing
-//! in steady state (the training loop calls it many times per batch).
+//! Per-thread scratch buffers that grow once and are then reused, so that a kernel called
+//! again and again (the training loop calls each many times per batch) allocates nothing in
+//! steady state. This is the crate's one scratch system: a kernel declares a buffer of its own
+//! with `thread_local!` as a [`ThreadBuffer`] and borrows a slice of it through
+//! [`with_thread_buffer`]. State that outlives a call (what a training forward pass keeps for
+//! its backward pass) is not scratch: a [`Conv2dPlan`](crate::Conv2dPlan) owns it.
 //!
-//! Each thread has one buffer for packed A and one for packed B: in a parallel product the
-//! calling thread holds the shared packed B while every thread, itself included, packs its own
-//! A blocks. Other kernels of the crate declare their own per-thread buffers
-//! ([`ThreadBuffer`]) and borrow them through [`with_thread_buffer`].
+//! The buffers, in the order one thread may hold them at once (each is borrowed by one
+//! function whose work borrows only the buffers below it, so no code path borrows one twice):
+//!
+//! | buffer | declared in | a slice of it holds | held |
+//! | --- | --- | --- | --- |
+//! | `SLOTS` | `conv2d/mod.rs` | one slot per batch chunk of a convolution pass (its scratch and partial gradient sums) | by the thread that calls the pass, for the whole pass |
+//! | `WIDE` | `conv2d/shifted.rs` | the shifted method's per-image matrices (regrouped weights, wide columns, their gradients) | by the thread running a batch chunk, for the chunk |
+//! | `SCRATCH_B` | `matmul/driver.rs` | gemm's packed panels of B | by the thread that calls `gemm`, for the call |
+//! | `SCRATCH_A` | `matmul/driver.rs` | gemm's packed panels of A | by each thread packing A, for its block |
+//!
+//! A thread that waits (inside a parallel region, or for a growth broadcast) may still be
+//! handed another task by rayon, and that task may want a buffer the thread holds (two
+//! products run in parallel, say); that nested call then gets a temporary vector instead
+//! ([`with_thread_buffer`]).
 
 use crate::Scalar;
 use std::any::TypeId;
@@ -21,35 +35,6 @@ pub(crate) struct Line([u64; 8]);
 pub(crate) type ThreadBuffer = RefCell<Vec<Line>>;
 
 const ZERO_LINE: Line = Line([0; 8]);
-
-thread_local! {
-    static SCRATCH_A: ThreadBuffer = const { RefCell::new(Vec::new()) };
-    static SCRATCH_B: ThreadBuffer = const { RefCell::new(Vec::new()) };
-}
-
-/// Which of the thread's two buffers.
-#[derive(Clone, Copy, Debug)]
-pub(super) enum Packed {
-    /// Panels of A.
-    A,
-    /// Panels of B.
-    B,
-}
-
-/// Calls `f` with a slice of `len` elements of the thread's packing buffer `which`
-/// ([`with_thread_buffer`]).
-pub(super) fn with_packing_buffer<T: Scalar, R>(
-    which: Packed,
-    len: usize,
-    most: usize,
-    f: impl FnOnce(&mut [T]) -> R,
-) -> R {
-    let key: &'static LocalKey<ThreadBuffer> = match which {
-        Packed::A => &SCRATCH_A,
-        Packed::B => &SCRATCH_B,
-    };
-    with_thread_buffer(key, len, most, f)
-}
 
 /// Calls `f` with a scratch slice of `len` elements of this thread's buffer `key`, starting on
 /// a cache line. Its contents are unspecified (leftovers of an earlier call): callers write
