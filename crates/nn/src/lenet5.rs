@@ -508,6 +508,29 @@ impl LeNet5 {
         }
     }
 
+    /// Adds `other`'s parameter gradients into this model's (same config), without allocating:
+    /// the data-parallel training step ([`crate::data_parallel`]) sums its shards' gradients
+    /// with it.
+    ///
+    /// # Panics
+    /// If the configs' shapes differ.
+    pub(crate) fn add_grads_from(&mut self, other: &LeNet5) {
+        for (sum, part) in self.grads_mut().into_iter().zip(other.params()) {
+            assert_eq!(sum.len(), part.grad.len(), "add_grads_from: {}", part.name);
+            sum.iter_mut().zip(part.grad).for_each(|(a, &b)| *a += b);
+        }
+    }
+
+    /// Every parameter gradient, writable, in [`PARAM_NAMES`] order.
+    fn grads_mut(&mut self) -> [&mut [f32]; 10] {
+        let [a, b] = self.conv1.grads_mut();
+        let [c, d] = self.conv2.grads_mut();
+        let [e, f] = self.fc1.grads_mut();
+        let [g, h] = self.fc2.grads_mut();
+        let [i, j] = self.fc3.grads_mut();
+        [a, b, c, d, e, f, g, h, i, j]
+    }
+
     /// Sets the parameter `name` to `values` (row-major, the parameter's shape).
     ///
     /// # Panics
@@ -549,6 +572,70 @@ impl LeNet5 {
         g.index_axis_mut(ndarray::Axis(1), k).fill(0.0);
         self.conv1.backward(input, g.view(), true);
         self.conv1.grad_input().to_owned()
+    }
+}
+
+/// For the data-parallel tests ([`crate::data_parallel`]): how large the sums behind each
+/// parameter gradient are.
+#[cfg(test)]
+impl LeNet5 {
+    /// After [`LeNet5::forward`] and [`LeNet5::backward`] on `input` with `grad_logits`, for the
+    /// default model (ReLU, average pooling) and in [`PARAM_NAMES`] order: for every parameter
+    /// gradient, the number m of products each of its entries adds up (images × output
+    /// positions) and, per entry, the sum of their magnitudes, Σ|g·x| (Σ|g| for a bias),
+    /// computed in f64 from the kept layer inputs and output gradients.
+    pub(crate) fn grad_magnitudes(
+        &self,
+        input: ArrayView4<'_, f32>,
+        grad_logits: ArrayView2<'_, f32>,
+    ) -> Vec<(usize, Vec<f64>)> {
+        assert!(fused(&self.act1, &self.pool1) && fused(&self.act2, &self.pool2));
+        let abs = |a: f32| f64::from(a.abs());
+        // A convolution's output gradient: the pooled gradient spread back, where ReLU passed.
+        let conv_grad = |act: &Activation<Ix4>, pool: &Pool2d, pooled: ArrayView4<'_, f32>| {
+            let pooled = pooled.mapv(abs);
+            let y = act.output();
+            let spread = tensor::avg_pool2d_backward(pooled.view(), pool.params(), y.dim());
+            ndarray::Zip::from(&spread)
+                .and(y)
+                .map_collect(|&g, &y| if y > 0.0 { g } else { 0.0 })
+        };
+        let pooled2 = self
+            .fc1
+            .grad_input()
+            .into_shape_with_order(self.pool2.output().dim());
+        let g2 = conv_grad(
+            &self.act2,
+            &self.pool2,
+            pooled2.expect("fc1's input is pool2's"),
+        );
+        let g1 = conv_grad(&self.act1, &self.pool1, self.conv2.grad_input());
+        let mut v = Vec::new();
+        for (conv, x, g) in [
+            (&self.conv1, input, g1),
+            (&self.conv2, self.pool1.output(), g2),
+        ] {
+            let w = conv.weight().mapv(f64::from);
+            let grads =
+                tensor::conv2d_backward(x.mapv(abs).view(), w.view(), g.view(), conv.params());
+            let m = g.len() / g.dim().1;
+            v.push((m, grads.weight.iter().copied().collect()));
+            v.push((m, grads.bias.to_vec()));
+        }
+        let flat = self.flatten.forward(self.pool2.output());
+        let fcs = [
+            (&self.fc1, flat, self.act3.grad_input()),
+            (&self.fc2, self.act3.output(), self.act4.grad_input()),
+            (&self.fc3, self.act4.output(), grad_logits),
+        ];
+        for (fc, x, g) in fcs {
+            let w = fc.weight().mapv(f64::from);
+            let (x, g) = (x.mapv(abs), g.mapv(abs));
+            let grads = tensor::linear_backward(x.view(), w.view(), g.view());
+            v.push((x.nrows(), grads.weight.iter().copied().collect()));
+            v.push((x.nrows(), grads.bias.to_vec()));
+        }
+        v
     }
 }
 
