@@ -3,9 +3,11 @@
 //! in one parallel region per batch.
 //!
 //! A batch of N images has the mean loss L = (1/N)·Σ_i ℓ_i, with ℓ_i the cross-entropy of
-//! image i. Its rows are cut into k shards of consecutive rows S_0, …, S_{k−1}
-//! ([`shard_rows`]: k and the cut are a function of N alone). The gradient is a sum over the
-//! images, so
+//! image i. Its rows are cut into k shards of consecutive rows S_0, …, S_{k−1}, as the fully
+//! connected layers cut theirs ([`shard_rows`]: k = N/16 shards, at least 1 and at most 4, of
+//! ⌈N/k⌉ images, the last one shorter; batch 32 is two shards of 16, 96 four of 24, 256 four
+//! of 64, anything below 32 one shard). The cut is a function of N alone. The gradient is a
+//! sum over the images, so
 //!
 //! ```text
 //! dL/dθ = Σ_i (1/N)·dℓ_i/dθ = G_0 + G_1 + … + G_{k−1},   G_s = Σ_{i ∈ S_s} (1/N)·dℓ_i/dθ
@@ -27,37 +29,32 @@
 //! gradients add them up differs, so the two agree within the rounding of those sums (tested
 //! below).
 //!
-//! Each shard's tensor operations may still split their images over threads (rayon's nested
-//! parallelism), which lets a thread that finished its shard help with another. A batch costs
-//! k − 1 copies of the parameters and k − 1 additions of their gradients (61,706 floats each
-//! for LeNet-5), in place of a fork and join of the threads around every layer's pass.
+//! Each shard also fills its rows of the batch from the data source (unless augmentation
+//! filled the whole batch first), and its tensor operations may still split their images over
+//! threads (rayon's nested parallelism), which lets a thread that finished its shard help with
+//! another. A batch costs k − 1 copies of the parameters and k − 1 additions of their
+//! gradients (61,706 floats each for LeNet-5), both in parallel pieces, in place of a fork and
+//! join of the threads around every layer's pass.
 
-use crate::data::IMAGE_LEN;
+use crate::data::{BatchSource, IMAGE_LEN};
+use crate::fc_shards::shard_rows;
 use crate::lenet5::{LeNet5, IMAGE_SIZE};
 use crate::loss::{count_correct, SoftmaxCrossEntropy};
 use ndarray::ArrayView4;
 use rayon::prelude::*;
-use std::ops::Range;
 
-/// Fewest images per shard (for a batch of at least two shards): at 16 images a shard's
-/// activations stay in a core's L2 cache (the evaluator's `SHARD`), and the fully connected
-/// layers still multiply 16 rows per read of their weights.
-const MIN_ROWS: usize = 16;
-/// Most shards: enough for the few cores this runs on; each shard past the first costs a copy
-/// of the parameters and an addition of its gradients per batch.
-const MAX_SHARDS: usize = 4;
+/// Elements per piece when the parameters are copied to the replicas and the gradients added
+/// up: the pieces run in parallel (64 KB of f32; fc1's weight is 12 pieces).
+const PIECE: usize = 1 << 14;
 
-/// How many shards a batch of `n` images is cut into (a function of `n` alone): `n / 16`, at
-/// least 1 and at most 4. Batch 32 is two shards, 96 and 256 four, anything below 32 one.
-pub(crate) fn shard_count(n: usize) -> usize {
-    (n / MIN_ROWS).clamp(1, MAX_SHARDS)
-}
-
-/// The rows of shard `s` of a batch of `n` images: consecutive, the shards' sizes differing by
-/// at most one (batch 32: 0..16 and 16..32; 96: four of 24; 256: four of 64; 50: 16, 17, 17).
-pub(crate) fn shard_rows(n: usize, s: usize) -> Range<usize> {
-    let k = shard_count(n);
-    s * n / k..(s + 1) * n / k
+/// A batch for [`DataParallel::gradients`]: buffers for its n images (`[n, 1, 28, 28]`,
+/// row-major) and labels, and, if they are not filled yet, where each shard fills its rows
+/// from.
+pub(crate) struct Batch<'a> {
+    pub(crate) images: &'a mut [f32],
+    pub(crate) labels: &'a mut [usize],
+    /// The source and the batch's examples in it, or `None` for buffers already filled.
+    pub(crate) fill: Option<(&'a dyn BatchSource, &'a [usize])>,
 }
 
 /// The state of the data-parallel step: a replica of the model for every shard after the
@@ -83,35 +80,33 @@ struct Shard {
 
 impl DataParallel {
     /// The gradient of the batch's mean loss into `model`'s parameter gradients, shard by
-    /// shard as the module docs say, for the batch `images` (`n` images of [`IMAGE_LEN`] pixels,
-    /// row-major) with `labels` (n). Returns the batch's mean loss and its correct predictions.
-    /// The model's parameters are left unchanged; its layer outputs are shard 0's.
+    /// shard as the module docs say. Returns the batch's mean loss and its correct
+    /// predictions. The model's parameters are left unchanged; its layer outputs are shard 0's.
     ///
     /// When the loss is not finite, the gradients are left unfinished: the caller must not step.
-    pub(crate) fn gradients(
-        &mut self,
-        model: &mut LeNet5,
-        images: &[f32],
-        labels: &[usize],
-    ) -> (f32, usize) {
-        let n = labels.len();
+    pub(crate) fn gradients(&mut self, model: &mut LeNet5, batch: Batch<'_>) -> (f32, usize) {
+        let n = batch.labels.len();
         assert_eq!(
-            images.len(),
+            batch.images.len(),
             n * IMAGE_LEN,
-            "DataParallel: one image per label"
+            "DataParallel: 1 image per label"
         );
-        let k = shard_count(n);
+        let r = shard_rows(n);
+        let k = n.div_ceil(r);
         self.prepare(model, k);
         let copies = rayon::iter::once(&mut *model).chain(self.replicas[..k - 1].par_iter_mut());
-        let shards = copies.zip(self.shards[..k].par_iter_mut()).enumerate();
-        shards.for_each(|(s, (net, shard))| {
-            let rows = shard_rows(n, s);
-            let pixels = rows.start * IMAGE_LEN..rows.end * IMAGE_LEN;
-            shard.run(net, &images[pixels], &labels[rows], n);
-        });
-        for replica in &self.replicas[..k - 1] {
-            model.add_grads_from(replica);
-        }
+        let rows = batch.images.par_chunks_mut(r * IMAGE_LEN);
+        let rows = rows.zip(batch.labels.par_chunks_mut(r)).enumerate();
+        let fill = batch.fill;
+        copies.zip(&mut self.shards[..k]).zip(rows).for_each(
+            |((net, shard), (s, (images, labels)))| {
+                if let Some((source, indices)) = fill {
+                    source.fill_batch(&indices[s * r..][..labels.len()], images, labels);
+                }
+                shard.run(net, images, labels, n);
+            },
+        );
+        add_grads(model, &self.replicas[..k - 1]);
         let shards = &self.shards[..k];
         let loss_sum: f64 = shards.iter().map(|s| s.loss_sum).sum();
         let correct = shards.iter().map(|s| s.correct).sum();
@@ -130,10 +125,39 @@ impl DataParallel {
         if self.shards.len() < k {
             self.shards.resize_with(k, Shard::default);
         }
-        for replica in &mut self.replicas[..k - 1] {
-            replica.copy_params_from(model);
-        }
+        copy_params(model, &mut self.replicas[..k - 1]);
     }
+}
+
+/// Copies `model`'s parameters into every replica, pieces of each parameter in parallel.
+fn copy_params(model: &LeNet5, replicas: &mut [LeNet5]) {
+    replicas.par_iter_mut().for_each(|replica| {
+        let pairs = replica.params_mut().into_par_iter().zip(model.params());
+        pairs.for_each(|(dst, src)| {
+            let pieces = dst
+                .value
+                .par_chunks_mut(PIECE)
+                .zip(src.value.par_chunks(PIECE));
+            pieces.for_each(|(d, s)| d.copy_from_slice(s));
+        });
+    });
+}
+
+/// Adds the replicas' parameter gradients into `model`'s: every element gets replica 1's,
+/// then replica 2's, …, so pieces of each parameter run in parallel and the result has the
+/// bits of adding one replica after the other.
+fn add_grads(model: &mut LeNet5, replicas: &[LeNet5]) {
+    let grads = model.grads_mut().into_par_iter().enumerate();
+    grads.for_each(|(i, sum)| {
+        sum.par_chunks_mut(PIECE)
+            .enumerate()
+            .for_each(|(c, piece)| {
+                for replica in replicas {
+                    let part = &replica.params()[i].grad[c * PIECE..][..piece.len()];
+                    piece.iter_mut().zip(part).for_each(|(a, &b)| *a += b);
+                }
+            });
+    });
 }
 
 impl Shard {
@@ -156,6 +180,7 @@ impl Shard {
 mod tests {
     use super::*;
     use crate::activation::ActivationKind;
+    use crate::data::InMemorySource;
     use crate::lenet5::LeNet5Config;
     use crate::pool::PoolKind;
     use rand::{Rng, SeedableRng};
@@ -178,6 +203,32 @@ mod tests {
         ArrayView4::from_shape((n, 1, IMAGE_SIZE, IMAGE_SIZE), images).unwrap()
     }
 
+    /// [`DataParallel::gradients`] of `images` and `labels` on `net`: with `from_source`, the
+    /// shards fill blank buffers from a source holding them, else the buffers come filled.
+    fn gradients(
+        dp: &mut DataParallel,
+        net: &mut LeNet5,
+        (images, labels): (&[f32], &[usize]),
+        from_source: bool,
+    ) -> (f32, usize) {
+        let source = InMemorySource::new(images.to_vec(), labels.to_vec());
+        let indices: Vec<usize> = (0..labels.len()).collect();
+        let (mut x, mut t) = (images.to_vec(), labels.to_vec());
+        let fill = if from_source {
+            x.fill(f32::NAN);
+            t.fill(usize::MAX);
+            Some((&source as &dyn BatchSource, &indices[..]))
+        } else {
+            None
+        };
+        let batch = Batch {
+            images: &mut x,
+            labels: &mut t,
+            fill,
+        };
+        dp.gradients(net, batch)
+    }
+
     fn grads(model: &LeNet5) -> Vec<Vec<f32>> {
         model.params().iter().map(|p| p.grad.to_vec()).collect()
     }
@@ -188,31 +239,35 @@ mod tests {
             .collect()
     }
 
+    /// The rows of every shard of a batch of `n`.
+    fn shards(n: usize) -> Vec<std::ops::Range<usize>> {
+        let r = shard_rows(n);
+        (0..n.div_ceil(r))
+            .map(|s| s * r..((s + 1) * r).min(n))
+            .collect()
+    }
+
     #[test]
     fn shards_are_a_function_of_the_batch_size() {
         for (n, sizes) in [
             (1, &[1][..]),
             (31, &[31]),
             (32, &[16, 16]),
-            (50, &[16, 17, 17]),
+            (50, &[17, 17, 16]),
             (64, &[16, 16, 16, 16]),
             (96, &[24, 24, 24, 24]),
             (256, &[64, 64, 64, 64]),
-            (1001, &[250, 250, 250, 251]),
+            (1001, &[251, 251, 251, 248]),
         ] {
-            let k = shard_count(n);
-            let rows: Vec<_> = (0..k).map(|s| shard_rows(n, s)).collect();
-            let got: Vec<usize> = rows.iter().map(|r| r.len()).collect();
+            let got: Vec<usize> = shards(n).iter().map(|r| r.len()).collect();
             assert_eq!(got, sizes, "n = {n}");
-            assert_eq!(rows[0].start, 0);
-            assert!(rows.windows(2).all(|w| w[0].end == w[1].start), "n = {n}");
-            assert_eq!(rows[k - 1].end, n);
         }
     }
 
     /// The sharded gradient, loss and count have the bits of the shards run one by one on
     /// copies of the model (the loss gradient over the batch's n) and added in shard order,
-    /// on 1, 2 and 3 threads; the model's parameters do not change.
+    /// on 1, 2 and 3 threads, with the batch filled before or by the shards; the model's
+    /// parameters do not change.
     #[test]
     fn the_gradient_is_the_shards_gradients_added_in_order_on_any_thread_count() {
         let tanh_max = LeNet5Config {
@@ -225,8 +280,7 @@ mod tests {
             let (model, images, labels) = setup(n, config, n as u64);
             let mut want: Vec<Vec<f32>> = Vec::new();
             let (mut loss_sum, mut correct) = (0.0f64, 0);
-            for s in 0..shard_count(n) {
-                let rows = shard_rows(n, s);
+            for rows in shards(n) {
                 let x = view(&images[rows.start * IMAGE_LEN..rows.end * IMAGE_LEN]);
                 let mut net = model.clone();
                 let mut loss = SoftmaxCrossEntropy::new();
@@ -245,14 +299,16 @@ mod tests {
             }
             let want_loss = (loss_sum / n as f64) as f32;
             let mut dp = DataParallel::default();
-            for threads in [1, 2, 3] {
+            for (threads, from_source) in [(1, false), (2, false), (3, false), (2, true)] {
                 let pool = rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
                     .build()
                     .unwrap();
                 let mut net = model.clone();
-                let (loss, right) = pool.install(|| dp.gradients(&mut net, &images, &labels));
-                let what = format!("n = {n}, {threads} threads");
+                let batch = (&images[..], &labels[..]);
+                let (loss, right) =
+                    pool.install(|| gradients(&mut dp, &mut net, batch, from_source));
+                let what = format!("n = {n}, {threads} threads, filled by shards {from_source}");
                 assert_eq!(bits(&grads(&net)), bits(&want), "{what}: gradients");
                 assert_eq!(loss.to_bits(), want_loss.to_bits(), "{what}: loss");
                 assert_eq!(right, correct, "{what}: correct");
@@ -282,8 +338,8 @@ mod tests {
             let magnitudes = whole.grad_magnitudes(x, loss.grad_logits());
 
             let mut net = model.clone();
-            let (got_loss, got_correct) =
-                DataParallel::default().gradients(&mut net, &images, &labels);
+            let mut dp = DataParallel::default();
+            let (got_loss, got_correct) = gradients(&mut dp, &mut net, (&images, &labels), false);
             assert_eq!(got_correct, whole_correct, "n = {n}");
             // each shard's mean loss is rounded to f32 once, as the whole batch's is
             let tolerance = 2.0 * f32::EPSILON * whole_loss;

@@ -508,21 +508,9 @@ impl LeNet5 {
         }
     }
 
-    /// Adds `other`'s parameter gradients into this model's (same config), without allocating:
-    /// the data-parallel training step ([`crate::data_parallel`]) sums its shards' gradients
-    /// with it.
-    ///
-    /// # Panics
-    /// If the configs' shapes differ.
-    pub(crate) fn add_grads_from(&mut self, other: &LeNet5) {
-        for (sum, part) in self.grads_mut().into_iter().zip(other.params()) {
-            assert_eq!(sum.len(), part.grad.len(), "add_grads_from: {}", part.name);
-            sum.iter_mut().zip(part.grad).for_each(|(a, &b)| *a += b);
-        }
-    }
-
-    /// Every parameter gradient, writable, in [`PARAM_NAMES`] order.
-    fn grads_mut(&mut self) -> [&mut [f32]; 10] {
+    /// Every parameter gradient, writable, in [`PARAM_NAMES`] order (the data-parallel training
+    /// step adds its shards' gradients with it, [`crate::data_parallel`]).
+    pub(crate) fn grads_mut(&mut self) -> [&mut [f32]; 10] {
         let [a, b] = self.conv1.grads_mut();
         let [c, d] = self.conv2.grads_mut();
         let [e, f] = self.fc1.grads_mut();

@@ -10,7 +10,7 @@
 
 use crate::augment::{AugmentConfig, Augmenter};
 use crate::data::{BatchSource, IMAGE_LEN};
-use crate::data_parallel::DataParallel;
+use crate::data_parallel::{Batch, DataParallel};
 use crate::evaluate::Evaluator;
 use crate::lenet5::{LeNet5, LeNet5Config, NUM_CLASSES};
 use crate::metrics::{EpochMetrics, Evaluation};
@@ -542,11 +542,21 @@ impl Trainer {
         let nb = idx.len();
         let images = &mut self.images[..nb * IMAGE_LEN];
         let labels = &mut self.labels[..nb];
-        train.fill_batch(idx, images, labels);
-        if let Some(aug) = &mut self.augmenter {
-            aug.apply(images, &mut self.rng);
-        }
-        let (loss, batch_correct) = self.parallel.gradients(&mut self.model, images, labels);
+        // Without augmentation, each shard fills its own rows in the parallel region.
+        let fill = match &mut self.augmenter {
+            Some(aug) => {
+                train.fill_batch(idx, images, labels);
+                aug.apply(images, &mut self.rng);
+                None
+            }
+            None => Some((train, idx)),
+        };
+        let batch = Batch {
+            images,
+            labels,
+            fill,
+        };
+        let (loss, batch_correct) = self.parallel.gradients(&mut self.model, batch);
         if !loss.is_finite() {
             // Leave the weights as they were: the caller reports the divergence.
             return Ok((loss, batch_correct, nb));
@@ -628,7 +638,13 @@ mod tests {
             .copied()
             .collect();
         let t: Vec<usize> = order.iter().map(|&i| labels[i]).collect();
-        let (loss, correct) = DataParallel::default().gradients(&mut want, &x, &t);
+        let (mut x, mut t) = (x, t);
+        let batch = Batch {
+            images: &mut x,
+            labels: &mut t,
+            fill: None,
+        };
+        let (loss, correct) = DataParallel::default().gradients(&mut want, batch);
         let mut sgd = Sgd::new(config.sgd(), want.params().iter().map(|p| p.value.len()));
         sgd.step(&mut want.params_mut());
 
