@@ -264,6 +264,32 @@ mod tests {
         }
     }
 
+    /// The gradients, mean loss and correct count of the batch, its shards run one by one on
+    /// copies of `model` and their gradients added in shard order.
+    fn by_hand(model: &LeNet5, images: &[f32], labels: &[usize]) -> (Vec<Vec<f32>>, f32, usize) {
+        let n = labels.len();
+        let mut sums: Vec<Vec<f32>> = Vec::new();
+        let (mut loss_sum, mut correct) = (0.0f64, 0);
+        for rows in shards(n) {
+            let x = view(&images[rows.start * IMAGE_LEN..rows.end * IMAGE_LEN]);
+            let mut net = model.clone();
+            let mut loss = SoftmaxCrossEntropy::new();
+            let logits = net.forward(x);
+            correct += count_correct(logits, &labels[rows.clone()]);
+            loss_sum += loss.forward_backward_shard(logits, &labels[rows], n);
+            net.backward(x, loss.grad_logits(), false);
+            let g = grads(&net);
+            if sums.is_empty() {
+                sums = g;
+                continue;
+            }
+            for (sum, part) in sums.iter_mut().zip(&g) {
+                sum.iter_mut().zip(part).for_each(|(a, &b)| *a += b);
+            }
+        }
+        (sums, (loss_sum / n as f64) as f32, correct)
+    }
+
     /// The sharded gradient, loss and count have the bits of the shards run one by one on
     /// copies of the model (the loss gradient over the batch's n) and added in shard order,
     /// on 1, 2 and 3 threads, with the batch filled before or by the shards; the model's
@@ -278,26 +304,7 @@ mod tests {
         let default = LeNet5Config::default();
         for (n, config) in [(20, default), (32, default), (50, tanh_max), (96, default)] {
             let (model, images, labels) = setup(n, config, n as u64);
-            let mut want: Vec<Vec<f32>> = Vec::new();
-            let (mut loss_sum, mut correct) = (0.0f64, 0);
-            for rows in shards(n) {
-                let x = view(&images[rows.start * IMAGE_LEN..rows.end * IMAGE_LEN]);
-                let mut net = model.clone();
-                let mut loss = SoftmaxCrossEntropy::new();
-                let logits = net.forward(x);
-                correct += count_correct(logits, &labels[rows.clone()]);
-                loss_sum += loss.forward_backward_shard(logits, &labels[rows], n);
-                net.backward(x, loss.grad_logits(), false);
-                let g = grads(&net);
-                if want.is_empty() {
-                    want = g;
-                } else {
-                    for (sum, part) in want.iter_mut().zip(&g) {
-                        sum.iter_mut().zip(part).for_each(|(a, &b)| *a += b);
-                    }
-                }
-            }
-            let want_loss = (loss_sum / n as f64) as f32;
+            let (want, want_loss, correct) = by_hand(&model, &images, &labels);
             let mut dp = DataParallel::default();
             for (threads, from_source) in [(1, false), (2, false), (3, false), (2, true)] {
                 let pool = rayon::ThreadPoolBuilder::new()

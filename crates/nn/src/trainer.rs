@@ -632,13 +632,12 @@ mod tests {
         let start = Trainer::new(config.clone()).unwrap();
 
         let mut want = start.model().clone();
-        let x: Vec<f32> = order
+        let mut x: Vec<f32> = order
             .iter()
             .flat_map(|&i| &images[i * IMAGE_LEN..(i + 1) * IMAGE_LEN])
             .copied()
             .collect();
-        let t: Vec<usize> = order.iter().map(|&i| labels[i]).collect();
-        let (mut x, mut t) = (x, t);
+        let mut t: Vec<usize> = order.iter().map(|&i| labels[i]).collect();
         let batch = Batch {
             images: &mut x,
             labels: &mut t,
