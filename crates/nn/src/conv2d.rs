@@ -269,6 +269,11 @@ impl Conv2d {
         self.wb.params_mut()
     }
 
+    /// The weight and bias gradients, writable.
+    pub(crate) fn grads_mut(&mut self) -> [&mut [f32]; 2] {
+        self.wb.grads_mut()
+    }
+
     /// Read-only form of `params_mut`.
     pub(crate) fn params_ref(&self) -> [(&[usize], &[f32], &[f32]); 2] {
         self.wb.params_ref()

@@ -9,8 +9,9 @@ use rand_chacha::ChaCha8Rng;
 /// Number of f32 values per image (1 × 28 × 28).
 pub const IMAGE_LEN: usize = IMAGE_SIZE * IMAGE_SIZE;
 
-/// A labelled image collection that can copy any subset of its examples into a batch.
-pub trait BatchSource {
+/// A labelled image collection that can copy any subset of its examples into a batch. It is
+/// `Sync`: the trainer fills the shards of a batch on several threads at once.
+pub trait BatchSource: Sync {
     /// Number of examples.
     fn len(&self) -> usize;
 

@@ -176,9 +176,10 @@ fn forward_shard(p: Params<'_>, x: &[f32], [h1, a1, h2, a2, y]: [&mut [f32]; 5])
 
 impl FcShards<'_> {
     /// The backward pass for `grad_y` = dL/dy (`[n, out]`) after [`FcShards::forward`] of
-    /// `x`: overwrites every layer's parameter gradients, and keeps every input gradient in the
-    /// layers' buffers (fc1's is dL/dx) as [`Linear::backward`] and [`Activation::backward`] do.
-    pub(crate) fn backward(self, x: ArrayView2<'_, f32>, grad_y: ArrayView2<'_, f32>) {
+    /// `x`, in shards of `r` rows (the last one shorter): overwrites every layer's parameter
+    /// gradients, and keeps every input gradient in the layers' buffers (fc1's is dL/dx) as
+    /// [`Linear::backward`] and [`Activation::backward`] do.
+    pub(crate) fn backward(self, x: ArrayView2<'_, f32>, grad_y: ArrayView2<'_, f32>, r: usize) {
         let n = x.nrows();
         let (x, g) = (x.as_standard_layout(), grad_y.as_standard_layout());
         let (x, g) = (x.as_slice(), g.as_slice());
@@ -201,7 +202,6 @@ impl FcShards<'_> {
             buf.set_dim(Ix2(n, it.next().expect("five widths")));
             buf.as_mut_slice()
         });
-        let r = shard_rows(n);
         if r >= n {
             return backward_shard(p, ins, outs, first);
         }
@@ -382,7 +382,7 @@ mod tests {
                 let g_cols = g.t().as_standard_layout().into_owned();
                 pool.install(|| {
                     shards(&mut got).forward(x.view(), shard_rows(n));
-                    shards(&mut got).backward(x.view(), g_cols.t());
+                    shards(&mut got).backward(x.view(), g_cols.t(), shard_rows(n));
                 });
                 let slots = n.div_ceil(shard_rows(n)) - 1;
                 let slot: usize = got

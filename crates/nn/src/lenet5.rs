@@ -334,7 +334,7 @@ impl LeNet5 {
     /// # Panics
     /// If the input is not `[n, 1, 28, 28]`-compatible (1 channel, at least 28×28 after padding).
     pub fn forward(&mut self, input: ArrayView4<'_, f32>) -> ArrayView2<'_, f32> {
-        self.forward_pass(input, Pass::Training)
+        self.forward_pass(input, Pass::Training, shard_rows(input.dim().0))
     }
 
     /// Like [`LeNet5::forward`], for evaluation: the convolutions do not keep their im2col
@@ -351,14 +351,29 @@ impl LeNet5 {
     /// # Panics
     /// If the input is not `[n, 1, 28, 28]`-compatible (1 channel, at least 28×28 after padding).
     pub fn forward_inference(&mut self, input: ArrayView4<'_, f32>) -> ArrayView2<'_, f32> {
-        self.forward_pass(input, Pass::Inference)
+        self.forward_pass(input, Pass::Inference, shard_rows(input.dim().0))
     }
 
-    /// The one forward pass of [`LeNet5::forward`] and [`LeNet5::forward_inference`].
-    fn forward_pass(&mut self, input: ArrayView4<'_, f32>, pass: Pass) -> ArrayView2<'_, f32> {
+    /// [`LeNet5::forward`] for one shard of a data-parallel training step
+    /// ([`crate::data_parallel`]), which is already one thread's work: the fully connected
+    /// layers run on all of its rows at once, not in row shards of their own. The outputs have
+    /// the same bits as [`LeNet5::forward`]'s (rows do not interact, and the row shards of
+    /// [`LeNet5::forward`] have more than 12 rows, so gemm takes the same route).
+    pub(crate) fn forward_unsplit(&mut self, input: ArrayView4<'_, f32>) -> ArrayView2<'_, f32> {
+        self.forward_pass(input, Pass::Training, input.dim().0)
+    }
+
+    /// The one forward pass of [`LeNet5::forward`], [`LeNet5::forward_inference`] and
+    /// [`LeNet5::forward_unsplit`]: the fully connected layers in shards of `fc_rows` rows.
+    fn forward_pass(
+        &mut self,
+        input: ArrayView4<'_, f32>,
+        pass: Pass,
+        fc_rows: usize,
+    ) -> ArrayView2<'_, f32> {
         self.convolutions(input, pass);
         let (x, fc) = self.fc_parts();
-        fc.forward(x, shard_rows(x.nrows()));
+        fc.forward(x, fc_rows);
         self.fc3.output()
     }
 
@@ -436,9 +451,33 @@ impl LeNet5 {
         grad_logits: ArrayView2<'_, f32>,
         grad_input: bool,
     ) {
+        let fc_rows = shard_rows(grad_logits.nrows());
+        self.backward_pass(input, grad_logits, grad_input, fc_rows);
+    }
+
+    /// [`LeNet5::backward`] without the input gradient after [`LeNet5::forward_unsplit`], the
+    /// fully connected layers on all rows at once: their parameter gradients are one sum over
+    /// the rows instead of a sum of row shards' sums.
+    pub(crate) fn backward_unsplit(
+        &mut self,
+        input: ArrayView4<'_, f32>,
+        grad_logits: ArrayView2<'_, f32>,
+    ) {
+        self.backward_pass(input, grad_logits, false, grad_logits.nrows());
+    }
+
+    /// The one backward pass of [`LeNet5::backward`] and [`LeNet5::backward_unsplit`]: the
+    /// fully connected layers in shards of `fc_rows` rows.
+    fn backward_pass(
+        &mut self,
+        input: ArrayView4<'_, f32>,
+        grad_logits: ArrayView2<'_, f32>,
+        grad_input: bool,
+        fc_rows: usize,
+    ) {
         // Each layer's forward input is the previous layer's kept output.
         let (flat, fc) = self.fc_parts();
-        fc.backward(flat, grad_logits);
+        fc.backward(flat, grad_logits, fc_rows);
         let g = self
             .flatten
             .backward(self.fc1.grad_input(), self.pool2.output().dim());
@@ -508,6 +547,17 @@ impl LeNet5 {
         }
     }
 
+    /// Every parameter gradient, writable, in [`PARAM_NAMES`] order (the data-parallel training
+    /// step adds its shards' gradients with it, [`crate::data_parallel`]).
+    pub(crate) fn grads_mut(&mut self) -> [&mut [f32]; 10] {
+        let [a, b] = self.conv1.grads_mut();
+        let [c, d] = self.conv2.grads_mut();
+        let [e, f] = self.fc1.grads_mut();
+        let [g, h] = self.fc2.grads_mut();
+        let [i, j] = self.fc3.grads_mut();
+        [a, b, c, d, e, f, g, h, i, j]
+    }
+
     /// Sets the parameter `name` to `values` (row-major, the parameter's shape).
     ///
     /// # Panics
@@ -549,6 +599,70 @@ impl LeNet5 {
         g.index_axis_mut(ndarray::Axis(1), k).fill(0.0);
         self.conv1.backward(input, g.view(), true);
         self.conv1.grad_input().to_owned()
+    }
+}
+
+/// For the data-parallel tests ([`crate::data_parallel`]): how large the sums behind each
+/// parameter gradient are.
+#[cfg(test)]
+impl LeNet5 {
+    /// After [`LeNet5::forward`] and [`LeNet5::backward`] on `input` with `grad_logits`, for the
+    /// default model (ReLU, average pooling) and in [`PARAM_NAMES`] order: for every parameter
+    /// gradient, the number m of products each of its entries adds up (images × output
+    /// positions) and, per entry, the sum of their magnitudes, Σ|g·x| (Σ|g| for a bias),
+    /// computed in f64 from the kept layer inputs and output gradients.
+    pub(crate) fn grad_magnitudes(
+        &self,
+        input: ArrayView4<'_, f32>,
+        grad_logits: ArrayView2<'_, f32>,
+    ) -> Vec<(usize, Vec<f64>)> {
+        assert!(fused(&self.act1, &self.pool1) && fused(&self.act2, &self.pool2));
+        let abs = |a: f32| f64::from(a.abs());
+        // A convolution's output gradient: the pooled gradient spread back, where ReLU passed.
+        let conv_grad = |act: &Activation<Ix4>, pool: &Pool2d, pooled: ArrayView4<'_, f32>| {
+            let pooled = pooled.mapv(abs);
+            let y = act.output();
+            let spread = tensor::avg_pool2d_backward(pooled.view(), pool.params(), y.dim());
+            ndarray::Zip::from(&spread)
+                .and(y)
+                .map_collect(|&g, &y| if y > 0.0 { g } else { 0.0 })
+        };
+        let pooled2 = self
+            .fc1
+            .grad_input()
+            .into_shape_with_order(self.pool2.output().dim());
+        let g2 = conv_grad(
+            &self.act2,
+            &self.pool2,
+            pooled2.expect("fc1's input is pool2's"),
+        );
+        let g1 = conv_grad(&self.act1, &self.pool1, self.conv2.grad_input());
+        let mut v = Vec::new();
+        for (conv, x, g) in [
+            (&self.conv1, input, g1),
+            (&self.conv2, self.pool1.output(), g2),
+        ] {
+            let w = conv.weight().mapv(f64::from);
+            let grads =
+                tensor::conv2d_backward(x.mapv(abs).view(), w.view(), g.view(), conv.params());
+            let m = g.len() / g.dim().1;
+            v.push((m, grads.weight.iter().copied().collect()));
+            v.push((m, grads.bias.to_vec()));
+        }
+        let flat = self.flatten.forward(self.pool2.output());
+        let fcs = [
+            (&self.fc1, flat, self.act3.grad_input()),
+            (&self.fc2, self.act3.output(), self.act4.grad_input()),
+            (&self.fc3, self.act4.output(), grad_logits),
+        ];
+        for (fc, x, g) in fcs {
+            let w = fc.weight().mapv(f64::from);
+            let (x, g) = (x.mapv(abs), g.mapv(abs));
+            let grads = tensor::linear_backward(x.view(), w.view(), g.view());
+            v.push((x.nrows(), grads.weight.iter().copied().collect()));
+            v.push((x.nrows(), grads.bias.to_vec()));
+        }
+        v
     }
 }
 
@@ -605,7 +719,7 @@ mod tests {
             let x = Array4::from_shape_simple_fn((n, 1, 28, 28), || rng.gen_range(-1.0..1.0));
             let gl = ndarray::Array2::from_shape_simple_fn((n, 10), || rng.gen_range(-1.0..1.0));
             for pass in [Pass::Training, Pass::Inference] {
-                model.forward_pass(x.view(), pass);
+                model.forward_pass(x.view(), pass, shard_rows(n));
                 model.backward(x.view(), gl.view(), true);
                 let want = layer_by_layer(&model, x.view(), pass);
                 assert!(outputs(&model) == want, "n = {n}: fused differs");
@@ -628,6 +742,8 @@ mod tests {
             let x = Array4::from_shape_simple_fn((300, 1, 28, 28), || rng.gen_range(0.0..1.0));
             let all = model.forward_inference(x.view()).to_owned();
             assert_eq!(model.forward(x.view()), all, "{pooling:?}: training pass");
+            let unsplit = model.forward_unsplit(x.view());
+            assert_eq!(unsplit, all, "{pooling:?}: fully connected layers unsplit");
             for (i, n) in [(0, 1), (17, 1), (299, 1), (100, 128), (150, 16)] {
                 let part = model.forward_inference(x.slice(ndarray::s![i..i + n, .., .., ..]));
                 assert_eq!(

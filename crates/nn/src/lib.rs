@@ -15,11 +15,12 @@
 //! ```
 //!
 //! Files: layers (`conv2d`, `linear`, `activation`, `pool`, `flatten`), the model (`lenet5`),
-//! `loss`, `sgd`, `schedule`, `data`, `augment`, `evaluate`, `metrics`, `trainer`, `inspect`
-//! (every layer's output and the layer table), `explain` (saliency maps and adversarial
-//! examples from the input gradient), `checkpoint` (PyTorch-loadable weights), `resume`
-//! (training state), `atomic` (crash-safe writes) and `guard` (checks before writing: one file
-//! under two names, names too long, one run per saved pair).
+//! `loss`, `sgd`, `schedule`, `data`, `augment`, `evaluate`, `metrics`, `trainer` (with
+//! `data_parallel`: each step's gradient, shard by shard), `inspect` (every layer's output and
+//! the layer table), `explain` (saliency maps and adversarial examples from the input
+//! gradient), `checkpoint` (PyTorch-loadable weights), `resume` (training state), `atomic`
+//! (crash-safe writes) and `guard` (checks before writing: one file under two names, names too
+//! long, one run per saved pair).
 #![deny(missing_docs)]
 
 pub mod activation;
@@ -29,6 +30,7 @@ pub mod buffer;
 pub mod checkpoint;
 pub mod conv2d;
 pub mod data;
+mod data_parallel;
 pub mod evaluate;
 pub mod explain;
 mod fc_shards;

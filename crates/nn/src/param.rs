@@ -78,6 +78,14 @@ where
         ]
     }
 
+    /// The weight and bias gradients, writable (to add another copy's gradients into them).
+    pub(crate) fn grads_mut(&mut self) -> [&mut [f32]; 2] {
+        [
+            self.grad_weight.as_slice_mut().unwrap(),
+            self.grad_bias.as_slice_mut().unwrap(),
+        ]
+    }
+
     /// Read-only form of `params_mut`.
     pub(crate) fn params_ref(&self) -> [(&[usize], &[f32], &[f32]); 2] {
         [

@@ -13,6 +13,7 @@
 //! parameter group). The momentum buffers are allocated once, when the optimizer is made.
 
 use crate::param::ParamMut;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Hyper-parameters of [`Sgd`].
@@ -117,40 +118,75 @@ impl Sgd {
         self.steps = steps;
     }
 
-    /// Updates every parameter from its gradient.
+    /// Updates every parameter from its gradient. Pieces of each parameter are updated in
+    /// parallel: every element's update reads that element alone, so the bits are the same on
+    /// any number of threads.
     ///
     /// # Panics
     /// If the parameters do not match the sizes given to [`Sgd::new`].
     pub fn step(&mut self, params: &mut [ParamMut<'_>]) {
+        let update = Update {
+            config: self.config,
+            lr: self.lr,
+            first: self.steps == 0,
+        };
+        if update.config.momentum == 0.0 {
+            params.par_iter_mut().for_each(|p| {
+                assert_eq!(p.value.len(), p.grad.len(), "Sgd: {} gradient size", p.name);
+                let pieces = p.value.par_chunks_mut(PIECE).zip(p.grad.par_chunks(PIECE));
+                pieces.for_each(|(v, g)| update.plain(v, g));
+            });
+        } else {
+            assert_eq!(params.len(), self.buffers.len(), "Sgd: parameter count");
+            let pairs = params.par_iter_mut().zip(self.buffers.par_iter_mut());
+            pairs.for_each(|(p, buf)| {
+                assert_eq!(p.value.len(), buf.len(), "Sgd: {} size", p.name);
+                assert_eq!(p.grad.len(), buf.len(), "Sgd: {} gradient size", p.name);
+                let pieces = p.value.par_chunks_mut(PIECE).zip(p.grad.par_chunks(PIECE));
+                let pieces = pieces.zip(buf.par_chunks_mut(PIECE));
+                pieces.for_each(|((v, g), b)| update.with_momentum(v, g, b));
+            });
+        }
+        self.steps += 1;
+    }
+}
+
+/// Elements per piece of a parameter updated on one thread (64 KB of f32).
+const PIECE: usize = 1 << 14;
+
+/// What one step applies to every element (the formulas in the module docs).
+#[derive(Clone, Copy)]
+struct Update {
+    config: SgdConfig,
+    /// The step's learning rate.
+    lr: f32,
+    /// True at the first step, which starts the momentum buffers.
+    first: bool,
+}
+
+impl Update {
+    /// Without momentum: `p −= lr · (g + weight_decay · p)`.
+    fn plain(self, values: &mut [f32], grads: &[f32]) {
+        let (lr, wd) = (self.lr, self.config.weight_decay);
+        for (v, &g) in values.iter_mut().zip(grads) {
+            let d = g + wd * *v;
+            *v -= lr * d;
+        }
+    }
+
+    /// With momentum, updating the momentum buffer `buf` too.
+    fn with_momentum(self, values: &mut [f32], grads: &[f32], buf: &mut [f32]) {
         let SgdConfig {
             momentum,
             weight_decay: wd,
             nesterov,
             ..
         } = self.config;
-        let lr = self.lr;
-        let first = self.steps == 0;
-        if momentum == 0.0 {
-            for p in params.iter_mut() {
-                assert_eq!(p.value.len(), p.grad.len(), "Sgd: {} gradient size", p.name);
-                for (v, &g) in p.value.iter_mut().zip(p.grad.iter()) {
-                    let d = g + wd * *v;
-                    *v -= lr * d;
-                }
-            }
-        } else {
-            assert_eq!(params.len(), self.buffers.len(), "Sgd: parameter count");
-            for (p, buf) in params.iter_mut().zip(self.buffers.iter_mut()) {
-                assert_eq!(p.value.len(), buf.len(), "Sgd: {} size", p.name);
-                assert_eq!(p.grad.len(), buf.len(), "Sgd: {} gradient size", p.name);
-                for ((v, &g), b) in p.value.iter_mut().zip(p.grad.iter()).zip(buf.iter_mut()) {
-                    let d = g + wd * *v;
-                    *b = if first { d } else { momentum * *b + d };
-                    let d = if nesterov { d + momentum * *b } else { *b };
-                    *v -= lr * d;
-                }
-            }
+        for ((v, &g), b) in values.iter_mut().zip(grads).zip(buf) {
+            let d = g + wd * *v;
+            *b = if self.first { d } else { momentum * *b + d };
+            let d = if nesterov { d + momentum * *b } else { *b };
+            *v -= self.lr * d;
         }
-        self.steps += 1;
     }
 }

@@ -1,20 +1,21 @@
 //! The training loop: a seeded shuffle each epoch, optional augmentation, forward, loss,
 //! backward and an SGD step per batch, then evaluation on the test set (and on a validation
 //! set, which alone drives early stopping and best-model keeping: the test set never
-//! influences training).
+//! influences training). Each batch's gradient is computed data-parallel, its shards of images
+//! through the whole network at once ([`crate::data_parallel`]), and the model takes one step.
 //!
 //! Every buffer is allocated when the trainer is made or on the first batch; the steady-state
-//! batch loop allocates nothing. Same seed + same thread count → bit-identical metrics.
+//! batch loop allocates nothing. Same seed (and kernel tier) → bit-identical metrics, on any
+//! number of threads.
 
 use crate::augment::{AugmentConfig, Augmenter};
 use crate::data::{BatchSource, IMAGE_LEN};
+use crate::data_parallel::{Batch, DataParallel};
 use crate::evaluate::Evaluator;
-use crate::lenet5::{LeNet5, LeNet5Config, IMAGE_SIZE, NUM_CLASSES};
-use crate::loss::{count_correct, SoftmaxCrossEntropy};
+use crate::lenet5::{LeNet5, LeNet5Config, NUM_CLASSES};
 use crate::metrics::{EpochMetrics, Evaluation};
 use crate::schedule::LrSchedule;
 use crate::sgd::{Sgd, SgdConfig};
-use ndarray::ArrayView4;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -256,7 +257,8 @@ pub struct Trainer {
     pub(crate) rng: ChaCha8Rng,
     pub(crate) history: Vec<EpochMetrics>,
     pub(crate) best: Option<KeptModel>,
-    loss: SoftmaxCrossEntropy,
+    /// The replicas and losses of the data-parallel gradient; `model` is the one trained.
+    parallel: DataParallel,
     /// The confusion matrix of the last epoch's test evaluation.
     test_confusion: Option<[[u64; NUM_CLASSES]; NUM_CLASSES]>,
     augmenter: Option<Augmenter>,
@@ -293,7 +295,7 @@ impl Trainer {
             rng,
             history: Vec::new(),
             best: None,
-            loss: SoftmaxCrossEntropy::new(),
+            parallel: DataParallel::default(),
             test_confusion: None,
             order: Vec::new(),
             images: vec![0.0; bs * IMAGE_LEN],
@@ -527,8 +529,9 @@ impl Trainer {
         Ok((loss_sum, correct, first_lr))
     }
 
-    /// One SGD step on batch `b` of the current epoch's order: returns (mean loss, correct
-    /// predictions, batch size). Allocation-free once the buffers have grown.
+    /// One SGD step on batch `b` of the current epoch's order, its gradient computed
+    /// data-parallel: returns (mean loss, correct predictions, batch size). Allocation-free
+    /// once the buffers have grown.
     fn train_batch(
         &mut self,
         train: &dyn BatchSource,
@@ -539,20 +542,25 @@ impl Trainer {
         let nb = idx.len();
         let images = &mut self.images[..nb * IMAGE_LEN];
         let labels = &mut self.labels[..nb];
-        train.fill_batch(idx, images, labels);
-        if let Some(aug) = &mut self.augmenter {
-            aug.apply(images, &mut self.rng);
-        }
-        let x = ArrayView4::from_shape((nb, 1, IMAGE_SIZE, IMAGE_SIZE), &*images)
-            .expect("batch buffer matches its shape");
-        let logits = self.model.forward(x);
-        let batch_correct = count_correct(logits, labels);
-        let loss = self.loss.forward_backward(logits, labels);
+        // Without augmentation, each shard fills its own rows in the parallel region.
+        let fill = match &mut self.augmenter {
+            Some(aug) => {
+                train.fill_batch(idx, images, labels);
+                aug.apply(images, &mut self.rng);
+                None
+            }
+            None => Some((train, idx)),
+        };
+        let batch = Batch {
+            images,
+            labels,
+            fill,
+        };
+        let (loss, batch_correct) = self.parallel.gradients(&mut self.model, batch);
         if !loss.is_finite() {
             // Leave the weights as they were: the caller reports the divergence.
             return Ok((loss, batch_correct, nb));
         }
-        self.model.backward(x, self.loss.grad_logits(), false);
         self.sgd.step(&mut self.model.params_mut());
         Ok((loss, batch_correct, nb))
     }
@@ -600,6 +608,58 @@ mod tests {
             lr: 0.0,
         });
         t.keep_if_best();
+    }
+
+    /// A training step is one SGD step of the model on the data-parallel gradient of the batch
+    /// in the epoch's order (a batch of 48: three shards of 16), with the same bits on 1, 2 and
+    /// 3 threads.
+    #[test]
+    fn a_step_is_sgd_on_the_data_parallel_gradient_of_the_batch() {
+        use crate::data::InMemorySource;
+        use rand::Rng;
+        let rng = &mut ChaCha8Rng::seed_from_u64(4);
+        let n = 48;
+        let images: Vec<f32> = (0..n * IMAGE_LEN)
+            .map(|_| rng.gen_range(0.0..1.0))
+            .collect();
+        let labels: Vec<usize> = (0..n).map(|_| rng.gen_range(0..10)).collect();
+        let source = InMemorySource::new(images.clone(), labels.clone());
+        let order: Vec<usize> = (0..n).rev().collect();
+        let config = TrainConfig {
+            batch_size: n,
+            ..TrainConfig::default()
+        };
+        let start = Trainer::new(config.clone()).unwrap();
+
+        let mut want = start.model().clone();
+        let mut x: Vec<f32> = order
+            .iter()
+            .flat_map(|&i| &images[i * IMAGE_LEN..(i + 1) * IMAGE_LEN])
+            .copied()
+            .collect();
+        let mut t: Vec<usize> = order.iter().map(|&i| labels[i]).collect();
+        let batch = Batch {
+            images: &mut x,
+            labels: &mut t,
+            fill: None,
+        };
+        let (loss, correct) = DataParallel::default().gradients(&mut want, batch);
+        let mut sgd = Sgd::new(config.sgd(), want.params().iter().map(|p| p.value.len()));
+        sgd.step(&mut want.params_mut());
+
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut trainer = start.clone();
+            trainer.order = order.clone();
+            let got = pool.install(|| trainer.train_batch(&source, 0)).unwrap();
+            assert_eq!(got, (loss, correct, n), "{threads} threads");
+            for (p, q) in trainer.model().params().iter().zip(want.params()) {
+                assert!(p.value == q.value, "{threads} threads: {} differs", p.name);
+            }
+        }
     }
 
     #[test]

@@ -101,3 +101,49 @@ fn invalid_settings_are_rejected() {
     .validate()
     .is_err());
 }
+
+/// A step updates pieces of each parameter in parallel; every element's update reads that
+/// element alone, so a parameter of several pieces (100,000 elements) gets the bits of the
+/// element-by-element formula on 1, 2 and 3 threads.
+#[test]
+fn a_step_has_the_bits_of_the_formula_on_any_thread_count() {
+    let n = 100_000;
+    let start: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+    let grads: [Vec<f32>; 2] =
+        [0.1f32, 0.7].map(|a| (0..n).map(|i| (i as f32 * a).cos()).collect());
+    let config = SgdConfig {
+        lr: 0.05,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        nesterov: true,
+    };
+    // the module docs' formula, one element at a time, for two steps
+    let mut want = start.clone();
+    let mut buf = vec![0.0f32; n];
+    for (k, g) in grads.iter().enumerate() {
+        for ((v, &g), b) in want.iter_mut().zip(g).zip(&mut buf) {
+            let d = g + config.weight_decay * *v;
+            *b = if k == 0 { d } else { config.momentum * *b + d };
+            *v -= config.lr * (d + config.momentum * *b);
+        }
+    }
+    for threads in [1, 2, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let mut sgd = Sgd::new(config, [n]);
+        let mut p = start.clone();
+        for g in &grads {
+            let param = ParamMut {
+                name: "p",
+                shape: &[n],
+                value: &mut p,
+                grad: g,
+            };
+            pool.install(|| sgd.step(&mut [param]));
+        }
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&p), bits(&want), "{threads} threads");
+    }
+}
