@@ -1,5 +1,6 @@
-//! One full LeNet-5 training step through nn's public API — forward, fused softmax
-//! cross-entropy, backward (no input gradient, as in training) and the SGD update — at batch 32
+//! One full LeNet-5 training step as `lenet train` runs it — the data-parallel gradient
+//! (`nn::data_parallel`: forward, fused softmax cross-entropy and backward, shard by shard) and
+//! the SGD update — at batch 32
 //! (SGD lr 0.01, no momentum) and batch 256 (lr 0.05, momentum 0.9), the two settings of the
 //! issue's epoch comparison with PyTorch. The batch is fixed (filling it from u8 data is not
 //! timed here; `lenet train` times that too).
@@ -11,8 +12,8 @@
 
 use criterion::{Criterion, Throughput};
 use lenet_benches::{flops, median_secs, pool, synthetic_digits, test_mode, threads};
-use ndarray::ArrayView4;
-use nn::{LeNet5, LeNet5Config, Sgd, SgdConfig, SoftmaxCrossEntropy};
+use nn::data_parallel::DataParallel;
+use nn::{LeNet5, LeNet5Config, Sgd, SgdConfig};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tensor::Tier;
@@ -20,7 +21,7 @@ use tensor::Tier;
 /// Model, loss, optimizer and one batch.
 struct Step {
     model: LeNet5,
-    loss: SoftmaxCrossEntropy,
+    step: DataParallel,
     sgd: Sgd,
     images: Vec<f32>,
     labels: Vec<usize>,
@@ -40,7 +41,7 @@ impl Step {
         let (images, labels) = synthetic_digits(batch, 7);
         Step {
             model,
-            loss: SoftmaxCrossEntropy::new(),
+            step: DataParallel::new(),
             sgd,
             images,
             labels,
@@ -49,11 +50,8 @@ impl Step {
     }
 
     fn run(&mut self) {
-        let n = self.labels.len();
-        let x = ArrayView4::from_shape((n, 1, 28, 28), &self.images[..]).expect("batch shape");
-        let logits = self.model.forward(x);
-        self.last_loss = self.loss.forward_backward(logits, &self.labels);
-        self.model.backward(x, self.loss.grad_logits(), false);
+        let (images, labels) = (&mut self.images, &mut self.labels);
+        (self.last_loss, _) = self.step.batch_gradients(&mut self.model, images, labels);
         self.sgd.step(&mut self.model.params_mut());
     }
 }

@@ -13,8 +13,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
-use ndarray::ArrayView4;
-use nn::{BatchSource, Evaluator, InMemorySource, LeNet5, Sgd, SgdConfig, SoftmaxCrossEntropy};
+use nn::data_parallel::DataParallel;
+use nn::{BatchSource, Evaluator, InMemorySource, LeNet5, Sgd, SgdConfig};
 use tensor::Tier;
 
 use crate::args::BenchArgs;
@@ -161,9 +161,11 @@ fn measure() -> Result<[f64; 3]> {
     Ok([b32, b256, source.len() as f64 / infer])
 }
 
-/// One SGD training step (lr 0.01, no momentum: the weights barely move) on a fixed batch.
+/// One training step as `lenet train` runs it (the data-parallel gradient, then SGD with
+/// lr 0.01 and no momentum: the weights barely move) on a fixed batch.
 fn train_step(model: &mut LeNet5, batch: usize) -> Result<impl FnMut() + '_> {
     let data = synthetic(batch);
+    let (mut images, mut labels) = (data.images().to_vec(), data.labels().to_vec());
     let config = SgdConfig {
         lr: 0.01,
         momentum: 0.0,
@@ -171,12 +173,9 @@ fn train_step(model: &mut LeNet5, batch: usize) -> Result<impl FnMut() + '_> {
         nesterov: false,
     };
     let mut sgd = Sgd::new(config, model.params().iter().map(|p| p.value.len()));
-    let mut loss = SoftmaxCrossEntropy::new();
+    let mut step = DataParallel::new();
     Ok(move || {
-        let x = ArrayView4::from_shape((batch, 1, 28, 28), data.images()).expect("batch shape");
-        let logits = model.forward(x);
-        loss.forward_backward(logits, data.labels());
-        model.backward(x, loss.grad_logits(), false);
+        step.batch_gradients(model, &mut images, &mut labels);
         sgd.step(&mut model.params_mut());
     })
 }

@@ -63,7 +63,7 @@ pub(crate) struct Batch<'a> {
 /// first, and every shard's loss. Both grow to the most shards a batch has needed, and nothing
 /// is allocated after that.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct DataParallel {
+pub struct DataParallel {
     /// The copies that run shards 1, 2, … (shard 0 runs on the model).
     replicas: Vec<LeNet5>,
     /// One per shard, shard 0 included.
@@ -81,6 +81,40 @@ struct Shard {
 }
 
 impl DataParallel {
+    /// An empty state: replicas and shard states grow on the first batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The training step's gradient (what [`Trainer`](crate::Trainer) runs each batch) of a
+    /// batch already in `images` (`[n, 1, 28, 28]`, row-major; left unchanged) and `labels`,
+    /// into `model`'s parameter gradients: returns the batch's mean loss and its correct
+    /// predictions. Step the optimizer after it, e.g. `sgd.step(&mut model.params_mut())`.
+    ///
+    /// ```
+    /// use nn::{data_parallel::DataParallel, LeNet5, LeNet5Config};
+    /// let mut model = LeNet5::zeros(LeNet5Config::default());
+    /// let (mut images, mut labels) = (vec![0.5; 32 * 784], (0..32).map(|i| i % 10).collect::<Vec<_>>());
+    /// let (loss, _) = DataParallel::new().batch_gradients(&mut model, &mut images, &mut labels);
+    /// assert!((loss - 10f32.ln()).abs() < 1e-5); // all-zero weights: uniform over 10 classes
+    /// ```
+    pub fn batch_gradients(
+        &mut self,
+        model: &mut LeNet5,
+        images: &mut [f32],
+        labels: &mut [usize],
+    ) -> (f32, usize) {
+        let fill = None;
+        self.gradients(
+            model,
+            Batch {
+                images,
+                labels,
+                fill,
+            },
+        )
+    }
+
     /// The gradient of the batch's mean loss into `model`'s parameter gradients, shard by
     /// shard as the module docs say. Returns the batch's mean loss and its correct
     /// predictions. The model's parameters are left unchanged; its layer outputs are shard 0's.

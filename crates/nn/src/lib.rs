@@ -30,7 +30,7 @@ pub mod buffer;
 pub mod checkpoint;
 pub mod conv2d;
 pub mod data;
-mod data_parallel;
+pub mod data_parallel;
 pub mod evaluate;
 pub mod explain;
 mod fc_shards;
