@@ -545,6 +545,14 @@ fn kernel_name_is_the_active_kernel() {
     );
 }
 
+/// Number of elements of `x` and `y` whose bits differ.
+fn differ(x: &Array2<f32>, y: &Array2<f32>) -> usize {
+    x.iter()
+        .zip(y)
+        .filter(|(p, q)| p.to_bits() != q.to_bits())
+        .count()
+}
+
 /// Same inputs → bit-identical outputs, for products large enough to be split over threads,
 /// whether they run on a one-thread pool, the default pool, or piece by piece; for B row-major
 /// (packed path) and column-major (`A·Bᵀ`, the AVX-512 unpacked path).
@@ -556,13 +564,6 @@ fn parallel_results_are_bit_identical() {
     let b_row = random::<f32>(k, n, &mut rng);
     let b_col = b_row.t().as_standard_layout().into_owned();
     let (want, scale) = reference(1.0, &a, &b_row, 0.0, &Array2::zeros((m, n)));
-    // Number of elements whose bits differ.
-    let differ = |x: &Array2<f32>, y: &Array2<f32>| {
-        x.iter()
-            .zip(y)
-            .filter(|(p, q)| p.to_bits() != q.to_bits())
-            .count()
-    };
     for kernel in Tier::available() {
         for (layout, b) in [("row-major B", b_row.view()), ("column-major B", b_col.t())] {
             let what = format!("{} {layout}", kernel.name());
@@ -634,11 +635,11 @@ fn calling_thread_results_are_bit_identical_to_parallel() {
                 let serial = run(Parallelism::CallingThread);
                 check(serial.view(), &want, &scale, k, &what);
                 let split = pool.install(|| run(Parallelism::Rayon));
-                let same = serial
-                    .iter()
-                    .zip(&split)
-                    .all(|(x, y)| x.to_bits() == y.to_bits());
-                assert!(same, "{what}: calling-thread and split results differ");
+                let d = differ(&serial, &split);
+                assert_eq!(
+                    d, 0,
+                    "{what}: calling-thread and split results differ in {d} elements"
+                );
             }
         }
     }
@@ -691,14 +692,10 @@ fn a_split_product_finishes_when_one_thread_runs_every_piece() {
                 },
             )
         });
-        let same = serial
-            .iter()
-            .zip(&split)
-            .all(|(x, y)| x.to_bits() == y.to_bits());
-        assert!(
-            same,
-            "{}: one thread's pieces differ from the serial product",
-            kernel.name()
+        let (d, what) = (differ(&serial, &split), kernel.name());
+        assert_eq!(
+            d, 0,
+            "{what}: one thread's pieces differ from the serial product in {d} elements"
         );
     }
 }

@@ -162,6 +162,7 @@ unsafe fn row<V: F32s, const GK: usize, const BIAS: bool>(
 #[cfg(test)]
 mod tests {
     use super::super::direct::{image_len, pad_image, weight_grad_rows_fma};
+    use super::super::taps::same_bits;
     use super::super::tests::pseudo;
     use super::*;
     use crate::Conv2dParams;
@@ -197,13 +198,10 @@ mod tests {
             let (mut ours, mut generic) = (start.clone(), start);
             weight_grad_rows(&g, &img, go, &mut ours);
             weight_grad_rows_fma(&g, &img, go, &mut generic);
-            let same = ours
-                .iter()
-                .zip(&generic)
-                .all(|(a, b)| a.to_bits() == b.to_bits());
-            assert!(
-                same,
-                "k {k}, {h}×{w}, kernel {kh}×{kw}: {ours:?} != {generic:?}"
+            same_bits(
+                &ours,
+                &generic,
+                &format!("k {k}, {h}×{w}, kernel {kh}×{kw}"),
             );
         }
     }

@@ -499,16 +499,16 @@ pub(super) unsafe fn gemm_parallel<T: Scalar, K: MicroKernel<T>>(
                 let panels = &bbuf[jr / nr * bb.kc * nr..(jr + cols).div_ceil(nr) * bb.kc * nr];
                 let a_len = mc.div_ceil(mr) * mr * bb.kc;
                 with_packing_buffer::<T, _>(Packed::A, a_len, plan.most_a, |abuf| {
-                    // SAFETY: the A block and the C piece are inside A and C; pieces are
-                    // disjoint blocks of C, so no two threads write the same element; the
-                    // panels cover the piece's columns; abuf holds the block's panels when A is
-                    // packed; the rest is the caller's contract.
+                    let piece = Piece {
+                        rows: (ic, mc),
+                        cols: (bb.jc + jr, cols),
+                        a_in_place: direct.a,
+                    };
+                    // SAFETY: the pieces are disjoint blocks of C, so no two threads write the
+                    // same element; the panels cover the piece's columns; abuf holds the
+                    // block's panels when A is packed; the rest is the caller's contract.
                     unsafe {
-                        let ablk = a.get().block(ic, bb.pc, mc, bb.kc);
-                        let asrc = ABlock::new(ablk, direct.a, mr, abuf);
-                        let cp = c.get().block(ic, bb.jc + jr, mc, cols);
-                        let bsrc = BBlock::Packed(panels);
-                        macro_kernel::<T, K>(bb.kc, asrc, bsrc, alpha, bb.beta, cp)
+                        piece_product::<T, K>(alpha, (a.get(), c.get()), bb, piece, panels, abuf)
                     }
                 });
             });
@@ -548,24 +548,24 @@ unsafe fn gemm_one_region<T: Scalar, K: MicroKernel<T>>(
                 let first = piece * n.div_ceil(nr) / rows.count;
                 let a_len = if a_in_place { 0 } else { plan.a_len(mc, mr) };
                 with_packing_buffer::<T, _>(Packed::A, a_len, plan.most_a, |abuf| {
-                    let mut block = 0;
                     plan.for_each_b_block(k, n, beta, |bb| {
-                        let panels = shared.block(block, (bb.pc, bb.kc), first);
-                        block += 1;
-                        // SAFETY: the A block and the C piece are inside A and C; the pieces are
-                        // disjoint rows of C; `panels` holds the block's panels, abuf the A
-                        // block's when A is packed; the rest is the caller's contract.
+                        let panels = shared.block(bb.pc / plan.blk.kc, (bb.pc, bb.kc), first);
+                        let piece = Piece {
+                            rows: (ic, mc),
+                            cols: (0, n),
+                            a_in_place,
+                        };
+                        // SAFETY: the pieces are disjoint rows of C; `panels` holds the block's
+                        // panels, abuf the A block's when A is packed; the rest is the
+                        // caller's contract.
                         unsafe {
-                            let ablk = a.get().block(ic, bb.pc, mc, bb.kc);
-                            let asrc = ABlock::new(ablk, a_in_place, mr, abuf);
-                            let cp = c.get().block(ic, 0, mc, n);
-                            macro_kernel::<T, K>(
-                                bb.kc,
-                                asrc,
-                                BBlock::Packed(panels),
+                            piece_product::<T, K>(
                                 alpha,
-                                bb.beta,
-                                cp,
+                                (a.get(), c.get()),
+                                bb,
+                                piece,
+                                panels,
+                                abuf,
                             )
                         }
                     });
@@ -573,6 +573,40 @@ unsafe fn gemm_one_region<T: Scalar, K: MicroKernel<T>>(
             });
         },
     );
+}
+
+/// Where one piece of a parallel product writes C: `rows` and `cols` as (first, count), and
+/// whether it reads A in place instead of packing it.
+#[derive(Clone, Copy, Debug)]
+struct Piece {
+    rows: (usize, usize),
+    cols: (usize, usize),
+    a_in_place: bool,
+}
+
+/// One piece's share of block `bb`: its rows of A's block (packed into `abuf` unless read in
+/// place) times `panels` (B's packed panels of the piece's columns), into its block of C.
+///
+/// # Safety
+/// The A rows and the C block are inside A and C, and no other thread writes that C block;
+/// `panels` holds the piece's columns of block `bb`, `abuf` the A rows' panels when A is
+/// packed; the CPU supports `K`'s instruction set.
+unsafe fn piece_product<T: Scalar, K: MicroKernel<T>>(
+    alpha: T,
+    (a, c): (MatRef<T>, MatMut<T>),
+    bb: BlockB<T>,
+    piece: Piece,
+    panels: &[T],
+    abuf: &mut [T],
+) {
+    let ((ic, mc), (jc, cols)) = (piece.rows, piece.cols);
+    // SAFETY: the caller's contract.
+    unsafe {
+        let ablk = a.block(ic, bb.pc, mc, bb.kc);
+        let asrc = ABlock::new(ablk, piece.a_in_place, K::MR, abuf);
+        let cp = c.block(ic, jc, mc, cols);
+        macro_kernel::<T, K>(bb.kc, asrc, BBlock::Packed(panels), alpha, bb.beta, cp)
+    }
 }
 
 /// Packs block `bb` of B into `dst` (`bb.nc / NR` panels) for the threads to share. A plain
