@@ -34,6 +34,7 @@
 use super::direct_simd;
 use super::fused::{epilogue_chunks, Epilogue, GradOut};
 use super::taps::{self, block_bias, regroup_weights, BiasAt, Block, Taps};
+use super::with_regrouped;
 use super::{copy_row, valid_range, Geometry, Kept};
 use crate::parallel::sum;
 use crate::{Scalar, Tier};
@@ -62,8 +63,7 @@ pub(super) fn grad_stride(g: &Geometry) -> usize {
     g.ow.next_multiple_of(L)
 }
 
-/// Scalars of per-chunk scratch of the forward pass besides the image: the weights regrouped
-/// by [`regroup_weights`].
+/// Scalars of the forward pass's weights regrouped by [`regroup_weights`].
 pub(super) fn weights_len(g: &Geometry) -> usize {
     taps::weights_len::<KB>(g.k, g.kh * g.kw)
 }
@@ -117,9 +117,9 @@ fn madd<T: Scalar, const FMA: bool>(a: T, b: T, c: T) -> T {
 /// The forward pass over contiguous `x` (`[n, 1, h, w]`), `w` (`[k, 1, kh, kw]`) and `y`
 /// (`[n, k, oh, ow]`). `images` holds one slot per chunk, where image `i` of the chunk is
 /// padded ([`pad_image`]) at `i·img_stride` (0: one buffer reused; [`image_len`]: every image
-/// kept, for the backward pass); `wts` holds one [`weights_len`] scratch per chunk. With `epi`,
-/// each image's output then goes through the fused ReLU and pool while in cache.
-#[allow(clippy::too_many_arguments)]
+/// kept, for the backward pass). The weights are regrouped once ([`with_regrouped`]) for all
+/// chunks. With `epi`, each image's output then goes through the fused ReLU and pool while in
+/// cache.
 pub(super) fn forward<T: Scalar>(
     g: &Geometry,
     x: &[T],
@@ -127,31 +127,31 @@ pub(super) fn forward<T: Scalar>(
     bias: Option<ArrayView1<'_, T>>,
     y: &mut [T],
     (images, img_stride): (&mut [T], usize),
-    wts: &mut [T],
     epi: Option<Epilogue<'_, T>>,
 ) {
     let (in_img, out_img, img) = (g.h * g.w, g.k * g.positions(), image_len(g));
     let slot_len = g.slot_len(img, img_stride);
     let top = g.p.padding.0 * row_stride(g);
     let isa = g.tier;
-    y.par_chunks_mut(g.per_chunk * out_img)
-        .zip(x.par_chunks(g.per_chunk * in_img))
-        .zip(images.par_chunks_mut(slot_len))
-        .zip(wts.par_chunks_mut(weights_len(g)))
-        .zip(epilogue_chunks(g, epi))
-        .with_min_len(g.min_chunks_per_task())
-        .for_each(|((((y, x), slot), wt), mut epi)| {
-            regroup_weights::<T, KB>(w, g.kh * g.kw, wt);
-            let images = y.chunks_exact_mut(out_img).zip(x.chunks_exact(in_img));
-            for (i, (y_n, x_n)) in images.enumerate() {
-                let image = &mut slot[i * img_stride..][..img];
-                pad_image(g, x_n, image);
-                forward_image(isa, g, &image[top..], wt, bias, y_n);
-                if let Some(epi) = epi.as_mut() {
-                    epi.image(i, y_n);
+    let regroup = |wt: &mut [T]| regroup_weights::<T, KB>(w, g.kh * g.kw, wt);
+    with_regrouped(weights_len(g), regroup, |wt| {
+        y.par_chunks_mut(g.per_chunk * out_img)
+            .zip(x.par_chunks(g.per_chunk * in_img))
+            .zip(images.par_chunks_mut(slot_len))
+            .zip(epilogue_chunks(g, epi))
+            .with_min_len(g.min_chunks_per_task())
+            .for_each(|(((y, x), slot), mut epi)| {
+                let images = y.chunks_exact_mut(out_img).zip(x.chunks_exact(in_img));
+                for (i, (y_n, x_n)) in images.enumerate() {
+                    let image = &mut slot[i * img_stride..][..img];
+                    pad_image(g, x_n, image);
+                    forward_image(isa, g, &image[top..], wt, bias, y_n);
+                    if let Some(epi) = epi.as_mut() {
+                        epi.image(i, y_n);
+                    }
                 }
-            }
-        });
+            });
+    });
 }
 
 /// One image's output from its zero-bordered rows (from the first image row on) and the

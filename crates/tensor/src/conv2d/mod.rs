@@ -120,6 +120,24 @@ thread_local! {
     /// This thread's convolution scratch ([`with_slots`]), held by the thread that calls a
     /// pass for the whole pass.
     static SLOTS: ThreadBuffer = const { RefCell::new(Vec::new()) };
+    /// The weights of this thread's forward pass in its kernel's order ([`with_regrouped`]),
+    /// held by the thread that calls the pass.
+    static WEIGHTS: ThreadBuffer = const { RefCell::new(Vec::new()) };
+}
+
+/// Calls `f` with `len` scalars of the calling thread's scratch, filled by `regroup`: a forward
+/// pass's weights in the order its kernel reads them, regrouped once per pass and then read by
+/// every chunk (a chunk is one image at batch 32, and a regroup costs about as much as a
+/// fifth of conv2's forward pass over one image).
+fn with_regrouped<T: Scalar, R>(
+    len: usize,
+    regroup: impl FnOnce(&mut [T]),
+    f: impl FnOnce(&[T]) -> R,
+) -> R {
+    with_thread_buffer(&WEIGHTS, len, len, |wt| {
+        regroup(wt);
+        f(wt)
+    })
 }
 
 /// Calls `f` with `g.chunks · slot` scalars of the calling thread's scratch, one slot of
@@ -560,12 +578,11 @@ pub fn conv2d_into<T: Scalar>(
 }
 
 /// Length of one chunk's slot of [`with_slots`] in a forward pass by `method` that keeps
-/// nothing: im2col's column buffer and padded image, direct's padded image and regrouped
-/// weights, shifted's padded image.
+/// nothing: im2col's column buffer and padded image, direct's and shifted's padded image.
 fn forward_slot(g: &Geometry, method: Conv2dMethod) -> usize {
     match method {
         Conv2dMethod::Im2col => g.ckk() * g.positions() + im2col::pad_len(g),
-        Conv2dMethod::Direct => direct::image_len(g) + direct::weights_len(g),
+        Conv2dMethod::Direct => direct::image_len(g),
         Conv2dMethod::Shifted => shifted::image_len(g),
     }
 }
@@ -592,12 +609,8 @@ fn forward_uncached<T: Scalar>(
                 let (cols, pads) = slots.split_at_mut(g.chunks * g.ckk() * g.positions());
                 Scratch::Im2col(cols, 0, pads)
             }
-            Conv2dMethod::Direct => {
-                // One padded image per chunk, reused for each of its images, then the weights.
-                let (images, wts) = slots.split_at_mut(g.chunks * direct::image_len(g));
-                Scratch::Direct(images, 0, wts)
-            }
             // One padded image per chunk, reused for each of its images.
+            Conv2dMethod::Direct => Scratch::Direct(slots, 0),
             Conv2dMethod::Shifted => Scratch::Shifted(slots, 0),
         };
         forward(g, input, weight, bias, out, scratch, epi);
@@ -630,14 +643,13 @@ fn forward_caching<T: Scalar>(
     let kept = &mut cache.kept[..g.n * img];
     let pads_len = match method {
         Conv2dMethod::Im2col => im2col::pad_len(g),
-        Conv2dMethod::Direct => direct::weights_len(g),
-        Conv2dMethod::Shifted => 0,
+        Conv2dMethod::Direct | Conv2dMethod::Shifted => 0,
     };
     with_slots(g, pads_len, most, |pads| {
         // Either way, what the backward pass reads is a by-product of the forward pass.
         let scratch = match method {
             Conv2dMethod::Im2col => Scratch::Im2col(kept, img, pads),
-            Conv2dMethod::Direct => Scratch::Direct(kept, img, pads),
+            Conv2dMethod::Direct => Scratch::Direct(kept, img),
             Conv2dMethod::Shifted => Scratch::Shifted(kept, img),
         };
         forward(g, input, weight, bias, out, scratch, epi);
@@ -664,8 +676,8 @@ enum Scratch<'a, T> {
     Im2col(&'a mut [T], usize, &'a mut [T]),
     /// direct: the image slots of the chunks, where image `i` of a chunk writes its
     /// zero-bordered rows at `i·img_stride` within its slot (0: one buffer reused; the image
-    /// length: every image kept), and one regrouped weight scratch per chunk.
-    Direct(&'a mut [T], usize, &'a mut [T]),
+    /// length: every image kept).
+    Direct(&'a mut [T], usize),
     /// shifted: the padded-image slots of the chunks, as for direct (its wide matrices are
     /// per-thread scratch).
     Shifted(&'a mut [T], usize),
@@ -713,8 +725,8 @@ fn forward<T: Scalar>(
         Scratch::Im2col(cols, img_stride, pads) => {
             im2col::forward(g, x, w, bias, y, (cols, img_stride), pads, epi)
         }
-        Scratch::Direct(images, img_stride, wts) => {
-            direct::forward(g, x, w, bias, y, (images, img_stride), wts, epi)
+        Scratch::Direct(images, img_stride) => {
+            direct::forward(g, x, w, bias, y, (images, img_stride), epi)
         }
         Scratch::Shifted(images, img_stride) => {
             shifted::forward(g, x, w, bias, y, (images, img_stride), epi)

@@ -38,11 +38,11 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::dwide;
-use super::fused::{epilogue_chunks, Epilogue, GradOut};
+use super::fused::{epilogue_chunks, Epilogue, EpilogueChunk, GradOut};
 #[cfg(target_arch = "x86_64")]
 use super::lanes::{self, Width};
 use super::taps::{self, block_bias, regroup_weights, BiasAt, Block, Taps};
-use super::{copy_row, pad_planes, Geometry, Kept};
+use super::{copy_row, pad_planes, with_regrouped, Geometry, Kept};
 use crate::matmul::gemm_with_kernel;
 use crate::matmul::{gemm_packed_b, pack_b_lines, route, PackB, Route};
 use crate::parallel::sum as sum_of;
@@ -76,11 +76,11 @@ pub(super) fn image_len(g: &Geometry) -> usize {
     g.c * (g.h + 2 * g.p.padding.0) * padded_width(g)
 }
 
-/// Calls `f` with this thread's scratch: room for the forward pass's regrouped weights and
-/// `y_wide`, and for the backward pass's [`WeightGradSum`] buffers, `g_wide`, then `wide` (dot
-/// route only) or `dwide`, and one padded input gradient.
+/// Calls `f` with this thread's scratch: room for the forward pass's `y_wide`, and for the
+/// backward pass's [`WeightGradSum`] buffers, `g_wide`, then `wide` (dot route only) or
+/// `dwide`, and one padded input gradient.
 fn with_wide<T: Scalar, R>(g: &Geometry, f: impl FnOnce(&mut [T]) -> R) -> R {
-    let forward = taps::weights_len::<KB>(g.k, g.ckk()) + g.k * wide_cols(g);
+    let forward = g.k * wide_cols(g);
     let len = forward.max(backward_len(g));
     with_thread_buffer(&WIDE, len, len, f)
 }
@@ -141,8 +141,8 @@ fn build_wide<T: Scalar>(g: &Geometry, img: &[T], wide: &mut [T]) {
 /// The forward pass over contiguous `x` (`[n, c, h, w]`), `w` (`[k, c·kh·kw]`) and `y`
 /// (`[n, k, oh, ow]`). `images` holds one slot per chunk, where image `i` of the chunk is
 /// padded at `i·img_stride` (0: one buffer reused; [`image_len`]: every image kept, for the
-/// backward pass). With `epi`, each image's output then goes through the fused ReLU and pool
-/// while in cache.
+/// backward pass). The weights are regrouped once ([`with_regrouped`]) for all chunks. With
+/// `epi`, each image's output then goes through the fused ReLU and pool while in cache.
 pub(super) fn forward<T: Scalar>(
     g: &Geometry,
     x: &[T],
@@ -152,38 +152,59 @@ pub(super) fn forward<T: Scalar>(
     (images, img_stride): (&mut [T], usize),
     epi: Option<Epilogue<'_, T>>,
 ) {
-    let (in_img, out_img) = (g.c * g.h * g.w, g.k * g.positions());
+    let out_img = g.k * g.positions();
     let slot_len = g.slot_len(image_len(g), img_stride);
-    let isa = g.tier;
-    let kernel = Kernels::choose(isa, g, bias);
-    y.par_chunks_mut(g.per_chunk * out_img)
-        .zip(images.par_chunks_mut(slot_len))
-        .zip(epilogue_chunks(g, epi))
-        .enumerate()
-        .with_min_len(g.min_chunks_per_task())
-        .for_each(|(chunk, ((y, slot), mut epi))| {
-            with_wide(g, |scratch| {
-                let (wt, rest) = scratch.split_at_mut(kernel.weights_len(g));
-                kernel.regroup(g, w, wt);
-                let y_wide = &mut rest[..g.k * wide_cols(g)];
-                for (i, y_n) in y.chunks_exact_mut(out_img).enumerate() {
-                    let n = chunk * g.per_chunk + i;
-                    let x_n = &x[n * in_img..][..in_img];
-                    let img = if img_stride == 0 {
-                        planes(g, x_n, slot)
-                    } else {
-                        // Kept for the backward pass, padded or not.
-                        let kept = &mut slot[i * img_stride..][..image_len(g)];
-                        pad_planes(g, x_n, kept);
-                        kept
-                    };
-                    forward_image((kernel, isa), g, (wt, bias), img, y_wide, y_n);
-                    if let Some(epi) = epi.as_mut() {
-                        epi.image(i, y_n);
-                    }
-                }
-            })
-        });
+    let kernel = Kernels::choose(g.tier, g, bias);
+    let regroup = |wt: &mut [T]| kernel.regroup(g, w, wt);
+    with_regrouped(kernel.weights_len(g), regroup, |wt| {
+        y.par_chunks_mut(g.per_chunk * out_img)
+            .zip(images.par_chunks_mut(slot_len))
+            .zip(epilogue_chunks(g, epi))
+            .enumerate()
+            .with_min_len(g.min_chunks_per_task())
+            .for_each(|(chunk, ((y, slot), epi))| {
+                let first = chunk * g.per_chunk;
+                forward_chunk(
+                    (kernel, g),
+                    x,
+                    (wt, bias),
+                    y,
+                    (first, slot, img_stride),
+                    epi,
+                );
+            });
+    });
+}
+
+/// One chunk of [`forward`]: the outputs `y` of images `first..`, each padded into `slot` at
+/// `i·img_stride`, then through the fused ReLU and pool if `epi` is given.
+fn forward_chunk<T: Scalar>(
+    (kernel, g): (Kernels, &Geometry),
+    x: &[T],
+    (wt, bias): (&[T], Option<ArrayView1<'_, T>>),
+    y: &mut [T],
+    (first, slot, img_stride): (usize, &mut [T], usize),
+    mut epi: Option<EpilogueChunk<'_, T>>,
+) {
+    let (in_img, out_img) = (g.c * g.h * g.w, g.k * g.positions());
+    with_wide(g, |scratch| {
+        let y_wide = &mut scratch[..g.k * wide_cols(g)];
+        for (i, y_n) in y.chunks_exact_mut(out_img).enumerate() {
+            let x_n = &x[(first + i) * in_img..][..in_img];
+            let img = if img_stride == 0 {
+                planes(g, x_n, slot)
+            } else {
+                // Kept for the backward pass, padded or not.
+                let kept = &mut slot[i * img_stride..][..image_len(g)];
+                pad_planes(g, x_n, kept);
+                kept
+            };
+            forward_image((kernel, g.tier), g, (wt, bias), img, y_wide, y_n);
+            if let Some(epi) = epi.as_mut() {
+                epi.image(i, y_n);
+            }
+        }
+    })
 }
 
 /// The kernels of the forward pass and of the weight gradient, chosen in one place
