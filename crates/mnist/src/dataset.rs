@@ -226,6 +226,37 @@ pub struct Split {
     pub labels: Array1<u8>,
 }
 
+/// `p as f32 / 255.0` for every byte `p`, computed once at compile time: a batch's pixels
+/// are scaled by looking them up, which gives the division's bits without a division per
+/// pixel (it took 2.4% of a training epoch's profile).
+static SCALED: [f32; 256] = {
+    let mut t = [0.0; 256];
+    let mut p = 0;
+    while p < 256 {
+        t[p] = p as f32 / 255.0;
+        p += 1;
+    }
+    t
+};
+
+/// Asks the CPU to start loading `bytes` into its caches without waiting for them. A batch's
+/// images sit at random places in a training set larger than the caches (47 MB for MNIST), so
+/// `write_batch` asks for all of them first and their cache misses overlap, instead of one
+/// image's misses after another's (they were 2–3% of a training epoch's profile).
+fn prefetch(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in bytes.chunks(64) {
+        // SAFETY: a prefetch is a hint that reads nothing architecturally and cannot fault;
+        // the address is inside `bytes` anyway. SSE, which has it, is part of x86-64.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
+}
+
 impl Split {
     /// Reads an images file and a labels file (gzip or raw) and checks that they hold the same
     /// number of items.
@@ -295,6 +326,11 @@ impl Split {
             labels_out.len(),
             indices.len()
         );
+        for &i in indices {
+            if let Some(src) = self.images.index_axis(Axis(0), i).as_slice() {
+                prefetch(src);
+            }
+        }
         for ((&i, out), label) in indices
             .iter()
             .zip(images_out.chunks_exact_mut(pixels))
@@ -304,12 +340,12 @@ impl Split {
             match image.as_slice() {
                 Some(src) => {
                     for (o, &p) in out.iter_mut().zip(src) {
-                        *o = p as f32 / 255.0_f32;
+                        *o = SCALED[usize::from(p)];
                     }
                 }
                 None => {
                     for (o, &p) in out.iter_mut().zip(image.iter()) {
-                        *o = p as f32 / 255.0_f32;
+                        *o = SCALED[usize::from(p)];
                     }
                 }
             }
