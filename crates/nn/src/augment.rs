@@ -161,7 +161,7 @@ pub struct Augmenter {
 
 /// The buffers one image's augmentation works in.
 #[derive(Debug, Clone)]
-struct Scratch {
+pub(crate) struct Scratch {
     image: Vec<f32>,
     /// Noise with an r-wide zero margin on each side: (N + 2r)² values.
     noise: Vec<f32>,
@@ -198,29 +198,90 @@ impl Augmenter {
     /// If `images.len()` is not a multiple of 784.
     pub fn apply<R: Rng + ?Sized>(&mut self, images: &mut [f32], rng: &mut R) {
         assert_eq!(images.len() % IMAGE_LEN, 0, "Augmenter: whole 28x28 images");
-        if self.config.is_identity() {
-            return;
-        }
         let n = images.len() / IMAGE_LEN;
-        self.seeds.clear();
-        self.seeds.extend((0..n).map(|_| rng.gen::<u64>()));
         let per_piece = n.div_ceil(PIECES).max(1);
         let pieces = n.div_ceil(per_piece);
         if self.scratch.len() < pieces {
             let scratch = Scratch::new(self.kernel.len());
             self.scratch.resize(pieces, scratch);
         }
-        let (config, kernel) = (self.config, &self.kernel[..]);
+        let Augmenter {
+            config,
+            kernel,
+            seeds,
+            scratch,
+        } = self;
+        let Some(batch) = draw_seeds(*config, kernel, seeds, n, rng) else {
+            return;
+        };
         images
             .par_chunks_mut(per_piece * IMAGE_LEN)
-            .zip(self.seeds.par_chunks(per_piece))
-            .zip(self.scratch.par_iter_mut())
-            .for_each(|((images, seeds), scratch)| {
-                for (image, &seed) in images.chunks_exact_mut(IMAGE_LEN).zip(seeds) {
-                    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-                    scratch.augment(config, kernel, image, &mut rng);
-                }
-            });
+            .zip(scratch.par_iter_mut())
+            .enumerate()
+            .for_each(|(p, (images, scratch))| batch.rows(p * per_piece, images, scratch));
+    }
+
+    /// Draws the seeds of a batch of `n` images from `rng` as [`Augmenter::apply`] does, and
+    /// returns what augments the batch's rows piece by piece ([`BatchAugment::rows`]), so
+    /// that the pieces can run where their rows are filled; `None` (no draw) when every
+    /// magnitude is zero.
+    pub(crate) fn begin_batch<R: Rng + ?Sized>(
+        &mut self,
+        n: usize,
+        rng: &mut R,
+    ) -> Option<BatchAugment<'_>> {
+        draw_seeds(self.config, &self.kernel, &mut self.seeds, n, rng)
+    }
+}
+
+/// One seed per image of a batch of `n` from `rng`, into `seeds`; nothing when `config` is the
+/// identity.
+fn draw_seeds<'a, R: Rng + ?Sized>(
+    config: AugmentConfig,
+    kernel: &'a [f32],
+    seeds: &'a mut Vec<u64>,
+    n: usize,
+    rng: &mut R,
+) -> Option<BatchAugment<'a>> {
+    if config.is_identity() {
+        return None;
+    }
+    seeds.clear();
+    seeds.extend((0..n).map(|_| rng.gen::<u64>()));
+    Some(BatchAugment {
+        config,
+        kernel,
+        seeds,
+    })
+}
+
+/// A batch's augmentation once its seeds are drawn ([`Augmenter::begin_batch`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BatchAugment<'a> {
+    config: AugmentConfig,
+    kernel: &'a [f32],
+    seeds: &'a [u64],
+}
+
+impl BatchAugment<'_> {
+    /// The buffers in `slot`, made for this batch's Gaussian first if they are missing or were
+    /// made for another (allocates only then).
+    pub(crate) fn scratch<'s>(&self, slot: &'s mut Option<Scratch>) -> &'s mut Scratch {
+        let taps = self.kernel.len();
+        if slot.as_ref().is_none_or(|s| !s.fits(taps)) {
+            *slot = Some(Scratch::new(taps));
+        }
+        slot.as_mut().expect("just made")
+    }
+
+    /// Transforms the batch's images `first..` held in `images` (whole images), each from its
+    /// own seed, in `scratch`: the same bits wherever the batch is cut.
+    pub(crate) fn rows(&self, first: usize, images: &mut [f32], scratch: &mut Scratch) {
+        let seeds = &self.seeds[first..][..images.len() / IMAGE_LEN];
+        for (image, &seed) in images.chunks_exact_mut(IMAGE_LEN).zip(seeds) {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            scratch.augment(self.config, self.kernel, image, &mut rng);
+        }
     }
 }
 
@@ -236,6 +297,12 @@ impl Scratch {
             field_x: vec![0.0; IMAGE_LEN],
             field_y: vec![0.0; IMAGE_LEN],
         }
+    }
+
+    /// Whether the buffers were made for a Gaussian of `taps` taps.
+    fn fits(&self, taps: usize) -> bool {
+        let padded = IMAGE_SIZE + taps - 1;
+        self.noise.len() == padded * padded
     }
 
     /// Transforms one image in place with parameters drawn from `rng` (see

@@ -29,8 +29,9 @@
 //! gradients add them up differs, so the two agree within the rounding of those sums (tested
 //! below).
 //!
-//! Each shard also fills its rows of the batch from the data source (unless augmentation
-//! filled the whole batch first). Its fully connected layers run on all its rows at once
+//! Each shard also fills its rows of the batch from the data source, and augments them when
+//! the trainer augments (each image from its own seed, drawn in image order before the region,
+//! so the cut changes no bit). Its fully connected layers run on all its rows at once
 //! ([`LeNet5::forward_unsplit`]; cut again into row shards of 16, a batch-256 epoch took
 //! 1.15–1.19 s on two threads instead of 1.10–1.14 s), while its convolutions may still split
 //! their images over threads (rayon's nested parallelism), which lets a thread that finished
@@ -38,6 +39,7 @@
 //! additions of their gradients (61,706 floats each for LeNet-5), both in parallel pieces, in
 //! place of a fork and join of the threads around every layer's pass.
 
+use crate::augment::{BatchAugment, Scratch};
 use crate::data::{BatchSource, IMAGE_LEN};
 use crate::fc_shards::shard_rows;
 use crate::lenet5::{LeNet5, IMAGE_SIZE};
@@ -57,6 +59,8 @@ pub(crate) struct Batch<'a> {
     pub(crate) labels: &'a mut [usize],
     /// The source and the batch's examples in it, or `None` for buffers already filled.
     pub(crate) fill: Option<(&'a dyn BatchSource, &'a [usize])>,
+    /// The augmentation each shard applies to its rows once they are filled, if any.
+    pub(crate) augment: Option<BatchAugment<'a>>,
 }
 
 /// The state of the data-parallel step: a replica of the model for every shard after the
@@ -78,6 +82,8 @@ struct Shard {
     loss_sum: f64,
     /// The shard's correct predictions.
     correct: usize,
+    /// The buffers the shard's augmentation works in (made on the first augmented batch).
+    augment: Option<Scratch>,
 }
 
 impl DataParallel {
@@ -111,6 +117,7 @@ impl DataParallel {
                 images,
                 labels,
                 fill,
+                augment: None,
             },
         )
     }
@@ -133,11 +140,14 @@ impl DataParallel {
         let copies = rayon::iter::once(&mut *model).chain(self.replicas[..k - 1].par_iter_mut());
         let rows = batch.images.par_chunks_mut(r * IMAGE_LEN);
         let rows = rows.zip(batch.labels.par_chunks_mut(r)).enumerate();
-        let fill = batch.fill;
+        let (fill, augment) = (batch.fill, batch.augment);
         copies.zip(&mut self.shards[..k]).zip(rows).for_each(
             |((net, shard), (s, (images, labels)))| {
                 if let Some((source, indices)) = fill {
                     source.fill_batch(&indices[s * r..][..labels.len()], images, labels);
+                }
+                if let Some(aug) = augment {
+                    aug.rows(s * r, images, aug.scratch(&mut shard.augment));
                 }
                 shard.run(net, images, labels, n);
             },
@@ -261,6 +271,7 @@ mod tests {
             images: &mut x,
             labels: &mut t,
             fill,
+            augment: None,
         };
         dp.gradients(net, batch)
     }
@@ -281,6 +292,50 @@ mod tests {
         (0..n.div_ceil(r))
             .map(|s| s * r..((s + 1) * r).min(n))
             .collect()
+    }
+
+    /// Shards that fill and augment their own rows give the bits of the batch augmented
+    /// whole by `Augmenter::apply` (from the same generator state) and then cut, on 1, 2 and 3
+    /// threads, for batches of one shard, two and four (the seeds are drawn in image order
+    /// before the region, each image's transform from its own seed).
+    #[test]
+    fn shards_augment_their_rows_as_the_whole_batch_would_be() {
+        use crate::augment::{AugmentConfig, Augmenter};
+        for n in [20, 32, 70] {
+            let (model, images, labels) = setup(n, LeNet5Config::default(), 11);
+            let mut augmented = images.clone();
+            let mut rng = ChaCha8Rng::seed_from_u64(5);
+            Augmenter::new(AugmentConfig::default()).apply(&mut augmented, &mut rng);
+            let mut want_net = model.clone();
+            let want = gradients(
+                &mut DataParallel::new(),
+                &mut want_net,
+                (&augmented, &labels),
+                false,
+            );
+            for threads in [1, 2, 3] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
+                let mut net = model.clone();
+                let got = pool.unwrap().install(|| {
+                    let mut aug = Augmenter::new(AugmentConfig::default());
+                    let mut rng = ChaCha8Rng::seed_from_u64(5);
+                    let source = InMemorySource::new(images.clone(), labels.clone());
+                    let indices: Vec<usize> = (0..n).collect();
+                    let (mut x, mut t) = (vec![f32::NAN; n * IMAGE_LEN], vec![usize::MAX; n]);
+                    let batch = Batch {
+                        images: &mut x,
+                        labels: &mut t,
+                        fill: Some((&source as &dyn BatchSource, &indices[..])),
+                        augment: aug.begin_batch(n, &mut rng),
+                    };
+                    DataParallel::new().gradients(&mut net, batch)
+                });
+                let at = format!("batch {n}, {threads} threads");
+                assert_eq!(got.0.to_bits(), want.0.to_bits(), "{at}: loss");
+                assert_eq!(got.1, want.1, "{at}: correct");
+                assert_eq!(bits(&grads(&net)), bits(&grads(&want_net)), "{at}");
+            }
+        }
     }
 
     #[test]

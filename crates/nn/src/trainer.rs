@@ -542,19 +542,17 @@ impl Trainer {
         let nb = idx.len();
         let images = &mut self.images[..nb * IMAGE_LEN];
         let labels = &mut self.labels[..nb];
-        // Without augmentation, each shard fills its own rows in the parallel region.
-        let fill = match &mut self.augmenter {
-            Some(aug) => {
-                train.fill_batch(idx, images, labels);
-                aug.apply(images, &mut self.rng);
-                None
-            }
-            None => Some((train, idx)),
+        // Each shard fills (and augments) its own rows in the parallel region; the seeds are
+        // drawn here, in image order, so the cut changes no bit.
+        let augment = match &mut self.augmenter {
+            Some(aug) => aug.begin_batch(nb, &mut self.rng),
+            None => None,
         };
         let batch = Batch {
             images,
             labels,
-            fill,
+            fill: Some((train, idx)),
+            augment,
         };
         let (loss, batch_correct) = self.parallel.gradients(&mut self.model, batch);
         if !loss.is_finite() {
@@ -642,6 +640,7 @@ mod tests {
             images: &mut x,
             labels: &mut t,
             fill: None,
+            augment: None,
         };
         let (loss, correct) = DataParallel::default().gradients(&mut want, batch);
         let mut sgd = Sgd::new(config.sgd(), want.params().iter().map(|p| p.value.len()));
