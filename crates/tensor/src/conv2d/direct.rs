@@ -25,10 +25,11 @@
 //! The backward kernels are plain Rust over fixed-size arrays, compiled twice — for AVX2 + FMA
 //! (with fused multiply-adds; an AVX-512 CPU runs this build) and for the baseline target
 //! (separate multiply and add) — and picked at run time like `gemm`'s, by [`Tier::active`]
-//! (the forward kernel likewise); the `f32` weight gradient from the AVX2 tier up runs in
-//! vector registers (`direct_simd.rs`, written over `F32s`) with the same bits as the generic
-//! fused code. Results may differ between these paths in the last bits, never between runs or
-//! thread counts.
+//! (the forward kernel likewise); the `f32` weight gradient runs in vector registers
+//! (`direct_simd.rs`, written over `F32s`, picked by [`plan`]): on AVX2 the same loops, with the
+//! same bits as the generic fused code; on AVX-512 the image-row kernel at 16 lanes, each image
+//! row loaded once per channel for every tap. Results may differ between these paths in the
+//! last bits, never between runs or thread counts.
 
 #[cfg(target_arch = "x86_64")]
 use super::direct_simd;

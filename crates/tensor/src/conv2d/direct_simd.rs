@@ -1,12 +1,16 @@
 //! The direct method's `f32` weight and bias gradients (conv1's) in vector registers, written
-//! over [`F32s`]: the loops of `direct::weight_grad_rows` with the `GK × GV` accumulators (and
-//! the `GK` bias accumulators) pinned in registers — 10 of AVX2's 16, plus `GK` gradient
-//! vectors and one input vector. Each lane is summed in the same order, with the same fused
-//! roundings, as the generic code, so the two give the same bits.
+//! over [`F32s`], two kernels:
 //!
-//! It runs at 8 lanes on the AVX2 tier and above: at 16 lanes (one vector per 16 output columns,
-//! the two halves added at the end) a LeNet-5 epoch on AVX-512 took 1.01× the time, so the
-//! AVX-512 tier keeps the 8-lane instance (docs/performance.md).
+//! * [`weight_grad_rows`] (the AVX2 tier, 8 lanes): the loops of `direct::weight_grad_rows`
+//!   with the `GK × GV` accumulators (and the `GK` bias accumulators) pinned in registers — 10
+//!   of AVX2's 16, plus `GK` gradient vectors and one input vector. Each lane is summed in the
+//!   same order, with the same fused roundings, as the generic code, so the two give the same
+//!   bits.
+//! * [`weight_grad_image_rows`] (the AVX-512 tier, 16 lanes): the image-row kernel, `RU × GV`
+//!   = 25 accumulators per channel, each image row's `GV` shifted vectors loaded once for all
+//!   `RU` kernel rows (10 loads per 25 multiply-adds, against 7 per 10). Its lanes sum in
+//!   another order; tested against an `f64` reference. The same block at 16 lanes took 1.01×
+//!   the epoch time of the 8-lane kernel; this one 0.92× (docs/performance.md).
 
 #![cfg(target_arch = "x86_64")]
 
