@@ -20,7 +20,7 @@ pub(crate) trait F32s: Copy {
     const LANES: usize;
     /// Which lanes a masked load or store touches.
     type Mask: Copy;
-    /// The first `n` lanes (`1 ≤ n ≤ LANES`).
+    /// The first `n` lanes (`0 ≤ n ≤ LANES`).
     unsafe fn first(n: usize) -> Self::Mask;
     /// All lanes 0.
     unsafe fn zero() -> Self;
@@ -42,6 +42,9 @@ pub(crate) trait F32s: Copy {
     unsafe fn mul(a: Self, b: Self) -> Self;
     /// Writes the first `n` lanes to `p` (`1 ≤ n ≤ LANES`; nothing else is written).
     unsafe fn store_first(self, p: *mut f32, n: usize);
+    /// Adds the lanes folded to 8 to the 8 scalars at `p`: `p[l] += self[l]` at 8 lanes,
+    /// `p[l] += self[l] + self[l + 8]` at 16 (the two halves added first).
+    unsafe fn add_folded_to_8(self, p: *mut f32);
     /// Writes lane `b` of `cols[j]` to `y[b·stride + j]` for every lane `b` and `j < N`: `N`
     /// vectors stored as the columns of a `LANES × N` block (`N ≤ LANES`, and `LANES·stride`
     /// fits in an `i32`).
@@ -114,6 +117,11 @@ impl F32s for __m256 {
                 _ => store_first(p, self, n),
             }
         }
+    }
+    #[inline(always)]
+    unsafe fn add_folded_to_8(self, p: *mut f32) {
+        // SAFETY: the trait's contract: 8 scalars at p are readable and writable.
+        unsafe { _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), self)) }
     }
     #[inline(always)]
     unsafe fn store_columns<const N: usize>(cols: &[Self; N], y: *mut f32, stride: usize) {
@@ -193,6 +201,15 @@ impl F32s for __m512 {
     unsafe fn store_first(self, p: *mut f32, n: usize) {
         // SAFETY: the trait's contract (masked-off lanes are not written).
         unsafe { self.store_masked(p, Self::first(n)) }
+    }
+    #[inline(always)]
+    unsafe fn add_folded_to_8(self, p: *mut f32) {
+        // SAFETY: the trait's contract: 8 scalars at p are readable and writable; AVX-512F.
+        unsafe {
+            let lo = _mm512_castps512_ps256(self);
+            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(self)));
+            _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), _mm256_add_ps(lo, hi)))
+        }
     }
     #[inline(always)]
     unsafe fn store_columns<const N: usize>(cols: &[Self; N], y: *mut f32, stride: usize) {

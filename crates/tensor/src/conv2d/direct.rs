@@ -25,10 +25,11 @@
 //! The backward kernels are plain Rust over fixed-size arrays, compiled twice — for AVX2 + FMA
 //! (with fused multiply-adds; an AVX-512 CPU runs this build) and for the baseline target
 //! (separate multiply and add) — and picked at run time like `gemm`'s, by [`Tier::active`]
-//! (the forward kernel likewise); the `f32` weight gradient from the AVX2 tier up runs in
-//! vector registers (`direct_simd.rs`, written over `F32s`) with the same bits as the generic
-//! fused code. Results may differ between these paths in the last bits, never between runs or
-//! thread counts.
+//! (the forward kernel likewise); the `f32` weight gradient runs in vector registers
+//! (`direct_simd.rs`, written over `F32s`, picked by [`plan`]): on AVX2 the same loops, with the
+//! same bits as the generic fused code; on AVX-512 the image-row kernel at 16 lanes, each image
+//! row loaded once per channel for every tap. Results may differ between these paths in the
+//! last bits, never between runs or thread counts.
 
 #[cfg(target_arch = "x86_64")]
 use super::direct_simd;
@@ -241,11 +242,12 @@ pub(super) fn backward_chunk<T: Scalar>(
     }
 }
 
-/// Adds one image's weight and bias gradients, lane by lane (lane `l` sums the output columns
-/// `j ≡ l mod L`), to `lanes` ([`lanes_len`]), on `isa`: `Σ_{i,j} g[k,i,j] · img[i+u][j+v]`
-/// for `dw[k,u,v]` and `Σ_{i,j} g[k,i,j]` for `db[k]`. Both fused paths (AVX2 `f32`
-/// intrinsics, the generic code compiled for AVX2) sum each lane in the same order with the
-/// same roundings, so they give the same bits.
+/// Adds one image's weight and bias gradients, lane by lane, to `lanes` ([`lanes_len`]), by
+/// the kernel [`plan`] picks for `isa`: `Σ_{i,j} g[k,i,j] · img[i+u][j+v]` for `dw[k,u,v]`
+/// and `Σ_{i,j} g[k,i,j]` for `db[k]`, each of a weight's [`L`] lanes summing a fixed subset
+/// of the terms in a fixed order (lane `l`: the columns `j ≡ l mod L`, at 16 lanes folded from
+/// `j ≡ l` and `j ≡ l + 8 mod 16`). Both fused AVX2 paths (the `f32` vector kernel, the
+/// generic code compiled for AVX2) give the same bits.
 fn weight_grad_image<T: Scalar>(isa: Tier, g: &Geometry, img: &[T], g_n: &[T], lanes: &mut [T]) {
     #[cfg(target_arch = "x86_64")]
     {
@@ -257,14 +259,58 @@ fn weight_grad_image<T: Scalar>(isa: Tier, g: &Geometry, img: &[T], g_n: &[T], l
             }
             weight_grad_rows::<T, true>(g, img, g_n, lanes)
         }
-        if crate::tier::Build::on(isa) == crate::tier::Build::Avx2 {
+        match plan::<T>(isa) {
+            WeightGradKernel::Avx512 => {
+                let img = T::as_f32_slice(img).expect("the plan's f32");
+                let g_n = T::as_f32_slice(g_n).expect("the plan's f32");
+                let lanes = T::as_f32_slice_mut(lanes).expect("the plan's f32");
+                return direct_simd::weight_grad_image_rows(g, img, g_n, lanes);
+            }
             // SAFETY: `isa` is a tier the CPU has (the caller's), and the AVX2 build needs no
-            // more than it.
-            return unsafe { avx2(g, img, g_n, lanes) };
+            // more than it (the plan's kernel needs no more than the tier).
+            WeightGradKernel::Avx2 => return unsafe { avx2(g, img, g_n, lanes) },
+            WeightGradKernel::Baseline => {}
         }
     }
     let _ = isa;
     weight_grad_rows::<T, false>(g, img, g_n, lanes)
+}
+
+/// The kernels of [`weight_grad_image`] (elsewhere than on x86-64 only the tests ask for them:
+/// every tier is portable there).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum WeightGradKernel {
+    /// The generic code compiled for the baseline target (separate multiply and add).
+    Baseline,
+    /// `f32`: the `GK × GV` kernel at 8 lanes (`direct_simd::weight_grad_rows`); other
+    /// scalars: the generic code compiled for AVX2 + FMA. The same bits.
+    Avx2,
+    /// `f32`: the image-row kernel at 16 lanes (`direct_simd::weight_grad_image_rows`).
+    Avx512,
+}
+
+impl crate::tier::Needs for WeightGradKernel {
+    fn needs(&self) -> Tier {
+        match self {
+            WeightGradKernel::Baseline => Tier::Portable,
+            WeightGradKernel::Avx2 => Tier::Avx2,
+            WeightGradKernel::Avx512 => Tier::Avx512,
+        }
+    }
+}
+
+/// The weight-gradient kernel for `T` on `tier`: the 16-lane image-row kernel for `f32` on
+/// AVX-512 (measured faster there: docs/performance.md), the AVX2 build from the AVX2 tier up
+/// otherwise.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(super) fn plan<T: Scalar>(tier: Tier) -> WeightGradKernel {
+    let f32s = std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>();
+    match tier {
+        Tier::Avx512 if f32s => WeightGradKernel::Avx512,
+        Tier::Avx512 | Tier::Avx2 => WeightGradKernel::Avx2,
+        Tier::Portable => WeightGradKernel::Baseline,
+    }
 }
 
 /// The weight and bias gradients of one image `g_n` (`[k, oh, ow]`), from `img`
@@ -378,6 +424,25 @@ pub(super) fn weight_grad_rows_fma(g: &Geometry, img: &[f32], g_n: &[f32], lanes
 
 #[cfg(test)]
 mod tests {
+    /// On every tier, whatever this machine has: the weight-gradient kernel needs no more than
+    /// the tier, the 16-lane `f32` kernel runs on AVX-512 only (measured faster there), other
+    /// scalars keep the AVX2 build.
+    #[test]
+    fn every_tier_runs_what_it_has_and_nothing_slower() {
+        use crate::tier::check_plan;
+        let measured = [WeightGradKernel::Avx2, WeightGradKernel::Avx512];
+        check_plan("direct weight gradient, f32", plan::<f32>, &measured);
+        check_plan(
+            "direct weight gradient, f64",
+            plan::<f64>,
+            &[WeightGradKernel::Avx2],
+        );
+        assert_eq!(plan::<f32>(Tier::Avx512), WeightGradKernel::Avx512);
+        assert_eq!(plan::<f32>(Tier::Avx2), WeightGradKernel::Avx2);
+        assert_eq!(plan::<f64>(Tier::Avx512), WeightGradKernel::Avx2);
+        assert_eq!(plan::<f32>(Tier::Portable), WeightGradKernel::Baseline);
+    }
+
     use super::super::taps::same_bits;
     use super::super::tests::pseudo;
     use super::*;

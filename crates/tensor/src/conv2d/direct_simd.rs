@@ -1,12 +1,16 @@
 //! The direct method's `f32` weight and bias gradients (conv1's) in vector registers, written
-//! over [`F32s`]: the loops of `direct::weight_grad_rows` with the `GK × GV` accumulators (and
-//! the `GK` bias accumulators) pinned in registers — 10 of AVX2's 16, plus `GK` gradient
-//! vectors and one input vector. Each lane is summed in the same order, with the same fused
-//! roundings, as the generic code, so the two give the same bits.
+//! over [`F32s`], two kernels:
 //!
-//! It runs at 8 lanes on the AVX2 tier and above: at 16 lanes (one vector per 16 output columns,
-//! the two halves added at the end) a LeNet-5 epoch on AVX-512 took 1.01× the time, so the
-//! AVX-512 tier keeps the 8-lane instance (docs/performance.md).
+//! * [`weight_grad_rows`] (the AVX2 tier, 8 lanes): the loops of `direct::weight_grad_rows`
+//!   with the `GK × GV` accumulators (and the `GK` bias accumulators) pinned in registers — 10
+//!   of AVX2's 16, plus `GK` gradient vectors and one input vector. Each lane is summed in the
+//!   same order, with the same fused roundings, as the generic code, so the two give the same
+//!   bits.
+//! * [`weight_grad_image_rows`] (the AVX-512 tier, 16 lanes): the image-row kernel, `RU × GV`
+//!   = 25 accumulators per channel, each image row's `GV` shifted vectors loaded once for all
+//!   `RU` kernel rows (10 loads per 25 multiply-adds, against 7 per 10). Its lanes sum in
+//!   another order; tested against an `f64` reference. The same block at 16 lanes took 1.01×
+//!   the epoch time of the 8-lane kernel; this one 0.92× (docs/performance.md).
 
 #![cfg(target_arch = "x86_64")]
 
@@ -14,7 +18,7 @@ use super::direct::{add_lanes, row_stride, GK, GV, L};
 use super::Geometry;
 use crate::simd::F32s;
 use crate::Tier;
-use std::arch::x86_64::__m256;
+use std::arch::x86_64::{__m256, __m512};
 
 /// Adds one image's weight and bias gradient lane sums to `lanes`, from `img` (the image's
 /// zero-bordered rows) and `g_n` (`[k, oh, ow]`); see `direct::weight_grad_rows`.
@@ -159,6 +163,180 @@ unsafe fn row<V: F32s, const GK: usize, const BIAS: bool>(
     }
 }
 
+/// Kernel rows per block of the image-row kernel ([`image_rows_with`]): with [`GV`] kernel
+/// columns, 25 accumulators, plus `RU` gradient vectors and one input vector: 31 of AVX-512's
+/// 32 registers.
+pub(super) const RU: usize = 5;
+
+/// Adds one image's weight and bias gradient lane sums to `lanes` like [`weight_grad_rows`],
+/// by the image-row kernel at 16 lanes ([`image_rows_with`]), whose lanes sum their terms in
+/// another order than the generic code's.
+///
+/// # Panics
+/// Without AVX-512F, or if a buffer is shorter than the shapes need.
+pub(super) fn weight_grad_image_rows(g: &Geometry, img: &[f32], g_n: &[f32], lanes: &mut [f32]) {
+    assert!(Tier::Avx512.is_supported(), "the kernel needs AVX-512F");
+    assert!(g.k > 0 && g.oh > 0 && g.ow > 0, "channels and outputs");
+    assert!(g_n.len() >= g.k * g.positions(), "output gradient length");
+    assert!(img.len() >= (g.oh + g.kh - 1) * row_stride(g), "image rows");
+    assert!(lanes.len() >= (g.k * g.kh * g.kw + g.k) * L, "lane sums");
+    // SAFETY: AVX-512F (with AVX2 + FMA) is available, and the bounds were asserted above.
+    unsafe { image_rows_16(g, img, g_n, lanes) }
+}
+
+/// # Safety
+/// AVX-512F; the bounds asserted by [`weight_grad_image_rows`].
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn image_rows_16(g: &Geometry, img: &[f32], g_n: &[f32], lanes: &mut [f32]) {
+    // SAFETY: the caller's contract.
+    unsafe { image_rows_with::<__m512>(g, img, g_n, lanes) }
+}
+
+/// The image-row kernel: per channel `k` and block of [`RU`] kernel rows `u0..` × [`GV`]
+/// kernel columns `v0..`, one pass down the image rows `u0 + t`, each serving every kernel
+/// row `u` of the block with the gradient row `i = t − u` (when `0 ≤ i < oh`):
+/// `acc[u][v] += g[k][i][j0..] · img[u0+t][j0+v0+v..]` over the column blocks `j0` of `LANES`
+/// (the last under a mask, zeros past `ow`). Each gradient vector loaded serves `GV` taps and
+/// each input vector `RU`. A lane sums its terms by `t` (so `i`) ascending, then `j0`; then
+/// the lanes are folded to [`L`] and added to `lanes`; then the bias gradient likewise
+/// ([`bias_sums`]). Spare rows and columns of a short block read inside the image (the zero
+/// border) and are dropped.
+///
+/// # Safety
+/// The CPU has `V`'s tier; the bounds asserted by [`weight_grad_image_rows`].
+#[inline(always)]
+unsafe fn image_rows_with<V: F32s>(g: &Geometry, img: &[f32], g_n: &[f32], lanes: &mut [f32]) {
+    let (s, plane, oh) = (row_stride(g), g.positions(), g.oh);
+    for k in 0..g.k {
+        let g_k = g_n[k * plane..][..plane].as_ptr();
+        for u0 in (0..g.kh).step_by(RU) {
+            // the image rows u0 + t that some real kernel row of the block reads
+            let rows = (oh + RU - 1).min(oh + g.kh - 1 - u0);
+            // rows t < RU − 1 and t ≥ oh lack some gradient rows t − u; between, all exist
+            let (edge, mid) = ((RU - 1).min(rows), (RU - 1).max(oh).min(rows));
+            for v0 in (0..g.kw).step_by(GV) {
+                // SAFETY: the CPU has V's tier.
+                let mut acc = [[unsafe { V::zero() }; GV]; RU];
+                let x = img[u0 * s + v0..].as_ptr();
+                let dims = (s, oh, g.ow);
+                // SAFETY: the image rows u0 + t < oh + kh − 1, each readable from v0 for
+                // ow + GV − 1 ≤ s − v0 scalars; the gradient rows t − u < oh of ow scalars.
+                unsafe {
+                    acc = image_rows::<V, false>(acc, g_k, x, 0..edge, dims);
+                    acc = image_rows::<V, true>(acc, g_k, x, edge..mid, dims);
+                    acc = image_rows::<V, false>(acc, g_k, x, mid..rows, dims);
+                }
+                // SAFETY: lanes has every weight's L sums (asserted); the CPU has V's tier.
+                unsafe { add_folded(g, (k, u0, v0), &acc, lanes) };
+            }
+        }
+        // SAFETY: g_k has oh·ow scalars; lanes every bias's L sums; the CPU has V's tier.
+        unsafe {
+            let bias = bias_sums::<V>(g_k, oh, g.ow);
+            bias.add_folded_to_8(lanes[(g.k * g.kh * g.kw + k) * L..][..L].as_mut_ptr());
+        }
+    }
+}
+
+/// The image rows `t` in `ts` of [`image_rows_with`] (from `x`, the image at row `u0` and
+/// column `v0`; `g`, the channel's gradient plane; `(row_stride, oh, ow)`): for every column
+/// block `j0`, the `RU` gradient vectors `g[t−u][j0..]` (zeros for the rows that do not exist;
+/// with `ALL`, every one exists), then for each `v` the input vector `x[t][j0+v..]` and
+/// `acc[u][v] += g[t−u][j0..] · x[t][j0+v..]`. Every load is masked (at 16 lanes as fast as
+/// a full one), so each block runs the same code. (The sums pass by value: kept in registers.)
+///
+/// # Safety
+/// The CPU has `V`'s tier; every image row `t` is readable for `ow + GV − 1` scalars, and
+/// `g` for `oh · ow`.
+#[inline(always)]
+unsafe fn image_rows<V: F32s, const ALL: bool>(
+    mut acc: [[V; GV]; RU],
+    g: *const f32,
+    x: *const f32,
+    ts: std::ops::Range<usize>,
+    (s, oh, ow): (usize, usize, usize),
+) -> [[V; GV]; RU] {
+    for t in ts {
+        let x = x.wrapping_add(t * s);
+        // SAFETY (every load): lanes j0 .. j0 + live ≤ ow of existing rows; a row that does
+        // not exist loads no lane.
+        unsafe {
+            for j0 in (0..ow).step_by(V::LANES) {
+                let mask = V::first((ow - j0).min(V::LANES));
+                let mut gs = [V::zero(); RU];
+                for (u, gv) in gs.iter_mut().enumerate() {
+                    *gv = match ALL || (u <= t && t - u < oh) {
+                        true => V::load_masked(g.add((t - u) * ow + j0), mask),
+                        false => V::load_masked(g, V::first(0)),
+                    };
+                }
+                for v in 0..GV {
+                    let xv = V::load_masked(x.add(j0 + v), mask);
+                    for (acc, &gv) in acc.iter_mut().zip(&gs) {
+                        acc[v] = V::mul_add(gv, xv, acc[v]);
+                    }
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// `Σ_{i,j0} g[i][j0..]` over the column blocks `j0` of `LANES` (masked loads), in 8 partial
+/// sums, of the rows `i ≡ r mod 8` (the rows in order, each row's blocks in order), added in
+/// a fixed tree: 8 independent chains rather than one.
+///
+/// # Safety
+/// The CPU has `V`'s tier; `g` is readable for `oh · ow` scalars.
+#[inline(always)]
+unsafe fn bias_sums<V: F32s>(g: *const f32, oh: usize, ow: usize) -> V {
+    // SAFETY (every load): the CPU has V's tier; lanes j0 .. j0 + live ≤ ow of row i < oh.
+    unsafe {
+        let row = |sum: V, i: usize| {
+            let mut sum = sum;
+            for j0 in (0..ow).step_by(V::LANES) {
+                let mask = V::first((ow - j0).min(V::LANES));
+                sum = V::add(sum, V::load_masked(g.add(i * ow + j0), mask));
+            }
+            sum
+        };
+        let mut sums = [V::zero(); 8];
+        let whole = oh - oh % 8;
+        for i0 in (0..whole).step_by(8) {
+            for (r, sum) in sums.iter_mut().enumerate() {
+                *sum = row(*sum, i0 + r);
+            }
+        }
+        for (r, sum) in sums.iter_mut().enumerate().take(oh - whole) {
+            *sum = row(*sum, whole + r);
+        }
+        let [a, b, c, d, e, f, h, k] = sums;
+        let add = |x, y| V::add(x, y);
+        add(add(add(a, b), add(c, d)), add(add(e, f), add(h, k)))
+    }
+}
+
+/// `lanes[k][u0+u][v0+v] += acc[u][v]` folded to [`L`] lanes, for the real kernel rows and
+/// columns.
+///
+/// # Safety
+/// The CPU has `V`'s tier; `lanes` holds `k·kh·kw·L` sums.
+#[inline(always)]
+unsafe fn add_folded<V: F32s>(
+    g: &Geometry,
+    (k, u0, v0): (usize, usize, usize),
+    acc: &[[V; GV]; RU],
+    lanes: &mut [f32],
+) {
+    for (u, acc) in acc.iter().enumerate().take(g.kh - u0) {
+        for (v, a) in acc.iter().enumerate().take(g.kw - v0) {
+            let w = (k * g.kh + u0 + u) * g.kw + v0 + v;
+            // SAFETY: L scalars of `lanes`; the CPU has V's tier (the contract).
+            unsafe { a.add_folded_to_8(lanes[w * L..][..L].as_mut_ptr()) };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::direct::{image_len, pad_image, weight_grad_rows_fma};
@@ -203,6 +381,146 @@ mod tests {
                 &generic,
                 &format!("k {k}, {h}×{w}, kernel {kh}×{kw}"),
             );
+        }
+    }
+
+    /// Every weight's and bias's [`L`] lane sums by the kernel plan picks for `isa`, from
+    /// `start`: the sums are in `lanes[..len]` of a NaN-filled buffer, the gradient and image
+    /// are cut from NaN-filled buffers too (a read past them poisons a sum), and the area past
+    /// the sums must stay NaN.
+    fn image_row_sums(g: &Geometry, x: &[f32], go: &[f32], start: &[f32]) -> Vec<f32> {
+        let (n, extra) = (start.len(), 64);
+        let mut img = vec![f32::NAN; image_len(g) + extra];
+        pad_image(g, x, &mut img[..image_len(g)]);
+        let mut gbuf = go.to_vec();
+        gbuf.extend([f32::NAN; 64]);
+        let mut buf = start.to_vec();
+        buf.extend([f32::NAN; 64]);
+        weight_grad_image_rows(g, &img[..image_len(g)], &gbuf[..go.len()], &mut buf[..n]);
+        assert!(buf[n..].iter().all(|v| v.is_nan()), "written past the sums");
+        buf.truncate(n);
+        buf
+    }
+
+    /// `start[w][l] + Σ` of weight `w`'s terms `g[k,i,j] · img[i+u][j+v]` (the bias's:
+    /// `g[k,i,j]`) over the columns `j ≡ l mod L`, in `f64`, and beside it the same sum of
+    /// their magnitudes.
+    fn reference(g: &Geometry, img: &[f32], go: &[f32], start: &[f32]) -> Vec<(f64, f64)> {
+        let (s, plane) = (row_stride(g), g.positions());
+        let mut sums: Vec<(f64, f64)> = start.iter().map(|&v| (v as f64, v.abs() as f64)).collect();
+        for k in 0..g.k {
+            for (i, j) in (0..g.oh).flat_map(|i| (0..g.ow).map(move |j| (i, j))) {
+                let gv = go[k * plane + i * g.ow + j] as f64;
+                let mut add = |w: usize, t: f64| {
+                    let d = &mut sums[w * L + j % L];
+                    (d.0, d.1) = (d.0 + t, d.1 + t.abs());
+                };
+                for (u, v) in (0..g.kh).flat_map(|u| (0..g.kw).map(move |v| (u, v))) {
+                    add(
+                        (k * g.kh + u) * g.kw + v,
+                        gv * img[(i + u) * s + j + v] as f64,
+                    );
+                }
+                add(g.k * g.kh * g.kw + k, gv);
+            }
+        }
+        sums
+    }
+
+    /// The shapes the image-row kernel is tested on: LeNet-5's conv1, every output width from
+    /// 1 to 34 (every tail of a 16-lane block, one to three blocks), kernel rows and columns
+    /// in one, and in two (spare rows or columns) blocks of 5, and 1, 6 or 7 channels.
+    fn image_row_shapes() -> Vec<(usize, usize, usize, usize, usize, usize, usize)> {
+        let mut shapes = vec![(6, 28, 28, 5, 5, 2, 2), (7, 9, 11, 3, 7, 1, 3)];
+        for w in 1..=34 {
+            let (kh, kw) = [(5, 5), (7, 3), (2, 6), (1, 1), (6, 11)][w % 5];
+            shapes.push((1 + w % 7, 1 + w % 9, w, kh, kw, kh / 2, kw / 2));
+        }
+        shapes.push((2, 3, 4, 6, 7, 2, 3)); // 2 output rows, fewer than RU − 1
+        shapes
+    }
+
+    /// With integers small enough that every partial sum is exact in `f32`, every lane sum
+    /// equals the `f64` reference exactly, whatever the order: a missing, doubled or shifted
+    /// term changes it.
+    #[test]
+    fn the_image_row_kernel_sums_every_term_of_each_lane() {
+        if !Tier::Avx512.is_supported() {
+            eprintln!("skipped: this CPU has no AVX-512F");
+            return;
+        }
+        for (k, h, w, kh, kw, ph, pw) in image_row_shapes() {
+            let p = Conv2dParams {
+                stride: (1, 1),
+                padding: (ph, pw),
+            };
+            let g = Geometry::new("t", (1, 1, h, w), (k, 1, kh, kw), p);
+            let int = |v: f64| (v * 4.0).round() as f32; // -4..4
+            let x = pseudo((1, 1, h, w), 5)
+                .mapv(int)
+                .into_raw_vec_and_offset()
+                .0;
+            let go = pseudo((1, k, g.oh, g.ow), 6)
+                .mapv(int)
+                .into_raw_vec_and_offset()
+                .0;
+            let start: Vec<f32> = (0..(k * kh * kw + k) * L)
+                .map(|i| (i % 13) as f32)
+                .collect();
+            let ours = image_row_sums(&g, &x, &go, &start);
+            let mut img = vec![f32::NAN; image_len(&g)];
+            pad_image(&g, &x, &mut img);
+            for (i, (&o, (want, _))) in ours
+                .iter()
+                .zip(reference(&g, &img, &go, &start))
+                .enumerate()
+            {
+                let what = format!("k {k}, {h}×{w}, kernel {kh}×{kw}: sum {i}");
+                assert_eq!(o as f64, want, "{what}");
+            }
+        }
+    }
+
+    /// With real values, every lane sum is within the rounding bound of the exact one. The
+    /// bound: a lane of a weight has `n ≤ oh·⌈ow/L⌉` terms; each is rounded into its 16-lane
+    /// chain by at most `n` fused multiply-adds, then once by the fold of the two halves and
+    /// once by the addition to the starting sum, so each term and the start carry at most
+    /// `m = n + 2` factors `(1 + δ)`, `|δ| ≤ u = 2⁻²⁴`, and
+    /// `|ours − exact| ≤ γ_m · (|start| + Σ |terms|)`, `γ_m = m·u / (1 − m·u)` (Higham,
+    /// recursive summation).
+    #[test]
+    fn the_image_row_kernel_is_within_the_rounding_bound() {
+        if !Tier::Avx512.is_supported() {
+            eprintln!("skipped: this CPU has no AVX-512F");
+            return;
+        }
+        for (k, h, w, kh, kw, ph, pw) in image_row_shapes() {
+            let p = Conv2dParams {
+                stride: (1, 1),
+                padding: (ph, pw),
+            };
+            let g = Geometry::new("t", (1, 1, h, w), (k, 1, kh, kw), p);
+            let f32s = |a: ndarray::Array4<f64>| a.mapv(|v| v as f32).into_raw_vec_and_offset().0;
+            let (x, go) = (
+                f32s(pseudo((1, 1, h, w), 7)),
+                f32s(pseudo((1, k, g.oh, g.ow), 8)),
+            );
+            let start: Vec<f32> = (0..(k * kh * kw + k) * L)
+                .map(|i| i as f32 * 0.01)
+                .collect();
+            let ours = image_row_sums(&g, &x, &go, &start);
+            let mut img = vec![f32::NAN; image_len(&g)];
+            pad_image(&g, &x, &mut img);
+            let m = (g.oh * g.ow.div_ceil(L) + 2) as f64;
+            let gamma = m * 2f64.powi(-24) / (1.0 - m * 2f64.powi(-24));
+            for (i, (&o, (want, mag))) in ours
+                .iter()
+                .zip(reference(&g, &img, &go, &start))
+                .enumerate()
+            {
+                let (err, bound) = ((o as f64 - want).abs(), gamma * mag);
+                assert!(err <= bound, "k {k}, {h}×{w}, kernel {kh}×{kw}: sum {i} {o} is {err:e} from {want}, bound {bound:e}");
+            }
         }
     }
 }
