@@ -5,6 +5,11 @@
 //! the same serial or parallel. Kernels work on contiguous planes: a non-standard-layout input
 //! is copied once (caller buffers from `Array4::zeros` never are).
 //!
+//! LeNet's 2×2 stride-2 windows have kernels of their own, each picked by `plan_2x2` from the
+//! tier: the generic `*_2x2_body` kernels, compiled per build by `vectorized!`, and, for the
+//! `f32` backward spread from the AVX2 tier up, the vector kernels of `pool::vector` (the same
+//! bits).
+//!
 //! # Panics
 //! Every function panics if a kernel or stride is 0, the window does not fit the input, or an
 //! output/gradient array does not have the shape the op produces.
@@ -66,13 +71,25 @@ impl Needs for Kernel2x2 {
     }
 }
 
-/// The 2×2 pool kernel `tier` runs on scalars `T`: for `f32`, the vector kernels at 8 lanes
-/// from the AVX2 tier up, else the generic kernel's build for the tier.
-fn plan_2x2<T: Scalar>(tier: Tier) -> Kernel2x2 {
+/// A pass of the 2×2 pool, as the plan tells them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pass {
+    /// The average pool, alone or fused after the ReLU.
+    Forward,
+    /// The backward spread, masked by the ReLU or not.
+    Spread,
+}
+
+/// The 2×2 pool kernel `tier` runs on scalars `T` for `pass`: the `f32` spread runs the vector
+/// kernel at 8 lanes from the AVX2 tier up (16 lanes on AVX-512 measured no faster); every
+/// other case the generic kernel's build for the tier (the vector forward, bit-identical,
+/// took more time than it in a training epoch: writing the ReLU output bounds it).
+fn plan_2x2<T: Scalar>(tier: Tier, pass: Pass) -> Kernel2x2 {
     #[cfg(target_arch = "x86_64")]
-    if T::as_f32_slice(&[]).is_some() && tier >= Tier::Avx2 {
+    if T::as_f32_slice(&[]).is_some() && tier >= Tier::Avx2 && pass == Pass::Spread {
         return Kernel2x2::Vector(vector::Width::Eight);
     }
+    let _ = pass;
     Kernel2x2::Generic(Build::on(tier))
 }
 
@@ -258,7 +275,7 @@ fn spread_window_rows<T: Scalar>(girow: &mut [T], grow: &[T], area: T, kw: usize
 /// [`spread_2x2`].
 fn spread_plane<T: Scalar>(gi: &mut [T], go: &[T], g: &Geometry, relu_output: Option<&[T]>) {
     if g.is_2x2() {
-        let kernel = plan_2x2::<T>(Tier::active());
+        let kernel = plan_2x2::<T>(Tier::active(), Pass::Spread);
         return spread_2x2(kernel, gi, go, relu_output, (g.w, g.ow));
     }
     spread_windows(gi, go, g);
@@ -393,7 +410,13 @@ pub fn avg_pool2d_into<T: Scalar>(
 /// ([`relu_avg_pool_image`]). The 2×2 stride-2 case is [`avg_pool_2x2`].
 pub(crate) fn avg_pool_plane<T: Scalar>(g: &Geometry, x: &[T], y: &mut [T]) {
     if g.is_2x2() {
-        avg_pool_2x2(plan_2x2::<T>(Tier::active()), x, g.w, y, g.ow);
+        avg_pool_2x2(
+            plan_2x2::<T>(Tier::active(), Pass::Forward),
+            x,
+            g.w,
+            y,
+            g.ow,
+        );
     } else {
         avg_pool_windows(g, x, y);
     }
@@ -467,7 +490,7 @@ fn avg_pool_2x2_block<T: Scalar>(a: &[T], b: &[T], y: &mut [T]) {
 /// ow]`). What [`Activation::Relu`](crate::Activation::Relu) then [`avg_pool2d`] compute, to the bit.
 pub(crate) fn relu_avg_pool_image<T: Scalar>(g: &Geometry, y: &[T], r: &mut [T], z: &mut [T]) {
     if g.is_2x2() {
-        let kernel = plan_2x2::<T>(Tier::active());
+        let kernel = plan_2x2::<T>(Tier::active(), Pass::Forward);
         relu_avg_pool_2x2(kernel, (y, r, z), g.in_plane(), (g.w, g.ow));
         return;
     }
@@ -1113,27 +1136,33 @@ mod tests {
         }
     }
 
-    /// On every tier, whatever this machine has: the 2×2 kernels need no more than the tier,
-    /// `f32` runs the 8-lane vector kernels from the AVX2 tier up (measured faster than the
-    /// AVX2 build of the generic kernels), `f64` the generic kernels' builds.
+    /// On every tier, whatever this machine has: the 2×2 kernels need no more than the tier;
+    /// the `f32` spread runs the 8-lane vector kernel from the AVX2 tier up (measured faster
+    /// than the AVX2 build of the generic one), the forward passes and `f64` the generic
+    /// kernels' builds.
     #[test]
     fn every_tier_runs_what_it_has_and_nothing_slower() {
+        let avx2 = Kernel2x2::Generic(Build::Avx2);
         #[cfg(target_arch = "x86_64")]
-        let faster = [
-            Kernel2x2::Generic(Build::Avx2),
-            Kernel2x2::Vector(vector::Width::Eight),
-        ];
+        let spread = [avx2, Kernel2x2::Vector(vector::Width::Eight)];
         #[cfg(not(target_arch = "x86_64"))]
-        let faster = [Kernel2x2::Generic(Build::Avx2)];
-        crate::tier::check_plan("2×2 pool, f32", plan_2x2::<f32>, &faster);
-        crate::tier::check_plan("2×2 pool, f64", plan_2x2::<f64>, &faster[..1]);
+        let spread = [avx2];
+        let f32_spread = |t| plan_2x2::<f32>(t, Pass::Spread);
+        crate::tier::check_plan("2×2 spread, f32", f32_spread, &spread);
+        for pass in [Pass::Forward, Pass::Spread] {
+            let f64_plan = |t| plan_2x2::<f64>(t, pass);
+            crate::tier::check_plan("2×2 pool, f64", f64_plan, &[avx2]);
+        }
+        let f32_forward = |t| plan_2x2::<f32>(t, Pass::Forward);
+        crate::tier::check_plan("2×2 forward, f32", f32_forward, &[avx2]);
         #[cfg(target_arch = "x86_64")]
         assert_eq!(
-            plan_2x2::<f32>(Tier::Avx2),
+            f32_spread(Tier::Avx512),
             Kernel2x2::Vector(vector::Width::Eight)
         );
+        assert_eq!(f32_forward(Tier::Avx512), avx2);
         assert_eq!(
-            plan_2x2::<f32>(Tier::Portable),
+            f32_spread(Tier::Portable),
             Kernel2x2::Generic(Build::Baseline)
         );
     }
