@@ -5,6 +5,11 @@
 //! the same serial or parallel. Kernels work on contiguous planes: a non-standard-layout input
 //! is copied once (caller buffers from `Array4::zeros` never are).
 //!
+//! LeNet's 2×2 stride-2 windows have kernels of their own, each picked by `plan_2x2` from the
+//! tier: the generic `*_2x2_body` kernels, compiled per build by `vectorized!`, and, for the
+//! `f32` backward spread from the AVX2 tier up, the vector kernels of `pool::vector` (the same
+//! bits).
+//!
 //! # Panics
 //! Every function panics if a kernel or stride is 0, the window does not fit the input, or an
 //! output/gradient array does not have the shape the op produces.
@@ -12,39 +17,80 @@
 use crate::activation::{relu_bwd, relu_fwd};
 use crate::parallel::{with_standard_slice_mut, PAR_MIN_WORK};
 use crate::shape::{check_shape, Expected};
-use crate::Scalar;
+use crate::tier::{Build, Needs};
+use crate::{Scalar, Tier};
 use ndarray::{Array4, ArrayView4, ArrayViewMut4};
 use rayon::prelude::*;
 
-/// Whether [`vectorized!`] kernels run their AVX2 build ([`Build::active`](crate::tier::Build)).
 #[cfg(target_arch = "x86_64")]
-fn avx2_enabled() -> bool {
-    crate::tier::Build::active() == crate::tier::Build::Avx2
-}
+mod vector;
 
-/// `vectorized!(fn name = body(args))` defines `name`, which runs the `#[inline(always)]` plain
-/// Rust kernel `body` compiled for AVX2 when [`avx2_enabled`], else for the baseline target:
-/// the compiler vectorises it for whichever it gets. The kernels use IEEE `+`, `·` and
-/// comparisons only (Rust never fuses a multiply-add on its own), so both builds give the same
-/// bits.
+/// `vectorized!(fn name = body(args))` defines `name(build, args)`, which runs the
+/// `#[inline(always)]` plain Rust kernel `body` compiled for AVX2 when `build` is
+/// [`Build::Avx2`], else for the baseline target: the compiler vectorises it for whichever it
+/// gets. The kernels use IEEE `+`, `·` and comparisons only (Rust never fuses a multiply-add on
+/// its own), so both builds give the same bits.
 macro_rules! vectorized {
     ($(#[$m:meta])* fn $name:ident = $body:ident($($arg:ident: $ty:ty),* $(,)?)) => {
         $(#[$m])*
-        fn $name<T: Scalar>($($arg: $ty),*) {
+        fn $name<T: Scalar>(build: Build, $($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2")]
                 fn avx2<T: Scalar>($($arg: $ty),*) {
                     $body($($arg),*)
                 }
-                if avx2_enabled() {
-                    // SAFETY: the CPU supports AVX2 (checked by `avx2_enabled`).
+                if build == Build::Avx2 {
+                    // SAFETY: plans give the AVX2 build only to CPUs with AVX2 (`Needs`).
                     return unsafe { avx2($($arg),*) };
                 }
             }
+            let _ = build;
             $body($($arg),*)
         }
     };
+}
+
+/// The kernel of a 2×2 stride-2 pool pass (forward, fused ReLU forward, or backward spread).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kernel2x2 {
+    /// The generic kernel (`*_2x2_body`) in a build of [`vectorized!`].
+    Generic(Build),
+    /// The `f32` vector kernels of [`vector`] at a width.
+    #[cfg(target_arch = "x86_64")]
+    Vector(vector::Width),
+}
+
+impl Needs for Kernel2x2 {
+    fn needs(&self) -> Tier {
+        match self {
+            Kernel2x2::Generic(build) => build.needs(),
+            #[cfg(target_arch = "x86_64")]
+            Kernel2x2::Vector(width) => width.tier(),
+        }
+    }
+}
+
+/// A pass of the 2×2 pool, as the plan tells them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pass {
+    /// The average pool, alone or fused after the ReLU.
+    Forward,
+    /// The backward spread, masked by the ReLU or not.
+    Spread,
+}
+
+/// The 2×2 pool kernel `tier` runs on scalars `T` for `pass`: the `f32` spread runs the vector
+/// kernel at 8 lanes from the AVX2 tier up (16 lanes on AVX-512 measured no faster); every
+/// other case the generic kernel's build for the tier (the vector forward, bit-identical,
+/// took more time than it in a training epoch: writing the ReLU output bounds it).
+fn plan_2x2<T: Scalar>(tier: Tier, pass: Pass) -> Kernel2x2 {
+    #[cfg(target_arch = "x86_64")]
+    if T::as_f32_slice(&[]).is_some() && tier >= Tier::Avx2 && pass == Pass::Spread {
+        return Kernel2x2::Vector(vector::Width::Eight);
+    }
+    let _ = pass;
+    Kernel2x2::Generic(Build::on(tier))
 }
 
 /// Window size and stride of a pooling op, each as (height, width).
@@ -229,7 +275,8 @@ fn spread_window_rows<T: Scalar>(girow: &mut [T], grow: &[T], area: T, kw: usize
 /// [`spread_2x2`].
 fn spread_plane<T: Scalar>(gi: &mut [T], go: &[T], g: &Geometry, relu_output: Option<&[T]>) {
     if g.is_2x2() {
-        return spread_2x2(gi, go, relu_output, g.w, g.ow);
+        let kernel = plan_2x2::<T>(Tier::active(), Pass::Spread);
+        return spread_2x2(kernel, gi, go, relu_output, (g.w, g.ow));
     }
     spread_windows(gi, go, g);
     if let Some(y) = relu_output {
@@ -363,7 +410,13 @@ pub fn avg_pool2d_into<T: Scalar>(
 /// ([`relu_avg_pool_image`]). The 2×2 stride-2 case is [`avg_pool_2x2`].
 pub(crate) fn avg_pool_plane<T: Scalar>(g: &Geometry, x: &[T], y: &mut [T]) {
     if g.is_2x2() {
-        avg_pool_2x2(x, g.w, y, g.ow);
+        avg_pool_2x2(
+            plan_2x2::<T>(Tier::active(), Pass::Forward),
+            x,
+            g.w,
+            y,
+            g.ow,
+        );
     } else {
         avg_pool_windows(g, x, y);
     }
@@ -437,7 +490,8 @@ fn avg_pool_2x2_block<T: Scalar>(a: &[T], b: &[T], y: &mut [T]) {
 /// ow]`). What [`Activation::Relu`](crate::Activation::Relu) then [`avg_pool2d`] compute, to the bit.
 pub(crate) fn relu_avg_pool_image<T: Scalar>(g: &Geometry, y: &[T], r: &mut [T], z: &mut [T]) {
     if g.is_2x2() {
-        relu_avg_pool_2x2(y, r, z, g.in_plane(), g.w, g.ow);
+        let kernel = plan_2x2::<T>(Tier::active(), Pass::Forward);
+        relu_avg_pool_2x2(kernel, (y, r, z), g.in_plane(), (g.w, g.ow));
         return;
     }
     let planes = r
@@ -469,13 +523,65 @@ fn relu_avg_pool_2x2_body<T: Scalar>(
     }
 }
 
-vectorized!(fn avg_pool_2x2 = avg_pool_2x2_body(x: &[T], w: usize, y: &mut [T], ow: usize));
-vectorized!(fn relu_avg_pool_2x2 = relu_avg_pool_2x2_body(
+vectorized!(fn avg_pool_2x2_generic = avg_pool_2x2_body(x: &[T], w: usize, y: &mut [T], ow: usize));
+vectorized!(fn relu_avg_pool_2x2_generic = relu_avg_pool_2x2_body(
     y: &[T], r: &mut [T], z: &mut [T], plane: usize, w: usize, ow: usize,
 ));
-vectorized!(fn spread_2x2 = spread_2x2_body(
+vectorized!(fn spread_2x2_generic = spread_2x2_body(
     gi: &mut [T], go: &[T], relu_output: Option<&[T]>, w: usize, ow: usize,
 ));
+
+/// [`avg_pool_2x2_body`] by the kernel `kernel` (from [`plan_2x2`]).
+fn avg_pool_2x2<T: Scalar>(kernel: Kernel2x2, x: &[T], w: usize, y: &mut [T], ow: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let (Kernel2x2::Vector(width), Some(x)) = (kernel, T::as_f32_slice(x)) {
+        let y = T::as_f32_slice_mut(y).expect("f32 like x");
+        return vector::avg_pool(width, x, w, y, ow);
+    }
+    let Kernel2x2::Generic(build) = kernel else {
+        unreachable!("vector kernels are planned for f32 only")
+    };
+    avg_pool_2x2_generic(build, x, w, y, ow)
+}
+
+/// [`relu_avg_pool_2x2_body`] by the kernel `kernel` (from [`plan_2x2`]).
+fn relu_avg_pool_2x2<T: Scalar>(
+    kernel: Kernel2x2,
+    (y, r, z): (&[T], &mut [T], &mut [T]),
+    plane: usize,
+    (w, ow): (usize, usize),
+) {
+    #[cfg(target_arch = "x86_64")]
+    if let (Kernel2x2::Vector(width), Some(y)) = (kernel, T::as_f32_slice(y)) {
+        let r = T::as_f32_slice_mut(r).expect("f32 like y");
+        let z = T::as_f32_slice_mut(z).expect("f32 like y");
+        return vector::relu_avg_pool(width, (y, r, z), plane, (w, ow));
+    }
+    let Kernel2x2::Generic(build) = kernel else {
+        unreachable!("vector kernels are planned for f32 only")
+    };
+    relu_avg_pool_2x2_generic(build, y, r, z, plane, w, ow)
+}
+
+/// [`spread_2x2_body`] by the kernel `kernel` (from [`plan_2x2`]).
+fn spread_2x2<T: Scalar>(
+    kernel: Kernel2x2,
+    gi: &mut [T],
+    go: &[T],
+    relu_output: Option<&[T]>,
+    (w, ow): (usize, usize),
+) {
+    #[cfg(target_arch = "x86_64")]
+    if let (Kernel2x2::Vector(width), Some(go)) = (kernel, T::as_f32_slice(go)) {
+        let gi = T::as_f32_slice_mut(gi).expect("f32 like go");
+        let y = relu_output.map(|y| T::as_f32_slice(y).expect("f32 like go"));
+        return vector::spread(width, gi, go, y, (w, ow));
+    }
+    let Kernel2x2::Generic(build) = kernel else {
+        unreachable!("vector kernels are planned for f32 only")
+    };
+    spread_2x2_generic(build, gi, go, relu_output, w, ow)
+}
 
 // ∂y[i,j]/∂x[i·sh+u, j·sw+v] = 1/(kh·kw) for every (u, v) in the window, so each input gets
 // g[i,j]/(kh·kw) from every window that covers it (a sum where windows overlap).
@@ -1026,6 +1132,114 @@ mod tests {
                 let masked = mask.is_some();
                 proptest::prop_assert_eq!(bits(&fast), bits(&want), "mask {} {:?}", masked, (h, w));
                 proptest::prop_assert_eq!(bits(&baseline), bits(&want), "mask {}", masked);
+            }
+        }
+    }
+
+    /// On every tier, whatever this machine has: the 2×2 kernels need no more than the tier;
+    /// the `f32` spread runs the 8-lane vector kernel from the AVX2 tier up (measured faster
+    /// than the AVX2 build of the generic one), the forward passes and `f64` the generic
+    /// kernels' builds.
+    #[test]
+    fn every_tier_runs_what_it_has_and_nothing_slower() {
+        let avx2 = Kernel2x2::Generic(Build::Avx2);
+        #[cfg(target_arch = "x86_64")]
+        let spread = [avx2, Kernel2x2::Vector(vector::Width::Eight)];
+        #[cfg(not(target_arch = "x86_64"))]
+        let spread = [avx2];
+        let f32_spread = |t| plan_2x2::<f32>(t, Pass::Spread);
+        crate::tier::check_plan("2×2 spread, f32", f32_spread, &spread);
+        for pass in [Pass::Forward, Pass::Spread] {
+            let f64_plan = |t| plan_2x2::<f64>(t, pass);
+            crate::tier::check_plan("2×2 pool, f64", f64_plan, &[avx2]);
+        }
+        let f32_forward = |t| plan_2x2::<f32>(t, Pass::Forward);
+        crate::tier::check_plan("2×2 forward, f32", f32_forward, &[avx2]);
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(
+            f32_spread(Tier::Avx512),
+            Kernel2x2::Vector(vector::Width::Eight)
+        );
+        assert_eq!(f32_forward(Tier::Avx512), avx2);
+        assert_eq!(
+            f32_spread(Tier::Portable),
+            Kernel2x2::Generic(Build::Baseline)
+        );
+    }
+
+    /// The vector kernels a test can run here: every width whose tier the CPU has.
+    fn vector_kernels() -> Vec<Kernel2x2> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let widths = [vector::Width::Eight, vector::Width::Sixteen];
+            let have = widths.into_iter().filter(|w| w.tier().is_supported());
+            have.map(Kernel2x2::Vector).collect()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Vec::new()
+    }
+
+    /// A value of every kind at `i`: both signs, both zeros, NaN, subnormals.
+    fn value(i: usize) -> f32 {
+        match i * 7 % 11 {
+            0 => 0.0,
+            1 => -0.0,
+            2 => f32::NAN,
+            3 => -1e-40,
+            k => (i % 13) as f32 * 0.37 - 2.0 + k as f32 * 0.01,
+        }
+    }
+
+    const FILL: u32 = 0x7fc0_dead; // a NaN the kernels never write
+
+    /// A buffer of `len` scalars followed by `extra` of [`FILL`], for the kernels to write the
+    /// first `len`: the rest must stay [`FILL`].
+    fn padded(len: usize) -> Vec<f32> {
+        vec![f32::from_bits(FILL); len + 19]
+    }
+
+    fn untouched_past(v: &[f32], len: usize) -> bool {
+        v[len..].iter().all(|v| v.to_bits() == FILL)
+    }
+
+    /// Every vector kernel gives the generic kernels' bits on every row length from 2 to 40
+    /// (rows ending mid-vector, odd widths and heights), writes nothing past its outputs, and
+    /// masks as `relu_bwd` does at 0, −0 and NaN.
+    #[test]
+    fn vector_kernels_give_the_generic_bits_on_every_tail() {
+        for kernel in vector_kernels() {
+            for (h, w) in (2..=7).flat_map(|h| (2..=40).map(move |w| (h, w))) {
+                let g = Geometry::new("t", (1, 2, h, w), Pool2dParams::square(2));
+                let (pin, pout) = (g.in_plane(), g.out_plane());
+                let at = format!("{kernel:?} {h}×{w}");
+                let x: Vec<f32> = (0..2 * pin).map(|i| value(i + h + w)).collect();
+                // forward, on the raw plane (−0 and NaN inputs)
+                let (mut want, mut got) = (padded(pout), padded(pout));
+                avg_pool_2x2_body(&x[..pin], w, &mut want[..pout], g.ow);
+                avg_pool_2x2(kernel, &x[..pin], w, &mut got[..pout], g.ow);
+                assert_eq!(bits(&got), bits(&want), "forward {at}");
+                assert!(untouched_past(&got, pout), "forward {at}");
+                // fused ReLU forward over two planes
+                let (mut wr, mut wz) = (padded(2 * pin), padded(2 * pout));
+                relu_avg_pool_2x2_body(&x, &mut wr[..2 * pin], &mut wz[..2 * pout], pin, w, g.ow);
+                let (mut r, mut z) = (padded(2 * pin), padded(2 * pout));
+                let outs = (&x[..], &mut r[..2 * pin], &mut z[..2 * pout]);
+                relu_avg_pool_2x2(kernel, outs, pin, (w, g.ow));
+                assert_eq!((bits(&r), bits(&z)), (bits(&wr), bits(&wz)), "relu {at}");
+                assert!(
+                    untouched_past(&r, 2 * pin) && untouched_past(&z, 2 * pout),
+                    "{at}"
+                );
+                // backward, unmasked and masked by a ReLU output with 0, −0, NaN and negatives
+                let go: Vec<f32> = (0..pout).map(|i| value(3 * i + 5)).collect();
+                for mask in [None, Some(&x[pin..])] {
+                    let (mut want, mut got) = (padded(pin), padded(pin));
+                    spread_2x2_body(&mut want[..pin], &go, mask, w, g.ow);
+                    spread_2x2(kernel, &mut got[..pin], &go, mask, (w, g.ow));
+                    let at = format!("backward {at}, mask {}", mask.is_some());
+                    assert_eq!(bits(&got), bits(&want), "{at}");
+                    assert!(untouched_past(&got, pin), "{at}");
+                }
             }
         }
     }
