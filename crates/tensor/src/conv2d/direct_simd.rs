@@ -27,12 +27,18 @@ use std::arch::x86_64::{__m256, __m512};
 /// Without AVX2 + FMA, or if a buffer is shorter than the shapes need.
 pub(super) fn weight_grad_rows(g: &Geometry, img: &[f32], g_n: &[f32], lanes: &mut [f32]) {
     assert!(Tier::Avx2.is_supported(), "the kernel needs AVX2 and FMA");
+    check_lengths(g, img, g_n, lanes);
+    // SAFETY: AVX2 + FMA are available, and the bounds were asserted above.
+    unsafe { rows_8(g, img, g_n, lanes) }
+}
+
+/// The bounds both kernels rely on: some channels and outputs, and buffers at least as long as
+/// the shapes need.
+fn check_lengths(g: &Geometry, img: &[f32], g_n: &[f32], lanes: &[f32]) {
     assert!(g.k > 0 && g.oh > 0 && g.ow > 0, "channels and outputs");
     assert!(g_n.len() >= g.k * g.positions(), "output gradient length");
     assert!(img.len() >= (g.oh + g.kh - 1) * row_stride(g), "image rows");
     assert!(lanes.len() >= (g.k * g.kh * g.kw + g.k) * L, "lane sums");
-    // SAFETY: AVX2 + FMA are available, and the bounds were asserted above.
-    unsafe { rows_8(g, img, g_n, lanes) }
 }
 
 /// # Safety
@@ -176,10 +182,7 @@ pub(super) const RU: usize = 5;
 /// Without AVX-512F, or if a buffer is shorter than the shapes need.
 pub(super) fn weight_grad_image_rows(g: &Geometry, img: &[f32], g_n: &[f32], lanes: &mut [f32]) {
     assert!(Tier::Avx512.is_supported(), "the kernel needs AVX-512F");
-    assert!(g.k > 0 && g.oh > 0 && g.ow > 0, "channels and outputs");
-    assert!(g_n.len() >= g.k * g.positions(), "output gradient length");
-    assert!(img.len() >= (g.oh + g.kh - 1) * row_stride(g), "image rows");
-    assert!(lanes.len() >= (g.k * g.kh * g.kw + g.k) * L, "lane sums");
+    check_lengths(g, img, g_n, lanes);
     // SAFETY: AVX-512F (with AVX2 + FMA) is available, and the bounds were asserted above.
     unsafe { image_rows_16(g, img, g_n, lanes) }
 }
@@ -440,6 +443,18 @@ mod tests {
         shapes
     }
 
+    /// The geometries of [`image_row_shapes`] (one image, stride 1).
+    fn image_row_geometries() -> Vec<Geometry> {
+        let geometry = |(k, h, w, kh, kw, ph, pw)| {
+            let p = Conv2dParams {
+                stride: (1, 1),
+                padding: (ph, pw),
+            };
+            Geometry::new("t", (1, 1, h, w), (k, 1, kh, kw), p)
+        };
+        image_row_shapes().into_iter().map(geometry).collect()
+    }
+
     /// With integers small enough that every partial sum is exact in `f32`, every lane sum
     /// equals the `f64` reference exactly, whatever the order: a missing, doubled or shifted
     /// term changes it.
@@ -449,12 +464,8 @@ mod tests {
             eprintln!("skipped: this CPU has no AVX-512F");
             return;
         }
-        for (k, h, w, kh, kw, ph, pw) in image_row_shapes() {
-            let p = Conv2dParams {
-                stride: (1, 1),
-                padding: (ph, pw),
-            };
-            let g = Geometry::new("t", (1, 1, h, w), (k, 1, kh, kw), p);
+        for g in image_row_geometries() {
+            let (k, h, w, kh, kw) = (g.k, g.h, g.w, g.kh, g.kw);
             let int = |v: f64| (v * 4.0).round() as f32; // -4..4
             let x = pseudo((1, 1, h, w), 5)
                 .mapv(int)
@@ -494,12 +505,8 @@ mod tests {
             eprintln!("skipped: this CPU has no AVX-512F");
             return;
         }
-        for (k, h, w, kh, kw, ph, pw) in image_row_shapes() {
-            let p = Conv2dParams {
-                stride: (1, 1),
-                padding: (ph, pw),
-            };
-            let g = Geometry::new("t", (1, 1, h, w), (k, 1, kh, kw), p);
+        for g in image_row_geometries() {
+            let (k, h, w, kh, kw) = (g.k, g.h, g.w, g.kh, g.kw);
             let f32s = |a: ndarray::Array4<f64>| a.mapv(|v| v as f32).into_raw_vec_and_offset().0;
             let (x, go) = (
                 f32s(pseudo((1, 1, h, w), 7)),
