@@ -82,7 +82,7 @@ enum Pass {
 
 /// The 2×2 pool kernel `tier` runs on scalars `T` for `pass`: the `f32` spread runs the vector
 /// kernel at 8 lanes from the AVX2 tier up (16 lanes on AVX-512 measured no faster); every
-/// other case the generic kernel's build for the tier (the vector forward, bit-identical,
+/// other case the generic kernel's build for the tier (a vector forward, bit-identical,
 /// took more time than it in a training epoch: writing the ReLU output bounds it).
 fn plan_2x2<T: Scalar>(tier: Tier, pass: Pass) -> Kernel2x2 {
     #[cfg(target_arch = "x86_64")]
@@ -533,13 +533,8 @@ vectorized!(fn spread_2x2_generic = spread_2x2_body(
 
 /// [`avg_pool_2x2_body`] by the kernel `kernel` (from [`plan_2x2`]).
 fn avg_pool_2x2<T: Scalar>(kernel: Kernel2x2, x: &[T], w: usize, y: &mut [T], ow: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if let (Kernel2x2::Vector(width), Some(x)) = (kernel, T::as_f32_slice(x)) {
-        let y = T::as_f32_slice_mut(y).expect("f32 like x");
-        return vector::avg_pool(width, x, w, y, ow);
-    }
     let Kernel2x2::Generic(build) = kernel else {
-        unreachable!("vector kernels are planned for f32 only")
+        unreachable!("the forward passes run the generic kernels only")
     };
     avg_pool_2x2_generic(build, x, w, y, ow)
 }
@@ -551,14 +546,8 @@ fn relu_avg_pool_2x2<T: Scalar>(
     plane: usize,
     (w, ow): (usize, usize),
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if let (Kernel2x2::Vector(width), Some(y)) = (kernel, T::as_f32_slice(y)) {
-        let r = T::as_f32_slice_mut(r).expect("f32 like y");
-        let z = T::as_f32_slice_mut(z).expect("f32 like y");
-        return vector::relu_avg_pool(width, (y, r, z), plane, (w, ow));
-    }
     let Kernel2x2::Generic(build) = kernel else {
-        unreachable!("vector kernels are planned for f32 only")
+        unreachable!("the forward passes run the generic kernels only")
     };
     relu_avg_pool_2x2_generic(build, y, r, z, plane, w, ow)
 }
@@ -1202,7 +1191,7 @@ mod tests {
         v[len..].iter().all(|v| v.to_bits() == FILL)
     }
 
-    /// Every vector kernel gives the generic kernels' bits on every row length from 2 to 40
+    /// Every vector spread gives the generic kernel's bits on every row length from 2 to 40
     /// (rows ending mid-vector, odd widths and heights), writes nothing past its outputs, and
     /// masks as `relu_bwd` does at 0, −0 and NaN.
     #[test]
@@ -1213,23 +1202,6 @@ mod tests {
                 let (pin, pout) = (g.in_plane(), g.out_plane());
                 let at = format!("{kernel:?} {h}×{w}");
                 let x: Vec<f32> = (0..2 * pin).map(|i| value(i + h + w)).collect();
-                // forward, on the raw plane (−0 and NaN inputs)
-                let (mut want, mut got) = (padded(pout), padded(pout));
-                avg_pool_2x2_body(&x[..pin], w, &mut want[..pout], g.ow);
-                avg_pool_2x2(kernel, &x[..pin], w, &mut got[..pout], g.ow);
-                assert_eq!(bits(&got), bits(&want), "forward {at}");
-                assert!(untouched_past(&got, pout), "forward {at}");
-                // fused ReLU forward over two planes
-                let (mut wr, mut wz) = (padded(2 * pin), padded(2 * pout));
-                relu_avg_pool_2x2_body(&x, &mut wr[..2 * pin], &mut wz[..2 * pout], pin, w, g.ow);
-                let (mut r, mut z) = (padded(2 * pin), padded(2 * pout));
-                let outs = (&x[..], &mut r[..2 * pin], &mut z[..2 * pout]);
-                relu_avg_pool_2x2(kernel, outs, pin, (w, g.ow));
-                assert_eq!((bits(&r), bits(&z)), (bits(&wr), bits(&wz)), "relu {at}");
-                assert!(
-                    untouched_past(&r, 2 * pin) && untouched_past(&z, 2 * pout),
-                    "{at}"
-                );
                 // backward, unmasked and masked by a ReLU output with 0, −0, NaN and negatives
                 let go: Vec<f32> = (0..pout).map(|i| value(3 * i + 5)).collect();
                 for mask in [None, Some(&x[pin..])] {

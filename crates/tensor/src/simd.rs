@@ -49,17 +49,10 @@ pub(crate) trait F32s: Copy {
     /// vectors stored as the columns of a `LANES × N` block (`N ≤ LANES`, and `LANES·stride`
     /// fits in an `i32`).
     unsafe fn store_columns<const N: usize>(cols: &[Self; N], y: *mut f32, stride: usize);
-    /// ReLU lane by lane, as `activation::relu_fwd`: `x` where `x > 0` or `x` is NaN (NaN
-    /// propagates), else `+0` (so `-0` and negatives give `+0`).
-    unsafe fn relu(x: Self) -> Self;
     /// ReLU's backward mask lane by lane, as `activation::relu_bwd`: `g` where `y > 0`, else
     /// `+0` (`y` NaN, `±0` or negative give `+0`; `g` is kept bit for bit, NaN or `-0` too).
     unsafe fn where_positive(y: Self, g: Self) -> Self;
-    /// The even and the odd lanes of the `2·LANES` scalars `lo ‖ hi`, in order:
-    /// `([lo0, lo2, …, hi0, hi2, …], [lo1, lo3, …, hi1, hi3, …])`.
-    unsafe fn deinterleave(lo: Self, hi: Self) -> (Self, Self);
-    /// Each lane twice, in order, over two vectors: `([x0, x0, x1, x1, …], […, xL−1, xL−1])`
-    /// (the inverse of [`F32s::deinterleave`] for equal even and odd lanes).
+    /// Each lane twice, in order, over two vectors: `([x0, x0, x1, x1, …], […, xL−1, xL−1])`.
     unsafe fn duplicate_pairs(x: Self) -> (Self, Self);
 }
 
@@ -155,34 +148,12 @@ impl F32s for __m256 {
         }
     }
     #[inline(always)]
-    unsafe fn relu(x: Self) -> Self {
-        // SAFETY: the trait's contract: the CPU has the vector's tier.
-        unsafe {
-            // not (x ≤ 0), true for NaN: all ones where x is kept, else 0 (and x & 0 = +0)
-            let keep = _mm256_cmp_ps::<_CMP_NLE_UQ>(x, _mm256_setzero_ps());
-            _mm256_and_ps(x, keep)
-        }
-    }
-    #[inline(always)]
     unsafe fn where_positive(y: Self, g: Self) -> Self {
         // SAFETY: the trait's contract: the CPU has the vector's tier.
         unsafe {
             // y > 0, false for NaN
             let keep = _mm256_cmp_ps::<_CMP_GT_OQ>(y, _mm256_setzero_ps());
             _mm256_and_ps(g, keep)
-        }
-    }
-    #[inline(always)]
-    unsafe fn deinterleave(lo: Self, hi: Self) -> (Self, Self) {
-        // SAFETY: the trait's contract: the CPU has the vector's tier.
-        unsafe {
-            // per 128-bit half: [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6], then the middle 64-bit
-            // pairs swapped: [lo0 lo2 lo4 lo6 hi0 hi2 hi4 hi6] (odd lanes alike)
-            let even = _mm256_shuffle_ps::<0b10_00_10_00>(lo, hi);
-            let odd = _mm256_shuffle_ps::<0b11_01_11_01>(lo, hi);
-            let even = _mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(even));
-            let odd = _mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(odd));
-            (_mm256_castpd_ps(even), _mm256_castpd_ps(odd))
         }
     }
     #[inline(always)]
@@ -279,34 +250,12 @@ impl F32s for __m512 {
         }
     }
     #[inline(always)]
-    unsafe fn relu(x: Self) -> Self {
-        // SAFETY: the trait's contract: the CPU has the vector's tier.
-        unsafe {
-            // not (x ≤ 0), true for NaN; the other lanes zeroed (+0)
-            let keep = _mm512_cmp_ps_mask::<_CMP_NLE_UQ>(x, _mm512_setzero_ps());
-            _mm512_maskz_mov_ps(keep, x)
-        }
-    }
-    #[inline(always)]
     unsafe fn where_positive(y: Self, g: Self) -> Self {
         // SAFETY: the trait's contract: the CPU has the vector's tier.
         unsafe {
             // y > 0, false for NaN
             let keep = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(y, _mm512_setzero_ps());
             _mm512_maskz_mov_ps(keep, g)
-        }
-    }
-    #[inline(always)]
-    unsafe fn deinterleave(lo: Self, hi: Self) -> (Self, Self) {
-        // SAFETY: the trait's contract: the CPU has the vector's tier.
-        unsafe {
-            // indices 0..16 pick from lo, 16..32 from hi
-            let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-            let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-            (
-                _mm512_permutex2var_ps(lo, even, hi),
-                _mm512_permutex2var_ps(lo, odd, hi),
-            )
         }
     }
     #[inline(always)]
@@ -347,7 +296,7 @@ unsafe fn store_first(dst: *mut f32, x: __m256, n: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::activation::{relu_bwd, relu_fwd};
+    use crate::activation::relu_bwd;
     use crate::Tier;
 
     /// Lanes 0..L of `x`.
@@ -388,18 +337,12 @@ mod tests {
         // SAFETY: the caller's contract; every load reads LANES scalars of `v`.
         unsafe {
             let (lo, hi) = (V::load(v.as_ptr()), V::load(v[V::LANES..].as_ptr()));
-            let relu: Vec<f32> = v[..V::LANES].iter().map(|&x| relu_fwd(x)).collect();
-            assert_eq!(bits(&lanes(V::relu(lo))), bits(&relu));
             let masked: Vec<f32> = v
                 .iter()
                 .zip(&v[V::LANES..])
                 .map(|(&y, &g)| relu_bwd(y, g))
                 .collect();
             assert_eq!(bits(&lanes(V::where_positive(lo, hi))), bits(&masked));
-            let (even, odd) = V::deinterleave(lo, hi);
-            let pick = |r: usize| -> Vec<f32> { v.iter().skip(r).step_by(2).copied().collect() };
-            assert_eq!(bits(&lanes(even)), bits(&pick(0)));
-            assert_eq!(bits(&lanes(odd)), bits(&pick(1)));
             let (a, b) = V::duplicate_pairs(lo);
             let twice: Vec<f32> = v[..V::LANES].iter().flat_map(|&x| [x, x]).collect();
             assert_eq!(bits(&[lanes(a), lanes(b)].concat()), bits(&twice));

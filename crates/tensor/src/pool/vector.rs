@@ -1,22 +1,17 @@
-//! LeNet's pool (2×2 windows, stride 2) on `f32` in vector registers, written once over
-//! [`F32s`] and instantiated at 8 lanes (AVX2) and 16 lanes (AVX-512F). Each output lane is
-//! computed with the generic kernels' operations in their order, so every instance gives the
-//! generic bits:
-//!
-//! * forward: two input rows loaded `2·LANES` scalars at a time, split into even and odd
-//!   columns ([`F32s::deinterleave`]), then `((((0 + a_even) + a_odd) + b_even) + b_odd) · ¼`;
-//!   fused with the ReLU, the input lanes are rectified in registers ([`F32s::relu`]) and the
-//!   ReLU output is written by a flat pass over the plane;
-//! * backward: `LANES` pooled gradients `0 + g · ¼`, each duplicated into its two columns
-//!   ([`F32s::duplicate_pairs`]) and stored in both rows, masked by the ReLU output
-//!   ([`F32s::where_positive`]) when it is given; the column and row an odd size leaves out of
-//!   every window are set to 0.
+//! LeNet's pool backward (2×2 windows, stride 2) on `f32` in vector registers, written once
+//! over [`F32s`] and instantiated at 8 lanes (AVX2) and 16 lanes (AVX-512F): `LANES` pooled
+//! gradients `0 + g · ¼`, each duplicated into its two columns ([`F32s::duplicate_pairs`]) and
+//! stored in both rows, masked by the ReLU output ([`F32s::where_positive`]) when it is given;
+//! the column and row an odd size leaves out of every window are set to 0. Each output lane is
+//! computed with the generic kernel's operations in their order, so every instance gives the
+//! generic bits. (A forward kernel written the same way, ReLU fused, gave the generic bits too
+//! but took more of a training epoch than the generic build: writing the ReLU output bounds
+//! that pass, so the forward passes run the generic kernels.)
 //!
 //! Rows of at least `LANES` outputs run whole vectors only (the last block moved back to end
 //! at the row's end, recomputing a few outputs to the same values); shorter rows run one block
 //! under masks, which read and write nothing past the row.
 
-use crate::activation::relu_fwd;
 use crate::simd::F32s;
 use crate::Tier;
 use std::arch::x86_64::{__m256, __m512};
@@ -74,55 +69,6 @@ impl Plane {
     }
 }
 
-/// `y` (`[h / 2, ow]`) = the average pool of the plane `x` (`[h, w]`), as
-/// `avg_pool_2x2_body`.
-///
-/// # Panics
-/// If the CPU lacks the width's tier, `ow != w / 2`, or the lengths disagree.
-pub(crate) fn avg_pool(width: Width, x: &[f32], w: usize, y: &mut [f32], ow: usize) {
-    assert!(width.tier().is_supported(), "the CPU has {width:?}'s tier");
-    let pl = Plane::new(x.len() / w.max(1), w);
-    assert!(ow == pl.ow && x.len() == pl.len_in() && y.len() == pl.len_out());
-    // SAFETY: the tier is supported; `x` holds the plane, `y` its pool (asserted).
-    unsafe {
-        match width {
-            Width::Eight => pool_8(pl, x.as_ptr(), y.as_mut_ptr()),
-            Width::Sixteen => pool_16(pl, x.as_ptr(), y.as_mut_ptr()),
-        }
-    }
-}
-
-/// For the planes of `y` (`plane` scalars, `w` wide): the ReLU output `r = relu(y)` and the
-/// average pool `z` of `r`, as `relu_avg_pool_2x2_body`.
-///
-/// # Panics
-/// If the CPU lacks the width's tier, `ow != w / 2`, or the lengths disagree.
-pub(crate) fn relu_avg_pool(
-    width: Width,
-    (y, r, z): (&[f32], &mut [f32], &mut [f32]),
-    plane: usize,
-    (w, ow): (usize, usize),
-) {
-    assert!(width.tier().is_supported(), "the CPU has {width:?}'s tier");
-    let pl = Plane::new(plane / w.max(1), w);
-    assert!(ow == pl.ow && plane == pl.len_in() && y.len() % plane == 0);
-    assert!(r.len() == y.len() && z.len() == y.len() / plane * pl.len_out());
-    let (y, r, z) = (
-        y.chunks_exact(plane),
-        r.chunks_exact_mut(plane),
-        z.chunks_exact_mut(pl.len_out()),
-    );
-    for ((y, r), z) in y.zip(r).zip(z) {
-        // SAFETY: the tier is supported; `y` and `r` hold one plane, `z` its pool.
-        unsafe {
-            match width {
-                Width::Eight => relu_pool_8(pl, y.as_ptr(), r.as_mut_ptr(), z.as_mut_ptr()),
-                Width::Sixteen => relu_pool_16(pl, y.as_ptr(), r.as_mut_ptr(), z.as_mut_ptr()),
-            }
-        }
-    }
-}
-
 /// Overwrites the gradient plane `gi` (`[h, w]`) with the pooled gradient `go` (`[h / 2, ow]`)
 /// spread over the windows, masked by the ReLU output `relu_output` (`[h, w]`) if it is given,
 /// as `spread_2x2_body`.
@@ -156,38 +102,6 @@ pub(crate) fn spread(
 }
 
 // The instances: each generic kernel compiled for its tier's instructions.
-
-/// # Safety
-/// AVX2 + FMA; [`pool_plane`]'s bounds.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn pool_8(pl: Plane, x: *const f32, y: *mut f32) {
-    // SAFETY: the caller's contract.
-    unsafe { pool_plane::<__m256>(pl, x, y) }
-}
-
-/// # Safety
-/// AVX-512F; [`pool_plane`]'s bounds.
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn pool_16(pl: Plane, x: *const f32, y: *mut f32) {
-    // SAFETY: the caller's contract.
-    unsafe { pool_plane::<__m512>(pl, x, y) }
-}
-
-/// # Safety
-/// AVX2 + FMA; [`relu_pool_plane`]'s bounds.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn relu_pool_8(pl: Plane, y: *const f32, r: *mut f32, z: *mut f32) {
-    // SAFETY: the caller's contract.
-    unsafe { relu_pool_plane::<__m256>(pl, y, r, z) }
-}
-
-/// # Safety
-/// AVX-512F; [`relu_pool_plane`]'s bounds.
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn relu_pool_16(pl: Plane, y: *const f32, r: *mut f32, z: *mut f32) {
-    // SAFETY: the caller's contract.
-    unsafe { relu_pool_plane::<__m512>(pl, y, r, z) }
-}
 
 /// # Safety
 /// AVX2 + FMA; [`spread_plane`]'s bounds.
@@ -241,42 +155,6 @@ impl Iterator for Blocks {
     }
 }
 
-/// The average pool of one plane.
-///
-/// # Safety
-/// The CPU has `V`'s tier; `x` is readable for the plane (`h·w`), `y` writable for its pool
-/// (`oh·ow`).
-#[inline(always)]
-unsafe fn pool_plane<V: F32s>(pl: Plane, x: *const f32, y: *mut f32) {
-    // SAFETY (every block): rows 2i and 2i+1 of x hold columns 2j .. 2j + 2n ≤ 2·ow ≤ w,
-    // row i of y columns j .. j + n ≤ ow.
-    unsafe {
-        for i in 0..pl.oh {
-            let (a, b) = (x.add(2 * i * pl.w), x.add((2 * i + 1) * pl.w));
-            for (j, n) in Blocks::new(pl.ow, V::LANES) {
-                let (a, b) = (load_2n::<V>(a.add(2 * j), n), load_2n::<V>(b.add(2 * j), n));
-                store_n(mean_2x2(a, b), y.add(i * pl.ow + j), n);
-            }
-        }
-    }
-}
-
-/// `((((0 + a_even) + a_odd) + b_even) + b_odd) · ¼` for the `2·LANES` columns `a` of one row
-/// and `b` of the next, each as two vectors `(lo, hi)`.
-///
-/// # Safety
-/// The CPU has `V`'s tier.
-#[inline(always)]
-unsafe fn mean_2x2<V: F32s>((a_lo, a_hi): (V, V), (b_lo, b_hi): (V, V)) -> V {
-    // SAFETY: the caller's contract.
-    unsafe {
-        let (ae, ao) = V::deinterleave(a_lo, a_hi);
-        let (be, bo) = V::deinterleave(b_lo, b_hi);
-        let sum = V::add(V::add(V::add(V::add(V::zero(), ae), ao), be), bo);
-        V::mul(sum, V::splat(0.25))
-    }
-}
-
 /// `2n` scalars from `p` (`n ≤ LANES`) in two vectors, lanes past them 0 (and not read).
 ///
 /// # Safety
@@ -324,66 +202,6 @@ unsafe fn store_n<V: F32s>(v: V, p: *mut f32, n: usize) {
         match n == V::LANES {
             true => v.store(p),
             false => v.store_first(p, n),
-        }
-    }
-}
-
-/// One plane of the fused forward: row pair by row pair, the columns in windows loaded,
-/// rectified, stored to `r` and pooled into `z`; the column and row left over by an odd size
-/// rectified alone.
-///
-/// # Safety
-/// The CPU has `V`'s tier; `y` is readable and `r` writable for the plane, `z` for its pool.
-#[inline(always)]
-unsafe fn relu_pool_plane<V: F32s>(pl: Plane, y: *const f32, r: *mut f32, z: *mut f32) {
-    // SAFETY (every block): rows 2i and 2i+1 hold columns 2j .. 2j + 2n ≤ 2·ow ≤ w, row i of
-    // z columns j .. j + n ≤ ow; the left-over column and row are inside the plane.
-    unsafe {
-        for i in 0..pl.oh {
-            let (a, b) = (2 * i * pl.w, (2 * i + 1) * pl.w);
-            for (j, n) in Blocks::new(pl.ow, V::LANES) {
-                let (a, b) = (a + 2 * j, b + 2 * j);
-                let (a_lo, a_hi) = load_2n::<V>(y.add(a), n);
-                let (a_lo, a_hi) = (V::relu(a_lo), V::relu(a_hi));
-                store_2n(a_lo, a_hi, r.add(a), n);
-                let (b_lo, b_hi) = load_2n::<V>(y.add(b), n);
-                let (b_lo, b_hi) = (V::relu(b_lo), V::relu(b_hi));
-                store_2n(b_lo, b_hi, r.add(b), n);
-                store_n(
-                    mean_2x2((a_lo, a_hi), (b_lo, b_hi)),
-                    z.add(i * pl.ow + j),
-                    n,
-                );
-            }
-            if pl.w > 2 * pl.ow {
-                for at in [a + 2 * pl.ow, b + 2 * pl.ow] {
-                    *r.add(at) = relu_fwd(*y.add(at));
-                }
-            }
-        }
-        let covered = 2 * pl.oh * pl.w;
-        relu_flat::<V>(y.add(covered), r.add(covered), pl.len_in() - covered);
-    }
-}
-
-/// `r[i] = relu(y[i])` for `i < len`.
-///
-/// # Safety
-/// The CPU has `V`'s tier; `y` is readable and `r` writable for `len` scalars.
-#[inline(always)]
-unsafe fn relu_flat<V: F32s>(y: *const f32, r: *mut f32, len: usize) {
-    let l = V::LANES;
-    // SAFETY: whole vectors end at or before `len`, the last one reads and stores `len − i`
-    // lanes (the caller's contract).
-    unsafe {
-        let mut i = 0;
-        while i + l <= len {
-            V::relu(V::load(y.add(i))).store(r.add(i));
-            i += l;
-        }
-        if i < len {
-            let tail = V::load_masked(y.add(i), V::first(len - i));
-            V::relu(tail).store_first(r.add(i), len - i);
         }
     }
 }
