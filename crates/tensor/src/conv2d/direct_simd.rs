@@ -262,7 +262,7 @@ unsafe fn image_rows<V: F32s, const ALL: bool>(
     for t in ts {
         let x = x.wrapping_add(t * s);
         // SAFETY (every load): lanes j0 .. j0 + live ≤ ow of existing rows; a row that does
-        // not exist loads no lane.
+        // not exist is zeros, not loaded.
         unsafe {
             for j0 in (0..ow).step_by(V::LANES) {
                 let mask = V::first((ow - j0).min(V::LANES));
@@ -270,7 +270,7 @@ unsafe fn image_rows<V: F32s, const ALL: bool>(
                 for (u, gv) in gs.iter_mut().enumerate() {
                     *gv = match ALL || (u <= t && t - u < oh) {
                         true => V::load_masked(g.add((t - u) * ow + j0), mask),
-                        false => V::load_masked(g, V::first(0)),
+                        false => V::zero(),
                     };
                 }
                 for v in 0..GV {
