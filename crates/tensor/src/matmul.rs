@@ -37,7 +37,8 @@
 //! - `dot`: products whose A rows and B columns are both contiguous (`x·Wᵀ` of row-major
 //!   arrays, as in linear layers and convolution weight gradients) skip packing altogether: a
 //!   4 × 4 (AVX-512) or 3 × 4 (AVX2) tile of dot products read straight from the operands,
-//!   one source for both widths. AVX2 takes this route only when C has at most 12 rows or columns;
+//!   one source for both widths, on every such `f32` product from the AVX2 tier up. The route
+//!   never depends on the row count, so a row of C has the same bits in any batch;
 //! - `parallel`: splits products above about 8 megaflops over rayon's threads, by rows or
 //!   columns of C — never along `k` — so results are bit-identical for any thread count. On
 //!   the packed route the threads share one packed copy of each B block (each packing a run of
@@ -91,7 +92,7 @@ mod transpose_avx2;
 pub(crate) use pack::pack_b_lines;
 #[cfg(target_arch = "x86_64")]
 use plan::Tile;
-pub(crate) use plan::{route, Route};
+pub(crate) use plan::{wide_weight_grad_route, Route};
 pub(crate) use source::{MatrixB, PackB};
 #[cfg(target_arch = "x86_64")]
 pub(crate) use transpose_avx2::transpose8;
@@ -210,7 +211,7 @@ pub fn gemm_with<T: Scalar>(
         return;
     }
     let a_b_transposed = a.strides()[1] == 1 && b.strides()[0] == 1;
-    let route = plan::route::<T>(kernel, a.nrows(), b.ncols(), a_b_transposed);
+    let route = plan::route::<T>(kernel, a_b_transposed);
     match parallelism {
         Parallelism::Rayon => parallel::gemm_split(kernel, route, alpha, a, b, beta, c),
         Parallelism::CallingThread => gemm_on_threads(kernel, 1, route, alpha, a, b, beta, c),
@@ -478,9 +479,49 @@ mod tests {
         })
     }
 
-    /// On AVX2 an `A·Bᵀ` product of up to 128 rows takes the 8 × 8 tile and the same product
-    /// with row-major B the 6 × 16 one (B read in place): the bits must agree, for odd sizes
-    /// with edge tiles in both directions, several KC blocks, beta ≠ 0 and a strided C.
+    /// A row of C has the same bits whatever rows of A come with it, on every tier this CPU
+    /// has, in both layouts (`x·Wᵀ` with W row-major, and plain row-major B), at the fully
+    /// connected layers' shapes and odd ones: one row alone, a run of 16 and of 13 against
+    /// all 300 (parallel pieces included). `nn` rests on it (an image's logits do not depend
+    /// on its batch); an AVX2 route that switched from dot tiles to packing above 12 rows
+    /// failed it.
+    #[test]
+    fn a_row_of_c_does_not_depend_on_the_other_rows() {
+        let (tiers, skipped): (Vec<_>, Vec<_>) = Tier::ALL.iter().partition(|t| t.is_supported());
+        if !skipped.is_empty() {
+            eprintln!("skipped {skipped:?}: this CPU lacks them");
+        }
+        for &tier in &tiers {
+            for (n, k) in [(120, 400), (84, 120), (10, 84), (37, 301)] {
+                let a = values(300, k, 4);
+                let w = values(n, k, 5);
+                let w_t = w.t().as_standard_layout().into_owned();
+                for (layout, b) in [("x·Wᵀ", w.t()), ("row-major B", w_t.view())] {
+                    let product = |rows: std::ops::Range<usize>| {
+                        let mut c = Array2::<f32>::zeros((rows.len(), n));
+                        let x = a.slice(ndarray::s![rows, ..]);
+                        gemm_with(tier, Parallelism::Rayon, 1.0, x, b, 0.0, c.view_mut());
+                        c
+                    };
+                    let all = product(0..300);
+                    for (i, len) in [(0, 1), (17, 1), (299, 1), (40, 16), (100, 13)] {
+                        let part = product(i..i + len);
+                        let want = all.slice(ndarray::s![i..i + len, ..]);
+                        let same = part
+                            .iter()
+                            .zip(want)
+                            .all(|(x, y)| x.to_bits() == y.to_bits());
+                        assert!(same, "{tier:?} {layout} {n}x{k}: rows {i}..{}", i + len);
+                    }
+                }
+            }
+        }
+    }
+
+    /// On AVX2 a packed product of up to 128 rows with B's columns contiguous takes the 8 × 8
+    /// tile and the same product with row-major B the 6 × 16 one (B read in place): the bits
+    /// must agree, for odd sizes with edge tiles in both directions, several KC blocks,
+    /// beta ≠ 0 and a strided C. A is column-major, so that neither takes the dot route.
     #[test]
     fn avx2_tile_shapes_give_the_same_bits() {
         if !Tier::Avx2.is_supported() {
@@ -488,7 +529,8 @@ mod tests {
             return;
         }
         for (m, n, k) in [(37, 53, 300), (128, 21, 17), (13, 130, 520), (100, 100, 1)] {
-            let a = values(m, k, 1);
+            let mut a = Array2::zeros(ndarray::ShapeBuilder::f((m, k)));
+            a.assign(&values(m, k, 1));
             let b_row = values(k, n, 2);
             let b_col = b_row.t().as_standard_layout().into_owned();
             let (ad, bt) = (MatRef::from_view(&a.view()), b_col.t());
@@ -497,7 +539,7 @@ mod tests {
                 k == 1 || plan::tile::<f32>(Tier::Avx2, ad.rows, contiguous) == Tile::Avx2Narrow,
                 "{m}x{n}x{k}: narrow tile expected"
             );
-            assert_eq!(plan::route::<f32>(Tier::Avx2, m, n, true), Route::Packed);
+            assert_eq!(plan::route::<f32>(Tier::Avx2, false), Route::Packed);
             let c0 = values(n, m, 3);
             let run = |b: ArrayView2<'_, f32>| {
                 let mut c = c0.clone();

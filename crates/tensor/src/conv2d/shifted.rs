@@ -44,7 +44,7 @@ use super::lanes::{self, Width};
 use super::taps::{self, block_bias, regroup_weights, BiasAt, Block, Taps};
 use super::{copy_row, pad_planes, with_regrouped, Geometry, Kept};
 use crate::matmul::gemm_with_kernel;
-use crate::matmul::{gemm_packed_b, pack_b_lines, route, PackB, Route};
+use crate::matmul::{gemm_packed_b, pack_b_lines, wide_weight_grad_route, PackB, Route};
 use crate::parallel::sum as sum_of;
 use crate::scratch::{with_thread_buffer, ThreadBuffer};
 use crate::{Scalar, Tier};
@@ -545,7 +545,7 @@ fn gemm_weight_grad<T: Scalar>(
     let (ckk, cols) = (g.ckk(), wide_cols(g));
     let g_wide = ArrayView2::from_shape((g.k, cols), g_wide).expect("g_wide");
     let mut dw = ArrayViewMut2::from_shape((g.k, ckk), dw).expect("dW part");
-    if let Route::Dot(_) = route::<T>(kernel, g.k, ckk, true) {
+    if let Route::Dot(_) = wide_weight_grad_route::<T>(kernel) {
         // The dot route reads wideᵀ's columns in place: build them.
         let wide = &mut rest[..ckk * cols];
         build_wide(g, img, wide);

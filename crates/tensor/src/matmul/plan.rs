@@ -63,20 +63,36 @@ impl Needs for Tile {
     }
 }
 
-/// The route of an `m × n` product on `tier`; `a_b_transposed` when A's rows and B's columns
-/// are contiguous (the `x·Wᵀ` layout of row-major arrays), the only layout the dot tiles read.
-pub(crate) fn route<T: Scalar>(tier: Tier, m: usize, n: usize, a_b_transposed: bool) -> Route {
+/// The route of a product on `tier`; `a_b_transposed` when A's rows and B's columns are
+/// contiguous (the `x·Wᵀ` layout of row-major arrays), the only layout the dot tiles read.
+///
+/// Never a function of the row count: the two routes sum in different orders, and a row of C
+/// must get the same bits whatever rows come with it (a layer's output for one image does not
+/// depend on the batch around it; `nn` promises it). An AVX2 route of dot tiles up to 12 rows
+/// and packing above broke that: one image alone and the same image in a batch of 300 got
+/// logits a few ulps apart.
+pub(crate) fn route<T: Scalar>(tier: Tier, a_b_transposed: bool) -> Route {
     if !a_b_transposed || !is_f32::<T>() {
         return Route::Packed;
     }
     match tier {
-        // 16-lane dot products beat transposing both operands at every LeNet shape.
+        // Dot products beat transposing both operands: at 16 lanes at every LeNet shape; at
+        // 8 lanes a batch-32 epoch took 0.95× the time of packing the fully connected
+        // layers' `x·Wᵀ` (measured on Zen 4 with the AVX2 tier forced; batch 256 1.00×).
         Tier::Avx512 => Route::Dot(Tier::Avx512),
-        // With 8 lanes the packed route (with the 8 × 8 tile for this layout up to 128
-        // rows) wins unless one side is very short (measured on the LeNet shapes: e.g.
-        // 16×150×100 and 32×84×120 packed, 6×25×784 and 32×10×84 dot).
-        Tier::Avx2 if m.min(n) <= 12 => Route::Dot(Tier::Avx2),
-        _ => Route::Packed,
+        Tier::Avx2 => Route::Dot(Tier::Avx2),
+        Tier::Portable => Route::Packed,
+    }
+}
+
+/// The route of the shifted convolution's weight gradient on wide columns, `g_wide·wideᵀ`
+/// (`k × c·kh·kw`, a layer's own shape, not the batch's): dot tiles on AVX-512; on AVX2 the
+/// packed route, which packs `wideᵀ`'s panels straight from the image instead of building
+/// `wideᵀ` for the dot tiles (and sums as the lanes kernels do: `shifted.rs` tests the bits).
+pub(crate) fn wide_weight_grad_route<T: Scalar>(tier: Tier) -> Route {
+    match route::<T>(tier, true) {
+        Route::Dot(Tier::Avx2) => Route::Packed,
+        other => other,
     }
 }
 
@@ -123,8 +139,9 @@ mod tests {
             for (m, n, abt) in lenet_products(b) {
                 let what = format!("{m}×{n}, A·Bᵀ {abt}");
                 let dots = [Route::Dot(Tier::Avx2), Route::Dot(Tier::Avx512)];
-                check_plan(&what, |t| route::<f32>(t, m, n, abt), &dots);
-                check_plan(&what, |t| route::<f64>(t, m, n, abt), &[]);
+                check_plan(&what, |t| route::<f32>(t, abt), &dots);
+                check_plan(&what, |t| route::<f64>(t, abt), &[]);
+                check_plan(&what, wide_weight_grad_route::<f32>, &dots);
                 for contiguous in [false, true] {
                     let tiles = [Tile::Avx2, Tile::Avx2Narrow, Tile::Avx512];
                     check_plan(&what, |t| tile::<f32>(t, m, contiguous), &tiles);
@@ -142,14 +159,17 @@ mod tests {
     /// contiguous B columns and at most `NARROW_MAX_M` rows.
     #[test]
     fn routes_and_tiles_follow_their_conditions() {
+        assert_eq!(route::<f32>(Tier::Avx2, true), Route::Dot(Tier::Avx2));
+        assert_eq!(route::<f32>(Tier::Avx2, false), Route::Packed);
+        assert_eq!(route::<f32>(Tier::Avx512, true), Route::Dot(Tier::Avx512));
+        assert_eq!(route::<f32>(Tier::Avx512, false), Route::Packed);
+        assert_eq!(route::<f64>(Tier::Avx512, true), Route::Packed);
+        assert_eq!(route::<f32>(Tier::Portable, true), Route::Packed);
+        assert_eq!(wide_weight_grad_route::<f32>(Tier::Avx2), Route::Packed);
         assert_eq!(
-            route::<f32>(Tier::Avx2, 6, 784, true),
-            Route::Dot(Tier::Avx2)
+            wide_weight_grad_route::<f32>(Tier::Avx512),
+            Route::Dot(Tier::Avx512)
         );
-        assert_eq!(route::<f32>(Tier::Avx2, 32, 120, true), Route::Packed);
-        assert_eq!(route::<f32>(Tier::Avx512, 6, 784, false), Route::Packed);
-        assert_eq!(route::<f64>(Tier::Avx512, 6, 784, true), Route::Packed);
-        assert_eq!(route::<f32>(Tier::Portable, 6, 784, true), Route::Packed);
         assert_eq!(
             tile::<f32>(Tier::Avx2, NARROW_MAX_M, true),
             Tile::Avx2Narrow
