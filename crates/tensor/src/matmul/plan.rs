@@ -68,9 +68,8 @@ impl Needs for Tile {
 ///
 /// Never a function of the row count: the two routes sum in different orders, and a row of C
 /// must get the same bits whatever rows come with it (a layer's output for one image does not
-/// depend on the batch around it; `nn` promises it). An AVX2 route of dot tiles up to 12 rows
-/// and packing above broke that: one image alone and the same image in a batch of 300 got
-/// logits a few ulps apart.
+/// depend on the batch around it; `nn` promises it): dot tiles for short products and packing
+/// for tall ones would give one image alone logits a few ulps away from its logits in a batch.
 pub(crate) fn route<T: Scalar>(tier: Tier, a_b_transposed: bool) -> Route {
     if !a_b_transposed || !is_f32::<T>() {
         return Route::Packed;
