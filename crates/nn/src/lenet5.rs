@@ -357,8 +357,8 @@ impl LeNet5 {
     /// [`LeNet5::forward`] for one shard of a data-parallel training step
     /// ([`crate::data_parallel`]), which is already one thread's work: the fully connected
     /// layers run on all of its rows at once, not in row shards of their own. The outputs have
-    /// the same bits as [`LeNet5::forward`]'s (rows do not interact, and the row shards of
-    /// [`LeNet5::forward`] have more than 12 rows, so gemm takes the same route).
+    /// the same bits as [`LeNet5::forward`]'s (rows do not interact, and gemm's route does not
+    /// depend on the row count).
     pub(crate) fn forward_unsplit(&mut self, input: ArrayView4<'_, f32>) -> ArrayView2<'_, f32> {
         self.forward_pass(input, Pass::Training, input.dim().0)
     }
