@@ -234,14 +234,14 @@ impl Shard {
             if !self.step(net, images, labels, batch_len) {
                 return;
             }
+            // The last step adds the sum so far into its own gradient in `net`: the same
+            // bits as adding its gradient into the sum (a + b = b + a exactly), one pass fewer.
             match i {
                 _ if steps == 1 => {}
                 0 => self.sum_grads(net, |sum, g| sum.copy_from_slice(g)),
-                _ => self.sum_grads(net, |sum, g| add(sum, g)),
+                _ if i + 1 < steps => self.sum_grads(net, |sum, g| add(sum, g)),
+                _ => self.sum_grads(net, |sum, g| add(g, sum)),
             }
-        }
-        if steps > 1 {
-            self.sum_grads(net, |sum, g| g.copy_from_slice(sum));
         }
     }
 
