@@ -23,11 +23,12 @@
 //! is `(Σ_s Σ_{i ∈ S_s} ℓ_i)/N` and its correct predictions the shards' counts added.
 //!
 //! A shard goes through the network in steps of at most [`STEP_ROWS`] consecutive images,
-//! forward, loss and backward per step, so that one step's activations (about 55 KB an image
-//! in LeNet-5) stay in the core's L2 cache between its forward and backward pass. A shard of
-//! 64 images (batch 256) runs as four steps S_{s,0}, …, S_{s,3} and sums their gradients in
-//! step order, G_s = ((G_{s,0} + G_{s,1}) + G_{s,2}) + G_{s,3}, in a buffer of its own (one
-//! parameter-sized copy and addition per step). The steps too depend on N alone.
+//! forward, loss and backward per step, so that what the backward pass reads back of its
+//! step's forward pass (about 50 KB an image in LeNet-5) is still in the core's L2 cache. A
+//! shard of 64 images (batch 256) runs as four steps S_{s,0}, …, S_{s,3} and sums their
+//! gradients in step order, G_s = ((G_{s,0} + G_{s,1}) + G_{s,2}) + G_{s,3}, in a buffer of
+//! its own: a parameter-sized copy after the first step, an addition after each later one
+//! (the last adds the sum into its own gradient). The steps too depend on N alone.
 //!
 //! The cut and the order of every sum depend on N alone, never on the number of threads, so a
 //! step has the same bits on any number of threads. Against one backward pass over the whole
@@ -54,9 +55,9 @@ use crate::loss::{count_correct, SoftmaxCrossEntropy};
 use ndarray::ArrayView4;
 use rayon::prelude::*;
 
-/// Images per step of a shard (see the module docs): 16 LeNet-5 images keep about 0.9 MB of
-/// activations, within a 1 MB L2 cache. Measured on an AMD Zen 4 (1 MB L2), alternated
-/// batch-256 epochs: 0.90× the time of one step per shard.
+/// Images per step of a shard (see the module docs): what the backward pass of 16 LeNet-5
+/// images reads back is about 0.8 MB, within a 1 MB L2 cache. Measured on an AMD Zen 4 (1 MB
+/// L2), alternated batch-256 epochs: 0.87× the time of one step per shard.
 pub(crate) const STEP_ROWS: usize = 16;
 
 /// Elements per piece when the parameters are copied to the replicas and the gradients added
