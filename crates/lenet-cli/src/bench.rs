@@ -22,6 +22,7 @@ use tensor::Tier;
 use crate::args::BenchArgs;
 use crate::model_source::LoadedModel;
 use crate::outln;
+use crate::summary::thousands;
 
 /// A row of the table: its name, its unit, and whether more is better.
 const ROWS: [(&str, &str, bool); 3] = [
@@ -110,6 +111,7 @@ fn print_table(tiers: &[Tier], picked: Tier, samples: &[Vec<[f64; 3]>]) -> Resul
         "* the tier this binary picks (set {} to lower it)",
         Tier::ENV
     )?;
+    outln!("{}", arithmetic_rate(picked, &medians[p])?)?;
     for w in &warnings {
         outln!("{w}")?;
     }
@@ -119,6 +121,28 @@ fn print_table(tiers: &[Tier], picked: Tier, samples: &[Vec<[f64; 3]>]) -> Resul
         outln!("(shares that swing around 100% from round to round are noise: rerun with more --rounds)")?;
     }
     Ok(())
+}
+
+/// The picked tier's rate of useful arithmetic on each row, from the built-in model's FLOPs
+/// per image as `lenet summary` counts them ([`nn::inspect::training_flops`] for a step).
+fn arithmetic_rate(picked: Tier, m: &[f64; 3]) -> Result<String> {
+    let config = LoadedModel::load(None)?.model.config();
+    let train = nn::inspect::training_flops(&config) as f64;
+    let infer: u64 = nn::inspect::layer_table(&config)
+        .iter()
+        .map(|r| r.flops)
+        .sum();
+    let gflops = |flops: f64, images: f64, ms: f64| flops * images / (ms * 1e6);
+    Ok(format!(
+        "{}'s arithmetic: {:.0} GFLOP/s in a batch-32 step, {:.0} at batch 256, {:.0} in \
+         inference\n({} FLOPs a training image, {} an inference, as `lenet summary` counts them)",
+        picked.name(),
+        gflops(train, 32.0, m[0]),
+        gflops(train, 256.0, m[1]),
+        infer as f64 * m[2] / 1e9,
+        thousands(train as u64),
+        thousands(infer),
+    ))
 }
 
 /// A figure as a speed: itself when more is better, else its inverse.

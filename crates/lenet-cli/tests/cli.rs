@@ -1215,6 +1215,14 @@ fn bench_times_every_tier_and_marks_the_picked_one() {
                 .collect();
             assert!(figures.iter().all(|&f| f > 0.0), "{row}");
         }
+        // The picked tier's arithmetic rate, from the training step's 2,263,920 FLOPs.
+        let rate = lines
+            .iter()
+            .find_map(|l| l.strip_prefix(&format!("{picked}'s arithmetic: ")))
+            .unwrap_or_else(|| panic!("no arithmetic line:\n{out}"));
+        let gflops: f64 = rate.split_whitespace().next().unwrap().parse().unwrap();
+        assert!(gflops > 0.0, "{rate}");
+        assert!(out.contains("(2,263,920 FLOPs a training image"), "{out}");
     }
     fails(lenet().args(["bench", "--rounds", "0"]));
 }

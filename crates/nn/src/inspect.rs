@@ -76,6 +76,17 @@ pub struct LayerRow {
     pub flops: u64,
 }
 
+/// Floating-point operations of one image's training step, counted as [`LayerRow::flops`]
+/// counts them: the forward pass, the weight gradients (as many multiply-adds as the forward
+/// pass: each weight meets each input it multiplied once more), and the input gradients of
+/// every layer but the first (as many again, less conv1's: training never needs dL/dinput).
+/// 2,263,920 for the default LeNet-5.
+pub fn training_flops(config: &LeNet5Config) -> u64 {
+    let table = layer_table(config);
+    let forward: u64 = table.iter().map(|r| r.flops).sum();
+    3 * forward - table[0].flops
+}
+
 /// The layers of a LeNet-5 with `config`, input to logits, as `torchinfo` lists them for PyTorch.
 pub fn layer_table(config: &LeNet5Config) -> Vec<LayerRow> {
     let (c1, c2) = (config.c1, config.c2);
@@ -284,6 +295,9 @@ mod tests {
         );
         // The forward pass of one image: 833,040 flops (the benches' count).
         assert_eq!(table.iter().map(|r| r.flops).sum::<u64>(), 833_040);
+        // Training: forward, weight gradients, input gradients but conv1's (235,200).
+        assert_eq!(table[0].flops, 235_200);
+        assert_eq!(training_flops(&config), 2 * 833_040 + (833_040 - 235_200));
         assert_eq!(table.last().unwrap().output_shape, vec![NUM_CLASSES]);
         let wide = LeNet5Config {
             c1: 8,
