@@ -1010,9 +1010,9 @@ fn limits_are_checked_naming_the_flag() {
     let names = ["LENET_KERNEL", "LENET_GEMM_KERNEL"];
     for var in names {
         let mut cmd = lenet();
-        names.iter().for_each(|name| {
+        for name in names {
             cmd.env_remove(name);
-        });
+        }
         let stderr = fails(cmd.env(var, "bogus").args(["train"]));
         assert!(
             stderr.contains(var) && stderr.contains("portable, avx2, avx512"),
