@@ -54,6 +54,10 @@ pub(crate) trait F32s: Copy {
     unsafe fn where_positive(y: Self, g: Self) -> Self;
     /// Each lane twice, in order, over two vectors: `([x0, x0, x1, x1, …], […, xL−1, xL−1])`.
     unsafe fn duplicate_pairs(x: Self) -> (Self, Self);
+    /// Lane `i` is the sum of `v[i]`'s lanes (`v.len() == LANES`), each summed by halving
+    /// folds: the upper half added onto the lower, lane by lane, until one lane is left. A
+    /// transpose and the sums at once: `LANES − 1` shuffle pairs and additions for `LANES` sums.
+    unsafe fn lane_sums(v: &[Self]) -> Self;
 }
 
 impl F32s for __m256 {
@@ -168,6 +172,50 @@ impl F32s for __m256 {
             )
         }
     }
+    #[inline(always)]
+    unsafe fn lane_sums(v: &[Self]) -> Self {
+        assert_eq!(v.len(), 8, "one vector per lane");
+        // SAFETY: the trait's contract: the CPU has the vector's tier.
+        unsafe {
+            // Fold 8 → 4: [a.lo + a.hi, b.lo + b.hi] for the pairs (a, b). Slot s holds
+            // vector 4·(s % 2) + s / 2, so that the last fold leaves vector i in lane i.
+            let r = [
+                fold_halves_256(v[0], v[4]),
+                fold_halves_256(v[1], v[5]),
+                fold_halves_256(v[2], v[6]),
+                fold_halves_256(v[3], v[7]),
+            ];
+            // Fold 4 → 2 within each 128-bit half, then 2 → 1.
+            let (t0, t1) = (fold_pairs_256(r[0], r[1]), fold_pairs_256(r[2], r[3]));
+            let lo = _mm256_shuffle_ps::<0b01_00_01_00>(t0, t1);
+            let hi = _mm256_shuffle_ps::<0b11_10_11_10>(t0, t1);
+            _mm256_add_ps(lo, hi)
+        }
+    }
+}
+
+/// `[a.lo + a.hi, b.lo + b.hi]` (128-bit halves).
+///
+/// # Safety
+/// The CPU has AVX.
+#[inline(always)]
+unsafe fn fold_halves_256(a: __m256, b: __m256) -> __m256 {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let lo = _mm256_permute2f128_ps::<0x20>(a, b);
+        let hi = _mm256_permute2f128_ps::<0x31>(a, b);
+        _mm256_add_ps(lo, hi)
+    }
+}
+
+/// In each 128-bit half: `[a0 + a2, b0 + b2, a1 + a3, b1 + b3]`.
+///
+/// # Safety
+/// The CPU has AVX.
+#[inline(always)]
+unsafe fn fold_pairs_256(a: __m256, b: __m256) -> __m256 {
+    // SAFETY: the caller's contract.
+    unsafe { _mm256_add_ps(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b)) }
 }
 
 impl F32s for __m512 {
@@ -267,6 +315,70 @@ impl F32s for __m512 {
             (_mm512_permutexvar_ps(lo, x), _mm512_permutexvar_ps(hi, x))
         }
     }
+    #[inline(always)]
+    unsafe fn lane_sums(v: &[Self]) -> Self {
+        assert_eq!(v.len(), 16, "one vector per lane");
+        // SAFETY: the trait's contract: the CPU has the vector's tier.
+        unsafe {
+            // Fold 16 → 8 for the pairs of slots (2i, 2i + 1); slot s holds vector
+            // 4·(s % 4) + s / 4, so that the last fold leaves vector i in lane i.
+            let mut r = [_mm512_setzero_ps(); 8];
+            for (i, r) in r.iter_mut().enumerate() {
+                let (s0, s1) = (2 * i, 2 * i + 1);
+                *r = fold_halves_512(v[4 * (s0 % 4) + s0 / 4], v[4 * (s1 % 4) + s1 / 4]);
+            }
+            let s = [
+                fold_quarters_512(r[0], r[1]),
+                fold_quarters_512(r[2], r[3]),
+                fold_quarters_512(r[4], r[5]),
+                fold_quarters_512(r[6], r[7]),
+            ];
+            // Fold 4 → 2 within each 128-bit quarter, then 2 → 1.
+            let (t0, t1) = (fold_pairs_512(s[0], s[1]), fold_pairs_512(s[2], s[3]));
+            let lo = _mm512_shuffle_ps::<0b01_00_01_00>(t0, t1);
+            let hi = _mm512_shuffle_ps::<0b11_10_11_10>(t0, t1);
+            _mm512_add_ps(lo, hi)
+        }
+    }
+}
+
+/// Fold 16 → 8 of `a` and `b` at once: quarters `[a0 + a2, a1 + a3, b0 + b2, b1 + b3]`.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[inline(always)]
+unsafe fn fold_halves_512(a: __m512, b: __m512) -> __m512 {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let lo = _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b);
+        let hi = _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b);
+        _mm512_add_ps(lo, hi)
+    }
+}
+
+/// In each 128-bit quarter: `[a0 + a2, b0 + b2, a1 + a3, b1 + b3]`.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[inline(always)]
+unsafe fn fold_pairs_512(a: __m512, b: __m512) -> __m512 {
+    // SAFETY: the caller's contract.
+    unsafe { _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b)) }
+}
+
+/// Fold 8 → 4 of four vectors at once: from quarters `(a0 a1 b0 b1, c0 c1 d0 d1)`,
+/// `[a0 + a1, b0 + b1, c0 + c1, d0 + d1]`.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[inline(always)]
+unsafe fn fold_quarters_512(a: __m512, b: __m512) -> __m512 {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let lo = _mm512_shuffle_f32x4::<0b10_00_10_00>(a, b);
+        let hi = _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b);
+        _mm512_add_ps(lo, hi)
+    }
 }
 
 /// Writes the first `n` lanes of `x` (`1 ≤ n < 8`) to `dst`: a 4-, a 2- and a 1-lane store as
@@ -347,6 +459,50 @@ mod tests {
             let twice: Vec<f32> = v[..V::LANES].iter().flat_map(|&x| [x, x]).collect();
             assert_eq!(bits(&[lanes(a), lanes(b)].concat()), bits(&twice));
         }
+        // SAFETY: the caller's contract.
+        unsafe { lane_sums_fold_by_halves::<V>() };
+    }
+
+    /// [`F32s::lane_sums`] against halving folds written out, on sums whose bits depend on
+    /// the order (magnitudes from 2⁻¹² to 2¹², both signs), so a wrong lane or order shows.
+    ///
+    /// # Safety
+    /// The CPU has `V`'s tier.
+    #[inline(always)]
+    unsafe fn lane_sums_fold_by_halves<V: F32s>() {
+        let n = V::LANES;
+        let x = |i: usize, l: usize| {
+            let m = ((i * 37 + l * 11) % 25) as i32 - 12;
+            let sign = if (i + 3 * l) % 5 < 2 { -1.0 } else { 1.0 };
+            sign * (1.0 + (l as f32) / 7.0) * 2f32.powi(m)
+        };
+        let fold = |mut s: Vec<f32>| {
+            while s.len() > 1 {
+                let half = s.len() / 2;
+                s = (0..half).map(|j| s[j] + s[j + half]).collect();
+            }
+            s[0]
+        };
+        let want: Vec<f32> = (0..n)
+            .map(|i| fold((0..n).map(|l| x(i, l)).collect()))
+            .collect();
+        let rows: Vec<Vec<f32>> = (0..n).map(|i| (0..n).map(|l| x(i, l)).collect()).collect();
+        // SAFETY: the caller's contract; each load reads one row of LANES scalars.
+        let got = unsafe {
+            let v: Vec<V> = rows.iter().map(|r| V::load(r.as_ptr())).collect();
+            lanes(V::lane_sums(&v))
+        };
+        assert_eq!(
+            bits(&got),
+            bits(&want),
+            "{n} lanes: {got:?} against {want:?}"
+        );
+        let sequential: Vec<f32> = rows.iter().map(|r| r.iter().sum()).collect();
+        assert_ne!(
+            bits(&sequential),
+            bits(&want),
+            "the values tell the orders apart"
+        );
     }
 
     #[target_feature(enable = "avx2,fma")]

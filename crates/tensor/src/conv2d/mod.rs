@@ -42,6 +42,7 @@ mod direct;
 #[cfg(target_arch = "x86_64")]
 mod direct_simd;
 #[cfg(target_arch = "x86_64")]
+mod dlanes;
 mod dwide;
 mod fused;
 mod im2col;

@@ -28,7 +28,10 @@
 //! columns' multiply-adds, the `y_wide` copy or the transposing pack of `wideᵀ`. The input
 //! gradient's `dwide` is then made 6 rows at a time by a register-blocked kernel
 //! (`dwide.rs`: at depth `k` = 16 a `gemm` spends its time packing and writing tiles) and
-//! added to the planes while in L1, in the same order.
+//! added to the planes while in L1, in the same order. On the AVX-512 tier the three run at 16
+//! lanes, and the input gradient skips `dwide`: the channels-in-lanes kernel (`dlanes.rs`)
+//! makes each product `W·g` once, straight into `dx`, summed in another order (within a
+//! rounding bound of `gemm`'s).
 //!
 //! The wide kernels cost `L / (oh·ow)` times im2col's multiply-adds (136/100 for LeNet-5's conv2) and
 //! saves what the profile showed to be dearer: im2col's and col2im's `oh` short rows per column
@@ -36,13 +39,13 @@
 //! (a training forward keeps only the padded images). The zero gradient of the wide columns
 //! adds exact zeros, so every sum has the same terms, in the same order, as im2col's.
 
-#[cfg(target_arch = "x86_64")]
-use super::dwide;
 use super::fused::{epilogue_chunks, Epilogue, EpilogueChunk, GradOut};
 #[cfg(target_arch = "x86_64")]
 use super::lanes::{self, Width};
 use super::taps::{self, block_bias, regroup_weights, BiasAt, Block, Taps};
 use super::{copy_row, pad_planes, with_regrouped, Geometry, Kept};
+#[cfg(target_arch = "x86_64")]
+use super::{dlanes, dwide};
 use crate::matmul::gemm_with_kernel;
 use crate::matmul::{gemm_packed_b, pack_b_lines, wide_weight_grad_route, PackB, Route};
 use crate::parallel::sum as sum_of;
@@ -85,11 +88,11 @@ fn with_wide<T: Scalar, R>(g: &Geometry, f: impl FnOnce(&mut [T]) -> R) -> R {
     with_thread_buffer(&WIDE, len, len, f)
 }
 
-/// Thread scratch of the backward pass: [`WeightGradSum`]'s buffers, `g_wide`, `wide` or
-/// `dwide`, and one padded input gradient.
+/// Thread scratch of the backward pass: [`WeightGradSum`]'s buffers, the weights regrouped
+/// for [`dlanes`], `g_wide`, `wide` or `dwide`, and one padded input gradient.
 fn backward_len(g: &Geometry) -> usize {
     let (dwt, gt) = lanes_sum_lens(g);
-    dwt + gt + (g.ckk() + g.k) * wide_cols(g) + image_len(g)
+    dwt + gt + g.k * g.ckk() + (g.ckk() + g.k) * wide_cols(g) + image_len(g)
 }
 
 /// Lengths of [`WeightGradSum::Lanes`]'s `dwt` (`[c·kh·kw, k]`) and `gt` (`[oh·ow, k]`).
@@ -223,7 +226,9 @@ enum Kernels {
     Lanes,
     /// [`Kernels::Lanes`] with the forward pass and the weight gradient at 16 lanes (`lanes.rs`:
     /// 16 channels in one vector, forward runs of 10 outputs), on the AVX-512 tier when the
-    /// rows hold a run of 10; the same bits.
+    /// rows hold a run of 10; the same bits. The input gradient: straight into `dx` with the
+    /// channels in the lanes where that kernel fits (`dlanes.rs`, [`InputGrad::Lanes`]:
+    /// LeNet-5's conv2), else by rows of `dwide` at 16 lanes.
     Lanes16,
 }
 
@@ -259,6 +264,16 @@ impl Kernels {
         Kernels::Wide
     }
 
+    /// How the backward pass makes `g`'s input gradient next to these kernels' weight gradient.
+    fn input_grad(self, g: &Geometry) -> InputGrad {
+        match self {
+            Kernels::Wide => InputGrad::Gemm,
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Lanes16 if dlanes::fits(g) => InputGrad::Lanes,
+            Kernels::Lanes | Kernels::Lanes16 => InputGrad::Rows,
+        }
+    }
+
     /// The vector width of the lanes kernels.
     #[cfg(target_arch = "x86_64")]
     fn width(self) -> Width {
@@ -286,6 +301,29 @@ impl Kernels {
             }
             #[cfg(not(target_arch = "x86_64"))]
             Kernels::Lanes | Kernels::Lanes16 => unreachable!("the lanes kernels are x86-64 only"),
+        }
+    }
+}
+
+/// How an image's input gradient is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum InputGrad {
+    /// `dwide = Wᵀ · g_wide` by `gemm`, then its rows added into the planes.
+    Gemm,
+    /// The same `dwide` a block of rows at a time by the register-blocked kernel (`dwide.rs`)
+    /// at the lanes kernels' width, each block added while in L1: `gemm`'s bits.
+    Rows,
+    /// Straight into `dx`, the output channels in the lanes (`dlanes.rs`): each product once,
+    /// in another order than `gemm`'s.
+    Lanes,
+}
+
+impl crate::tier::Needs for InputGrad {
+    fn needs(&self) -> Tier {
+        match self {
+            InputGrad::Gemm => Tier::Portable,
+            InputGrad::Rows => Tier::Avx2,
+            InputGrad::Lanes => Tier::Avx512,
         }
     }
 }
@@ -402,6 +440,10 @@ pub(super) fn backward_chunk<T: Scalar>(
     let kernels = Kernels::choose::<T>(isa, g, None);
     with_wide(g, |scratch| {
         let (mut sum, scratch) = WeightGradSum::new((kernels, isa), g, scratch);
+        let (wt, scratch) = scratch.split_at_mut(g.k * g.ckk());
+        if kernels.input_grad(g) == InputGrad::Lanes {
+            kernels.regroup(g, w, wt);
+        }
         for n in first..last {
             let img: &[T] = match kept {
                 Kept::Input(x) => planes(g, &x[n * in_img..][..in_img], &mut *image),
@@ -413,7 +455,8 @@ pub(super) fn backward_chunk<T: Scalar>(
                 .as_deref_mut()
                 .map(|gi| &mut gi[(n - first) * in_img..][..in_img]);
             // The chunk's first image overwrites stale scratch.
-            backward_image(g, w, img, g_n, scratch, (&mut sum, dw, n == first), dx);
+            let sum = (&mut sum, &mut *dw, n == first);
+            backward_image(g, (w, wt), img, g_n, scratch, sum, dx);
             // db_k += Σ_{i,j} g_n[k, i, j]
             for (b, row) in db.iter_mut().zip(g_n.chunks_exact(g.positions())) {
                 *b = *b + sum_of(row);
@@ -491,10 +534,11 @@ impl<T: Scalar> PackB<T> for WideT<'_, T> {
 }
 
 /// One image's weight gradient, added to the chunk's `sum` (overwriting it when `first`), and,
-/// when `dx` is given, its input gradient (overwritten).
+/// when `dx` is given, its input gradient (overwritten), from the weights `w` and, for
+/// [`InputGrad::Lanes`], the same regrouped ([`Kernels::regroup`]) in `wt`.
 fn backward_image<T: Scalar>(
     g: &Geometry,
-    w: &[T],
+    (w, wt): (&[T], &[T]),
     img: &[T],
     g_n: &[T],
     scratch: &mut [T],
@@ -503,11 +547,11 @@ fn backward_image<T: Scalar>(
 ) {
     let (ckk, cols) = (g.ckk(), wide_cols(g));
     let (g_wide, rest) = scratch.split_at_mut(g.k * cols);
-    let (gemm_on, lanes_on) = match sum {
-        WeightGradSum::Gemm(isa) => (Some(*isa), None),
-        WeightGradSum::Lanes { kernels, .. } => (None, Some(*kernels)),
+    let by = match sum {
+        WeightGradSum::Gemm(_) => InputGrad::Gemm,
+        WeightGradSum::Lanes { kernels, .. } => kernels.input_grad(g),
     };
-    if gemm_on.is_some() || dx.is_some() {
+    if by == InputGrad::Gemm || dx.is_some() && by == InputGrad::Rows {
         widen_grad(g, g_n, g_wide);
     }
     match sum {
@@ -522,15 +566,22 @@ fn backward_image<T: Scalar>(
     let Some(dx) = dx else { return };
     let (dwide, dimg) = rest.split_at_mut(ckk * cols);
     let dimg = &mut dimg[..image_len(g)];
-    if let Some(kernels) = lanes_on {
-        return input_grad_by_rows(kernels, g, (w, g_wide), dwide, (dimg, dx));
+    match (by, &*sum) {
+        (InputGrad::Lanes, WeightGradSum::Lanes { kernels, gt, .. }) => {
+            input_grad_by_lanes(*kernels, g, (wt, gt), dx)
+        }
+        (InputGrad::Rows, WeightGradSum::Lanes { kernels, .. }) => {
+            input_grad_by_rows(*kernels, g, (w, g_wide), dwide, (dimg, dx))
+        }
+        (InputGrad::Gemm, &WeightGradSum::Gemm(isa)) => {
+            let w2 = ArrayView2::from_shape((g.k, ckk), w).expect("weight is [k, c·kh·kw]");
+            let g_wide = ArrayView2::from_shape((g.k, cols), &*g_wide).expect("g_wide");
+            let mut dwide_v = ArrayViewMut2::from_shape((ckk, cols), &mut *dwide).expect("dwide");
+            gemm_with_kernel(isa, T::one(), w2.t(), g_wide, T::zero(), dwide_v.view_mut());
+            unwiden_input_grad(g, dwide, dimg, dx);
+        }
+        (by, _) => unreachable!("{by:?}: the weight gradient's kernels decide"),
     }
-    let isa = gemm_on.expect("gemm when not lanes");
-    let w2 = ArrayView2::from_shape((g.k, ckk), w).expect("weight is [k, c·kh·kw]");
-    let g_wide = ArrayView2::from_shape((g.k, cols), &*g_wide).expect("g_wide");
-    let mut dwide_v = ArrayViewMut2::from_shape((ckk, cols), &mut *dwide).expect("dwide");
-    gemm_with_kernel(isa, T::one(), w2.t(), g_wide, T::zero(), dwide_v.view_mut());
-    unwiden_input_grad(g, dwide, dimg, dx);
 }
 
 /// `dw = g_wide·wideᵀ + beta·dw` by `gemm`, with `wide` built in `rest` on gemm's dot route.
@@ -697,6 +748,29 @@ fn input_grad_by_rows<T: Scalar>(
     );
 }
 
+/// `dx` (`[c, h, w]`) by the lanes kernel (`dlanes.rs`) at `kernels`' width, from the weights
+/// regrouped tap-major `wt` and the output gradient outputs-major `gt` (`f32` only).
+fn input_grad_by_lanes<T: Scalar>(
+    kernels: Kernels,
+    g: &Geometry,
+    (wt, gt): (&[T], &[T]),
+    dx: &mut [T],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let f32s = |s| T::as_f32_slice(s).expect("the lanes kernel runs on f32");
+        let dx = T::as_f32_slice_mut(dx).expect("the lanes kernel runs on f32");
+        dlanes::input_grad(kernels.width(), g, f32s(wt), f32s(gt), dx);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!(
+        "the lanes kernel is x86-64 only: {kernels:?} {g:?} {} {} {}",
+        wt.len(),
+        gt.len(),
+        dx.len()
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::taps::same_bits;
@@ -800,6 +874,41 @@ mod tests {
         assert_eq!(
             Kernels::choose::<f32>(Tier::Portable, &conv2, None),
             Kernels::Wide
+        );
+    }
+
+    /// The input gradient's plan on every tier, whatever this machine has: rows of `dwide`
+    /// from the AVX2 tier up (the same bits as `gemm`), the channels-in-lanes kernel on the
+    /// AVX-512 tier (0.95× the 1-thread epoch time at batch 32 and 256 on Zen 4; at 8 lanes it
+    /// measured no faster than rows, so the AVX2 tier keeps rows), where it fits.
+    #[test]
+    fn the_input_gradient_runs_what_the_tier_has_and_nothing_slower() {
+        fn plan(g: &Geometry) -> impl Fn(Tier) -> InputGrad + '_ {
+            move |t| Kernels::choose::<f32>(t, g, None).input_grad(g)
+        }
+        let faster = [InputGrad::Rows, InputGrad::Lanes];
+        for (c, k, h, w, kw) in [(6, 16, 14, 14, 5), (3, 32, 9, 70, 3), (2, 16, 12, 20, 9)] {
+            for n in [1, 32, 256] {
+                let g = stride1(n, (c, h, w), (k, 5, kw), 0);
+                let what = format!("conv {c}→{k} on {h}×{w}, kernel 5×{kw}, batch {n}");
+                crate::tier::check_plan(&what, plan(&g), &faster);
+            }
+        }
+        let conv2 = stride1(32, (6, 14, 14), (16, 5, 5), 0);
+        let wide_row = stride1(32, (3, 9, 70), (32, 5, 3), 0);
+        let wide_kernel = stride1(32, (2, 12, 20), (16, 5, 9), 0);
+        assert_eq!(plan(&conv2)(Tier::Avx512), InputGrad::Lanes);
+        assert_eq!(plan(&conv2)(Tier::Avx2), InputGrad::Rows);
+        assert_eq!(plan(&conv2)(Tier::Portable), InputGrad::Gemm);
+        assert_eq!(
+            plan(&wide_row)(Tier::Avx512),
+            InputGrad::Rows,
+            "rows past 64"
+        );
+        assert_eq!(
+            plan(&wide_kernel)(Tier::Avx512),
+            InputGrad::Rows,
+            "kernels past 7"
         );
     }
 
@@ -931,6 +1040,18 @@ mod tests {
             );
             same_bits(&lanes_dw, &gemm_dw, &format!("dW, {at}"));
             same_bits(&lanes_dx, &gemm_dx, &format!("dx, {at}"));
+            if Tier::Avx512.is_supported() {
+                // At 16 lanes the input gradient sums in another order (`dlanes.rs`, whose
+                // test bounds it against f64): here it must land in the right place.
+                let (dw16, dx16) = chunk_grads(&g, Kernels::Lanes16);
+                same_bits(&dw16, &gemm_dw, &format!("dW at 16 lanes, {at}"));
+                for (i, (&a, &b)) in dx16.iter().zip(&gemm_dx).enumerate() {
+                    let close = (a - b).abs() <= 1e-5 * (1.0 + b.abs());
+                    assert!(close, "dx at 16 lanes, {at}: [{i}] {a} against {b}");
+                }
+            } else {
+                eprintln!("skipped the 16-lane kernels: this CPU has no AVX-512F");
+            }
         }
     }
 
@@ -942,6 +1063,10 @@ mod tests {
         let mut scratch = vec![f32::NAN; backward_len(g)];
         // The AVX2 gemm: the lanes kernels sum in its order (AVX-512's dot route does not).
         let (mut sum, rest) = WeightGradSum::new((kernels, Tier::Avx2), g, &mut scratch);
+        let mut wt = vec![f32::NAN; w.len()];
+        if kernels.input_grad(g) == InputGrad::Lanes {
+            kernels.regroup(g, &w, &mut wt);
+        }
         let mut dw = vec![f32::NAN; g.k * g.ckk()];
         let mut dx = vec![f32::NAN; g.c * g.h * g.w];
         for n in 0..g.n {
@@ -950,7 +1075,7 @@ mod tests {
             let first = n == 0;
             backward_image(
                 g,
-                &w,
+                (&w, &wt),
                 &img,
                 &g_n,
                 rest,
