@@ -88,11 +88,11 @@ fn with_wide<T: Scalar, R>(g: &Geometry, f: impl FnOnce(&mut [T]) -> R) -> R {
     with_thread_buffer(&WIDE, len, len, f)
 }
 
-/// Thread scratch of the backward pass: [`WeightGradSum`]'s buffers, the weights regrouped
-/// for [`dlanes`], `g_wide`, `wide` or `dwide`, and one padded input gradient.
+/// Thread scratch of the backward pass: [`WeightGradSum`]'s buffers, `g_wide`, `wide` or
+/// `dwide`, and one padded input gradient.
 fn backward_len(g: &Geometry) -> usize {
     let (dwt, gt) = lanes_sum_lens(g);
-    dwt + gt + g.k * g.ckk() + (g.ckk() + g.k) * wide_cols(g) + image_len(g)
+    dwt + gt + (g.ckk() + g.k) * wide_cols(g) + image_len(g)
 }
 
 /// Lengths of [`WeightGradSum::Lanes`]'s `dwt` (`[c·kh·kw, k]`) and `gt` (`[oh·ow, k]`).
@@ -417,14 +417,31 @@ fn forward_image_lanes<T: Scalar>(
     );
 }
 
-/// One chunk of the backward pass: overwrites the chunk's partial weight and bias gradients
+/// Calls `f` with the weights `w` as the backward pass's input gradient reads them besides
+/// `w` itself: regrouped tap-major once for all chunks ([`with_regrouped`]) for
+/// [`InputGrad::Lanes`] when `dx` is wanted, else empty.
+pub(super) fn with_backward_weights<T: Scalar, R>(
+    g: &Geometry,
+    w: &[T],
+    dx: bool,
+    f: impl FnOnce(&[T]) -> R,
+) -> R {
+    let kernels = Kernels::choose::<T>(g.tier, g, None);
+    if !dx || kernels.input_grad(g) != InputGrad::Lanes {
+        return f(&[]);
+    }
+    with_regrouped(kernels.weights_len(g), |wt| kernels.regroup(g, w, wt), f)
+}
+
+/// One chunk of the backward pass (the weights `w`, and `wt` from [`with_backward_weights`]):
+/// overwrites the chunk's partial weight and bias gradients
 /// (`[k, c·kh·kw]` then `[k]`, after the [`backward_scratch`] in `slot`), summed over its images
 /// in order, and, when `gi` is given, its images' input gradients. `gbuf` is where `go` builds
 /// an image's output gradient when it must ([`GradOut::scratch_len`]).
 pub(super) fn backward_chunk<T: Scalar>(
     g: &Geometry,
     kept: Kept<'_, T>,
-    w: &[T],
+    (w, wt): (&[T], &[T]),
     (go, gbuf): (GradOut<'_, T>, &mut [T]),
     chunk: usize,
     slot: &mut [T],
@@ -440,10 +457,6 @@ pub(super) fn backward_chunk<T: Scalar>(
     let kernels = Kernels::choose::<T>(isa, g, None);
     with_wide(g, |scratch| {
         let (mut sum, scratch) = WeightGradSum::new((kernels, isa), g, scratch);
-        let (wt, scratch) = scratch.split_at_mut(g.k * g.ckk());
-        if kernels.input_grad(g) == InputGrad::Lanes {
-            kernels.regroup(g, w, wt);
-        }
         for n in first..last {
             let img: &[T] = match kept {
                 Kept::Input(x) => planes(g, &x[n * in_img..][..in_img], &mut *image),
