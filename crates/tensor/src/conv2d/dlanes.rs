@@ -22,8 +22,8 @@
 //! each product `W[o][c][u][v] · g[o][i][j]` once, without a branch, and writes each input
 //! once.
 //!
-//! The sums: lane `o mod 16` of input `X` adds, from 0, one partial sum per kernel row `u`
-//! ascending and block of 16 channels ascending, each summed from 0 over the outputs `j`
+//! The sums: lane `o mod 16` of input `X` adds one partial sum per kernel row `u` ascending
+//! and block of 16 channels ascending, each summed from 0 over the outputs `j`
 //! ascending (so `v` descending) by fused multiply-adds; at 8 lanes the block's two vectors
 //! are added, then the lanes by halving folds. A fixed order for every shape, at either width,
 //! so the same bits on any thread count; another order than `dwide`'s (which sums over `o`
@@ -157,7 +157,7 @@ unsafe fn input_grad_with<V: F32s, const NV: usize, const KW: usize>(
 
 /// `row[X]` for the `wp` inputs `X` of channel `c`'s padded row `yp`: the partial sums of the
 /// module docs, one per kernel row `u` with an output row `i = yp − u` and block of 16
-/// channels, added from 0.
+/// channels, added in that order.
 ///
 /// # Safety
 /// The CPU has `V`'s tier; `KW = g.kw`; the shapes asserted by [`input_grad`], `c < g.c`
@@ -170,30 +170,37 @@ unsafe fn row_partials<V: F32s, const NV: usize, const KW: usize>(
     row: &mut [[V; NV]; MAX_ROW],
 ) {
     let (k, taps, wp) = (g.k, g.ckk(), g.ow + KW - 1);
-    // SAFETY: the caller's contract.
-    row[..wp].fill([unsafe { V::zero() }; NV]);
-    for u in (yp + 1).saturating_sub(g.oh)..g.kh.min(yp + 1) {
+    // Never empty: with stride 1, oh = hp − kh + 1, so yp − oh + 1 < kh.
+    let us = (yp + 1).saturating_sub(g.oh)..g.kh.min(yp + 1);
+    for u in us.clone() {
         let i = yp - u;
         for k0 in (0..k).step_by(KB) {
             let w = wt[k0 * taps + (c * g.kh + u) * KW * KB..][..KW * KB].as_ptr();
-            let g_row = gt[i * g.ow * k + k0..].as_ptr();
+            let g_row = (gt[i * g.ow * k + k0..].as_ptr(), k, g.ow);
+            let row = &mut row[..wp];
             // SAFETY: the kernel row's KW taps of 16 weights are inside `wt`, and outputs
             // (i, 0 .. ow) of the block inside `gt` (the slices above and the shapes).
-            unsafe { correlate_row::<V, NV, KW>(w, (g_row, k, g.ow), &mut row[..wp]) };
+            unsafe {
+                match u == us.start && k0 == 0 {
+                    true => correlate_row::<V, NV, KW, true>(w, g_row, row),
+                    false => correlate_row::<V, NV, KW, false>(w, g_row, row),
+                }
+            }
         }
     }
 }
 
 /// `row[j + v] += w[v] · g[j]` for every output `j < ow` and tap `v < KW` (`row` holds
-/// `ow + KW − 1` inputs): walking `j` ascending, input `j` is finished after step `j`, so its
-/// accumulator (slot `j mod KW` of the ring) is added to `row[j]` and starts over for input
-/// `j + KW`. Each input's products are summed from 0 over `j` ascending, then added.
+/// `ow + KW − 1` inputs; with `FIRST` it is overwritten instead): walking `j` ascending, input
+/// `j` is finished after step `j`, so its accumulator (slot `j mod KW` of the ring) is added
+/// to `row[j]` and starts over for input `j + KW`. Each input's products are summed from 0
+/// over `j` ascending, then added.
 ///
 /// # Safety
 /// The CPU has `V`'s tier; `w` holds `KW·16` weights, `g.0 + j·g.1` 16 gradients for each
 /// `j < g.2`.
 #[inline(always)]
-unsafe fn correlate_row<V: F32s, const NV: usize, const KW: usize>(
+unsafe fn correlate_row<V: F32s, const NV: usize, const KW: usize, const FIRST: bool>(
     w: *const f32,
     (g, stride, ow): (*const f32, usize, usize),
     row: &mut [[V; NV]],
@@ -228,7 +235,11 @@ unsafe fn correlate_row<V: F32s, const NV: usize, const KW: usize>(
                 }
                 let done = &mut ring[phase];
                 for h in 0..NV {
-                    row[j][h] = V::add(row[j][h], done[h]);
+                    row[j][h] = if FIRST {
+                        done[h]
+                    } else {
+                        V::add(row[j][h], done[h])
+                    };
                     done[h] = V::zero();
                 }
             }
