@@ -11,7 +11,7 @@
 //! | buffer | declared in | a slice of it holds | held |
 //! | --- | --- | --- | --- |
 //! | `SLOTS` | `conv2d/mod.rs` | one slot per batch chunk of a convolution pass (its scratch and partial gradient sums) | by the thread that calls the pass, for the whole pass |
-//! | `WEIGHTS` | `conv2d/mod.rs` | a forward pass's weights regrouped for its kernel | by the thread that calls the pass, for the whole pass |
+//! | `WEIGHTS` | `conv2d/mod.rs` | a forward pass's weights regrouped for its kernel (or a shifted backward pass's, for its input gradient) | by the thread that calls the pass, for the whole pass |
 //! | `WIDE` | `conv2d/shifted.rs` | the shifted method's per-image matrices (wide columns, their gradients) | by the thread running a batch chunk, for the chunk |
 //! | `SCRATCH_B` | `matmul/driver.rs` | gemm's packed panels of B | by the thread that calls `gemm`, for the call |
 //! | `SCRATCH_A` | `matmul/driver.rs` | gemm's packed panels of A | by each thread packing A, for its block |

@@ -965,36 +965,35 @@ fn backward<T: Scalar>(
     let gbuf_len = go.scratch_len(g);
     let im2col_scratch = im2col::backward_scratch(g, kept, grad_input.is_some());
     let (scratch, slot) = backward_slot(g, method, kept, grad_input.is_some(), gbuf_len);
-    let dx = grad_input.is_some();
-    let run = |wt: &[T]| {
-        let chunk = |chunk: usize, s: &mut [T], gi: Option<&mut [T]>| {
-            let (gbuf, s) = s.split_at_mut(gbuf_len);
-            let go = (go, gbuf);
-            match method {
-                Conv2dMethod::Im2col => {
-                    im2col::backward_chunk(g, kept, w, go, chunk, s, im2col_scratch, gi)
-                }
-                Conv2dMethod::Direct => direct::backward_chunk(g, kept, w, go, chunk, s, gi),
-                Conv2dMethod::Shifted => {
-                    shifted::backward_chunk(g, kept, (w, wt), go, chunk, s, gi)
-                }
+    let chunk = |wt: &[T], chunk: usize, s: &mut [T], gi: Option<&mut [T]>| {
+        let (gbuf, s) = s.split_at_mut(gbuf_len);
+        let go = (go, gbuf);
+        match method {
+            Conv2dMethod::Im2col => {
+                im2col::backward_chunk(g, kept, w, go, chunk, s, im2col_scratch, gi)
             }
-        };
-        let most = most_slots(g, method, go.is_fused());
-        with_slots(g, slot, most, |slots| {
+            Conv2dMethod::Direct => direct::backward_chunk(g, kept, w, go, chunk, s, gi),
+            Conv2dMethod::Shifted => shifted::backward_chunk(g, kept, (w, wt), go, chunk, s, gi),
+        }
+    };
+    let most = most_slots(g, method, go.is_fused());
+    let dx = grad_input.is_some();
+    with_slots(g, slot, most, |slots| {
+        let all_chunks = |wt: &[T]| {
+            let chunk = |n: usize, s: &mut [T], gi: Option<&mut [T]>| chunk(wt, n, s, gi);
             match grad_input {
                 Some(gi) => with_standard_slice_mut(gi, |gi| {
                     for_each_chunk(g, slots, slot, Some(gi), chunk)
                 }),
                 None => for_each_chunk(g, slots, slot, None, chunk),
             }
-            sum_partials(g, slots, slot, scratch, grad_weight, grad_bias);
-        });
-    };
-    match method {
-        Conv2dMethod::Shifted => shifted::with_backward_weights(g, w, dx, run),
-        Conv2dMethod::Im2col | Conv2dMethod::Direct => run(&[]),
-    }
+        };
+        match method {
+            Conv2dMethod::Shifted => shifted::with_backward_weights(g, w, dx, all_chunks),
+            Conv2dMethod::Im2col | Conv2dMethod::Direct => all_chunks(&[]),
+        }
+        sum_partials(g, slots, slot, scratch, grad_weight, grad_bias);
+    });
 }
 
 /// Panics, naming the op, unless the gradient buffers have the shapes of `g`'s input, weight
