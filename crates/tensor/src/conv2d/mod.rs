@@ -63,7 +63,9 @@ use crate::scratch::{with_thread_buffer, ThreadBuffer};
 use crate::shape::{check_shape, Expected};
 use crate::{Pool2dParams, Scalar, Tier};
 use fused::{GradOut, ReluPoolOut};
-use ndarray::{Array1, Array4, ArrayView1, ArrayView4, ArrayViewMut1, ArrayViewMut4};
+use ndarray::{
+    Array1, Array4, ArrayView1, ArrayView4, ArrayViewMut1, ArrayViewMut4, CowArray, Ix4,
+};
 use rayon::iter::Either;
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -929,26 +931,7 @@ fn backward<T: Scalar>(
     upstream: Upstream<'_, T>,
     (grad_input, grad_weight, grad_bias): GradsMut<'_, T>,
 ) {
-    let op = "conv2d_backward";
-    let (grad, relu) = match &upstream {
-        Upstream::Conv(grad_out) => {
-            let want = Expected::Shape(g.output_dim());
-            check_shape(op, "grad_out", want, grad_out.dim());
-            (grad_out.as_standard_layout(), None)
-        }
-        Upstream::ReluAvgPool { grad, relu, pool } => {
-            let op = "conv2d_relu_avg_pool2d_backward";
-            let pool = PoolGeometry::new(op, g.output_dim(), *pool);
-            let want = Expected::Shape(pool.output_dim(g.n, g.k));
-            check_shape(op, "grad_pooled", want, grad.dim());
-            let want = Expected::Shape(g.output_dim());
-            check_shape(op, "relu_out", want, relu.dim());
-            (
-                grad.as_standard_layout(),
-                Some((relu.as_standard_layout(), pool)),
-            )
-        }
-    };
+    let (grad, relu) = checked_upstream(g, &upstream);
     let grad = grad.as_slice().expect("standard layout");
     let go = match &relu {
         None => GradOut::Conv(grad),
@@ -994,6 +977,41 @@ fn backward<T: Scalar>(
         }
         sum_partials(g, slots, slot, scratch, grad_weight, grad_bias);
     });
+}
+
+/// The upstream gradient and, for the fused ReLU and pool, the ReLU output with the pool's
+/// geometry: checked against `g`, contiguous.
+type UpstreamArrays<'b, T> = (
+    CowArray<'b, T, Ix4>,
+    Option<(CowArray<'b, T, Ix4>, PoolGeometry)>,
+);
+
+/// [`UpstreamArrays`] of `upstream`, its shapes checked against `g`.
+#[track_caller]
+fn checked_upstream<'b, T: Scalar>(
+    g: &Geometry,
+    upstream: &'b Upstream<'_, T>,
+) -> UpstreamArrays<'b, T> {
+    let op = "conv2d_backward";
+    match upstream {
+        Upstream::Conv(grad_out) => {
+            let want = Expected::Shape(g.output_dim());
+            check_shape(op, "grad_out", want, grad_out.dim());
+            (grad_out.as_standard_layout(), None)
+        }
+        Upstream::ReluAvgPool { grad, relu, pool } => {
+            let op = "conv2d_relu_avg_pool2d_backward";
+            let pool = PoolGeometry::new(op, g.output_dim(), *pool);
+            let want = Expected::Shape(pool.output_dim(g.n, g.k));
+            check_shape(op, "grad_pooled", want, grad.dim());
+            let want = Expected::Shape(g.output_dim());
+            check_shape(op, "relu_out", want, relu.dim());
+            (
+                grad.as_standard_layout(),
+                Some((relu.as_standard_layout(), pool)),
+            )
+        }
+    }
 }
 
 /// Panics, naming the op, unless the gradient buffers have the shapes of `g`'s input, weight
