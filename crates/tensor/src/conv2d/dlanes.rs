@@ -147,7 +147,7 @@ unsafe fn input_grad_with<V: F32s, const NV: usize, const KW: usize>(
                 let n = V::LANES.min(g.w - x0);
                 // SAFETY: the caller's contract; inputs x0 .. x0 + n are in the row.
                 unsafe {
-                    let sums = lane_sums(&row[pw + x0..][..n]);
+                    let sums = row_sums(&row[pw + x0..][..n]);
                     sums.store_first(dx_row[x0..].as_mut_ptr(), n);
                 }
             }
@@ -255,7 +255,7 @@ unsafe fn correlate_row<V: F32s, const NV: usize, const KW: usize, const FIRST: 
 /// # Safety
 /// The CPU has `V`'s tier; `LANES ≤ 16`.
 #[inline(always)]
-unsafe fn lane_sums<V: F32s, const NV: usize>(inputs: &[[V; NV]]) -> V {
+unsafe fn row_sums<V: F32s, const NV: usize>(inputs: &[[V; NV]]) -> V {
     // SAFETY: the caller's contract.
     unsafe {
         let mut one = [V::zero(); 16];

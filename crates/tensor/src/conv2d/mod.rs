@@ -43,6 +43,7 @@ mod direct;
 mod direct_simd;
 #[cfg(target_arch = "x86_64")]
 mod dlanes;
+#[cfg(target_arch = "x86_64")]
 mod dwide;
 mod fused;
 mod im2col;

@@ -1055,7 +1055,9 @@ mod tests {
             same_bits(&lanes_dx, &gemm_dx, &format!("dx, {at}"));
             if Tier::Avx512.is_supported() {
                 // At 16 lanes the input gradient sums in another order (`dlanes.rs`, whose
-                // test bounds it against f64): here it must land in the right place.
+                // test bounds it against f64): here it must land in the right place. Its
+                // rounding is about 1e-6 of a value's size; a value from the wrong input, or
+                // a stale one, is off by the size of the values themselves.
                 let (dw16, dx16) = chunk_grads(&g, Kernels::Lanes16);
                 same_bits(&dw16, &gemm_dw, &format!("dW at 16 lanes, {at}"));
                 for (i, (&a, &b)) in dx16.iter().zip(&gemm_dx).enumerate() {
