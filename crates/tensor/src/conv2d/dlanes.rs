@@ -136,8 +136,10 @@ unsafe fn input_grad_with<V: F32s, const NV: usize, const KW: usize>(
 ) {
     debug_assert!(NV * V::LANES == KB && KW == g.kw);
     let (ph, pw) = g.p.padding;
-    // SAFETY: the caller's contract.
-    let mut row = [[unsafe { V::zero() }; NV]; MAX_ROW];
+    // SAFETY: the caller's contract. `KB` slots past the widest row: the lane sums below
+    // read whole windows of `KB` inputs (the slots past a row's end are zeros or an earlier
+    // row's, and their lanes are never stored).
+    let mut row = [[unsafe { V::zero() }; NV]; MAX_ROW + KB];
     for c in 0..g.c {
         for y in 0..g.h {
             // SAFETY: the caller's contract.
@@ -147,7 +149,7 @@ unsafe fn input_grad_with<V: F32s, const NV: usize, const KW: usize>(
                 let n = V::LANES.min(g.w - x0);
                 // SAFETY: the caller's contract; inputs x0 .. x0 + n are in the row.
                 unsafe {
-                    let sums = row_sums(&row[pw + x0..][..n]);
+                    let sums = row_sums(&row[pw + x0..][..V::LANES]);
                     sums.store_first(dx_row[x0..].as_mut_ptr(), n);
                 }
             }
@@ -167,7 +169,7 @@ unsafe fn row_partials<V: F32s, const NV: usize, const KW: usize>(
     g: &Geometry,
     (wt, gt): (&[f32], &[f32]),
     (c, yp): (usize, usize),
-    row: &mut [[V; NV]; MAX_ROW],
+    row: &mut [[V; NV]; MAX_ROW + KB],
 ) {
     let (k, taps, wp) = (g.k, g.ckk(), g.ow + KW - 1);
     // Never empty: with stride 1, oh = hp − kh + 1, so yp − oh + 1 < kh.
@@ -247,8 +249,9 @@ unsafe fn correlate_row<V: F32s, const NV: usize, const KW: usize, const FIRST: 
     }
 }
 
-/// Lane `r` is the sum of input `r`'s partial sums (`n ≤ LANES` inputs, the rest 0): each
-/// input's `NV` vectors added, then the lanes by [`F32s::lane_sums`]. No closures in these
+/// Lane `r` is the sum of input `r`'s partial sums (`LANES` inputs, a length known at compile
+/// time, so no copy is made): each input's `NV` vectors added, then the lanes by
+/// [`F32s::lane_sums`]. No closures in these
 /// kernels: a closure is a function of its own, compiled without the caller's target
 /// features, so its intrinsics would be calls.
 ///
@@ -256,6 +259,7 @@ unsafe fn correlate_row<V: F32s, const NV: usize, const KW: usize, const FIRST: 
 /// The CPU has `V`'s tier; `LANES ≤ 16`.
 #[inline(always)]
 unsafe fn row_sums<V: F32s, const NV: usize>(inputs: &[[V; NV]]) -> V {
+    debug_assert_eq!(inputs.len(), V::LANES);
     // SAFETY: the caller's contract.
     unsafe {
         let mut one = [V::zero(); 16];
