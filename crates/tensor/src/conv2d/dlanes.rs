@@ -14,8 +14,9 @@
 //! load of its 16 channels' gradient (outputs-major `gt[i·ow + j][o]`, the lanes weight
 //! gradient's copy) and `kw` multiply-adds with the kernel row's weights (the forward pass's
 //! tap-major regrouping `wt[t][o]`), held in registers for the row. A finished input is added
-//! to the row's partial sums (`wp` vectors on the stack); when the row's kernel rows are done,
-//! [`F32s::lane_sums`] adds each input's lanes, `LANES` inputs at once.
+//! to the row's partial sums (`wp` vectors on the stack; at 16 lanes two kernel rows run at
+//! once, so the partial sums are read and written once per two); when the row's kernel rows
+//! are done, [`F32s::lane_sums`] adds each input's lanes, `LANES` inputs at once.
 //!
 //! Against the wide columns' `Wᵀ · g_wide` (`dwide.rs`), which multiplies 136 columns per 100
 //! outputs in LeNet-5's conv2 and adds each of its rows into the padded planes, this makes
@@ -159,7 +160,9 @@ unsafe fn input_grad_with<V: F32s, const NV: usize, const KW: usize>(
 
 /// `row[X]` for the `wp` inputs `X` of channel `c`'s padded row `yp`: the partial sums of the
 /// module docs, one per kernel row `u` with an output row `i = yp − u` and block of 16
-/// channels, added in that order.
+/// channels (the terms, `u` outer and blocks inner), added in that order. At 16 lanes the
+/// terms run two at a time (`2·kw` accumulators and weights fit the 32 registers; the row's
+/// partial sums are read and written once per pair).
 ///
 /// # Safety
 /// The CPU has `V`'s tier; `KW = g.kw`; the shapes asserted by [`input_grad`], `c < g.c`
@@ -174,48 +177,73 @@ unsafe fn row_partials<V: F32s, const NV: usize, const KW: usize>(
     let (k, taps, wp) = (g.k, g.ckk(), g.ow + KW - 1);
     // Never empty: with stride 1, oh = hp − kh + 1, so yp − oh + 1 < kh.
     let us = (yp + 1).saturating_sub(g.oh)..g.kh.min(yp + 1);
-    for u in us.clone() {
-        let i = yp - u;
-        for k0 in (0..k).step_by(KB) {
-            let w = wt[k0 * taps + (c * g.kh + u) * KW * KB..][..KW * KB].as_ptr();
-            let g_row = (gt[i * g.ow * k + k0..].as_ptr(), k, g.ow);
-            let row = &mut row[..wp];
-            // SAFETY: the kernel row's KW taps of 16 weights are inside `wt`, and outputs
-            // (i, 0 .. ow) of the block inside `gt` (the slices above and the shapes).
-            unsafe {
-                match u == us.start && k0 == 0 {
-                    true => correlate_row::<V, NV, KW, true>(w, g_row, row),
-                    false => correlate_row::<V, NV, KW, false>(w, g_row, row),
+    let blocks = k / KB;
+    let terms = us.len() * blocks;
+    // Term t's kernel-row weights and its output row's gradients (both inside `wt` and `gt`
+    // by the shapes: the kernel row's KW taps of 16 weights, outputs (i, 0 .. ow) of the
+    // block).
+    let term = |t: usize| {
+        let (u, k0) = (us.start + t / blocks, t % blocks * KB);
+        let w = wt[k0 * taps + (c * g.kh + u) * KW * KB..][..KW * KB].as_ptr();
+        (w, gt[(yp - u) * g.ow * k + k0..].as_ptr())
+    };
+    let row = &mut row[..wp];
+    let step = if NV == 1 { 2 } else { 1 };
+    for t in (0..terms).step_by(step) {
+        // SAFETY: the terms' pointers as above; `KW` taps of 16 weights, `ow` outputs of
+        // 16 gradients `k` apart.
+        unsafe {
+            if t + 1 < terms && step == 2 {
+                let ((w0, g0), (w1, g1)) = (term(t), term(t + 1));
+                let terms = ([w0, w1], [g0, g1], (k, g.ow));
+                match t == 0 {
+                    true => correlate_row::<V, NV, KW, 2, true>(terms, row),
+                    false => correlate_row::<V, NV, KW, 2, false>(terms, row),
+                }
+            } else {
+                let (w0, g0) = term(t);
+                let terms = ([w0], [g0], (k, g.ow));
+                match t == 0 {
+                    true => correlate_row::<V, NV, KW, 1, true>(terms, row),
+                    false => correlate_row::<V, NV, KW, 1, false>(terms, row),
                 }
             }
         }
     }
 }
 
-/// `row[j + v] += w[v] · g[j]` for every output `j < ow` and tap `v < KW` (`row` holds
-/// `ow + KW − 1` inputs; with `FIRST` it is overwritten instead): walking `j` ascending, input
-/// `j` is finished after step `j`, so its accumulator (slot `j mod KW` of the ring) is added
-/// to `row[j]` and starts over for input `j + KW`. Each input's products are summed from 0
-/// over `j` ascending, then added.
+/// For each of `R` terms (kernel-row weights `w[r]`, output gradients `g[r]`):
+/// `row[j + v] += w[r][v] · g[r][j]` for every output `j < ow` and tap `v < KW` (`row` holds
+/// `ow + KW − 1` inputs; with `FIRST` the first term overwrites it instead): walking `j`
+/// ascending, input `j` is finished after step `j`, so each term's accumulator for it (slot
+/// `j mod KW` of the term's ring) is added to `row[j]`, term after term, and starts over for
+/// input `j + KW`. Each input's products are summed from 0 over `j` ascending, then added.
 ///
 /// # Safety
-/// The CPU has `V`'s tier; `w` holds `KW·16` weights, `g.0 + j·g.1` 16 gradients for each
-/// `j < g.2`.
+/// The CPU has `V`'s tier; each `w[r]` holds `KW·16` weights, `g[r] + j·stride` 16 gradients
+/// for each `j < ow`.
 #[inline(always)]
-unsafe fn correlate_row<V: F32s, const NV: usize, const KW: usize, const FIRST: bool>(
-    w: *const f32,
-    (g, stride, ow): (*const f32, usize, usize),
+unsafe fn correlate_row<
+    V: F32s,
+    const NV: usize,
+    const KW: usize,
+    const R: usize,
+    const FIRST: bool,
+>(
+    (w, g, (stride, ow)): ([*const f32; R], [*const f32; R], (usize, usize)),
     row: &mut [[V; NV]],
 ) {
     // SAFETY: the caller's contract.
     unsafe {
-        let mut wv = [[V::zero(); NV]; KW];
-        for (v, wv) in wv.iter_mut().enumerate() {
-            for (h, wv) in wv.iter_mut().enumerate() {
-                *wv = V::load(w.add(v * KB + h * V::LANES));
+        let mut wv = [[[V::zero(); NV]; KW]; R];
+        for r in 0..R {
+            for v in 0..KW {
+                for h in 0..NV {
+                    wv[r][v][h] = V::load(w[r].add(v * KB + h * V::LANES));
+                }
             }
         }
-        let mut ring = [[V::zero(); NV]; KW];
+        let mut ring = [[[V::zero(); NV]; KW]; R];
         for j0 in (0..row.len()).step_by(KW) {
             // Unrolled: the ring's slot for input j0 + phase + v is a constant.
             for phase in 0..KW {
@@ -224,25 +252,32 @@ unsafe fn correlate_row<V: F32s, const NV: usize, const KW: usize, const FIRST: 
                     return;
                 }
                 if j < ow {
-                    let mut gv = [V::zero(); NV];
-                    for (h, gv) in gv.iter_mut().enumerate() {
-                        *gv = V::load(g.add(j * stride + h * V::LANES));
-                    }
-                    for (v, wv) in wv.iter().enumerate() {
-                        let acc = &mut ring[(phase + v) % KW];
-                        for h in 0..NV {
-                            acc[h] = V::mul_add(wv[h], gv[h], acc[h]);
+                    for r in 0..R {
+                        let mut gv = [V::zero(); NV];
+                        for (h, gv) in gv.iter_mut().enumerate() {
+                            *gv = V::load(g[r].add(j * stride + h * V::LANES));
+                        }
+                        for v in 0..KW {
+                            let acc = &mut ring[r][(phase + v) % KW];
+                            for h in 0..NV {
+                                acc[h] = V::mul_add(wv[r][v][h], gv[h], acc[h]);
+                            }
                         }
                     }
                 }
-                let done = &mut ring[phase];
                 for h in 0..NV {
-                    row[j][h] = if FIRST {
-                        done[h]
+                    let mut sum = if FIRST {
+                        ring[0][phase][h]
                     } else {
-                        V::add(row[j][h], done[h])
+                        V::add(row[j][h], ring[0][phase][h])
                     };
-                    done[h] = V::zero();
+                    for ring in &ring[1..] {
+                        sum = V::add(sum, ring[phase][h]);
+                    }
+                    row[j][h] = sum;
+                    for ring in &mut ring {
+                        ring[phase][h] = V::zero();
+                    }
                 }
             }
         }
