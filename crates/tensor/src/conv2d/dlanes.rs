@@ -6,27 +6,28 @@
 //! ```
 //!
 //! over the taps whose output `(i, j) = (y + ph − u, x + pw − v)` exists. The lanes hold the
-//! output channels (mod 16). For one row `(c, y)` of the padded planes and one kernel row `u`,
+//! output channels (mod `LANES`). For one row `(c, y)` of the padded planes and one kernel row `u`,
 //! output row `i` is a 1-D full correlation: output `j` adds `W[·][c][u][v] · g[·][i][j]` to
 //! input `j + v` for each `v`. Walking `j` ascending, input `j` has all of its products once
 //! step `j` is done, so `kw` accumulators suffice, used as a ring (input `X` in slot
 //! `X mod kw`, the kernel width a constant so that the slots are registers): per output one
-//! load of its 16 channels' gradient (outputs-major `gt[i·ow + j][o]`, the lanes weight
+//! load of a vector of its channels' gradient (outputs-major `gt[i·ow + j][o]`, the lanes weight
 //! gradient's copy) and `kw` multiply-adds with the kernel row's weights (the forward pass's
-//! tap-major regrouping `wt[t][o]`), held in registers for the row. A finished input is added
-//! to the row's partial sums (`wp` vectors on the stack; at 16 lanes two kernel rows run at
-//! once, so the partial sums are read and written once per two); when the row's kernel rows
-//! are done, [`F32s::lane_sums`] adds each input's lanes, `LANES` inputs at once.
+//! tap-major regrouping `wt[t][o]`), held in registers for the row. A term is one kernel row
+//! and one vector of channels; a finished input is added to the row's partial sums (`wp`
+//! vectors on the stack; at 16 lanes two terms run at once, in the 32 registers, so the
+//! partial sums are read and written once per two); when the row's terms are done,
+//! [`F32s::lane_sums`] adds each input's lanes, `LANES` inputs at once.
 //!
 //! Against the wide columns' `Wᵀ · g_wide` (`dwide.rs`), which multiplies 136 columns per 100
 //! outputs in LeNet-5's conv2 and adds each of its rows into the padded planes, this makes
 //! each product `W[o][c][u][v] · g[o][i][j]` once, without a branch, and writes each input
 //! once.
 //!
-//! The sums: lane `o mod 16` of input `X` adds one partial sum per kernel row `u` ascending
-//! and block of 16 channels ascending, each summed from 0 over the outputs `j`
-//! ascending (so `v` descending) by fused multiply-adds; at 8 lanes the block's two vectors
-//! are added, then the lanes by halving folds. A fixed order for every shape, at either width,
+//! The sums: lane `o mod LANES` of input `X` adds one partial sum per term (kernel row `u`
+//! ascending, then channel vector ascending), each summed from 0 over the outputs `j`
+//! ascending (so `v` descending) by fused multiply-adds; then the lanes by halving folds.
+//! A fixed order for every shape, at either width,
 //! so the same bits on any thread count; another order than `dwide`'s (which sums over `o`
 //! first), so the two agree within rounding (the test's bound).
 
@@ -86,16 +87,16 @@ pub(super) fn input_grad(width: Width, g: &Geometry, wt: &[f32], gt: &[f32], dx:
 /// AVX2 + FMA; the shapes asserted by [`input_grad`].
 #[target_feature(enable = "avx2,fma")]
 unsafe fn input_grad_8(g: &Geometry, wt: &[f32], gt: &[f32], dx: &mut [f32]) {
-    // SAFETY: the caller's contract.
-    unsafe { by_kernel_width::<__m256, 2>(g, wt, gt, dx) }
+    // SAFETY: the caller's contract. One term at a time: 2·kw + 1 of the 16 registers.
+    unsafe { by_kernel_width::<__m256, 1>(g, wt, gt, dx) }
 }
 
 /// # Safety
 /// AVX-512F; the shapes asserted by [`input_grad`].
 #[target_feature(enable = "avx512f")]
 unsafe fn input_grad_16(g: &Geometry, wt: &[f32], gt: &[f32], dx: &mut [f32]) {
-    // SAFETY: the caller's contract.
-    unsafe { by_kernel_width::<__m512, 1>(g, wt, gt, dx) }
+    // SAFETY: the caller's contract. Two terms at once: 4·kw + 2 of the 32 registers.
+    unsafe { by_kernel_width::<__m512, 2>(g, wt, gt, dx) }
 }
 
 /// [`input_grad_with`] with the kernel width `g.kw ≤ MAX_KW` as a constant.
@@ -103,7 +104,7 @@ unsafe fn input_grad_16(g: &Geometry, wt: &[f32], gt: &[f32], dx: &mut [f32]) {
 /// # Safety
 /// As [`input_grad_with`].
 #[inline(always)]
-unsafe fn by_kernel_width<V: F32s, const NV: usize>(
+unsafe fn by_kernel_width<V: F32s, const R: usize>(
     g: &Geometry,
     wt: &[f32],
     gt: &[f32],
@@ -112,45 +113,44 @@ unsafe fn by_kernel_width<V: F32s, const NV: usize>(
     // SAFETY: the caller's contract.
     unsafe {
         match g.kw {
-            1 => input_grad_with::<V, NV, 1>(g, wt, gt, dx),
-            2 => input_grad_with::<V, NV, 2>(g, wt, gt, dx),
-            3 => input_grad_with::<V, NV, 3>(g, wt, gt, dx),
-            4 => input_grad_with::<V, NV, 4>(g, wt, gt, dx),
-            5 => input_grad_with::<V, NV, 5>(g, wt, gt, dx),
-            6 => input_grad_with::<V, NV, 6>(g, wt, gt, dx),
-            _ => input_grad_with::<V, NV, MAX_KW>(g, wt, gt, dx),
+            1 => input_grad_with::<V, R, 1>(g, wt, gt, dx),
+            2 => input_grad_with::<V, R, 2>(g, wt, gt, dx),
+            3 => input_grad_with::<V, R, 3>(g, wt, gt, dx),
+            4 => input_grad_with::<V, R, 4>(g, wt, gt, dx),
+            5 => input_grad_with::<V, R, 5>(g, wt, gt, dx),
+            6 => input_grad_with::<V, R, 6>(g, wt, gt, dx),
+            _ => input_grad_with::<V, R, MAX_KW>(g, wt, gt, dx),
         }
     }
 }
 
-/// Every row `(c, y)` of `dx`: its partial sums over the kernel rows, then their lanes.
+/// Every row `(c, y)` of `dx`: its partial sums over the terms, then their lanes.
 ///
 /// # Safety
-/// The CPU has `V`'s tier; `NV·LANES = 16`, `KW = g.kw`; the shapes asserted by
-/// [`input_grad`].
+/// The CPU has `V`'s tier; `KW = g.kw`; the shapes asserted by [`input_grad`].
 #[inline(always)]
-unsafe fn input_grad_with<V: F32s, const NV: usize, const KW: usize>(
+unsafe fn input_grad_with<V: F32s, const R: usize, const KW: usize>(
     g: &Geometry,
     wt: &[f32],
     gt: &[f32],
     dx: &mut [f32],
 ) {
-    debug_assert!(NV * V::LANES == KB && KW == g.kw);
+    debug_assert!(KW == g.kw && KB.is_multiple_of(V::LANES));
     let (ph, pw) = g.p.padding;
     // SAFETY: the caller's contract. `KB` slots past the widest row: the lane sums below
-    // read whole windows of `KB` inputs (the slots past a row's end are zeros or an earlier
-    // row's, and their lanes are never stored).
-    let mut row = [[unsafe { V::zero() }; NV]; MAX_ROW + KB];
+    // read whole windows of `LANES` inputs (the slots past a row's end are zeros or an
+    // earlier row's, and their lanes are never stored).
+    let mut row = [unsafe { V::zero() }; MAX_ROW + KB];
     for c in 0..g.c {
         for y in 0..g.h {
             // SAFETY: the caller's contract.
-            unsafe { row_partials::<V, NV, KW>(g, (wt, gt), (c, y + ph), &mut row) };
+            unsafe { row_partials::<V, R, KW>(g, (wt, gt), (c, y + ph), &mut row) };
             let dx_row = &mut dx[(c * g.h + y) * g.w..][..g.w];
             for x0 in (0..g.w).step_by(V::LANES) {
                 let n = V::LANES.min(g.w - x0);
                 // SAFETY: the caller's contract; inputs x0 .. x0 + n are in the row.
                 unsafe {
-                    let sums = row_sums(&row[pw + x0..][..V::LANES]);
+                    let sums = V::lane_sums(&row[pw + x0..][..V::LANES]);
                     sums.store_first(dx_row[x0..].as_mut_ptr(), n);
                 }
             }
@@ -159,53 +159,55 @@ unsafe fn input_grad_with<V: F32s, const NV: usize, const KW: usize>(
 }
 
 /// `row[X]` for the `wp` inputs `X` of channel `c`'s padded row `yp`: the partial sums of the
-/// module docs, one per kernel row `u` with an output row `i = yp − u` and block of 16
-/// channels (the terms, `u` outer and blocks inner), added in that order. At 16 lanes the
-/// terms run two at a time (`2·kw` accumulators and weights fit the 32 registers; the row's
-/// partial sums are read and written once per pair).
+/// module docs, one per term — a kernel row `u` with an output row `i = yp − u`, a block of 16
+/// channels, and a vector of `LANES` of them (`u` outer, vectors inner) — added in that order.
+/// `R` terms run at once, their `R·kw` accumulators and weights in registers, so the row's
+/// partial sums are read and written once per `R` terms.
 ///
 /// # Safety
 /// The CPU has `V`'s tier; `KW = g.kw`; the shapes asserted by [`input_grad`], `c < g.c`
 /// and `yp` a padded row.
 #[inline(always)]
-unsafe fn row_partials<V: F32s, const NV: usize, const KW: usize>(
+unsafe fn row_partials<V: F32s, const R: usize, const KW: usize>(
     g: &Geometry,
     (wt, gt): (&[f32], &[f32]),
     (c, yp): (usize, usize),
-    row: &mut [[V; NV]; MAX_ROW + KB],
+    row: &mut [V; MAX_ROW + KB],
 ) {
     let (k, taps, wp) = (g.k, g.ckk(), g.ow + KW - 1);
     // Never empty: with stride 1, oh = hp − kh + 1, so yp − oh + 1 < kh.
     let us = (yp + 1).saturating_sub(g.oh)..g.kh.min(yp + 1);
-    let blocks = k / KB;
-    let terms = us.len() * blocks;
-    // Term t's kernel-row weights and its output row's gradients (both inside `wt` and `gt`
-    // by the shapes: the kernel row's KW taps of 16 weights, outputs (i, 0 .. ow) of the
-    // block).
+    let vectors = k / V::LANES;
+    let terms = us.len() * vectors;
+    // Term t's kernel-row weights (KW taps, KB apart) and its output row's gradients (ow
+    // outputs, k apart), at channel o0 of block k0: inside `wt` and `gt` by the shapes.
     let term = |t: usize| {
-        let (u, k0) = (us.start + t / blocks, t % blocks * KB);
-        let w = wt[k0 * taps + (c * g.kh + u) * KW * KB..][..KW * KB].as_ptr();
-        (w, gt[(yp - u) * g.ow * k + k0..].as_ptr())
+        let (u, o) = (us.start + t / vectors, t % vectors * V::LANES);
+        let (k0, o0) = (o / KB * KB, o % KB);
+        let w = wt[k0 * taps + (c * g.kh + u) * KW * KB + o0..].as_ptr();
+        (w, gt[(yp - u) * g.ow * k + o..].as_ptr())
     };
     let row = &mut row[..wp];
-    let step = if NV == 1 { 2 } else { 1 };
-    for t in (0..terms).step_by(step) {
-        // SAFETY: the terms' pointers as above; `KW` taps of 16 weights, `ow` outputs of
-        // 16 gradients `k` apart.
+    let dims = (k, g.ow);
+    for t in (0..terms).step_by(R) {
+        // SAFETY: the terms' pointers as above.
         unsafe {
-            if t + 1 < terms && step == 2 {
-                let ((w0, g0), (w1, g1)) = (term(t), term(t + 1));
-                let terms = ([w0, w1], [g0, g1], (k, g.ow));
+            if t + R <= terms {
+                let (mut w, mut gs) = ([wt.as_ptr(); R], [gt.as_ptr(); R]);
+                for r in 0..R {
+                    (w[r], gs[r]) = term(t + r);
+                }
                 match t == 0 {
-                    true => correlate_row::<V, NV, KW, 2, true>(terms, row),
-                    false => correlate_row::<V, NV, KW, 2, false>(terms, row),
+                    true => correlate_row::<V, KW, R, true>((w, gs, dims), row),
+                    false => correlate_row::<V, KW, R, false>((w, gs, dims), row),
                 }
             } else {
-                let (w0, g0) = term(t);
-                let terms = ([w0], [g0], (k, g.ow));
-                match t == 0 {
-                    true => correlate_row::<V, NV, KW, 1, true>(terms, row),
-                    false => correlate_row::<V, NV, KW, 1, false>(terms, row),
+                for t in t..terms {
+                    let (w, gs) = term(t);
+                    match t == 0 {
+                        true => correlate_row::<V, KW, 1, true>(([w], [gs], dims), row),
+                        false => correlate_row::<V, KW, 1, false>(([w], [gs], dims), row),
+                    }
                 }
             }
         }
@@ -220,30 +222,22 @@ unsafe fn row_partials<V: F32s, const NV: usize, const KW: usize>(
 /// input `j + KW`. Each input's products are summed from 0 over `j` ascending, then added.
 ///
 /// # Safety
-/// The CPU has `V`'s tier; each `w[r]` holds `KW·16` weights, `g[r] + j·stride` 16 gradients
-/// for each `j < ow`.
+/// The CPU has `V`'s tier; each `w[r] + v·KB` holds `LANES` weights for `v < KW`, and
+/// `g[r] + j·stride` `LANES` gradients for `j < ow`.
 #[inline(always)]
-unsafe fn correlate_row<
-    V: F32s,
-    const NV: usize,
-    const KW: usize,
-    const R: usize,
-    const FIRST: bool,
->(
+unsafe fn correlate_row<V: F32s, const KW: usize, const R: usize, const FIRST: bool>(
     (w, g, (stride, ow)): ([*const f32; R], [*const f32; R], (usize, usize)),
-    row: &mut [[V; NV]],
+    row: &mut [V],
 ) {
     // SAFETY: the caller's contract.
     unsafe {
-        let mut wv = [[[V::zero(); NV]; KW]; R];
+        let mut wv = [[V::zero(); KW]; R];
         for r in 0..R {
             for v in 0..KW {
-                for h in 0..NV {
-                    wv[r][v][h] = V::load(w[r].add(v * KB + h * V::LANES));
-                }
+                wv[r][v] = V::load(w[r].add(v * KB));
             }
         }
-        let mut ring = [[[V::zero(); NV]; KW]; R];
+        let mut ring = [[V::zero(); KW]; R];
         for j0 in (0..row.len()).step_by(KW) {
             // Unrolled: the ring's slot for input j0 + phase + v is a constant.
             for phase in 0..KW {
@@ -253,58 +247,27 @@ unsafe fn correlate_row<
                 }
                 if j < ow {
                     for r in 0..R {
-                        let mut gv = [V::zero(); NV];
-                        for (h, gv) in gv.iter_mut().enumerate() {
-                            *gv = V::load(g[r].add(j * stride + h * V::LANES));
-                        }
+                        let gv = V::load(g[r].add(j * stride));
                         for v in 0..KW {
                             let acc = &mut ring[r][(phase + v) % KW];
-                            for h in 0..NV {
-                                acc[h] = V::mul_add(wv[r][v][h], gv[h], acc[h]);
-                            }
+                            *acc = V::mul_add(wv[r][v], gv, *acc);
                         }
                     }
                 }
-                for h in 0..NV {
-                    let mut sum = if FIRST {
-                        ring[0][phase][h]
-                    } else {
-                        V::add(row[j][h], ring[0][phase][h])
-                    };
-                    for ring in &ring[1..] {
-                        sum = V::add(sum, ring[phase][h]);
-                    }
-                    row[j][h] = sum;
-                    for ring in &mut ring {
-                        ring[phase][h] = V::zero();
-                    }
+                let mut sum = if FIRST {
+                    ring[0][phase]
+                } else {
+                    V::add(row[j], ring[0][phase])
+                };
+                for ring in &ring[1..] {
+                    sum = V::add(sum, ring[phase]);
+                }
+                row[j] = sum;
+                for ring in &mut ring {
+                    ring[phase] = V::zero();
                 }
             }
         }
-    }
-}
-
-/// Lane `r` is the sum of input `r`'s partial sums (`LANES` inputs, a length known at compile
-/// time, so no copy is made): each input's `NV` vectors added, then the lanes by
-/// [`F32s::lane_sums`]. No closures in these
-/// kernels: a closure is a function of its own, compiled without the caller's target
-/// features, so its intrinsics would be calls.
-///
-/// # Safety
-/// The CPU has `V`'s tier; `LANES ≤ 16`.
-#[inline(always)]
-unsafe fn row_sums<V: F32s, const NV: usize>(inputs: &[[V; NV]]) -> V {
-    debug_assert_eq!(inputs.len(), V::LANES);
-    // SAFETY: the caller's contract.
-    unsafe {
-        let mut one = [V::zero(); 16];
-        for (o, a) in one.iter_mut().zip(inputs) {
-            *o = a[0];
-            for &x in &a[1..] {
-                *o = V::add(*o, x);
-            }
-        }
-        V::lane_sums(&one[..V::LANES])
     }
 }
 
@@ -323,8 +286,8 @@ mod tests {
     ///
     /// The bound: each input sums at most `m = k·kh·kw` products, every rounding on a path
     /// from a product to the sum is one of a partial sum's multiply-adds (at most `kw`), the
-    /// partial sums' additions (`kh·k/16`), the block's vectors (1) or the folds (at most 4),
-    /// so at most `n = kw + kh·k/16 + 5` roundings and
+    /// partial sums' additions (one per term: `kh·k/LANES`) or the folds (at most 4), so at
+    /// most `n = kw + kh·k/LANES + 4` roundings and
     /// `|got − exact| ≤ γ_n · Σ|products|` with `γ_n = n·u/(1 − n·u)`, `u = 2⁻²⁴` (Higham,
     /// *Accuracy and Stability*, §3.1). The test allows `(n + 1)·u·Σ|products|`. A product
     /// missed, counted twice or read from a neighbouring output is about `Σ|products|/m`,
@@ -376,7 +339,11 @@ mod tests {
             "{at}: margins"
         );
         let (ph, pw) = g.p.padding;
-        let n = (g.kw + g.kh * g.k / KB + 5) as f64;
+        let lanes = match width {
+            Width::Eight => 8,
+            Width::Sixteen => 16,
+        };
+        let n = (g.kw + g.kh * g.k / lanes + 4) as f64;
         for (at_x, &got) in buf[32..][..len].iter().enumerate() {
             let (c, y, x) = (at_x / (g.h * g.w), at_x / g.w % g.h, at_x % g.w);
             let (mut exact, mut size) = (0f64, 0f64);

@@ -893,7 +893,7 @@ mod tests {
     /// The input gradient's plan on every tier, whatever this machine has: rows of `dwide`
     /// from the AVX2 tier up (the same bits as `gemm`), the channels-in-lanes kernel on the
     /// AVX-512 tier (0.95× the 1-thread epoch time at batch 32 and 256 on Zen 4; at 8 lanes it
-    /// measured no faster than rows, so the AVX2 tier keeps rows), where it fits.
+    /// took 1.03× the time of rows, so the AVX2 tier keeps rows), where it fits.
     #[test]
     fn the_input_gradient_runs_what_the_tier_has_and_nothing_slower() {
         fn plan(g: &Geometry) -> impl Fn(Tier) -> InputGrad + '_ {
