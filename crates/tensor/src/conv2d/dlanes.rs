@@ -180,7 +180,9 @@ unsafe fn row_partials<V: F32s, const R: usize, const KW: usize>(
     let vectors = k / V::LANES;
     let terms = us.len() * vectors;
     // Term t's kernel-row weights (KW taps, KB apart) and its output row's gradients (ow
-    // outputs, k apart), at channel o0 of block k0: inside `wt` and `gt` by the shapes.
+    // outputs, k apart), at channel o0 of block k0: inside `wt` and `gt` by the shapes. Index
+    // arithmetic only: a closure is compiled without the caller's target features, so one
+    // holding an intrinsic would be a call in the loop (docs/kernels.md).
     let term = |t: usize| {
         let (u, o) = (us.start + t / vectors, t % vectors * V::LANES);
         let (k0, o0) = (o / KB * KB, o % KB);
