@@ -124,7 +124,8 @@ unsafe fn spill<V: F32s, const GK: usize>(
 
 /// One output row: `acc[b][t] += g_b[j0..] · x[j0+t..]` for every column block `j0` of `LANES`
 /// (the last one loads the gradient and the input under a mask, zeros past `ow`), and with
-/// `BIAS`, `bias[b] += g_b[j0..]`.
+/// `BIAS`, `bias[b] += g_b[j0..]`. The whole blocks run in a loop of their own, so that no
+/// mask or branch takes a register from the `GK·GV` accumulators.
 ///
 /// # Safety
 /// The CPU has `V`'s tier; every `g[b]` is readable for `ow` scalars, `x` for `ow + GV − 1`.
@@ -137,34 +138,64 @@ unsafe fn row<V: F32s, const GK: usize, const BIAS: bool>(
     ow: usize,
 ) {
     let n = V::LANES;
-    let mut j0 = 0;
-    // SAFETY (every load): full blocks end at or before ow; the last block reads `live` lanes.
+    let whole = ow / n * n;
+    // SAFETY (every call): blocks j0 < whole end at or before ow; the last reads ow − whole
+    // lanes under its mask.
     unsafe {
-        while j0 < ow {
-            let live = (ow - j0).min(n);
-            let mask = V::first(live);
-            let mut gv = [V::zero(); GK];
-            for (v, &p) in gv.iter_mut().zip(&g) {
-                *v = match live == n {
-                    true => V::load(p.add(j0)),
-                    false => V::load_masked(p.add(j0), mask),
-                };
+        for j0 in (0..whole).step_by(n) {
+            block::<V, GK, BIAS, false>((acc, bias), g, x, (j0, V::first(n)));
+        }
+        if whole < ow {
+            let mask = V::first(ow - whole);
+            block::<V, GK, BIAS, true>((acc, bias), g, x, (whole, mask));
+        }
+    }
+}
+
+/// `LANES` scalars from `p`, under `mask` when `MASKED` (a function, not a closure: a closure
+/// is compiled without the caller's target features, so its intrinsics would be calls).
+///
+/// # Safety
+/// The CPU has `V`'s tier; `p`'s lanes (those of `mask` when `MASKED`) are readable.
+#[inline(always)]
+unsafe fn load<V: F32s, const MASKED: bool>(p: *const f32, mask: V::Mask) -> V {
+    // SAFETY: the caller's contract.
+    unsafe {
+        match MASKED {
+            true => V::load_masked(p, mask),
+            false => V::load(p),
+        }
+    }
+}
+
+/// Column block `j0` of [`row`], its loads under `mask` when `MASKED`.
+///
+/// # Safety
+/// The CPU has `V`'s tier; lanes `j0 ..` of every `g[b]` and from `x + t` (`t < GV`) are
+/// readable, all `LANES` of them unless `MASKED`, else those of `mask`.
+#[inline(always)]
+unsafe fn block<V: F32s, const GK: usize, const BIAS: bool, const MASKED: bool>(
+    (acc, bias): (&mut [[V; GV]; GK], &mut [V; GK]),
+    g: [*const f32; GK],
+    x: *const f32,
+    (j0, mask): (usize, V::Mask),
+) {
+    // SAFETY (every load): the caller's contract.
+    unsafe {
+        let mut gv = [V::zero(); GK];
+        for (v, &p) in gv.iter_mut().zip(&g) {
+            *v = load::<V, MASKED>(p.add(j0), mask);
+        }
+        for t in 0..GV {
+            let xv = load::<V, MASKED>(x.add(j0 + t), mask);
+            for (acc, &gv) in acc.iter_mut().zip(&gv) {
+                acc[t] = V::mul_add(gv, xv, acc[t]);
             }
-            for t in 0..GV {
-                let xv = match live == n {
-                    true => V::load(x.add(j0 + t)),
-                    false => V::load_masked(x.add(j0 + t), mask),
-                };
-                for (acc, &gv) in acc.iter_mut().zip(&gv) {
-                    acc[t] = V::mul_add(gv, xv, acc[t]);
-                }
+        }
+        if BIAS {
+            for (b, &gv) in bias.iter_mut().zip(&gv) {
+                *b = V::add(*b, gv);
             }
-            if BIAS {
-                for (b, &gv) in bias.iter_mut().zip(&gv) {
-                    *b = V::add(*b, gv);
-                }
-            }
-            j0 += n;
         }
     }
 }
