@@ -30,6 +30,18 @@ pub(crate) trait F32s: Copy {
     unsafe fn load(p: *const f32) -> Self;
     /// The lanes `m` selects from `p`, the others 0 (nothing else is read).
     unsafe fn load_masked(p: *const f32, m: Self::Mask) -> Self;
+    /// [`F32s::load_masked`] with `MASKED`, else [`F32s::load`] (`m` unused): one kernel body
+    /// for a run's whole vectors and its masked tail, the choice made at compile time.
+    #[inline(always)]
+    unsafe fn load_if<const MASKED: bool>(p: *const f32, m: Self::Mask) -> Self {
+        // SAFETY: the caller's contract (the lanes read are readable).
+        unsafe {
+            match MASKED {
+                true => Self::load_masked(p, m),
+                false => Self::load(p),
+            }
+        }
+    }
     /// Writes every lane to `p`.
     unsafe fn store(self, p: *mut f32);
     /// Writes the lanes `m` selects to `p` (nothing else is written).

@@ -152,22 +152,6 @@ unsafe fn row<V: F32s, const GK: usize, const BIAS: bool>(
     }
 }
 
-/// `LANES` scalars from `p`, under `mask` when `MASKED` (a function, not a closure: a closure
-/// is compiled without the caller's target features, so its intrinsics would be calls).
-///
-/// # Safety
-/// The CPU has `V`'s tier; `p`'s lanes (those of `mask` when `MASKED`) are readable.
-#[inline(always)]
-unsafe fn load<V: F32s, const MASKED: bool>(p: *const f32, mask: V::Mask) -> V {
-    // SAFETY: the caller's contract.
-    unsafe {
-        match MASKED {
-            true => V::load_masked(p, mask),
-            false => V::load(p),
-        }
-    }
-}
-
 /// Column block `j0` of [`row`], its loads under `mask` when `MASKED`.
 ///
 /// # Safety
@@ -184,10 +168,10 @@ unsafe fn block<V: F32s, const GK: usize, const BIAS: bool, const MASKED: bool>(
     unsafe {
         let mut gv = [V::zero(); GK];
         for (v, &p) in gv.iter_mut().zip(&g) {
-            *v = load::<V, MASKED>(p.add(j0), mask);
+            *v = V::load_if::<MASKED>(p.add(j0), mask);
         }
         for t in 0..GV {
-            let xv = load::<V, MASKED>(x.add(j0 + t), mask);
+            let xv = V::load_if::<MASKED>(x.add(j0 + t), mask);
             for (acc, &gv) in acc.iter_mut().zip(&gv) {
                 acc[t] = V::mul_add(gv, xv, acc[t]);
             }

@@ -260,19 +260,11 @@ unsafe fn step<V: DotLanes, const R: usize, const C: usize, const MASK: bool>(
         let mut bv = [V::zero(); C];
         for (j, bv) in bv.iter_mut().enumerate() {
             let x = b.offset(j as isize * ldb).add(p);
-            *bv = if MASK {
-                V::load_masked(x, mask)
-            } else {
-                V::load(x)
-            };
+            *bv = V::load_if::<MASK>(x, mask);
         }
         for (r, acc) in acc.iter_mut().enumerate() {
             let x = a.offset(r as isize * lda).add(p);
-            let av = if MASK {
-                V::load_masked(x, mask)
-            } else {
-                V::load(x)
-            };
+            let av = V::load_if::<MASK>(x, mask);
             for (acc, &bv) in acc.iter_mut().zip(&bv) {
                 *acc = V::mul_add(av, bv, *acc);
             }
