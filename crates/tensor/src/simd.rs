@@ -299,13 +299,30 @@ impl F32s for __m512 {
     }
     #[inline(always)]
     unsafe fn store_columns<const N: usize>(cols: &[Self; N], y: *mut f32, stride: usize) {
-        // SAFETY: the trait's contract: the CPU has AVX-512F, the offsets b·stride fit in an
-        // i32, and every lane's y[b·stride + j] is writable.
+        // SAFETY: the trait's contract: the CPU has AVX-512F (so AVX2), and the block's rows
+        // b·stride .. b·stride + N are writable.
         unsafe {
-            let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-            let rows = _mm512_mullo_epi32(lane, _mm512_set1_epi32(stride as i32));
-            for (j, &c) in cols.iter().enumerate() {
-                _mm512_i32scatter_ps::<4>(y.add(j).cast(), rows, c);
+            // Each half of 8 lanes, 8 columns at a time: an 8×8 transpose in registers, then
+            // the group's scalars of each row (one scatter per column is slow on AMD cores).
+            for j0 in (0..N).step_by(8) {
+                let n = (N - j0).min(8);
+                for half in 0..2 {
+                    let mut rows = [_mm256_setzero_ps(); 8];
+                    for (r, c) in rows.iter_mut().zip(&cols[j0..]) {
+                        let c = _mm512_castps_pd(*c);
+                        *r = _mm256_castpd_ps(match half {
+                            0 => _mm512_castpd512_pd256(c),
+                            _ => _mm512_extractf64x4_pd::<1>(c),
+                        });
+                    }
+                    for (b, row) in transpose8(rows).into_iter().enumerate() {
+                        let y = y.add((half * 8 + b) * stride + j0);
+                        match n {
+                            8 => _mm256_storeu_ps(y, row),
+                            _ => store_first(y, row, n),
+                        }
+                    }
+                }
             }
         }
     }
@@ -472,7 +489,55 @@ mod tests {
             assert_eq!(bits(&[lanes(a), lanes(b)].concat()), bits(&twice));
         }
         // SAFETY: the caller's contract.
-        unsafe { lane_sums_fold_by_halves::<V>() };
+        unsafe {
+            lane_sums_fold_by_halves::<V>();
+            store_columns_writes_the_block_only::<V, 1>();
+            store_columns_writes_the_block_only::<V, 3>();
+            store_columns_writes_the_block_only::<V, 7>();
+            store_columns_writes_the_block_only::<V, 8>();
+            if V::LANES == 16 {
+                store_columns_writes_the_block_only::<V, 9>();
+                store_columns_writes_the_block_only::<V, 10>();
+                store_columns_writes_the_block_only::<V, 16>();
+            }
+        }
+    }
+
+    /// [`F32s::store_columns`] of `N` vectors into a NaN-filled buffer of rows `N + 3` wide:
+    /// lane `b` of column `j` lands at `b·stride + j`, and every other scalar stays NaN.
+    ///
+    /// # Safety
+    /// The CPU has `V`'s tier; `N ≤ LANES`.
+    #[inline(always)]
+    unsafe fn store_columns_writes_the_block_only<V: F32s, const N: usize>() {
+        let stride = N + 3;
+        let value = |b: usize, j: usize| (100 * b + j) as f32;
+        let mut y = vec![f32::NAN; V::LANES * stride + 5];
+        // SAFETY: the caller's contract; each load reads LANES scalars of `col`, and the
+        // block's rows b·stride .. b·stride + N are inside `y`.
+        unsafe {
+            let cols: [V; N] = std::array::from_fn(|j| {
+                let col: Vec<f32> = (0..V::LANES).map(|b| value(b, j)).collect();
+                V::load(col.as_ptr())
+            });
+            V::store_columns(&cols, y.as_mut_ptr(), stride);
+        }
+        for (i, &got) in y.iter().enumerate() {
+            let (b, j) = (i / stride, i % stride);
+            match b < V::LANES && j < N {
+                true => assert_eq!(
+                    got,
+                    value(b, j),
+                    "{} lanes, N {N}: lane {b}, column {j}",
+                    V::LANES
+                ),
+                false => assert!(
+                    got.is_nan(),
+                    "{} lanes, N {N}: wrote {i} outside the block",
+                    V::LANES
+                ),
+            }
+        }
     }
 
     /// [`F32s::lane_sums`] against halving folds written out, on sums whose bits depend on
