@@ -124,7 +124,8 @@ fn print_table(tiers: &[Tier], picked: Tier, samples: &[Vec<[f64; 3]>]) -> Resul
 }
 
 /// The picked tier's rate of useful arithmetic on each row, from the built-in model's FLOPs
-/// per image as `lenet summary` counts them ([`nn::inspect::training_flops`] for a step).
+/// per image as `lenet summary` counts them ([`nn::inspect::training_flops`] for a step): the
+/// direct sums' count, also for a kernel that needs fewer operations (Winograd's).
 fn arithmetic_rate(picked: Tier, m: &[f64; 3]) -> Result<String> {
     let config = LoadedModel::load(None)?.model.config();
     let train = nn::inspect::training_flops(&config) as f64;
@@ -135,7 +136,8 @@ fn arithmetic_rate(picked: Tier, m: &[f64; 3]) -> Result<String> {
     let gflops = |flops: f64, images: f64, ms: f64| flops * images / (ms * 1e6);
     Ok(format!(
         "{}'s arithmetic: {:.0} GFLOP/s in a batch-32 step, {:.0} at batch 256, {:.0} in \
-         inference\n({} FLOPs a training image, {} an inference, as `lenet summary` counts them)",
+         inference\n({} FLOPs a training image, {} an inference, as `lenet summary` counts the \
+         direct sums, whatever a kernel saves)",
         picked.name(),
         gflops(train, 32.0, m[0]),
         gflops(train, 256.0, m[1]),

@@ -12,7 +12,8 @@
 //! * `shifted` (stride 1: LeNet-5's conv2): im2col's products on "wide" columns, numbered over
 //!   the padded image width, so that every column row is one contiguous slice of the padded
 //!   image: long copies instead of im2col's short rows, long adds instead of col2im's, and a
-//!   training pass keeps only the padded images (see `shifted.rs`).
+//!   training pass keeps only the padded images (see `shifted.rs`); on the AVX-512 tier its
+//!   5 × 5 forward pass runs Winograd's F(2, 5), 0.6× the multiply-adds (`winograd.rs`).
 //!
 //! A [`Conv2dPlan`] with the ReLU and average pool option (`fused.rs`) runs the same kernels
 //! with a ReLU and an average pool applied to each image's output inside the pass, and in
@@ -53,6 +54,8 @@ mod shifted;
 mod taps;
 #[cfg(target_arch = "x86_64")]
 mod taps_simd;
+#[cfg(target_arch = "x86_64")]
+mod winograd;
 
 mod plan;
 

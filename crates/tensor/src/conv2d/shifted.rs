@@ -45,7 +45,7 @@ use super::lanes::{self, Width};
 use super::taps::{self, block_bias, regroup_weights, BiasAt, Block, Taps};
 use super::{copy_row, pad_planes, with_regrouped, Geometry, Kept};
 #[cfg(target_arch = "x86_64")]
-use super::{dlanes, dwide};
+use super::{dlanes, dwide, winograd};
 use crate::matmul::gemm_with_kernel;
 use crate::matmul::{gemm_packed_b, pack_b_lines, wide_weight_grad_route, PackB, Route};
 use crate::parallel::sum as sum_of;
@@ -226,9 +226,11 @@ enum Kernels {
     Lanes,
     /// [`Kernels::Lanes`] with the forward pass and the weight gradient at 16 lanes (`lanes.rs`:
     /// 16 channels in one vector, forward runs of 10 outputs), on the AVX-512 tier when the
-    /// rows hold a run of 10; the same bits. The input gradient: straight into `dx` with the
-    /// channels in the lanes where that kernel fits (`dlanes.rs`, [`InputGrad::Lanes`]:
-    /// LeNet-5's conv2), else by rows of `dwide` at 16 lanes.
+    /// rows hold a run of 10; the same bits. The forward pass by Winograd's F(2, 5) where that
+    /// kernel fits (`winograd.rs`, [`Forward::Winograd`]: LeNet-5's conv2), within its
+    /// rounding bound. The input gradient: straight into `dx` with the channels in the lanes
+    /// where that kernel fits (`dlanes.rs`, [`InputGrad::Lanes`]: LeNet-5's conv2), else by
+    /// rows of `dwide` at 16 lanes.
     Lanes16,
 }
 
@@ -283,24 +285,89 @@ impl Kernels {
         }
     }
 
-    /// Scalars of the weights regrouped for this forward kernel.
-    fn weights_len(self, g: &Geometry) -> usize {
+    /// The forward pass's kernel: Winograd's F(2, 5) at 16 lanes where it fits (LeNet-5's
+    /// conv2 on the AVX-512 tier: 0.6× the multiply-adds), else the lanes or taps kernel.
+    fn forward(self, g: &Geometry) -> Forward {
         match self {
-            Kernels::Wide => taps::weights_len::<KB>(g.k, g.ckk()),
-            Kernels::Lanes | Kernels::Lanes16 => g.k * g.ckk(),
+            Kernels::Wide => Forward::Taps,
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Lanes16 if winograd::fits(self.width(), g.c, (g.kh, g.kw), &out_grid(g)) => {
+                Forward::Winograd
+            }
+            Kernels::Lanes | Kernels::Lanes16 => Forward::Lanes,
         }
     }
 
-    /// Regroups `w` (`[k, c·kh·kw]`) tap-major in this forward kernel's channel blocks.
-    fn regroup<T: Scalar>(self, g: &Geometry, w: &[T], wt: &mut [T]) {
-        match self {
-            Kernels::Wide => regroup_weights::<T, KB>(w, g.ckk(), wt),
+    /// Scalars of the weights as the forward kernel reads them ([`Kernels::regroup`]).
+    fn weights_len(self, g: &Geometry) -> usize {
+        match self.forward(g) {
+            Forward::Taps => taps::weights_len::<KB>(g.k, g.ckk()),
+            Forward::Lanes => g.k * g.ckk(),
             #[cfg(target_arch = "x86_64")]
-            Kernels::Lanes | Kernels::Lanes16 => {
-                regroup_weights::<T, { lanes::KB }>(w, g.ckk(), wt)
+            Forward::Winograd => winograd::weights_len(g.k, g.c),
+            #[cfg(not(target_arch = "x86_64"))]
+            Forward::Winograd => unreachable!("Winograd's kernel is x86-64 only"),
+        }
+    }
+
+    /// Writes `w` (`[k, c·kh·kw]`) as the forward kernel reads it: tap-major in its channel
+    /// blocks, or transformed for Winograd's.
+    fn regroup<T: Scalar>(self, g: &Geometry, w: &[T], wt: &mut [T]) {
+        match self.forward(g) {
+            Forward::Taps => regroup_weights::<T, KB>(w, g.ckk(), wt),
+            Forward::Lanes => regroup_lanes(g, w, wt),
+            #[cfg(target_arch = "x86_64")]
+            Forward::Winograd => {
+                let f32s = |s| T::as_f32_slice(s).expect("Winograd's kernel runs on f32");
+                let wt = T::as_f32_slice_mut(wt).expect("Winograd's kernel runs on f32");
+                winograd::transform_weights(f32s(w), g.c, wt)
             }
             #[cfg(not(target_arch = "x86_64"))]
-            Kernels::Lanes | Kernels::Lanes16 => unreachable!("the lanes kernels are x86-64 only"),
+            Forward::Winograd => unreachable!("Winograd's kernel is x86-64 only"),
+        }
+    }
+}
+
+/// Writes `w` (`[k, c·kh·kw]`) tap-major in blocks of 16 channels, as the lanes kernels read it.
+fn regroup_lanes<T: Scalar>(g: &Geometry, w: &[T], wt: &mut [T]) {
+    #[cfg(target_arch = "x86_64")]
+    regroup_weights::<T, { lanes::KB }>(w, g.ckk(), wt);
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!(
+        "the lanes kernels are x86-64 only: {g:?} {} {}",
+        w.len(),
+        wt.len()
+    );
+}
+
+/// The output grid of `g`'s images as the lanes and Winograd kernels read it.
+#[cfg(target_arch = "x86_64")]
+fn out_grid(g: &Geometry) -> lanes::OutGrid {
+    lanes::OutGrid {
+        oh: g.oh,
+        ow: g.ow,
+        wp: padded_width(g),
+    }
+}
+
+/// How an image's forward pass is made ([`Kernels::forward`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Forward {
+    /// The taps kernel over the wide columns (`taps.rs`).
+    Taps,
+    /// The lanes kernel at the kernels' width (`lanes.rs`): the taps kernel's bits.
+    Lanes,
+    /// Winograd's F(2, 5) at 16 lanes (`winograd.rs`): within its rounding bound of the
+    /// others.
+    Winograd,
+}
+
+impl crate::tier::Needs for Forward {
+    fn needs(&self) -> Tier {
+        match self {
+            Forward::Taps => Tier::Portable,
+            Forward::Lanes => Tier::Avx2,
+            Forward::Winograd => Tier::Avx512,
         }
     }
 }
@@ -340,9 +407,10 @@ fn forward_image<T: Scalar>(
     y_wide: &mut [T],
     y_n: &mut [T],
 ) {
-    match kernel {
-        Kernels::Wide => forward_image_taps(isa, g, (wt, bias), img, y_wide, y_n),
-        Kernels::Lanes | Kernels::Lanes16 => forward_image_lanes(kernel, g, (wt, bias), img, y_n),
+    match kernel.forward(g) {
+        Forward::Taps => forward_image_taps(isa, g, (wt, bias), img, y_wide, y_n),
+        Forward::Lanes => forward_image_lanes(kernel, g, (wt, bias), img, y_n),
+        Forward::Winograd => forward_image_winograd(kernel, g, (wt, bias), img, y_n),
     }
 }
 
@@ -395,11 +463,7 @@ fn forward_image_lanes<T: Scalar>(
         let bias = bias.map(|b| f32s(b.to_slice().expect("a contiguous bias (choose)")));
         let lanes = lanes::Lanes {
             taps: tap_grid(g, img.len() / g.c),
-            out: lanes::OutGrid {
-                oh: g.oh,
-                ow: g.ow,
-                wp: padded_width(g),
-            },
+            out: out_grid(g),
             src: f32s(img),
             wt: f32s(&wt[..g.k * g.ckk()]),
             bias,
@@ -412,6 +476,40 @@ fn forward_image_lanes<T: Scalar>(
         "the lanes kernel is x86-64 only: {kernel:?} {g:?} {:?} {} {} {}",
         bias.map(|b| b.len()),
         wt.len(),
+        img.len(),
+        y_n.len()
+    );
+}
+
+/// [`forward_image`] by Winograd's F(2, 5) at 16 lanes, straight into `y_n` (`f32` only),
+/// from the weights transformed by [`Kernels::regroup`].
+fn forward_image_winograd<T: Scalar>(
+    kernel: Kernels,
+    g: &Geometry,
+    (u, bias): (&[T], Option<ArrayView1<'_, T>>),
+    img: &[T],
+    y_n: &mut [T],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let f32s = |s| T::as_f32_slice(s).expect("Winograd's kernel runs on f32");
+        let bias = bias.map(|b| f32s(b.to_slice().expect("a contiguous bias (choose)")));
+        let l = winograd::Winograd {
+            c: g.c,
+            plane: img.len() / g.c,
+            out: out_grid(g),
+            src: f32s(img),
+            u: f32s(&u[..winograd::weights_len(g.k, g.c)]),
+            bias,
+        };
+        let y_n = T::as_f32_slice_mut(y_n).expect("Winograd's kernel runs on f32");
+        winograd::forward(kernel.width(), &l, y_n);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!(
+        "Winograd's kernel is x86-64 only: {kernel:?} {g:?} {} {} {} {}",
+        u.len(),
+        bias.is_some(),
         img.len(),
         y_n.len()
     );
@@ -430,7 +528,7 @@ pub(super) fn with_backward_weights<T: Scalar, R>(
     if !dx || kernels.input_grad(g) != InputGrad::Lanes {
         return f(&[]);
     }
-    with_regrouped(kernels.weights_len(g), |wt| kernels.regroup(g, w, wt), f)
+    with_regrouped(g.k * g.ckk(), |wt| regroup_lanes(g, w, wt), f)
 }
 
 /// One chunk of the backward pass (the weights `w`, and `wt` from [`with_backward_weights`]):
@@ -890,6 +988,37 @@ mod tests {
         );
     }
 
+    /// The forward kernel's plan on every tier, whatever this machine has: the taps kernel on
+    /// the portable tier, the lanes kernel from the AVX2 tier up (measured faster than wide
+    /// columns on Zen 3), Winograd's F(2, 5) at 16 lanes on the AVX-512 tier where it fits
+    /// (0.97× the 2-thread batch-32 epoch time of the lanes kernel at 16 lanes on Zen 4; at 8
+    /// lanes it took 0.99–1.01× the time of the lanes kernel, so the AVX2 tier keeps lanes).
+    #[test]
+    fn the_forward_pass_runs_what_the_tier_has_and_nothing_slower() {
+        fn plan(g: &Geometry) -> impl Fn(Tier) -> Forward + '_ {
+            move |t| Kernels::choose::<f32>(t, g, None).forward(g)
+        }
+        let faster = [Forward::Lanes, Forward::Winograd];
+        for (c, k, h, w, kh) in [(6, 16, 14, 14, 5), (6, 16, 13, 14, 5), (9, 32, 8, 30, 5)] {
+            for n in [1, 32, 256] {
+                let g = stride1(n, (c, h, w), (k, kh, 5), 0);
+                let what = format!("conv {c}→{k} on {h}×{w}, kernel {kh}×5, batch {n}");
+                crate::tier::check_plan(&what, plan(&g), &faster);
+            }
+        }
+        let conv2 = stride1(32, (6, 14, 14), (16, 5, 5), 0);
+        assert_eq!(plan(&conv2)(Tier::Avx512), Forward::Winograd);
+        assert_eq!(plan(&conv2)(Tier::Avx2), Forward::Lanes);
+        assert_eq!(plan(&conv2)(Tier::Portable), Forward::Taps);
+        // An odd number of output rows, or more input channels than the scratch holds: lanes.
+        for g in [
+            stride1(32, (6, 13, 14), (16, 5, 5), 0),
+            stride1(32, (9, 8, 30), (32, 5, 5), 0),
+        ] {
+            assert_eq!(plan(&g)(Tier::Avx512), Forward::Lanes, "{g:?}");
+        }
+    }
+
     /// The input gradient's plan on every tier, whatever this machine has: rows of `dwide`
     /// from the AVX2 tier up (the same bits as `gemm`), the channels-in-lanes kernel on the
     /// AVX-512 tier (0.95× the 1-thread epoch time at batch 32 and 256 on Zen 4; at 8 lanes it
@@ -971,7 +1100,14 @@ mod tests {
                 let bv = bias.map(ArrayView1::from);
                 forward_image((kernel, isa), g, (&wt, bv), img, &mut y_wide, &mut y);
                 let at = format!("{at}, {kernel:?}, bias {}", bias.is_some());
-                same_bits(&y, &want, &at);
+                match kernel.forward(g) {
+                    #[cfg(target_arch = "x86_64")]
+                    Forward::Winograd => {
+                        let shape = (g.c, g.k, g.oh, g.ow);
+                        winograd::check_within_bound(shape, (img, &wts, bias), &y, &at);
+                    }
+                    _ => same_bits(&y, &want, &at),
+                }
             }
         }
     }
@@ -1080,7 +1216,7 @@ mod tests {
         let (mut sum, rest) = WeightGradSum::new((kernels, Tier::Avx2), g, &mut scratch);
         let mut wt = vec![f32::NAN; w.len()];
         if kernels.input_grad(g) == InputGrad::Lanes {
-            kernels.regroup(g, &w, &mut wt);
+            regroup_lanes(g, &w, &mut wt);
         }
         let mut dw = vec![f32::NAN; g.k * g.ckk()];
         let mut dx = vec![f32::NAN; g.c * g.h * g.w];

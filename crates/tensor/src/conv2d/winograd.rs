@@ -1,0 +1,541 @@
+//! The forward pass of a stride-1 5 × 5 convolution (LeNet-5's conv2) by Winograd's minimal
+//! filtering algorithm F(2, 5) down the columns: two output rows from six input rows with 6
+//! multiplications per kernel column where the direct sum takes 10, so 0.6× the multiply-adds
+//! (docs/kernels.md, "Winograd F(2, 5)", derives the transforms). Written once over [`F32s`]
+//! with the output channels in the lanes, like `lanes.rs`, and instantiated at two widths.
+//!
+//! For the output rows `2t, 2t + 1` of channel `k` (a *tile row* `t`), input channel `c`, kernel
+//! column `v` and output column `j`, the six input rows `d_l = x[c][2t + l]` and the five kernel
+//! rows `g_u = w[k][c][u][v]` are transformed, then multiplied point by point:
+//!
+//! ```text
+//! V[α][c][col] = Σ_l Bᵀ[α][l] · x[c][2t + l][col]      (per tile row, every column)
+//! U[α][c][v]   = Σ_u G[α][u] · w[k][c][u][v]          (once per pass, [`transform_weights`])
+//! M[α][j]      = Σ_{c,v} U[α][c][v] · V[α][c][j + v]   (6 multiply-adds per output pair and tap)
+//! y[k][2t][j]  = Σ_α Aᵀ[0][α] M[α][j] + b[k],   y[k][2t+1][j] = Σ_α Aᵀ[1][α] M[α][j] + b[k]
+//! ```
+//!
+//! `M` is the lanes kernel's loop over the taps `(c, v)` of one transformed row `α`: a run of
+//! `RUN` outputs × 16 channels in registers, one weight vector load and `RUN` broadcast inputs
+//! per tap. Per pair of output rows: 6 × 5 taps per channel against the direct 2 × 25.
+//!
+//! The points are 0, ±1, ±2 and ∞ (the matrices of Lavin and Gray's F(4, 3), which has the same
+//! six points). The weights are transformed in `f64` and rounded once. The results differ from
+//! the direct chain's in the last bits: the tests bound the error by the rounding analysis in
+//! the header of this file's tests.
+
+#![cfg(target_arch = "x86_64")]
+
+use super::lanes::{OutGrid, Width, KB};
+use crate::simd::F32s;
+use std::arch::x86_64::{__m256, __m512};
+
+/// The kernel's height and width.
+const R: usize = 5;
+/// Transformed rows per tile row (`2 + R − 1`).
+const A: usize = 6;
+/// The most input channels the per-image scratch holds.
+const MAX_C: usize = 8;
+/// The widest padded input rows the per-image scratch holds (a multiple of 16).
+const MAX_W: usize = 16;
+
+/// `Aᵀ`, `G` and `Bᵀ` of F(2, 5) at the points 0, 1, −1, 2, −2, ∞ (`G` in `f64`: its sixths
+/// and twenty-fourths are rounded once, with the product, in [`transform_weights`]).
+const G: [[f64; R]; A] = [
+    [1.0 / 4.0, 0.0, 0.0, 0.0, 0.0],
+    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0, 1.0 / 3.0, 2.0 / 3.0],
+    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0, -1.0 / 3.0, 2.0 / 3.0],
+    [0.0, 0.0, 0.0, 0.0, 1.0],
+];
+#[cfg(test)]
+const AT: [[f64; A]; 2] = [
+    [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
+    [0.0, 1.0, -1.0, 2.0, -2.0, 1.0],
+];
+#[cfg(test)]
+const BT: [[f64; A]; A] = [
+    [4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
+    [0.0, -4.0, -4.0, 1.0, 1.0, 0.0],
+    [0.0, 4.0, -4.0, -1.0, 1.0, 0.0],
+    [0.0, -2.0, -1.0, 2.0, 1.0, 0.0],
+    [0.0, 2.0, -1.0, -2.0, 1.0, 0.0],
+    [0.0, 4.0, 0.0, -5.0, 0.0, 1.0],
+];
+
+/// Whether the kernel runs a convolution of `c` input planes `wp` wide into `out`, with a
+/// `kh × kw` kernel, at `width`: 5 × 5, an even number of output rows, rows of at least one
+/// run, and the scratch big enough.
+pub(super) fn fits(width: Width, c: usize, (kh, kw): (usize, usize), out: &OutGrid) -> bool {
+    (kh, kw) == (R, R)
+        && out.oh.is_multiple_of(2)
+        && out.ow >= width.run()
+        && out.wp == out.ow + R - 1
+        && c <= MAX_C
+        && out.wp <= MAX_W
+}
+
+/// Scalars of the transformed weights of `k` channels (a multiple of 16) and `c` inputs.
+pub(super) fn weights_len(k: usize, c: usize) -> usize {
+    k * A * c * R
+}
+
+/// Writes `U = G·w` of every kernel column, `[k/16, α, c, v, 16]`, from `w` (`[k, c, 5, 5]`),
+/// each sum in `f64` rounded once to `f32`.
+pub(super) fn transform_weights(w: &[f32], c: usize, u: &mut [f32]) {
+    let k = w.len() / (c * R * R);
+    assert_eq!(u.len(), weights_len(k, c), "transformed weights' length");
+    for (kk, w_k) in w.chunks_exact(c * R * R).enumerate() {
+        let (block, b) = (kk / KB * A * c * R * KB, kk % KB);
+        for (ci, w_c) in w_k.chunks_exact(R * R).enumerate() {
+            for v in 0..R {
+                let col: [f64; R] = std::array::from_fn(|row| f64::from(w_c[row * R + v]));
+                for (alpha, g) in G.iter().enumerate() {
+                    let sum: f64 = g.iter().zip(&col).map(|(g, w)| g * w).sum();
+                    u[block + ((alpha * c + ci) * R + v) * KB + b] = sum as f32;
+                }
+            }
+        }
+    }
+}
+
+/// One image's work: `c` input planes `plane` scalars apart in `src` (rows `out.wp` wide,
+/// `out.oh + 4` of them), the transformed weights `u` ([`transform_weights`]) and the bias.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Winograd<'a> {
+    pub(super) c: usize,
+    pub(super) plane: usize,
+    pub(super) out: OutGrid,
+    pub(super) src: &'a [f32],
+    pub(super) u: &'a [f32],
+    pub(super) bias: Option<&'a [f32]>,
+}
+
+/// Writes the image's outputs `y[k][p]` (`[k, oh·ow]`, `k = u.len() / (6·c·5)`).
+///
+/// # Panics
+/// Without the width's tier, if the shapes do not [`fit`](fits), or if a buffer is shorter
+/// than they need.
+pub(super) fn forward(width: Width, l: &Winograd<'_>, y: &mut [f32]) {
+    assert!(
+        width.tier().is_supported(),
+        "{width:?} needs the CPU's support"
+    );
+    assert!(fits(width, l.c, (R, R), &l.out), "shapes the kernel runs");
+    let k = l.u.len() / (A * l.c * R);
+    assert_eq!(
+        l.u.len(),
+        weights_len(k, l.c),
+        "whole blocks of 16 channels"
+    );
+    assert_eq!(y.len(), k * l.out.positions(), "output length");
+    let rows = (l.out.oh + R - 1) * l.out.wp;
+    assert!(l.plane >= rows, "planes hold their rows");
+    assert!(
+        l.src.len() >= (l.c - 1) * l.plane + rows,
+        "planes inside the source"
+    );
+    assert!(l.bias.is_none_or(|b| b.len() == k), "one bias per channel");
+    // SAFETY: the width's tier is available, and the bounds were asserted above.
+    unsafe {
+        match width {
+            Width::Eight => forward_8(l, y, k),
+            Width::Sixteen => forward_16(l, y, k),
+        }
+    }
+}
+
+/// # Safety
+/// AVX2 + FMA; the bounds asserted by [`forward`].
+#[target_feature(enable = "avx2,fma")]
+unsafe fn forward_8(l: &Winograd<'_>, y: &mut [f32], k: usize) {
+    // SAFETY: the caller's contract.
+    unsafe { forward_with::<__m256, 2, 6>(l, y, k) }
+}
+
+/// # Safety
+/// AVX-512F; the bounds asserted by [`forward`].
+#[target_feature(enable = "avx512f")]
+unsafe fn forward_16(l: &Winograd<'_>, y: &mut [f32], k: usize) {
+    // SAFETY: the caller's contract.
+    unsafe { forward_with::<__m512, 1, 10>(l, y, k) }
+}
+
+/// The transformed rows `V[α][c][col]` of one tile row, `MAX_W` scalars per `(α, c)`.
+type Rows = [f32; A * MAX_C * MAX_W];
+
+/// The pass with `NV` vectors of `V` per 16 channels and runs of `RUN` outputs: per block of
+/// 16 channels and tile row, the input rows transformed ([`transform_rows`]), then per run of
+/// outputs the six `M` rows ([`products`]) and the two output rows from them ([`outputs`]).
+///
+/// # Safety
+/// The CPU has `V`'s tier; `NV·LANES = 16`; the bounds asserted by [`forward`].
+#[inline(always)]
+unsafe fn forward_with<V: F32s, const NV: usize, const RUN: usize>(
+    l: &Winograd<'_>,
+    y: &mut [f32],
+    k: usize,
+) {
+    let (out, positions) = (l.out, l.out.positions());
+    let mut rows: Rows = [0.0; A * MAX_C * MAX_W];
+    for k0 in (0..k).step_by(KB) {
+        let u = &l.u[k0 * A * l.c * R..][..KB * A * l.c * R];
+        let bias = l.bias.map(|b| &b[k0..][..KB]);
+        let y_k = &mut y[k0 * positions..][..KB * positions];
+        for t in 0..out.oh / 2 {
+            // SAFETY: the caller's contract (the planes' rows 2t..2t+6 exist, fits).
+            unsafe { transform_rows::<V>(l, t, &mut rows) };
+            for r in 0..out.ow.div_ceil(RUN) {
+                let j0 = (r * RUN).min(out.ow - RUN);
+                // SAFETY: the caller's contract; the run's taps read columns j0 + j + v ≤ wp − 1.
+                unsafe {
+                    let m = products::<V, NV, RUN>(l.c, &rows[j0..], u);
+                    outputs::<V, NV, RUN>(&m, bias, y_k, (t, j0, out));
+                }
+            }
+        }
+    }
+}
+
+/// `V[α][c][col] = Σ_l Bᵀ[α][l] · x[c][2t + l][col]` for every plane and column, `LANES`
+/// columns at a time (the last under a mask; the lanes past `wp` are zeros, never read).
+///
+/// # Safety
+/// The CPU has `V`'s tier; the bounds asserted by [`forward`].
+#[inline(always)]
+unsafe fn transform_rows<V: F32s>(l: &Winograd<'_>, t: usize, rows: &mut Rows) {
+    let wp = l.out.wp;
+    for c in 0..l.c {
+        let x = &l.src[c * l.plane + 2 * t * wp..][..A * wp];
+        for col0 in (0..wp).step_by(V::LANES) {
+            // SAFETY (loads and stores): lanes col0 .. col0 + live ≤ wp of each of the six
+            // rows; the stores' LANES scalars at col0 < wp ≤ MAX_W stay in the (α, c) row.
+            unsafe {
+                let mask = V::first((wp - col0).min(V::LANES));
+                let d: [V; A] =
+                    std::array::from_fn(|l| V::load_masked(x[l * wp + col0..].as_ptr(), mask));
+                for (alpha, v) in input_transform(d).into_iter().enumerate() {
+                    v.store(rows[(alpha * l.c + c) * MAX_W + col0..].as_mut_ptr());
+                }
+            }
+        }
+    }
+}
+
+/// `Bᵀ·d` with shared partial sums: 13 operations for 6 rows, each at most 2 roundings deep.
+///
+/// # Safety
+/// The CPU has `V`'s tier.
+#[inline(always)]
+unsafe fn input_transform<V: F32s>(d: [V; A]) -> [V; A] {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let s = |x: f32| V::splat(x);
+        let minus = |a: V, b: V| V::mul_add(b, s(-1.0), a);
+        let a = V::mul_add(s(-4.0), d[2], d[4]); // d4 − 4·d2
+        let b = V::mul_add(s(-4.0), d[1], d[3]); // d3 − 4·d1
+        let c = minus(d[4], d[2]); // d4 − d2
+        let e = V::mul(s(2.0), minus(d[3], d[1])); // 2·(d3 − d1), exact doubling
+        [
+            V::mul_add(s(4.0), d[0], V::mul_add(s(-5.0), d[2], d[4])),
+            V::add(a, b),
+            minus(a, b),
+            V::add(c, e),
+            minus(c, e),
+            V::mul_add(s(4.0), d[1], V::mul_add(s(-5.0), d[3], d[5])),
+        ]
+    }
+}
+
+/// `M[α][j] = Σ_{c,v} U[α][c][v] · V[α][c][j + v]` for the run's `RUN` outputs (`rows` starts
+/// at its first column), one row `α` at a time ([`product_row`]).
+///
+/// # Safety
+/// The CPU has `V`'s tier; `rows` holds the tile row's transformed rows from the run's first
+/// column, `u` the block's `6·c·5·16` weights.
+#[inline(always)]
+unsafe fn products<V: F32s, const NV: usize, const RUN: usize>(
+    c: usize,
+    rows: &[f32],
+    u: &[f32],
+) -> [[[V; NV]; RUN]; A] {
+    let mut m = [[[unsafe { V::zero() }; NV]; RUN]; A];
+    for (alpha, m) in m.iter_mut().enumerate() {
+        // SAFETY: the caller's contract, for row α.
+        *m = unsafe {
+            let x = rows[alpha * c * MAX_W..].as_ptr();
+            product_row::<V, NV, RUN>(c, x, u[alpha * c * R * KB..].as_ptr())
+        };
+    }
+    m
+}
+
+/// One row `α` of [`products`]: each output a chain over the taps `(c, v)` in order from 0,
+/// the `RUN × NV` sums in registers (returned by value).
+///
+/// # Safety
+/// The CPU has `V`'s tier; `x` is readable at `c·MAX_W` scalars per plane's row up to column
+/// `RUN + 3`, `w` for the row's `c·5·16` weights.
+#[inline(always)]
+unsafe fn product_row<V: F32s, const NV: usize, const RUN: usize>(
+    c: usize,
+    x: *const f32,
+    w: *const f32,
+) -> [[V; NV]; RUN] {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let mut acc = [[V::zero(); NV]; RUN];
+        for ci in 0..c {
+            let x = x.add(ci * MAX_W);
+            for v in 0..R {
+                let w = w.add((ci * R + v) * KB);
+                let wv: [V; NV] = std::array::from_fn(|h| V::load(w.add(h * V::LANES)));
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    let xv = V::splat(*x.add(j + v));
+                    for (acc, &wv) in acc.iter_mut().zip(&wv) {
+                        *acc = V::mul_add(wv, xv, *acc);
+                    }
+                }
+            }
+        }
+        acc
+    }
+}
+
+/// `Aᵀ·M` (+ bias) of the run: output rows `2t` and `2t + 1` at columns `j0..j0 + RUN`,
+/// stored as 16 channel rows (`F32s::store_columns`).
+///
+/// # Safety
+/// The CPU has `V`'s tier; `y_k` holds the block's `16·oh·ow` outputs.
+#[inline(always)]
+unsafe fn outputs<V: F32s, const NV: usize, const RUN: usize>(
+    m: &[[[V; NV]; RUN]; A],
+    bias: Option<&[f32]>,
+    y_k: &mut [f32],
+    (t, j0, out): (usize, usize, OutGrid),
+) {
+    let positions = out.positions();
+    // SAFETY: the caller's contract; channel h·LANES + b of outputs (2t + i)·ow + j0 + j is
+    // inside the block's 16·positions.
+    unsafe {
+        let minus = |a: V, b: V| V::mul_add(b, V::splat(-1.0), a);
+        for h in 0..NV {
+            let bias = bias.map(|b| V::load(b[h * V::LANES..].as_ptr()));
+            let (mut y0, mut y1) = ([V::zero(); RUN], [V::zero(); RUN]);
+            for j in 0..RUN {
+                let m = |alpha: usize| m[alpha][j][h];
+                // Aᵀ[0] = (1, 1, 1, 1, 1, 0), Aᵀ[1] = (0, 1, −1, 2, −2, 1)
+                let s = V::add(V::add(V::add(m(0), m(1)), V::add(m(2), m(3))), m(4));
+                let d = V::mul_add(V::splat(2.0), minus(m(3), m(4)), minus(m(1), m(2)));
+                let d = V::add(d, m(5));
+                (y0[j], y1[j]) = match bias {
+                    Some(b) => (V::add(s, b), V::add(d, b)),
+                    None => (s, d),
+                };
+            }
+            let y = y_k
+                .as_mut_ptr()
+                .add(h * V::LANES * positions + 2 * t * out.ow + j0);
+            V::store_columns(&y0, y, positions);
+            V::store_columns(&y1, y.add(out.ow), positions);
+        }
+    }
+}
+
+/// Asserts that every output in `y` (`[k, oh, ow]`) is within the rounding bound of
+/// this file's tests' header, from the planes `x` (`[c, oh + 4, ow + 4]`), `w` (`[k, c, 5, 5]`) and
+/// the bias.
+#[cfg(test)]
+pub(super) fn check_within_bound(
+    (c, k, oh, ow): (usize, usize, usize, usize),
+    (x, w, bias): (&[f32], &[f32], Option<&[f32]>),
+    y: &[f32],
+    at: &str,
+) {
+    let bound = tests::gamma(7 + 5 * c);
+    let want = tests::reference((c, k, oh, ow), x, w, bias);
+    assert_eq!(y.len(), want.len(), "{at}: outputs");
+    for (p, (&got, &(exact, s))) in y.iter().zip(&want).enumerate() {
+        let err = (got as f64 - exact).abs();
+        assert!(
+            err <= bound * s,
+            "{at}: output {p} is {got}, {exact} ± {}",
+            bound * s
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! **The rounding bound.** Every computed quantity is a sum of products of the inputs, the
+    //! weights and the transforms' coefficients; in floating point each path from an input to
+    //! the output passes through at most `m` roundings, so (Higham, *Accuracy and Stability of
+    //! Numerical Algorithms*, §3.1) the error is at most `γ_m · S` with `γ_m = m·u / (1 − m·u)`,
+    //! `u = 2⁻²⁴`, and `S` the sum of the absolute values of every term of the expansion
+    //! `Σ_{α,c,v,u,l} |Aᵀ[i][α]|·|G[α][u]·w[c][u][v]|·|Bᵀ[α][l]·x[c][2t+l][j+v]|`, before the
+    //! cancellations the algorithm relies on. Along a path: `V`, 2 roundings (two fused
+    //! multiply-adds, or a difference then a sum, the doubling exact); `U`, 1 (rounded once
+    //! from `f64`, whose own error, ~2⁻⁵³, is far below); `M`, at most `6·5 = 30` (a chain of
+    //! fused multiply-adds over the taps, the first term rounded at every link) for LeNet-5's
+    //! 6 input channels, `5c` in general; `Aᵀ·M`, 3 (`((m0 + m1) + (m2 + m3)) + m4`, or a
+    //! difference, a fused multiply-add and a sum); the bias, 1. So `m = 7 + 5c` (37 for
+    //! conv2). `S` is larger than the direct sum's `Σ|w·x|` by the transforms' coefficients
+    //! (up to 5 in `Bᵀ`, 2 in `Aᵀ`), which is Winograd's known loss of accuracy; a missing
+    //! or misplaced term is off by a whole `|w·x|` and fails (the bound is ~10⁻⁵ of `S`).
+    use super::*;
+    use crate::conv2d::taps::same_bits;
+
+    /// `γ_m · S` and the `f64` output of one image, `[k][oh][ow]`, with its `S` per output.
+    pub(super) fn reference(
+        (c, k, oh, ow): (usize, usize, usize, usize),
+        x: &[f32],
+        w: &[f32],
+        bias: Option<&[f32]>,
+    ) -> Vec<(f64, f64)> {
+        let wp = ow + R - 1;
+        let plane = (oh + R - 1) * wp;
+        let mut out = Vec::new();
+        for kk in 0..k {
+            for i in 0..oh {
+                let (t, row) = (i / 2, i % 2);
+                for j in 0..ow {
+                    let (mut exact, mut s) = (bias.map_or(0.0, |b| b[kk] as f64), 0.0);
+                    s += exact.abs();
+                    for ci in 0..c {
+                        for u in 0..R {
+                            for v in 0..R {
+                                let wv = w[((kk * c + ci) * R + u) * R + v] as f64;
+                                exact += wv * x[ci * plane + (i + u) * wp + j + v] as f64;
+                            }
+                        }
+                        for alpha in 0..A {
+                            for v in 0..R {
+                                let gw: f64 = (0..R)
+                                    .map(|u| {
+                                        (G[alpha][u] * w[((kk * c + ci) * R + u) * R + v] as f64)
+                                            .abs()
+                                    })
+                                    .sum();
+                                let bx: f64 = (0..A)
+                                    .map(|l| {
+                                        (BT[alpha][l]
+                                            * x[ci * plane + (2 * t + l) * wp + j + v] as f64)
+                                            .abs()
+                                    })
+                                    .sum();
+                                s += AT[row][alpha].abs() * gw * bx;
+                            }
+                        }
+                    }
+                    out.push((exact, s));
+                }
+            }
+        }
+        out
+    }
+
+    pub(super) fn gamma(m: usize) -> f64 {
+        let u = f64::from(f32::EPSILON) / 2.0;
+        m as f64 * u / (1.0 - m as f64 * u)
+    }
+
+    fn val(i: usize, m: usize) -> f32 {
+        ((i * 7919 + m * 104_729) % 2003) as f32 / 1001.0 - 1.0
+    }
+
+    /// Every output within `γ_{7+5c} · S` of the `f64` sum, at every width the CPU runs, for
+    /// LeNet-5's conv2 and shapes with one and two runs per row (the last moved back at 16
+    /// lanes), two blocks of 16 channels, one input channel and the most the scratch holds;
+    /// the planes are followed by NaN (never read) and the outputs cut from a NaN-filled buffer
+    /// stay untouched past their end.
+    #[test]
+    fn every_output_is_within_the_rounding_bound_at_every_width() {
+        let mut ran = 0;
+        for width in [Width::Eight, Width::Sixteen] {
+            if !width.tier().is_supported() {
+                eprintln!("skipped {width:?}: this CPU lacks its tier");
+                continue;
+            }
+            for (c, k, oh, ow) in [
+                (6, 16, 10, 10),
+                (3, 32, 4, 12),
+                (1, 16, 2, 10),
+                (8, 16, 6, 12),
+            ] {
+                let fit = fits(width, c, (R, R), &OutGrid { oh, ow, wp: ow + 4 });
+                assert!(
+                    fit,
+                    "{width:?}: c {c} k {k} {oh}×{ow} is a shape the kernel runs"
+                );
+                let wp = ow + R - 1;
+                let plane = (oh + R - 1) * wp;
+                let mut src: Vec<f32> = (0..c * plane).map(|i| val(i, 1)).collect();
+                src.extend([f32::NAN; 40]);
+                let w: Vec<f32> = (0..k * c * R * R).map(|i| val(i, 2) * 0.5).collect();
+                let b: Vec<f32> = (0..k).map(|i| val(i, 3)).collect();
+                let mut u = vec![f32::NAN; weights_len(k, c)];
+                transform_weights(&w, c, &mut u);
+                for bias in [Some(&b[..]), None] {
+                    let out = OutGrid { oh, ow, wp };
+                    let l = Winograd {
+                        c,
+                        plane,
+                        out,
+                        src: &src,
+                        u: &u,
+                        bias,
+                    };
+                    let mut buf = vec![f32::NAN; k * oh * ow + 7];
+                    forward(width, &l, &mut buf[..k * oh * ow]);
+                    let at = format!("{width:?} c {c} k {k} {oh}×{ow} bias {}", bias.is_some());
+                    let y = &buf[..k * oh * ow];
+                    check_within_bound((c, k, oh, ow), (&src, &w, bias), y, &at);
+                    same_bits(&buf[k * oh * ow..], &[f32::NAN; 7], "past the outputs");
+                    ran += 1;
+                }
+            }
+        }
+        if ran == 0 {
+            eprintln!("skipped every case: this CPU has no AVX2 + FMA");
+        }
+    }
+
+    /// The bound catches a missing term: the outputs with one kernel tap's weight zeroed
+    /// break it against the reference of the full kernel.
+    #[test]
+    fn the_bound_catches_a_missing_tap() {
+        let width = Width::Eight;
+        if !width.tier().is_supported() {
+            eprintln!("skipped: this CPU has no AVX2 + FMA");
+            return;
+        }
+        let (c, k, oh, ow) = (6, 16, 10, 10);
+        let wp = ow + R - 1;
+        let plane = (oh + R - 1) * wp;
+        let src: Vec<f32> = (0..c * plane).map(|i| val(i, 1)).collect();
+        let w: Vec<f32> = (0..k * c * R * R).map(|i| val(i, 2) * 0.5 + 0.6).collect();
+        let mut changed = w.clone();
+        changed[3 * R * R * c + 7] = 0.0;
+        let mut u = vec![0.0; weights_len(k, c)];
+        transform_weights(&changed, c, &mut u);
+        let out = OutGrid { oh, ow, wp };
+        let l = Winograd {
+            c,
+            plane,
+            out,
+            src: &src,
+            u: &u,
+            bias: None,
+        };
+        let mut y = vec![0.0; k * oh * ow];
+        forward(width, &l, &mut y);
+        let want = reference((c, k, oh, ow), &src, &w, None);
+        let bound = gamma(7 + 5 * c);
+        let outside = y
+            .iter()
+            .zip(&want)
+            .filter(|&(&got, &(e, s))| (got as f64 - e).abs() > bound * s);
+        assert!(outside.count() > 0, "a missing term stays inside the bound");
+    }
+}
