@@ -435,6 +435,33 @@ mod tests {
         out
     }
 
+    /// The kernel's outputs at `width` for the planes `src` (`[c, oh + 4, ow + 4]`, then
+    /// anything), weights `w` (`[k, c, 5, 5]`) and bias, cut from the front of a NaN-filled
+    /// buffer `tail` scalars longer.
+    fn run(
+        width: Width,
+        (c, k, oh, ow): (usize, usize, usize, usize),
+        (src, w, bias): (&[f32], &[f32], Option<&[f32]>),
+        tail: usize,
+    ) -> Vec<f32> {
+        let mut u = vec![f32::NAN; weights_len(k, c)];
+        transform_weights(w, c, &mut u);
+        let (wp, outputs) = (ow + R - 1, k * oh * ow);
+        let out = OutGrid { oh, ow, wp };
+        let plane = (oh + R - 1) * wp;
+        let l = Winograd {
+            c,
+            plane,
+            out,
+            src,
+            u: &u,
+            bias,
+        };
+        let mut buf = vec![f32::NAN; outputs + tail];
+        forward(width, &l, &mut buf[..outputs]);
+        buf
+    }
+
     pub(super) fn gamma(m: usize) -> f64 {
         let u = f64::from(f32::EPSILON) / 2.0;
         m as f64 * u / (1.0 - m as f64 * u)
@@ -474,20 +501,8 @@ mod tests {
                 src.extend([f32::NAN; 40]);
                 let w: Vec<f32> = (0..k * c * R * R).map(|i| val(i, 2) * 0.5).collect();
                 let b: Vec<f32> = (0..k).map(|i| val(i, 3)).collect();
-                let mut u = vec![f32::NAN; weights_len(k, c)];
-                transform_weights(&w, c, &mut u);
                 for bias in [Some(&b[..]), None] {
-                    let out = OutGrid { oh, ow, wp };
-                    let l = Winograd {
-                        c,
-                        plane,
-                        out,
-                        src: &src,
-                        u: &u,
-                        bias,
-                    };
-                    let mut buf = vec![f32::NAN; k * oh * ow + 7];
-                    forward(width, &l, &mut buf[..k * oh * ow]);
+                    let buf = run(width, (c, k, oh, ow), (&src, &w, bias), 7);
                     let at = format!("{width:?} c {c} k {k} {oh}×{ow} bias {}", bias.is_some());
                     let y = &buf[..k * oh * ow];
                     check_within_bound((c, k, oh, ow), (&src, &w, bias), y, &at);
@@ -517,19 +532,7 @@ mod tests {
         let w: Vec<f32> = (0..k * c * R * R).map(|i| val(i, 2) * 0.5 + 0.6).collect();
         let mut changed = w.clone();
         changed[3 * R * R * c + 7] = 0.0;
-        let mut u = vec![0.0; weights_len(k, c)];
-        transform_weights(&changed, c, &mut u);
-        let out = OutGrid { oh, ow, wp };
-        let l = Winograd {
-            c,
-            plane,
-            out,
-            src: &src,
-            u: &u,
-            bias: None,
-        };
-        let mut y = vec![0.0; k * oh * ow];
-        forward(width, &l, &mut y);
+        let y = run(width, (c, k, oh, ow), (&src, &changed, None), 0);
         let want = reference((c, k, oh, ow), &src, &w, None);
         let bound = gamma(7 + 5 * c);
         let outside = y
