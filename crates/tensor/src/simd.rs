@@ -148,20 +148,7 @@ impl F32s for __m256 {
     unsafe fn store_columns<const N: usize>(cols: &[Self; N], y: *mut f32, stride: usize) {
         // SAFETY: the trait's contract: the CPU has AVX2, and the block's rows b·stride ..
         // b·stride + N are writable.
-        unsafe {
-            // An 8×8 transpose in registers, then N scalars of each row stored in pieces (a
-            // masked store is slow on AMD cores).
-            let mut rows = [_mm256_setzero_ps(); 8];
-            for (r, &c) in rows.iter_mut().zip(cols) {
-                *r = c;
-            }
-            for (b, row) in transpose8(rows).into_iter().enumerate() {
-                match N {
-                    8 => _mm256_storeu_ps(y.add(b * stride), row),
-                    _ => store_first(y.add(b * stride), row, N),
-                }
-            }
-        }
+        unsafe { store_columns_8(cols, y, stride) }
     }
     #[inline(always)]
     unsafe fn where_positive(y: Self, g: Self) -> Self {
@@ -300,30 +287,18 @@ impl F32s for __m512 {
     #[inline(always)]
     unsafe fn store_columns<const N: usize>(cols: &[Self; N], y: *mut f32, stride: usize) {
         // SAFETY: the trait's contract: the CPU has AVX-512F (so AVX2), and the block's rows
-        // b·stride .. b·stride + N are writable.
+        // b·stride .. b·stride + N are writable; each half's rows are 8·stride further on.
         unsafe {
-            // Each half of 8 lanes, 8 columns at a time: an 8×8 transpose in registers, then
-            // the group's scalars of each row (one scatter per column is slow on AMD cores).
-            for j0 in (0..N).step_by(8) {
-                let n = (N - j0).min(8);
-                for half in 0..2 {
-                    let mut rows = [_mm256_setzero_ps(); 8];
-                    for (r, c) in rows.iter_mut().zip(&cols[j0..]) {
-                        let c = _mm512_castps_pd(*c);
-                        *r = _mm256_castpd_ps(match half {
-                            0 => _mm512_castpd512_pd256(c),
-                            _ => _mm512_extractf64x4_pd::<1>(c),
-                        });
-                    }
-                    for (b, row) in transpose8(rows).into_iter().enumerate() {
-                        let y = y.add((half * 8 + b) * stride + j0);
-                        match n {
-                            8 => _mm256_storeu_ps(y, row),
-                            _ => store_first(y, row, n),
-                        }
-                    }
-                }
+            // Each half of 8 lanes as an 8-lane block (one scatter per column is slow on AMD
+            // cores).
+            let (mut lo, mut hi) = ([_mm256_setzero_ps(); N], [_mm256_setzero_ps(); N]);
+            for ((lo, hi), &c) in lo.iter_mut().zip(&mut hi).zip(cols) {
+                let c = _mm512_castps_pd(c);
+                *lo = _mm256_castpd_ps(_mm512_castpd512_pd256(c));
+                *hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(c));
             }
+            store_columns_8(&lo, y, stride);
+            store_columns_8(&hi, y.add(8 * stride), stride);
         }
     }
     #[inline(always)]
@@ -407,6 +382,33 @@ unsafe fn fold_quarters_512(a: __m512, b: __m512) -> __m512 {
         let lo = _mm512_shuffle_f32x4::<0b10_00_10_00>(a, b);
         let hi = _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b);
         _mm512_add_ps(lo, hi)
+    }
+}
+
+/// Writes lane `b` of `cols[j]` to `y[b·stride + j]` for the 8 lanes and every `j < N`: 8
+/// columns at a time, an 8×8 transpose in registers, then each row's scalars of the group
+/// stored in pieces (a masked store is slow on AMD cores).
+///
+/// # Safety
+/// The CPU has AVX2; the rows `b·stride .. b·stride + N` of `y` (`b < 8`) are writable.
+#[inline(always)]
+unsafe fn store_columns_8<const N: usize>(cols: &[__m256; N], y: *mut f32, stride: usize) {
+    // SAFETY: the caller's contract; group j0's stores are its n ≤ N − j0 columns of each row.
+    unsafe {
+        for j0 in (0..N).step_by(8) {
+            let n = (N - j0).min(8);
+            let mut rows = [_mm256_setzero_ps(); 8];
+            for (r, &c) in rows.iter_mut().zip(&cols[j0..]) {
+                *r = c;
+            }
+            for (b, row) in transpose8(rows).into_iter().enumerate() {
+                let y = y.add(b * stride + j0);
+                match n {
+                    8 => _mm256_storeu_ps(y, row),
+                    _ => store_first(y, row, n),
+                }
+            }
+        }
     }
 }
 
