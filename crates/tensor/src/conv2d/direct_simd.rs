@@ -230,20 +230,13 @@ unsafe fn image_rows_with<V: F32s>(g: &Geometry, img: &[f32], g_n: &[f32], lanes
         for u0 in (0..g.kh).step_by(RU) {
             // the image rows u0 + t that some real kernel row of the block reads
             let rows = (oh + RU - 1).min(oh + g.kh - 1 - u0);
-            // rows t < RU − 1 and t ≥ oh lack some gradient rows t − u; between, all exist
-            let (edge, mid) = ((RU - 1).min(rows), (RU - 1).max(oh).min(rows));
             for v0 in (0..g.kw).step_by(GV) {
                 // SAFETY: the CPU has V's tier.
-                let mut acc = [[unsafe { V::zero() }; GV]; RU];
+                let acc = [[unsafe { V::zero() }; GV]; RU];
                 let x = img[u0 * s + v0..].as_ptr();
-                let dims = (s, oh, g.ow);
                 // SAFETY: the image rows u0 + t < oh + kh − 1, each readable from v0 for
                 // ow + GV − 1 ≤ s − v0 scalars; the gradient rows t − u < oh of ow scalars.
-                unsafe {
-                    acc = image_rows::<V, false>(acc, g_k, x, 0..edge, dims);
-                    acc = image_rows::<V, true>(acc, g_k, x, edge..mid, dims);
-                    acc = image_rows::<V, false>(acc, g_k, x, mid..rows, dims);
-                }
+                let acc = unsafe { block_rows::<V>(acc, g_k, x, rows, (s, oh, g.ow)) };
                 // SAFETY: lanes has every weight's L sums (asserted); the CPU has V's tier.
                 unsafe { add_folded(g, (k, u0, v0), &acc, lanes) };
             }
@@ -256,18 +249,63 @@ unsafe fn image_rows_with<V: F32s>(g: &Geometry, img: &[f32], g_n: &[f32], lanes
     }
 }
 
-/// The image rows `t` in `ts` of [`image_rows_with`] (from `x`, the image at row `u0` and
-/// column `v0`; `g`, the channel's gradient plane; `(row_stride, oh, ow)`): for every column
-/// block `j0`, the `RU` gradient vectors `g[t−u][j0..]` (zeros for the rows that do not exist;
-/// with `ALL`, every one exists), then for each `v` the input vector `x[t][j0+v..]` and
-/// `acc[u][v] += g[t−u][j0..] · x[t][j0+v..]`. Every load is masked (at 16 lanes as fast as
-/// a full one), so each block runs the same code. (The sums pass by value: kept in registers.)
+/// The `rows` image rows `t` of one block of [`image_rows_with`] (arguments as
+/// [`image_rows`]). Row `t` serves the kernel rows `u` whose gradient row `t − u` exists
+/// (`0 ≤ t − u < oh`): all `RU` of them from `t = RU − 1` to `oh − 1`, the first `t + 1`
+/// before, the last `RU − 1 − (t − oh)` after. When the block has every row of both edges
+/// (`rows = oh + RU − 1` and `oh ≥ RU − 1`: conv1's 28 rows of a 5 × 5 kernel), each edge row
+/// runs with its exact kernel rows as constants, so no multiply-add is spent on a gradient row
+/// that does not exist (1 in 8 of them in conv1); otherwise the edge rows test each `u` and
+/// multiply zeros for the missing ones. Either way a lane adds the same nonzero terms in the
+/// same order (a missing row's terms are `0 · x`, adding nothing to a finite sum).
+///
+/// # Safety
+/// As [`image_rows`], for the rows `0..rows`.
+#[inline(always)]
+unsafe fn block_rows<V: F32s>(
+    acc: [[V; GV]; RU],
+    g: *const f32,
+    x: *const f32,
+    rows: usize,
+    dims: (usize, usize, usize),
+) -> [[V; GV]; RU] {
+    const { assert!(RU == 5, "the edge rows below are written for RU = 5") };
+    let oh = dims.1;
+    // SAFETY (every call): the caller's rows, each with the kernel rows whose gradient row
+    // exists (RU ≤ t < oh: all; the edges: the ranges named, or tested).
+    unsafe {
+        if rows == oh + RU - 1 && oh >= RU - 1 {
+            let acc = image_rows::<V, 0, 1, false>(acc, g, x, 0..1, dims);
+            let acc = image_rows::<V, 0, 2, false>(acc, g, x, 1..2, dims);
+            let acc = image_rows::<V, 0, 3, false>(acc, g, x, 2..3, dims);
+            let acc = image_rows::<V, 0, 4, false>(acc, g, x, 3..4, dims);
+            let acc = image_rows::<V, 0, RU, false>(acc, g, x, RU - 1..oh, dims);
+            let acc = image_rows::<V, 1, RU, false>(acc, g, x, oh..oh + 1, dims);
+            let acc = image_rows::<V, 2, RU, false>(acc, g, x, oh + 1..oh + 2, dims);
+            let acc = image_rows::<V, 3, RU, false>(acc, g, x, oh + 2..oh + 3, dims);
+            image_rows::<V, 4, RU, false>(acc, g, x, oh + 3..oh + 4, dims)
+        } else {
+            let (edge, mid) = ((RU - 1).min(rows), (RU - 1).max(oh).min(rows));
+            let acc = image_rows::<V, 0, RU, true>(acc, g, x, 0..edge, dims);
+            let acc = image_rows::<V, 0, RU, false>(acc, g, x, edge..mid, dims);
+            image_rows::<V, 0, RU, true>(acc, g, x, mid..rows, dims)
+        }
+    }
+}
+
+/// The image rows `t` in `ts` of [`image_rows_with`] for the kernel rows `u` in `U0..U1` (from
+/// `x`, the image at row `u0` and column `v0`; `g`, the channel's gradient plane;
+/// `(row_stride, oh, ow)`): for every column block `j0`, the gradient vectors `g[t−u][j0..]`
+/// (with `TEST`, zeros for the rows that do not exist), then for each `v` the input vector
+/// `x[t][j0+v..]` and `acc[u][v] += g[t−u][j0..] · x[t][j0+v..]`. Every load is masked (at 16
+/// lanes as fast as a full one), so each block runs the same code. (The sums pass by value:
+/// kept in registers.)
 ///
 /// # Safety
 /// The CPU has `V`'s tier; every image row `t` is readable for `ow + GV − 1` scalars, and
-/// `g` for `oh · ow`.
+/// `g` for `oh · ow`; without `TEST`, every gradient row `t − u` exists (`u ≤ t < oh + u`).
 #[inline(always)]
-unsafe fn image_rows<V: F32s, const ALL: bool>(
+unsafe fn image_rows<V: F32s, const U0: usize, const U1: usize, const TEST: bool>(
     mut acc: [[V; GV]; RU],
     g: *const f32,
     x: *const f32,
@@ -282,16 +320,16 @@ unsafe fn image_rows<V: F32s, const ALL: bool>(
             for j0 in (0..ow).step_by(V::LANES) {
                 let mask = V::first((ow - j0).min(V::LANES));
                 let mut gs = [V::zero(); RU];
-                for (u, gv) in gs.iter_mut().enumerate() {
-                    *gv = match ALL || (u <= t && t - u < oh) {
+                for (u, gv) in gs.iter_mut().enumerate().take(U1).skip(U0) {
+                    *gv = match !TEST || (u <= t && t - u < oh) {
                         true => V::load_masked(g.add((t - u) * ow + j0), mask),
                         false => V::zero(),
                     };
                 }
                 for v in 0..GV {
                     let xv = V::load_masked(x.add(j0 + v), mask);
-                    for (acc, &gv) in acc.iter_mut().zip(&gs) {
-                        acc[v] = V::mul_add(gv, xv, acc[v]);
+                    for u in U0..U1 {
+                        acc[u][v] = V::mul_add(gs[u], xv, acc[u][v]);
                     }
                 }
             }
