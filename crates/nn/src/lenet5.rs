@@ -609,7 +609,8 @@ impl LeNet5 {
     /// After [`LeNet5::forward`] and [`LeNet5::backward`] on `input` with `grad_logits`, for the
     /// default model (ReLU, average pooling) and in [`PARAM_NAMES`] order: for every parameter
     /// gradient, the number m of products each of its entries adds up (images × output
-    /// positions) and, per entry, the sum of their magnitudes, Σ|g·x| (Σ|g| for a bias),
+    /// positions) and, per entry, the sum of their magnitudes, Σ|g·x| (Σ|g| for a bias; for
+    /// conv2's weight, plus those of Winograd's transformed terms: [`winograd_terms`]),
     /// computed in f64 from the kept layer inputs and output gradients.
     pub(crate) fn grad_magnitudes(
         &self,
@@ -646,7 +647,13 @@ impl LeNet5 {
             let grads =
                 tensor::conv2d_backward(x.mapv(abs).view(), w.view(), g.view(), conv.params());
             let m = g.len() / g.dim().1;
-            v.push((m, grads.weight.iter().copied().collect()));
+            let mut sums: Vec<f64> = grads.weight.iter().copied().collect();
+            if conv.weight().dim().1 == 6 {
+                for (s, t) in sums.iter_mut().zip(winograd_terms(x, g.view())) {
+                    *s += t;
+                }
+            }
+            v.push((m, sums));
             v.push((m, grads.bias.to_vec()));
         }
         let flat = self.flatten.forward(self.pool2.output());
@@ -664,6 +671,47 @@ impl LeNet5 {
         }
         v
     }
+}
+
+/// conv2's weight gradient may run Winograd's F(2, 5) (the AVX-512 tier: `tensor`'s
+/// `conv2d/winograd.rs`), whose per-image sums are taken over transformed terms,
+/// `G[α][u]·(A·g)[α]·(Bᵀ·x)[α]` per tile of two output rows, which cancel to the direct sum only
+/// up to rounding: an entry whose direct terms are all zero can come out as a rounding residue.
+/// The sum of their magnitudes is at most `13·W`, with `W[k][c][u][v] = Σ_{n,t,j} (|g[2t][j]| +
+/// |g[2t+1][j]|) · Σ_{l<6} |x[2t+l][j+v]|` and 13 ≥ Σ_α max_u|G[α][u]|·max|Aᵀ[·][α]|·max_l|Bᵀ[α][l]|
+/// (1/4·1·5 + 2·(1/6·1·4) + 2·(2/3·2·2) + 1·1·5 = 12.9): these `13·W` per entry, in f64.
+#[cfg(test)]
+fn winograd_terms(x: ArrayView4<'_, f32>, g: ArrayView4<'_, f64>) -> Vec<f64> {
+    let ((n, c, _, _), (_, k, oh, ow)) = (x.dim(), g.dim());
+    let mut w = vec![0.0; k * c * 25];
+    for (ni, kk, ci, v) in conv2_columns(n, k, c) {
+        let mut sum = 0.0;
+        for t in 0..oh / 2 {
+            for j in 0..ow {
+                let gs = g[[ni, kk, 2 * t, j]].abs() + g[[ni, kk, 2 * t + 1, j]].abs();
+                let xs: f64 = (0..6)
+                    .map(|l| f64::from(x[[ni, ci, 2 * t + l, j + v]].abs()))
+                    .sum();
+                sum += gs * xs;
+            }
+        }
+        for u in 0..5 {
+            w[((kk * c + ci) * 5 + u) * 5 + v] += 13.0 * sum;
+        }
+    }
+    w
+}
+
+/// Every `(image, out channel, in channel, kernel column)` of [`winograd_terms`].
+#[cfg(test)]
+fn conv2_columns(
+    n: usize,
+    k: usize,
+    c: usize,
+) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+    (0..n).flat_map(move |ni| {
+        (0..k).flat_map(move |kk| (0..c).flat_map(move |ci| (0..5).map(move |v| (ni, kk, ci, v))))
+    })
 }
 
 #[cfg(test)]

@@ -88,16 +88,42 @@ fn with_wide<T: Scalar, R>(g: &Geometry, f: impl FnOnce(&mut [T]) -> R) -> R {
     with_thread_buffer(&WIDE, len, len, f)
 }
 
-/// Thread scratch of the backward pass: [`WeightGradSum`]'s buffers, `g_wide`, `wide` or
-/// `dwide`, and one padded input gradient.
+/// Thread scratch of the backward pass, the most any tier's kernels take: [`WeightGradSum`]'s
+/// buffers, then, unless the input gradient is made by [`InputGrad::Lanes`], `g_wide`, `wide`
+/// or `dwide`, and one padded input gradient.
 fn backward_len(g: &Geometry) -> usize {
-    let (dwt, gt) = lanes_sum_lens(g);
-    dwt + gt + (g.ckk() + g.k) * wide_cols(g) + image_len(g)
+    let wide = (g.ckk() + g.k) * wide_cols(g) + image_len(g);
+    let with = |kernels: Kernels| {
+        let (sums, gt) = lanes_sum_lens(kernels, g);
+        let rest = if kernels.input_grad(g) == InputGrad::Lanes {
+            0
+        } else {
+            wide
+        };
+        sums + gt + rest
+    };
+    with(Kernels::Lanes16).max(with(Kernels::Lanes))
 }
 
-/// Lengths of [`WeightGradSum::Lanes`]'s `dwt` (`[c·kh·kw, k]`) and `gt` (`[oh·ow, k]`).
-fn lanes_sum_lens(g: &Geometry) -> (usize, usize) {
-    (g.ckk() * g.k, g.positions() * g.k)
+/// Lengths of [`WeightGradSum::Lanes`]'s `dwt` (`[c·kh·kw, k]`, after Winograd's transformed
+/// sums and work buffer when `kernels` run [`WeightGrad::Winograd`]: [`winograd_sum_lens`])
+/// and `gt` (`[oh·ow, k]`).
+fn lanes_sum_lens(kernels: Kernels, g: &Geometry) -> (usize, usize) {
+    let (m, work) = winograd_sum_lens(kernels, g);
+    (m + work + g.ckk() * g.k, g.positions() * g.k)
+}
+
+/// Lengths of Winograd's transformed weight-gradient sums and work buffer when `kernels` run
+/// [`WeightGrad::Winograd`] for `g`, else zeros.
+fn winograd_sum_lens(kernels: Kernels, g: &Geometry) -> (usize, usize) {
+    match kernels.weight_grad(g) {
+        #[cfg(target_arch = "x86_64")]
+        WeightGrad::Winograd => (
+            winograd::weights_len(g.k, g.c),
+            winograd::weight_grad_work_len(&out_grid(g)),
+        ),
+        _ => (0, 0),
+    }
 }
 
 /// Per-chunk scratch of the backward pass: the padded image, when rebuilt from a padded input
@@ -276,6 +302,22 @@ impl Kernels {
         }
     }
 
+    /// How the images' weight gradients are summed: Winograd's F(2, 5) transposed at 16 lanes
+    /// where it fits (LeNet-5's conv2 on the AVX-512 tier: 0.6× the multiply-adds), else the
+    /// lanes kernel or `gemm`.
+    fn weight_grad(self, g: &Geometry) -> WeightGrad {
+        match self {
+            Kernels::Wide => WeightGrad::Gemm,
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Lanes16
+                if winograd::fits_weight_grad(self.width(), g.c, (g.kh, g.kw), &out_grid(g)) =>
+            {
+                WeightGrad::Winograd
+            }
+            Kernels::Lanes | Kernels::Lanes16 => WeightGrad::Lanes,
+        }
+    }
+
     /// The vector width of the lanes kernels.
     #[cfg(target_arch = "x86_64")]
     fn width(self) -> Width {
@@ -368,6 +410,30 @@ impl crate::tier::Needs for Forward {
             Forward::Taps => Tier::Portable,
             Forward::Lanes => Tier::Avx2,
             Forward::Winograd => Tier::Avx512,
+        }
+    }
+}
+
+/// How the images' weight gradients are summed ([`Kernels::weight_grad`]).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WeightGrad {
+    /// `gemm` of the wide output gradient and the wide columns, into the chunk's `dw`.
+    Gemm,
+    /// The lanes kernel, tap-major (`lanes.rs`): `gemm`'s bits.
+    Lanes,
+    /// Winograd's F(2, 5) transposed (`winograd.rs`), summed over the chunk's images in the
+    /// transformed domain and transformed back when the chunk ends: within its rounding bound
+    /// of the others.
+    Winograd,
+}
+
+impl crate::tier::Needs for WeightGrad {
+    fn needs(&self) -> Tier {
+        match self {
+            WeightGrad::Gemm => Tier::Portable,
+            WeightGrad::Lanes => Tier::Avx2,
+            WeightGrad::Winograd => Tier::Avx512,
         }
     }
 }
@@ -601,7 +667,7 @@ impl<'a, T: Scalar> WeightGradSum<'a, T> {
         match kernels {
             Kernels::Wide => (WeightGradSum::Gemm(isa), scratch),
             Kernels::Lanes | Kernels::Lanes16 => {
-                let (dwt_len, gt_len) = lanes_sum_lens(g);
+                let (dwt_len, gt_len) = lanes_sum_lens(kernels, g);
                 let (dwt, rest) = scratch.split_at_mut(dwt_len);
                 let (gt, rest) = rest.split_at_mut(gt_len);
                 (WeightGradSum::Lanes { kernels, dwt, gt }, rest)
@@ -610,12 +676,18 @@ impl<'a, T: Scalar> WeightGradSum<'a, T> {
     }
 
     /// Leaves the chunk's weight gradient in `dw`.
-    fn finish(&self, g: &Geometry, dw: &mut [T]) {
+    fn finish(&mut self, g: &Geometry, dw: &mut [T]) {
         #[cfg(target_arch = "x86_64")]
-        if let WeightGradSum::Lanes { dwt, .. } = self {
-            let dwt = T::as_f32_slice(dwt).expect("the lanes kernel runs on f32");
+        if let WeightGradSum::Lanes { kernels, dwt, .. } = self {
+            let dwt = T::as_f32_slice_mut(dwt).expect("the lanes kernel runs on f32");
             let dw = T::as_f32_slice_mut(dw).expect("the lanes kernel runs on f32");
-            lanes::transpose(dwt, g.ckk(), dw);
+            let (m_len, work_len) = winograd_sum_lens(*kernels, g);
+            let (m, rest) = dwt.split_at_mut(m_len);
+            let taps = &mut rest[work_len..][..g.ckk() * g.k];
+            if kernels.weight_grad(g) == WeightGrad::Winograd {
+                winograd::finish_weight_grad(kernels.width(), m, g.c, taps);
+            }
+            lanes::transpose(taps, g.ckk(), dw);
         }
         let _ = (g, dw);
     }
@@ -657,11 +729,17 @@ fn backward_image<T: Scalar>(
     dx: Option<&mut [T]>,
 ) {
     let (ckk, cols) = (g.ckk(), wide_cols(g));
-    let (g_wide, rest) = scratch.split_at_mut(g.k * cols);
     let by = match sum {
         WeightGradSum::Gemm(_) => InputGrad::Gemm,
         WeightGradSum::Lanes { kernels, .. } => kernels.input_grad(g),
     };
+    // The channels-in-lanes input gradient reads `gt` alone: no wide buffers (not reserved).
+    let wide_len = if by == InputGrad::Lanes {
+        0
+    } else {
+        g.k * cols
+    };
+    let (g_wide, rest) = scratch.split_at_mut(wide_len);
     if by == InputGrad::Gemm || dx.is_some() && by == InputGrad::Rows {
         widen_grad(g, g_n, g_wide);
     }
@@ -675,12 +753,12 @@ fn backward_image<T: Scalar>(
         }
     }
     let Some(dx) = dx else { return };
+    if let (InputGrad::Lanes, WeightGradSum::Lanes { kernels, gt, .. }) = (by, &*sum) {
+        return input_grad_by_lanes(*kernels, g, (wt, gt), dx);
+    }
     let (dwide, dimg) = rest.split_at_mut(ckk * cols);
     let dimg = &mut dimg[..image_len(g)];
     match (by, &*sum) {
-        (InputGrad::Lanes, WeightGradSum::Lanes { kernels, gt, .. }) => {
-            input_grad_by_lanes(*kernels, g, (wt, gt), dx)
-        }
         (InputGrad::Rows, WeightGradSum::Lanes { kernels, .. }) => {
             input_grad_by_rows(*kernels, g, (w, g_wide), dwide, (dimg, dx))
         }
@@ -740,18 +818,24 @@ fn lanes_weight_grad<T: Scalar>(
         let f32s = |s| T::as_f32_slice(s).expect("the lanes kernel runs on f32");
         let gt = T::as_f32_slice_mut(gt).expect("the lanes kernel runs on f32");
         lanes::transpose(f32s(g_n), g.k, gt);
-        let wg = lanes::WeightGrad {
-            taps: tap_grid(g, img.len() / g.c),
-            out: lanes::OutGrid {
-                oh: g.oh,
-                ow: g.ow,
-                wp: padded_width(g),
-            },
-            src: f32s(img),
-            gt,
-        };
         let dwt = T::as_f32_slice_mut(dwt).expect("the lanes kernel runs on f32");
-        lanes::weight_grad(kernels.width(), &wg, dwt, add);
+        let (m_len, work_len) = winograd_sum_lens(kernels, g);
+        let (m, rest) = dwt.split_at_mut(m_len);
+        let (work, dwt) = rest.split_at_mut(work_len);
+        let (taps, out, src) = (tap_grid(g, img.len() / g.c), out_grid(g), f32s(img));
+        if kernels.weight_grad(g) == WeightGrad::Winograd {
+            let (c, plane) = (g.c, taps.plane);
+            let wg = winograd::WinogradGrad {
+                c,
+                plane,
+                out,
+                src,
+                gt,
+            };
+            return winograd::weight_grad(kernels.width(), &wg, (m, work), add);
+        }
+        let wg = lanes::WeightGrad { taps, out, src, gt };
+        lanes::weight_grad(kernels.width(), &wg, &mut dwt[..g.ckk() * g.k], add);
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!(
@@ -1019,6 +1103,38 @@ mod tests {
         }
     }
 
+    /// The weight gradient's plan on every tier, whatever this machine has: the lanes kernel
+    /// from the AVX2 tier up (the same bits as `gemm`), Winograd's F(2, 5) transposed on the
+    /// AVX-512 tier where it fits (0.97× the batch-32 epoch time on 1 and 2 threads, Zen 4:
+    /// docs/performance.md).
+    #[test]
+    fn the_weight_gradient_runs_what_the_tier_has_and_nothing_slower() {
+        fn plan(g: &Geometry) -> impl Fn(Tier) -> WeightGrad + '_ {
+            move |t| Kernels::choose::<f32>(t, g, None).weight_grad(g)
+        }
+        let faster = [WeightGrad::Lanes, WeightGrad::Winograd];
+        for (c, k, h, w, kh) in [(6, 16, 14, 14, 5), (6, 16, 13, 14, 5), (9, 32, 8, 30, 5)] {
+            for n in [1, 32, 256] {
+                let g = stride1(n, (c, h, w), (k, kh, 5), 0);
+                let what = format!("conv {c}→{k} on {h}×{w}, kernel {kh}×5, batch {n}");
+                crate::tier::check_plan(&what, plan(&g), &faster);
+            }
+        }
+        let conv2 = stride1(32, (6, 14, 14), (16, 5, 5), 0);
+        assert_eq!(plan(&conv2)(Tier::Avx512), WeightGrad::Winograd);
+        assert_eq!(plan(&conv2)(Tier::Avx2), WeightGrad::Lanes);
+        assert_eq!(plan(&conv2)(Tier::Portable), WeightGrad::Gemm);
+        // An odd number of output rows, more input channels or output rows than the scratch
+        // holds: the lanes kernel.
+        for g in [
+            stride1(32, (6, 13, 14), (16, 5, 5), 0),
+            stride1(32, (9, 8, 30), (32, 5, 5), 0),
+            stride1(32, (2, 22, 14), (16, 5, 5), 0),
+        ] {
+            assert_eq!(plan(&g)(Tier::Avx512), WeightGrad::Lanes, "{g:?}");
+        }
+    }
+
     /// The input gradient's plan on every tier, whatever this machine has: rows of `dwide`
     /// from the AVX2 tier up (the same bits as `gemm`), the channels-in-lanes kernel on the
     /// AVX-512 tier (0.95× the 1-thread epoch time at batch 32 and 256 on Zen 4; at 8 lanes it
@@ -1194,8 +1310,20 @@ mod tests {
                 // test bounds it against f64): here it must land in the right place. Its
                 // rounding is about 1e-6 of a value's size; a value from the wrong input, or
                 // a stale one, is off by the size of the values themselves.
+                // Likewise Winograd's weight gradient where it runs (its bound is tested in
+                // `winograd.rs`); the lanes kernel's is `gemm`'s bits.
                 let (dw16, dx16) = chunk_grads(&g, Kernels::Lanes16);
-                same_bits(&dw16, &gemm_dw, &format!("dW at 16 lanes, {at}"));
+                // Its sums cancel (transformed terms several times a weight's size), so the
+                // rounding is measured against the largest weight, not each one.
+                if Kernels::Lanes16.weight_grad(&g) == WeightGrad::Winograd {
+                    let top = gemm_dw.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+                    for (i, (&a, &b)) in dw16.iter().zip(&gemm_dw).enumerate() {
+                        let close = (a - b).abs() <= 1e-5 * top;
+                        assert!(close, "dW at 16 lanes, {at}: [{i}] {a} against {b}");
+                    }
+                } else {
+                    same_bits(&dw16, &gemm_dw, &format!("dW at 16 lanes, {at}"));
+                }
                 for (i, (&a, &b)) in dx16.iter().zip(&gemm_dx).enumerate() {
                     let close = (a - b).abs() <= 1e-5 * (1.0 + b.abs());
                     assert!(close, "dx at 16 lanes, {at}: [{i}] {a} against {b}");

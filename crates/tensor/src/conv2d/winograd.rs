@@ -49,6 +49,16 @@ const G: [[f64; R]; A] = [
     [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0, -1.0 / 3.0, 2.0 / 3.0],
     [0.0, 0.0, 0.0, 0.0, 1.0],
 ];
+/// `G` rounded to `f32`, for the weight gradient's transform back ([`finish_weight_grad`]).
+const G32: [[f32; R]; A] = {
+    let mut g = [[0.0; R]; A];
+    let mut i = 0;
+    while i < A * R {
+        g[i / R][i % R] = G[i / R][i % R] as f32;
+        i += 1;
+    }
+    g
+};
 #[cfg(test)]
 const AT: [[f64; A]; 2] = [
     [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
@@ -181,7 +191,7 @@ unsafe fn forward_with<V: F32s, const NV: usize, const RUN: usize>(
     let mut rows: Rows = [0.0; A * MAX_C * MAX_W];
     for t in 0..out.oh / 2 {
         // SAFETY: the caller's contract (the planes' rows 2t..2t+6 exist, fits).
-        unsafe { transform_rows::<V>(l, t, &mut rows) };
+        unsafe { transform_rows::<V>((l.src, l.c, l.plane, out.wp), t, &mut rows) };
         for k0 in (0..k).step_by(KB) {
             let u = &l.u[k0 * A * l.c * R..][..KB * A * l.c * R];
             let bias = l.bias.map(|b| &b[k0..][..KB]);
@@ -199,15 +209,19 @@ unsafe fn forward_with<V: F32s, const NV: usize, const RUN: usize>(
 }
 
 /// `V[α][c][col] = Σ_l Bᵀ[α][l] · x[c][2t + l][col]` for every plane and column, `LANES`
-/// columns at a time (the last under a mask; the lanes past `wp` are zeros, never read).
+/// columns at a time (the last under a mask; the lanes past `wp` are zeros, never read), from
+/// `planes` planes `plane` scalars apart in `src`, rows `wp` wide.
 ///
 /// # Safety
-/// The CPU has `V`'s tier; the bounds asserted by [`forward`].
+/// The CPU has `V`'s tier; the bounds asserted by [`forward`] or [`weight_grad`].
 #[inline(always)]
-unsafe fn transform_rows<V: F32s>(l: &Winograd<'_>, t: usize, rows: &mut Rows) {
-    let wp = l.out.wp;
-    for c in 0..l.c {
-        let x = &l.src[c * l.plane + 2 * t * wp..][..A * wp];
+unsafe fn transform_rows<V: F32s>(
+    (src, planes, plane, wp): (&[f32], usize, usize, usize),
+    t: usize,
+    rows: &mut [f32],
+) {
+    for c in 0..planes {
+        let x = &src[c * plane + 2 * t * wp..][..A * wp];
         for col0 in (0..wp).step_by(V::LANES) {
             // SAFETY (loads and stores): lanes col0 .. col0 + live ≤ wp of each of the six
             // rows; the stores' LANES scalars at col0 < wp ≤ MAX_W stay in the (α, c) row.
@@ -218,7 +232,8 @@ unsafe fn transform_rows<V: F32s>(l: &Winograd<'_>, t: usize, rows: &mut Rows) {
                     *d = V::load_masked(x[l * wp + col0..].as_ptr(), mask);
                 }
                 for (alpha, v) in input_transform(d).into_iter().enumerate() {
-                    v.store(rows[(alpha * l.c + c) * MAX_W + col0..].as_mut_ptr());
+                    let row = &mut rows[(alpha * planes + c) * MAX_W..][..MAX_W];
+                    v.store(row[col0..][..V::LANES].as_mut_ptr());
                 }
             }
         }
@@ -356,6 +371,325 @@ unsafe fn outputs<V: F32s, const NV: usize, const RUN: usize>(
                 .add(h * V::LANES * positions + 2 * t * out.ow + j0);
             V::store_columns(&y0, y, positions);
             V::store_columns(&y1, y.add(out.ow), positions);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weight gradient: the same identity transposed. With `g_s` the gradient rows 2t + s (s < 2)
+// of a tile row and `x_l` its six input rows, dW[u] = Σ_s g_s · x_{s+u}, and the identity
+// behind F(2, 5), Σ_α Aᵀ[s][α]·G[α][u]·Bᵀ[α][l] = [l = s + u], gives
+//
+//   dW[k][c][u][v] = Σ_α G[α][u] · M[α][c][v][k],
+//   M[α][c][v][k]  = Σ_{t,j} (A·g)[α][t][j][k] · V[α][c][t][j + v],
+//   A·g = (g0, g0 + g1, g0 − g1, g0 + 2·g1, g0 − 2·g1, g1)      (A = Aᵀ transposed),
+//
+// the sums over tiles (and a chunk's images) taken in the transformed domain, and `Gᵀ` applied
+// once per chunk ([`finish_weight_grad`]): 6 multiply-adds per tile, channel pair (k, c) and
+// kernel column where the direct sum takes 10.
+
+/// Whether the weight gradient runs `g`'s shapes: those of [`fits`] with at most `2·MAX_T`
+/// output rows.
+pub(super) fn fits_weight_grad(width: Width, c: usize, k: (usize, usize), out: &OutGrid) -> bool {
+    fits(width, c, k, out) && out.oh <= 2 * MAX_T
+}
+
+/// The most tile rows (pairs of output rows) the weight gradient runs.
+const MAX_T: usize = 8;
+
+/// Scalars of the weight gradient's work buffer for `out`: every tile row's transformed input
+/// rows, then `A·g` of every tile for one block of 16 channels.
+pub(super) fn weight_grad_work_len(out: &OutGrid) -> usize {
+    let tiles = out.oh / 2;
+    tiles * A * MAX_C * MAX_W + A * tiles * out.ow * KB
+}
+
+/// One image's weight-gradient work: the padded planes as [`Winograd`]'s, and the output
+/// gradient outputs-major, `gt` (`[oh·ow, k]`).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct WinogradGrad<'a> {
+    pub(super) c: usize,
+    pub(super) plane: usize,
+    pub(super) out: OutGrid,
+    pub(super) src: &'a [f32],
+    pub(super) gt: &'a [f32],
+}
+
+/// Adds the image's `M[α][c][v][k]` to `m` (with `add` false, overwrites it), laid out as the
+/// transformed weights (`[k/16, α, c, v, 16]`, [`weights_len`]); `work` is scratch
+/// ([`weight_grad_work_len`]).
+///
+/// # Panics
+/// Without the width's tier, if the shapes do not [`fit`](fits_weight_grad), or if a buffer
+/// is shorter than they need.
+pub(super) fn weight_grad(
+    width: Width,
+    l: &WinogradGrad<'_>,
+    (m, work): (&mut [f32], &mut [f32]),
+    add: bool,
+) {
+    assert!(
+        width.tier().is_supported(),
+        "{width:?} needs the CPU's support"
+    );
+    assert!(
+        fits_weight_grad(width, l.c, (R, R), &l.out),
+        "shapes the kernel runs"
+    );
+    let k = m.len() / (A * l.c * R);
+    assert_eq!(m.len(), weights_len(k, l.c), "whole blocks of 16 channels");
+    assert_eq!(l.gt.len(), k * l.out.positions(), "output gradient length");
+    assert!(work.len() >= weight_grad_work_len(&l.out), "work buffer");
+    let rows = (l.out.oh + R - 1) * l.out.wp;
+    assert!(l.plane >= rows, "planes hold their rows");
+    assert!(
+        l.src.len() >= (l.c - 1) * l.plane + rows,
+        "planes inside the source"
+    );
+    // SAFETY: the width's tier is available, and the bounds were asserted above.
+    unsafe {
+        match width {
+            Width::Eight => weight_grad_8(l, (m, work), add),
+            Width::Sixteen => weight_grad_16(l, (m, work), add),
+        }
+    }
+}
+
+/// # Safety
+/// AVX2 + FMA; the bounds asserted by [`weight_grad`].
+#[target_feature(enable = "avx2,fma")]
+unsafe fn weight_grad_8(l: &WinogradGrad<'_>, mw: (&mut [f32], &mut [f32]), add: bool) {
+    // SAFETY: the caller's contract.
+    unsafe { weight_grad_with::<__m256, 2>(l, mw, add) }
+}
+
+/// # Safety
+/// AVX-512F; the bounds asserted by [`weight_grad`].
+#[target_feature(enable = "avx512f")]
+unsafe fn weight_grad_16(l: &WinogradGrad<'_>, mw: (&mut [f32], &mut [f32]), add: bool) {
+    // SAFETY: the caller's contract.
+    unsafe { weight_grad_with::<__m512, 1>(l, mw, add) }
+}
+
+/// The weight gradient with `NV` vectors of `V` per 16 channels: every tile row's input rows
+/// transformed once, then per block of 16 channels `A·g` of every tile ([`transform_grad`])
+/// and, per row `α` and input channel, the five sums over the tiles in registers
+/// ([`tile_sums`]), added to `m`.
+///
+/// # Safety
+/// The CPU has `V`'s tier; `NV·LANES = 16`; the bounds asserted by [`weight_grad`].
+#[inline(always)]
+unsafe fn weight_grad_with<V: F32s, const NV: usize>(
+    l: &WinogradGrad<'_>,
+    (m, work): (&mut [f32], &mut [f32]),
+    add: bool,
+) {
+    let (c, out) = (l.c, l.out);
+    let tiles = out.oh / 2;
+    let k = m.len() / (A * c * R);
+    let (rows, ag) = work.split_at_mut(tiles * A * MAX_C * MAX_W);
+    for (t, rows) in rows.chunks_exact_mut(A * MAX_C * MAX_W).enumerate() {
+        // SAFETY: the caller's contract (the planes' rows 2t..2t+6 exist, fits).
+        unsafe { transform_rows::<V>((l.src, c, l.plane, out.wp), t, rows) };
+    }
+    let per_alpha = tiles * out.ow * KB;
+    for k0 in (0..k).step_by(KB) {
+        // SAFETY: gt holds oh·ow rows of k channels; ag A·tiles·ow rows of 16.
+        unsafe { transform_grad::<V, NV>(l.gt, (k, k0), out, &mut ag[..A * per_alpha]) };
+        let m_k = &mut m[k0 * A * c * R..][..A * c * R * KB];
+        for alpha in 0..A {
+            let ag = &ag[alpha * per_alpha..][..per_alpha];
+            // Input channels in pairs (each A·g load serves 10 sums), then one if c is odd.
+            // SAFETY (both): rows (α, ci..ci + CB) of each tile row's transformed rows, read
+            // at columns j + v ≤ wp − 1 < MAX_W; ag holds the tiles' A·g of row α; m_k the
+            // block's sums.
+            for ci in (0..c - c % 2).step_by(2) {
+                let sums =
+                    unsafe { tile_sums::<V, NV, 2>(rows, (alpha * c + ci) * MAX_W, ag, out) };
+                unsafe { add_sums::<V, NV, 2>(&sums, &mut m_k[(alpha * c + ci) * R * KB..], add) };
+            }
+            if c % 2 == 1 {
+                let ci = c - 1;
+                let sums =
+                    unsafe { tile_sums::<V, NV, 1>(rows, (alpha * c + ci) * MAX_W, ag, out) };
+                unsafe { add_sums::<V, NV, 1>(&sums, &mut m_k[(alpha * c + ci) * R * KB..], add) };
+            }
+        }
+    }
+}
+
+/// `ag[α][t·ow + j] = (A·g)[α]` of every tile `(t, j)`, from the gradient rows `2t` and
+/// `2t + 1` at column `j`, channels `k0..k0 + 16` of `gt`'s rows of `k`; at most one rounding.
+///
+/// # Safety
+/// The CPU has `V`'s tier; `gt` holds `oh·ow` rows of `k`; `ag` is `A·(oh/2)·ow` rows of 16.
+#[inline(always)]
+unsafe fn transform_grad<V: F32s, const NV: usize>(
+    gt: &[f32],
+    (k, k0): (usize, usize),
+    out: OutGrid,
+    ag: &mut [f32],
+) {
+    let per_alpha = out.oh / 2 * out.ow * KB;
+    for t in 0..out.oh / 2 {
+        for j in 0..out.ow {
+            let g0 = gt[((2 * t) * out.ow + j) * k + k0..][..KB].as_ptr();
+            let g1 = gt[((2 * t + 1) * out.ow + j) * k + k0..][..KB].as_ptr();
+            let at = (t * out.ow + j) * KB;
+            for h in 0..NV {
+                // SAFETY (every load and store): LANES of the 16 channels; V's tier.
+                unsafe {
+                    let (g0, g1) = (V::load(g0.add(h * V::LANES)), V::load(g1.add(h * V::LANES)));
+                    let rows = [
+                        g0,
+                        V::add(g0, g1),
+                        minus(g0, g1),
+                        V::mul_add(V::splat(2.0), g1, g0),
+                        V::mul_add(V::splat(-2.0), g1, g0),
+                        g1,
+                    ];
+                    for (alpha, r) in rows.into_iter().enumerate() {
+                        let p =
+                            ag[alpha * per_alpha + at + h * V::LANES..][..V::LANES].as_mut_ptr();
+                        r.store(p);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `Σ_{t,j} ag[t·ow + j] · rows_t[x + b·MAX_W + j + v]` for the `CB` input channels `b` and
+/// the five kernel columns `v`: each a chain over the tiles in order (`t`, then `j`) from 0,
+/// in registers (returned by value).
+///
+/// # Safety
+/// The CPU has `V`'s tier; `rows` holds the tile rows' transformed rows (`A·MAX_C·MAX_W`
+/// each), readable at `x + (CB − 1)·MAX_W + ow + 3`; `ag` the tiles' `(oh/2)·ow` rows of 16.
+#[inline(always)]
+unsafe fn tile_sums<V: F32s, const NV: usize, const CB: usize>(
+    rows: &[f32],
+    x: usize,
+    ag: &[f32],
+    out: OutGrid,
+) -> [[[V; NV]; R]; CB] {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let mut acc = [[[V::zero(); NV]; R]; CB];
+        for t in 0..out.oh / 2 {
+            let xr =
+                rows[t * A * MAX_C * MAX_W + x..][..(CB - 1) * MAX_W + out.ow + R - 1].as_ptr();
+            let ag = ag[t * out.ow * KB..][..out.ow * KB].as_ptr();
+            for j in 0..out.ow {
+                let mut gv = [V::zero(); NV];
+                for (h, gv) in gv.iter_mut().enumerate() {
+                    *gv = V::load(ag.add(j * KB + h * V::LANES));
+                }
+                for (b, acc) in acc.iter_mut().enumerate() {
+                    for (v, acc) in acc.iter_mut().enumerate() {
+                        let xv = V::splat(*xr.add(b * MAX_W + j + v));
+                        for (acc, &gv) in acc.iter_mut().zip(&gv) {
+                            *acc = V::mul_add(gv, xv, *acc);
+                        }
+                    }
+                }
+            }
+        }
+        acc
+    }
+}
+
+/// Adds (with `add` false, writes) the `CB` channels' sums to their rows `(b, v)` of 16 in `m`.
+///
+/// # Safety
+/// The CPU has `V`'s tier; `m` holds `CB·5·16` scalars.
+#[inline(always)]
+unsafe fn add_sums<V: F32s, const NV: usize, const CB: usize>(
+    sums: &[[[V; NV]; R]; CB],
+    m: &mut [f32],
+    add: bool,
+) {
+    let m = &mut m[..CB * R * KB];
+    for (b, sums) in sums.iter().enumerate() {
+        for (v, sum) in sums.iter().enumerate() {
+            for (h, &s) in sum.iter().enumerate() {
+                let p = m[(b * R + v) * KB + h * V::LANES..][..V::LANES].as_mut_ptr();
+                // SAFETY: LANES scalars of the (b, v) row of 16; V's tier.
+                unsafe {
+                    let s = if add { V::add(V::load(p), s) } else { s };
+                    s.store(p);
+                }
+            }
+        }
+    }
+}
+
+/// The chunk's weight gradient from its transformed sums `m` ([`weight_grad`]), tap-major
+/// into `dwt` (`[c·5·5, k]`, as the lanes kernel leaves it): `dW[k][c][u][v] = Σ_α G[α][u] ·
+/// M[α][c][v][k]`, a chain over `α` from 0 with `G` rounded to `f32`.
+///
+/// # Panics
+/// Without the width's tier, or if the lengths disagree.
+pub(super) fn finish_weight_grad(width: Width, m: &[f32], c: usize, dwt: &mut [f32]) {
+    assert!(
+        width.tier().is_supported(),
+        "{width:?} needs the CPU's support"
+    );
+    let k = dwt.len() / (c * R * R);
+    assert_eq!(dwt.len(), k * c * R * R, "whole taps");
+    assert_eq!(m.len(), weights_len(k, c), "transformed sums' length");
+    // SAFETY: the width's tier is available, and the lengths were asserted above.
+    unsafe {
+        match width {
+            Width::Eight => finish_8(m, c, dwt),
+            Width::Sixteen => finish_16(m, c, dwt),
+        }
+    }
+}
+
+/// # Safety
+/// AVX2 + FMA; the bounds asserted by [`finish_weight_grad`].
+#[target_feature(enable = "avx2,fma")]
+unsafe fn finish_8(m: &[f32], c: usize, dwt: &mut [f32]) {
+    // SAFETY: the caller's contract.
+    unsafe { finish_with::<__m256>(m, c, dwt) }
+}
+
+/// # Safety
+/// AVX-512F; the bounds asserted by [`finish_weight_grad`].
+#[target_feature(enable = "avx512f")]
+unsafe fn finish_16(m: &[f32], c: usize, dwt: &mut [f32]) {
+    // SAFETY: the caller's contract.
+    unsafe { finish_with::<__m512>(m, c, dwt) }
+}
+
+/// [`finish_weight_grad`] `LANES` channels at a time.
+///
+/// # Safety
+/// The CPU has `V`'s tier; the bounds asserted by [`finish_weight_grad`].
+#[inline(always)]
+unsafe fn finish_with<V: F32s>(m: &[f32], c: usize, dwt: &mut [f32]) {
+    let k = dwt.len() / (c * R * R);
+    for (k0, m) in (0..k).step_by(KB).zip(m.chunks_exact(A * c * R * KB)) {
+        for ci in 0..c {
+            for u in 0..R {
+                for v in 0..R {
+                    let out = dwt[((ci * R + u) * R + v) * k + k0..][..KB].as_mut_ptr();
+                    let m = m[(ci * R + v) * KB..].as_ptr();
+                    for h in (0..KB).step_by(V::LANES) {
+                        // SAFETY (every load and store): LANES of the row (α, ci, v) of 16, for
+                        // α < 6 (rows c·5·16 apart); V's tier.
+                        unsafe {
+                            let mut sum = V::zero();
+                            for (alpha, g) in G32.iter().enumerate() {
+                                let row = m.add(alpha * c * R * KB + h);
+                                sum = V::mul_add(V::splat(g[u]), V::load(row), sum);
+                            }
+                            sum.store(out.add(h));
+                        }
+                    }
+                }
+            }
         }
     }
 }
@@ -553,6 +887,180 @@ mod tests {
         let want = reference((c, k, oh, ow), &src, &w, None);
         let bound = gamma(7 + 5 * c);
         let outside = y
+            .iter()
+            .zip(&want)
+            .filter(|&(&got, &(e, s))| (got as f64 - e).abs() > bound * s);
+        assert!(outside.count() > 0, "a missing term stays inside the bound");
+    }
+
+    /// The weight gradient of `n` images (`x`: `[n][c, oh + 4, ow + 4]`, `go`: `[n][k, oh,
+    /// ow]`) at `width`: each image's `M` added to the last ([`weight_grad`]), then transformed
+    /// back and transposed to `[k, c, 5, 5]`; every buffer starts NaN (stale scratch), the
+    /// sums and the taps are cut from NaN-filled buffers that must stay NaN past their end.
+    fn run_weight_grad(
+        width: Width,
+        (c, k, oh, ow): (usize, usize, usize, usize),
+        (x, go): (&[Vec<f32>], &[Vec<f32>]),
+    ) -> Vec<f32> {
+        let (wp, positions) = (ow + R - 1, oh * ow);
+        let out = OutGrid { oh, ow, wp };
+        let plane = (oh + R - 1) * wp;
+        let mut m = vec![f32::NAN; weights_len(k, c) + 9];
+        let mut work = vec![f32::NAN; weight_grad_work_len(&out)];
+        for (n, (x, go)) in x.iter().zip(go).enumerate() {
+            let mut gt = vec![0.0; k * positions];
+            for (kk, plane) in go.chunks_exact(positions).enumerate() {
+                for (p, &v) in plane.iter().enumerate() {
+                    gt[p * k + kk] = v;
+                }
+            }
+            let l = WinogradGrad {
+                c,
+                plane,
+                out,
+                src: x,
+                gt: &gt,
+            };
+            let m = &mut m[..weights_len(k, c)];
+            weight_grad(width, &l, (m, &mut work), n > 0);
+        }
+        same_bits(&m[weights_len(k, c)..], &[f32::NAN; 9], "past the sums");
+        let taps = c * R * R;
+        let mut dwt = vec![f32::NAN; taps * k + 5];
+        finish_weight_grad(width, &m[..weights_len(k, c)], c, &mut dwt[..taps * k]);
+        same_bits(&dwt[taps * k..], &[f32::NAN; 5], "past the taps");
+        (0..k * taps)
+            .map(|i| dwt[(i % taps) * k + i / taps])
+            .collect()
+    }
+
+    /// `dW[k][c][u][v] = Σ_{n,i,j} go[n][k][i][j] · x[n][c][i + u][j + v]` in `f64`, and `S`,
+    /// the sum of the absolute values of the terms of the algorithm's expansion (the header's
+    /// bound, with `A·g` for `Aᵀ` and `Gᵀ` last).
+    fn weight_grad_reference(
+        (c, k, oh, ow): (usize, usize, usize, usize),
+        (x, go): (&[Vec<f32>], &[Vec<f32>]),
+    ) -> Vec<(f64, f64)> {
+        let wp = ow + R - 1;
+        let plane = (oh + R - 1) * wp;
+        let mut out = Vec::new();
+        for kk in 0..k {
+            for ci in 0..c {
+                for u in 0..R {
+                    for v in 0..R {
+                        let (mut exact, mut s) = (0.0, 0.0);
+                        for (x, go) in x.iter().zip(go) {
+                            let xv = |row: usize, col: usize| x[ci * plane + row * wp + col] as f64;
+                            let gv = |i: usize, j: usize| go[(kk * oh + i) * ow + j] as f64;
+                            for i in 0..oh {
+                                for j in 0..ow {
+                                    exact += gv(i, j) * xv(i + u, j + v);
+                                }
+                            }
+                            for t in 0..oh / 2 {
+                                for j in 0..ow {
+                                    for alpha in 0..A {
+                                        let ag =
+                                            (0..2).map(|r| (AT[r][alpha] * gv(2 * t + r, j)).abs());
+                                        let bx = (0..A)
+                                            .map(|l| (BT[alpha][l] * xv(2 * t + l, j + v)).abs());
+                                        s += G[alpha][u].abs() * ag.sum::<f64>() * bx.sum::<f64>();
+                                    }
+                                }
+                            }
+                        }
+                        out.push((exact, s));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The roundings along a path of [`run_weight_grad`] over `n` images of `tiles·ow` tiles:
+    /// `V` 2, `A·g` 1, the chain over one image's tiles `tiles·ow` and its addition to the
+    /// sums 1 (per image), `G` rounded to `f32` 1, the chain over `α` 6.
+    fn weight_grad_roundings(n: usize, tiles_ow: usize) -> usize {
+        2 + 1 + n * (tiles_ow + 1) + 1 + 6
+    }
+
+    fn planes_and_grads(
+        (c, k, oh, ow): (usize, usize, usize, usize),
+        n: usize,
+    ) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+        let plane = (oh + R - 1) * (ow + R - 1);
+        let x = (0..n)
+            .map(|i| {
+                let mut x: Vec<f32> = (0..c * plane).map(|p| val(p, 10 + i)).collect();
+                x.extend([f32::NAN; 40]);
+                x
+            })
+            .collect();
+        let go = (0..n)
+            .map(|i| (0..k * oh * ow).map(|p| val(p, 20 + i) * 0.5).collect())
+            .collect();
+        (x, go)
+    }
+
+    /// Every weight's gradient over two images within `γ_m · S` of the `f64` sum (`m` from
+    /// [`weight_grad_roundings`]), at every width the CPU runs, for LeNet-5's conv2 and the
+    /// forward test's other shapes; the planes are followed by NaN (never read).
+    #[test]
+    fn the_weight_gradient_is_within_its_rounding_bound_at_every_width() {
+        let mut ran = 0;
+        for width in [Width::Eight, Width::Sixteen] {
+            if !width.tier().is_supported() {
+                eprintln!("skipped {width:?}: this CPU lacks its tier");
+                continue;
+            }
+            for (c, k, oh, ow) in [
+                (6, 16, 10, 10),
+                (3, 32, 4, 12),
+                (1, 16, 2, 10),
+                (8, 16, 16, 12),
+            ] {
+                let out = OutGrid { oh, ow, wp: ow + 4 };
+                assert!(
+                    fits_weight_grad(width, c, (R, R), &out),
+                    "c {c} {oh}×{ow} fits"
+                );
+                let (x, go) = planes_and_grads((c, k, oh, ow), 2);
+                let dw = run_weight_grad(width, (c, k, oh, ow), (&x, &go));
+                let want = weight_grad_reference((c, k, oh, ow), (&x, &go));
+                let bound = gamma(weight_grad_roundings(2, oh / 2 * ow));
+                for (p, (&got, &(exact, s))) in dw.iter().zip(&want).enumerate() {
+                    let err = (got as f64 - exact).abs();
+                    assert!(
+                        err <= bound * s,
+                        "{width:?} c {c} k {k} {oh}×{ow}: dW[{p}] is {got}, {exact} ± {}",
+                        bound * s
+                    );
+                }
+                ran += 1;
+            }
+        }
+        if ran == 0 {
+            eprintln!("skipped every case: this CPU has no AVX2 + FMA");
+        }
+    }
+
+    /// The weight gradient's bound catches a missing term: one gradient value zeroed in the
+    /// kernel's input breaks it against the reference of the full gradient.
+    #[test]
+    fn the_weight_gradient_bound_catches_a_missing_term() {
+        let width = Width::Eight;
+        if !width.tier().is_supported() {
+            eprintln!("skipped: this CPU has no AVX2 + FMA");
+            return;
+        }
+        let shape = (6, 16, 10, 10);
+        let (x, go) = planes_and_grads(shape, 1);
+        let mut changed = go.clone();
+        changed[0][3 * 100 + 47] = 0.0;
+        let dw = run_weight_grad(width, shape, (&x, &changed));
+        let want = weight_grad_reference(shape, (&x, &go));
+        let bound = gamma(weight_grad_roundings(1, 50));
+        let outside = dw
             .iter()
             .zip(&want)
             .filter(|&(&got, &(e, s))| (got as f64 - e).abs() > bound * s);
