@@ -610,7 +610,8 @@ impl LeNet5 {
     /// default model (ReLU, average pooling) and in [`PARAM_NAMES`] order: for every parameter
     /// gradient, the number m of products each of its entries adds up (images × output
     /// positions) and, per entry, the sum of their magnitudes, Σ|g·x| (Σ|g| for a bias; for
-    /// conv2's weight, plus those of Winograd's transformed terms: [`winograd_terms`]),
+    /// conv2's weight on the AVX-512 tier, plus those of Winograd's transformed terms:
+    /// [`winograd_terms`]),
     /// computed in f64 from the kept layer inputs and output gradients.
     pub(crate) fn grad_magnitudes(
         &self,
@@ -639,16 +640,18 @@ impl LeNet5 {
         );
         let g1 = conv_grad(&self.act1, &self.pool1, self.conv2.grad_input());
         let mut v = Vec::new();
-        for (conv, x, g) in [
-            (&self.conv1, input, g1),
-            (&self.conv2, self.pool1.output(), g2),
+        // conv2's weight gradient runs Winograd's F(2, 5) on the AVX-512 tier only.
+        let winograd = tensor::Tier::active() == tensor::Tier::Avx512;
+        for (conv, x, g, transformed) in [
+            (&self.conv1, input, g1, false),
+            (&self.conv2, self.pool1.output(), g2, winograd),
         ] {
             let w = conv.weight().mapv(f64::from);
             let grads =
                 tensor::conv2d_backward(x.mapv(abs).view(), w.view(), g.view(), conv.params());
             let m = g.len() / g.dim().1;
             let mut sums: Vec<f64> = grads.weight.iter().copied().collect();
-            if conv.weight().dim().1 == 6 {
+            if transformed {
                 for (s, t) in sums.iter_mut().zip(winograd_terms(x, g.view())) {
                     *s += t;
                 }
@@ -673,7 +676,7 @@ impl LeNet5 {
     }
 }
 
-/// conv2's weight gradient may run Winograd's F(2, 5) (the AVX-512 tier: `tensor`'s
+/// conv2's weight gradient runs Winograd's F(2, 5) on the AVX-512 tier (`tensor`'s
 /// `conv2d/winograd.rs`), whose per-image sums are taken over transformed terms,
 /// `G[α][u]·(A·g)[α]·(Bᵀ·x)[α]` per tile of two output rows, which cancel to the direct sum only
 /// up to rounding: an entry whose direct terms are all zero can come out as a rounding residue.

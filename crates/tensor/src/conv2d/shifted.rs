@@ -94,23 +94,21 @@ fn with_wide<T: Scalar, R>(g: &Geometry, f: impl FnOnce(&mut [T]) -> R) -> R {
 fn backward_len(g: &Geometry) -> usize {
     let wide = (g.ckk() + g.k) * wide_cols(g) + image_len(g);
     let with = |kernels: Kernels| {
-        let (sums, gt) = lanes_sum_lens(kernels, g);
         let rest = if kernels.input_grad(g) == InputGrad::Lanes {
             0
         } else {
             wide
         };
-        sums + gt + rest
+        lanes_sums_len(kernels, g) + rest
     };
     with(Kernels::Lanes16).max(with(Kernels::Lanes))
 }
 
-/// Lengths of [`WeightGradSum::Lanes`]'s `dwt` (`[c·kh·kw, k]`, after Winograd's transformed
-/// sums and work buffer when `kernels` run [`WeightGrad::Winograd`]: [`winograd_sum_lens`])
-/// and `gt` (`[oh·ow, k]`).
-fn lanes_sum_lens(kernels: Kernels, g: &Geometry) -> (usize, usize) {
+/// Scalars of [`WeightGradSum::Lanes`]'s buffers for `kernels`: Winograd's transformed sums
+/// and work buffer ([`winograd_sum_lens`]), `dwt` (`[c·kh·kw, k]`) and `gt` (`[oh·ow, k]`).
+fn lanes_sums_len(kernels: Kernels, g: &Geometry) -> usize {
     let (m, work) = winograd_sum_lens(kernels, g);
-    (m + work + g.ckk() * g.k, g.positions() * g.k)
+    m + work + (g.ckk() + g.positions()) * g.k
 }
 
 /// Lengths of Winograd's transformed weight-gradient sums and work buffer when `kernels` run
@@ -644,13 +642,18 @@ pub(super) fn backward_chunk<T: Scalar>(
 }
 
 /// Where the images' weight gradients are summed: by `gemm` straight into the chunk's `dw`
-/// (`[k, c·kh·kw]`), or by the lanes kernel into `dwt` (`[c·kh·kw, k]`, tap-major: each tap's
-/// 16 channels are one pair of vectors), copied into `dw` transposed when the chunk ends; `gt`
-/// holds each image's output gradient outputs-major (`[oh·ow, k]`) for it.
+/// (`[k, c·kh·kw]`), or by the lanes kernels ([`Kernels::weight_grad`]: `by`) into `dwt`
+/// (`[c·kh·kw, k]`, tap-major: each tap's 16 channels are one pair of vectors), copied into `dw`
+/// transposed when the chunk ends; `gt` holds each image's output gradient outputs-major
+/// (`[oh·ow, k]`) for it. Winograd's kernel sums into `m` (transformed, with `work` as its
+/// scratch) and writes `dwt` from it when the chunk ends; for the others both are empty.
 enum WeightGradSum<'a, T> {
     Gemm(Tier),
     Lanes {
         kernels: Kernels,
+        by: WeightGrad,
+        m: &'a mut [T],
+        work: &'a mut [T],
         dwt: &'a mut [T],
         gt: &'a mut [T],
     },
@@ -658,7 +661,7 @@ enum WeightGradSum<'a, T> {
 
 impl<'a, T: Scalar> WeightGradSum<'a, T> {
     /// The sum for `kernels` (by `gemm` on `isa` when wide), with its buffers taken from the
-    /// front of `scratch`; the rest of `scratch`.
+    /// front of `scratch` ([`lanes_sums_len`] scalars); the rest of `scratch`.
     fn new(
         (kernels, isa): (Kernels, Tier),
         g: &Geometry,
@@ -667,10 +670,21 @@ impl<'a, T: Scalar> WeightGradSum<'a, T> {
         match kernels {
             Kernels::Wide => (WeightGradSum::Gemm(isa), scratch),
             Kernels::Lanes | Kernels::Lanes16 => {
-                let (dwt_len, gt_len) = lanes_sum_lens(kernels, g);
-                let (dwt, rest) = scratch.split_at_mut(dwt_len);
-                let (gt, rest) = rest.split_at_mut(gt_len);
-                (WeightGradSum::Lanes { kernels, dwt, gt }, rest)
+                let (m_len, work_len) = winograd_sum_lens(kernels, g);
+                let (m, rest) = scratch.split_at_mut(m_len);
+                let (work, rest) = rest.split_at_mut(work_len);
+                let (dwt, rest) = rest.split_at_mut(g.ckk() * g.k);
+                let (gt, rest) = rest.split_at_mut(g.positions() * g.k);
+                let by = kernels.weight_grad(g);
+                let sum = WeightGradSum::Lanes {
+                    kernels,
+                    by,
+                    m,
+                    work,
+                    dwt,
+                    gt,
+                };
+                (sum, rest)
             }
         }
     }
@@ -678,16 +692,21 @@ impl<'a, T: Scalar> WeightGradSum<'a, T> {
     /// Leaves the chunk's weight gradient in `dw`.
     fn finish(&mut self, g: &Geometry, dw: &mut [T]) {
         #[cfg(target_arch = "x86_64")]
-        if let WeightGradSum::Lanes { kernels, dwt, .. } = self {
+        if let WeightGradSum::Lanes {
+            kernels,
+            by,
+            m,
+            dwt,
+            ..
+        } = self
+        {
             let dwt = T::as_f32_slice_mut(dwt).expect("the lanes kernel runs on f32");
-            let dw = T::as_f32_slice_mut(dw).expect("the lanes kernel runs on f32");
-            let (m_len, work_len) = winograd_sum_lens(*kernels, g);
-            let (m, rest) = dwt.split_at_mut(m_len);
-            let taps = &mut rest[work_len..][..g.ckk() * g.k];
-            if kernels.weight_grad(g) == WeightGrad::Winograd {
-                winograd::finish_weight_grad(kernels.width(), m, g.c, taps);
+            if *by == WeightGrad::Winograd {
+                let m = T::as_f32_slice(m).expect("Winograd's kernel runs on f32");
+                winograd::finish_weight_grad(kernels.width(), m, g.c, dwt);
             }
-            lanes::transpose(taps, g.ckk(), dw);
+            let dw = T::as_f32_slice_mut(dw).expect("the lanes kernel runs on f32");
+            lanes::transpose(dwt, g.ckk(), dw);
         }
         let _ = (g, dw);
     }
@@ -748,8 +767,16 @@ fn backward_image<T: Scalar>(
             let beta = if first { T::zero() } else { T::one() };
             gemm_weight_grad(*isa, g, img, g_wide, rest, (dw, beta));
         }
-        WeightGradSum::Lanes { kernels, dwt, gt } => {
-            lanes_weight_grad(*kernels, g, (img, g_n), (dwt, gt), !first)
+        WeightGradSum::Lanes {
+            kernels,
+            by,
+            m,
+            work,
+            dwt,
+            gt,
+        } => {
+            let sums = (&mut **m, &mut **work, &mut **dwt, &mut **gt);
+            lanes_weight_grad((*kernels, *by), g, (img, g_n), sums, !first)
         }
     }
     let Some(dx) = dx else { return };
@@ -805,25 +832,23 @@ fn gemm_weight_grad<T: Scalar>(
 }
 
 /// `dwt[t][o] = Σ_p g_n[o][p] · img[base_p + off_t] (+ dwt[t][o] when add)` by the lanes
-/// kernel at `kernels`' width, with `g_n` copied outputs-major into `gt` first (`f32` only).
+/// kernel at `kernels`' width, or the same sums transformed into `m` by Winograd's (`by`), with
+/// `g_n` copied outputs-major into `gt` first (`f32` only).
 fn lanes_weight_grad<T: Scalar>(
-    kernels: Kernels,
+    (kernels, by): (Kernels, WeightGrad),
     g: &Geometry,
     (img, g_n): (&[T], &[T]),
-    (dwt, gt): (&mut [T], &mut [T]),
+    (m, work, dwt, gt): (&mut [T], &mut [T], &mut [T], &mut [T]),
     add: bool,
 ) {
     #[cfg(target_arch = "x86_64")]
     {
         let f32s = |s| T::as_f32_slice(s).expect("the lanes kernel runs on f32");
-        let gt = T::as_f32_slice_mut(gt).expect("the lanes kernel runs on f32");
+        let f32s_mut = |s| T::as_f32_slice_mut(s).expect("the lanes kernel runs on f32");
+        let gt = f32s_mut(gt);
         lanes::transpose(f32s(g_n), g.k, gt);
-        let dwt = T::as_f32_slice_mut(dwt).expect("the lanes kernel runs on f32");
-        let (m_len, work_len) = winograd_sum_lens(kernels, g);
-        let (m, rest) = dwt.split_at_mut(m_len);
-        let (work, dwt) = rest.split_at_mut(work_len);
         let (taps, out, src) = (tap_grid(g, img.len() / g.c), out_grid(g), f32s(img));
-        if kernels.weight_grad(g) == WeightGrad::Winograd {
+        if by == WeightGrad::Winograd {
             let (c, plane) = (g.c, taps.plane);
             let wg = winograd::WinogradGrad {
                 c,
@@ -832,16 +857,18 @@ fn lanes_weight_grad<T: Scalar>(
                 src,
                 gt,
             };
-            return winograd::weight_grad(kernels.width(), &wg, (m, work), add);
+            return winograd::weight_grad(kernels.width(), &wg, (f32s_mut(m), f32s_mut(work)), add);
         }
         let wg = lanes::WeightGrad { taps, out, src, gt };
-        lanes::weight_grad(kernels.width(), &wg, &mut dwt[..g.ckk() * g.k], add);
+        lanes::weight_grad(kernels.width(), &wg, f32s_mut(dwt), add);
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!(
-        "the lanes kernel is x86-64 only: {kernels:?} {g:?} {} {} {} {} {add}",
+        "the lanes kernel is x86-64 only: {kernels:?} {by:?} {g:?} {} {} {} {} {} {} {add}",
         img.len(),
         g_n.len(),
+        m.len(),
+        work.len(),
         dwt.len(),
         gt.len()
     );
@@ -1072,6 +1099,21 @@ mod tests {
         );
     }
 
+    /// [`crate::tier::check_plan`] of an op's plan on LeNet-5's conv2 and two shapes near it
+    /// (an odd number of output rows; 9 input channels on wider rows), at batch 1, 32 and 256.
+    fn check_near_conv2<K>(plan: impl Fn(&Geometry, Tier) -> K, faster: &[K])
+    where
+        K: crate::tier::Needs + PartialEq + std::fmt::Debug,
+    {
+        for (c, k, h, w) in [(6, 16, 14, 14), (6, 16, 13, 14), (9, 32, 8, 30)] {
+            for n in [1, 32, 256] {
+                let g = stride1(n, (c, h, w), (k, 5, 5), 0);
+                let what = format!("conv {c}→{k} on {h}×{w}, kernel 5×5, batch {n}");
+                crate::tier::check_plan(&what, |t| plan(&g, t), faster);
+            }
+        }
+    }
+
     /// The forward kernel's plan on every tier, whatever this machine has: the taps kernel on
     /// the portable tier, the lanes kernel from the AVX2 tier up (measured faster than wide
     /// columns on Zen 3), Winograd's F(2, 5) at 16 lanes on the AVX-512 tier where it fits
@@ -1082,14 +1124,7 @@ mod tests {
         fn plan(g: &Geometry) -> impl Fn(Tier) -> Forward + '_ {
             move |t| Kernels::choose::<f32>(t, g, None).forward(g)
         }
-        let faster = [Forward::Lanes, Forward::Winograd];
-        for (c, k, h, w, kh) in [(6, 16, 14, 14, 5), (6, 16, 13, 14, 5), (9, 32, 8, 30, 5)] {
-            for n in [1, 32, 256] {
-                let g = stride1(n, (c, h, w), (k, kh, 5), 0);
-                let what = format!("conv {c}→{k} on {h}×{w}, kernel {kh}×5, batch {n}");
-                crate::tier::check_plan(&what, plan(&g), &faster);
-            }
-        }
+        check_near_conv2(|g, t| plan(g)(t), &[Forward::Lanes, Forward::Winograd]);
         let conv2 = stride1(32, (6, 14, 14), (16, 5, 5), 0);
         assert_eq!(plan(&conv2)(Tier::Avx512), Forward::Winograd);
         assert_eq!(plan(&conv2)(Tier::Avx2), Forward::Lanes);
@@ -1112,14 +1147,10 @@ mod tests {
         fn plan(g: &Geometry) -> impl Fn(Tier) -> WeightGrad + '_ {
             move |t| Kernels::choose::<f32>(t, g, None).weight_grad(g)
         }
-        let faster = [WeightGrad::Lanes, WeightGrad::Winograd];
-        for (c, k, h, w, kh) in [(6, 16, 14, 14, 5), (6, 16, 13, 14, 5), (9, 32, 8, 30, 5)] {
-            for n in [1, 32, 256] {
-                let g = stride1(n, (c, h, w), (k, kh, 5), 0);
-                let what = format!("conv {c}→{k} on {h}×{w}, kernel {kh}×5, batch {n}");
-                crate::tier::check_plan(&what, plan(&g), &faster);
-            }
-        }
+        check_near_conv2(
+            |g, t| plan(g)(t),
+            &[WeightGrad::Lanes, WeightGrad::Winograd],
+        );
         let conv2 = stride1(32, (6, 14, 14), (16, 5, 5), 0);
         assert_eq!(plan(&conv2)(Tier::Avx512), WeightGrad::Winograd);
         assert_eq!(plan(&conv2)(Tier::Avx2), WeightGrad::Lanes);

@@ -704,17 +704,9 @@ pub(super) fn check_within_bound(
     y: &[f32],
     at: &str,
 ) {
-    let bound = tests::gamma(7 + 5 * c);
     let want = tests::reference((c, k, oh, ow), x, w, bias);
     assert_eq!(y.len(), want.len(), "{at}: outputs");
-    for (p, (&got, &(exact, s))) in y.iter().zip(&want).enumerate() {
-        let err = (got as f64 - exact).abs();
-        assert!(
-            err <= bound * s,
-            "{at}: output {p} is {got}, {exact} ± {}",
-            bound * s
-        );
-    }
+    tests::assert_within(y, &want, tests::gamma(7 + 5 * c), at);
 }
 
 #[cfg(test)]
@@ -813,6 +805,29 @@ mod tests {
         buf
     }
 
+    /// The entries `(index, value, exact, allowed error)` of `got` farther than `bound · S`
+    /// from their `(exact, S)` in `want`, or NaN.
+    fn beyond<'a>(
+        got: &'a [f32],
+        want: &'a [(f64, f64)],
+        bound: f64,
+    ) -> impl Iterator<Item = (usize, f32, f64, f64)> + 'a {
+        let entries = got.iter().zip(want).enumerate();
+        entries
+            .map(move |(p, (&got, &(exact, s)))| (p, got, exact, bound * s))
+            .filter(|&(_, got, exact, allowed)| {
+                let err = (got as f64 - exact).abs();
+                err.is_nan() || err > allowed
+            })
+    }
+
+    /// Asserts that every entry of `got` is within `bound · S` of its `(exact, S)` in `want`.
+    pub(super) fn assert_within(got: &[f32], want: &[(f64, f64)], bound: f64, at: &str) {
+        if let Some((p, got, exact, allowed)) = beyond(got, want, bound).next() {
+            panic!("{at}: entry {p} is {got}, {exact} ± {allowed}");
+        }
+    }
+
     pub(super) fn gamma(m: usize) -> f64 {
         let u = f64::from(f32::EPSILON) / 2.0;
         m as f64 * u / (1.0 - m as f64 * u)
@@ -886,11 +901,8 @@ mod tests {
         let y = run(width, (c, k, oh, ow), (&src, &changed, None), 0);
         let want = reference((c, k, oh, ow), &src, &w, None);
         let bound = gamma(7 + 5 * c);
-        let outside = y
-            .iter()
-            .zip(&want)
-            .filter(|&(&got, &(e, s))| (got as f64 - e).abs() > bound * s);
-        assert!(outside.count() > 0, "a missing term stays inside the bound");
+        let outside = beyond(&y, &want, bound).next();
+        assert!(outside.is_some(), "a missing term stays inside the bound");
     }
 
     /// The weight gradient of `n` images (`x`: `[n][c, oh + 4, ow + 4]`, `go`: `[n][k, oh,
@@ -1028,14 +1040,12 @@ mod tests {
                 let dw = run_weight_grad(width, (c, k, oh, ow), (&x, &go));
                 let want = weight_grad_reference((c, k, oh, ow), (&x, &go));
                 let bound = gamma(weight_grad_roundings(2, oh / 2 * ow));
-                for (p, (&got, &(exact, s))) in dw.iter().zip(&want).enumerate() {
-                    let err = (got as f64 - exact).abs();
-                    assert!(
-                        err <= bound * s,
-                        "{width:?} c {c} k {k} {oh}×{ow}: dW[{p}] is {got}, {exact} ± {}",
-                        bound * s
-                    );
-                }
+                assert_within(
+                    &dw,
+                    &want,
+                    bound,
+                    &format!("{width:?} c {c} k {k} {oh}×{ow}: dW"),
+                );
                 ran += 1;
             }
         }
@@ -1060,10 +1070,7 @@ mod tests {
         let dw = run_weight_grad(width, shape, (&x, &changed));
         let want = weight_grad_reference(shape, (&x, &go));
         let bound = gamma(weight_grad_roundings(1, 50));
-        let outside = dw
-            .iter()
-            .zip(&want)
-            .filter(|&(&got, &(e, s))| (got as f64 - e).abs() > bound * s);
-        assert!(outside.count() > 0, "a missing term stays inside the bound");
+        let outside = beyond(&dw, &want, bound).next();
+        assert!(outside.is_some(), "a missing term stays inside the bound");
     }
 }
