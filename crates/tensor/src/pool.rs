@@ -61,6 +61,21 @@ pub(crate) enum Kernel2x2 {
     Vector(vector::Width),
 }
 
+impl Kernel2x2 {
+    /// The build of a generic kernel: what [`plan_2x2`] gives every pass but the `f32` spread.
+    ///
+    /// # Panics
+    /// For a vector kernel.
+    #[track_caller]
+    fn generic(self) -> Build {
+        match self {
+            Kernel2x2::Generic(build) => build,
+            #[cfg(target_arch = "x86_64")]
+            Kernel2x2::Vector(_) => unreachable!("only the f32 spread runs a vector kernel"),
+        }
+    }
+}
+
 impl Needs for Kernel2x2 {
     fn needs(&self) -> Tier {
         match self {
@@ -85,11 +100,12 @@ enum Pass {
 /// other case the generic kernel's build for the tier (a vector forward, bit-identical,
 /// took more time than it in a training epoch: writing the ReLU output bounds it).
 fn plan_2x2<T: Scalar>(tier: Tier, pass: Pass) -> Kernel2x2 {
+    let f32_spread = T::as_f32_slice(&[]).is_some() && tier >= Tier::Avx2 && pass == Pass::Spread;
     #[cfg(target_arch = "x86_64")]
-    if T::as_f32_slice(&[]).is_some() && tier >= Tier::Avx2 && pass == Pass::Spread {
+    if f32_spread {
         return Kernel2x2::Vector(vector::Width::Eight);
     }
-    let _ = pass;
+    let _ = f32_spread;
     Kernel2x2::Generic(Build::on(tier))
 }
 
@@ -533,10 +549,7 @@ vectorized!(fn spread_2x2_generic = spread_2x2_body(
 
 /// [`avg_pool_2x2_body`] by the kernel `kernel` (from [`plan_2x2`]).
 fn avg_pool_2x2<T: Scalar>(kernel: Kernel2x2, x: &[T], w: usize, y: &mut [T], ow: usize) {
-    let Kernel2x2::Generic(build) = kernel else {
-        unreachable!("the forward passes run the generic kernels only")
-    };
-    avg_pool_2x2_generic(build, x, w, y, ow)
+    avg_pool_2x2_generic(kernel.generic(), x, w, y, ow)
 }
 
 /// [`relu_avg_pool_2x2_body`] by the kernel `kernel` (from [`plan_2x2`]).
@@ -546,10 +559,7 @@ fn relu_avg_pool_2x2<T: Scalar>(
     plane: usize,
     (w, ow): (usize, usize),
 ) {
-    let Kernel2x2::Generic(build) = kernel else {
-        unreachable!("the forward passes run the generic kernels only")
-    };
-    relu_avg_pool_2x2_generic(build, y, r, z, plane, w, ow)
+    relu_avg_pool_2x2_generic(kernel.generic(), y, r, z, plane, w, ow)
 }
 
 /// [`spread_2x2_body`] by the kernel `kernel` (from [`plan_2x2`]).
@@ -566,10 +576,7 @@ fn spread_2x2<T: Scalar>(
         let y = relu_output.map(|y| T::as_f32_slice(y).expect("f32 like go"));
         return vector::spread(width, gi, go, y, (w, ow));
     }
-    let Kernel2x2::Generic(build) = kernel else {
-        unreachable!("vector kernels are planned for f32 only")
-    };
-    spread_2x2_generic(build, gi, go, relu_output, w, ow)
+    spread_2x2_generic(kernel.generic(), gi, go, relu_output, w, ow)
 }
 
 // ∂y[i,j]/∂x[i·sh+u, j·sw+v] = 1/(kh·kw) for every (u, v) in the window, so each input gets

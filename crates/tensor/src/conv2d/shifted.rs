@@ -291,6 +291,7 @@ impl Kernels {
     }
 
     /// How the backward pass makes `g`'s input gradient next to these kernels' weight gradient.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))] // g: x86-64 kernels
     fn input_grad(self, g: &Geometry) -> InputGrad {
         match self {
             Kernels::Wide => InputGrad::Gemm,
@@ -303,6 +304,7 @@ impl Kernels {
     /// How the images' weight gradients are summed: Winograd's F(2, 5) transposed at 16 lanes
     /// where it fits (LeNet-5's conv2 on the AVX-512 tier: 0.6× the multiply-adds), else the
     /// lanes kernel or `gemm`.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))] // g: x86-64 kernels
     fn weight_grad(self, g: &Geometry) -> WeightGrad {
         match self {
             Kernels::Wide => WeightGrad::Gemm,
@@ -327,6 +329,7 @@ impl Kernels {
 
     /// The forward pass's kernel: Winograd's F(2, 5) at 16 lanes where it fits (LeNet-5's
     /// conv2 on the AVX-512 tier: 0.6× the multiply-adds), else the lanes or taps kernel.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))] // g: x86-64 kernels
     fn forward(self, g: &Geometry) -> Forward {
         match self {
             Kernels::Wide => Forward::Taps,
@@ -391,6 +394,7 @@ fn out_grid(g: &Geometry) -> lanes::OutGrid {
 }
 
 /// How an image's forward pass is made ([`Kernels::forward`]).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // Winograd: x86-64 only
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Forward {
     /// The taps kernel over the wide columns (`taps.rs`).
