@@ -234,6 +234,17 @@ pub(crate) fn check_plan<K: Needs + PartialEq + std::fmt::Debug>(
     }
 }
 
+/// What a plan test expects on an x86-64 tier: `x86` on x86-64; elsewhere the x86-64 kernels
+/// are not compiled in, and every tier's plan is the portable tier's kernel, `portable`.
+#[cfg(test)]
+pub(crate) fn on_x86<K>(x86: K, portable: K) -> K {
+    if cfg!(target_arch = "x86_64") {
+        x86
+    } else {
+        portable
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

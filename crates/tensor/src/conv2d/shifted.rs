@@ -1003,6 +1003,7 @@ mod tests {
     use super::super::tests::pseudo;
     use super::*;
     use crate::matmul::MatrixB;
+    use crate::tier::on_x86;
     use crate::Conv2dParams;
     use ndarray::Array2;
 
@@ -1091,11 +1092,11 @@ mod tests {
         let conv2 = stride1(32, (6, 14, 14), (16, 5, 5), 0);
         assert_eq!(
             Kernels::choose::<f32>(Tier::Avx512, &conv2, None),
-            Kernels::Lanes16
+            on_x86(Kernels::Lanes16, Kernels::Wide)
         );
         assert_eq!(
             Kernels::choose::<f32>(Tier::Avx2, &conv2, None),
-            Kernels::Lanes
+            on_x86(Kernels::Lanes, Kernels::Wide)
         );
         assert_eq!(
             Kernels::choose::<f32>(Tier::Portable, &conv2, None),
@@ -1130,15 +1131,20 @@ mod tests {
         }
         check_near_conv2(|g, t| plan(g)(t), &[Forward::Lanes, Forward::Winograd]);
         let conv2 = stride1(32, (6, 14, 14), (16, 5, 5), 0);
-        assert_eq!(plan(&conv2)(Tier::Avx512), Forward::Winograd);
-        assert_eq!(plan(&conv2)(Tier::Avx2), Forward::Lanes);
+        let taps = Forward::Taps;
+        assert_eq!(plan(&conv2)(Tier::Avx512), on_x86(Forward::Winograd, taps));
+        assert_eq!(plan(&conv2)(Tier::Avx2), on_x86(Forward::Lanes, taps));
         assert_eq!(plan(&conv2)(Tier::Portable), Forward::Taps);
         // An odd number of output rows, or more input channels than the scratch holds: lanes.
         for g in [
             stride1(32, (6, 13, 14), (16, 5, 5), 0),
             stride1(32, (9, 8, 30), (32, 5, 5), 0),
         ] {
-            assert_eq!(plan(&g)(Tier::Avx512), Forward::Lanes, "{g:?}");
+            assert_eq!(
+                plan(&g)(Tier::Avx512),
+                on_x86(Forward::Lanes, taps),
+                "{g:?}"
+            );
         }
     }
 
@@ -1156,8 +1162,12 @@ mod tests {
             &[WeightGrad::Lanes, WeightGrad::Winograd],
         );
         let conv2 = stride1(32, (6, 14, 14), (16, 5, 5), 0);
-        assert_eq!(plan(&conv2)(Tier::Avx512), WeightGrad::Winograd);
-        assert_eq!(plan(&conv2)(Tier::Avx2), WeightGrad::Lanes);
+        let gemm = WeightGrad::Gemm;
+        assert_eq!(
+            plan(&conv2)(Tier::Avx512),
+            on_x86(WeightGrad::Winograd, gemm)
+        );
+        assert_eq!(plan(&conv2)(Tier::Avx2), on_x86(WeightGrad::Lanes, gemm));
         assert_eq!(plan(&conv2)(Tier::Portable), WeightGrad::Gemm);
         // An odd number of output rows, more input channels or output rows than the scratch
         // holds: the lanes kernel.
@@ -1166,7 +1176,11 @@ mod tests {
             stride1(32, (9, 8, 30), (32, 5, 5), 0),
             stride1(32, (2, 22, 14), (16, 5, 5), 0),
         ] {
-            assert_eq!(plan(&g)(Tier::Avx512), WeightGrad::Lanes, "{g:?}");
+            assert_eq!(
+                plan(&g)(Tier::Avx512),
+                on_x86(WeightGrad::Lanes, gemm),
+                "{g:?}"
+            );
         }
     }
 
@@ -1190,17 +1204,18 @@ mod tests {
         let conv2 = stride1(32, (6, 14, 14), (16, 5, 5), 0);
         let wide_row = stride1(32, (3, 9, 70), (32, 5, 3), 0);
         let wide_kernel = stride1(32, (2, 12, 20), (16, 5, 9), 0);
-        assert_eq!(plan(&conv2)(Tier::Avx512), InputGrad::Lanes);
-        assert_eq!(plan(&conv2)(Tier::Avx2), InputGrad::Rows);
+        let gemm = InputGrad::Gemm;
+        assert_eq!(plan(&conv2)(Tier::Avx512), on_x86(InputGrad::Lanes, gemm));
+        assert_eq!(plan(&conv2)(Tier::Avx2), on_x86(InputGrad::Rows, gemm));
         assert_eq!(plan(&conv2)(Tier::Portable), InputGrad::Gemm);
         assert_eq!(
             plan(&wide_row)(Tier::Avx512),
-            InputGrad::Rows,
+            on_x86(InputGrad::Rows, gemm),
             "rows past 64"
         );
         assert_eq!(
             plan(&wide_kernel)(Tier::Avx512),
-            InputGrad::Rows,
+            on_x86(InputGrad::Rows, gemm),
             "kernels past 7"
         );
     }
