@@ -189,8 +189,9 @@ fn measure_in_child(tier: Tier) -> Result<[f64; 3]> {
     let text = String::from_utf8_lossy(&out.stdout);
     ensure!(
         out.status.success(),
-        "the {} measurement failed: {}",
+        "the {} measurement failed ({}): {}",
         tier.name(),
+        out.status,
         String::from_utf8_lossy(&out.stderr).trim()
     );
     let fields: Vec<&str> = text.split_whitespace().collect();
