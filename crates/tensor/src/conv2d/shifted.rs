@@ -1119,6 +1119,27 @@ mod tests {
         }
     }
 
+    /// What `plan` runs on LeNet-5's conv2 at batch 32 on the AVX-512, AVX2 and portable tiers
+    /// (`want`, as on x86-64: elsewhere every tier runs the portable tier's kernel), and on
+    /// the AVX-512 tier for `others`, shapes its kernel does not take (`fallback`).
+    fn check_conv2_plan<K>(
+        plan: impl Fn(&Geometry, Tier) -> K,
+        [avx512, avx2, portable]: [K; 3],
+        others: &[Geometry],
+        fallback: K,
+    ) where
+        K: Copy + PartialEq + std::fmt::Debug,
+    {
+        let conv2 = stride1(32, (6, 14, 14), (16, 5, 5), 0);
+        assert_eq!(plan(&conv2, Tier::Avx512), on_x86(avx512, portable));
+        assert_eq!(plan(&conv2, Tier::Avx2), on_x86(avx2, portable));
+        assert_eq!(plan(&conv2, Tier::Portable), portable);
+        for g in others {
+            let want = on_x86(fallback, portable);
+            assert_eq!(plan(g, Tier::Avx512), want, "{g:?}");
+        }
+    }
+
     /// The forward kernel's plan on every tier, whatever this machine has: the taps kernel on
     /// the portable tier, the lanes kernel from the AVX2 tier up (measured faster than wide
     /// columns on Zen 3), Winograd's F(2, 5) at 16 lanes on the AVX-512 tier where it fits
@@ -1130,22 +1151,13 @@ mod tests {
             move |t| Kernels::choose::<f32>(t, g, None).forward(g)
         }
         check_near_conv2(|g, t| plan(g)(t), &[Forward::Lanes, Forward::Winograd]);
-        let conv2 = stride1(32, (6, 14, 14), (16, 5, 5), 0);
-        let taps = Forward::Taps;
-        assert_eq!(plan(&conv2)(Tier::Avx512), on_x86(Forward::Winograd, taps));
-        assert_eq!(plan(&conv2)(Tier::Avx2), on_x86(Forward::Lanes, taps));
-        assert_eq!(plan(&conv2)(Tier::Portable), Forward::Taps);
         // An odd number of output rows, or more input channels than the scratch holds: lanes.
-        for g in [
+        let others = [
             stride1(32, (6, 13, 14), (16, 5, 5), 0),
             stride1(32, (9, 8, 30), (32, 5, 5), 0),
-        ] {
-            assert_eq!(
-                plan(&g)(Tier::Avx512),
-                on_x86(Forward::Lanes, taps),
-                "{g:?}"
-            );
-        }
+        ];
+        let tiers = [Forward::Winograd, Forward::Lanes, Forward::Taps];
+        check_conv2_plan(|g, t| plan(g)(t), tiers, &others, Forward::Lanes);
     }
 
     /// The weight gradient's plan on every tier, whatever this machine has: the lanes kernel
@@ -1161,27 +1173,15 @@ mod tests {
             |g, t| plan(g)(t),
             &[WeightGrad::Lanes, WeightGrad::Winograd],
         );
-        let conv2 = stride1(32, (6, 14, 14), (16, 5, 5), 0);
-        let gemm = WeightGrad::Gemm;
-        assert_eq!(
-            plan(&conv2)(Tier::Avx512),
-            on_x86(WeightGrad::Winograd, gemm)
-        );
-        assert_eq!(plan(&conv2)(Tier::Avx2), on_x86(WeightGrad::Lanes, gemm));
-        assert_eq!(plan(&conv2)(Tier::Portable), WeightGrad::Gemm);
         // An odd number of output rows, more input channels or output rows than the scratch
         // holds: the lanes kernel.
-        for g in [
+        let others = [
             stride1(32, (6, 13, 14), (16, 5, 5), 0),
             stride1(32, (9, 8, 30), (32, 5, 5), 0),
             stride1(32, (2, 22, 14), (16, 5, 5), 0),
-        ] {
-            assert_eq!(
-                plan(&g)(Tier::Avx512),
-                on_x86(WeightGrad::Lanes, gemm),
-                "{g:?}"
-            );
-        }
+        ];
+        let tiers = [WeightGrad::Winograd, WeightGrad::Lanes, WeightGrad::Gemm];
+        check_conv2_plan(|g, t| plan(g)(t), tiers, &others, WeightGrad::Lanes);
     }
 
     /// The input gradient's plan on every tier, whatever this machine has: rows of `dwide`

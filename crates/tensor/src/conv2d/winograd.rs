@@ -828,6 +828,15 @@ mod tests {
         }
     }
 
+    /// Whether this CPU runs `width`'s tier; if not, says the test skips it.
+    fn runs(width: Width) -> bool {
+        let ok = width.tier().is_supported();
+        if !ok {
+            eprintln!("skipped {width:?}: this CPU lacks its tier");
+        }
+        ok
+    }
+
     pub(super) fn gamma(m: usize) -> f64 {
         let u = f64::from(f32::EPSILON) / 2.0;
         m as f64 * u / (1.0 - m as f64 * u)
@@ -844,12 +853,10 @@ mod tests {
     /// stay untouched past their end.
     #[test]
     fn every_output_is_within_the_rounding_bound_at_every_width() {
-        let mut ran = 0;
-        for width in [Width::Eight, Width::Sixteen] {
-            if !width.tier().is_supported() {
-                eprintln!("skipped {width:?}: this CPU lacks its tier");
-                continue;
-            }
+        for width in [Width::Eight, Width::Sixteen]
+            .into_iter()
+            .filter(|&w| runs(w))
+        {
             for (c, k, oh, ow) in [
                 (6, 16, 10, 10),
                 (3, 32, 4, 12),
@@ -873,12 +880,8 @@ mod tests {
                     let y = &buf[..k * oh * ow];
                     check_within_bound((c, k, oh, ow), (&src, &w, bias), y, &at);
                     same_bits(&buf[k * oh * ow..], &[f32::NAN; 7], "past the outputs");
-                    ran += 1;
                 }
             }
-        }
-        if ran == 0 {
-            eprintln!("skipped every case: this CPU has no AVX2 + FMA");
         }
     }
 
@@ -887,8 +890,7 @@ mod tests {
     #[test]
     fn the_bound_catches_a_missing_tap() {
         let width = Width::Eight;
-        if !width.tier().is_supported() {
-            eprintln!("skipped: this CPU has no AVX2 + FMA");
+        if !runs(width) {
             return;
         }
         let (c, k, oh, ow) = (6, 16, 10, 10);
@@ -1019,12 +1021,10 @@ mod tests {
     /// forward test's other shapes; the planes are followed by NaN (never read).
     #[test]
     fn the_weight_gradient_is_within_its_rounding_bound_at_every_width() {
-        let mut ran = 0;
-        for width in [Width::Eight, Width::Sixteen] {
-            if !width.tier().is_supported() {
-                eprintln!("skipped {width:?}: this CPU lacks its tier");
-                continue;
-            }
+        for width in [Width::Eight, Width::Sixteen]
+            .into_iter()
+            .filter(|&w| runs(w))
+        {
             for (c, k, oh, ow) in [
                 (6, 16, 10, 10),
                 (3, 32, 4, 12),
@@ -1046,11 +1046,7 @@ mod tests {
                     bound,
                     &format!("{width:?} c {c} k {k} {oh}×{ow}: dW"),
                 );
-                ran += 1;
             }
-        }
-        if ran == 0 {
-            eprintln!("skipped every case: this CPU has no AVX2 + FMA");
         }
     }
 
@@ -1059,8 +1055,7 @@ mod tests {
     #[test]
     fn the_weight_gradient_bound_catches_a_missing_term() {
         let width = Width::Eight;
-        if !width.tier().is_supported() {
-            eprintln!("skipped: this CPU has no AVX2 + FMA");
+        if !runs(width) {
             return;
         }
         let shape = (6, 16, 10, 10);
