@@ -8,9 +8,10 @@
 //!   bits.
 //! * [`weight_grad_image_rows`] (the AVX-512 tier, 16 lanes): the image-row kernel, `RU × GV`
 //!   = 25 accumulators per channel, each image row's `GV` shifted vectors loaded once for all
-//!   `RU` kernel rows (10 loads per 25 multiply-adds, against 7 per 10). Its lanes sum in
-//!   another order; tested against an `f64` reference. The same block at 16 lanes took 1.01×
-//!   the epoch time of the 8-lane kernel; this one 0.92× (docs/performance.md).
+//!   `RU` kernel rows, and the `RU` gradient rows they meet carried from row to row in
+//!   registers (6 loads per 25 multiply-adds, against 7 per 10). Its lanes sum in another
+//!   order; tested against an `f64` reference. The same block at 16 lanes took 1.01× the epoch
+//!   time of the 8-lane kernel; this one 0.92× (docs/performance.md).
 
 #![cfg(target_arch = "x86_64")]
 
@@ -210,15 +211,16 @@ unsafe fn image_rows_16(g: &Geometry, img: &[f32], g_n: &[f32], lanes: &mut [f32
     unsafe { image_rows_with::<__m512>(g, img, g_n, lanes) }
 }
 
-/// The image-row kernel: per channel `k` and block of [`RU`] kernel rows `u0..` × [`GV`]
-/// kernel columns `v0..`, one pass down the image rows `u0 + t`, each serving every kernel
-/// row `u` of the block with the gradient row `i = t − u` (when `0 ≤ i < oh`):
-/// `acc[u][v] += g[k][i][j0..] · img[u0+t][j0+v0+v..]` over the column blocks `j0` of `LANES`
-/// (the last under a mask, zeros past `ow`). Each gradient vector loaded serves `GV` taps and
-/// each input vector `RU`. A lane sums its terms by `t` (so `i`) ascending, then `j0`; then
-/// the lanes are folded to [`L`] and added to `lanes`; then the bias gradient likewise
-/// ([`bias_sums`]). Spare rows and columns of a short block read inside the image (the zero
-/// border) and are dropped.
+/// The image-row kernel: per channel `k`, block of [`RU`] kernel rows `u0..` × [`GV`] kernel
+/// columns `v0..` and column block `j0` of `LANES`, one pass down the image rows `u0 + t`,
+/// each serving every kernel row `u` of the block with the gradient row `i = t − u` (when
+/// `0 ≤ i < oh`): `acc[u][v] += g[k][i][j0..] · img[u0+t][j0+v0+v..]` (the last column block
+/// under a mask, zeros past `ow`). The gradient rows a pass needs, `t − RU + 1 ..= t`, ride
+/// along in registers: each image row loads one new gradient vector and its `GV` shifted input
+/// vectors for `RU × GV` multiply-adds (6 loads per 25). A lane sums its terms by `j0`, then `t`
+/// (so `i`) ascending; then the lanes are folded to [`L`] and added to `lanes`; then the bias
+/// gradient likewise ([`bias_sums`]). Spare rows and columns of a short block read inside the
+/// image (the zero border) and are dropped.
 ///
 /// # Safety
 /// The CPU has `V`'s tier; the bounds asserted by [`weight_grad_image_rows`].
@@ -232,11 +234,22 @@ unsafe fn image_rows_with<V: F32s>(g: &Geometry, img: &[f32], g_n: &[f32], lanes
             let rows = (oh + RU - 1).min(oh + g.kh - 1 - u0);
             for v0 in (0..g.kw).step_by(GV) {
                 // SAFETY: the CPU has V's tier.
-                let acc = [[unsafe { V::zero() }; GV]; RU];
-                let x = img[u0 * s + v0..].as_ptr();
-                // SAFETY: the image rows u0 + t < oh + kh − 1, each readable from v0 for
-                // ow + GV − 1 ≤ s − v0 scalars; the gradient rows t − u < oh of ow scalars.
-                let acc = unsafe { block_rows::<V>(acc, g_k, x, rows, (s, oh, g.ow)) };
+                let mut acc = [[unsafe { V::zero() }; GV]; RU];
+                for j0 in (0..g.ow).step_by(V::LANES) {
+                    let x = img[u0 * s + v0 + j0..].as_ptr();
+                    // SAFETY: the image rows u0 + t < oh + kh − 1, each readable from v0 + j0
+                    // for the block's live lanes + GV − 1 ≤ s − v0 − j0 scalars; the gradient
+                    // rows t − u < oh from j0 for the live lanes; the CPU has V's tier.
+                    acc = unsafe {
+                        let mask = V::first((g.ow - j0).min(V::LANES));
+                        let rows_in = Rows {
+                            g: g_k.add(j0),
+                            x,
+                            mask,
+                        };
+                        block_rows::<V>(acc, rows_in, rows, (s, oh, g.ow))
+                    };
+                }
                 // SAFETY: lanes has every weight's L sums (asserted); the CPU has V's tier.
                 unsafe { add_folded(g, (k, u0, v0), &acc, lanes) };
             }
@@ -249,93 +262,95 @@ unsafe fn image_rows_with<V: F32s>(g: &Geometry, img: &[f32], g_n: &[f32], lanes
     }
 }
 
-/// The `rows` image rows `t` of one block of [`image_rows_with`] (arguments as
+/// Where one column block of [`image_rows_with`] reads: `g`, the gradient plane at the block's
+/// first column (rows `ow` apart); `x`, the image at row `u0` and column `v0 + j0`; `mask`, the
+/// block's live lanes.
+#[derive(Clone, Copy)]
+struct Rows<V: F32s> {
+    g: *const f32,
+    x: *const f32,
+    mask: V::Mask,
+}
+
+/// The `rows` image rows `t` of one column block of [`image_rows_with`] (`dims` as
 /// [`image_rows`]). Row `t` serves the kernel rows `u` whose gradient row `t − u` exists
 /// (`0 ≤ t − u < oh`): all `RU` of them from `t = RU − 1` to `oh − 1`, the first `t + 1`
 /// before, the last `RU − 1 − (t − oh)` after. When the block has every row of both edges
 /// (`rows = oh + RU − 1` and `oh ≥ RU − 1`: conv1's 28 rows of a 5 × 5 kernel), each edge row
 /// runs with its exact kernel rows as constants, so no multiply-add is spent on a gradient row
-/// that does not exist (1 in 8 of them in conv1); otherwise the edge rows test each `u` and
-/// multiply zeros for the missing ones. Either way a lane adds the same nonzero terms in the
-/// same order (a missing row's terms are `0 · x`, adding nothing to a finite sum).
+/// that does not exist (1 in 8 of them in conv1); otherwise every row multiplies all `RU`, the
+/// missing gradient rows as zeros. Either way a lane adds the same nonzero terms in the same
+/// order (a missing row's terms are `0 · x`, adding nothing to a finite sum).
 ///
 /// # Safety
 /// As [`image_rows`], for the rows `0..rows`.
 #[inline(always)]
 unsafe fn block_rows<V: F32s>(
     acc: [[V; GV]; RU],
-    g: *const f32,
-    x: *const f32,
+    at: Rows<V>,
     rows: usize,
     dims: (usize, usize, usize),
 ) -> [[V; GV]; RU] {
     const { assert!(RU == 5, "the edge rows below are written for RU = 5") };
     let oh = dims.1;
     // SAFETY (every call): the caller's rows, each with the kernel rows whose gradient row
-    // exists (RU ≤ t < oh: all; the edges: the ranges named, or tested).
+    // exists (RU ≤ t < oh: all; the edges: the ranges named, or zeros).
     unsafe {
+        let gs = [V::zero(); RU];
         if rows == oh + RU - 1 && oh >= RU - 1 {
-            let acc = image_rows::<V, 0, 1, false>(acc, g, x, 0..1, dims);
-            let acc = image_rows::<V, 0, 2, false>(acc, g, x, 1..2, dims);
-            let acc = image_rows::<V, 0, 3, false>(acc, g, x, 2..3, dims);
-            let acc = image_rows::<V, 0, 4, false>(acc, g, x, 3..4, dims);
-            let acc = image_rows::<V, 0, RU, false>(acc, g, x, RU - 1..oh, dims);
-            let acc = image_rows::<V, 1, RU, false>(acc, g, x, oh..oh + 1, dims);
-            let acc = image_rows::<V, 2, RU, false>(acc, g, x, oh + 1..oh + 2, dims);
-            let acc = image_rows::<V, 3, RU, false>(acc, g, x, oh + 2..oh + 3, dims);
-            image_rows::<V, 4, RU, false>(acc, g, x, oh + 3..oh + 4, dims)
+            let s = (acc, gs);
+            let s = image_rows::<V, 0, 1>(s, at, 0..1, dims);
+            let s = image_rows::<V, 0, 2>(s, at, 1..2, dims);
+            let s = image_rows::<V, 0, 3>(s, at, 2..3, dims);
+            let s = image_rows::<V, 0, 4>(s, at, 3..4, dims);
+            let s = image_rows::<V, 0, RU>(s, at, RU - 1..oh, dims);
+            let s = image_rows::<V, 1, RU>(s, at, oh..oh + 1, dims);
+            let s = image_rows::<V, 2, RU>(s, at, oh + 1..oh + 2, dims);
+            let s = image_rows::<V, 3, RU>(s, at, oh + 2..oh + 3, dims);
+            image_rows::<V, 4, RU>(s, at, oh + 3..oh + 4, dims).0
         } else {
-            let (edge, mid) = ((RU - 1).min(rows), (RU - 1).max(oh).min(rows));
-            let acc = image_rows::<V, 0, RU, true>(acc, g, x, 0..edge, dims);
-            let acc = image_rows::<V, 0, RU, false>(acc, g, x, edge..mid, dims);
-            image_rows::<V, 0, RU, true>(acc, g, x, mid..rows, dims)
+            image_rows::<V, 0, RU>((acc, gs), at, 0..rows, dims).0
         }
     }
 }
 
-/// The image rows `t` in `ts` of [`image_rows_with`] for the kernel rows `u` in `U0..U1` (from
-/// `x`, the image at row `u0` and column `v0`; `g`, the channel's gradient plane;
-/// `(row_stride, oh, ow)`): for every column block `j0`, the gradient vectors `g[t−u][j0..]`
-/// (with `TEST`, zeros for the rows that do not exist), then for each `v` the input vector
-/// `x[t][j0+v..]` and `acc[u][v] += g[t−u][j0..] · x[t][j0+v..]`. Every load is masked (at 16
-/// lanes as fast as a full one), so each block runs the same code. (The sums pass by value:
-/// kept in registers.)
+/// The image rows `t` in `ts` of one column block of [`image_rows_with`] for the kernel rows
+/// `u` in `U0..U1` (`at`: where the block reads; `dims`: `(row_stride, oh, ow)`). `gs[u]`
+/// holds the gradient row `t − u` (zeros for a row that does not exist): at each image row the
+/// gradient row `t` enters (`t < oh`; else zeros) and the oldest leaves; then for each `v` the
+/// input vector `x[t][v..]` and `acc[u][v] += gs[u] · x[t][v..]`. (The sums and the rows pass
+/// by value: kept in registers.)
 ///
 /// # Safety
-/// The CPU has `V`'s tier; every image row `t` is readable for `ow + GV − 1` scalars, and
-/// `g` for `oh · ow`; without `TEST`, every gradient row `t − u` exists (`u ≤ t < oh + u`).
+/// The CPU has `V`'s tier; every image row `t` is readable from `at.x` for the live lanes +
+/// `GV − 1` scalars, and every gradient row `t < oh` from `at.g` for the live lanes; every
+/// gradient row `t − u` (`U0 ≤ u < U1`) that exists is in `gs` on entry or enters it here.
 #[inline(always)]
-unsafe fn image_rows<V: F32s, const U0: usize, const U1: usize, const TEST: bool>(
-    mut acc: [[V; GV]; RU],
-    g: *const f32,
-    x: *const f32,
+unsafe fn image_rows<V: F32s, const U0: usize, const U1: usize>(
+    (mut acc, mut gs): ([[V; GV]; RU], [V; RU]),
+    at: Rows<V>,
     ts: std::ops::Range<usize>,
     (s, oh, ow): (usize, usize, usize),
-) -> [[V; GV]; RU] {
+) -> ([[V; GV]; RU], [V; RU]) {
     for t in ts {
-        let x = x.wrapping_add(t * s);
-        // SAFETY (every load): lanes j0 .. j0 + live ≤ ow of existing rows; a row that does
-        // not exist is zeros, not loaded.
+        let x = at.x.wrapping_add(t * s);
+        // SAFETY (every load): the live lanes of existing rows (the caller's contract); a
+        // gradient row past the last is zeros, not loaded.
         unsafe {
-            for j0 in (0..ow).step_by(V::LANES) {
-                let mask = V::first((ow - j0).min(V::LANES));
-                let mut gs = [V::zero(); RU];
-                for (u, gv) in gs.iter_mut().enumerate().take(U1).skip(U0) {
-                    *gv = match !TEST || (u <= t && t - u < oh) {
-                        true => V::load_masked(g.add((t - u) * ow + j0), mask),
-                        false => V::zero(),
-                    };
-                }
-                for v in 0..GV {
-                    let xv = V::load_masked(x.add(j0 + v), mask);
-                    for u in U0..U1 {
-                        acc[u][v] = V::mul_add(gs[u], xv, acc[u][v]);
-                    }
+            let new = match t < oh {
+                true => V::load_masked(at.g.add(t * ow), at.mask),
+                false => V::zero(),
+            };
+            gs = [new, gs[0], gs[1], gs[2], gs[3]]; // (RU = 5: asserted by block_rows)
+            for v in 0..GV {
+                let xv = V::load_masked(x.add(v), at.mask);
+                for u in U0..U1 {
+                    acc[u][v] = V::mul_add(gs[u], xv, acc[u][v]);
                 }
             }
         }
     }
-    acc
+    (acc, gs)
 }
 
 /// `Σ_{i,j0} g[i][j0..]` over the column blocks `j0` of `LANES` (masked loads), in 8 partial
