@@ -610,8 +610,8 @@ impl LeNet5 {
     /// default model (ReLU, average pooling) and in [`PARAM_NAMES`] order: for every parameter
     /// gradient, the number m of products each of its entries adds up (images × output
     /// positions) and, per entry, the sum of their magnitudes, Σ|g·x| (Σ|g| for a bias; for
-    /// conv2's weight on the AVX-512 tier, plus those of Winograd's transformed terms:
-    /// [`winograd_terms`]),
+    /// the convolutions' weights on the AVX-512 tier, plus those of Winograd's transformed
+    /// terms: [`winograd_terms`]),
     /// computed in f64 from the kept layer inputs and output gradients.
     pub(crate) fn grad_magnitudes(
         &self,
@@ -640,10 +640,10 @@ impl LeNet5 {
         );
         let g1 = conv_grad(&self.act1, &self.pool1, self.conv2.grad_input());
         let mut v = Vec::new();
-        // conv2's weight gradient runs Winograd's F(2, 5) on the AVX-512 tier only.
+        // Both weight gradients run Winograd's F(2, 5) on the AVX-512 tier only.
         let winograd = tensor::Tier::active() == tensor::Tier::Avx512;
         for (conv, x, g, transformed) in [
-            (&self.conv1, input, g1, false),
+            (&self.conv1, input, g1, winograd),
             (&self.conv2, self.pool1.output(), g2, winograd),
         ] {
             let w = conv.weight().mapv(f64::from);
@@ -652,7 +652,8 @@ impl LeNet5 {
             let m = g.len() / g.dim().1;
             let mut sums: Vec<f64> = grads.weight.iter().copied().collect();
             if transformed {
-                for (s, t) in sums.iter_mut().zip(winograd_terms(x, g.view())) {
+                let x = zero_bordered(x, conv.params().padding);
+                for (s, t) in sums.iter_mut().zip(winograd_terms(x.view(), g.view())) {
                     *s += t;
                 }
             }
@@ -676,18 +677,20 @@ impl LeNet5 {
     }
 }
 
-/// conv2's weight gradient runs Winograd's F(2, 5) on the AVX-512 tier (`tensor`'s
-/// `conv2d/winograd.rs`), whose per-image sums are taken over transformed terms,
+/// The convolutions' weight gradients run Winograd's F(2, 5) on the AVX-512 tier (`tensor`'s
+/// `conv2d/winograd.rs` and `conv2d/direct_winograd.rs`), whose per-image sums are taken over
+/// transformed terms,
 /// `G[α][u]·(A·g)[α]·(Bᵀ·x)[α]` per tile of two output rows, which cancel to the direct sum only
 /// up to rounding: an entry whose direct terms are all zero can come out as a rounding residue.
 /// The sum of their magnitudes is at most `13·W`, with `W[k][c][u][v] = Σ_{n,t,j} (|g[2t][j]| +
 /// |g[2t+1][j]|) · Σ_{l<6} |x[2t+l][j+v]|` and 13 ≥ Σ_α max_u|G[α][u]|·max|Aᵀ[·][α]|·max_l|Bᵀ[α][l]|
 /// (1/4·1·5 + 2·(1/6·1·4) + 2·(2/3·2·2) + 1·1·5 = 12.9): these `13·W` per entry, in f64.
+/// `x` is the zero-bordered input ([`zero_bordered`]).
 #[cfg(test)]
 fn winograd_terms(x: ArrayView4<'_, f32>, g: ArrayView4<'_, f64>) -> Vec<f64> {
     let ((n, c, _, _), (_, k, oh, ow)) = (x.dim(), g.dim());
     let mut w = vec![0.0; k * c * 25];
-    for (ni, kk, ci, v) in conv2_columns(n, k, c) {
+    for (ni, kk, ci, v) in columns(n, k, c) {
         let mut sum = 0.0;
         for t in 0..oh / 2 {
             for j in 0..ow {
@@ -705,13 +708,19 @@ fn winograd_terms(x: ArrayView4<'_, f32>, g: ArrayView4<'_, f64>) -> Vec<f64> {
     w
 }
 
+/// `x` with `padding` zeros around each plane, as the convolution reads it.
+#[cfg(test)]
+fn zero_bordered(x: ArrayView4<'_, f32>, (ph, pw): (usize, usize)) -> ndarray::Array4<f32> {
+    let (n, c, h, w) = x.dim();
+    let mut out = ndarray::Array4::zeros((n, c, h + 2 * ph, w + 2 * pw));
+    out.slice_mut(ndarray::s![.., .., ph..ph + h, pw..pw + w])
+        .assign(&x);
+    out
+}
+
 /// Every `(image, out channel, in channel, kernel column)` of [`winograd_terms`].
 #[cfg(test)]
-fn conv2_columns(
-    n: usize,
-    k: usize,
-    c: usize,
-) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+fn columns(n: usize, k: usize, c: usize) -> impl Iterator<Item = (usize, usize, usize, usize)> {
     (0..n).flat_map(move |ni| {
         (0..k).flat_map(move |kk| (0..c).flat_map(move |ci| (0..5).map(move |v| (ni, kk, ci, v))))
     })

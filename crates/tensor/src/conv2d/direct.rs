@@ -31,12 +31,12 @@
 //! row loaded once per channel for every tap. Results may differ between these paths in the
 //! last bits, never between runs or thread counts.
 
-#[cfg(target_arch = "x86_64")]
-use super::direct_simd;
 use super::fused::{epilogue_chunks, Epilogue, GradOut};
 use super::taps::{self, block_bias, regroup_weights, BiasAt, Block, Taps};
 use super::with_regrouped;
 use super::{copy_row, valid_range, Geometry, Kept};
+#[cfg(target_arch = "x86_64")]
+use super::{direct_simd, direct_winograd};
 use crate::parallel::sum;
 use crate::{Scalar, Tier};
 use ndarray::ArrayView1;
@@ -72,12 +72,12 @@ pub(super) fn weights_len(g: &Geometry) -> usize {
 /// Scalars of per-chunk scratch of the backward pass: one image's zero-bordered rows
 /// ([`image_len`], only when they are rebuilt from the input), then the lane sums of the weight
 /// and bias gradients ([`lanes_len`]).
-pub(super) fn backward_scratch<T>(g: &Geometry, kept: Kept<'_, T>) -> usize {
+pub(super) fn backward_scratch<T: Scalar>(g: &Geometry, kept: Kept<'_, T>) -> usize {
     let image = match kept {
         Kept::Input(_) => image_len(g),
         Kept::Columns(_) | Kept::Images(_) => 0,
     };
-    image + lanes_len(g)
+    image + work_len::<T>(g) + lanes_len::<T>(g)
 }
 
 /// One image's zero-bordered rows ([`pad_image`]): `h + 2·ph` rows of [`row_stride`].
@@ -85,9 +85,24 @@ pub(super) fn image_len(g: &Geometry) -> usize {
     (g.h + 2 * g.p.padding.0) * row_stride(g)
 }
 
-/// [`L`] lane sums for each weight gradient `dw[k,u,v]` then each bias gradient `db[k]`.
-fn lanes_len(g: &Geometry) -> usize {
-    (g.k * g.kh * g.kw + g.k) * L
+/// [`L`] lane sums for each weight gradient `dw[k,u,v]` then each bias gradient `db[k]` (for
+/// the Winograd kernel, each of its sums `M[k][α][v]` in place of the weights').
+fn lanes_len<T: Scalar>(g: &Geometry) -> usize {
+    match plan::<T>(g, g.tier) {
+        #[cfg(target_arch = "x86_64")]
+        WeightGradKernel::Winograd => direct_winograd::lanes_len(g),
+        _ => (g.k * g.kh * g.kw + g.k) * L,
+    }
+}
+
+/// Scalars of the weight-gradient kernel's per-image scratch: the Winograd kernel's
+/// transformed rows, else none.
+fn work_len<T: Scalar>(g: &Geometry) -> usize {
+    match plan::<T>(g, g.tier) {
+        #[cfg(target_arch = "x86_64")]
+        WeightGradKernel::Winograd => direct_winograd::work_len(g),
+        _ => 0,
+    }
 }
 
 /// Copies one image `x` (`[h, w]`) into `img` ([`image_len`]): `ph` zero rows, then each row
@@ -216,8 +231,10 @@ pub(super) fn backward_chunk<T: Scalar>(
 ) {
     let in_img = g.h * g.w;
     let isa = g.tier;
-    let (scratch, rest) = slot.split_at_mut(backward_scratch(g, kept) - lanes_len(g));
-    let (lanes, part) = rest.split_at_mut(lanes_len(g));
+    let (lanes_len, work_len) = (lanes_len::<T>(g), work_len::<T>(g));
+    let (scratch, rest) = slot.split_at_mut(backward_scratch(g, kept) - lanes_len - work_len);
+    let (work, rest) = rest.split_at_mut(work_len);
+    let (lanes, part) = rest.split_at_mut(lanes_len);
     lanes.fill(T::zero());
     let first = chunk * g.per_chunk;
     let last = (first + g.per_chunk).min(g.n);
@@ -231,12 +248,19 @@ pub(super) fn backward_chunk<T: Scalar>(
             Kept::Images(all) => &all[n * image_len(g)..][..image_len(g)],
             Kept::Columns(_) => unreachable!("the direct method never keeps columns"),
         };
-        weight_grad_image(isa, g, img, g_n, lanes);
+        weight_grad_image(isa, g, img, g_n, (work, lanes));
         if let Some(gi) = gi.as_deref_mut() {
             input_grad_image(g, w, g_n, &mut gi[(n - first) * in_img..][..in_img]);
         }
     }
-    // The chunk's dW then db: each one's L lanes added in a fixed order.
+    // The chunk's dW then db: each one's L lanes added in a fixed order (Winograd's sums
+    // transformed back first).
+    #[cfg(target_arch = "x86_64")]
+    if plan::<T>(g, isa) == WeightGradKernel::Winograd {
+        let lanes = T::as_f32_slice(lanes).expect("the plan's f32");
+        let part = T::as_f32_slice_mut(part).expect("the plan's f32");
+        return direct_winograd::finish(g, lanes, part);
+    }
     for (d, l) in part.iter_mut().zip(lanes.chunks_exact(L)) {
         *d = sum(l);
     }
@@ -248,7 +272,13 @@ pub(super) fn backward_chunk<T: Scalar>(
 /// of the terms in a fixed order (lane `l`: the columns `j ≡ l mod L`, at 16 lanes folded from
 /// `j ≡ l` and `j ≡ l + 8 mod 16`). Both fused AVX2 paths (the `f32` vector kernel, the
 /// generic code compiled for AVX2) give the same bits.
-fn weight_grad_image<T: Scalar>(isa: Tier, g: &Geometry, img: &[T], g_n: &[T], lanes: &mut [T]) {
+fn weight_grad_image<T: Scalar>(
+    isa: Tier,
+    g: &Geometry,
+    img: &[T],
+    g_n: &[T],
+    (work, lanes): (&mut [T], &mut [T]),
+) {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx2,fma")]
@@ -259,7 +289,14 @@ fn weight_grad_image<T: Scalar>(isa: Tier, g: &Geometry, img: &[T], g_n: &[T], l
             }
             weight_grad_rows::<T, true>(g, img, g_n, lanes)
         }
-        match plan::<T>(isa) {
+        match plan::<T>(g, isa) {
+            WeightGradKernel::Winograd => {
+                let img = T::as_f32_slice(img).expect("the plan's f32");
+                let g_n = T::as_f32_slice(g_n).expect("the plan's f32");
+                let work = T::as_f32_slice_mut(work).expect("the plan's f32");
+                let lanes = T::as_f32_slice_mut(lanes).expect("the plan's f32");
+                return direct_winograd::weight_grad_image(g, img, g_n, work, lanes);
+            }
             WeightGradKernel::Avx512 => {
                 let img = T::as_f32_slice(img).expect("the plan's f32");
                 let g_n = T::as_f32_slice(g_n).expect("the plan's f32");
@@ -272,7 +309,7 @@ fn weight_grad_image<T: Scalar>(isa: Tier, g: &Geometry, img: &[T], g_n: &[T], l
             WeightGradKernel::Baseline => {}
         }
     }
-    let _ = isa;
+    let _ = (isa, work);
     weight_grad_rows::<T, false>(g, img, g_n, lanes)
 }
 
@@ -288,6 +325,9 @@ pub(super) enum WeightGradKernel {
     Avx2,
     /// `f32`: the image-row kernel at 16 lanes (`direct_simd::weight_grad_image_rows`).
     Avx512,
+    /// `f32`, 5 × 5 kernels with an even number of output rows (conv1): Winograd's F(2, 5)
+    /// transposed down the rows at 16 lanes (`direct_winograd.rs`).
+    Winograd,
 }
 
 impl crate::tier::Needs for WeightGradKernel {
@@ -295,18 +335,20 @@ impl crate::tier::Needs for WeightGradKernel {
         match self {
             WeightGradKernel::Baseline => Tier::Portable,
             WeightGradKernel::Avx2 => Tier::Avx2,
-            WeightGradKernel::Avx512 => Tier::Avx512,
+            WeightGradKernel::Avx512 | WeightGradKernel::Winograd => Tier::Avx512,
         }
     }
 }
 
-/// The weight-gradient kernel for `T` on `tier`: the 16-lane image-row kernel for `f32` on
-/// AVX-512 (measured faster there: docs/performance.md), the AVX2 build from the AVX2 tier up
-/// otherwise.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-pub(super) fn plan<T: Scalar>(tier: Tier) -> WeightGradKernel {
+/// The weight-gradient kernel for `T` on `tier` and `g`'s shapes: for `f32` on AVX-512,
+/// Winograd's kernel where it fits (conv1), else the 16-lane image-row kernel (each measured
+/// faster there: docs/performance.md); the AVX2 build from the AVX2 tier up otherwise.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_variables))]
+pub(super) fn plan<T: Scalar>(g: &Geometry, tier: Tier) -> WeightGradKernel {
     let f32s = std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>();
     match tier {
+        #[cfg(target_arch = "x86_64")]
+        Tier::Avx512 if f32s && direct_winograd::fits(g) => WeightGradKernel::Winograd,
         Tier::Avx512 if f32s => WeightGradKernel::Avx512,
         Tier::Avx512 | Tier::Avx2 => WeightGradKernel::Avx2,
         Tier::Portable => WeightGradKernel::Baseline,
@@ -424,23 +466,36 @@ pub(super) fn weight_grad_rows_fma(g: &Geometry, img: &[f32], g_n: &[f32], lanes
 
 #[cfg(test)]
 mod tests {
-    /// On every tier, whatever this machine has: the weight-gradient kernel needs no more than
-    /// the tier, the 16-lane `f32` kernel runs on AVX-512 only (measured faster there), other
-    /// scalars keep the AVX2 build.
+    /// On every tier, whatever this machine has, for conv1 and two shapes Winograd's kernel
+    /// does not fit (an odd number of output rows, a 3 × 7 kernel): the weight-gradient kernel
+    /// needs no more than the tier; `f32` on AVX-512 runs Winograd's kernel where it fits and
+    /// the 16-lane image-row kernel elsewhere (each measured faster there); other scalars keep
+    /// the AVX2 build.
     #[test]
     fn every_tier_runs_what_it_has_and_nothing_slower() {
-        use crate::tier::check_plan;
-        let measured = [WeightGradKernel::Avx2, WeightGradKernel::Avx512];
-        check_plan("direct weight gradient, f32", plan::<f32>, &measured);
-        check_plan(
-            "direct weight gradient, f64",
-            plan::<f64>,
-            &[WeightGradKernel::Avx2],
-        );
-        assert_eq!(plan::<f32>(Tier::Avx512), WeightGradKernel::Avx512);
-        assert_eq!(plan::<f32>(Tier::Avx2), WeightGradKernel::Avx2);
-        assert_eq!(plan::<f64>(Tier::Avx512), WeightGradKernel::Avx2);
-        assert_eq!(plan::<f32>(Tier::Portable), WeightGradKernel::Baseline);
+        use crate::tier::{check_plan, on_x86};
+        use WeightGradKernel::{Avx2, Avx512, Baseline, Winograd};
+        let at = |(h, kh, kw): (usize, usize, usize)| {
+            let p = Conv2dParams {
+                stride: (1, 1),
+                padding: (kh / 2, kw / 2),
+            };
+            Geometry::new("t", (32, 1, h, 28), (6, 1, kh, kw), p)
+        };
+        let (conv1, odd, wide) = (at((28, 5, 5)), at((27, 5, 5)), at((28, 3, 7)));
+        for (g, avx512) in [
+            (&conv1, on_x86(Winograd, Avx512)),
+            (&odd, Avx512),
+            (&wide, Avx512),
+        ] {
+            let what = format!("direct weight gradient, {}×{} output", g.oh, g.ow);
+            check_plan(&what, |t| plan::<f32>(g, t), &[Avx2, Avx512, Winograd]);
+            check_plan(&what, |t| plan::<f64>(g, t), &[Avx2]);
+            assert_eq!(plan::<f32>(g, Tier::Avx512), avx512, "{what}");
+            assert_eq!(plan::<f32>(g, Tier::Avx2), Avx2, "{what}");
+            assert_eq!(plan::<f64>(g, Tier::Avx512), Avx2, "{what}");
+            assert_eq!(plan::<f32>(g, Tier::Portable), Baseline, "{what}");
+        }
     }
 
     use super::super::taps::same_bits;

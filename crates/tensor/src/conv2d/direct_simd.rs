@@ -6,7 +6,8 @@
 //!   of AVX2's 16, plus `GK` gradient vectors and one input vector. Each lane is summed in the
 //!   same order, with the same fused roundings, as the generic code, so the two give the same
 //!   bits.
-//! * [`weight_grad_image_rows`] (the AVX-512 tier, 16 lanes): the image-row kernel, `RU × GV`
+//! * [`weight_grad_image_rows`] (the AVX-512 tier, 16 lanes, where Winograd's kernel of
+//!   `direct_winograd.rs` does not fit): the image-row kernel, `RU × GV`
 //!   = 25 accumulators per channel, each image row's `GV` shifted vectors loaded once for all
 //!   `RU` kernel rows, and the `RU` gradient rows they meet carried from row to row in
 //!   registers (6 loads per 25 multiply-adds, against 7 per 10). Its lanes sum in another
@@ -360,7 +361,7 @@ unsafe fn image_rows<V: F32s, const U0: usize, const U1: usize>(
 /// # Safety
 /// The CPU has `V`'s tier; `g` is readable for `oh · ow` scalars.
 #[inline(always)]
-unsafe fn bias_sums<V: F32s>(g: *const f32, oh: usize, ow: usize) -> V {
+pub(super) unsafe fn bias_sums<V: F32s>(g: *const f32, oh: usize, ow: usize) -> V {
     // SAFETY (every load): the CPU has V's tier; lanes j0 .. j0 + live ≤ ow of row i < oh.
     unsafe {
         let row = |sum: V, i: usize| {

@@ -44,6 +44,8 @@ mod direct;
 #[cfg(target_arch = "x86_64")]
 mod direct_simd;
 #[cfg(target_arch = "x86_64")]
+mod direct_winograd;
+#[cfg(target_arch = "x86_64")]
 mod dlanes;
 #[cfg(target_arch = "x86_64")]
 mod dwide;
@@ -179,7 +181,8 @@ fn with_slots<T: Scalar, R>(
 /// input with an input gradient ([`backward_slot`]); `fused`: with the ReLU and average pool.
 fn most_slots(g: &Geometry, method: Conv2dMethod, fused: bool) -> usize {
     let gbuf = if fused { fused::grad_image_len(g) } else { 0 };
-    let (_, backward) = backward_slot::<u8>(g, method, Kept::Input(&[]), true, gbuf);
+    // f32's slot is the largest (only f32 runs the Winograd weight gradient's bigger sums).
+    let (_, backward) = backward_slot::<f32>(g, method, Kept::Input(&[]), true, gbuf);
     g.chunks * forward_slot(g, method).max(backward)
 }
 
@@ -1054,7 +1057,7 @@ fn check_grads<T>(
 /// input gradient or not, when the upstream gradient builds each image's output gradient in
 /// `gbuf` scalars ([`GradOut::scratch_len`]): that buffer, the method's scratch, then the
 /// chunk's partial weight and bias gradients. Returns (where the partials start, slot length).
-fn backward_slot<T>(
+fn backward_slot<T: Scalar>(
     g: &Geometry,
     method: Conv2dMethod,
     kept: Kept<'_, T>,

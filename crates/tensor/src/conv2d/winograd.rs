@@ -31,9 +31,9 @@ use crate::simd::F32s;
 use std::arch::x86_64::{__m256, __m512};
 
 /// The kernel's height and width.
-const R: usize = 5;
+pub(super) const R: usize = 5;
 /// Transformed rows per tile row (`2 + R − 1`).
-const A: usize = 6;
+pub(super) const A: usize = 6;
 /// The most input channels the per-image scratch holds.
 const MAX_C: usize = 8;
 /// The widest padded input rows the per-image scratch holds (a multiple of 16).
@@ -41,7 +41,7 @@ const MAX_W: usize = 16;
 
 /// `Aᵀ`, `G` and `Bᵀ` of F(2, 5) at the points 0, 1, −1, 2, −2, ∞ (`G` in `f64`: its sixths
 /// and twenty-fourths are rounded once, with the product, in [`transform_weights`]).
-const G: [[f64; R]; A] = [
+pub(super) const G: [[f64; R]; A] = [
     [1.0 / 4.0, 0.0, 0.0, 0.0, 0.0],
     [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
     [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
@@ -245,7 +245,7 @@ unsafe fn transform_rows<V: F32s>(
 /// # Safety
 /// The CPU has `V`'s tier.
 #[inline(always)]
-unsafe fn input_transform<V: F32s>(d: [V; A]) -> [V; A] {
+pub(super) unsafe fn input_transform<V: F32s>(d: [V; A]) -> [V; A] {
     // SAFETY: the caller's contract.
     unsafe {
         let a = V::mul_add(V::splat(-4.0), d[2], d[4]); // d4 − 4·d2
@@ -269,7 +269,7 @@ unsafe fn input_transform<V: F32s>(d: [V; A]) -> [V; A] {
 /// # Safety
 /// The CPU has `V`'s tier.
 #[inline(always)]
-unsafe fn minus<V: F32s>(a: V, b: V) -> V {
+pub(super) unsafe fn minus<V: F32s>(a: V, b: V) -> V {
     // SAFETY: the caller's contract.
     unsafe { V::mul_add(b, V::splat(-1.0), a) }
 }
