@@ -21,7 +21,7 @@
 
 use super::direct::{row_stride, L};
 use super::direct_simd::bias_sums;
-use super::winograd::{input_transform, minus, A, G, R};
+use super::winograd::{minus, transform_block, A, G, R};
 use super::Geometry;
 use crate::simd::F32s;
 use crate::Tier;
@@ -113,20 +113,14 @@ unsafe fn image_16(g: &Geometry, img: &[f32], g_n: &[f32], work: &mut [f32], lan
 unsafe fn transform_rows<V: F32s>(g: &Geometry, img: &[f32], work: &mut [f32]) {
     let (s, vw, cols) = (row_stride(g), v_width(g), g.ow + R - 1);
     for t in 0..g.oh / 2 {
-        let x = img[2 * t * s..][..(A - 1) * s + cols].as_ptr();
+        let x = &img[2 * t * s..][..(A - 1) * s + cols];
         let rows = &mut work[t * A * vw..][..A * vw];
         for c0 in (0..cols).step_by(V::LANES) {
-            // SAFETY (loads and stores): columns c0 .. c0 + live ≤ cols of the six image rows;
-            // the stores' LANES scalars at c0 < vw stay in the (t, α) row.
+            // SAFETY: columns c0 .. c0 + live ≤ cols of the six image rows; the stores' LANES
+            // scalars at c0 < vw stay in each (t, α) row.
             unsafe {
-                let mask = V::first((cols - c0).min(V::LANES));
-                let mut d = [V::zero(); A];
-                for (l, d) in d.iter_mut().enumerate() {
-                    *d = V::load_masked(x.add(l * s + c0), mask);
-                }
-                for (alpha, v) in input_transform(d).into_iter().enumerate() {
-                    v.store(rows[alpha * vw + c0..][..V::LANES].as_mut_ptr());
-                }
+                let live = (cols - c0).min(V::LANES);
+                transform_block::<V>((x[c0..].as_ptr(), s, live), (rows[c0..].as_mut_ptr(), vw));
             }
         }
     }
@@ -270,21 +264,9 @@ mod tests {
     //! in `f64` rounded once 1. A missing or misplaced term is off by a whole `|g·x|` and fails
     //! (the bound is ~10⁻⁵ of `S`). The bias is the image-row kernel's direct sum of `g`.
     use super::super::direct::{image_len, pad_image};
+    use super::super::winograd::{AT, BT};
     use super::*;
     use crate::Conv2dParams;
-
-    const BT: [[f64; A]; A] = [
-        [4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
-        [0.0, -4.0, -4.0, 1.0, 1.0, 0.0],
-        [0.0, 4.0, -4.0, -1.0, 1.0, 0.0],
-        [0.0, -2.0, -1.0, 2.0, 1.0, 0.0],
-        [0.0, 2.0, -1.0, -2.0, 1.0, 0.0],
-        [0.0, 4.0, 0.0, -5.0, 0.0, 1.0],
-    ];
-    const AT: [[f64; A]; 2] = [
-        [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
-        [0.0, 1.0, -1.0, 2.0, -2.0, 1.0],
-    ];
 
     fn gamma(m: usize) -> f64 {
         let mu = m as f64 * 2f64.powi(-24);

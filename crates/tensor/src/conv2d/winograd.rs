@@ -60,12 +60,12 @@ const G32: [[f32; R]; A] = {
     g
 };
 #[cfg(test)]
-const AT: [[f64; A]; 2] = [
+pub(super) const AT: [[f64; A]; 2] = [
     [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
     [0.0, 1.0, -1.0, 2.0, -2.0, 1.0],
 ];
 #[cfg(test)]
-const BT: [[f64; A]; A] = [
+pub(super) const BT: [[f64; A]; A] = [
     [4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
     [0.0, -4.0, -4.0, 1.0, 1.0, 0.0],
     [0.0, 4.0, -4.0, -1.0, 1.0, 0.0],
@@ -223,19 +223,40 @@ unsafe fn transform_rows<V: F32s>(
     for c in 0..planes {
         let x = &src[c * plane + 2 * t * wp..][..A * wp];
         for col0 in (0..wp).step_by(V::LANES) {
-            // SAFETY (loads and stores): lanes col0 .. col0 + live ≤ wp of each of the six
-            // rows; the stores' LANES scalars at col0 < wp ≤ MAX_W stay in the (α, c) row.
+            let out = &mut rows[c * MAX_W + col0..][..(A - 1) * planes * MAX_W + V::LANES];
+            // SAFETY: lanes col0 .. col0 + live ≤ wp of each of the six rows; the stores'
+            // LANES scalars at col0 < wp ≤ MAX_W stay in each (α, c) row.
             unsafe {
-                let mask = V::first((wp - col0).min(V::LANES));
-                let mut d = [V::zero(); A];
-                for (l, d) in d.iter_mut().enumerate() {
-                    *d = V::load_masked(x[l * wp + col0..].as_ptr(), mask);
-                }
-                for (alpha, v) in input_transform(d).into_iter().enumerate() {
-                    let row = &mut rows[(alpha * planes + c) * MAX_W..][..MAX_W];
-                    v.store(row[col0..][..V::LANES].as_mut_ptr());
-                }
+                let live = (wp - col0).min(V::LANES);
+                transform_block::<V>(
+                    (x[col0..].as_ptr(), wp, live),
+                    (out.as_mut_ptr(), planes * MAX_W),
+                );
             }
+        }
+    }
+}
+
+/// `Bᵀ·d` of the six rows `d_l = x + l·stride` at `LANES` columns (the first `live` read, the
+/// rest zeros), row `α` stored at `out + α·out_stride`.
+///
+/// # Safety
+/// The CPU has `V`'s tier; each row `d_l` is readable for `live` scalars, and `out + α·out_stride`
+/// writable for `LANES` for every `α < 6`.
+#[inline(always)]
+pub(super) unsafe fn transform_block<V: F32s>(
+    (x, stride, live): (*const f32, usize, usize),
+    (out, out_stride): (*mut f32, usize),
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let mask = V::first(live);
+        let mut d = [V::zero(); A];
+        for (l, d) in d.iter_mut().enumerate() {
+            *d = V::load_masked(x.add(l * stride), mask);
+        }
+        for (alpha, v) in input_transform(d).into_iter().enumerate() {
+            v.store(out.add(alpha * out_stride));
         }
     }
 }
@@ -245,7 +266,7 @@ unsafe fn transform_rows<V: F32s>(
 /// # Safety
 /// The CPU has `V`'s tier.
 #[inline(always)]
-pub(super) unsafe fn input_transform<V: F32s>(d: [V; A]) -> [V; A] {
+unsafe fn input_transform<V: F32s>(d: [V; A]) -> [V; A] {
     // SAFETY: the caller's contract.
     unsafe {
         let a = V::mul_add(V::splat(-4.0), d[2], d[4]); // d4 − 4·d2
